@@ -1,0 +1,54 @@
+"""``plasticity-run``: compose the Hydra config, validate it, hand it to the trainer.
+
+The same app runs as ``python -m plasticity_runner``. Configs are found next to the installed
+package (``plasticity_runner/configs``, shipped from the repository's top-level ``configs/``) or,
+in an editable install, at the repository's ``configs/``; the working directory does not matter.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from .config import ConfigError, register_configs
+
+log = logging.getLogger("plasticity_runner")
+
+
+def config_dir() -> str:
+    """Absolute path of the primary config directory."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"plasticity-runner configs not found next to {here} (looked for configs/config.yaml)")
+
+
+register_configs()
+
+
+@hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
+def _app(cfg: DictConfig) -> None:
+    from .trainer import train
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = train(cfg, run_dir)
+    except ConfigError as exc:
+        # Hydra reports typos and wrong types itself; range errors end here, before any metric.
+        print(f"Error in config: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"plasticity-run: run {summary['run_id']} complete; outputs in {run_dir.resolve()}")
+
+
+def main() -> None:
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Environments: the classification MDPs (section 3.2) and Atari (section 6.3).
+
+``make_env(env_cfg, device, seed)`` builds the vectorised environment named by ``env_cfg.name``;
+see ``base.py`` for the contract every environment and its replay meet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def make_env(cfg: Any, device: torch.device, seed: int):
+    """The vector environment named by ``cfg.name`` (imports are lazy: Atari needs ale-py)."""
+    if cfg.name == "classification":
+        from .classification import ClassificationMDP
+
+        return ClassificationMDP(cfg, device, seed)
+    if cfg.name == "atari":
+        from .atari import AtariVectorEnv
+
+        return AtariVectorEnv(cfg, device, seed)
+    raise ValueError(f"env.name: unknown environment {cfg.name!r}")

@@ -1,0 +1,74 @@
+"""The contract between environments, their replay memories and the trainer.
+
+An environment is vectorised: it steps ``num_envs`` copies at once with tensor operations on
+``device``. It creates the replay memory that matches how it stores observations (dataset indices
+for the classification MDPs, uint8 frames for Atari), so the trainer never looks inside either.
+
+Names carry time as in DQN Zoo: a stored transition is ``(o_tm1, a_tm1, r_t, discount_t, o_t)``.
+``discount_t`` is 0 where ``o_t`` is terminal for learning and 1 otherwise; the agent multiplies it
+by its own gamma.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass
+class Batch:
+    """A minibatch of transitions, observations already materialised as float tensors."""
+
+    o_tm1: torch.Tensor  # [B, *obs_shape] float32
+    a_tm1: torch.Tensor  # [B] int64
+    r_t: torch.Tensor  # [B] float32 (clipped for Atari)
+    discount_t: torch.Tensor  # [B] float32 in {0, 1}
+    o_t: torch.Tensor  # [B, *obs_shape] float32
+
+
+@dataclass
+class StepResult:
+    """What ``VectorEnv.step`` returns."""
+
+    obs: torch.Tensor  # [N, *obs_shape] observation to act on next (after any auto-reset)
+    reward: torch.Tensor  # [N] float32 reward of this step, as the environment gave it
+    record: dict[str, torch.Tensor]  # what ``Replay.add`` consumes for this step
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. finished episode returns (device tensors)
+
+
+class Replay(Protocol):
+    size: int  # number of stored transitions (a host int: no device sync to read it)
+    capacity: int
+
+    def add(self, record: dict[str, torch.Tensor]) -> None: ...
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch: ...
+
+    def sample_obs(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` stored observations (o_tm1) drawn uniformly, as float tensors."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class VectorEnv(Protocol):
+    num_envs: int
+    num_actions: int
+    obs_shape: tuple[int, ...]
+    device: torch.device
+
+    def reset(self) -> torch.Tensor:
+        """Start every copy; returns the first observations ``[N, *obs_shape]``."""
+        ...
+
+    def step(self, actions: torch.Tensor) -> StepResult: ...
+
+    def make_replay(self, capacity: int) -> Replay: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

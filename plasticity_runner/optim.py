@@ -1,0 +1,136 @@
+"""Optimizers, with the variants the paper needs that torch lacks.
+
+* ``Adam``: equation (6) of the paper (optax's ``scale_by_adam``),
+  ``u_t = -lr * m_hat / (sqrt(v_hat + eps_root) + eps)``; with ``eps_root = 0`` it is torch's Adam.
+* ``RMSProp``: the optax / DQN Zoo form, ``u_t = -lr * g / sqrt(nu - mu^2 + eps)`` with ``eps``
+  *inside* the square root and (when ``centered``) the mean gradient ``mu`` subtracted. torch's
+  ``RMSprop`` puts eps outside the root, so it is a different optimizer for the same numbers.
+* ``sgd``: torch's SGD.
+
+Every optimizer keeps its state per parameter (looked up by the parameter tensor, never by
+position), so interventions can reset the state of one parameter (``reset_state``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+
+class Adam(Optimizer):
+    """Adam with ``eps_root`` inside the square root (paper eq. 6, optax ``scale_by_adam``)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, eps_root=0.0):
+        if lr < 0 or eps < 0 or eps_root < 0:
+            raise ValueError("Adam: lr, eps and eps_root must be >= 0")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, eps_root=eps_root))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            params, grads, ms, vs, counts = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                params.append(p)
+                grads.append(p.grad)
+                ms.append(state["exp_avg"])
+                vs.append(state["exp_avg_sq"])
+                counts.append(state["step"])
+            if not params:
+                continue
+            torch._foreach_lerp_(ms, grads, 1 - b1)
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_addcmul_(vs, grads, grads, value=1 - b2)
+            # v_hat + eps_root, sqrt, + eps  (bias corrections are host floats: no device sync)
+            denom = torch._foreach_div(vs, [1 - b2**t for t in counts])
+            if group["eps_root"]:
+                torch._foreach_add_(denom, group["eps_root"])
+            torch._foreach_sqrt_(denom)
+            torch._foreach_add_(denom, group["eps"])
+            step_sizes = [-group["lr"] / (1 - b1**t) for t in counts]
+            updates = torch._foreach_div(ms, denom)
+            torch._foreach_mul_(updates, step_sizes)
+            torch._foreach_add_(params, updates)
+        return loss
+
+
+class RMSProp(Optimizer):
+    """RMSProp as in optax / DQN Zoo: eps inside the square root, optionally centred."""
+
+    def __init__(self, params, lr=2.5e-4, decay=0.95, eps=1e-5, centered=True):
+        super().__init__(params, dict(lr=lr, decay=decay, eps=eps, centered=centered))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            d = group["decay"]
+            params, grads, nus, mus = [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["nu"] = torch.zeros_like(p)
+                    if group["centered"]:
+                        state["mu"] = torch.zeros_like(p)
+                state["step"] += 1
+                params.append(p)
+                grads.append(p.grad)
+                nus.append(state["nu"])
+                if group["centered"]:
+                    mus.append(state["mu"])
+            if not params:
+                continue
+            torch._foreach_mul_(nus, d)
+            torch._foreach_addcmul_(nus, grads, grads, value=1 - d)
+            if group["centered"]:
+                torch._foreach_lerp_(mus, grads, 1 - d)
+                denom = torch._foreach_addcmul(nus, mus, mus, value=-1)
+            else:
+                denom = [n.clone() for n in nus]
+            torch._foreach_add_(denom, group["eps"])
+            torch._foreach_sqrt_(denom)
+            torch._foreach_addcdiv_(params, grads, denom, value=-group["lr"])
+        return loss
+
+
+def build_optimizer(cfg: Any, params: Iterable[torch.Tensor]) -> Optimizer:
+    """The optimizer named by ``cfg.name`` over ``params`` (fresh state)."""
+    params = list(params)
+    kind = cfg.kind
+    if kind == "adam":
+        return Adam(params, lr=cfg.lr, betas=(cfg.b1, cfg.b2), eps=cfg.eps, eps_root=cfg.eps_root)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    if kind == "rmsprop":
+        return RMSProp(params, lr=cfg.lr, decay=cfg.decay, eps=cfg.eps, centered=cfg.centered)
+    raise ValueError(f"optimizer.kind: unknown optimizer kind {kind!r}")
+
+
+def reset_state(optimizer: Optimizer, params: Iterable[torch.Tensor] | None = None) -> None:
+    """Forget the optimizer state of ``params`` (all parameters when None), looked up by tensor."""
+    if params is None:
+        optimizer.state.clear()
+        return
+    for p in params:
+        optimizer.state.pop(p, None)

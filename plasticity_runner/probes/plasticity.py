@@ -1,0 +1,191 @@
+"""The plasticity probe of sections 2.2 and 3.1 (equation 5).
+
+From a copy of the current parameters theta_t, fit ``T`` random regression targets
+
+    g_j(x) = a + sin(sin_scale * f(x; w0_j)),   j = 1..T,
+
+where ``w0_j`` is a fresh initialisation of the same architecture (interventions included), and
+``a`` is the current network's mean prediction over the probe inputs and actions. Each target is
+fitted for ``steps`` optimizer steps with the run's optimizer type and hyperparameters (fresh
+state), on minibatches of the probe input set ``X`` (observations drawn from the replay buffer).
+
+Recorded per target: the loss on all of ``X`` before fitting (``initial``) and after (``final``),
+the baseline ``b_j = Var[g_j(X)]`` and the training-loss curve. Losses and variances are means
+over inputs *and* actions (one squared error per Q-output), so ``P = mean_j b_j - mean_j final_j``.
+
+Choices the paper leaves open (named here and in the README): the minibatch size, the size of X,
+a scalar offset ``a`` (mean over inputs and actions), the same minibatch for every target at a
+step, and the curve as the mean minibatch loss over windows of ``curve_every_steps``.
+
+The vectorised fit stacks the T copies (``torch.func.stack_module_state``) and runs them with
+``vmap(functional_call)``; the summed loss gives each copy exactly its own gradient, and the
+optimizer is elementwise, so one optimizer over the stacked parameters equals T separate ones.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from ..optim import build_optimizer
+
+
+@dataclass
+class ProbeResult:
+    initial_loss: torch.Tensor  # [T] loss on X before fitting
+    final_loss: torch.Tensor  # [T] loss on X after fitting
+    baseline: torch.Tensor  # [T] variance of each target over X (and actions)
+    curve: torch.Tensor  # [T, K] mean minibatch loss over each window of curve_every_steps
+    curve_steps: torch.Tensor  # [K] probe step at the end of each window
+    offset: float  # a, the network's mean prediction
+
+    def scalars(self) -> dict[str, float]:
+        final = self.final_loss.double().cpu()
+        out = {
+            "probe_loss": final.mean().item(),
+            "probe_initial_loss": self.initial_loss.double().mean().item(),
+            "probe_baseline": self.baseline.double().mean().item(),
+            "probe_offset": self.offset,
+        }
+        out["plasticity"] = out["probe_baseline"] - out["probe_loss"]
+        out.update({f"probe_loss_target{j:02d}": v for j, v in enumerate(final.tolist())})
+        return out
+
+
+def _fork_rng_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+@torch.no_grad()
+def make_targets(
+    build_fresh: Callable[[], nn.Module], inputs: torch.Tensor, seeds: list[int], offset: float, sin_scale: float
+) -> torch.Tensor:
+    """Targets ``[T, N, A]``: ``offset + sin(sin_scale * f(X; w0_j))``, ``w0_j`` built under seed j.
+
+    Network initialisation runs under ``torch.random.fork_rng``, so the caller's RNG state is
+    untouched.
+    """
+    targets = []
+    for seed in seeds:
+        with torch.random.fork_rng(devices=_fork_rng_devices(inputs.device)):
+            torch.manual_seed(seed)
+            fresh = build_fresh().to(inputs.device)
+        targets.append(offset + torch.sin(sin_scale * fresh(inputs)))
+    return torch.stack(targets)
+
+
+def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)], dim=-2)
+
+
+def fit_targets_vectorised(
+    net: nn.Module,
+    optimizer_cfg: Any,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    curve_every_steps: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fit all ``T`` targets at once from copies of ``net``; returns (initial, final, curve)."""
+    T, device = targets.shape[0], inputs.device
+    base = copy.deepcopy(net)
+    params, buffers = stack_module_state([base] * T)
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    buffers = {k: v.detach().clone() for k, v in buffers.items()}
+    optimizer = build_optimizer(optimizer_cfg, params.values())
+
+    def f(p, b, x):
+        return functional_call(base, (p, b), (x,))
+
+    forward = vmap(f, in_dims=(0, 0, None), randomness="different")
+
+    def full_loss() -> torch.Tensor:
+        with torch.no_grad():
+            out = _chunked(lambda x: forward(params, buffers, x), inputs)
+            return ((out - targets) ** 2).mean(dim=(1, 2))
+
+    initial = full_loss()
+    generator = torch.Generator(device).manual_seed(seed)
+    curve = torch.zeros(T, -(-steps // curve_every_steps), device=device)
+    for i in range(steps):
+        idx = torch.randint(inputs.shape[0], (batch_size,), generator=generator, device=device)
+        per_target = ((forward(params, buffers, inputs[idx]) - targets[:, idx]) ** 2).mean(dim=(1, 2))
+        optimizer.zero_grad(set_to_none=True)
+        per_target.sum().backward()
+        optimizer.step()
+        curve[:, i // curve_every_steps] += per_target.detach()
+    return initial, full_loss(), curve
+
+
+def fit_targets_sequential(
+    net: nn.Module,
+    optimizer_cfg: Any,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    curve_every_steps: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The same fit one target at a time (the reference for the vectorised fit)."""
+    T, device = targets.shape[0], inputs.device
+    initial, final = torch.zeros(T, device=device), torch.zeros(T, device=device)
+    curve = torch.zeros(T, -(-steps // curve_every_steps), device=device)
+    for j in range(T):
+        model = copy.deepcopy(net)
+        optimizer = build_optimizer(optimizer_cfg, model.parameters())
+        with torch.no_grad():
+            initial[j] = ((_chunked(model, inputs) - targets[j]) ** 2).mean()
+        generator = torch.Generator(device).manual_seed(seed)
+        for i in range(steps):
+            idx = torch.randint(inputs.shape[0], (batch_size,), generator=generator, device=device)
+            loss = ((model(inputs[idx]) - targets[j, idx]) ** 2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            curve[j, i // curve_every_steps] += loss.detach()
+        with torch.no_grad():
+            final[j] = ((_chunked(model, inputs) - targets[j]) ** 2).mean()
+    return initial, final, curve
+
+
+def plasticity_probe(
+    net: nn.Module,
+    build_fresh: Callable[[], nn.Module],
+    optimizer_cfg: Any,
+    inputs: torch.Tensor,
+    probe_cfg: Any,
+    seed: int,
+) -> ProbeResult:
+    """Run the probe of eq. (5) from a copy of ``net`` on the input set ``inputs``.
+
+    ``net`` is never modified; all randomness comes from ``seed`` (fresh initialisations under
+    ``fork_rng``, minibatches from a private generator), so the caller's RNG streams are untouched.
+    """
+    with torch.no_grad():
+        offset = float(_chunked(net, inputs).mean())
+    T = int(probe_cfg.num_targets)
+    targets = make_targets(build_fresh, inputs, [seed * 1000 + j for j in range(T)], offset, probe_cfg.sin_scale)
+    fit = fit_targets_vectorised if probe_cfg.vectorised else fit_targets_sequential
+    initial, final, curve_sum = fit(
+        net, optimizer_cfg, inputs, targets, probe_cfg.steps, probe_cfg.batch_size, seed, probe_cfg.curve_every_steps
+    )
+    every, steps = int(probe_cfg.curve_every_steps), int(probe_cfg.steps)
+    ends = torch.clamp(torch.arange(1, curve_sum.shape[1] + 1) * every, max=steps)
+    counts = ends - torch.arange(curve_sum.shape[1]) * every
+    return ProbeResult(
+        initial_loss=initial,
+        final_loss=final,
+        baseline=targets.var(dim=(1, 2), unbiased=False),
+        curve=curve_sum / counts.to(curve_sum),
+        curve_steps=ends,
+        offset=offset,
+    )

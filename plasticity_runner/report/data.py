@@ -1,0 +1,244 @@
+"""Reading a run or multirun directory for the report: which runs are used, their groups, and
+small helpers to pull one metric per run out of the long-format frame of ``load_sweep``."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import metrics as _metrics
+from ..metrics import find_runs, load_run_metadata, load_sweep
+from . import names as N
+
+# Columns of ``load_sweep`` that are not config keys.
+FRAME_COLUMNS = frozenset(f.name for f in _metrics.SCHEMA) | {"run_dir", "group"}
+
+
+class NoRunsError(FileNotFoundError):
+    """The report path holds no run directory."""
+
+
+@dataclass
+class ReportData:
+    """What the report reads: the metric rows of the runs it uses, and why others were left out.
+
+    ``frame`` is the ``load_sweep`` frame of the used runs with one more column, ``group`` (a label
+    naming the config keys that separate this run's group from the others, seed excluded).
+    ``runs`` has one row per run directory found: run_dir, run_id, status, used, reason, rows,
+    first_step, last_step, seed, group.
+    """
+
+    path: Path
+    frame: pd.DataFrame
+    runs: pd.DataFrame
+    group_keys: list[str] = field(default_factory=list)
+
+    @property
+    def used(self) -> pd.DataFrame:
+        return self.runs[self.runs["used"]]
+
+    @property
+    def skipped(self) -> pd.DataFrame:
+        return self.runs[~self.runs["used"]]
+
+
+def is_group_key(key: str) -> bool:
+    """Whether a config key may separate two runs into different groups (seed-like keys may not)."""
+    if key in N.GROUP_IGNORE_KEYS or key in FRAME_COLUMNS:
+        return False
+    if key.startswith(N.GROUP_IGNORE_PREFIXES):
+        return False
+    return not key.rsplit(".", 1)[-1].endswith(N.GROUP_IGNORE_SUFFIXES)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "None"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def run_configs(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (index run_dir) with the run's config columns."""
+    config_cols = [c for c in frame.columns if c not in FRAME_COLUMNS]
+    return frame.groupby("run_dir", sort=True)[config_cols].first() if len(frame) else pd.DataFrame()
+
+
+def assign_groups(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Add a ``group`` label column: runs equal in every config key but the seed share a group.
+
+    The label lists only the keys whose value differs somewhere in the frame (``"all runs"`` when
+    none does), so it stays short for a sweep over a few keys.
+    """
+    frame = frame.copy()
+    if frame.empty:
+        frame["group"] = pd.Series(dtype=str)
+        return frame, []
+    configs = run_configs(frame)
+    keys = [k for k in configs.columns if is_group_key(k)]
+    varying = [k for k in keys if configs[k].map(_fmt).nunique() > 1]
+    labels = {
+        run_dir: (", ".join(f"{k}={_fmt(row[k])}" for k in varying) or "all runs")
+        for run_dir, row in configs.iterrows()
+    }
+    frame["group"] = frame["run_dir"].map(labels)
+    return frame, varying
+
+
+def load_report_data(path: str | os.PathLike) -> ReportData:
+    """Read every run at or below ``path`` (each through ``load_sweep``) and decide which to use.
+
+    A run is skipped when its ``run.json`` or a metric shard cannot be read, when its status is
+    one of ``names.SKIP_STATUSES`` (``failed``), or when it has written no metrics yet. Runs
+    still going (status ``running``) and diverged runs are used with the pauses they have.
+    Raises ``NoRunsError`` when no run directory exists at or below ``path``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise NoRunsError(f"no such directory: {path}")
+    run_dirs = find_runs(path)
+    if not run_dirs:
+        raise NoRunsError(f"no run (no {_metrics.RUN_FILE}) found at or below {path}")
+    frames, rows = [], []
+    for run_dir in run_dirs:
+        row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": None, "status": None, "used": False,
+                               "reason": "", "rows": 0, "first_step": None, "last_step": None,
+                               "seed": None}
+        try:
+            meta = load_run_metadata(run_dir)
+            row["run_id"] = meta.get("run_id")
+            row["status"] = meta.get(N.STATUS_KEY)
+            row["seed"] = (meta.get("config") or {}).get(N.SEED)
+            frame = load_sweep(run_dir)
+        except Exception as exc:  # a corrupt run must not stop the report on the others
+            row["reason"] = f"unreadable: {type(exc).__name__}: {exc}"
+            rows.append(row)
+            continue
+        row["rows"] = len(frame)
+        if len(frame):
+            row["first_step"] = int(frame["step"].min())
+            row["last_step"] = int(frame["step"].max())
+        if row["status"] in N.SKIP_STATUSES:
+            row["reason"] = f"status {row['status']}"
+        elif not len(frame):
+            row["reason"] = "no metrics yet"
+        else:
+            row["used"] = True
+            frames.append(frame)
+        rows.append(row)
+    runs = pd.DataFrame(rows)
+    if frames:
+        frame = pd.concat(frames, ignore_index=True)
+    else:
+        frame = pd.DataFrame({f.name: pd.Series(dtype=f.type.to_pandas_dtype()) for f in _metrics.SCHEMA})
+        frame["run_dir"] = pd.Series(dtype=object)
+    frame, group_keys = assign_groups(frame)
+    groups = frame.groupby("run_dir")["group"].first() if len(frame) else pd.Series(dtype=str)
+    runs["group"] = runs["run_dir"].map(groups)
+    return ReportData(path=path, frame=frame, runs=runs, group_keys=group_keys)
+
+
+# ------------------------------------------------------------------------------ frame helpers
+
+
+def select(frame: pd.DataFrame, key: str, values: Any) -> pd.DataFrame:
+    """Rows whose config ``key`` is one of ``values``; all rows when the frame lacks the key."""
+    if key not in frame.columns:
+        return frame
+    values = [values] if isinstance(values, (str, int, float)) else list(values)
+    return frame[frame[key].isin(values)]
+
+
+def series(frame: pd.DataFrame, metric: tuple[str, str], finite: bool = True) -> pd.DataFrame:
+    """One metric as ``run_dir, step, value`` (+ config columns), one row per run and step.
+
+    Duplicate rows of a step (a step written twice after a resume) are averaged.
+    """
+    phase, name = metric
+    rows = frame[(frame["phase"] == phase) & (frame["metric"] == name)]
+    if finite:
+        rows = rows[np.isfinite(rows["value"].to_numpy(dtype=float))]
+    if rows.empty:
+        return pd.DataFrame(columns=["run_dir", "step", "value"])
+    out = rows.groupby(["run_dir", "step"], as_index=False, sort=True)["value"].mean()
+    return out
+
+
+def has_metric(frame: pd.DataFrame, metric: tuple[str, str]) -> bool:
+    phase, name = metric
+    return bool(((frame["phase"] == phase) & (frame["metric"] == name)).any())
+
+
+def first_last(frame: pd.DataFrame, metric: tuple[str, str]) -> pd.DataFrame:
+    """Per run with the metric at two or more steps: first_step, first, last_step, last."""
+    s = series(frame, metric)
+    if s.empty:
+        return pd.DataFrame(columns=["run_dir", "first_step", "first", "last_step", "last"])
+    g = s.groupby("run_dir", sort=True)
+    out = pd.DataFrame(
+        {
+            "first_step": g["step"].first(),
+            "first": g["value"].first(),
+            "last_step": g["step"].last(),
+            "last": g["value"].last(),
+            "pauses": g["step"].size(),
+        }
+    )
+    out = out[out["pauses"] >= 2].drop(columns="pauses")
+    return out.reset_index()
+
+
+def with_config(table: pd.DataFrame, frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Join config columns (and ``group``) of each run onto a per-run table keyed by run_dir."""
+    cols = [k for k in [*keys, "group"] if k in frame.columns]
+    cfg = frame.groupby("run_dir", sort=True)[cols].first()
+    out = table.merge(cfg, left_on="run_dir", right_index=True, how="left")
+    for k in keys:
+        if k not in out.columns:
+            out[k] = None
+    return out
+
+
+def array_steps(run_dir: str | os.PathLike) -> list[int]:
+    """Steps of a run's array shards, sorted (files only; nothing is loaded)."""
+    files = (Path(run_dir) / _metrics.ARRAYS_DIR).glob("step_*.npz")
+    return sorted(int(f.stem.split("_")[1]) for f in files)
+
+
+def load_step_arrays(run_dir: str | os.PathLike, step: int, keys: list[str]) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` (those present) of one pause of a run; reads only those entries."""
+    f = Path(run_dir) / _metrics.ARRAYS_DIR / _metrics.shard_name(step, "npz")
+    if not f.exists():
+        return {}
+    with np.load(f) as data:
+        return {k: data[k] for k in keys if k in data.files}
+
+
+def steps_with_arrays(run_dir: str | os.PathLike, keys: list[str]) -> list[int]:
+    """Steps of a run at which every array in ``keys`` was stored."""
+    out = []
+    for step in array_steps(run_dir):
+        f = Path(run_dir) / _metrics.ARRAYS_DIR / _metrics.shard_name(step, "npz")
+        try:
+            with np.load(f) as data:
+                if all(k in data.files for k in keys):
+                    out.append(step)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def spread_steps(steps: list[int], at_most: int) -> list[int]:
+    """At most ``at_most`` of ``steps``, evenly spread, always keeping the first and the last."""
+    steps = sorted(steps)
+    if len(steps) <= at_most:
+        return steps
+    idx = np.unique(np.round(np.linspace(0, len(steps) - 1, at_most)).astype(int))
+    return [steps[i] for i in idx]

@@ -1,0 +1,83 @@
+"""Every config key, metric name, array name and config value the report reads, in one place.
+
+The producers (trainer, probes, statistics) are written separately; when one of their names
+changes, change it here and nothing else in the report has to move.
+"""
+
+from __future__ import annotations
+
+# ------------------------------------------------------------------------------ config columns
+# Dotted keys of the flattened run config, as they appear as columns of ``load_sweep``.
+SEED = "seed"
+ENV = "env.name"
+DATASET = "env.dataset"
+TASK = "env.task"
+GAME = "env.game"
+ARCH = "architecture.name"
+WIDTH = "architecture.width"
+TARGET_UPDATE = "agent.target_update_steps"
+OPTIMIZER = "optimizer.name"
+INTERVENTIONS = "interventions"
+
+# Values of those keys that select the runs of a figure.
+ENV_CLASSIFICATION = "classification"
+ENV_ATARI = "atari"
+ENV_MEMORIZATION = "memorization"
+ENV_BROWNIAN = "brownian"
+OPTIMIZER_DEFAULT_ADAM = "adam"
+OPTIMIZER_TUNED_ADAM = "adam_tuned"
+NO_INTERVENTION = "none"
+LAYER_NORM = "layer_norm"
+
+# Config keys that never separate two runs into different groups (a group is the set of runs
+# whose config is equal except for these): the seed and anything derived from it or from where
+# and how the run was executed.
+GROUP_IGNORE_KEYS = frozenset({SEED, "device", "run_dir", "output_dir", "resume"})
+GROUP_IGNORE_PREFIXES = ("hydra.", "logging.", "paths.")
+GROUP_IGNORE_SUFFIXES = ("seed",)  # e.g. ``env.seed``, ``probe.seed``
+
+# Run statuses (``run.json`` key ``status``) whose runs are left out of every figure.
+STATUS_KEY = "status"
+SKIP_STATUSES = frozenset({"failed"})
+
+# ------------------------------------------------------------------------------ scalar metrics
+# (phase, metric) pairs of the long-format metric shards.
+PROBE_LOSS = ("probe", "probe_loss")
+PROBE_BASELINE = ("probe", "probe_baseline")
+PLASTICITY = ("probe", "plasticity")  # = probe_baseline - probe_loss (eq. 5 of the paper)
+
+ACCURACY = ("eval", "accuracy")  # figure 1 (memorization), once per iteration
+EVAL_DEAD_FRAC = ("eval", "dead_frac")
+ADAM_UPDATE_NORM = ("eval", "adam_update_norm")
+
+HUMAN_NORMALIZED_SCORE = ("eval", "human_normalized_score")  # figure 7 (Atari)
+EPISODE_RETURN = ("eval", "episode_return")
+
+# Figure 3: the statistics put to the falsification test, display name -> (phase, metric).
+STATISTICS = {
+    "weight norm": ("stats", "param_norm"),
+    "feature rank": ("stats", "feature_srank_delta0.01"),
+    "weight rank": ("stats", "weight_rank_mean"),
+    "dead units": ("stats", "dead_frac"),
+}
+
+# Figure 2: the two coupled processes (phase names, also the prefixes of their arrays) and the
+# scalar metrics each writes.
+PROCESSES = {"gd": "gradient descent", "brownian": "Brownian motion"}
+PROCESS_METRICS = {
+    "hessian_top_eig": "Hessian top eigenvalue",
+    "gradcov_offdiag_mean": "mean off-diagonal gradient covariance",
+    "gradcov_neg_frac": "fraction of negative gradient covariances",
+}
+
+# ------------------------------------------------------------------------------ arrays (npz keys)
+PROBE_CURVE_LOSS = "probe/curve_loss"  # [num_targets, K]
+PROBE_CURVE_STEPS = "probe/curve_steps"  # [K]
+HESSIAN_DENSITY = "hessian/density"  # [G]
+HESSIAN_GRID = "hessian/grid"  # [G]
+GRADCOV_MATRIX = "gradcov/matrix"  # [k, k], rows already k-means ordered
+
+
+def process_array(process: str, name: str) -> str:
+    """Array key of one figure 2 process, e.g. ``gd/hessian/density``."""
+    return f"{process}/{name}"
