@@ -221,11 +221,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                     "reward_mean": float(reward_sum) / (n * env_steps_per_update),
                     "q_mean": float(q_mean),
                     "epsilon": epsilon,
-                    "steps_per_s": n / max(seconds, 1e-9),
                 }
                 writer.add_many(state.step, "train", values)
-                writer.add(state.step, "timing", "train_s", seconds)
-                shown = {"td_loss": values["td_loss"], "steps_per_s": values["steps_per_s"]}
+                # wall-clock values live in phase "timing", the only phase that differs between reruns
+                timing = {"train_s": seconds, "steps_per_s": n / max(seconds, 1e-9)}
+                writer.add_many(state.step, "timing", timing)
+                shown = {"td_loss": values["td_loss"], "steps_per_s": timing["steps_per_s"]}
                 if at_pause:
                     summary["probe"] = run_pause(cfg, state, writer) or summary["probe"]
                     writer.flush(state.step)

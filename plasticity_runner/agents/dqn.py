@@ -17,7 +17,7 @@ from ..interventions.base import Intervention
 
 def epsilon_at(step: int, cfg: Any) -> float:
     """Linear decay from ``epsilon_start`` at step 0 to ``epsilon_end`` at ``epsilon_decay_steps``."""
-    if cfg.epsilon_decay_steps <= 0:
+    if step >= cfg.epsilon_decay_steps:
         return float(cfg.epsilon_end)
     frac = min(step / cfg.epsilon_decay_steps, 1.0)
     return float(cfg.epsilon_start + frac * (cfg.epsilon_end - cfg.epsilon_start))

@@ -1,0 +1,90 @@
+"""Shared fixtures: compose the real config with overrides, tiny budgets, fixture datasets."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from plasticity_runner.cli import config_dir
+from plasticity_runner.config import register_configs
+
+# A budget small enough for a 2-core CPU: every pause still runs the real probe.
+TINY = [
+    "total_steps=40",
+    "log_every_steps=10",
+    "probe.every_steps=20",
+    "probe.steps=10",
+    "probe.num_targets=3",
+    "probe.batch_size=16",
+    "probe.num_inputs=64",
+    "probe.curve_every_steps=5",
+    "agent.batch_size=32",
+    "agent.learning_starts=64",
+    "agent.target_update_steps=10",
+    "agent.epsilon_decay_steps=20",
+    "architecture.width=32",
+    "progress=none",
+    "device=cpu",
+]
+
+
+def make_cfg(overrides: list[str] | None = None, tiny: bool = True):
+    """The composed config (as the CLI would see it) with ``overrides`` applied after ``TINY``."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="config", overrides=(TINY if tiny else []) + list(overrides or []))
+
+
+@pytest.fixture
+def cfg_factory():
+    return make_cfg
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) in the IDX format of MNIST (big-endian dims after a magic number)."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def mnist_dir(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A small MNIST in the real IDX files (train split: 50 images, 5 per class)."""
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = rng.integers(0, 256, size=(50, 28, 28), dtype=np.uint8)
+    labels = np.repeat(np.arange(10), 5).astype(np.uint8)
+    write_idx(raw / "train-images-idx3-ubyte", images)
+    write_idx(raw / "train-labels-idx1-ubyte", labels)
+    write_idx(raw / "t10k-images-idx3-ubyte", images[:10])
+    write_idx(raw / "t10k-labels-idx1-ubyte", labels[:10])
+    return tmp_path, images, labels
+
+
+@pytest.fixture
+def cifar_dir(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A small CIFAR-10 in the real pickled-batch format (5 train batches of 10 images + test)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    all_images, all_labels = [], []
+    for b in range(1, 6):
+        data = rng.integers(0, 256, size=(10, 3072), dtype=np.uint8)
+        labels = list(range(10))
+        with open(folder / f"data_batch_{b}", "wb") as f:
+            pickle.dump({"data": data, "labels": labels, "batch_label": f"batch {b}"}, f)
+        all_images.append(data)
+        all_labels += labels
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": all_images[0], "labels": list(range(10))}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    images = np.concatenate(all_images).reshape(-1, 3, 32, 32)
+    return tmp_path, images, np.array(all_labels)

@@ -1,0 +1,122 @@
+"""Classification MDPs (paper 3.2) against hand-written rules, datasets in their real file formats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from plasticity_runner.envs.classification import ClassificationMDP
+from plasticity_runner.envs.datasets import DatasetNotFoundError, load_dataset
+
+
+def env_cfg(**kw):
+    base = dict(
+        name="classification", dataset="digits", task="true_label", data_dir="data", download=False,
+        num_envs=64, num_images=None, label_seed=0,
+    )
+    base.update(kw)
+    return OmegaConf.create(base)
+
+
+def rollout(env, steps, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    env.reset()
+    out = []
+    for _ in range(steps):
+        s = env.state.clone()
+        a = torch.randint(10, (env.num_envs,), generator=g)
+        a = torch.where(torch.rand(env.num_envs, generator=g) < 0.5, s, a)  # often correct
+        res = env.step(a)
+        out.append((s, a, res))
+    return out
+
+
+@pytest.mark.parametrize("task", ["true_label", "random_label"])
+def test_dense_tasks_follow_paper_rules(task):
+    env = ClassificationMDP(env_cfg(task=task), torch.device("cpu"), seed=1)
+    steps = rollout(env, 30)
+    for s, a, res in steps:
+        assert torch.equal(res.reward, (a == s).float())
+        # the observation of s_tm1 is an image whose (true or randomised) label is s_tm1
+        assert torch.equal(env.labels[res.record["o_tm1"]], s)
+        assert torch.equal(res.record["discount_t"], torch.ones(env.num_envs))
+        assert torch.equal(res.obs, env.images[res.record["o_t"]])
+    # next states are uniform and independent of the action: all classes appear, both after hits and misses
+    nxt = torch.cat([env.labels[r.record["o_t"]] for _, _, r in steps])
+    hit = torch.cat([(a == s) for s, a, _ in steps])
+    assert set(nxt[hit].tolist()) == set(range(10)) and set(nxt[~hit].tolist()) == set(range(10))
+
+
+def test_random_label_relabels_images():
+    true_env = ClassificationMDP(env_cfg(), torch.device("cpu"), seed=0)
+    rand_env = ClassificationMDP(env_cfg(task="random_label"), torch.device("cpu"), seed=0)
+    agree = (true_env.labels == rand_env.labels).float().mean().item()
+    assert 0.03 < agree < 0.2  # about 1/10 of the random labels coincide with the true ones
+
+
+def test_sparse_reward_rules():
+    env = ClassificationMDP(env_cfg(task="sparse_reward"), torch.device("cpu"), seed=2)
+    for s, a, res in rollout(env, 40):
+        s_t = env.labels[res.record["o_t"]]
+        correct = a == s
+        assert torch.equal(res.reward, (correct & (s == 9)).float())
+        assert torch.equal(s_t[correct], (s[correct] + 1) % 10)
+
+
+def test_env_is_deterministic_per_seed():
+    a = [r.record["o_t"] for _, _, r in rollout(ClassificationMDP(env_cfg(), torch.device("cpu"), 5), 5)]
+    b = [r.record["o_t"] for _, _, r in rollout(ClassificationMDP(env_cfg(), torch.device("cpu"), 5), 5)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_replay_ring_and_sampling():
+    env = ClassificationMDP(env_cfg(num_envs=4), torch.device("cpu"), seed=0)
+    replay = env.make_replay(10)
+    records = [rollout_step for _, _, rollout_step in rollout(env, 4)]
+    for r in records:
+        replay.add(r.record)
+    assert replay.size == 10 and replay.pos == 6  # 16 added into 10 slots
+    # step k writes slots 4k..4k+3 modulo 10: step 2 -> 8,9,0,1; step 3 -> 2..5; step 1 survives in 6,7
+    o = [r.record["o_tm1"] for r in records]
+    expected = torch.cat([o[2][2:], o[3], o[1][2:], o[2][:2]])
+    assert torch.equal(replay.o_tm1, expected)
+    batch = replay.sample(8, torch.Generator().manual_seed(0))
+    # every sampled transition is one that is stored, with its own reward and next observation
+    stored = {(int(o), int(a), float(r), int(n)) for o, a, r, n in zip(replay.o_tm1, replay.a_tm1, replay.r_t, replay.o_t)}
+    for o, a, r, n in zip(batch.o_tm1, batch.a_tm1, batch.r_t, batch.o_t):
+        i = [k for k in range(len(env.images)) if torch.equal(env.images[k], o)]
+        j = [k for k in range(len(env.images)) if torch.equal(env.images[k], n)]
+        assert any((ii, int(a), float(r), jj) in stored for ii in i for jj in j)
+
+
+def test_mnist_idx_files_load(mnist_dir):
+    root, images, labels = mnist_dir
+    x, y = load_dataset("mnist", root)
+    assert x.shape == (50, 1, 28, 28) and x.dtype == torch.float32
+    np.testing.assert_allclose(x[:, 0].numpy(), images / 255.0, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(y.numpy(), labels)
+    env = ClassificationMDP(env_cfg(dataset="mnist", data_dir=str(root)), torch.device("cpu"), 0)
+    assert env.obs_shape == (1, 28, 28)
+
+
+def test_cifar_pickled_batches_load(cifar_dir):
+    root, images, labels = cifar_dir
+    x, y = load_dataset("cifar10", root)
+    assert x.shape == (50, 3, 32, 32)
+    np.testing.assert_allclose(x.numpy(), images / 255.0, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(y.numpy(), labels)
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_missing_dataset_names_path_and_override(tmp_path, name):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset(name, tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere") in str(err.value) and "env.download=true" in str(err.value)
+
+
+def test_digits_default_needs_no_files():
+    x, y = load_dataset("digits", "/nonexistent")
+    assert x.shape == (1797, 1, 8, 8) and float(x.max()) == 1.0 and float(x.min()) == 0.0
+    assert sorted(set(y.tolist())) == list(range(10))

@@ -1,0 +1,69 @@
+"""Optimizers against torch's Adam and a numpy transcription of the paper's equation (6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from plasticity_runner.optim import Adam, RMSProp, build_optimizer, reset_state
+
+
+def _run(opt_cls, steps=5, **kw):
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(7, 3))
+    grads = [torch.randn(7, 3) for _ in range(steps)]
+    opt = opt_cls([p], **kw)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    return p.detach(), grads
+
+
+def test_adam_without_eps_root_equals_torch_adam():
+    ours, _ = _run(Adam, lr=1e-2, betas=(0.9, 0.99), eps=1e-6, eps_root=0.0)
+    ref, _ = _run(torch.optim.Adam, lr=1e-2, betas=(0.9, 0.99), eps=1e-6)
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
+
+
+def test_adam_eps_root_matches_equation_6():
+    lr, b1, b2, eps, eps_root = 1e-2, 0.9, 0.9, 1e-9, 1e-3
+    ours, grads = _run(Adam, lr=lr, betas=(b1, b2), eps=eps, eps_root=eps_root)
+    torch.manual_seed(0)
+    p = torch.randn(7, 3).double().numpy()
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        g = g.double().numpy()
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+        p = p - lr * m_hat / (np.sqrt(v_hat + eps_root) + eps)
+    np.testing.assert_allclose(ours.numpy(), p, rtol=1e-5, atol=1e-6)
+
+
+def test_centred_rmsprop_eps_inside_root():
+    lr, d, eps = 1e-2, 0.95, 1e-4
+    ours, grads = _run(RMSProp, lr=lr, decay=d, eps=eps, centered=True)
+    torch.manual_seed(0)
+    p = torch.randn(7, 3).double().numpy()
+    nu = np.zeros_like(p)
+    mu = np.zeros_like(p)
+    for g in grads:
+        g = g.double().numpy()
+        nu = d * nu + (1 - d) * g * g
+        mu = d * mu + (1 - d) * g
+        p = p - lr * g / np.sqrt(nu - mu * mu + eps)
+    np.testing.assert_allclose(ours.numpy(), p, rtol=1e-5, atol=1e-6)
+
+
+def test_reset_state_by_parameter_not_position():
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
+    opt = build_optimizer(OmegaConf.create(dict(kind="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0)), [a, b])
+    a.grad, b.grad = torch.ones(2), torch.ones(3)
+    opt.step()
+    reset_state(opt, [b])
+    assert a in opt.state and opt.state[a]["step"] == 1
+    assert b not in opt.state
+    opt.step()
+    assert opt.state[b]["step"] == 1 and opt.state[a]["step"] == 2
