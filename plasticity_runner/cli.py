@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from .config import ConfigError, register_configs
+from .metrics import MetricsWriteError
 
 log = logging.getLogger("plasticity_runner")
 
@@ -32,6 +33,16 @@ def config_dir() -> str:
 register_configs()
 
 
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The config ``plasticity-run <overrides>`` would run with, for scripts and tests."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
     from .trainer import train
@@ -43,7 +54,10 @@ def _app(cfg: DictConfig) -> None:
         # Hydra reports typos and wrong types itself; range errors end here, before any metric.
         print(f"Error in config: {exc}", file=sys.stderr)
         sys.exit(2)
-    print(f"plasticity-run: run {summary['run_id']} complete; outputs in {run_dir.resolve()}")
+    except MetricsWriteError as exc:
+        print(f"Error writing the run's outputs: {exc}", file=sys.stderr)
+        sys.exit(3)
+    print(f"plasticity-run: run {summary['run_id']} {summary['status']}; outputs in {run_dir.resolve()}")
 
 
 def main() -> None:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import II, MISSING, DictConfig, OmegaConf
+
+from .envs.atari import AtariEnvConfig  # the schema lives beside the environment (ale-py is imported lazily)
 
 
 class ConfigError(ValueError):
@@ -42,6 +44,22 @@ class Task(str, enum.Enum):
     sparse_reward = "sparse_reward"
 
 
+class Stem(str, enum.Enum):
+    auto = "auto"  # small for inputs with side <= 32, imagenet otherwise
+    small = "small"  # one 3x3 stride-1 conv (He et al.'s CIFAR ResNets)
+    imagenet = "imagenet"  # 7x7 stride-2 conv and 3x3 stride-2 max-pool
+
+
+class Pool(str, enum.Enum):
+    cls = "cls"  # the class token
+    mean = "mean"  # the mean of the patch tokens
+
+
+class GradCovLoss(str, enum.Enum):
+    td = "td"  # the agent's TD loss of each transition (eq. 1; A.1)
+    perturbation = "perturbation"  # [f(x) - sg(f(x) + eps)]^2 of section 4.2
+
+
 class Progress(str, enum.Enum):
     auto = "auto"  # a tqdm bar on a terminal, plain log lines otherwise
     bar = "bar"
@@ -66,6 +84,43 @@ class ClassificationEnvConfig:
     label_seed: int = 0
 
 
+@dataclass
+class MemorizationEnvConfig:
+    """Memorisation of re-randomised labels, section 4.1 / appendix A.1 (``case_studies/memorization.py``)."""
+
+    name: str = "memorization"
+    dataset: Dataset = Dataset.digits
+    data_dir: str = "data"
+    download: bool = False
+    num_images: int = 5000
+    iteration_steps: int = 2000
+    num_iterations: int = 20
+    batch_size: int = 128
+    eval_samples: int = 4096
+    label_seed: int = 0
+
+
+@dataclass
+class BrownianEnvConfig:
+    """Gradient descent vs Brownian motion, section 4.2 / appendix A.1 (``case_studies/brownian.py``)."""
+
+    name: str = "brownian"
+    dataset: Dataset = Dataset.digits
+    task: Task = Task.true_label
+    data_dir: str = "data"
+    download: bool = False
+    num_images: Optional[int] = None
+    label_seed: int = 0
+    batch_size: int = 512
+    target_update_steps: int = 5000
+    measure_every_steps: int = 5000
+
+
+# env options that run their own loop (case_studies/) instead of the DQN trainer: no agent, replay,
+# plasticity probe or checkpoint, so validation skips those groups' cross-checks for them.
+CASE_STUDY_ENVS = ("memorization", "brownian")
+
+
 # --------------------------------------------------------------------------- architecture group
 
 
@@ -82,6 +137,31 @@ class CNNConfig:
     channels: int = 64
     hidden: int = 256
     conv_stride: int = 1
+
+
+@dataclass
+class ResNet18Config:
+    name: str = "resnet18"
+    width: int = 64
+    stem: Stem = Stem.auto
+
+
+@dataclass
+class ViTConfig:
+    name: str = "vit"
+    patch_size: int = 3
+    dim: int = 256
+    ff_dim: int = 1024
+    num_blocks: int = 1
+    num_heads: int = 4
+    dropout: float = 0.1
+    pool: Pool = Pool.cls
+
+
+@dataclass
+class NatureCNNConfig:
+    name: str = "nature_cnn"
+    hidden: int = 512
 
 
 # ------------------------------------------------------------------------------ optimizer group
@@ -138,11 +218,78 @@ class DQNConfig:
 
 
 @dataclass
+class CReLUConfig:
+    """Concatenated ReLU activations (no options)."""
+
+
+@dataclass
+class LayerNormConfig:
+    """Layer norm after each conv and fully-connected hidden layer (no options)."""
+
+
+@dataclass
+class SpectralNormConfig:
+    n_power_iterations: int = 1
+    eps: float = 1e-12
+
+
+@dataclass
+class TwoHotConfig:
+    v_min: float = -100.0
+    v_max: float = 100.0
+    num_bins: int = 201
+
+
+@dataclass
+class WeightDecayConfig:
+    coeff: float = 1e-5
+
+
+@dataclass
+class ShrinkPerturbConfig:
+    shrink: float = 0.4
+    perturb: float = 0.1
+
+
+@dataclass
+class ResetLastLayerConfig:
+    """Re-initialise the output layer at each target update (no options)."""
+
+
+@dataclass
+class ReDoConfig:
+    tau: float = 0.1
+    every_steps: int = 1000
+
+
+@dataclass
+class PlasticityInjectionConfig:
+    at_step: int = 50_000
+
+
+@dataclass
+class ResetOptimizerConfig:
+    """Reset the optimizer state at each target update (no options)."""
+
+
+@dataclass
 class InterventionsConfig:
     """One optional entry per intervention; an entry that is set (not null) is active.
 
-    Interventions are applied in the order of the fields below (see ``interventions/``).
+    Interventions are applied in the order of the fields below, which is the order of
+    ``interventions.REGISTRY`` (see ``interventions/__init__.py`` and docs/interventions.md).
     """
+
+    crelu: Optional[CReLUConfig] = None
+    layer_norm: Optional[LayerNormConfig] = None
+    spectral_norm: Optional[SpectralNormConfig] = None
+    two_hot: Optional[TwoHotConfig] = None
+    weight_decay: Optional[WeightDecayConfig] = None
+    shrink_perturb: Optional[ShrinkPerturbConfig] = None
+    reset_last_layer: Optional[ResetLastLayerConfig] = None
+    redo: Optional[ReDoConfig] = None
+    plasticity_injection: Optional[PlasticityInjectionConfig] = None
+    reset_optimizer: Optional[ResetOptimizerConfig] = None
 
 
 # --------------------------------------------------------------------------------- top level
@@ -162,6 +309,70 @@ class ProbeConfig:
 
 
 @dataclass
+class SpeedConfig:
+    compile: bool = False
+    cuda_graphs: bool = False
+    tf32: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    enabled: bool = True
+    keep: int = 2
+
+
+# ------------------------------------------------------------------ diagnostics (probes/diagnostics.py)
+
+
+@dataclass
+class StatisticsConfig:
+    """Parameter and activation statistics of section 5.2 (``probes/statistics.py``)."""
+
+    enabled: bool = True
+    every_steps: int = II("probe.every_steps")
+    num_inputs: int = 1024
+    srank_delta: float = 0.01
+    weight_rank_rtol: float = 1e-3
+    dormant_tau: float = 0.025
+
+
+@dataclass
+class CurvatureConfig:
+    """Hessian spectrum of the probe loss by stochastic Lanczos quadrature (``probes/curvature.py``)."""
+
+    enabled: bool = True
+    every_steps: int = II("probe.every_steps")
+    num_inputs: int = 512
+    iterations: int = 30
+    num_vectors: int = 2
+    sigma_rel: float = 0.01
+    grid_points: int = 512
+    grid_min: Optional[float] = None
+    grid_max: Optional[float] = None
+    chunk_size: int = 512
+
+
+@dataclass
+class GradCovConfig:
+    """Gradient covariance C_k of eq. (3) (``probes/gradcov.py``)."""
+
+    enabled: bool = True
+    every_steps: int = II("probe.every_steps")
+    k: int = 512
+    loss: GradCovLoss = GradCovLoss.td
+    num_clusters: int = 10
+    chunk_size: int = 64
+    max_memory_mb: int = 512
+
+
+@dataclass
+class DiagnosticsConfig:
+    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
+    curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
+    gradcov: GradCovConfig = field(default_factory=GradCovConfig)
+
+
+@dataclass
 class Config:
     seed: int = 0
     device: Device = Device.auto
@@ -169,17 +380,32 @@ class Config:
     log_every_steps: int = 1000
     progress: Progress = Progress.auto
     torch_threads: Optional[int] = None
+    on_divergence: str = "stop"  # stop | continue (a str: `continue` cannot name an enum member)
     env: Any = MISSING
     architecture: Any = MISSING
     optimizer: Any = MISSING
     agent: Any = MISSING
     intervention: InterventionsConfig = field(default_factory=InterventionsConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "env": {"classification": ClassificationEnvConfig},
-    "architecture": {"mlp": MLPConfig, "cnn": CNNConfig},
+    "env": {
+        "classification": ClassificationEnvConfig,
+        "memorization": MemorizationEnvConfig,
+        "brownian": BrownianEnvConfig,
+        "atari": AtariEnvConfig,
+    },
+    "architecture": {
+        "mlp": MLPConfig,
+        "cnn": CNNConfig,
+        "resnet18": ResNet18Config,
+        "vit": ViTConfig,
+        "nature_cnn": NatureCNNConfig,
+    },
     "optimizer": {"adam": AdamConfig, "sgd": SGDConfig, "rmsprop": RMSPropConfig},
     "agent": {"dqn": DQNConfig},
 }
@@ -215,6 +441,48 @@ def validate(cfg: DictConfig) -> None:
     """Range checks that the schema's types cannot express; raises ``ConfigError`` naming the key."""
     _positive(cfg, "total_steps", allow_zero=True)
     _positive(cfg, "log_every_steps")
+    _positive(cfg, "checkpoint.keep")
+    if cfg.on_divergence not in ("stop", "continue"):
+        raise ConfigError("on_divergence", f"must be 'stop' or 'continue', got {cfg.on_divergence!r}")
+    if OmegaConf.select(cfg, "env.name") in CASE_STUDY_ENVS:
+        _validate_case_study(cfg)
+    else:
+        _validate_agent(cfg)
+    for key in ("lr", "eps", "eps_root", "momentum"):
+        _positive(cfg, f"optimizer.{key}", allow_zero=True)
+    for key in ("b1", "b2", "decay"):
+        _unit(cfg, f"optimizer.{key}")
+    for key in ("width", "num_layers", "channels", "hidden", "conv_stride"):
+        _positive(cfg, f"architecture.{key}")
+    for key in ("patch_size", "dim", "ff_dim", "num_blocks", "num_heads"):
+        _positive(cfg, f"architecture.{key}")
+    _unit(cfg, "architecture.dropout")
+    if OmegaConf.select(cfg, "architecture.name") == "vit" and cfg.architecture.dim % cfg.architecture.num_heads:
+        raise ConfigError(
+            "architecture.num_heads",
+            f"must divide architecture.dim ({cfg.architecture.dim}), got {cfg.architecture.num_heads}",
+        )
+    _validate_interventions(cfg)
+    _validate_diagnostics(cfg)
+
+
+def _validate_case_study(cfg: DictConfig) -> None:
+    """Ranges of the case-study envs of section 4; they train no agent and take no intervention."""
+    keys = ("num_images", "iteration_steps", "num_iterations", "batch_size", "eval_samples",
+            "target_update_steps", "measure_every_steps")
+    for key in keys:
+        _positive(cfg, f"env.{key}")
+    _unit(cfg, "agent.gamma")  # the Brownian study's Q-learning loss uses the agent's discount
+    active = [k for k, v in cfg.intervention.items() if v is not None]
+    if active:
+        raise ConfigError(
+            f"intervention.{active[0]}",
+            f"env={cfg.env.name} (a case study of section 4) takes no intervention; got {active}",
+        )
+
+
+def _validate_agent(cfg: DictConfig) -> None:
+    """The agent, its replay and the plasticity probe that reads the replay (DQN envs)."""
     for key in ("every_steps", "num_targets", "steps", "batch_size", "num_inputs", "curve_every_steps"):
         _positive(cfg, f"probe.{key}")
     if cfg.probe.batch_size > cfg.probe.num_inputs:
@@ -244,9 +512,67 @@ def validate(cfg: DictConfig) -> None:
             f"the probe needs {cfg.probe.num_inputs} replay inputs but the replay holds "
             f"{replay_at_first_pause} at the first pause (min(agent.learning_starts, agent.replay_capacity))",
         )
-    for key in ("lr", "eps", "eps_root", "momentum"):
-        _positive(cfg, f"optimizer.{key}", allow_zero=True)
-    for key in ("b1", "b2", "decay"):
-        _unit(cfg, f"optimizer.{key}")
-    for key in ("width", "num_layers", "channels", "hidden", "conv_stride"):
-        _positive(cfg, f"architecture.{key}")
+
+
+def _validate_interventions(cfg: DictConfig) -> None:
+    """Ranges of the intervention options (compatibility is checked by the interventions)."""
+    _positive(cfg, "intervention.spectral_norm.n_power_iterations")
+    _positive(cfg, "intervention.spectral_norm.eps")
+    _positive(cfg, "intervention.weight_decay.coeff", allow_zero=True)
+    _positive(cfg, "intervention.shrink_perturb.shrink", allow_zero=True)
+    _positive(cfg, "intervention.shrink_perturb.perturb", allow_zero=True)
+    _positive(cfg, "intervention.redo.tau", allow_zero=True)
+    _positive(cfg, "intervention.redo.every_steps")
+    _positive(cfg, "intervention.plasticity_injection.at_step")
+    two_hot = OmegaConf.select(cfg, "intervention.two_hot")
+    if two_hot is not None:
+        if two_hot.num_bins < 2:
+            raise ConfigError("intervention.two_hot.num_bins", f"must be >= 2, got {two_hot.num_bins}")
+        if not two_hot.v_max > two_hot.v_min:
+            raise ConfigError(
+                "intervention.two_hot.v_max",
+                f"must be > intervention.two_hot.v_min ({two_hot.v_min}), got {two_hot.v_max}",
+            )
+
+
+def _validate_diagnostics(cfg: DictConfig) -> None:
+    """Cadences are multiples of the pause interval; sizes and widths are positive."""
+    pause = int(cfg.probe.every_steps)
+    for name in ("statistics", "curvature", "gradcov"):
+        if not OmegaConf.select(cfg, f"diagnostics.{name}.enabled"):
+            continue
+        key = f"diagnostics.{name}.every_steps"
+        every = OmegaConf.select(cfg, key)
+        if every is None or every <= 0 or every % pause:
+            raise ConfigError(key, f"must be a positive multiple of probe.every_steps ({pause}), got {every}")
+    for key in (
+        "statistics.num_inputs",
+        "statistics.srank_delta",
+        "statistics.weight_rank_rtol",
+        "curvature.num_inputs",
+        "curvature.iterations",
+        "curvature.num_vectors",
+        "curvature.sigma_rel",
+        "curvature.chunk_size",
+        "gradcov.num_clusters",
+        "gradcov.chunk_size",
+        "gradcov.max_memory_mb",
+    ):
+        _positive(cfg, f"diagnostics.{key}")
+    _unit(cfg, "diagnostics.statistics.srank_delta")
+    _positive(cfg, "diagnostics.statistics.dormant_tau", allow_zero=True)
+    d = cfg.diagnostics
+    if d.curvature.grid_points < 2:
+        raise ConfigError("diagnostics.curvature.grid_points", f"must be >= 2, got {d.curvature.grid_points}")
+    grid_min, grid_max = d.curvature.grid_min, d.curvature.grid_max
+    if grid_min is not None and grid_max is not None and not grid_max > grid_min:
+        raise ConfigError(
+            "diagnostics.curvature.grid_max", f"must be > diagnostics.curvature.grid_min ({grid_min}), got {grid_max}"
+        )
+    if d.gradcov.k < 2:
+        raise ConfigError("diagnostics.gradcov.k", f"C_k needs at least 2 samples, got {d.gradcov.k}")
+    if d.gradcov.num_clusters > d.gradcov.k:
+        raise ConfigError(
+            "diagnostics.gradcov.num_clusters",
+            f"must be <= diagnostics.gradcov.k ({d.gradcov.k}), got {d.gradcov.num_clusters}",
+        )

@@ -58,15 +58,22 @@ class MetricsWriteError(RuntimeError):
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` and rename the result to ``path``; remove the temporary on failure."""
     tmp = path.with_name(path.name + ".tmp")
+
+    def discard() -> None:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        discard()
         raise MetricsWriteError(f"cannot write {path}: {exc}") from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard()
         raise
 
 

@@ -134,3 +134,25 @@ def reset_state(optimizer: Optimizer, params: Iterable[torch.Tensor] | None = No
         return
     for p in params:
         optimizer.state.pop(p, None)
+
+
+def reset_state_entries(optimizer: Optimizer, param: torch.Tensor, index: torch.Tensor, dim: int) -> None:
+    """Zero the optimizer state of ``param`` at ``index`` along ``dim`` (moments, momentum buffers):
+    the state of single units, for interventions that recycle units (ReDo). Step counts are per
+    tensor and are kept."""
+    state = optimizer.state.get(param)
+    if not state:
+        return
+    for value in state.values():
+        if torch.is_tensor(value) and value.shape == param.shape:
+            value.index_fill_(dim, index.to(value.device), 0)
+
+
+def remove_params(optimizer: Optimizer, params: Iterable[torch.Tensor]) -> None:
+    """Stop optimizing ``params``: drop them from every param group (by identity) and forget their state."""
+    drop = {id(p) for p in params}
+    for group in optimizer.param_groups:
+        group["params"] = [p for p in group["params"] if id(p) not in drop]
+    for p in list(optimizer.state):
+        if id(p) in drop:
+            del optimizer.state[p]

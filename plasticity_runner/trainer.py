@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 import sys
 import time
@@ -30,16 +31,22 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import checkpoint, fastpath
 from . import interventions as interventions_lib
 from .agents.dqn import DQNAgent, epsilon_at
-from .config import validate
+from .config import CASE_STUDY_ENVS, ConfigError, validate
 from .envs import make_env
-from .metrics import MetricsWriter, write_run_metadata
+from .evaluation import evaluate, evaluation_scalars
+from .metrics import RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
 from .nets import build_network
 from .optim import build_optimizer
+from .preemption import PreemptionGuard
+from .probes.diagnostics import run_diagnostics
 from .probes.plasticity import plasticity_probe
 
 log = logging.getLogger("plasticity_runner")
+
+FINISHED = ("complete", "diverged")  # statuses after which a restart does nothing
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,6 +78,7 @@ class RunState:
     step: int = 0
     build_fresh: Any = None
     interventions: list = field(default_factory=list)
+    episode_returns: list = field(default_factory=list)  # games finished since the last log point
 
 
 def build_run(cfg: DictConfig, device: torch.device) -> RunState:
@@ -86,7 +94,9 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
     online = build_fresh()
     target = copy.deepcopy(online)
     optimizer = build_optimizer(cfg.optimizer, online.parameters())
-    agent = DQNAgent(cfg.agent, online, target, optimizer, interventions, env.num_actions)
+    agent = DQNAgent(
+        cfg.agent, online, target, optimizer, interventions, env.num_actions, build_fresh=build_fresh, seed=int(cfg.seed)
+    )
     replay = env.make_replay(int(cfg.agent.replay_capacity))
     act_generator = torch.Generator(device).manual_seed(int(cfg.seed) + 1)
     replay_generator = torch.Generator(device).manual_seed(int(cfg.seed) + 2)
@@ -112,6 +122,48 @@ def prefill(state: RunState, num_transitions: int) -> None:
         result = env.step(actions)
         state.replay.add(result.record)
         state.obs = result.obs
+
+
+def train_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """One training step: act and store ``update_every_env_steps`` times, then one optimizer step.
+
+    Returns the detached TD loss, the summed mean reward of the env steps (device scalars: no
+    host sync) and the batch learned from.
+    """
+    env, agent, replay = state.env, state.agent, state.replay
+    reward = torch.zeros((), device=state.obs.device)
+    for _ in range(int(agent_cfg.update_every_env_steps)):
+        actions = agent.act(state.obs, epsilon, state.act_generator)
+        result = env.step(actions)
+        replay.add(result.record)
+        state.obs = result.obs
+        reward += result.reward.mean()
+        if "episode_returns" in result.info:  # host tensors (Atari): reading them costs no sync
+            state.episode_returns.extend(result.info["episode_returns"].tolist())
+    batch = replay.sample(int(agent_cfg.batch_size), state.replay_generator)
+    loss = agent.learn(batch, state.step + 1)
+    state.step += 1
+    if state.step % int(agent_cfg.target_update_steps) == 0:
+        agent.update_target(state.step)
+    return loss, reward, batch
+
+
+def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, float]:
+    """Environment steps (transitions) and, for Atari, emulator frames done so far and the mean
+    return of the games finished since the last log point (absent when none finished)."""
+    agent_cfg, num_envs = cfg.agent, int(cfg.env.num_envs)
+    prefill_steps = -(-int(agent_cfg.learning_starts) // num_envs)  # ceil: vector steps of the prefill
+    env_steps = (prefill_steps + state.step * int(agent_cfg.update_every_env_steps)) * num_envs
+    out = {"env_steps": float(env_steps)}
+    frame_skip = OmegaConf.select(cfg, "env.frame_skip")
+    if frame_skip:
+        out["frames"] = float(env_steps * int(frame_skip))
+    if OmegaConf.select(cfg, "env.name") == "atari":
+        out["episodes_finished"] = float(len(state.episode_returns))
+        if state.episode_returns:
+            out["episode_return"] = float(np.mean(state.episode_returns))
+        state.episode_returns.clear()
+    return out
 
 
 def probe_seed(seed: int, step: int) -> int:
@@ -149,8 +201,17 @@ class Progress:
 
 
 def run_pause(cfg: DictConfig, state: RunState, writer: MetricsWriter) -> dict[str, float]:
-    """Probes of one pause, on copies of the training state; returns the probe scalars."""
+    """Probes and diagnostics of one pause, on copies of the training state; returns the probe scalars.
+
+    A network with non-finite parameters (a diverged run that continues) is not probed: the
+    pause records ``nonfinite_params = 1`` instead.
+    """
     out: dict[str, float] = {}
+    with torch.no_grad():
+        finite = bool(torch.stack([torch.isfinite(p).all() for p in state.agent.online.parameters()]).all())
+    if not finite:
+        writer.add(state.step, "train", "nonfinite_params", 1.0)
+        return out
     if cfg.probe.enabled:
         t0 = time.perf_counter()
         seed = probe_seed(cfg.seed, state.step)
@@ -164,79 +225,147 @@ def run_pause(cfg: DictConfig, state: RunState, writer: MetricsWriter) -> dict[s
         writer.add_array("probe/curve_loss", result.curve.cpu().numpy())
         writer.add_array("probe/curve_steps", result.curve_steps.cpu().numpy())
         writer.add(state.step, "timing", "probe_s", time.perf_counter() - t0)
+    run_diagnostics(cfg, state, writer)
     return out
 
 
+# Config keys that may change between a run and its restart in the same directory.
+RESTART_MAY_CHANGE = {"progress", "torch_threads", "checkpoint.keep", "log_every_steps"}
+
+
+def _check_same_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The existing ``run.json`` of ``run_dir`` (None if new); refuses a different config."""
+    path = run_dir / RUN_FILE
+    if not path.exists():
+        return None
+    meta = load_run_metadata(run_dir)
+    old, new = meta.get("config", {}), flatten(config)
+    changed = sorted(k for k in set(old) | set(new) if k not in RESTART_MAY_CHANGE and old.get(k) != new.get(k))
+    if changed:
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+        raise ConfigError(
+            changed[0],
+            f"{run_dir} holds a run started with a different config ({diff}); "
+            "resume it with its own config or choose a new hydra.run.dir",
+        )
+    return meta
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Run one experiment into ``run_dir``; returns a summary (final probe scalars, paths).
+    """Run one experiment into ``run_dir``, resuming from its newest complete checkpoint.
 
     ``cfg`` is the composed config (``compose()`` in tests, ``@hydra.main`` from the CLI).
+    Returns a summary: run id, steps done, status and the last probe scalars.
     """
     validate(cfg)
+    if cfg.env.name in CASE_STUDY_ENVS:  # the studies of section 4 run their own loops (case_studies/)
+        from .case_studies import run_case_study
+        return run_case_study(cfg, run_dir)
     run_dir = Path(run_dir)
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     device = resolve_device(cfg.device)
-    state = build_run(cfg, device)
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    config["interventions"] = interventions_lib.active_names(state.interventions)
-    run_id = write_run_metadata(run_dir, config, extra={"device": str(device), "status": "running"})
+    config["interventions"] = interventions_lib.active_names(interventions_lib.build_interventions(cfg.intervention))
+    previous = _check_same_run(run_dir, config)
+    if previous is not None and previous.get("status") in FINISHED:
+        log.info("run %s is already %s (%s); nothing to do", previous["run_id"], previous["status"], run_dir)
+        return {"run_id": previous["run_id"], "run_dir": str(run_dir), "steps": previous.get("steps_done"),
+                "status": previous["status"], "already_finished": True}
+
+    state = build_run(cfg, device)
+    fast_path = fastpath.configure(cfg.speed, state.agent, device)
+    resumed_from = checkpoint.load_latest(run_dir, state) if cfg.checkpoint.enabled else None
+    checkpoint.discard_after(run_dir, resumed_from)
+    meta = {"device": str(device), "status": "running", "resumed_from_step": resumed_from, "fast_path": fast_path}
+    run_id = write_run_metadata(run_dir, config, extra=meta)
     writer = MetricsWriter(run_dir, run_id)
     agent_cfg, total = cfg.agent, int(cfg.total_steps)
-    log.info("run %s on %s: %d training steps; outputs in %s", run_id, device, total, run_dir.resolve())
+    log.info(
+        "run %s on %s: %d training steps%s; outputs in %s", run_id, device, total,
+        f", resumed at step {resumed_from}" if resumed_from is not None else "", run_dir.resolve(),
+    )
 
-    prefill(state, int(agent_cfg.learning_starts))
-    summary = {"probe": run_pause(cfg, state, writer)}
-    writer.flush(state.step)
+    def pause() -> dict[str, float]:
+        scalars = run_pause(cfg, state, writer)
+        writer.flush(state.step)
+        if cfg.checkpoint.enabled:
+            checkpoint.save(run_dir, state, int(cfg.checkpoint.keep))
+        return scalars
 
+    summary: dict[str, Any] = {"probe": {}}
+    if resumed_from is None:
+        prefill(state, int(agent_cfg.learning_starts))
+        summary["probe"] = pause()
+
+    status = "complete"
     progress = Progress(cfg.progress, total, state.step)
     loss_sum = torch.zeros((), device=device)
     reward_sum = torch.zeros((), device=device)
     window_start, t_window = state.step, time.perf_counter()
-    env, agent, replay = state.env, state.agent, state.replay
     env_steps_per_update = int(agent_cfg.update_every_env_steps)
+    preempt = PreemptionGuard().install()
     try:
         while state.step < total:
             epsilon = epsilon_at(state.step, agent_cfg)
-            for _ in range(env_steps_per_update):
-                actions = agent.act(state.obs, epsilon, state.act_generator)
-                result = env.step(actions)
-                replay.add(result.record)
-                state.obs = result.obs
-                reward_sum += result.reward.mean()
-            batch = replay.sample(int(agent_cfg.batch_size), state.replay_generator)
-            loss_sum += agent.learn(batch, state.step + 1)
-            state.step += 1
-            if state.step % int(agent_cfg.target_update_steps) == 0:
-                agent.update_target(state.step)
+            loss, reward, batch = train_step(state, agent_cfg, epsilon)
+            loss_sum += loss
+            reward_sum += reward
 
             at_pause = state.step % int(cfg.probe.every_steps) == 0 or state.step == total
             if state.step % int(cfg.log_every_steps) == 0 or at_pause:
+                # a log point: the only place the loop reads device values back to the host
                 n = state.step - window_start
                 seconds = time.perf_counter() - t_window
                 with torch.no_grad():
-                    q_mean = agent.online(batch.o_tm1).mean()
+                    q_mean = state.agent.online(batch.o_tm1).mean()
                 values = {
                     "td_loss": float(loss_sum) / n,
                     "reward_mean": float(reward_sum) / (n * env_steps_per_update),
                     "q_mean": float(q_mean),
                     "epsilon": epsilon,
                 }
+                values.update(episode_and_frame_counts(cfg, state))
                 writer.add_many(state.step, "train", values)
                 # wall-clock values live in phase "timing", the only phase that differs between reruns
                 timing = {"train_s": seconds, "steps_per_s": n / max(seconds, 1e-9)}
                 writer.add_many(state.step, "timing", timing)
                 shown = {"td_loss": values["td_loss"], "steps_per_s": timing["steps_per_s"]}
+                if not (math.isfinite(values["td_loss"]) and math.isfinite(values["q_mean"])):
+                    writer.add(state.step, "train", "diverged", 1.0)
+                    log.warning("run %s diverged at step %d (td_loss=%s)", run_id, state.step, values["td_loss"])
+                    if cfg.on_divergence == "stop":
+                        writer.flush(state.step)
+                        status = "diverged"
+                        break
+                eval_every = OmegaConf.select(cfg, "env.eval_every_steps")
+                if eval_every and state.step % int(eval_every) == 0:
+                    t0 = time.perf_counter()
+                    returns = evaluate(
+                        state.env, state.agent, int(cfg.env.eval_episodes), float(cfg.env.eval_epsilon),
+                        seed=probe_seed(cfg.seed, state.step), stream=1 + state.step,
+                    )
+                    scores = evaluation_scalars(state.env, returns)
+                    writer.add_many(state.step, "eval", scores)
+                    writer.add(state.step, "timing", "eval_s", time.perf_counter() - t0)
+                    shown["eval_return"] = scores["episode_return"]
                 if at_pause:
-                    summary["probe"] = run_pause(cfg, state, writer) or summary["probe"]
-                    writer.flush(state.step)
+                    summary["probe"] = pause() or summary["probe"]
                     if "probe_loss" in summary["probe"]:
                         shown["probe_loss"] = summary["probe"]["probe_loss"]
                 progress.update(state.step, n, **shown)
                 loss_sum.zero_(), reward_sum.zero_()
                 window_start, t_window = state.step, time.perf_counter()
+                if preempt.requested:  # preempted or timed out: checkpoint this step, then requeue
+
+                    def save_now() -> None:
+                        writer.flush(state.step)
+                        checkpoint.save(run_dir, state, int(cfg.checkpoint.keep))
+
+                    preempt.stop(save=None if at_pause or not cfg.checkpoint.enabled else save_now)
     finally:
+        preempt.uninstall()
         progress.close()
-    write_run_metadata(run_dir, config, extra={"device": str(device), "status": "complete", "steps_done": state.step})
-    log.info("run %s complete: metrics in %s", run_id, (run_dir / "metrics").resolve())
-    return {"run_id": run_id, "run_dir": str(run_dir), "steps": state.step, **summary}
+    write_run_metadata(run_dir, config, extra={**meta, "status": status, "steps_done": state.step})
+    log.info("run %s %s at step %d: metrics in %s", run_id, status, state.step, (run_dir / "metrics").resolve())
+    return {"run_id": run_id, "run_dir": str(run_dir), "steps": state.step, "status": status, **summary}

@@ -8,11 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-
-from plasticity_runner.cli import config_dir
-from plasticity_runner.config import register_configs
+from plasticity_runner.cli import compose_config
 
 # A budget small enough for a 2-core CPU: every pause still runs the real probe.
 TINY = [
@@ -29,6 +25,13 @@ TINY = [
     "agent.target_update_steps=10",
     "agent.epsilon_decay_steps=20",
     "architecture.width=32",
+    "diagnostics.statistics.num_inputs=64",
+    "diagnostics.curvature.num_inputs=64",
+    "diagnostics.curvature.iterations=4",
+    "diagnostics.curvature.num_vectors=1",
+    "diagnostics.curvature.grid_points=64",
+    "diagnostics.gradcov.k=32",
+    "diagnostics.gradcov.num_clusters=4",
     "progress=none",
     "device=cpu",
 ]
@@ -36,10 +39,7 @@ TINY = [
 
 def make_cfg(overrides: list[str] | None = None, tiny: bool = True):
     """The composed config (as the CLI would see it) with ``overrides`` applied after ``TINY``."""
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=(TINY if tiny else []) + list(overrides or []))
+    return compose_config((TINY if tiny else []) + list(overrides or []))
 
 
 @pytest.fixture

@@ -2,10 +2,17 @@
 
 The parts (online network, target network, optimizer, interventions) are built by the trainer and
 handed in; the agent only acts, learns from a ``Batch`` and copies the target network.
+
+Network modes: both networks rest in eval mode; ``learn`` puts the online network in train mode
+for the forward of the TD loss only. So acting, TD targets (target network, and the online argmax
+of Double DQN) and anything else that calls the networks (the trainer's logging, the probes) see
+the deterministic network: no dropout (ViT), BatchNorm with its running statistics (ResNet-18),
+spectral norm without a power-iteration update. For MLP/CNN the two modes compute the same thing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,6 +39,8 @@ class DQNAgent:
         optimizer: torch.optim.Optimizer,
         interventions: list[Intervention],
         num_actions: int,
+        build_fresh: Callable[[], nn.Module] | None = None,
+        seed: int = 0,
     ):
         self.cfg = cfg
         self.online = online
@@ -39,8 +48,13 @@ class DQNAgent:
         self.optimizer = optimizer
         self.interventions = interventions
         self.num_actions = num_actions
+        self.build_fresh = build_fresh  # a fresh initialisation of the online network (interventions' resets)
+        self.seed = int(seed)  # the run seed; interventions derive the seeds of their fresh inits from it
+        self.last_batch: Batch | None = None  # the batch of the last ``learn`` (ReDo scores units on it)
         self.gamma = float(cfg.gamma)
         self.double_dqn = bool(cfg.double_dqn)
+        self.online.eval()
+        self.target.eval()
         self.target.requires_grad_(False)
         for i in interventions:
             i.on_build(self)
@@ -67,7 +81,12 @@ class DQNAgent:
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Mean TD loss of the batch (eq. 1 for the scalar head) plus any intervention penalty."""
-        loss = self.online.td_loss(batch.o_tm1, batch.a_tm1, self.td_target(batch)).mean()
+        target = self.td_target(batch)  # networks in eval mode
+        self.online.train()
+        try:
+            loss = self.online.td_loss(batch.o_tm1, batch.a_tm1, target).mean()
+        finally:
+            self.online.eval()
         for i in self.interventions:
             penalty = i.loss_penalty(self)
             if penalty is not None:
@@ -76,6 +95,7 @@ class DQNAgent:
 
     def learn(self, batch: Batch, step: int) -> torch.Tensor:
         """One optimizer step; returns the detached loss (a device scalar: no sync)."""
+        self.last_batch = batch
         loss = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

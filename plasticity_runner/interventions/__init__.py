@@ -1,8 +1,22 @@
-"""Interventions on plasticity (section 6.2): one small module each, composed in a fixed order.
+"""Interventions on plasticity (section 6.2, plus ReDo, CReLU and plasticity injection): one small
+module each, composed in a fixed order.
 
 An intervention is selected by adding its entry to the ``intervention`` config list group
 (``intervention=[layer_norm,two_hot]``); ``build_interventions`` returns the active ones in the
-order of ``ORDER``. Each one implements any of the hooks of ``base.Intervention``.
+order of ``REGISTRY``, and every hook runs them in that order. The order, by when each acts:
+
+1. build time (network options; they touch different options, so their order is immaterial):
+   ``crelu``, ``layer_norm``, ``spectral_norm``, ``two_hot``;
+2. every optimizer step, in the loss: ``weight_decay``;
+3. at each target update (right after the target copy): ``shrink_perturb``, then
+   ``reset_last_layer`` (so the last layer ends exactly at a fresh initialisation), then
+   ``reset_optimizer`` (last, so the whole state ends empty);
+4. after optimizer steps: ``redo`` (every ``every_steps``), ``plasticity_injection`` (once); in a
+   step that also updates the target network, these run before the target-update hooks.
+
+To add one: a module here subclassing ``base.Intervention``, an entry below, an
+``Optional[<Name>Config]`` field of ``config.InterventionsConfig`` (same position) and a
+``configs/intervention/<name>.yaml``.
 """
 
 from __future__ import annotations
@@ -11,23 +25,52 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from ..config import ConfigError
 from .base import Intervention
+from .crelu import CReLU
+from .layer_norm import LayerNorm
+from .plasticity_injection import PlasticityInjection
+from .redo import ReDo
+from .reset_last_layer import ResetLastLayer
+from .reset_optimizer import ResetOptimizer
+from .shrink_perturb import ShrinkPerturb
+from .spectral_norm import SpectralNorm
+from .two_hot import TwoHot
+from .weight_decay import WeightDecay
 
-# name -> class; the order of this dict is the order of application (documented in the README)
-REGISTRY: dict[str, type[Intervention]] = {}
+# name -> class; the order of this dict is the order of application (module docstring, docs/interventions.md)
+REGISTRY: dict[str, type[Intervention]] = {
+    cls.name: cls
+    for cls in (
+        CReLU,
+        LayerNorm,
+        SpectralNorm,
+        TwoHot,
+        WeightDecay,
+        ShrinkPerturb,
+        ResetLastLayer,
+        ReDo,
+        PlasticityInjection,
+        ResetOptimizer,
+    )
+}
 
 
 def build_interventions(cfg: DictConfig | dict | None) -> list[Intervention]:
-    """The active interventions (entries set in ``cfg``), in the order of ``REGISTRY``."""
+    """The active interventions (entries set in ``cfg``), in the order of ``REGISTRY``.
+
+    Raises ``ConfigError`` naming the pair when two active interventions cannot be combined.
+    """
     if not cfg:
         return []
     active = {name: opts for name, opts in cfg.items() if opts is not None}
     unknown = sorted(set(active) - set(REGISTRY))
     if unknown:
-        raise ValueError(f"intervention: unknown interventions {unknown}; known: {list(REGISTRY)}")
+        raise ConfigError("intervention", f"unknown interventions {unknown}; known: {list(REGISTRY)}")
     out = [REGISTRY[name](active[name]) for name in REGISTRY if name in active]
     for i in out:
         i.check_compatible(out)
+    network_options(out)  # raises on two interventions setting one network option differently
     return out
 
 
@@ -35,7 +78,16 @@ def network_options(interventions: list[Intervention]) -> dict[str, Any]:
     """Keyword options for ``nets.build_network`` after every intervention has had its say."""
     options: dict[str, Any] = {}
     for i in interventions:
-        i.network_options(options)
+        mine: dict[str, Any] = {}
+        i.network_options(mine)
+        for key, value in mine.items():
+            if key in options and options[key] != value:
+                raise ConfigError(
+                    "intervention",
+                    f"{i.name} sets network option {key}={value!r}, already set to {options[key]!r} "
+                    f"by another intervention",
+                )
+        options.update(mine)
     return options
 
 

@@ -1,10 +1,20 @@
-"""The hook interface every intervention implements (all hooks optional)."""
+"""The hook interface every intervention implements (all hooks optional).
+
+When the hooks run (``agents/dqn.py``): ``network_options`` before the networks are built;
+``on_build`` once the agent holds them; ``loss_penalty`` at every optimizer step; ``after_step``
+after every optimizer step; ``on_target_update`` right after each target-network copy (in a step
+that does both, ``after_step`` comes first). Within a hook, interventions run in ``REGISTRY`` order.
+"""
 
 from __future__ import annotations
 
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
+
+from ..config import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..agents.dqn import DQNAgent
@@ -21,9 +31,26 @@ class Intervention:
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
+        self.last_fresh_seed: int | None = None  # seed of the last fresh initialisation drawn
+
+    def fresh_network(self, agent: "DQNAgent", step: int) -> nn.Module:
+        """A fresh initialisation of the online network's architecture (``agent.build_fresh``),
+        drawn under the seed ``fresh_seed(agent.seed, self.name, step)`` in a forked RNG (the
+        training RNG streams are untouched). The seed is recorded in ``last_fresh_seed``, so the
+        same initialisation can be rebuilt."""
+        if agent.build_fresh is None:
+            raise ValueError(f"intervention {self.name} needs the agent's build_fresh to draw fresh initialisations")
+        seed = fresh_seed(agent.seed, self.name, step)
+        device = next(agent.online.parameters()).device
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            fresh = agent.build_fresh()
+        self.last_fresh_seed = seed
+        return fresh
 
     def check_compatible(self, active: list["Intervention"]) -> None:
-        """Raise ``ValueError`` naming the conflict if this cannot compose with ``active``."""
+        """Raise ``ConfigError`` naming the conflict if this cannot compose with ``active``
+        (use ``incompatible``)."""
 
     def network_options(self, options: dict[str, Any]) -> None:
         """Build time: edit the keyword options of ``nets.build_network`` in place."""
@@ -40,3 +67,28 @@ class Intervention:
 
     def on_target_update(self, agent: "DQNAgent", step: int) -> None:
         """Right after the target network was copied from the online network."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must keep of this intervention (counters, structural changes)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], agent: "DQNAgent") -> None:
+        """Restore ``state_dict()``; called before the networks and optimizer are loaded, so an
+        intervention that changed the network's structure can rebuild it first."""
+
+
+def fresh_seed(run_seed: int, name: str, step: int) -> int:
+    """The seed of the fresh initialisation drawn by intervention ``name`` at training step ``step``."""
+    return (int(run_seed) * 1_000_003 + zlib.crc32(name.encode()) * 7919 + int(step) * 104_729 + 3) % (2**62)
+
+
+def incompatible(this: Intervention, active: list[Intervention], others: dict[str, str]) -> None:
+    """Raise ``ConfigError`` (a ``ValueError``) if an intervention named in ``others`` is active;
+    the values say why. The CLI prints it as a config error before the run starts."""
+    for other in active:
+        if other.name in others:
+            raise ConfigError(
+                "intervention",
+                f"{this.name} and {other.name} cannot be combined: {others[other.name]}. "
+                f"Drop one of them from the intervention list.",
+            )

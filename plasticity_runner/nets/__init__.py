@@ -1,7 +1,11 @@
-"""Q-networks: a body (``bodies.py``) followed by a head (``heads.py``).
+"""Q-networks: a body (``bodies.py``, ``resnet.py``, ``vit.py``, ``nature_cnn.py``) and a head
+(``heads.py``).
 
 ``build_network`` is the single entry point; interventions that change the architecture (layer
-norm, the two-hot head, ...) arrive as keyword options from ``interventions.network_options``.
+norm, CReLU, spectral norm, the two-hot head) arrive as keyword options from
+``interventions.network_options``. To add an architecture: write a body module with
+``feature_dim`` and ``unit_groups()``, register its builder in ``BODIES``, add its schema to
+``config.SCHEMAS["architecture"]`` and a ``configs/architecture/<name>.yaml``.
 """
 
 from __future__ import annotations
@@ -12,16 +16,40 @@ import torch
 from torch import nn
 
 from .bodies import CNNBody, MLPBody
-from .heads import ScalarHead
+from .heads import InjectedHead, ScalarHead, TwoHotHead
+from .layers import UnitGroup, apply_spectral_norm, first_layer
+from .nature_cnn import NatureCNNBody
+from .resnet import ResNet18Body
+from .vit import ViTBody
 
-# name -> builder(arch_cfg, obs_shape, layer_norm) -> body with .feature_dim
+# name -> builder(arch_cfg, obs_shape, layer_norm, activation) -> body with .feature_dim, .unit_groups()
+# (activation None: the body's own, ReLU or GELU; "crelu": concatenated ReLU)
 BODIES: dict[str, Callable[..., nn.Module]] = {
-    "mlp": lambda cfg, shape, ln: MLPBody(shape, cfg.width, cfg.num_layers, layer_norm=ln),
-    "cnn": lambda cfg, shape, ln: CNNBody(shape, cfg.channels, cfg.hidden, cfg.conv_stride, layer_norm=ln),
+    "mlp": lambda cfg, shape, ln, activation=None: MLPBody(shape, cfg.width, cfg.num_layers, ln, activation),
+    "cnn": lambda cfg, shape, ln, activation=None: CNNBody(
+        shape, cfg.channels, cfg.hidden, cfg.conv_stride, ln, activation
+    ),
+    "resnet18": lambda cfg, shape, ln, activation=None: ResNet18Body(
+        shape, cfg.width, str(getattr(cfg.stem, "value", cfg.stem)), ln, activation
+    ),
+    "vit": lambda cfg, shape, ln, activation=None: ViTBody(
+        shape,
+        cfg.patch_size,
+        cfg.dim,
+        cfg.ff_dim,
+        cfg.num_blocks,
+        cfg.num_heads,
+        cfg.dropout,
+        str(getattr(cfg.pool, "value", cfg.pool)),
+        ln,
+        activation,
+    ),
+    "nature_cnn": lambda cfg, shape, ln, activation=None: NatureCNNBody(shape, cfg.hidden, ln, activation),
 }
-# name -> builder(feature_dim, num_actions, **head_options) -> head with forward() and td_loss()
+# name -> builder(feature_dim, num_actions, **head_options) -> head with forward(), td_loss(), raw()
 HEADS: dict[str, Callable[..., nn.Module]] = {
     "scalar": lambda feature_dim, num_actions, **_: ScalarHead(feature_dim, num_actions),
+    "two_hot": lambda feature_dim, num_actions, **opts: TwoHotHead(feature_dim, num_actions, **opts),
 }
 
 
@@ -43,6 +71,16 @@ class QNetwork(nn.Module):
     def td_loss(self, obs: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.head.td_loss(self.body(obs), a_tm1, target)
 
+    def unit_groups(self) -> list[UnitGroup]:
+        """The hidden layers whose units can be acted on one by one (``layers.UnitGroup``); a
+        group that feeds the features lists the head's output layers as its readers."""
+        groups = self.body.unit_groups()
+        for g in groups:
+            g.name = f"body.{g.name}"
+            if not g.outgoing:
+                g.outgoing = list(self.head.output_layers())
+        return groups
+
 
 def build_network(
     arch_cfg: Any,
@@ -50,11 +88,25 @@ def build_network(
     num_actions: int,
     *,
     layer_norm: bool = False,
+    activation: str | None = None,
+    spectral_norm: dict[str, Any] | None = None,
     head: str = "scalar",
     head_options: dict[str, Any] | None = None,
 ) -> QNetwork:
-    """Build the Q-network named by ``arch_cfg.name`` with torch's default initialisation."""
+    """Build the Q-network named by ``arch_cfg.name`` with its initialisation (torch's default,
+    or torchvision's for ResNet-18).
+
+    ``spectral_norm`` (options of ``layers.SpectralNorm``, or None) parametrises the body's first
+    layer, the one that reads the observation.
+    """
     if arch_cfg.name not in BODIES:
         raise ValueError(f"architecture.name: unknown architecture {arch_cfg.name!r}; known: {sorted(BODIES)}")
-    body = BODIES[arch_cfg.name](arch_cfg, tuple(obs_shape), layer_norm)
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; known: {sorted(HEADS)}")
+    body = BODIES[arch_cfg.name](arch_cfg, tuple(obs_shape), layer_norm, activation)
+    if spectral_norm is not None:
+        apply_spectral_norm(first_layer(body), **spectral_norm)
     return QNetwork(body, HEADS[head](body.feature_dim, num_actions, **(head_options or {})))
+
+
+__all__ = ["BODIES", "HEADS", "InjectedHead", "QNetwork", "UnitGroup", "build_network"]

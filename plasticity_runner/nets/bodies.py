@@ -1,7 +1,10 @@
 """Network bodies: observation -> penultimate features. Appendix A.2 of the paper.
 
-Every body is built from ``(cfg, obs_shape, layer_norm)`` and exposes ``feature_dim``. Hidden
-activations are separate ``nn.ReLU`` modules so that diagnostics can hook them (dead units).
+Every body is built from ``(cfg, obs_shape, layer_norm, activation=None)`` and exposes
+``feature_dim`` and ``unit_groups()`` (``layers.UnitGroup``). Hidden activations are separate
+modules (``nn.ReLU``, or ``layers.CReLU`` with ``activation="crelu"``) so that diagnostics can hook
+them (dead units). This file holds the MLP and the paper's CNN; ``resnet.py``, ``vit.py`` and
+``nature_cnn.py`` the others.
 """
 
 from __future__ import annotations
@@ -11,26 +14,43 @@ import math
 import torch
 from torch import nn
 
+from .layers import UnitGroup, expansion, make_activation, sequential_unit_groups
+
 
 def _maybe_ln(enabled: bool, shape) -> list[nn.Module]:
     return [nn.LayerNorm(shape)] if enabled else []
 
 
 class MLPBody(nn.Module):
-    """Two fully-connected hidden layers of ``width`` units with ReLU (A.2: width 512)."""
+    """Two fully-connected hidden layers of ``width`` units with ReLU (A.2: width 512).
 
-    def __init__(self, obs_shape: tuple[int, ...], width: int, num_layers: int = 2, layer_norm: bool = False):
+    With CReLU each hidden layer still has ``width`` pre-activation units; the next layer (and the
+    head) reads ``2 * width`` inputs.
+    """
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        width: int,
+        num_layers: int = 2,
+        layer_norm: bool = False,
+        activation: str | None = None,
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         fan_in = math.prod(obs_shape)
         for _ in range(num_layers):
-            layers += [nn.Linear(fan_in, width), *_maybe_ln(layer_norm, width), nn.ReLU()]
-            fan_in = width
+            act = make_activation(activation, "relu", dim=1)
+            layers += [nn.Linear(fan_in, width), *_maybe_ln(layer_norm, width), act]
+            fan_in = width * expansion(act)
         self.net = nn.Sequential(*layers)
-        self.feature_dim = width
+        self.feature_dim = fan_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def unit_groups(self) -> list[UnitGroup]:
+        return sequential_unit_groups(self.net, "net")
 
 
 class CNNBody(nn.Module):
@@ -48,6 +68,7 @@ class CNNBody(nn.Module):
         hidden: int = 256,
         conv_stride: int = 1,
         layer_norm: bool = False,
+        activation: str | None = None,
     ):
         super().__init__()
         c, h, w = obs_shape
@@ -55,15 +76,20 @@ class CNNBody(nn.Module):
         for k in (5, 3):
             layers.append(nn.Conv2d(c, channels, k, stride=conv_stride, padding=k // 2))
             h, w = (h + 2 * (k // 2) - k) // conv_stride + 1, (w + 2 * (k // 2) - k) // conv_stride + 1
-            layers += [*_maybe_ln(layer_norm, (channels, h, w)), nn.ReLU()]
-            c = channels
+            act = make_activation(activation, "relu", dim=1)
+            layers += [*_maybe_ln(layer_norm, (channels, h, w)), act]
+            c = channels * expansion(act)
         layers.append(nn.Flatten())
         fan_in = c * h * w
         for _ in range(2):
-            layers += [nn.Linear(fan_in, hidden), *_maybe_ln(layer_norm, hidden), nn.ReLU()]
-            fan_in = hidden
+            act = make_activation(activation, "relu", dim=1)
+            layers += [nn.Linear(fan_in, hidden), *_maybe_ln(layer_norm, hidden), act]
+            fan_in = hidden * expansion(act)
         self.net = nn.Sequential(*layers)
-        self.feature_dim = hidden
+        self.feature_dim = fan_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def unit_groups(self) -> list[UnitGroup]:
+        return sequential_unit_groups(self.net, "net")

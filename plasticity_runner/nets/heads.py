@@ -1,11 +1,18 @@
 """Output heads: penultimate features -> per-action Q-values, plus the head's TD loss.
 
-``scalar``: one Q-value per action and the squared TD error of equation (1) of the paper.
+A head computes a *raw* output (``raw``), reads Q-values from it (``readout``) and gives the
+per-sample TD loss from it (``loss_from_raw``); splitting the three lets plasticity injection sum
+the raw outputs of several heads (``InjectedHead``).
+
+* ``scalar``: one Q-value per action and the squared TD error of equation (1) of the paper.
+* ``two_hot``: a categorical distribution over a fixed support per action (section 6.2): Q is its
+  expectation, the loss is the cross-entropy to the two-hot projection of the TD target.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -17,11 +24,107 @@ class ScalarHead(nn.Module):
         self.linear = nn.Linear(feature_dim, num_actions)
         self.num_actions = num_actions
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Q-values [B, A]."""
+    def raw(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features)
 
-    def td_loss(self, features: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def readout(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw
+
+    def loss_from_raw(self, raw: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-sample squared error (Q(s, a) - target)^2, eq. (1); ``target`` carries no gradient."""
-        q_sa = self.linear(features).gather(1, a_tm1[:, None]).squeeze(1)
+        q_sa = raw.gather(1, a_tm1[:, None]).squeeze(1)
         return (q_sa - target) ** 2
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Q-values [B, A]."""
+        return self.readout(self.raw(features))
+
+    def td_loss(self, features: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss_from_raw(self.raw(features), a_tm1, target)
+
+    def output_layers(self) -> list[nn.Module]:
+        """The layers that read the features (for unit-level interventions)."""
+        return [self.linear]
+
+
+def two_hot(values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """Two-hot encoding ``[..., K]`` of ``values`` on an evenly spaced ``support`` ``[K]``.
+
+    A value is clipped to ``[support[0], support[-1]]`` and split between its two neighbouring
+    atoms in proportion to its distance from each, so ``(two_hot(v) * support).sum(-1) == v``
+    for every ``v`` inside the support.
+    """
+    k = support.shape[0]
+    v_min, v_max = support[0], support[-1]
+    position = (values.clamp(v_min, v_max) - v_min) / (v_max - v_min) * (k - 1)  # in [0, K-1]
+    lower = position.floor().clamp(max=k - 2)
+    upper_weight = position - lower  # in [0, 1]; 1 exactly at v_max
+    lower = lower.long()
+    probs = torch.zeros(*values.shape, k, dtype=support.dtype, device=values.device)
+    probs.scatter_(-1, lower[..., None], (1 - upper_weight)[..., None])
+    probs.scatter_add_(-1, (lower + 1)[..., None], upper_weight[..., None])
+    return probs
+
+
+class TwoHotHead(ScalarHead):
+    """``num_bins`` logits per action over the support ``linspace(v_min, v_max, num_bins)``.
+
+    Q(s, a) = sum_k softmax(logits(s, a))_k * support_k. The TD loss is the cross-entropy
+    ``-sum_k two_hot(target)_k log softmax(logits(s, a))_k``; targets outside the support are
+    clipped to its ends (so choose the range to cover the returns: ``|r| <= 1`` and gamma = 0.99
+    give ``|Q| <= 100``, our default support).
+    """
+
+    def __init__(
+        self, feature_dim: int, num_actions: int, v_min: float = -100.0, v_max: float = 100.0, num_bins: int = 201
+    ):
+        nn.Module.__init__(self)
+        if num_bins < 2 or not v_max > v_min:
+            raise ValueError(f"two_hot head: need num_bins >= 2 and v_max > v_min, got {num_bins}, [{v_min}, {v_max}]")
+        self.linear = nn.Linear(feature_dim, num_actions * num_bins)
+        self.num_actions, self.num_bins = num_actions, num_bins
+        self.register_buffer("support", torch.linspace(v_min, v_max, num_bins), persistent=False)
+
+    def raw(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits [B, A, K]."""
+        return self.linear(features).unflatten(-1, (self.num_actions, self.num_bins))
+
+    def readout(self, raw: torch.Tensor) -> torch.Tensor:
+        return (torch.softmax(raw, dim=-1) * self.support).sum(-1)
+
+    def loss_from_raw(self, raw: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits_sa = raw[torch.arange(raw.shape[0], device=raw.device), a_tm1]  # [B, K]
+        return -(two_hot(target, self.support) * F.log_softmax(logits_sa, dim=-1)).sum(-1)
+
+
+class InjectedHead(nn.Module):
+    """Plasticity injection (Nikishin et al. 2023): ``raw = h_old + h_new - h_new_frozen``.
+
+    ``old`` (the head before injection) and ``new_frozen`` are frozen; ``new`` starts equal to
+    ``new_frozen``, so the output is unchanged at injection and only ``new`` learns afterwards.
+    Readout and loss are those of the wrapped head type (raw outputs are summed: Q-values for the
+    scalar head, logits for the two-hot head).
+    """
+
+    def __init__(self, old: nn.Module, new: nn.Module, new_frozen: nn.Module):
+        super().__init__()
+        self.old, self.new, self.new_frozen = old, new, new_frozen
+        self.num_actions = old.num_actions
+
+    def raw(self, features: torch.Tensor) -> torch.Tensor:
+        return self.old.raw(features) + self.new.raw(features) - self.new_frozen.raw(features)
+
+    def readout(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.old.readout(raw)
+
+    def loss_from_raw(self, raw: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.old.loss_from_raw(raw, a_tm1, target)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.raw(features))
+
+    def td_loss(self, features: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss_from_raw(self.raw(features), a_tm1, target)
+
+    def output_layers(self) -> list[nn.Module]:
+        return self.old.output_layers() + self.new.output_layers() + self.new_frozen.output_layers()

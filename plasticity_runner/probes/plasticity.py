@@ -20,6 +20,13 @@ step, and the curve as the mean minibatch loss over windows of ``curve_every_ste
 The vectorised fit stacks the T copies (``torch.func.stack_module_state``) and runs them with
 ``vmap(functional_call)``; the summed loss gives each copy exactly its own gradient, and the
 optimizer is elementwise, so one optimizer over the stacked parameters equals T separate ones.
+
+Network modes: the copies train in train mode, as the agent trains (dropout on, a different mask
+per copy; BatchNorm on batch statistics, each copy updating its own running statistics, stacked
+like the parameters); every loss on all of ``X`` (initial, final), the offset ``a`` and the fresh
+target networks are evaluated in eval mode (no dropout, BatchNorm on running statistics), so they
+are deterministic and never write to a network. Parameters that do not train in the run (the
+frozen heads of plasticity injection) do not train in the probe either.
 """
 
 from __future__ import annotations
@@ -75,7 +82,7 @@ def make_targets(
     for seed in seeds:
         with torch.random.fork_rng(devices=_fork_rng_devices(inputs.device)):
             torch.manual_seed(seed)
-            fresh = build_fresh().to(inputs.device)
+            fresh = build_fresh().to(inputs.device).eval()
         targets.append(offset + torch.sin(sin_scale * fresh(inputs)))
     return torch.stack(targets)
 
@@ -97,10 +104,11 @@ def fit_targets_vectorised(
     """Fit all ``T`` targets at once from copies of ``net``; returns (initial, final, curve)."""
     T, device = targets.shape[0], inputs.device
     base = copy.deepcopy(net)
+    trainable = {k: p.requires_grad for k, p in base.named_parameters()}
     params, buffers = stack_module_state([base] * T)
-    params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    params = {k: v.detach().clone().requires_grad_(trainable[k]) for k, v in params.items()}
     buffers = {k: v.detach().clone() for k, v in buffers.items()}
-    optimizer = build_optimizer(optimizer_cfg, params.values())
+    optimizer = build_optimizer(optimizer_cfg, [v for k, v in params.items() if trainable[k]])
 
     def f(p, b, x):
         return functional_call(base, (p, b), (x,))
@@ -108,11 +116,13 @@ def fit_targets_vectorised(
     forward = vmap(f, in_dims=(0, 0, None), randomness="different")
 
     def full_loss() -> torch.Tensor:
+        base.eval()
         with torch.no_grad():
             out = _chunked(lambda x: forward(params, buffers, x), inputs)
             return ((out - targets) ** 2).mean(dim=(1, 2))
 
     initial = full_loss()
+    base.train()
     generator = torch.Generator(device).manual_seed(seed)
     curve = torch.zeros(T, -(-steps // curve_every_steps), device=device)
     for i in range(steps):
@@ -140,10 +150,11 @@ def fit_targets_sequential(
     initial, final = torch.zeros(T, device=device), torch.zeros(T, device=device)
     curve = torch.zeros(T, -(-steps // curve_every_steps), device=device)
     for j in range(T):
-        model = copy.deepcopy(net)
-        optimizer = build_optimizer(optimizer_cfg, model.parameters())
+        model = copy.deepcopy(net).eval()
+        optimizer = build_optimizer(optimizer_cfg, [p for p in model.parameters() if p.requires_grad])
         with torch.no_grad():
             initial[j] = ((_chunked(model, inputs) - targets[j]) ** 2).mean()
+        model.train()
         generator = torch.Generator(device).manual_seed(seed)
         for i in range(steps):
             idx = torch.randint(inputs.shape[0], (batch_size,), generator=generator, device=device)
@@ -152,6 +163,7 @@ def fit_targets_sequential(
             loss.backward()
             optimizer.step()
             curve[j, i // curve_every_steps] += loss.detach()
+        model.eval()
         with torch.no_grad():
             final[j] = ((_chunked(model, inputs) - targets[j]) ** 2).mean()
     return initial, final, curve
@@ -170,8 +182,11 @@ def plasticity_probe(
     ``net`` is never modified; all randomness comes from ``seed`` (fresh initialisations under
     ``fork_rng``, minibatches from a private generator), so the caller's RNG streams are untouched.
     """
+    was_training = net.training
+    net.eval()
     with torch.no_grad():
         offset = float(_chunked(net, inputs).mean())
+    net.train(was_training)
     T = int(probe_cfg.num_targets)
     targets = make_targets(build_fresh, inputs, [seed * 1000 + j for j in range(T)], offset, probe_cfg.sin_scale)
     fit = fit_targets_vectorised if probe_cfg.vectorised else fit_targets_sequential

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,25 +72,56 @@ def run_configs(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby("run_dir", sort=True)[config_cols].first() if len(frame) else pd.DataFrame()
 
 
+def label_keys(configs: pd.DataFrame, keys: list[str], first: tuple[str, ...] = N.LABEL_PRIORITY) -> list[str]:
+    """The fewest of ``keys`` that split the runs (rows of ``configs``) as all ``keys`` do.
+
+    Keys are tried in the order ``first``, then the rest in their given order; a key is kept when
+    it splits some set of runs the keys kept before it do not. So a key determined by kept keys
+    (``architecture.channels`` by ``architecture.name``) or constant is left out, and runs with the
+    same label are exactly the runs equal in every key.
+    """
+    if configs.empty:
+        return []
+    ordered = [k for k in first if k in keys] + [k for k in keys if k not in first]
+    values = pd.DataFrame({k: configs[k].map(_fmt) for k in ordered}, index=configs.index)
+    chosen: list[str] = []
+    parts = 1
+    for k in ordered:
+        n = len(values[[*chosen, k]].drop_duplicates())
+        if n > parts:
+            chosen.append(k)
+            parts = n
+    return chosen
+
+
+def natural_key(label: Any) -> list:
+    """Sort key that orders ``width=16`` before ``width=128``."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(label))]
+
+
+def group_label(config: Any, keys: list[str]) -> str:
+    """``key=value, ...`` over ``keys``, leaving out keys the run does not set (None)."""
+    parts = [f"{k}={_fmt(config[k])}" for k in keys if _fmt(config[k]) != "None"]
+    if parts:
+        return ", ".join(parts)
+    return "(defaults)" if keys else "all runs"
+
+
 def assign_groups(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Add a ``group`` label column: runs equal in every config key but the seed share a group.
 
-    The label lists only the keys whose value differs somewhere in the frame (``"all runs"`` when
-    none does), so it stays short for a sweep over a few keys.
+    The label lists only the keys that tell groups apart (``label_keys``; ``"all runs"`` when none
+    does) and that the run sets, so it stays short for a sweep over a few keys.
     """
     frame = frame.copy()
     if frame.empty:
         frame["group"] = pd.Series(dtype=str)
         return frame, []
     configs = run_configs(frame)
-    keys = [k for k in configs.columns if is_group_key(k)]
-    varying = [k for k in keys if configs[k].map(_fmt).nunique() > 1]
-    labels = {
-        run_dir: (", ".join(f"{k}={_fmt(row[k])}" for k in varying) or "all runs")
-        for run_dir, row in configs.iterrows()
-    }
+    keys = label_keys(configs, [k for k in configs.columns if is_group_key(k)])
+    labels = {run_dir: group_label(row, keys) for run_dir, row in configs.iterrows()}
     frame["group"] = frame["run_dir"].map(labels)
-    return frame, varying
+    return frame, keys
 
 
 def load_report_data(path: str | os.PathLike) -> ReportData:
@@ -171,24 +203,33 @@ def series(frame: pd.DataFrame, metric: tuple[str, str], finite: bool = True) ->
     return out
 
 
-def has_metric(frame: pd.DataFrame, metric: tuple[str, str]) -> bool:
-    phase, name = metric
-    return bool(((frame["phase"] == phase) & (frame["metric"] == name)).any())
+def first_row(s: pd.DataFrame) -> pd.DataFrame:
+    """The first row (step, value) of each run of a ``series``, NaN values included, by run_dir."""
+    return s.drop_duplicates("run_dir", keep="first").set_index("run_dir").sort_index()
+
+
+def last_row(s: pd.DataFrame) -> pd.DataFrame:
+    """The last row (step, value) of each run of a ``series``, NaN values included, by run_dir."""
+    return s.drop_duplicates("run_dir", keep="last").set_index("run_dir").sort_index()
 
 
 def first_last(frame: pd.DataFrame, metric: tuple[str, str]) -> pd.DataFrame:
-    """Per run with the metric at two or more steps: first_step, first, last_step, last."""
-    s = series(frame, metric)
+    """Per run with the metric at two or more steps: first_step, first, last_step, last.
+
+    Non-finite values are kept: a run that diverged has a NaN/inf ``last`` (its real last pause),
+    which the tables count as ``nonfinite`` instead of silently using an earlier pause.
+    """
+    s = series(frame, metric, finite=False)
     if s.empty:
         return pd.DataFrame(columns=["run_dir", "first_step", "first", "last_step", "last"])
-    g = s.groupby("run_dir", sort=True)
+    first, last = first_row(s), last_row(s)
     out = pd.DataFrame(
         {
-            "first_step": g["step"].first(),
-            "first": g["value"].first(),
-            "last_step": g["step"].last(),
-            "last": g["value"].last(),
-            "pauses": g["step"].size(),
+            "first_step": first["step"],
+            "first": first["value"],
+            "last_step": last["step"],
+            "last": last["value"],
+            "pauses": s.groupby("run_dir", sort=True)["step"].size(),
         }
     )
     out = out[out["pauses"] >= 2].drop(columns="pauses")

@@ -30,11 +30,19 @@ NO_INTERVENTION = "none"
 LAYER_NORM = "layer_norm"
 
 # Config keys that never separate two runs into different groups (a group is the set of runs
-# whose config is equal except for these): the seed and anything derived from it or from where
-# and how the run was executed.
-GROUP_IGNORE_KEYS = frozenset({SEED, "device", "run_dir", "output_dir", "resume"})
-GROUP_IGNORE_PREFIXES = ("hydra.", "logging.", "paths.")
-GROUP_IGNORE_SUFFIXES = ("seed",)  # e.g. ``env.seed``, ``probe.seed``
+# whose config is equal except for these): the seed and anything derived from it, and settings of
+# where and how a run executes that do not change its numbers.
+GROUP_IGNORE_KEYS = frozenset({
+    SEED, "device", "run_dir", "output_dir", "resume", "progress", "torch_threads",
+    "log_every_steps", "env.data_dir", "env.download",
+})
+GROUP_IGNORE_PREFIXES = ("hydra.", "logging.", "paths.", "checkpoint.")
+GROUP_IGNORE_SUFFIXES = ("seed",)  # e.g. ``env.label_seed``, ``probe.seed``
+
+# Group labels name the fewest config keys that tell the groups apart, tried in this order (then
+# the remaining keys in config order); e.g. ``architecture.channels`` is left out of a label once
+# ``architecture.name`` is in it, since the name already determines it.
+LABEL_PRIORITY = (ENV, DATASET, TASK, GAME, ARCH, WIDTH, TARGET_UPDATE, OPTIMIZER, INTERVENTIONS)
 
 # Run statuses (``run.json`` key ``status``) whose runs are left out of every figure.
 STATUS_KEY = "status"

@@ -1,0 +1,60 @@
+"""The fast path: TF32 matmuls, ``torch.compile`` and CUDA-graph capture of the training step.
+
+Every option falls back cleanly, with a logged reason, where it cannot run (no GPU, no compiler,
+a graph break torch cannot handle): the run continues on the eager path and records what it
+used in ``run.json`` (``fast_path``). CPU tests exercise the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+log = logging.getLogger("plasticity_runner")
+
+
+class CompiledOrEager:
+    """Calls the compiled function; on its first failure logs why and stays eager for good."""
+
+    def __init__(self, eager: Callable, compiled: Callable, what: str, notes: dict[str, str]):
+        self.eager, self.compiled, self.what, self.notes = eager, compiled, what, notes
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure means: fall back
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                log.warning("%s: torch.compile failed, falling back to eager (%s)", self.what, reason)
+                self.notes[self.what] = f"eager (compile failed: {reason})"
+                self.compiled = None
+        return self.eager(*args, **kwargs)
+
+
+def configure(speed_cfg: Any, agent: Any, device: torch.device) -> dict[str, str]:
+    """Apply ``speed.*`` to the agent; returns what was used, for ``run.json``."""
+    notes: dict[str, str] = {}
+    if speed_cfg.tf32:
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            notes["tf32"] = "on"
+        else:
+            notes["tf32"] = "not applicable (no CUDA device)"
+    mode = None
+    if speed_cfg.cuda_graphs:
+        if device.type == "cuda":
+            mode = "reduce-overhead"  # inductor with CUDA-graph trees
+        else:
+            reason = "CUDA graphs need a CUDA device"
+            log.info("speed.cuda_graphs: %s; %s", reason, "compiling without graphs" if speed_cfg.compile else "eager")
+            notes["cuda_graphs"] = f"off ({reason})"
+    if speed_cfg.compile or mode is not None:
+        mode = mode or "default"
+        compiled = torch.compile(agent.loss, mode=mode, dynamic=False)
+        notes["loss"] = f"torch.compile(mode={mode})"
+        agent.loss = CompiledOrEager(agent.loss, compiled, "loss", notes)
+    return notes

@@ -1,0 +1,70 @@
+"""Plasticity injection (Nikishin et al. 2023), once, at training step ``at_step``.
+
+After the optimizer step of ``at_step``, the head ``h_theta`` of the online network becomes
+``h_theta(z) + h_theta'(z) - h_theta'_frozen(z)`` (``nets.heads.InjectedHead``) where ``theta'``
+is a fresh initialisation (recorded seed) and ``theta'_frozen`` a frozen copy of it: the output
+is unchanged at injection, the old head is frozen, the new one learns, the body keeps learning.
+The injected part is the output layer (``QNetwork.head``); Nikishin et al. inject into the last
+layers of their networks, we keep the body whole for every architecture alike.
+
+The structure changes, so: the target network gets the same structure (its new heads equal the
+online ones, so its output is unchanged too); the optimizer stops training the frozen head
+(``optim.remove_params``: dropped from the param groups with its state) and trains the new head
+in a new param group with fresh state; the rest of the optimizer state is kept.
+
+Checkpoints keep the injection step; on resume the structure is rebuilt before the saved
+parameters and optimizer state are loaded into it.
+
+A fresh network from ``build_fresh`` (the probe's targets) has the plain structure; at
+initialisation an injected network computes the same function, so nothing there changes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..nets.heads import InjectedHead
+from ..optim import remove_params
+from .base import Intervention
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..agents.dqn import DQNAgent
+
+
+class PlasticityInjection(Intervention):
+    name = "plasticity_injection"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.injected_at: int | None = None
+
+    def after_step(self, agent: "DQNAgent", step: int) -> None:
+        if step == int(self.cfg.at_step) and self.injected_at is None:
+            self.inject(agent, step)
+
+    @torch.no_grad()
+    def inject(self, agent: "DQNAgent", step: int) -> None:
+        fresh_head = self.fresh_network(agent, step).head
+        for net in (agent.online, agent.target):
+            old = net.head
+            new, new_frozen = copy.deepcopy(fresh_head), copy.deepcopy(fresh_head)
+            old.requires_grad_(False)
+            new_frozen.requires_grad_(False)
+            net.head = InjectedHead(old, new, new_frozen).train(net.training)
+        agent.target.requires_grad_(False)
+        remove_params(agent.optimizer, agent.online.head.old.parameters())
+        agent.optimizer.add_param_group({"params": list(agent.online.head.new.parameters())})
+        self.injected_at = step
+
+    def state_dict(self) -> dict:
+        return {"injected_at": self.injected_at}
+
+    def load_state_dict(self, state: dict, agent: "DQNAgent") -> None:
+        """Rebuild the injected structure (networks, optimizer groups) before the checkpoint's
+        parameters and optimizer state are loaded into it."""
+        step = state.get("injected_at")
+        if step is not None and self.injected_at is None:
+            self.inject(agent, int(step))

@@ -1,0 +1,110 @@
+"""ReDo: recycling dormant units (Sokar et al. 2023).
+
+Every ``every_steps`` training steps, after the optimizer step, on the last training batch (a
+uniform replay sample; the online network in eval mode):
+
+1. score each hidden unit ``i`` of each hidden layer ``l``:
+   ``s_i = mean_x |h_i(x)| / mean_j mean_x |h_j(x)|`` (means over the batch, and over positions
+   for conv and token activations; for CReLU over both halves of the unit);
+2. a unit is dormant when ``s_i <= tau``;
+3. recycle each dormant unit: its incoming weights (the weight row and bias of the layer that
+   produces it, and the per-unit affine of a norm in between) are copied from a fresh
+   initialisation drawn under a recorded seed; its outgoing weights (the columns that the next
+   layer, or the head, reads from it) are set to zero, so the network's function is unchanged.
+
+Optimizer state: the state entries of exactly those rows and columns are zeroed
+(``optim.reset_state_entries``); the rest of each tensor's state and the step counts are kept.
+Which units are eligible is defined by each body's ``unit_groups()`` (``nets/``): every hidden
+layer of MLP, CNN and Nature CNN; the units between the two convs of each ResNet block; the
+feed-forward hidden units of the ViT. The dormant counts of the last pass are in
+``last_dormant`` (counts) and ``last_recycled`` (indices).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..nets.layers import expansion, raw_weight
+from ..optim import reset_state_entries
+from .base import Intervention
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..agents.dqn import DQNAgent
+
+
+def unit_scores(activation: torch.Tensor, unit_dim: int, expand: int, num_units: int) -> torch.Tensor:
+    """Normalised scores ``[num_units]``: mean |h_i| over everything but the unit, over the layer's mean."""
+    a = activation.movedim(unit_dim, 1)
+    a = a.reshape(a.shape[0], expand, num_units, -1).abs().mean(dim=(0, 1, 3))
+    return a / a.mean().clamp_min(1e-12)
+
+
+class ReDo(Intervention):
+    name = "redo"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.last_dormant: dict[str, int] = {}  # unit group -> dormant units found by the last pass
+        self.last_recycled: dict[str, list[int]] = {}  # unit group -> indices recycled by the last pass
+
+    def after_step(self, agent: "DQNAgent", step: int) -> None:
+        if step % int(self.cfg.every_steps) == 0 and agent.last_batch is not None:
+            self.recycle(agent, agent.last_batch.o_tm1, step)
+
+    def dormant_units(self, net: nn.Module, obs: torch.Tensor) -> list[tuple[object, torch.Tensor, torch.Tensor]]:
+        """``(group, dormant unit indices, activation)`` per unit group of ``net`` on ``obs``."""
+        groups = net.unit_groups()
+        outputs: dict[int, torch.Tensor] = {}
+        hooks = [
+            g.activation.register_forward_hook(lambda m, i, out, k=k: outputs.__setitem__(k, out.detach()))
+            for k, g in enumerate(groups)
+        ]
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                net(obs)
+        finally:
+            net.train(was_training)
+            for h in hooks:
+                h.remove()
+        result = []
+        for k, g in enumerate(groups):
+            scores = unit_scores(outputs[k], g.unit_dim, expansion(g.activation), g.num_units)
+            result.append((g, torch.nonzero(scores <= float(self.cfg.tau)).flatten(), outputs[k]))
+        return result
+
+    @torch.no_grad()
+    def recycle(self, agent: "DQNAgent", obs: torch.Tensor, step: int) -> int:
+        """Recycle the dormant units of the online network scored on ``obs``; returns how many."""
+        net, optimizer = agent.online, agent.optimizer
+        found = self.dormant_units(net, obs)
+        self.last_dormant = {g.name: int(idx.numel()) for g, idx, _ in found}
+        self.last_recycled = {g.name: idx.tolist() for g, idx, _ in found}
+        if not any(self.last_dormant.values()):
+            return 0
+        fresh_modules = dict(self.fresh_network(agent, step).named_modules())
+        names = {id(m): n for n, m in net.named_modules()}
+        for g, idx, out in found:
+            if idx.numel() == 0:
+                continue
+            for m in g.incoming:
+                fresh = dict(fresh_modules[names[id(m)]].named_parameters())
+                for pname, p in m.named_parameters():
+                    p[idx] = fresh[pname][idx]
+                    reset_state_entries(optimizer, p, idx, dim=0)
+            expand = expansion(g.activation)
+            for m in g.outgoing:
+                # a flatten between a conv activation [B, C, H, W] and a linear layer: H*W columns per unit
+                flattened = isinstance(m, nn.Linear) and g.unit_dim == 1
+                spatial = out[0].numel() // (expand * g.num_units) if flattened else 1
+                offsets = torch.arange(expand, device=idx.device)[:, None, None] * g.num_units
+                cols = (offsets + idx[None, :, None]) * spatial + torch.arange(spatial, device=idx.device)
+                cols = cols.flatten()
+                w = raw_weight(m)
+                w.index_fill_(1, cols, 0.0)
+                reset_state_entries(optimizer, w, cols, dim=1)
+        return sum(self.last_dormant.values())

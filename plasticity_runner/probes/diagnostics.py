@@ -1,0 +1,94 @@
+"""Diagnostics of one pause: statistics (5.2), curvature (2.1, 4.2) and gradient covariance (eq. 3).
+
+``run_diagnostics`` runs every enabled diagnostic whose cadence ``every_steps`` divides the pause
+step (and at the final pause, ``step == total_steps``). All of them read one evaluation batch of
+replay transitions, drawn per pause with a private generator seeded from ``(seed, step)``: the
+first ``num_inputs`` (or ``k``) transitions of it go to each diagnostic. Nothing here modifies the
+networks or touches the training RNG streams.
+
+Written to the pause's metrics shard: phases ``stats``, ``curvature``, ``gradcov`` and ``timing``
+(``statistics_s``, ``curvature_s``, ``gradcov_s``: wall-clock seconds of each); and to its arrays
+file: ``hessian/{density,grid,ritz_values,ritz_weights}``, ``gradcov/{matrix,order,labels}``.
+``docs/diagnostics.md`` lists every name and shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from .curvature import hessian_spectrum
+from .gradcov import gradient_covariance, perturbation_sample_losses, td_sample_losses
+from .statistics import network_statistics
+
+DIAGNOSTICS = ("statistics", "curvature", "gradcov")
+
+
+def diagnostics_seed(seed: int, step: int) -> int:
+    """The seed of one pause's evaluation batch and perturbations, apart from every training stream."""
+    return (int(seed) * 999_983 + int(step) * 104_729 + 31) % (2**62)
+
+
+def due(cfg: Any, step: int) -> list[str]:
+    """The diagnostics that run at the pause of ``step``."""
+    out = []
+    for name in DIAGNOSTICS:
+        d = cfg.diagnostics[name]
+        if d.enabled and (step % int(d.every_steps) == 0 or step == int(cfg.total_steps)):
+            out.append(name)
+    return out
+
+
+def run_diagnostics(cfg: Any, state: Any, writer: Any) -> None:
+    """Run the diagnostics due at ``state.step`` on copies of the state; record scalars and arrays."""
+    names = due(cfg, state.step)
+    if not names:
+        return
+    d, step = cfg.diagnostics, state.step
+    seed = diagnostics_seed(cfg.seed, step)
+    sizes = {"statistics": d.statistics.num_inputs, "curvature": d.curvature.num_inputs, "gradcov": d.gradcov.k}
+    generator = torch.Generator(state.obs.device).manual_seed(seed)
+    batch = state.replay.sample(max(int(sizes[n]) for n in names), generator)
+    online = state.agent.online
+
+    if "statistics" in names:
+        t0 = time.perf_counter()
+        n = int(d.statistics.num_inputs)
+        writer.add_many(step, "stats", network_statistics(online, batch.o_tm1[:n], d.statistics))
+        writer.add(step, "timing", "statistics_s", time.perf_counter() - t0)
+
+    if "curvature" in names:
+        t0 = time.perf_counter()
+        n = int(d.curvature.num_inputs)
+        spectrum = hessian_spectrum(online, batch.o_tm1[:n], seed + 1, d.curvature)
+        writer.add_many(step, "curvature", spectrum.scalars())
+        writer.add_array("hessian/density", spectrum.density.numpy())
+        writer.add_array("hessian/grid", spectrum.grid.numpy())
+        writer.add_array("hessian/ritz_values", spectrum.ritz_values.numpy())
+        writer.add_array("hessian/ritz_weights", spectrum.ritz_weights.numpy())
+        writer.add(step, "timing", "curvature_s", time.perf_counter() - t0)
+
+    if "gradcov" in names:
+        t0 = time.perf_counter()
+        k = int(d.gradcov.k)
+        head = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[:k] for f in dataclasses.fields(batch)})
+        if str(getattr(d.gradcov.loss, "value", d.gradcov.loss)) == "td":
+            losses = td_sample_losses(state.agent, head)
+        else:
+            losses = perturbation_sample_losses(online, head.o_tm1, seed + 2)
+        cov = gradient_covariance(
+            losses,
+            num_clusters=int(d.gradcov.num_clusters),
+            chunk_size=int(d.gradcov.chunk_size),
+            max_memory_mb=float(d.gradcov.max_memory_mb),
+            seed=seed,
+        )
+        writer.add_many(step, "gradcov", cov.scalars())
+        writer.add_array("gradcov/matrix", cov.ordered().numpy().astype(np.float32))
+        writer.add_array("gradcov/order", cov.order.numpy())
+        writer.add_array("gradcov/labels", cov.labels[cov.order].numpy())
+        writer.add(step, "timing", "gradcov_s", time.perf_counter() - t0)

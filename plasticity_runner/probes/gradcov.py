@@ -1,0 +1,328 @@
+"""Gradient covariance C_k (eq. 3 of the paper, appendix A.1).
+
+For ``k`` samples ``x_1..x_k`` and per-sample gradients ``g_i = grad_theta l(theta, x_i)``::
+
+    C_k[i, j] = <g_i, g_j> / (|g_i| |g_j|)
+
+(a sample whose gradient is exactly zero gets a zero row and column). Rows and columns are then
+ordered by a k-means clustering of the rows of ``C_k`` (scikit-learn, ``num_clusters`` clusters,
+10 in the paper to match the latent states): clusters by decreasing size, samples within a cluster
+in their original order.
+
+Per-sample gradients come from ``torch.func`` (``vmap`` of ``grad``) on a copy of the network in
+eval mode. The Gram matrix ``G = [<g_i, g_j>]`` is a sum over parameters, computed without
+materialising the ``k x P`` gradient matrix:
+
+* a fully-connected layer applied once to ``[k, in]`` inputs has per-sample gradients
+  ``delta_i a_i^T`` (weight) and ``delta_i`` (bias), so its share is
+  ``(delta_i . delta_j)(a_i . a_j + 1)``, from one batched backward pass (per-layer factorisation);
+* every other parameter goes through ``vmap(grad)``, ``chunk_size`` samples at a time, in groups of
+  parameters whose ``k x P_group`` per-sample gradients fit ``max_memory_mb``; a single tensor too
+  large for the budget is handled in row blocks that fit, recomputing one block's gradients
+  against each other block.
+
+Two per-sample losses are provided:
+
+* ``td_sample_losses``: the agent's TD loss of each transition (eq. 1) against the fixed target
+  ``agent.td_target(batch)``, as A.1 describes for C_k ("the gradient of each transition");
+  intervention penalties are left out;
+* ``perturbation_sample_losses``: the probe loss of section 4.2 for each input,
+  ``mean_a [f(x)_a - sg(f(x)_a + eps_a)]^2``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from torch.nn.utils import parametrize
+
+from .curvature import perturbation_target, trainable_parameters
+
+KMEANS_N_INIT = 2  # k-means restarts (best inertia kept)
+
+
+@dataclass
+class CovResult:
+    """The normalised gradient covariance of ``k`` samples and its k-means ordering."""
+
+    matrix: torch.Tensor  # [k, k] float64 C_k in the samples' original order
+    order: torch.Tensor  # [k] int64: order[r] = original index of the sample shown at row r
+    labels: torch.Tensor  # [k] int64 cluster of each sample (original order); 0 = largest cluster
+    grad_norms: torch.Tensor  # [k] float64 |g_i|
+
+    def ordered(self) -> torch.Tensor:
+        """C_k with rows and columns in k-means order."""
+        return self.matrix[self.order][:, self.order]
+
+    def scalars(self) -> dict[str, float]:
+        """``gradcov_offdiag_mean``, ``gradcov_neg_frac`` (off-diagonal entries < 0) and the mean |g_i|."""
+        k = self.matrix.shape[0]
+        off = ~torch.eye(k, dtype=torch.bool)
+        return {
+            "gradcov_offdiag_mean": float(self.matrix[off].mean()),
+            "gradcov_neg_frac": float((self.matrix[off] < 0).double().mean()),
+            "gradcov_grad_norm_mean": float(self.grad_norms.mean()),
+        }
+
+
+# ------------------------------------------------------------------------------ per-sample losses
+
+
+class _TDLoss(nn.Module):
+    """``forward(o_tm1, a_tm1, target)`` -> per-transition TD loss [B] of the wrapped network."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, o_tm1: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.net.td_loss(o_tm1, a_tm1, target)
+
+
+class _PerturbationLoss(nn.Module):
+    """``forward(x, y)`` -> per-input ``mean_a (f(x)_a - y_a)^2`` [B] of the wrapped network."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ((self.net(x) - y) ** 2).flatten(1).mean(1)
+
+
+@dataclass
+class SampleLosses:
+    """A batch of ``k`` samples and a module whose ``forward(*samples)`` gives their losses ``[k]``.
+
+    ``model`` is an eval-mode copy (never the training network); sample ``i``'s loss may depend on
+    sample ``i`` only.
+    """
+
+    model: nn.Module
+    samples: tuple[torch.Tensor, ...]
+
+
+def td_sample_losses(agent: Any, batch: Any) -> SampleLosses:
+    """The TD loss of each transition of ``batch`` w.r.t. the online parameters (eq. 1).
+
+    The TD target is computed once, from eval-mode copies of the online and target networks
+    (``agent.td_target``), and held fixed.
+    """
+    shadow = copy.copy(agent)
+    shadow.online = copy.deepcopy(agent.online).eval()
+    shadow.target = copy.deepcopy(agent.target).eval()
+    target = shadow.td_target(batch)
+    return SampleLosses(_TDLoss(shadow.online), (batch.o_tm1, batch.a_tm1, target))
+
+
+def perturbation_sample_losses(net: nn.Module, inputs: torch.Tensor, eps_seed: int) -> SampleLosses:
+    """The probe loss of section 4.2 for each input: ``mean_a (f(x)_a - y_a)^2``, ``y = f(x) + eps``."""
+    target = perturbation_target(net, inputs, eps_seed)
+    return SampleLosses(_PerturbationLoss(copy.deepcopy(net).eval()), (inputs, target))
+
+
+# ------------------------------------------------------------------------------ the Gram matrix
+
+
+def _factorisable_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """``nn.Linear`` modules, not parametrised (spectral norm), whose parameters are all trainable
+    and belong to no other module."""
+    trainable = {id(p) for p in trainable_parameters(model).values()}
+    owners: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        for p in m.parameters(recurse=False):
+            owners[id(p)] = owners.get(id(p), 0) + 1
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear)
+        and not parametrize.is_parametrized(m)
+        and all(owners[id(p)] == 1 and id(p) in trainable for p in m.parameters(recurse=False))
+    }
+
+
+def _linear_gram(losses: SampleLosses, chunk_size: int) -> tuple[torch.Tensor, set[str]]:
+    """Gram of the per-sample gradients of ``nn.Linear`` layers applied once to ``[B, in]`` inputs.
+
+    For such a layer ``z = a W^T + b``, sample ``i``'s gradients are ``delta_i a_i^T`` and ``delta_i``
+    (``delta_i = dl_i/dz_i``), so ``<g_i, g_j> = (delta_i . delta_j)(a_i . a_j + 1)``: ``k x (in + out)``
+    numbers per layer instead of ``k x in x out``. Returns the Gram and the names of the parameters
+    it covers; layers seen with other input shapes, or more than once per forward, are left out.
+    """
+    model = losses.model
+    linears = _factorisable_linears(model)
+    k = losses.samples[0].shape[0]
+    device = losses.samples[0].device
+    records: dict[str, list] = {}
+
+    def hook(name: str):
+        def fn(_module, inputs, output):
+            records.setdefault(name, []).append((inputs[0].detach(), output))
+            return output.clone()  # in-place ops downstream act on the clone, not on the recorded z
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in linears.items()]
+    acts: dict[str, list[torch.Tensor]] = {n: [] for n in linears}
+    deltas: dict[str, list[torch.Tensor]] = {n: [] for n in linears}
+    usable = set(linears)
+    requires = {p: p.requires_grad for p in model.parameters()}
+    try:
+        model.requires_grad_(True)
+        for i in range(0, k, chunk_size):
+            records.clear()
+            with torch.enable_grad():
+                loss = model(*(s[i : i + chunk_size] for s in losses.samples)).sum()
+                usable &= {n for n, r in records.items() if len(r) == 1 and r[0][0].dim() == 2}
+                names = [n for n in records if n in usable]
+                grads = torch.autograd.grad(loss, [records[n][0][1] for n in names], allow_unused=True)
+            for n, g in zip(names, grads):
+                a = records[n][0][0]
+                acts[n].append(a)
+                deltas[n].append(a.new_zeros(a.shape[0], linears[n].out_features) if g is None else g.detach())
+    finally:
+        for h in handles:
+            h.remove()
+        for p, r in requires.items():
+            p.requires_grad_(r)
+    gram = torch.zeros(k, k, dtype=torch.float64, device=device)
+    covered: set[str] = set()
+    for n in sorted(usable):
+        a, d = torch.cat(acts[n]).double(), torch.cat(deltas[n]).double()
+        dd = d @ d.T
+        gram += dd * (a @ a.T)
+        covered.add(f"{n}.weight")
+        if linears[n].bias is not None:
+            gram += dd
+            covered.add(f"{n}.bias")
+    return gram, covered
+
+
+def _groups(params: dict[str, torch.Tensor], rows: int, budget_bytes: int) -> list[list[str]]:
+    """Consecutive parameter names packed so that ``rows x numel(group)`` fits ``budget_bytes``."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for name, p in params.items():
+        nbytes = rows * p.numel() * p.element_size()
+        if current and size + nbytes > budget_bytes:
+            groups.append(current)
+            current, size = [], 0
+        current.append(name)
+        size += nbytes
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _vmap_gram(
+    losses: SampleLosses, names: list[str], chunk_size: int, budget: int
+) -> torch.Tensor:
+    """Gram of the per-sample gradients w.r.t. the parameters ``names``, by ``vmap(grad)``."""
+    model = losses.model
+    samples = losses.samples
+    k = samples[0].shape[0]
+    device = samples[0].device
+    fixed = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    gram = torch.zeros(k, k, dtype=torch.float64, device=device)
+
+    def sample_loss(group: dict[str, torch.Tensor], *sample: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, ({**fixed, **group}, buffers), tuple(s[None] for s in sample)).sum()
+
+    per_sample = vmap(grad(sample_loss), in_dims=(None,) + (0,) * len(samples))
+    for group_names in _groups({n: fixed[n] for n in names}, k, budget):
+        group = {n: fixed[n] for n in group_names}
+        numel = sum(p.numel() for p in group.values())
+        nbytes = numel * group[group_names[0]].element_size()
+
+        def grads(lo: int, hi: int) -> torch.Tensor:
+            out = torch.empty(hi - lo, numel, dtype=group[group_names[0]].dtype, device=device)
+            for i in range(lo, hi, chunk_size):
+                j = min(i + chunk_size, hi)
+                g = per_sample(group, *(s[i:j] for s in samples))
+                out[i - lo : j - lo] = torch.cat([g[n].reshape(j - i, -1) for n in group_names], dim=1)
+            return out
+
+        # all k rows when they fit the budget; else blocks of rows, two blocks in memory at a time
+        block = k if k * nbytes <= budget else max(1, budget // (2 * nbytes))
+        starts = list(range(0, k, block))
+        for a, lo_a in enumerate(starts):
+            hi_a = min(lo_a + block, k)
+            g_a = grads(lo_a, hi_a)
+            gram[lo_a:hi_a, lo_a:hi_a] += (g_a @ g_a.T).double()
+            for lo_b in starts[a + 1 :]:
+                hi_b = min(lo_b + block, k)
+                cross = (g_a @ grads(lo_b, hi_b).T).double()
+                gram[lo_a:hi_a, lo_b:hi_b] += cross
+                gram[lo_b:hi_b, lo_a:hi_a] += cross.T
+    return gram
+
+
+def gradient_gram(
+    losses: SampleLosses, chunk_size: int = 64, max_memory_mb: float = 512, factorise_linear: bool = True
+) -> torch.Tensor:
+    """``G[i, j] = <g_i, g_j>`` (float64 ``[k, k]``) of the per-sample loss gradients w.r.t. the
+    trainable parameters (``curvature.trainable_parameters``).
+
+    Fully-connected layers on ``[B, in]`` inputs use the factorisation of ``_linear_gram`` (when
+    ``factorise_linear``); every other parameter goes through ``vmap(grad)`` in groups whose stored
+    per-sample gradients stay within ``max_memory_mb`` (see the module docstring).
+    """
+    names = list(trainable_parameters(losses.model))
+    k, device = losses.samples[0].shape[0], losses.samples[0].device
+    gram = torch.zeros(k, k, dtype=torch.float64, device=device)
+    covered: set[str] = set()
+    if factorise_linear:
+        gram, covered = _linear_gram(losses, chunk_size)
+    rest = [n for n in names if n not in covered]
+    if rest:
+        gram = gram + _vmap_gram(losses, rest, chunk_size, int(max_memory_mb * 2**20))
+    return gram
+
+
+def normalise(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(C, norms)``: ``C[i, j] = G[i, j] / (|g_i| |g_j|)``, zero where a gradient is exactly zero."""
+    norms = gram.diagonal().clamp_min(0.0).sqrt()
+    denom = norms[:, None] * norms[None, :]
+    return torch.where(denom > 0, gram / torch.where(denom > 0, denom, 1.0), 0.0), norms
+
+
+def kmeans_order(matrix: torch.Tensor, num_clusters: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(order, labels)`` from k-means on the rows of ``matrix``; clusters by decreasing size."""
+    from sklearn.cluster import KMeans
+
+    rows = matrix.double().cpu().numpy()
+    n_clusters = max(1, min(int(num_clusters), rows.shape[0]))
+    raw = KMeans(n_clusters=n_clusters, n_init=KMEANS_N_INIT, random_state=int(seed) % 2**32).fit_predict(rows)
+    sizes = np.bincount(raw, minlength=n_clusters)
+    rank = np.empty(n_clusters, dtype=np.int64)
+    rank[sorted(range(n_clusters), key=lambda c: (-sizes[c], c))] = np.arange(n_clusters)
+    labels = rank[raw]
+    order = np.argsort(labels, kind="stable")
+    return torch.from_numpy(order.astype(np.int64)), torch.from_numpy(labels.astype(np.int64))
+
+
+def gradient_covariance(
+    losses: SampleLosses,
+    *,
+    num_clusters: int = 10,
+    chunk_size: int = 64,
+    max_memory_mb: float = 512,
+    seed: int = 0,
+) -> CovResult:
+    """C_k of eq. (3) over the samples, with its k-means ordering (``seed`` seeds k-means).
+
+    Build ``losses`` with ``td_sample_losses`` or ``perturbation_sample_losses``.
+    """
+    gram = gradient_gram(losses, chunk_size, max_memory_mb)
+    matrix, norms = normalise(gram)
+    matrix, norms = matrix.cpu(), norms.cpu()
+    order, labels = kmeans_order(matrix, num_clusters, seed)
+    return CovResult(matrix=matrix, order=order, labels=labels, grad_norms=norms)

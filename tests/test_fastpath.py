@@ -1,0 +1,51 @@
+"""The fast path falls back cleanly, with a reason, where it cannot run; compiled == eager."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from plasticity_runner.fastpath import CompiledOrEager
+from plasticity_runner.trainer import train
+
+from .conftest import make_cfg
+from .test_trainer import values
+
+
+def test_cuda_graphs_without_gpu_falls_back_to_eager(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="plasticity_runner"):
+        train(make_cfg(["speed.cuda_graphs=true", "total_steps=20", "probe.enabled=false"]), tmp_path / "g")
+    meta = json.loads((tmp_path / "g" / "run.json").read_text())
+    assert meta["fast_path"]["cuda_graphs"] == "off (CUDA graphs need a CUDA device)"
+    assert "CUDA graphs need a CUDA device" in caplog.text
+    train(make_cfg(["total_steps=20", "probe.enabled=false"]), tmp_path / "e")
+    # the fallback is the eager path itself: identical training metrics
+    assert values(tmp_path / "g").query("phase == 'train'").equals(values(tmp_path / "e").query("phase == 'train'"))
+
+
+def test_compile_failure_switches_to_eager_once(caplog):
+    calls = {"compiled": 0}
+
+    def compiled(x):
+        calls["compiled"] += 1
+        raise RuntimeError("inductor: no C++ compiler")
+
+    notes: dict[str, str] = {}
+    fn = CompiledOrEager(lambda x: x + 1, compiled, "loss", notes)
+    with caplog.at_level(logging.WARNING, logger="plasticity_runner"):
+        assert fn(1) == 2 and fn(2) == 3
+    assert calls["compiled"] == 1 and "no C++ compiler" in notes["loss"] and "falling back" in caplog.text
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    train(make_cfg(["speed.compile=true", "probe.enabled=false"]), tmp_path / "c")
+    train(make_cfg(["probe.enabled=false"]), tmp_path / "e")
+    meta = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert meta["fast_path"]["loss"].startswith("torch.compile")
+    c = values(tmp_path / "c").query("metric == 'td_loss'").value.to_numpy()
+    e = values(tmp_path / "e").query("metric == 'td_loss'").value.to_numpy()
+    np.testing.assert_allclose(c, e, rtol=1e-3)

@@ -1,0 +1,141 @@
+"""Gradient covariance C_k (eq. 3) against a loop of single-sample backward passes."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from plasticity_runner.agents.dqn import DQNAgent
+from plasticity_runner.envs.base import Batch
+from plasticity_runner.nets import build_network
+from plasticity_runner.probes.curvature import hessian_spectrum
+from plasticity_runner.probes.gradcov import (
+    gradient_covariance,
+    gradient_gram,
+    kmeans_order,
+    normalise,
+    perturbation_sample_losses,
+    td_sample_losses,
+)
+
+
+def loop_gram(net, loss_of_sample, k):
+    """The oracle: one backward pass per sample, gradients flattened and multiplied."""
+    rows = []
+    for i in range(k):
+        grads = torch.autograd.grad(loss_of_sample(i), list(net.parameters()))
+        rows.append(torch.cat([g.reshape(-1) for g in grads]))
+    g = torch.stack(rows).double()
+    return g @ g.T
+
+
+def test_perturbation_gram_matches_loop_for_mlp_and_cnn():
+    archs = [
+        (dict(name="mlp", width=16, num_layers=2), (3,), {}),
+        (dict(name="cnn", channels=3, hidden=8, conv_stride=1), (1, 4, 4), {}),
+        # layer norm, and a spectral-norm first layer (not factorisable: W / sigma(W))
+        (dict(name="mlp", width=8, num_layers=2), (3,), dict(layer_norm=True, spectral_norm={})),
+    ]
+    for arch, shape, options in archs:
+        torch.manual_seed(0)
+        net = build_network(OmegaConf.create(arch), shape, 4, **options).double().eval()
+        inputs = torch.randn(24, *shape, dtype=torch.float64)
+        losses = perturbation_sample_losses(net, inputs, eps_seed=5)
+        y = losses.samples[1]
+        expected = loop_gram(net, lambda i: ((net(inputs[i : i + 1])[0] - y[i]) ** 2).mean(), 24)
+        # factorised fully-connected layers + vmap for the rest, and vmap for everything; with a
+        # budget that fits and one that forces parameter groups and row blocks (~5 rows of 1k params)
+        for factorise in (True, False):
+            for budget_mb in (64, 0.04):
+                gram = gradient_gram(losses, chunk_size=5, max_memory_mb=budget_mb, factorise_linear=factorise)
+                torch.testing.assert_close(gram, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_td_gram_matches_loop():
+    torch.manual_seed(0)
+    arch = OmegaConf.create(dict(name="mlp", width=12, num_layers=2))
+    online = build_network(arch, (1, 3, 3), 4).double()
+    target = build_network(arch, (1, 3, 3), 4).double()
+    cfg = OmegaConf.create(dict(gamma=0.9, double_dqn=True))
+    agent = DQNAgent(cfg, online, target, torch.optim.SGD(online.parameters(), lr=0.1), [], 4)
+    g = torch.Generator().manual_seed(1)
+    k = 20
+    batch = Batch(
+        o_tm1=torch.rand(k, 1, 3, 3, generator=g, dtype=torch.float64),
+        a_tm1=torch.randint(4, (k,), generator=g),
+        r_t=torch.rand(k, generator=g, dtype=torch.float64),
+        discount_t=torch.ones(k, dtype=torch.float64),
+        o_t=torch.rand(k, 1, 3, 3, generator=g, dtype=torch.float64),
+    )
+    y = agent.td_target(batch)
+    expected = loop_gram(
+        online, lambda i: online.td_loss(batch.o_tm1[i : i + 1], batch.a_tm1[i : i + 1], y[i : i + 1]).sum(), k
+    )
+    before = copy.deepcopy(online.state_dict())
+    losses = td_sample_losses(agent, batch)
+    torch.testing.assert_close(gradient_gram(losses, chunk_size=6), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        gradient_gram(losses, chunk_size=6, factorise_linear=False), expected, rtol=1e-10, atol=1e-12
+    )
+    assert all(torch.equal(v, before[n]) for n, v in online.state_dict().items())
+    assert all(p.grad is None for p in online.parameters())
+    # C_k and its summaries, against numpy on the oracle's Gram
+    result = gradient_covariance(losses, num_clusters=3, chunk_size=6, seed=0)
+    gram = expected.numpy()
+    norms = np.sqrt(np.diag(gram))
+    c = gram / np.outer(norms, norms)
+    np.testing.assert_allclose(result.matrix.numpy(), c, rtol=1e-9, atol=1e-12)
+    off = c[~np.eye(k, dtype=bool)]
+    s = result.scalars()
+    assert abs(s["gradcov_offdiag_mean"] - off.mean()) < 1e-9
+    assert s["gradcov_neg_frac"] == (off < 0).mean()
+    order = result.order.numpy()
+    np.testing.assert_array_equal(result.ordered().numpy(), result.matrix.numpy()[order][:, order])
+
+
+def test_normalise_handles_zero_gradients():
+    gram = torch.tensor([[4.0, 0.0, -2.0], [0.0, 0.0, 0.0], [-2.0, 0.0, 1.0]], dtype=torch.float64)
+    c, norms = normalise(gram)
+    assert norms.tolist() == [2.0, 0.0, 1.0]
+    assert c.tolist() == [[1.0, 0.0, -1.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 1.0]]
+
+
+def test_kmeans_order_recovers_planted_blocks():
+    # three blocks of sizes 6, 4, 2 (similarity 0.9 within, -0.2 across), shuffled
+    labels = np.repeat([0, 1, 2], [6, 4, 2])
+    perm = np.random.default_rng(0).permutation(12)
+    planted = labels[perm]
+    c = np.where(planted[:, None] == planted[None, :], 0.9, -0.2)
+    np.fill_diagonal(c, 1.0)
+    order, found = kmeans_order(torch.from_numpy(c), num_clusters=3, seed=0)
+    # clusters by decreasing size, stable within a cluster; the found labels are the planted ones
+    np.testing.assert_array_equal(found.numpy(), planted)
+    np.testing.assert_array_equal(found.numpy()[order.numpy()], labels)
+    assert (np.diff(order.numpy()[:6]) > 0).all()
+
+
+def test_frozen_parameters_are_left_out():
+    """Parameters that do not train (plasticity injection freezes some) are not differentiated."""
+    torch.manual_seed(0)
+    net = build_network(OmegaConf.create(dict(name="mlp", width=8, num_layers=2)), (3,), 4).double()
+    net.body.net[1].requires_grad_(False)
+    inputs = torch.randn(12, 3, dtype=torch.float64)
+    losses = perturbation_sample_losses(net, inputs, eps_seed=2)
+    y = losses.samples[1]
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    rows = []
+    for i in range(12):
+        grads = torch.autograd.grad(((net(inputs[i : i + 1])[0] - y[i]) ** 2).mean(), trainable)
+        rows.append(torch.cat([g.reshape(-1) for g in grads]))
+    expected = torch.stack(rows) @ torch.stack(rows).T
+    for factorise in (True, False):
+        torch.testing.assert_close(gradient_gram(losses, factorise_linear=factorise), expected, rtol=1e-10, atol=1e-12)
+    cfg = SimpleNamespace(
+        iterations=4, num_vectors=1, sigma_rel=0.01, grid_points=16, grid_min=None, grid_max=None, chunk_size=64
+    )
+    spectrum = hessian_spectrum(net, inputs, 2, cfg)
+    assert spectrum.num_params == sum(p.numel() for p in trainable)

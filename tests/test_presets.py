@@ -1,0 +1,132 @@
+"""Every experiment preset runs as one Hydra multirun of the real CLI, end to end, on a tiny budget.
+
+The fast tests shrink each grid along one axis (command-line overrides win over a preset's
+``hydra.sweeper.params``); the slow ones run every job of every preset's grid, datasets included
+(small fixture copies of MNIST and CIFAR-10).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "experiment"
+PRESETS = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+COMMON = ["checkpoint.enabled=false", "torch_threads=1", "progress=none", "device=cpu"]
+# the DQN presets: a few steps, a small replay, the probe at the end only, diagnostics off
+RL_TINY = [
+    "total_steps=4",
+    "log_every_steps=2",
+    "probe.every_steps=4",
+    "probe.steps=2",
+    "probe.num_targets=2",
+    "probe.num_inputs=32",
+    "probe.batch_size=8",
+    "agent.batch_size=8",
+    "agent.learning_starts=32",
+    "diagnostics.statistics.enabled=false",
+    "diagnostics.curvature.enabled=false",
+    "diagnostics.gradcov.enabled=false",
+]
+# per preset: the tiny budget of the slow test, which runs every job of its grid. A new preset needs
+# an entry here (test_every_preset_has_a_tiny_budget).
+TINY = {
+    "fig6_interventions": RL_TINY + ["agent.target_update_steps=2"],
+    "fig5_width": RL_TINY,
+    "atari_ln": RL_TINY + [
+        "env.eval_every_steps=4", "env.eval_episodes=1", "env.max_episode_frames=200", "agent.target_update_steps=2",
+    ],
+    "fig1_optimizer_instability": [
+        "env.num_images=64", "env.iteration_steps=2", "env.num_iterations=2", "env.batch_size=8",
+        "env.eval_samples=32", "architecture.width=16",
+    ],
+    "atari_ln": RL_TINY + ["env.eval_episodes=1", "env.eval_every_steps=4", "env.max_episode_frames=400"],
+    "fig2_brownian": [
+        "total_steps=4", "env.batch_size=16", "env.target_update_steps=2", "env.measure_every_steps=2",
+        "architecture.width=16", "diagnostics.curvature.num_inputs=16", "diagnostics.curvature.iterations=4",
+        "diagnostics.curvature.grid_points=16", "diagnostics.gradcov.k=16", "diagnostics.gradcov.num_clusters=2",
+    ],
+}
+# per preset: overrides that shrink its grid for the fast test (command-line overrides win over the
+# preset's hydra.sweeper.params); a preset without an entry runs its whole grid in the fast test
+FAST = {
+    "fig6_interventions": ["env.dataset=digits", "architecture=mlp", "architecture.width=16"],
+    "fig5_width": ["env.dataset=digits", "agent.target_update_steps=2"],
+}
+
+
+def sweep_params(preset: str) -> dict[str, list[str]]:
+    """The preset's grid: ``hydra.sweeper.params`` split into values (lists kept whole)."""
+    preset_cfg = yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text())
+    params = ((preset_cfg.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    out = {}
+    for key, value in params.items():
+        text = str(value)
+        out[key] = [v.strip() for v in (text.replace("],[", "]|[").split("|") if "[" in text else text.split(","))]
+    return out
+
+
+def run_multirun(preset: str, overrides: list[str], sweep_dir: Path) -> list[dict]:
+    """Run ``plasticity-run -m experiment=<preset>`` as a user would; returns each job's run.json."""
+    cmd = [sys.executable, "-m", "plasticity_runner", "-m", f"experiment={preset}", *COMMON, *TINY[preset],
+           *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    runs = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/run.json"))]
+    assert runs and all(r["status"] == "complete" for r in runs)
+    return runs
+
+
+def job_key(run: dict, keys: list[str]) -> tuple:
+    cfg = run["config"]
+    out = []
+    for key in keys:
+        if key == "intervention":
+            out.append(cfg["interventions"])
+        elif f"{key}.name" in cfg:  # a config group: its option's name
+            out.append(cfg[f"{key}.name"])
+        else:
+            out.append(str(cfg[key]))
+    return tuple(out)
+
+
+def expected_grid(preset: str, overrides: list[str]) -> set[tuple]:
+    fixed = dict(o.split("=", 1) for o in overrides)
+    axes = []
+    for key, values in sweep_params(preset).items():
+        values = [fixed[key]] if key in fixed else values
+        if key == "intervention":
+            values = [v.strip("[]").replace(",", "+") for v in values]
+        axes.append(values)
+    return set(itertools.product(*axes))
+
+
+def check_grid(preset: str, overrides: list[str], sweep_dir: Path) -> None:
+    runs = run_multirun(preset, overrides, sweep_dir)
+    keys = list(sweep_params(preset))
+    got = [job_key(r, keys) for r in runs]
+    assert len(got) == len(set(got)), "two jobs ran the same grid point"
+    assert set(got) == expected_grid(preset, overrides)
+
+
+def test_every_preset_has_a_tiny_budget():
+    assert PRESETS and set(PRESETS) == set(TINY)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_multirun_fast(preset, tmp_path):
+    check_grid(preset, FAST.get(preset, []), tmp_path / "sweep")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p in FAST])
+def test_preset_multirun_full_grid(preset, tmp_path, mnist_dir, cifar_dir):
+    """Every job of the grid, on small fixture copies of MNIST and CIFAR-10."""
+    check_grid(preset, [f"env.data_dir={tmp_path}"], tmp_path / "sweep")
