@@ -277,7 +277,7 @@ class InterventionsConfig:
     """One optional entry per intervention; an entry that is set (not null) is active.
 
     Interventions are applied in the order of the fields below, which is the order of
-    ``interventions.REGISTRY`` (see ``interventions/__init__.py`` and docs/interventions.md).
+    ``interventions.REGISTRY`` (see ``interventions/__init__.py`` and the README).
     """
 
     crelu: Optional[CReLUConfig] = None
@@ -376,7 +376,7 @@ class DiagnosticsConfig:
 class Config:
     seed: int = 0
     device: Device = Device.auto
-    total_steps: int = 10_000
+    total_steps: int = 5_000
     log_every_steps: int = 1000
     progress: Progress = Progress.auto
     torch_threads: Optional[int] = None

@@ -40,6 +40,7 @@ RL_TINY = [
 TINY = {
     "fig6_interventions": RL_TINY + ["agent.target_update_steps=2"],
     "fig5_width": RL_TINY,
+    "paper_classification": RL_TINY + ["agent.target_update_steps=2"],
     "atari_ln": RL_TINY + [
         "env.eval_every_steps=4", "env.eval_episodes=1", "env.max_episode_frames=200", "agent.target_update_steps=2",
     ],

@@ -38,7 +38,7 @@ from .spectral_norm import SpectralNorm
 from .two_hot import TwoHot
 from .weight_decay import WeightDecay
 
-# name -> class; the order of this dict is the order of application (module docstring, docs/interventions.md)
+# name -> class; the order of this dict is the order of application (module docstring, the README)
 REGISTRY: dict[str, type[Intervention]] = {
     cls.name: cls
     for cls in (

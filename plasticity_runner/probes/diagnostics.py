@@ -9,7 +9,7 @@ networks or touches the training RNG streams.
 Written to the pause's metrics shard: phases ``stats``, ``curvature``, ``gradcov`` and ``timing``
 (``statistics_s``, ``curvature_s``, ``gradcov_s``: wall-clock seconds of each); and to its arrays
 file: ``hessian/{density,grid,ritz_values,ritz_weights}``, ``gradcov/{matrix,order,labels}``.
-``docs/diagnostics.md`` lists every name and shape.
+``the README`` lists every name and shape.
 """
 
 from __future__ import annotations

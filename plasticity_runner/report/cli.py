@@ -1,4 +1,4 @@
-"""``plasticity-report PATH``: the report of a run or multirun directory (see docs/report.md)."""
+"""``plasticity-report PATH``: the report of a run or multirun directory (see the README)."""
 
 from __future__ import annotations
 
