@@ -25,7 +25,7 @@ Every measurement calls the project's code (``build_run``, ``prefill``, ``train_
 are medians over interleaved repeats (comparisons alternate their two sides, so load from other
 jobs hits both); the table shows the spread (min..max). Peak memory is
 ``torch.cuda.max_memory_allocated`` per row group on cuda, and the process's peak RSS so far
-(``getrusage``, a high-water mark that only grows) on cpu. ``docs/speed.md`` explains each row.
+(``getrusage``, a high-water mark that only grows) on cpu. ``the README (section on speed)`` explains each row.
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ def calls_per_block(device: torch.device, fn: Callable[[], Any], target_s: float
     return max(1, min(cap, int(target_s / max(timed(device, fn), 1e-6))))
 
 
-def interleaved(device: torch.device, fns: dict[str, Callable[[], Any]], n: int, repeats: int) -> dict[str, list[float]]:
+def interleaved(
+    device: torch.device, fns: dict[str, Callable[[], Any]], n: int, repeats: int
+) -> dict[str, list[float]]:
     """Seconds per call of each function, ``repeats`` times, the order alternating every repeat."""
     out: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
@@ -135,12 +137,13 @@ def _fmt(v: float | None) -> str:
     return f"{v:.3g}"
 
 
-HEADER = f"{'bench':<12}{'row':<52}{'value':>10}  {'unit':<12}{'min..max':<18}{'goal':<22}note"
+HEADER = f"{'bench':<12}{'row':<52}{'value':>10}  {'unit':<12}{'min..max':<18}{'goal':<24}note"
 
 
 def format_row(r: dict[str, Any]) -> str:
     spread = f"{_fmt(r['min'])}..{_fmt(r['max'])}" if "min" in r else ""
-    return f"{r['bench']:<12}{r['row']:<52}{_fmt(r['value']):>10}  {r['unit']:<12}{spread:<18}{r['goal']:<22}{r['note']}"
+    value = _fmt(r["value"])
+    return f"{r['bench']:<12}{r['row']:<52}{value:>10}  {r['unit']:<12}{spread:<18}{r['goal']:<24}{r['note']}"
 
 
 # ------------------------------------------------------------------------------ train
@@ -259,7 +262,10 @@ def bench_probe(args: argparse.Namespace, device: torch.device, res: Results) ->
         vec, seq = fit(fit_targets_vectorised, steps), fit(fit_targets_sequential, steps)
         fit(fit_targets_vectorised, 1)(), fit(fit_targets_sequential, 1)()  # warm-up (torch.func set-up)
         # the part that does not scale with the steps: copies, the loss on all of X before and after
-        fixed = {"vec": timed(device, fit(fit_targets_vectorised, 0)), "seq": timed(device, fit(fit_targets_sequential, 0))}
+        fixed = {
+            "vec": timed(device, fit(fit_targets_vectorised, 0)),
+            "seq": timed(device, fit(fit_targets_sequential, 0)),
+        }
         t = interleaved(device, {"vec": vec, "seq": seq}, 1, args.repeats)
         pause = {k: [fixed[k] + max(x - fixed[k], 0.0) * pause_steps / steps for x in v] for k, v in t.items()}
         what = f"MLP, {T} targets, probe batch {batch_size}"
@@ -334,7 +340,8 @@ def bench_diagnostics(args: argparse.Namespace, device: torch.device, res: Resul
         d = cfg.diagnostics
         what = {
             "statistics": f"{d.statistics.num_inputs} inputs",
-            "curvature": f"{d.curvature.num_inputs} inputs x {d.curvature.iterations} it x {d.curvature.num_vectors} vec",
+            "curvature": f"{d.curvature.num_inputs} inputs x {d.curvature.iterations} it "
+                         f"x {d.curvature.num_vectors} vec",
             "gradcov": f"k={d.gradcov.k}, budget {d.gradcov.max_memory_mb:g} MiB",
         }
         for name, size in what.items():
@@ -384,7 +391,9 @@ def atari_sample_rate(env: Any, steps: int, fill: int | None = None) -> float:
     return timed(env.device, lambda: replay.sample(32, g), steps)
 
 
-def atari_agent(args: argparse.Namespace, device: torch.device, overrides: list[str]) -> tuple[list[float], tuple[int, int], Any, dict]:
+def atari_agent(
+    args: argparse.Namespace, device: torch.device, overrides: list[str]
+) -> tuple[list[float], tuple[int, int], Any, dict]:
     """Env steps/s of ``train_step`` (act, env step, store, sample, learn, target bookkeeping)."""
     cfg = compose_config(
         ["experiment=atari_ln", f"env.game={args.game}", f"device={device.type}", "progress=none",
@@ -491,7 +500,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cuda-graphs", action="store_true",
                    help="speed.cuda_graphs=true: compile with CUDA graphs (falls back on cpu; the table says so)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads; default 1 on cpu (see docs/speed.md), torch's own on cuda; 0: torch's")
+                   help="torch.set_num_threads; default 1 on cpu (see the README (section on speed)), torch's own on cuda; 0: torch's")
     p.add_argument("--repeats", type=int, default=None, help="interleaved repeats per measurement (default 5, quick 3)")
     p.add_argument("--block-s", type=float, default=None, help="seconds per timed block (default 1.0, quick 0.25)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls before timing (default 3, quick 1)")
@@ -501,10 +510,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra config override for the classification runs (train, probe, diagnostics); repeatable, "
                         "e.g. --set architecture.width=64 (the rows keep their names: read the note)")
     p.add_argument("--probe-steps", type=int, default=None, help="probe optimizer steps timed (default 200, quick 20)")
-    p.add_argument("--probe-batches", nargs="+", default=None, help="probe minibatch sizes (default 128,512; quick 128)")
+    p.add_argument("--probe-batches", nargs="+", default=None,
+                   help="probe minibatch sizes (default 128,512; quick 128)")
     p.add_argument("--diagnostics-sizes", choices=["config", "small"], default=None,
                    help="config: the diagnostics block of configs/config.yaml; small: the --quick sizes "
-                        "(statistics 256 inputs, curvature 64 inputs x 10 x 1, gradcov k=64). Default: config, quick: small")
+                        "(statistics 256 inputs, curvature 64 inputs x 10 x 1, gradcov k=64). "
+                        "Default: config, quick: small")
     p.add_argument("--game", default="pong")
     p.add_argument("--envs", nargs="+", default=None, help="Atari num_envs of the per-env rows (default 1,4,8)")
     p.add_argument("--atari-steps", type=int, default=None, help="vector steps per env-row measurement")
@@ -535,7 +546,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else 0)
     if threads:
         # on a shared CPU, torch's OpenMP threads spin-wait against other jobs: every number comes
-        # out several times slower and noisy (docs/speed.md); one thread measures the code
+        # out several times slower and noisy (the README (section on speed)); one thread measures the code
         torch.set_num_threads(threads)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
@@ -564,7 +575,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if device.type == "cpu" and torch.get_num_threads() > 1 and load0[0] >= (os.cpu_count() or 1) - 0.5 \
             and os.environ.get("OMP_WAIT_POLICY", "").lower() != "passive":
         print("warning: several torch threads on a loaded CPU: OpenMP threads spin against other jobs and the "
-              "numbers come out several times slower; use --threads 1 or OMP_WAIT_POLICY=PASSIVE (docs/speed.md)")
+              "numbers come out several times slower; use --threads 1 or OMP_WAIT_POLICY=PASSIVE (the README (section on speed))")
     print(HEADER)
     print("-" * len(HEADER))
     res = Results()
@@ -578,7 +589,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         try:
             runners[name](args, device, res)
         except Exception as exc:  # noqa: BLE001 - report and go on with the next sub-benchmark
-            res.add(name, "FAILED", None, "", note=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            res.add(name, "FAILED", None, "", note=f"{type(exc).__name__}: {first_line}")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         seconds[name] = time.perf_counter() - t
