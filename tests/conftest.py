@@ -34,6 +34,9 @@ TINY = [
     "diagnostics.gradcov.num_clusters=4",
     "progress=none",
     "device=cpu",
+    # one thread: results do not depend on what another test set torch's (process-wide) thread
+    # count to, so in-process and subprocess runs are comparable bit for bit
+    "torch_threads=1",
 ]
 
 

@@ -293,7 +293,7 @@ def test_parameter_table_in_the_docs_matches_the_code():
     spec = importlib.util.spec_from_file_location("param_counts", root / "scripts" / "param_counts.py")
     counts = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(counts)
-    doc = (root / "docs" / "interventions.md").read_text()
+    doc = (root / "README.md").read_text()
     for name in BODIES:
         row = next(line for line in doc.splitlines() if line.startswith(f"| `{name}` | ") and line.endswith(" M |"))
         expected = [f"{counts.count(name, shape, a) / 1e6:.3f} M" for shape, a in counts.OBS.values()]
