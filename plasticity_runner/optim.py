@@ -18,10 +18,18 @@ from typing import Any
 
 import torch
 from torch.optim import Optimizer
+from torch.optim.adam import adam
 
 
 class Adam(Optimizer):
-    """Adam with ``eps_root`` inside the square root (paper eq. 6, optax ``scale_by_adam``)."""
+    """Adam with ``eps_root`` inside the square root (paper eq. 6, optax ``scale_by_adam``).
+
+    With ``eps_root = 0`` the update is torch's, and the step runs torch's fused Adam kernel (one
+    pass over parameters, gradients and moments); with ``eps_root > 0`` it runs as ``_foreach`` ops.
+    Either way the step count is kept per parameter: ``state["step"]`` on the host (bias corrections
+    of the ``_foreach`` path need no device sync) and ``state["step_t"]``, the same count as a
+    0-dim tensor on the parameter's device, for the fused kernel.
+    """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, eps_root=0.0):
         if lr < 0 or eps < 0 or eps_root < 0:
@@ -36,7 +44,8 @@ class Adam(Optimizer):
                 loss = closure()
         for group in self.param_groups:
             b1, b2 = group["betas"]
-            params, grads, ms, vs, counts = [], [], [], [], []
+            fused = not group["eps_root"]
+            params, grads, ms, vs, counts, steps = [], [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -45,27 +54,34 @@ class Adam(Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if fused and "step_t" not in state:  # the count before this step (the kernel adds 1)
+                    state["step_t"] = torch.full((), float(state["step"]), dtype=torch.float32, device=p.device)
                 state["step"] += 1
                 params.append(p)
                 grads.append(p.grad)
                 ms.append(state["exp_avg"])
                 vs.append(state["exp_avg_sq"])
                 counts.append(state["step"])
+                if fused:
+                    steps.append(state["step_t"])
             if not params:
                 continue
+            if fused:
+                # adds 1 to each step_t, then m, v and the parameter in one kernel per tensor group
+                adam(params, grads, ms, vs, [], steps, fused=True, amsgrad=False, beta1=b1, beta2=b2,
+                     lr=group["lr"], weight_decay=0.0, eps=group["eps"], maximize=False)
+                continue
+            for p in params:  # the fused kernel's count goes stale on this path: rebuild it if needed
+                self.state[p].pop("step_t", None)
             torch._foreach_lerp_(ms, grads, 1 - b1)
             torch._foreach_mul_(vs, b2)
             torch._foreach_addcmul_(vs, grads, grads, value=1 - b2)
-            # v_hat + eps_root, sqrt, + eps  (bias corrections are host floats: no device sync)
+            # sqrt(v_hat + eps_root) + eps  (bias corrections are host floats: no device sync)
             denom = torch._foreach_div(vs, [1 - b2**t for t in counts])
-            if group["eps_root"]:
-                torch._foreach_add_(denom, group["eps_root"])
+            torch._foreach_add_(denom, group["eps_root"])
             torch._foreach_sqrt_(denom)
             torch._foreach_add_(denom, group["eps"])
-            step_sizes = [-group["lr"] / (1 - b1**t) for t in counts]
-            updates = torch._foreach_div(ms, denom)
-            torch._foreach_mul_(updates, step_sizes)
-            torch._foreach_add_(params, updates)
+            torch._foreach_addcdiv_(params, ms, denom, [-group["lr"] / (1 - b1**t) for t in counts])
         return loss
 
 

@@ -91,6 +91,11 @@ def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk:
     return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)], dim=-2)
 
 
+def _is_linear_weight(base: nn.Module, name: str, stacked: torch.Tensor) -> bool:
+    module_name, _, leaf = name.rpartition(".")
+    return leaf == "weight" and stacked.dim() == 3 and isinstance(base.get_submodule(module_name), nn.Linear)
+
+
 def fit_targets_vectorised(
     net: nn.Module,
     optimizer_cfg: Any,
@@ -105,10 +110,22 @@ def fit_targets_vectorised(
     T, device = targets.shape[0], inputs.device
     base = copy.deepcopy(net)
     trainable = {k: p.requires_grad for k, p in base.named_parameters()}
-    params, buffers = stack_module_state([base] * T)
-    params = {k: v.detach().clone().requires_grad_(trainable[k]) for k, v in params.items()}
+    stacked, buffers = stack_module_state([base] * T)
+    # A stacked Linear weight [T, out, in] is kept as its contiguous transpose [T, in, out] and
+    # handed to the network as a view. Under vmap a Linear computes x @ W^T as one bmm, and its weight
+    # gradient comes out in the [T, in, out] layout: this way the bmm reads a contiguous operand,
+    # autograd hands the gradient over without a transposing copy, and the optimizer's kernels run
+    # on contiguous tensors (each transposing copy costs as much as a third of the step's matmuls).
+    transposed = {k for k, v in stacked.items() if _is_linear_weight(base, k, v)}
+    leaves = {
+        k: (v.detach().mT.contiguous() if k in transposed else v.detach().clone()).requires_grad_(trainable[k])
+        for k, v in stacked.items()
+    }
     buffers = {k: v.detach().clone() for k, v in buffers.items()}
-    optimizer = build_optimizer(optimizer_cfg, [v for k, v in params.items() if trainable[k]])
+    optimizer = build_optimizer(optimizer_cfg, [v for k, v in leaves.items() if trainable[k]])
+
+    def as_params() -> dict[str, torch.Tensor]:
+        return {k: v.mT if k in transposed else v for k, v in leaves.items()}
 
     def f(p, b, x):
         return functional_call(base, (p, b), (x,))
@@ -118,7 +135,7 @@ def fit_targets_vectorised(
     def full_loss() -> torch.Tensor:
         base.eval()
         with torch.no_grad():
-            out = _chunked(lambda x: forward(params, buffers, x), inputs)
+            out = _chunked(lambda x: forward(as_params(), buffers, x), inputs)
             return ((out - targets) ** 2).mean(dim=(1, 2))
 
     initial = full_loss()
@@ -127,7 +144,7 @@ def fit_targets_vectorised(
     curve = torch.zeros(T, -(-steps // curve_every_steps), device=device)
     for i in range(steps):
         idx = torch.randint(inputs.shape[0], (batch_size,), generator=generator, device=device)
-        per_target = ((forward(params, buffers, inputs[idx]) - targets[:, idx]) ** 2).mean(dim=(1, 2))
+        per_target = ((forward(as_params(), buffers, inputs[idx]) - targets[:, idx]) ** 2).mean(dim=(1, 2))
         optimizer.zero_grad(set_to_none=True)
         per_target.sum().backward()
         optimizer.step()
