@@ -16,9 +16,9 @@ Sub-benchmarks (``--only``, comma-separated; default: all of them, in this order
 * ``diagnostics``: seconds per pause of each diagnostic, through ``run_diagnostics``.
 * ``atari``: vector-env steps/s (env alone, env + replay.add, replay.sample) at 1, 4 and 8 envs;
   agent steps/s (env steps per second of wall time, learning included) of the ``atari_ln`` preset
-  at 1, 4 and 8 envs; the CleanRL ``dqn_atari.py`` setting (1 env, batch 32, an update every 4
-  agent steps, Nature CNN, replay 100k: ``experiment=atari_ln intervention=[none]``); the bytes of
-  a 100k-transition replay.
+  at 1, 4 and 8 envs; the CleanRL ``dqn_atari.py`` setting (``CLEANRL_SETTING``: 1 env, batch 32,
+  an update every 4 agent steps, Nature CNN, DQN, Adam 1e-4, replay 100k, exploration 0.01); the
+  bytes of a 100k-transition replay.
 
 Every measurement calls the project's code (``build_run``, ``prefill``, ``train_step``,
 ``fastpath.configure``, the probe and diagnostics functions, the Atari env and replay). Timings
@@ -391,6 +391,16 @@ def atari_sample_rate(env: Any, steps: int, fill: int | None = None) -> float:
     return timed(env.device, lambda: replay.sample(32, g), steps)
 
 
+# CleanRL's dqn_atari.py: one env, batch 32, an update every 4 env steps, the Nature CNN without layer
+# norm, DQN's max target, Adam (lr 1e-4, eps 1e-8), a target copy every 1000 env steps, and the
+# exploration it has after its decay (0.01: every step runs the network to act). Replay 100k.
+CLEANRL_SETTING = [
+    "intervention=[none]", "agent=dqn", "optimizer=adam", "optimizer.lr=1e-4", "optimizer.eps=1e-8",
+    "env.num_envs=1", "agent.update_every_env_steps=4", "agent.batch_size=32", "agent.replay_capacity=100000",
+    "agent.target_update_steps=250", "agent.epsilon_start=0.01", "agent.epsilon_end=0.01",
+]
+
+
 def atari_agent(
     args: argparse.Namespace, device: torch.device, overrides: list[str]
 ) -> tuple[list[float], tuple[int, int], Any, dict]:
@@ -453,12 +463,11 @@ def bench_atari(args: argparse.Namespace, device: torch.device, res: Results) ->
                      f"{cfg.agent.update_every_env_steps} vector steps", num_envs=n, fast_path=notes)
     reset_peak(device)
     rates, replay_bytes, cfg, notes = atari_agent(
-        args, device, ["intervention=[none]", "env.num_envs=1", "agent.update_every_env_steps=4",
-                       "agent.batch_size=32", "agent.replay_capacity=100000"]
+        args, device, CLEANRL_SETTING
     )
     res.add("atari", "agent steps/s, CleanRL dqn_atari setting", statistics.median(rates), "env steps/s",
             spread=rates, goal="≥ 2x CleanRL (outside)",
-            note="1 env, batch 32, update every 4, Nature CNN, replay 100k (atari_ln, intervention=[none])",
+            note="1 env, batch 32, update every 4, Nature CNN, replay 100k, DQN, Adam 1e-4, eps-greedy 0.01",
             num_envs=1, fast_path=notes)
     res.add("atari", "peak memory (CleanRL setting)", peak_mb(device), "MiB", note=peak_note(device))
     dev_bytes, host = replay_bytes

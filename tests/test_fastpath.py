@@ -49,3 +49,39 @@ def test_compiled_training_matches_eager(tmp_path):
     c = values(tmp_path / "c").query("metric == 'td_loss'").value.to_numpy()
     e = values(tmp_path / "e").query("metric == 'td_loss'").value.to_numpy()
     np.testing.assert_allclose(c, e, rtol=1e-3)
+
+
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
+
+
+@pytest.mark.parametrize("overrides", [
+    [],                                                   # DQN, Adam (fused kernel), MLP
+    ["agent=double_dqn", "optimizer=adam_tuned"],         # Adam's _foreach path (eps_root > 0)
+    ["optimizer=rmsprop", "env.num_envs=2", "agent.update_every_env_steps=2"],
+    ["intervention=[layer_norm,weight_decay,spectral_norm]"],
+])
+def test_train_step_reads_nothing_back_to_the_host(monkeypatch, overrides):
+    """The hot loop keeps everything on the device: no ``.item()``, ``bool(tensor)`` and the like in
+    ``train_step`` (on a GPU each would stall the step until the device catches up). Every way a
+    tensor's value reaches Python is patched to raise while the steps run."""
+    import torch
+
+    from plasticity_runner.trainer import build_run, epsilon_at, prefill, train_step
+
+    cfg = make_cfg(overrides)
+    state = build_run(cfg, torch.device("cpu"))
+    prefill(state, int(cfg.agent.learning_starts))
+    train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))  # first step: lazy optimizer state
+    reads: list[str] = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _name=name, _original=original, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    for _ in range(2 * int(cfg.agent.target_update_steps) + 3):  # target copies included
+        train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))
+    monkeypatch.undo()
+    assert reads == [], f"host reads in train_step: {sorted(set(reads))}"
