@@ -1,4 +1,5 @@
-"""The fast path: TF32 matmuls, ``torch.compile`` and CUDA-graph capture of the training step.
+"""The fast path: TF32 matmuls, ``torch.compile`` and CUDA-graph capture of the training step's
+loss and of the probe's vectorised minibatch loss.
 
 Every option falls back cleanly, with a logged reason, where it cannot run (no GPU, no compiler,
 a graph break torch cannot handle): the run continues on the eager path and records what it
@@ -44,17 +45,38 @@ def configure(speed_cfg: Any, agent: Any, device: torch.device) -> dict[str, str
             notes["tf32"] = "on"
         else:
             notes["tf32"] = "not applicable (no CUDA device)"
-    mode = None
-    if speed_cfg.cuda_graphs:
-        if device.type == "cuda":
-            mode = "reduce-overhead"  # inductor with CUDA-graph trees
-        else:
-            reason = "CUDA graphs need a CUDA device"
-            log.info("speed.cuda_graphs: %s; %s", reason, "compiling without graphs" if speed_cfg.compile else "eager")
-            notes["cuda_graphs"] = f"off ({reason})"
-    if speed_cfg.compile or mode is not None:
-        mode = mode or "default"
+    if speed_cfg.cuda_graphs and device.type != "cuda":
+        reason = "CUDA graphs need a CUDA device"
+        log.info("speed.cuda_graphs: %s; %s", reason, "compiling without graphs" if speed_cfg.compile else "eager")
+        notes["cuda_graphs"] = f"off ({reason})"
+    mode = compile_mode(speed_cfg, device)
+    if mode is not None:
         compiled = torch.compile(agent.loss, mode=mode, dynamic=False)
         notes["loss"] = f"torch.compile(mode={mode})"
         agent.loss = CompiledOrEager(agent.loss, compiled, "loss", notes)
     return notes
+
+
+def compile_mode(speed_cfg: Any, device: torch.device) -> str | None:
+    """``torch.compile``'s mode for ``speed.*`` on ``device``: None (eager), "default" or
+    "reduce-overhead" (CUDA graph trees, CUDA devices only)."""
+    if speed_cfg.cuda_graphs and device.type == "cuda":
+        return "reduce-overhead"
+    return "default" if speed_cfg.compile else None
+
+
+def probe_loss(speed_cfg: Any, probe_cfg: Any, device: torch.device, notes: dict[str, str]) -> Any:
+    """The probe's compiled minibatch loss for ``speed.*`` (None: eager), noted in ``notes["probe"]``.
+
+    It compiles the vectorised fit's forward and loss (and their backward) once per run; the
+    one-by-one fit (``probe.vectorised=false``) stays eager."""
+    mode = compile_mode(speed_cfg, device)
+    if mode is None or not probe_cfg.enabled:
+        return None
+    if not probe_cfg.vectorised:
+        notes["probe"] = "eager (probe.vectorised=false: only the vectorised fit is compiled)"
+        return None
+    from .probes.plasticity import CompiledProbeLoss
+
+    notes["probe"] = f"torch.compile(mode={mode})"
+    return CompiledProbeLoss(mode, notes)

@@ -80,6 +80,7 @@ class RunState:
     build_fresh: Any = None
     interventions: list = field(default_factory=list)
     episode_returns: list = field(default_factory=list)  # games finished since the last log point
+    probe_loss: Any = None  # the probe's compiled minibatch loss (speed.compile / speed.cuda_graphs), if any
 
 
 def build_run(cfg: DictConfig, device: torch.device) -> RunState:
@@ -224,7 +225,7 @@ def run_pause(cfg: DictConfig, state: RunState, writer: MetricsWriter) -> dict[s
         generator = torch.Generator(state.obs.device).manual_seed(seed)
         inputs = state.replay.sample_obs(int(cfg.probe.num_inputs), generator)
         result = plasticity_probe(
-            state.agent.online, state.build_fresh, cfg.optimizer, inputs, cfg.probe, seed
+            state.agent.online, state.build_fresh, cfg.optimizer, inputs, cfg.probe, seed, compiled=state.probe_loss
         )
         out = result.scalars()
         writer.add_many(state.step, "probe", out)
@@ -281,6 +282,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     state = build_run(cfg, device)
     fast_path = fastpath.configure(cfg.speed, state.agent, device)
+    state.probe_loss = fastpath.probe_loss(cfg.speed, cfg.probe, device, fast_path)
     resumed_from = checkpoint.load_latest(run_dir, state) if cfg.checkpoint.enabled else None
     checkpoint.discard_after(run_dir, resumed_from)
     meta = {"device": str(device), "status": "running", "resumed_from_step": resumed_from, "fast_path": fast_path}

@@ -154,10 +154,8 @@ def speed_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def compile_mode(args: argparse.Namespace, device: torch.device) -> str | None:
-    """The torch.compile mode ``fastpath.configure`` picks for the agent's loss (None: eager)."""
-    if args.cuda_graphs and device.type == "cuda":
-        return "reduce-overhead"
-    return "default" if args.compile else None
+    """The torch.compile mode ``fastpath.configure`` picks for the agent's and the probe's loss (None: eager)."""
+    return fastpath.compile_mode(argparse.Namespace(compile=args.compile, cuda_graphs=args.cuda_graphs), device)
 
 
 def flop_count(fn: Callable[[], Any]) -> int:
@@ -246,21 +244,28 @@ def bench_train(args: argparse.Namespace, device: torch.device, res: Results) ->
 def bench_probe(args: argparse.Namespace, device: torch.device, res: Results) -> None:
     from plasticity_runner.probes.plasticity import fit_targets_sequential, fit_targets_vectorised, make_targets
 
-    cfg = compose_config([f"device={device.type}", "architecture=mlp", f"env.dataset={args.dataset}", *args.set])
+    cfg = compose_config([f"device={device.type}", "architecture=mlp", f"env.dataset={args.dataset}", *speed_overrides(args), *args.set])
     state = build_run(cfg, device)
     prefill(state, int(cfg.agent.learning_starts))
     inputs = state.replay.sample_obs(int(cfg.probe.num_inputs), torch.Generator(device).manual_seed(0))
     T, pause_steps = int(cfg.probe.num_targets), int(cfg.probe.steps)
     targets = make_targets(state.build_fresh, inputs, list(range(T)), 0.0, cfg.probe.sin_scale)
     steps, net, every = args.probe_steps, state.agent.online, int(cfg.probe.curve_every_steps)
+    notes: dict[str, str] = {}
+    compiled = fastpath.probe_loss(cfg.speed, cfg.probe, device, notes)
     for batch_size in args.probe_batches:
         reset_peak(device)
 
         def fit(fn: Callable, n: int) -> Callable[[], Any]:
             return lambda: fn(net, cfg.optimizer, inputs, targets, n, batch_size, 0, every)
 
+        if compiled is not None:  # --compile / --cuda-graphs: the vectorised side runs the run's compiled loss
+            def fit(fn: Callable, n: int) -> Callable[[], Any]:  # noqa: F811
+                extra = {"compiled": compiled} if fn is fit_targets_vectorised else {}
+                return lambda: fn(net, cfg.optimizer, inputs, targets, n, batch_size, 0, every, **extra)
+
         vec, seq = fit(fit_targets_vectorised, steps), fit(fit_targets_sequential, steps)
-        fit(fit_targets_vectorised, 1)(), fit(fit_targets_sequential, 1)()  # warm-up (torch.func set-up)
+        fit(fit_targets_vectorised, 1)(), fit(fit_targets_sequential, 1)()  # warm-up (torch.func set-up, compile)
         # the part that does not scale with the steps: copies, the loss on all of X before and after
         fixed = {
             "vec": timed(device, fit(fit_targets_vectorised, 0)),
@@ -269,8 +274,9 @@ def bench_probe(args: argparse.Namespace, device: torch.device, res: Results) ->
         t = interleaved(device, {"vec": vec, "seq": seq}, 1, args.repeats)
         pause = {k: [fixed[k] + max(x - fixed[k], 0.0) * pause_steps / steps for x in v] for k, v in t.items()}
         what = f"MLP, {T} targets, probe batch {batch_size}"
+        how = f", {notes['probe']}" if compiled else ""
         note = f"{steps} steps timed, scaled to {pause_steps}"
-        res.add("probe", f"vectorised fit s/pause ({what})", statistics.median(pause["vec"]), "s",
+        res.add("probe", f"vectorised fit s/pause ({what}{how})", statistics.median(pause["vec"]), "s",
                 spread=pause["vec"], note=f"{note}; fixed part {fixed['vec']:.2f} s", batch_size=batch_size)
         res.add("probe", f"one-by-one fit s/pause ({what})", statistics.median(pause["seq"]), "s",
                 spread=pause["seq"], note=f"{note}; fixed part {fixed['seq']:.2f} s", batch_size=batch_size)

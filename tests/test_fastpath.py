@@ -85,3 +85,49 @@ def test_train_step_reads_nothing_back_to_the_host(monkeypatch, overrides):
         train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))
     monkeypatch.undo()
     assert reads == [], f"host reads in train_step: {sorted(set(reads))}"
+
+
+def _probe_values(run_dir):
+    return values(run_dir).query("phase == 'probe'").sort_values(["step", "metric"]).value.to_numpy()
+
+
+def test_probe_compile_failure_falls_back_to_the_eager_probe(tmp_path, monkeypatch, caplog):
+    """A compiler that fails (no C++ compiler, an unsupported op) leaves the probe on the eager
+    path with identical metrics, and run.json says why."""
+    import torch
+
+    def broken_compile(fn, **kwargs):
+        def compiled(*args, **kw):
+            raise RuntimeError("inductor: no working C++ compiler")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with caplog.at_level(logging.WARNING, logger="plasticity_runner"):
+        train(make_cfg(["speed.compile=true"]), tmp_path / "c")
+    monkeypatch.undo()
+    train(make_cfg([]), tmp_path / "e")
+    fast_path = json.loads((tmp_path / "c" / "run.json").read_text())["fast_path"]
+    assert fast_path["probe"].startswith("eager (compile failed: RuntimeError: inductor: no working C++ compiler")
+    assert "probe: torch.compile failed, falling back to eager" in caplog.text
+    np.testing.assert_array_equal(_probe_values(tmp_path / "c"), _probe_values(tmp_path / "e"))
+
+
+def test_one_by_one_probe_is_not_compiled(tmp_path):
+    train(make_cfg(["speed.compile=true", "probe.vectorised=false", "total_steps=20"]), tmp_path / "s")
+    assert json.loads((tmp_path / "s" / "run.json").read_text())["fast_path"]["probe"].startswith("eager (probe.vectorised=false")
+
+
+@pytest.mark.slow
+def test_compiled_probe_matches_eager_and_compiles_once_per_run(tmp_path):
+    """speed.compile compiles the probe's vectorised minibatch loss once for all pauses of a run
+    (the network copy it calls is reused) and gives the eager probe's numbers."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # forget what earlier tests compiled
+    before = counters["stats"]["unique_graphs"]
+    train(make_cfg(["speed.compile=true", "total_steps=60"]), tmp_path / "c")  # pauses at 0, 20, 40, 60
+    assert counters["stats"]["unique_graphs"] - before == 2  # the TD loss and the probe loss, once each
+    train(make_cfg(["total_steps=60"]), tmp_path / "e")
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["fast_path"]["probe"] == "torch.compile(mode=default)"
+    np.testing.assert_allclose(_probe_values(tmp_path / "c"), _probe_values(tmp_path / "e"), rtol=1e-4, atol=1e-6)

@@ -48,7 +48,6 @@ TINY = {
         "env.num_images=64", "env.iteration_steps=2", "env.num_iterations=2", "env.batch_size=8",
         "env.eval_samples=32", "architecture.width=16",
     ],
-    "atari_ln": RL_TINY + ["env.eval_episodes=1", "env.eval_every_steps=4", "env.max_episode_frames=400"],
     "fig2_brownian": [
         "total_steps=4", "env.batch_size=16", "env.target_update_steps=2", "env.measure_every_steps=2",
         "architecture.width=16", "diagnostics.curvature.num_inputs=16", "diagnostics.curvature.iterations=4",

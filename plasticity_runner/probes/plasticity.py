@@ -96,6 +96,40 @@ def _is_linear_weight(base: nn.Module, name: str, stacked: torch.Tensor) -> bool
     return leaf == "weight" and stacked.dim() == 3 and isinstance(base.get_submodule(module_name), nn.Linear)
 
 
+def _stacked_forward(
+    base: nn.Module, leaves: dict[str, torch.Tensor], transposed: frozenset[str], buffers: dict[str, torch.Tensor],
+    x: torch.Tensor,
+) -> torch.Tensor:
+    """The outputs [T, B, A] of the T stacked copies on the same inputs ``x``."""
+    params = {k: v.mT if k in transposed else v for k, v in leaves.items()}
+    return vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, None), randomness="different")(
+        params, buffers, x
+    )
+
+
+def _per_target_loss(
+    base: nn.Module, leaves: dict[str, torch.Tensor], transposed: frozenset[str], buffers: dict[str, torch.Tensor],
+    x: torch.Tensor, y: torch.Tensor,
+) -> torch.Tensor:
+    """Mean squared error of each of the T stacked copies on the minibatch ``x`` against ``y`` [T, B, A]."""
+    return ((_stacked_forward(base, leaves, transposed, buffers, x) - y) ** 2).mean(dim=(1, 2))
+
+
+class CompiledProbeLoss:
+    """``torch.compile`` of the vectorised fit's minibatch loss (and, through AOTAutograd, its
+    backward), made once per run. The network copy and the stacked parameters come in as
+    arguments, and dynamo guards on the module's structure, not its identity, so the loss compiles
+    at the first pause only (tested). ``mode`` is ``"default"`` or ``"reduce-overhead"`` (CUDA
+    graphs). On its first failure it logs why, records it in ``notes["probe"]`` and runs eagerly
+    from then on (``fastpath.CompiledOrEager``)."""
+
+    def __init__(self, mode: str, notes: dict[str, str]):
+        from ..fastpath import CompiledOrEager
+
+        compiled = torch.compile(_per_target_loss, mode=mode, dynamic=False)
+        self.loss = CompiledOrEager(_per_target_loss, compiled, "probe", notes)
+
+
 def fit_targets_vectorised(
     net: nn.Module,
     optimizer_cfg: Any,
@@ -105,8 +139,12 @@ def fit_targets_vectorised(
     batch_size: int,
     seed: int,
     curve_every_steps: int,
+    compiled: CompiledProbeLoss | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fit all ``T`` targets at once from copies of ``net``; returns (initial, final, curve)."""
+    """Fit all ``T`` targets at once from copies of ``net``; returns (initial, final, curve).
+
+    ``compiled``: run the minibatch loss through ``torch.compile`` (``speed.compile`` /
+    ``speed.cuda_graphs``); the losses on all of X stay eager."""
     T, device = targets.shape[0], inputs.device
     base = copy.deepcopy(net)
     trainable = {k: p.requires_grad for k, p in base.named_parameters()}
@@ -116,7 +154,7 @@ def fit_targets_vectorised(
     # gradient comes out in the [T, in, out] layout: this way the bmm reads a contiguous operand,
     # autograd hands the gradient over without a transposing copy, and the optimizer's kernels run
     # on contiguous tensors (each transposing copy costs as much as a third of the step's matmuls).
-    transposed = {k for k, v in stacked.items() if _is_linear_weight(base, k, v)}
+    transposed = frozenset(k for k, v in stacked.items() if _is_linear_weight(base, k, v))
     leaves = {
         k: (v.detach().mT.contiguous() if k in transposed else v.detach().clone()).requires_grad_(trainable[k])
         for k, v in stacked.items()
@@ -124,27 +162,20 @@ def fit_targets_vectorised(
     buffers = {k: v.detach().clone() for k, v in buffers.items()}
     optimizer = build_optimizer(optimizer_cfg, [v for k, v in leaves.items() if trainable[k]])
 
-    def as_params() -> dict[str, torch.Tensor]:
-        return {k: v.mT if k in transposed else v for k, v in leaves.items()}
-
-    def f(p, b, x):
-        return functional_call(base, (p, b), (x,))
-
-    forward = vmap(f, in_dims=(0, 0, None), randomness="different")
-
     def full_loss() -> torch.Tensor:
         base.eval()
         with torch.no_grad():
-            out = _chunked(lambda x: forward(as_params(), buffers, x), inputs)
+            out = _chunked(lambda x: _stacked_forward(base, leaves, transposed, buffers, x), inputs)
             return ((out - targets) ** 2).mean(dim=(1, 2))
 
+    minibatch_loss = _per_target_loss if compiled is None else compiled.loss
     initial = full_loss()
     base.train()
     generator = torch.Generator(device).manual_seed(seed)
     curve = torch.zeros(T, -(-steps // curve_every_steps), device=device)
     for i in range(steps):
         idx = torch.randint(inputs.shape[0], (batch_size,), generator=generator, device=device)
-        per_target = ((forward(as_params(), buffers, inputs[idx]) - targets[:, idx]) ** 2).mean(dim=(1, 2))
+        per_target = minibatch_loss(base, leaves, transposed, buffers, inputs[idx], targets[:, idx])
         optimizer.zero_grad(set_to_none=True)
         per_target.sum().backward()
         optimizer.step()
@@ -193,9 +224,11 @@ def plasticity_probe(
     inputs: torch.Tensor,
     probe_cfg: Any,
     seed: int,
+    compiled: CompiledProbeLoss | None = None,
 ) -> ProbeResult:
     """Run the probe of eq. (5) from a copy of ``net`` on the input set ``inputs``.
 
+    ``compiled``: the run's compiled minibatch loss (``fastpath.probe_loss``), vectorised fit only.
     ``net`` is never modified; all randomness comes from ``seed`` (fresh initialisations under
     ``fork_rng``, minibatches from a private generator), so the caller's RNG streams are untouched.
     """
@@ -206,10 +239,11 @@ def plasticity_probe(
     net.train(was_training)
     T = int(probe_cfg.num_targets)
     targets = make_targets(build_fresh, inputs, [seed * 1000 + j for j in range(T)], offset, probe_cfg.sin_scale)
-    fit = fit_targets_vectorised if probe_cfg.vectorised else fit_targets_sequential
-    initial, final, curve_sum = fit(
-        net, optimizer_cfg, inputs, targets, probe_cfg.steps, probe_cfg.batch_size, seed, probe_cfg.curve_every_steps
-    )
+    args = (net, optimizer_cfg, inputs, targets, probe_cfg.steps, probe_cfg.batch_size, seed, probe_cfg.curve_every_steps)
+    if probe_cfg.vectorised:
+        initial, final, curve_sum = fit_targets_vectorised(*args, compiled=compiled)
+    else:
+        initial, final, curve_sum = fit_targets_sequential(*args)
     every, steps = int(probe_cfg.curve_every_steps), int(probe_cfg.steps)
     ends = torch.clamp(torch.arange(1, curve_sum.shape[1] + 1) * every, max=steps)
     counts = ends - torch.arange(curve_sum.shape[1]) * every
