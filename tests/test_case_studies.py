@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from plasticity_runner import load_sweep
-from plasticity_runner.case_studies import memorization
 from plasticity_runner.case_studies.brownian import CoupledTrajectories, make_mdp, next_batch
 from plasticity_runner.case_studies.memorization import RelabelledImages, accuracy, evaluate, load_images
 from plasticity_runner.cli import compose_config
