@@ -336,6 +336,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                     "epsilon": epsilon,
                 }
                 values.update(episode_and_frame_counts(cfg, state))
+                for intervention in state.interventions:
+                    values.update(intervention.metrics())
                 writer.add_many(state.step, "train", values)
                 # wall-clock values live in phase "timing", the only phase that differs between reruns
                 timing = {"train_s": seconds, "steps_per_s": n / max(seconds, 1e-9)}

@@ -9,6 +9,7 @@ import copy
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
@@ -433,3 +434,56 @@ def test_a_checkpoint_after_injection_restores_the_injected_structure():
     learn(restored, 1)  # the same next step from the same state
     for (_, p), (_, q) in zip(state.agent.online.named_parameters(), restored.agent.online.named_parameters()):
         torch.testing.assert_close(q, p)
+
+
+REDO_RUN = ["intervention=[redo]", "intervention.redo.every_steps=5", "intervention.redo.tau=0.5", "probe.enabled=false"]
+
+
+def test_redo_dormant_counts_are_train_metrics(tmp_path, monkeypatch):
+    """``redo_dormant`` / ``redo_dormant_fraction`` / ``redo_recycled_total`` at each log point equal
+    what the passes returned, counted independently by wrapping ``ReDo.recycle``."""
+    from plasticity_runner.interventions.redo import ReDo
+    from plasticity_runner.trainer import train
+
+    from .test_trainer import values
+
+    passes: list[tuple[int, int]] = []  # (step, units recycled)
+    real = ReDo.recycle
+
+    def counting(self, agent, obs, step):
+        n = real(self, agent, obs, step)
+        passes.append((step, n))
+        return n
+
+    monkeypatch.setattr(ReDo, "recycle", counting)
+    cfg = make_cfg(REDO_RUN)
+    train(cfg, tmp_path)
+    train_metrics = values(tmp_path).query("phase == 'train'").pivot(index="step", columns="metric", values="value")
+    units = int(cfg.architecture.width) * int(cfg.architecture.num_layers)
+    assert [s for s, _ in passes] == list(range(5, int(cfg.total_steps) + 1, 5))
+    assert sum(n for _, n in passes) > 0  # tau 0.5 finds dormant units in a tiny net
+    for step, row in train_metrics.iterrows():
+        done = [n for s, n in passes if s <= step]
+        assert row["redo_recycled_total"] == sum(done)
+        assert row["redo_dormant"] == done[-1]
+        assert row["redo_dormant_fraction"] == pytest.approx(done[-1] / units)
+
+
+def test_redo_metrics_survive_a_restart(tmp_path, monkeypatch):
+    from plasticity_runner import trainer
+    from plasticity_runner.trainer import train
+
+    from .test_resume import Crash, crash_at
+    from .test_trainer import values
+
+    train(make_cfg(REDO_RUN), tmp_path / "straight")
+    with monkeypatch.context() as m:
+        crash_at(m, 23)
+        with pytest.raises(Crash):
+            train(make_cfg(REDO_RUN), tmp_path / "restarted")
+    assert trainer.train_step.__name__ == "train_step"
+    train(make_cfg(REDO_RUN), tmp_path / "restarted")
+    a = values(tmp_path / "straight").query("phase == 'train'")
+    b = values(tmp_path / "restarted").query("phase == 'train'")
+    assert a.query("metric == 'redo_recycled_total'").value.iloc[-1] > 0
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))

@@ -68,6 +68,11 @@ class Intervention:
     def on_target_update(self, agent: "DQNAgent", step: int) -> None:
         """Right after the target network was copied from the online network."""
 
+    def metrics(self) -> dict[str, float]:
+        """Scalars recorded with the train metrics at every log point: host values only (reading
+        the device there would be a sync per log point)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must keep of this intervention (counters, structural changes)."""
         return {}

@@ -18,6 +18,10 @@ Which units are eligible is defined by each body's ``unit_groups()`` (``nets/``)
 layer of MLP, CNN and Nature CNN; the units between the two convs of each ResNet block; the
 feed-forward hidden units of the ViT. The dormant counts of the last pass are in
 ``last_dormant`` (counts) and ``last_recycled`` (indices).
+
+Metrics (phase ``train``, at every log point once a pass has run): ``redo_dormant`` (units found
+dormant, so recycled, by the last pass, all groups), ``redo_dormant_fraction`` (the same over the
+eligible units) and ``redo_recycled_total`` (units recycled since the start of the run).
 """
 
 from __future__ import annotations
@@ -49,6 +53,27 @@ class ReDo(Intervention):
         super().__init__(cfg)
         self.last_dormant: dict[str, int] = {}  # unit group -> dormant units found by the last pass
         self.last_recycled: dict[str, list[int]] = {}  # unit group -> indices recycled by the last pass
+        self.last_units: dict[str, int] = {}  # unit group -> eligible units at the last pass
+        self.recycled_total = 0  # units recycled since the start of the run
+
+    def metrics(self) -> dict[str, float]:
+        if not self.last_units:
+            return {}
+        dormant = sum(self.last_dormant.values())
+        return {
+            "redo_dormant": float(dormant),
+            "redo_dormant_fraction": dormant / max(sum(self.last_units.values()), 1),
+            "redo_recycled_total": float(self.recycled_total),
+        }
+
+    def state_dict(self) -> dict:
+        return {"last_dormant": dict(self.last_dormant), "last_units": dict(self.last_units),
+                "recycled_total": self.recycled_total}
+
+    def load_state_dict(self, state: dict, agent: "DQNAgent") -> None:
+        self.last_dormant = dict(state.get("last_dormant", {}))
+        self.last_units = dict(state.get("last_units", {}))
+        self.recycled_total = int(state.get("recycled_total", 0))
 
     def after_step(self, agent: "DQNAgent", step: int) -> None:
         if step % int(self.cfg.every_steps) == 0 and agent.last_batch is not None:
@@ -84,6 +109,8 @@ class ReDo(Intervention):
         found = self.dormant_units(net, obs)
         self.last_dormant = {g.name: int(idx.numel()) for g, idx, _ in found}
         self.last_recycled = {g.name: idx.tolist() for g, idx, _ in found}
+        self.last_units = {g.name: int(g.num_units) for g, _, _ in found}
+        self.recycled_total += sum(self.last_dormant.values())
         if not any(self.last_dormant.values()):
             return 0
         fresh_modules = dict(self.fresh_network(agent, step).named_modules())
