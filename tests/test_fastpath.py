@@ -131,3 +131,30 @@ def test_compiled_probe_matches_eager_and_compiles_once_per_run(tmp_path):
     train(make_cfg(["total_steps=60"]), tmp_path / "e")
     assert json.loads((tmp_path / "c" / "run.json").read_text())["fast_path"]["probe"] == "torch.compile(mode=default)"
     np.testing.assert_allclose(_probe_values(tmp_path / "c"), _probe_values(tmp_path / "e"), rtol=1e-4, atol=1e-6)
+
+
+def test_vectorised_probe_fit_reads_nothing_back_to_the_host(monkeypatch):
+    """The probe's vectorised fit, like the training step, runs without a device-to-host read (on a
+    GPU a pause is 2000 such steps); the caller reads the results once at the end."""
+    import torch
+
+    from plasticity_runner.probes.plasticity import fit_targets_vectorised, make_targets
+    from plasticity_runner.trainer import build_run, prefill
+
+    cfg = make_cfg([])
+    state = build_run(cfg, torch.device("cpu"))
+    prefill(state, int(cfg.agent.learning_starts))
+    inputs = state.replay.sample_obs(64, torch.Generator().manual_seed(0))
+    targets = make_targets(state.build_fresh, inputs, [1, 2, 3], 0.0, 1e5)
+    reads: list[str] = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _name=name, _original=original, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    fit_targets_vectorised(state.agent.online, cfg.optimizer, inputs, targets, 12, 16, 0, 5)
+    monkeypatch.undo()
+    assert reads == [], f"host reads in the probe's fit: {sorted(set(reads))}"
