@@ -54,6 +54,22 @@ def test_compiled_training_matches_eager(tmp_path):
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 
 
+def record_host_reads(monkeypatch) -> list[str]:
+    """From now until ``monkeypatch.undo()``: the names of the ``HOST_READS`` that tensors get."""
+    import torch
+
+    reads: list[str] = []
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _name=name, _original=original, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    return reads
+
+
 @pytest.mark.parametrize("overrides", [
     [],                                                   # DQN, Adam (fused kernel), MLP
     ["agent=double_dqn", "optimizer=adam_tuned"],         # Adam's _foreach path (eps_root > 0)
@@ -72,15 +88,7 @@ def test_train_step_reads_nothing_back_to_the_host(monkeypatch, overrides):
     state = build_run(cfg, torch.device("cpu"))
     prefill(state, int(cfg.agent.learning_starts))
     train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))  # first step: lazy optimizer state
-    reads: list[str] = []
-    for name in HOST_READS:
-        original = getattr(torch.Tensor, name)
-
-        def spy(self, *args, _name=name, _original=original, **kwargs):
-            reads.append(_name)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, spy)
+    reads = record_host_reads(monkeypatch)
     for _ in range(2 * int(cfg.agent.target_update_steps) + 3):  # target copies included
         train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))
     monkeypatch.undo()
@@ -146,15 +154,7 @@ def test_vectorised_probe_fit_reads_nothing_back_to_the_host(monkeypatch):
     prefill(state, int(cfg.agent.learning_starts))
     inputs = state.replay.sample_obs(64, torch.Generator().manual_seed(0))
     targets = make_targets(state.build_fresh, inputs, [1, 2, 3], 0.0, 1e5)
-    reads: list[str] = []
-    for name in HOST_READS:
-        original = getattr(torch.Tensor, name)
-
-        def spy(self, *args, _name=name, _original=original, **kwargs):
-            reads.append(_name)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, spy)
+    reads = record_host_reads(monkeypatch)
     fit_targets_vectorised(state.agent.online, cfg.optimizer, inputs, targets, 12, 16, 0, 5)
     monkeypatch.undo()
     assert reads == [], f"host reads in the probe's fit: {sorted(set(reads))}"
