@@ -68,15 +68,16 @@ def compile_mode(speed_cfg: Any, device: torch.device) -> str | None:
 def probe_loss(speed_cfg: Any, probe_cfg: Any, device: torch.device, notes: dict[str, str]) -> Any:
     """The probe's compiled minibatch loss for ``speed.*`` (None: eager), noted in ``notes["probe"]``.
 
-    It compiles the vectorised fit's forward and loss (and their backward) once per run; the
-    one-by-one fit (``probe.vectorised=false``) stays eager."""
+    It compiles the vectorised fit's forward and loss (and, through AOTAutograd, their backward)
+    once per run: dynamo guards on the network's structure, not its identity, so later pauses reuse
+    the first pause's graph (tested). The one-by-one fit (``probe.vectorised=false``) stays eager."""
     mode = compile_mode(speed_cfg, device)
     if mode is None or not probe_cfg.enabled:
         return None
     if not probe_cfg.vectorised:
         notes["probe"] = "eager (probe.vectorised=false: only the vectorised fit is compiled)"
         return None
-    from .probes.plasticity import CompiledProbeLoss
+    from .probes.plasticity import per_target_loss
 
     notes["probe"] = f"torch.compile(mode={mode})"
-    return CompiledProbeLoss(mode, notes)
+    return CompiledOrEager(per_target_loss, torch.compile(per_target_loss, mode=mode, dynamic=False), "probe", notes)

@@ -235,7 +235,7 @@ def bench_train(args: argparse.Namespace, device: torch.device, res: Results) ->
         res.add("train", f"{arch} FLOP ratio (DQN step / supervised)", flops_dqn / max(flops_sup, 1), "x",
                 note=f"{flops_dqn / 1e9:.3g} / {flops_sup / 1e9:.3g} GFLOP", arch=arch)
         res.add("train", f"{arch} peak memory", peak_mb(device), "MiB", note=peak_note(device), arch=arch)
-        del state, sup
+        state = sup = None  # free this architecture before building the next (the closures are done)
 
 
 # ------------------------------------------------------------------------------ probe
@@ -257,12 +257,9 @@ def bench_probe(args: argparse.Namespace, device: torch.device, res: Results) ->
         reset_peak(device)
 
         def fit(fn: Callable, n: int) -> Callable[[], Any]:
-            return lambda: fn(net, cfg.optimizer, inputs, targets, n, batch_size, 0, every)
-
-        if compiled is not None:  # --compile / --cuda-graphs: the vectorised side runs the run's compiled loss
-            def fit(fn: Callable, n: int) -> Callable[[], Any]:  # noqa: F811
-                extra = {"compiled": compiled} if fn is fit_targets_vectorised else {}
-                return lambda: fn(net, cfg.optimizer, inputs, targets, n, batch_size, 0, every, **extra)
+            # --compile / --cuda-graphs: the vectorised side runs the run's compiled loss
+            extra = {"compiled": compiled} if compiled is not None and fn is fit_targets_vectorised else {}
+            return lambda: fn(net, cfg.optimizer, inputs, targets, n, batch_size, 0, every, **extra)
 
         vec, seq = fit(fit_targets_vectorised, steps), fit(fit_targets_sequential, steps)
         fit(fit_targets_vectorised, 1)(), fit(fit_targets_sequential, 1)()  # warm-up (torch.func set-up, compile)

@@ -107,27 +107,15 @@ def _stacked_forward(
     )
 
 
-def _per_target_loss(
+def per_target_loss(
     base: nn.Module, leaves: dict[str, torch.Tensor], transposed: frozenset[str], buffers: dict[str, torch.Tensor],
     x: torch.Tensor, y: torch.Tensor,
 ) -> torch.Tensor:
-    """Mean squared error of each of the T stacked copies on the minibatch ``x`` against ``y`` [T, B, A]."""
+    """Mean squared error of each of the T stacked copies on the minibatch ``x`` against ``y`` [T, B, A].
+
+    Everything comes in as an argument (the network copy, the stacked parameters), so a compiled
+    version (``fastpath.probe_loss``) is traced at the first pause and reused at every later one."""
     return ((_stacked_forward(base, leaves, transposed, buffers, x) - y) ** 2).mean(dim=(1, 2))
-
-
-class CompiledProbeLoss:
-    """``torch.compile`` of the vectorised fit's minibatch loss (and, through AOTAutograd, its
-    backward), made once per run. The network copy and the stacked parameters come in as
-    arguments, and dynamo guards on the module's structure, not its identity, so the loss compiles
-    at the first pause only (tested). ``mode`` is ``"default"`` or ``"reduce-overhead"`` (CUDA
-    graphs). On its first failure it logs why, records it in ``notes["probe"]`` and runs eagerly
-    from then on (``fastpath.CompiledOrEager``)."""
-
-    def __init__(self, mode: str, notes: dict[str, str]):
-        from ..fastpath import CompiledOrEager
-
-        compiled = torch.compile(_per_target_loss, mode=mode, dynamic=False)
-        self.loss = CompiledOrEager(_per_target_loss, compiled, "probe", notes)
 
 
 def fit_targets_vectorised(
@@ -139,12 +127,12 @@ def fit_targets_vectorised(
     batch_size: int,
     seed: int,
     curve_every_steps: int,
-    compiled: CompiledProbeLoss | None = None,
+    compiled: Callable[..., torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fit all ``T`` targets at once from copies of ``net``; returns (initial, final, curve).
 
-    ``compiled``: run the minibatch loss through ``torch.compile`` (``speed.compile`` /
-    ``speed.cuda_graphs``); the losses on all of X stay eager."""
+    ``compiled``: the run's compiled ``per_target_loss`` (``fastpath.probe_loss``: ``speed.compile`` /
+    ``speed.cuda_graphs``) for the minibatch losses; the losses on all of X stay eager."""
     T, device = targets.shape[0], inputs.device
     base = copy.deepcopy(net)
     trainable = {k: p.requires_grad for k, p in base.named_parameters()}
@@ -168,7 +156,7 @@ def fit_targets_vectorised(
             out = _chunked(lambda x: _stacked_forward(base, leaves, transposed, buffers, x), inputs)
             return ((out - targets) ** 2).mean(dim=(1, 2))
 
-    minibatch_loss = _per_target_loss if compiled is None else compiled.loss
+    minibatch_loss = per_target_loss if compiled is None else compiled
     initial = full_loss()
     base.train()
     generator = torch.Generator(device).manual_seed(seed)
@@ -224,7 +212,7 @@ def plasticity_probe(
     inputs: torch.Tensor,
     probe_cfg: Any,
     seed: int,
-    compiled: CompiledProbeLoss | None = None,
+    compiled: Callable[..., torch.Tensor] | None = None,
 ) -> ProbeResult:
     """Run the probe of eq. (5) from a copy of ``net`` on the input set ``inputs``.
 
