@@ -60,6 +60,16 @@ class GradCovLoss(str, enum.Enum):
     perturbation = "perturbation"  # [f(x) - sg(f(x) + eps)]^2 of section 4.2
 
 
+class TwoHotFit(str, enum.Enum):
+    expected_q = "expected_q"  # the squared error of the expected Q-values, as a scalar head is fitted
+    cross_entropy = "cross_entropy"  # the two-hot cross-entropy of the head's logits to two_hot(g)
+
+
+class ProbeAt(str, enum.Enum):
+    before_interventions = "before_interventions"  # the network as trained, before the step's hooks
+    after_interventions = "after_interventions"  # after the step's after-step and target-update hooks
+
+
 class Progress(str, enum.Enum):
     auto = "auto"  # a tqdm bar on a terminal, plain log lines otherwise
     bar = "bar"
@@ -306,6 +316,8 @@ class ProbeConfig:
     sin_scale: float = 1e5
     curve_every_steps: int = 20
     vectorised: bool = True
+    at: ProbeAt = ProbeAt.before_interventions
+    two_hot_fit: TwoHotFit = TwoHotFit.expected_q
 
 
 @dataclass

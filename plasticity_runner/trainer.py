@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, fastpath
+from . import checkpoint, fastpath, seeding
 from . import interventions as interventions_lib
 from .agents.dqn import DQNAgent, epsilon_at
 from .config import CASE_STUDY_ENVS, ConfigError, validate
@@ -44,6 +44,7 @@ from .optim import build_optimizer
 from .preemption import PreemptionGuard
 from .probes.diagnostics import run_diagnostics
 from .probes.plasticity import plasticity_probe
+from .seeding import stream_seed
 
 log = logging.getLogger("plasticity_runner")
 
@@ -61,9 +62,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    """Seed Python's, numpy's and torch's global RNGs (network initialisation) from the run's
+    ``global`` stream (``seeding.stream_seed``): any integer seed works, and the global stream is
+    apart from every generator the run keeps (environment, actions, replay, probes)."""
+    global_seed = stream_seed(seed, "global")
+    random.seed(global_seed)
+    np.random.seed(global_seed % 2**32)
+    torch.manual_seed(global_seed)
 
 
 @dataclass
@@ -86,7 +91,7 @@ class RunState:
 def build_run(cfg: DictConfig, device: torch.device) -> RunState:
     """Build every part from the config (explicit composition: nothing hidden in globals)."""
     seed_everything(int(cfg.seed))
-    env = make_env(cfg.env, device, seed=int(cfg.seed))
+    env = make_env(cfg.env, device, seed=stream_seed(cfg.seed, "env"))
     interventions = interventions_lib.build_interventions(cfg.intervention)
     net_options = interventions_lib.network_options(interventions)
 
@@ -100,8 +105,8 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
         cfg.agent, online, target, optimizer, interventions, env.num_actions, build_fresh=build_fresh, seed=int(cfg.seed)
     )
     replay = env.make_replay(int(cfg.agent.replay_capacity))
-    act_generator = torch.Generator(device).manual_seed(int(cfg.seed) + 1)
-    replay_generator = torch.Generator(device).manual_seed(int(cfg.seed) + 2)
+    act_generator = seeding.generator(device, cfg.seed, "act")
+    replay_generator = seeding.generator(device, cfg.seed, "replay")
     return RunState(
         env=env,
         replay=replay,
@@ -132,11 +137,20 @@ def plain(node: DictConfig) -> SimpleNamespace:
 
 
 def train_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """One training step: act and store ``update_every_env_steps`` times, then one optimizer step.
+    """One training step: act and store ``update_every_env_steps`` times, one optimizer step, then
+    the step's intervention hooks and target update (``learn_step`` then ``finish_step``).
 
     Returns the detached TD loss, the summed mean reward of the env steps (device scalars: no
     host sync) and the batch learned from.
     """
+    out = learn_step(state, agent_cfg, epsilon)
+    finish_step(state, agent_cfg)
+    return out
+
+
+def learn_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """The first part of a training step: act and store, then one optimizer step (``state.step``
+    advances), without the step's intervention hooks; what ``train_step`` returns."""
     env, agent, replay = state.env, state.agent, state.replay
     reward = torch.zeros((), device=state.obs.device)
     for _ in range(int(agent_cfg.update_every_env_steps)):
@@ -148,11 +162,17 @@ def train_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.T
         if "episode_returns" in result.info:  # host tensors (Atari): reading them costs no sync
             state.episode_returns.extend(result.info["episode_returns"].tolist())
     batch = replay.sample(int(agent_cfg.batch_size), state.replay_generator)
-    loss = agent.learn(batch, state.step + 1)
+    loss = agent.learn(batch, state.step + 1, run_hooks=False)
     state.step += 1
-    if state.step % int(agent_cfg.target_update_steps) == 0:
-        agent.update_target(state.step)
     return loss, reward, batch
+
+
+def finish_step(state: RunState, agent_cfg: Any) -> None:
+    """The rest of training step ``state.step``: the interventions' after-step hooks, then the
+    target-network copy and its hooks when due (the order of ``interventions/__init__.py``)."""
+    state.agent.after_step(state.step)
+    if state.step % int(agent_cfg.target_update_steps) == 0:
+        state.agent.update_target(state.step)
 
 
 def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, float]:
@@ -174,8 +194,9 @@ def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, floa
 
 
 def probe_seed(seed: int, step: int) -> int:
-    """A seed for the probe of one pause, independent of the training RNG streams."""
-    return (int(seed) * 1_000_003 + int(step) * 7919 + 17) % (2**62)
+    """The seed of the probe of one pause (``probe`` stream): its targets and minibatches derive
+    from it (``probes.plasticity``), apart from every training stream."""
+    return stream_seed(seed, "probe", step)
 
 
 class Progress:
@@ -222,7 +243,7 @@ def run_pause(cfg: DictConfig, state: RunState, writer: MetricsWriter) -> dict[s
     if cfg.probe.enabled:
         t0 = time.perf_counter()
         seed = probe_seed(cfg.seed, state.step)
-        generator = torch.Generator(state.obs.device).manual_seed(seed)
+        generator = seeding.generator(state.obs.device, cfg.seed, "probe/inputs", state.step)
         inputs = state.replay.sample_obs(int(cfg.probe.num_inputs), generator)
         result = plasticity_probe(
             state.agent.online, state.build_fresh, cfg.optimizer, inputs, cfg.probe, seed, compiled=state.probe_loss
@@ -296,17 +317,18 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         f", resumed at step {resumed_from}" if resumed_from is not None else "", run_dir.resolve(),
     )
 
-    def pause() -> dict[str, float]:
-        scalars = run_pause(cfg, state, writer)
+    def persist() -> None:
+        """The pause's metrics shard, then its checkpoint (of the state after the step's hooks)."""
         writer.flush(state.step)
         if cfg.checkpoint.enabled:
             checkpoint.save(run_dir, state, int(cfg.checkpoint.keep))
-        return scalars
 
+    probe_before_hooks = str(getattr(cfg.probe.at, "value", cfg.probe.at)) == "before_interventions"
     summary: dict[str, Any] = {"probe": {}}
     if resumed_from is None:
         prefill(state, int(agent_cfg.learning_starts))
-        summary["probe"] = pause()
+        summary["probe"] = run_pause(cfg, state, writer)
+        persist()
 
     status = "complete"
     progress = Progress(cfg.progress, total, state.step)
@@ -318,13 +340,17 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     try:
         while state.step < total:
             epsilon = epsilon_at(state.step, agent_cfg)
-            loss, reward, batch = train_step(state, agent_cfg, epsilon)
+            loss, reward, batch = learn_step(state, agent_cfg, epsilon)
             loss_sum += loss
             reward_sum += reward
 
             at_pause = state.step % probe_every == 0 or state.step == total
-            if state.step % log_every == 0 or at_pause:
-                # a log point: the only place the loop reads device values back to the host
+            if not (state.step % log_every == 0 or at_pause):
+                finish_step(state, agent_cfg)
+            else:
+                # A log point: the only place the loop reads device values back to the host. Its
+                # measurements (Q, evaluation and, with probe.at=before_interventions, the pause)
+                # see the network as trained, before this step's hooks and target update run.
                 n = state.step - window_start
                 seconds = time.perf_counter() - t_window
                 with torch.no_grad():
@@ -336,9 +362,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                     "epsilon": epsilon,
                 }
                 values.update(episode_and_frame_counts(cfg, state))
-                for intervention in state.interventions:
-                    values.update(intervention.metrics())
-                writer.add_many(state.step, "train", values)
                 # wall-clock values live in phase "timing", the only phase that differs between reruns
                 timing = {"train_s": seconds, "steps_per_s": n / max(seconds, 1e-9)}
                 writer.add_many(state.step, "timing", timing)
@@ -347,6 +370,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                     writer.add(state.step, "train", "diverged", 1.0)
                     log.warning("run %s diverged at step %d (td_loss=%s)", run_id, state.step, values["td_loss"])
                     if cfg.on_divergence == "stop":
+                        writer.add_many(state.step, "train", values)
                         writer.flush(state.step)
                         status = "diverged"
                         break
@@ -355,14 +379,22 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                     t0 = time.perf_counter()
                     returns = evaluate(
                         state.env, state.agent, int(cfg.env.eval_episodes), float(cfg.env.eval_epsilon),
-                        seed=probe_seed(cfg.seed, state.step), stream=1 + state.step,
+                        seed=stream_seed(cfg.seed, "eval", state.step), stream=1 + state.step,
                     )
                     scores = evaluation_scalars(state.env, returns)
                     writer.add_many(state.step, "eval", scores)
                     writer.add(state.step, "timing", "eval_s", time.perf_counter() - t0)
                     shown["eval_return"] = scores["episode_return"]
+                if at_pause and probe_before_hooks:
+                    summary["probe"] = run_pause(cfg, state, writer) or summary["probe"]
+                finish_step(state, agent_cfg)
+                if at_pause and not probe_before_hooks:
+                    summary["probe"] = run_pause(cfg, state, writer) or summary["probe"]
+                for intervention in state.interventions:  # their own counters, after their hooks ran
+                    values.update(intervention.metrics())
+                writer.add_many(state.step, "train", values)
                 if at_pause:
-                    summary["probe"] = pause() or summary["probe"]
+                    persist()
                     if "probe_loss" in summary["probe"]:
                         shown["probe_loss"] = summary["probe"]["probe_loss"]
                 progress.update(state.step, n, **shown)

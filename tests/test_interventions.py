@@ -481,7 +481,7 @@ def test_redo_metrics_survive_a_restart(tmp_path, monkeypatch):
         crash_at(m, 23)
         with pytest.raises(Crash):
             train(make_cfg(REDO_RUN), tmp_path / "restarted")
-    assert trainer.train_step.__name__ == "train_step"
+    assert trainer.learn_step.__name__ == "learn_step"
     train(make_cfg(REDO_RUN), tmp_path / "restarted")
     a = values(tmp_path / "straight").query("phase == 'train'")
     b = values(tmp_path / "restarted").query("phase == 'train'")

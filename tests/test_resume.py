@@ -26,8 +26,8 @@ class Crash(Exception):
 
 def crash_at(monkeypatch, step: int, where: str = "train_step") -> None:
     """Make the trainer raise once ``step`` training steps are done (in the step or the pause)."""
-    if where == "train_step":
-        real = trainer.train_step
+    if where == "train_step":  # after the optimizer step, before the step's hooks and target update
+        real = trainer.learn_step
 
         def crashing(state, agent_cfg, epsilon):
             out = real(state, agent_cfg, epsilon)
@@ -35,7 +35,7 @@ def crash_at(monkeypatch, step: int, where: str = "train_step") -> None:
                 raise Crash(step)
             return out
 
-        monkeypatch.setattr(trainer, "train_step", crashing)
+        monkeypatch.setattr(trainer, "learn_step", crashing)
     else:  # crash in the middle of the pause: after the metrics shard, before the checkpoint
         real = checkpoint.save
 

@@ -93,16 +93,23 @@ class DQNAgent:
                 loss = loss + penalty
         return loss
 
-    def learn(self, batch: Batch, step: int) -> torch.Tensor:
-        """One optimizer step; returns the detached loss (a device scalar: no sync)."""
+    def learn(self, batch: Batch, step: int, run_hooks: bool = True) -> torch.Tensor:
+        """One optimizer step, then (``run_hooks``) the interventions' ``after_step`` hooks; returns
+        the detached loss (a device scalar: no sync). The trainer defers the hooks
+        (``run_hooks=False``, then ``after_step``) so that a pause can measure the network as trained."""
         self.last_batch = batch
         loss = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if run_hooks:
+            self.after_step(step)
+        return loss.detach()
+
+    def after_step(self, step: int) -> None:
+        """The interventions' ``after_step`` hooks of training step ``step``."""
         for i in self.interventions:
             i.after_step(self, step)
-        return loss.detach()
 
     @torch.no_grad()
     def update_target(self, step: int) -> None:

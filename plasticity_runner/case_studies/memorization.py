@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from .. import seeding
+from ..seeding import stream_seed
 from ..envs.datasets import load_dataset
 from ..nets import build_network
 from ..optim import build_optimizer
@@ -114,8 +116,9 @@ def evaluate(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict
 
 
 def eval_seed(seed: int, iteration: int) -> int:
-    """Seed of the evaluation sample of one iteration, apart from the training streams."""
-    return (int(seed) * 1_000_003 + int(iteration) * 7919 + 101) % (2**62)
+    """Seed of the evaluation sample of one iteration (stream ``memorization/eval``), apart from the
+    training streams."""
+    return stream_seed(seed, "memorization/eval", iteration)
 
 
 def run_memorization(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -134,7 +137,7 @@ def run_memorization(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     net = build_network(cfg.architecture, tuple(data.images.shape[1:]), NUM_CLASSES).to(device)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optimizer, params)
-    batch_generator = torch.Generator(device).manual_seed(int(cfg.seed) + 1)
+    batch_generator = seeding.generator(device, cfg.seed, "memorization/batches")
     run.meta["num_images_used"] = len(data)
 
     steps_per_iteration, num_iterations = int(env_cfg.iteration_steps), int(env_cfg.num_iterations)

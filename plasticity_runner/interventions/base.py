@@ -8,13 +8,13 @@ that does both, ``after_step`` comes first). Within a hook, interventions run in
 
 from __future__ import annotations
 
-import zlib
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ..config import ConfigError
+from ..seeding import stream_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..agents.dqn import DQNAgent
@@ -83,8 +83,9 @@ class Intervention:
 
 
 def fresh_seed(run_seed: int, name: str, step: int) -> int:
-    """The seed of the fresh initialisation drawn by intervention ``name`` at training step ``step``."""
-    return (int(run_seed) * 1_000_003 + zlib.crc32(name.encode()) * 7919 + int(step) * 104_729 + 3) % (2**62)
+    """The seed of the fresh initialisation drawn by intervention ``name`` at training step ``step``
+    (stream ``fresh/<name>`` of the run seed)."""
+    return stream_seed(run_seed, f"fresh/{name}", step)
 
 
 def incompatible(this: Intervention, active: list[Intervention], others: dict[str, str]) -> None:

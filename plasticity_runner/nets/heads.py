@@ -59,11 +59,13 @@ def two_hot(values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     position = (values.clamp(v_min, v_max) - v_min) / (v_max - v_min) * (k - 1)  # in [0, K-1]
     lower = position.floor().clamp(max=k - 2)
     upper_weight = position - lower  # in [0, 1]; 1 exactly at v_max
-    lower = lower.long()
-    probs = torch.zeros(*values.shape, k, dtype=support.dtype, device=values.device)
-    probs.scatter_(-1, lower[..., None], (1 - upper_weight)[..., None])
-    probs.scatter_add_(-1, (lower + 1)[..., None], upper_weight[..., None])
-    return probs
+    # Out of place (no scatter_): the gradient covariance and the probe run this under vmap, where
+    # an in-place write into an unbatched buffer is not possible. Each atom gets (1 - w) * 1 + w * 0
+    # or (1 - w) * 0 + w * 1: exactly the values a scatter would write.
+    atoms = torch.arange(k, device=values.device, dtype=lower.dtype)
+    is_lower = (atoms == lower[..., None]).to(support.dtype)
+    is_upper = (atoms == lower[..., None] + 1).to(support.dtype)
+    return (1 - upper_weight)[..., None] * is_lower + upper_weight[..., None] * is_upper
 
 
 class TwoHotHead(ScalarHead):

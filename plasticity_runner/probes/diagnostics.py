@@ -23,14 +23,17 @@ import torch
 
 from .curvature import hessian_spectrum
 from .gradcov import gradient_covariance, perturbation_sample_losses, td_sample_losses
+from ..seeding import stream_seed
 from .statistics import network_statistics
 
 DIAGNOSTICS = ("statistics", "curvature", "gradcov")
 
 
-def diagnostics_seed(seed: int, step: int) -> int:
-    """The seed of one pause's evaluation batch and perturbations, apart from every training stream."""
-    return (int(seed) * 999_983 + int(step) * 104_729 + 31) % (2**62)
+def diagnostics_seed(seed: int, step: int, part: str = "batch") -> int:
+    """The seed of one pause's evaluation batch (``part="batch"``) or of one diagnostic's own
+    randomness (``"curvature"``, ``"gradcov"``): stream ``diagnostics/<part>`` of the run seed,
+    apart from every training stream."""
+    return stream_seed(seed, f"diagnostics/{part}", step)
 
 
 def due(cfg: Any, step: int) -> list[str]:
@@ -64,7 +67,7 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any) -> None:
     if "curvature" in names:
         t0 = time.perf_counter()
         n = int(d.curvature.num_inputs)
-        spectrum = hessian_spectrum(online, batch.o_tm1[:n], seed + 1, d.curvature)
+        spectrum = hessian_spectrum(online, batch.o_tm1[:n], diagnostics_seed(cfg.seed, step, "curvature"), d.curvature)
         writer.add_many(step, "curvature", spectrum.scalars())
         writer.add_array("hessian/density", spectrum.density.numpy())
         writer.add_array("hessian/grid", spectrum.grid.numpy())
@@ -79,7 +82,7 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any) -> None:
         if str(getattr(d.gradcov.loss, "value", d.gradcov.loss)) == "td":
             losses = td_sample_losses(state.agent, head)
         else:
-            losses = perturbation_sample_losses(online, head.o_tm1, seed + 2)
+            losses = perturbation_sample_losses(online, head.o_tm1, diagnostics_seed(cfg.seed, step, "gradcov"))
         cov = gradient_covariance(
             losses,
             num_clusters=int(d.gradcov.num_clusters),

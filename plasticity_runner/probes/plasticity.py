@@ -40,7 +40,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from ..nets.heads import InjectedHead, TwoHotHead, two_hot
 from ..optim import build_optimizer
+from ..seeding import stream_seed
 
 
 @dataclass
@@ -69,6 +71,38 @@ def _fork_rng_devices(device: torch.device) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
 
 
+def target_seeds(seed: int, num_targets: int) -> list[int]:
+    """The seeds of the fresh initialisations ``w0_j`` of one pause's targets (stream ``targets``
+    of the pause's probe seed)."""
+    return [stream_seed(seed, "targets", j) for j in range(num_targets)]
+
+
+def minibatch_seed(seed: int) -> int:
+    """The seed of the probe's minibatch indices (stream ``minibatches`` of the pause's probe seed)."""
+    return stream_seed(seed, "minibatches")
+
+
+class full_fp32:
+    """Full fp32 matmuls and convolutions inside the block, whatever ``speed.tf32`` set.
+
+    ``sin(1e5 * f)`` turns TF32's ~1e-3 relative rounding into phase errors of several radians, so
+    targets built under TF32 would depend on the GPU. On the CPU the flags change nothing."""
+
+    def __enter__(self) -> None:
+        self.saved = (
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+        )
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+
+    def __exit__(self, *exc: Any) -> None:
+        matmul, cudnn, precision = self.saved
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
+        torch.set_float32_matmul_precision(precision)
+
+
 @torch.no_grad()
 def make_targets(
     build_fresh: Callable[[], nn.Module], inputs: torch.Tensor, seeds: list[int], offset: float, sin_scale: float
@@ -76,19 +110,50 @@ def make_targets(
     """Targets ``[T, N, A]``: ``offset + sin(sin_scale * f(X; w0_j))``, ``w0_j`` built under seed j.
 
     Network initialisation runs under ``torch.random.fork_rng``, so the caller's RNG state is
-    untouched.
+    untouched; ``f(X; w0_j)`` is computed in full fp32 (``full_fp32``), never in TF32.
     """
     targets = []
     for seed in seeds:
         with torch.random.fork_rng(devices=_fork_rng_devices(inputs.device)):
             torch.manual_seed(seed)
             fresh = build_fresh().to(inputs.device).eval()
-        targets.append(offset + torch.sin(sin_scale * fresh(inputs)))
+        with full_fp32():
+            targets.append(offset + torch.sin(sin_scale * fresh(inputs)))
     return torch.stack(targets)
 
 
-def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)], dim=-2)
+def two_hot_support(net: nn.Module) -> torch.Tensor | None:
+    """The support of ``net``'s two-hot head (plasticity injection's wrapped head included), or None."""
+    head = getattr(net, "head", None)
+    if isinstance(head, InjectedHead):
+        head = head.old
+    return head.support if isinstance(head, TwoHotHead) else None
+
+
+class RawOutputs(nn.Module):
+    """``net``'s head outputs before the readout (two-hot logits ``[B, A, K]``), as a module, so the
+    probe can fit them through ``functional_call`` (``probe.two_hot_fit=cross_entropy``)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.head.raw(self.net.body(x))
+
+
+def fit_loss(out: torch.Tensor, y: torch.Tensor, support: torch.Tensor | None) -> torch.Tensor:
+    """The probe's fitting objective per leading index, mean over inputs and actions: the squared
+    error of the outputs ``out [..., B, A]`` (``support`` None), or the two-hot cross-entropy of the
+    logits ``out [..., B, A, K]`` to ``two_hot(y)`` on ``support``."""
+    if support is None:
+        return ((out - y) ** 2).mean(dim=(-2, -1))
+    return -(two_hot(y, support) * torch.log_softmax(out, dim=-1)).sum(-1).mean(dim=(-2, -1))
+
+
+def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int = 4096, dim: int = -2) -> torch.Tensor:
+    """``fn(x)`` in chunks of inputs, concatenated along the outputs' input dimension ``dim``."""
+    return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)], dim=dim)
 
 
 def _is_linear_weight(base: nn.Module, name: str, stacked: torch.Tensor) -> bool:
@@ -109,13 +174,14 @@ def _stacked_forward(
 
 def per_target_loss(
     base: nn.Module, leaves: dict[str, torch.Tensor], transposed: frozenset[str], buffers: dict[str, torch.Tensor],
-    x: torch.Tensor, y: torch.Tensor,
+    x: torch.Tensor, y: torch.Tensor, support: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean squared error of each of the T stacked copies on the minibatch ``x`` against ``y`` [T, B, A].
+    """The fitting objective (``fit_loss``) of each of the T stacked copies on the minibatch ``x``
+    against ``y`` [T, B, A]: mean squared error, or with ``support`` the two-hot cross-entropy.
 
     Everything comes in as an argument (the network copy, the stacked parameters), so a compiled
     version (``fastpath.probe_loss``) is traced at the first pause and reused at every later one."""
-    return ((_stacked_forward(base, leaves, transposed, buffers, x) - y) ** 2).mean(dim=(1, 2))
+    return fit_loss(_stacked_forward(base, leaves, transposed, buffers, x), y, support)
 
 
 def fit_targets_vectorised(
@@ -128,13 +194,19 @@ def fit_targets_vectorised(
     seed: int,
     curve_every_steps: int,
     compiled: Callable[..., torch.Tensor] | None = None,
+    two_hot_fit: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fit all ``T`` targets at once from copies of ``net``; returns (initial, final, curve).
 
+    ``initial`` and ``final`` are the squared errors of the Q-values on all of X; the curve is the
+    minibatch objective fitted: the same squared error or, with ``two_hot_fit`` on a two-hot
+    network, the two-hot cross-entropy of its logits (``fit_loss``).
     ``compiled``: the run's compiled ``per_target_loss`` (``fastpath.probe_loss``: ``speed.compile`` /
     ``speed.cuda_graphs``) for the minibatch losses; the losses on all of X stay eager."""
     T, device = targets.shape[0], inputs.device
-    base = copy.deepcopy(net)
+    support = two_hot_support(net) if two_hot_fit else None
+    q_net = copy.deepcopy(net)
+    base = q_net if support is None else RawOutputs(q_net)
     trainable = {k: p.requires_grad for k, p in base.named_parameters()}
     stacked, buffers = stack_module_state([base] * T)
     # A stacked Linear weight [T, out, in] is kept as its contiguous transpose [T, in, out] and
@@ -153,17 +225,18 @@ def fit_targets_vectorised(
     def full_loss() -> torch.Tensor:
         base.eval()
         with torch.no_grad():
-            out = _chunked(lambda x: _stacked_forward(base, leaves, transposed, buffers, x), inputs)
-            return ((out - targets) ** 2).mean(dim=(1, 2))
+            out = _chunked(lambda x: _stacked_forward(base, leaves, transposed, buffers, x), inputs, dim=1)
+            q = out if support is None else q_net.head.readout(out)
+            return ((q - targets) ** 2).mean(dim=(1, 2))
 
     minibatch_loss = per_target_loss if compiled is None else compiled
     initial = full_loss()
     base.train()
-    generator = torch.Generator(device).manual_seed(seed)
+    generator = torch.Generator(device).manual_seed(minibatch_seed(seed))
     curve = torch.zeros(T, -(-steps // curve_every_steps), device=device)
     for i in range(steps):
         idx = torch.randint(inputs.shape[0], (batch_size,), generator=generator, device=device)
-        per_target = minibatch_loss(base, leaves, transposed, buffers, inputs[idx], targets[:, idx])
+        per_target = minibatch_loss(base, leaves, transposed, buffers, inputs[idx], targets[:, idx], support)
         optimizer.zero_grad(set_to_none=True)
         per_target.sum().backward()
         optimizer.step()
@@ -180,21 +253,24 @@ def fit_targets_sequential(
     batch_size: int,
     seed: int,
     curve_every_steps: int,
+    two_hot_fit: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The same fit one target at a time (the reference for the vectorised fit)."""
     T, device = targets.shape[0], inputs.device
+    support = two_hot_support(net) if two_hot_fit else None
     initial, final = torch.zeros(T, device=device), torch.zeros(T, device=device)
     curve = torch.zeros(T, -(-steps // curve_every_steps), device=device)
     for j in range(T):
         model = copy.deepcopy(net).eval()
+        fitted = model if support is None else RawOutputs(model)
         optimizer = build_optimizer(optimizer_cfg, [p for p in model.parameters() if p.requires_grad])
         with torch.no_grad():
             initial[j] = ((_chunked(model, inputs) - targets[j]) ** 2).mean()
         model.train()
-        generator = torch.Generator(device).manual_seed(seed)
+        generator = torch.Generator(device).manual_seed(minibatch_seed(seed))
         for i in range(steps):
             idx = torch.randint(inputs.shape[0], (batch_size,), generator=generator, device=device)
-            loss = ((model(inputs[idx]) - targets[j, idx]) ** 2).mean()
+            loss = fit_loss(fitted(inputs[idx]), targets[j, idx], support)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -226,12 +302,14 @@ def plasticity_probe(
         offset = float(_chunked(net, inputs).mean())
     net.train(was_training)
     T = int(probe_cfg.num_targets)
-    targets = make_targets(build_fresh, inputs, [seed * 1000 + j for j in range(T)], offset, probe_cfg.sin_scale)
+    targets = make_targets(build_fresh, inputs, target_seeds(seed, T), offset, probe_cfg.sin_scale)
     args = (net, optimizer_cfg, inputs, targets, probe_cfg.steps, probe_cfg.batch_size, seed, probe_cfg.curve_every_steps)
+    fit = getattr(probe_cfg, "two_hot_fit", "expected_q")
+    two_hot_fit = str(getattr(fit, "value", fit)) == "cross_entropy"
     if probe_cfg.vectorised:
-        initial, final, curve_sum = fit_targets_vectorised(*args, compiled=compiled)
+        initial, final, curve_sum = fit_targets_vectorised(*args, compiled=compiled, two_hot_fit=two_hot_fit)
     else:
-        initial, final, curve_sum = fit_targets_sequential(*args)
+        initial, final, curve_sum = fit_targets_sequential(*args, two_hot_fit=two_hot_fit)
     every, steps = int(probe_cfg.curve_every_steps), int(probe_cfg.steps)
     ends = torch.clamp(torch.arange(1, curve_sum.shape[1] + 1) * every, max=steps)
     counts = ends - torch.arange(curve_sum.shape[1]) * every
