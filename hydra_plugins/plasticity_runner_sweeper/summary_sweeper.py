@@ -46,6 +46,16 @@ def describe_failure(ret: JobReturn, swept: set[str]) -> tuple[int, str]:
     return code, f"  #{num} {' '.join(shown)}  ->  {what}\n      run directory: {where}"
 
 
+def summary(failed: Sequence[JobReturn], swept: set[str], total: int) -> tuple[int, str]:
+    """The multirun's exit status and its summary of the failed runs (one line each)."""
+    described = [describe_failure(r, swept) for r in failed]
+    codes = {code for code, _ in described}
+    code = codes.pop() if len(codes) == 1 else 1
+    lines = [f"plasticity-run: {len(failed)} of {total} runs failed (each run's log: <run directory>/cli.log):"]
+    lines += [line for _, line in described]
+    return code, "\n".join(lines) + "\n"
+
+
 class SummarySweeper(BasicSweeper):
     """``BasicSweeper`` that runs every batch and ends with a summary of the failed runs."""
 
@@ -74,12 +84,8 @@ class SummarySweeper(BasicSweeper):
         return returns
 
     def _exit_with_summary(self, failed: list[JobReturn], swept: set[str], total: int) -> None:
-        described = [describe_failure(r, swept) for r in failed]
-        codes = {code for code, _ in described}
-        code = codes.pop() if len(codes) == 1 else 1
-        lines = [f"plasticity-run: {len(failed)} of {total} runs failed (each run's log: <run directory>/cli.log):"]
-        lines += [line for _, line in described]
-        sys.stderr.write("\n".join(lines) + "\n")
+        code, text = summary(failed, swept, total)
+        sys.stderr.write(text)
         sys.stderr.flush()
         assert self.config is not None and self.hydra_context is not None
         # Hydra calls on_multirun_end only when the sweep returns; call it before exiting instead
