@@ -16,7 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from .config import ConfigError, register_configs
-from .metrics import MetricsWriteError
+from .hydra_glue import EXIT_CONFIG, EXIT_OUTPUTS, fail, inactive_intervention_error, write_hydra_record
+from .metrics import MetricsWriteError, RunFileError
 
 log = logging.getLogger("plasticity_runner")
 
@@ -49,18 +50,23 @@ def _app(cfg: DictConfig) -> None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        summary = train(cfg, run_dir)
+        # Hydra's record (.hydra/) is written only once the run directory has accepted the config
+        summary = train(cfg, run_dir, on_start=lambda: write_hydra_record(run_dir, cfg))
     except ConfigError as exc:
         # Hydra reports typos and wrong types itself; range errors end here, before any metric.
-        print(f"Error in config: {exc}", file=sys.stderr)
-        sys.exit(2)
+        fail(EXIT_CONFIG, f"Error in config: {exc}")
     except MetricsWriteError as exc:
-        print(f"Error writing the run's outputs: {exc}", file=sys.stderr)
-        sys.exit(3)
+        fail(EXIT_OUTPUTS, f"Error writing the run's outputs: {exc}")
+    except RunFileError as exc:
+        fail(EXIT_OUTPUTS, f"Error reading the run's outputs: {exc}")
     print(f"plasticity-run: run {summary['run_id']} {summary['status']}; outputs in {run_dir.resolve()}")
 
 
 def main() -> None:
+    problem = inactive_intervention_error(sys.argv[1:])
+    if problem is not None:
+        print(f"Error in config: {problem}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
     _app()
 
 

@@ -454,6 +454,7 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "total_steps", allow_zero=True)
     _positive(cfg, "log_every_steps")
     _positive(cfg, "checkpoint.keep")
+    _positive(cfg, "torch_threads")  # null: torch's default
     if cfg.on_divergence not in ("stop", "continue"):
         raise ConfigError("on_divergence", f"must be 'stop' or 'continue', got {cfg.on_divergence!r}")
     if OmegaConf.select(cfg, "env.name") in CASE_STUDY_ENVS:

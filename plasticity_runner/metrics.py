@@ -55,6 +55,10 @@ class MetricsWriteError(RuntimeError):
     """The run directory cannot be written (missing permission, full disk, ...)."""
 
 
+class RunFileError(ValueError):
+    """A run's ``run.json`` cannot be read or is not a JSON object (the message names the file)."""
+
+
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` and rename the result to ``path``; remove the temporary on failure."""
     tmp = path.with_name(path.name + ".tmp")
@@ -251,7 +255,15 @@ def load_arrays(run_dir: Path) -> dict[int, dict[str, np.ndarray]]:
 
 
 def load_run_metadata(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / RUN_FILE).read_text())
+    """The parsed ``run.json`` of ``run_dir``; ``RunFileError`` naming the file if it is unreadable."""
+    path = Path(run_dir) / RUN_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFileError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise RunFileError(f"cannot read {path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
 
 
 def load_sweep(path: str | os.PathLike, config_columns: Iterable[str] | None = None) -> pd.DataFrame:

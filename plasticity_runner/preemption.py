@@ -191,7 +191,9 @@ class LogJobFailure(Callback):  # type: ignore[misc,valid-type]
             return
         exc = getattr(job_return, "_return_value", None)
         overrides = " ".join(job_return.overrides or [])
-        if isinstance(exc, BaseException):
+        if getattr(exc, "exit_code", None) is not None:  # hydra_glue.RunFailed: its message says it all
+            log.error("run failed (overrides: %s): %s", overrides, exc)
+        elif isinstance(exc, BaseException):
             log.error("run failed (overrides: %s)", overrides, exc_info=(type(exc), exc, exc.__traceback__))
             traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
         else:

@@ -23,6 +23,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -257,8 +258,10 @@ def run_pause(cfg: DictConfig, state: RunState, writer: MetricsWriter) -> dict[s
     return out
 
 
-# Config keys that may change between a run and its restart in the same directory.
-RESTART_MAY_CHANGE = {"progress", "torch_threads", "checkpoint.keep", "log_every_steps"}
+# Config keys that may change between a run and its restart in the same directory: how the run is
+# shown or where its inputs are found, never what it computes (a requeued job may stage its data
+# set to a per-job scratch path).
+RESTART_MAY_CHANGE = {"progress", "torch_threads", "checkpoint.keep", "log_every_steps", "env.data_dir"}
 
 
 def _check_same_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -279,15 +282,27 @@ def _check_same_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | N
     return meta
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+def _accept(run_dir: Path, config: dict[str, Any], on_start: Callable[[], None] | None) -> dict[str, Any] | None:
+    """``_check_same_run``, then ``on_start()`` if the run will start or resume (not refused, not finished)."""
+    previous = _check_same_run(run_dir, config)
+    if on_start is not None and (previous is None or previous.get("status") not in FINISHED):
+        on_start()
+    return previous
+
+
+def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run one experiment into ``run_dir``, resuming from its newest complete checkpoint.
 
     ``cfg`` is the composed config (``compose()`` in tests, ``@hydra.main`` from the CLI).
+    ``on_start`` is called once the config is valid and the run directory accepts it, before
+    anything is written (the CLI writes Hydra's record of the run there).
     Returns a summary: run id, steps done, status and the last probe scalars.
     """
     validate(cfg)
     if cfg.env.name in CASE_STUDY_ENVS:  # the studies of section 4 run their own loops (case_studies/)
         from .case_studies import run_case_study
+        from .case_studies.common import run_config
+        _accept(Path(run_dir), run_config(cfg), on_start)
         return run_case_study(cfg, run_dir)
     run_dir = Path(run_dir)
     if cfg.torch_threads:
@@ -295,7 +310,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     config["interventions"] = interventions_lib.active_names(interventions_lib.build_interventions(cfg.intervention))
-    previous = _check_same_run(run_dir, config)
+    previous = _accept(run_dir, config, on_start)
     if previous is not None and previous.get("status") in FINISHED:
         log.info("run %s is already %s (%s); nothing to do", previous["run_id"], previous["status"], run_dir)
         return {"run_id": previous["run_id"], "run_dir": str(run_dir), "steps": previous.get("steps_done"),

@@ -75,6 +75,7 @@ def test_wheel_ships_the_configs(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     package = REPO / "plasticity_runner"
     sources = {f"plasticity_runner/{p.relative_to(package)}" for p in package.rglob("*.py")}
+    sources |= {str(p.relative_to(REPO)) for p in (REPO / "hydra_plugins").rglob("*.py")}
     configs = {f"plasticity_runner/configs/{p.relative_to(REPO / 'configs')}" for p in (REPO / "configs").rglob("*.yaml")}
     assert "plasticity_runner/configs/config.yaml" in configs
     assert sources <= names, sorted(sources - names)

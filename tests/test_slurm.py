@@ -172,6 +172,16 @@ def test_failing_slurm_job_fails_the_multirun_loudly(sweep_dir):
     assert "DatasetNotFoundError" in (sweep_dir / "1" / "cli.log").read_text()
 
 
+@needs_cluster
+def test_config_error_in_one_slurm_job_fails_it_alone(sweep_dir):
+    res = _run(multirun_cmd(sweep_dir, *SLURM, "probe.num_targets=-1,2"), cwd=sweep_dir.parent, timeout=400)
+    assert res.returncode == 2, res.stderr[-3000:]  # the failed run's status: a config error
+    assert "1 of 2 runs failed" in res.stderr and "#0 probe.num_targets=-1" in res.stderr
+    assert "UncompletedJobError" not in res.stderr
+    assert json.loads((sweep_dir / "1" / "run.json").read_text())["status"] == "complete"
+    assert "probe.num_targets" in (sweep_dir / "0" / "cli.log").read_text()
+
+
 # ------------------------------------------------------------------------------ local launcher
 
 

@@ -1,0 +1,93 @@
+"""Hydra's basic sweeper, except that a failed run does not hide the others' failures.
+
+Hydra's ``BasicSweeper`` re-raises the first failed run of a batch, so ``plasticity-run -m`` shows
+one failure and exits 1. ``SummarySweeper`` (``hydra.sweeper._target_`` in ``configs/config.yaml``)
+launches every batch whatever failed, then prints one line per failed run (its job number, the
+swept overrides, its error, its directory) and exits non-zero: with the exit status of the failed
+runs when they all share one (2: config error, 3: outputs; ``plasticity_runner.hydra_glue``),
+else 1. Every launcher works with it (basic, ``hydra/launcher=local``, ``hydra/launcher=slurm``):
+a failed run comes back as a FAILED JobReturn holding its exception.
+
+Kept free of plasticity_runner imports: Hydra imports every module under ``hydra_plugins`` at start.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, List, Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""
+
+
+def describe_failure(ret: JobReturn, swept: set[str]) -> tuple[int, str]:
+    """Exit status and one summary line of a failed run."""
+    exc = ret._return_value
+    code = getattr(exc, "exit_code", None)
+    shown = [o for o in (ret.overrides or []) if o.split("=", 1)[0].lstrip("+~") in swept] or list(ret.overrides or [])
+    try:
+        num = ret.hydra_cfg.hydra.job.num
+        where = ret.hydra_cfg.hydra.runtime.output_dir
+    except Exception:  # noqa: BLE001 - a JobReturn without its Hydra config: say less
+        num, where = "?", "?"
+    if isinstance(code, int):
+        what = f"exit {code}: {exc}"
+    else:
+        code = 1
+        what = f"{type(exc).__name__}: {_first_line(exc)}" if isinstance(exc, BaseException) else repr(exc)
+    return code, f"  #{num} {' '.join(shown)}  ->  {what}\n      run directory: {where}"
+
+
+def summary(failed: Sequence[JobReturn], swept: set[str], total: int) -> tuple[int, str]:
+    """The multirun's exit status and its summary of the failed runs (one line each)."""
+    described = [describe_failure(r, swept) for r in failed]
+    codes = {code for code, _ in described}
+    code = codes.pop() if len(codes) == 1 else 1
+    lines = [f"plasticity-run: {len(failed)} of {total} runs failed (each run's log: <run directory>/cli.log):"]
+    lines += [line for _, line in described]
+    return code, "\n".join(lines) + "\n"
+
+
+class SummarySweeper(BasicSweeper):
+    """``BasicSweeper`` that runs every batch and ends with a summary of the failed runs."""
+
+    def sweep(self, arguments: List[str]) -> Any:
+        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        params = self._parse_config() + list(arguments)
+        parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(params)
+        swept = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
+        returns: List[Sequence[JobReturn]] = []
+        failed: list[JobReturn] = []
+        # the batches and the sweep directory as BasicSweeper.sweep makes them
+        self.overrides = self.split_arguments(parsed, self.max_batch_size)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        initial_job_idx = 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            self.validate_batch_is_legal(batch)
+            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            failed += [r for r in results if r.status != JobStatus.COMPLETED]
+            initial_job_idx += len(batch)
+            returns.append(results)
+        if failed:
+            self._exit_with_summary(failed, swept, total=initial_job_idx)
+        return returns
+
+    def _exit_with_summary(self, failed: list[JobReturn], swept: set[str], total: int) -> None:
+        code, text = summary(failed, swept, total)
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        assert self.config is not None and self.hydra_context is not None
+        # Hydra calls on_multirun_end only when the sweep returns; call it before exiting instead
+        self.hydra_context.callbacks.on_multirun_end(config=self.config, config_name=self.config.hydra.job.config_name)
+        raise SystemExit(code)  # not an Exception: Hydra passes it on, the process exits with `code`
