@@ -34,6 +34,21 @@ def config_dir() -> str:
 register_configs()
 
 
+def register_sweeper() -> None:
+    """Register the summary sweeper (``hydra_plugins/plasticity_runner_sweeper``) with Hydra by hand:
+    Hydra finds plugins by scanning the ``hydra_plugins`` namespace package, and an editable install
+    (``pip install -e .``) maps that package through an import hook the scan cannot see."""
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()  # first: its scan re-imports Hydra's core plugins (BasicSweeper among them)
+    from hydra_plugins.plasticity_runner_sweeper.summary_sweeper import SummarySweeper
+
+    plugins.register(SummarySweeper)
+
+
+register_sweeper()
+
+
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """The config ``plasticity-run <overrides>`` would run with, for scripts and tests."""
     from hydra import compose, initialize_config_dir
