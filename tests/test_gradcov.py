@@ -200,3 +200,27 @@ def test_per_input_eps_neg_frac_is_a_coin_flip_whatever_the_interference():
             per_input = gradient_covariance(perturbation_sample_losses(net, inputs, eps_seed), num_clusters=2)
             # one output: C_ij = s_i s_j C^shared_ij with s_i = sign(eps_i), a coin flip per input
             assert abs(per_input.scalars()["gradcov_neg_frac"] - 0.5) < 0.1, eps_seed
+
+
+def test_the_trainer_passes_the_shared_eps_choice_to_the_gradient_covariance(tmp_path, monkeypatch):
+    from plasticity_runner.probes import diagnostics
+    from plasticity_runner.trainer import train
+
+    from .conftest import make_cfg
+
+    seen = []
+    original = diagnostics.perturbation_sample_losses
+
+    def recording(net, inputs, eps_seed, shared=False):
+        losses = original(net, inputs, eps_seed, shared=shared)
+        seen.append((shared, losses.samples[1] - net(inputs).detach()))
+        return losses
+
+    monkeypatch.setattr(diagnostics, "perturbation_sample_losses", recording)
+    off = ["diagnostics.statistics.enabled=false", "diagnostics.curvature.enabled=false", "probe.enabled=false"]
+    for loss, shared in (("perturbation_shared", True), ("perturbation", False)):
+        seen.clear()
+        train(make_cfg(off + [f"diagnostics.gradcov.loss={loss}", "checkpoint.enabled=false"]), tmp_path / loss)
+        assert seen and all(s == shared for s, _ in seen), loss
+        eps = seen[-1][1]
+        assert (eps.std(0).max() < 1e-5) == shared  # one eps for every input, or one per input
