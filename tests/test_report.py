@@ -189,13 +189,17 @@ def test_figure3_plasticity_loss_needs_a_probe_at_step_0(tmp_path):
         scalars = {first: {"probe": probe_values(0.2)},
                    10000: {"probe": probe_values(0.3 + 0.1 * seed), "stats": {"param_norm": 1.0 + seed}}}
         make_run(tmp_path, f"r{seed}", config(seed), scalars)
+    # a run still at its first pause: P(T) - P(0) would be an exact 0 that no training produced
+    make_run(tmp_path, "r4", config(4), {0: {"probe": probe_values(0.9), "stats": {"param_norm": 9.0}}})
     frame = load_sweep(tmp_path)
     points = falsification_points(frame, {"weight norm": ("stats", "param_norm")})
     assert sorted(points["plasticity"]) == pytest.approx([-0.3, -0.2, -0.1])
     assert [p.rsplit("/", 1)[-1] for p in points.attrs["no_step0"]] == ["r3"]
+    assert [p.rsplit("/", 1)[-1] for p in points.attrs["only_step0"]] == ["r4"]
     result = figure3_falsification(frame, {"weight norm": ("stats", "param_norm")})
     assert any("no probe at step 0" in n and "r3" in n for n in result.notes)
-    assert len(falsification_points(frame, {"weight norm": ("stats", "param_norm")}, y="plasticity")) == 4
+    assert any("step 0 only" in n and "r4" in n for n in result.notes)
+    assert len(falsification_points(frame, {"weight norm": ("stats", "param_norm")}, y="plasticity")) == 5
 
 
 def test_figure3_uses_statistic_nearest_last_pause_and_plasticity_loss(tmp_path):

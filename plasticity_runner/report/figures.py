@@ -516,8 +516,9 @@ def falsification_points(
     default; section 2.2, with ``P = probe/plasticity = b - probe loss`` of eq. 5, so a negative
     value is plasticity lost) with ``T`` its last probe pause, or ``P(T)`` itself
     (``y="plasticity"``). ``value`` is the statistic at the step nearest ``T`` (the earlier one on a
-    tie). A run whose first probe pause is not step 0 has no ``P(0)``: for ``plasticity_loss`` it is
-    left out and listed in ``points.attrs["no_step0"]``. A non-finite plasticity (diverged run)
+    tie). A run whose first probe pause is not step 0 has no ``P(0)``, and one probed at step 0
+    only has no ``T > 0``: for ``plasticity_loss`` they are left out and listed in
+    ``points.attrs["no_step0"]`` and ``points.attrs["only_step0"]``. A non-finite plasticity (diverged run)
     is kept here and left out of the correlations. ``group`` labels environment and observation
     space (the ``color_keys`` that vary among the points); the columns of ``FIG3_CONFIG_KEYS`` that
     the sweep has hold each run's config values.
@@ -531,10 +532,12 @@ def falsification_points(
         return pd.DataFrame(columns=["run_dir", "statistic", "step", "value", "plasticity", "group"])
     last = last_row(plast)
     no_step0: list[str] = []
+    only_step0: list[str] = []
     if y == "plasticity_loss":
         first = first_row(plast)
         no_step0 = sorted(first.index[first["step"] != 0])
-        last = last.drop(index=no_step0)
+        only_step0 = sorted(last.index[last["step"] == 0])  # no later pause yet: T = 0, no loss to show
+        last = last.drop(index=no_step0 + only_step0)
         last["value"] = last["value"] - first.loc[last.index, "value"]
     rows = []
     for stat, metric in statistics.items():
@@ -559,6 +562,7 @@ def falsification_points(
         for k in config_keys:
             points[k] = points["run_dir"].map(values[k])
     points.attrs["no_step0"] = no_step0
+    points.attrs["only_step0"] = only_step0
     return points
 
 
@@ -681,6 +685,10 @@ def figure3_falsification(
     if points.attrs.get("no_step0"):
         skipped = points.attrs["no_step0"]
         notes.append(f"Left out, no probe at step 0 (no P(0)): {len(skipped)} run(s): "
+                     + ", ".join(_run_name(r) for r in skipped[:10]) + (" ..." if len(skipped) > 10 else "") + ".")
+    if points.attrs.get("only_step0"):
+        skipped = points.attrs["only_step0"]
+        notes.append(f"Left out, probed at step 0 only (no P(T) with T > 0 yet): {len(skipped)} run(s): "
                      + ", ".join(_run_name(r) for r in skipped[:10]) + (" ..." if len(skipped) > 10 else "") + ".")
     if len(archs) > 1:
         notes.append("Marker shape is the architecture: " + ", ".join(f"{a} {markers[a]}" for a in archs) + ".")
