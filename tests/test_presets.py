@@ -60,7 +60,9 @@ TINY = {
 FAST = {
     "fig6_interventions": ["env.dataset=digits", "architecture=mlp", "architecture.width=16"],
     "fig5_width": ["env.dataset=digits", "agent.target_update_steps=2"],
-    "fig3_falsification": ["env.dataset=digits", "architecture=mlp", "architecture.width=16", "optimizer=adam", "seed=0"],
+    "fig3_falsification": [
+        "env.dataset=digits", "architecture=mlp", "architecture.width=16", "optimizer=adam", "seed=0",
+    ],
 }
 
 

@@ -171,7 +171,8 @@ def test_figure3_sign_flips_along_observation_spaces_and_reward_structures(tmp_p
 def test_cli_fig3_y_flag(tmp_path, capsys):
     expected = classification_sweep(tmp_path, np.random.default_rng(3), datasets=("mnist",), seeds=3)
     points_csv = tmp_path / "report" / "tables" / "figure3_falsification__points.csv"
-    for flag, field in ((None, "plasticity_loss"), ("plasticity_loss", "plasticity_loss"), ("plasticity", "plasticity")):
+    cases = ((None, "plasticity_loss"), ("plasticity_loss", "plasticity_loss"), ("plasticity", "plasticity"))
+    for flag, field in cases:
         args = [str(tmp_path), "--formats", "png"] + (["--fig3-y", flag] if flag else [])
         assert cli.main(args) == 0
         points = pd.read_csv(points_csv)

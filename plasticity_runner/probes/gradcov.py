@@ -132,7 +132,9 @@ def td_sample_losses(agent: Any, batch: Any) -> SampleLosses:
     return SampleLosses(_TDLoss(shadow.online), (batch.o_tm1, batch.a_tm1, target))
 
 
-def perturbation_sample_losses(net: nn.Module, inputs: torch.Tensor, eps_seed: int, shared: bool = False) -> SampleLosses:
+def perturbation_sample_losses(
+    net: nn.Module, inputs: torch.Tensor, eps_seed: int, shared: bool = False
+) -> SampleLosses:
     """The probe loss of section 4.2 for each input: ``mean_a (f(x)_a - y_a)^2``, ``y = f(x) + eps``.
 
     ``shared=False``: ``eps ~ N(0, I)`` drawn per input and output (``curvature.perturbation_target``,
