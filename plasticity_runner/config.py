@@ -57,7 +57,8 @@ class Pool(str, enum.Enum):
 
 class GradCovLoss(str, enum.Enum):
     td = "td"  # the agent's TD loss of each transition (eq. 1; A.1)
-    perturbation = "perturbation"  # [f(x) - sg(f(x) + eps)]^2 of section 4.2
+    perturbation = "perturbation"  # [f(x) - sg(f(x) + eps)]^2 of section 4.2, eps per input (signs: coin flips)
+    perturbation_shared = "perturbation_shared"  # the same loss, one eps per output shared by all inputs
 
 
 class TwoHotFit(str, enum.Enum):
@@ -486,6 +487,10 @@ def _validate_case_study(cfg: DictConfig) -> None:
     for key in keys:
         _positive(cfg, f"env.{key}")
     _unit(cfg, "agent.gamma")  # the Brownian study's Q-learning loss uses the agent's discount
+    gradcov_loss = cfg.diagnostics.gradcov.loss
+    if cfg.env.name == "brownian" and str(getattr(gradcov_loss, "value", gradcov_loss)) == "td":
+        raise ConfigError("diagnostics.gradcov.loss", "env=brownian measures C_k on the probe loss of section "
+                          "4.2, not the TD loss; choose perturbation_shared (experiment=fig2_brownian) or perturbation")
     active = [k for k, v in cfg.intervention.items() if v is not None]
     if active:
         raise ConfigError(

@@ -195,6 +195,9 @@ def test_cli_runs_both_case_studies_and_load_sweep_reads_them(tmp_path):
             assert br[(br.phase == phase) & (br.metric == metric)].step.tolist() == [0, 20, 40], (phase, metric)
     at0 = br[br.step == 0].pivot_table(index="metric", columns="phase", values="value")
     np.testing.assert_allclose(at0["gd"], at0["brownian"])  # one initialisation, one X, one eps
+    # eps shared by the inputs: at initialisation the tangent kernel of these images has no
+    # negative entry (per-input eps would put neg_frac near 0.5 whatever the parameters)
+    assert at0.loc["gradcov_neg_frac", "gd"] < 0.1
     arrays = load_arrays(root / "brownian")
     assert sorted(arrays) == [0, 20, 40]
     for p in ("gd", "brownian"):
@@ -224,6 +227,11 @@ def test_case_study_validation():
         validate(compose_config(MEMORIZATION_TINY + ["intervention=[layer_norm]"]))
     with pytest.raises(ConfigError, match="env.measure_every_steps"):
         validate(compose_config(BROWNIAN_TINY + ["env.measure_every_steps=-1"]))
+    # C_k of the case study is on the probe loss of 4.2, never the TD loss the config defaults to
+    assert compose_config(BROWNIAN_TINY).diagnostics.gradcov.loss.value == "perturbation_shared"
+    with pytest.raises(ConfigError, match="diagnostics.gradcov.loss"):
+        validate(compose_config(["env=brownian"]))
+    validate(compose_config(BROWNIAN_TINY + ["diagnostics.gradcov.loss=perturbation"]))
 
 
 def test_finished_run_is_kept_and_interrupted_run_starts_over(tmp_path):

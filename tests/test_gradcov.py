@@ -6,6 +6,7 @@ import copy
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -139,3 +140,87 @@ def test_frozen_parameters_are_left_out():
     )
     spectrum = hessian_spectrum(net, inputs, 2, cfg)
     assert spectrum.num_params == sum(p.numel() for p in trainable)
+
+
+# ------------------------------------------------------------------------ eps shared vs per input
+
+
+def test_shared_eps_gram_matches_the_tangent_kernel_along_eps():
+    """eps shared by the inputs: g_i = -(2/A) J_i^T eps, so G = (4/A^2) [eps^T J_i J_j^T eps]."""
+    torch.manual_seed(0)
+    num_outputs, k = 4, 16
+    net = build_network(OmegaConf.create(dict(name="mlp", width=16, num_layers=2)), (3,), num_outputs).double().eval()
+    inputs = torch.randn(k, 3, dtype=torch.float64)
+    losses = perturbation_sample_losses(net, inputs, eps_seed=5, shared=True)
+    eps = losses.samples[1] - net(inputs).detach()
+    torch.testing.assert_close(eps, eps[:1].expand_as(eps), rtol=0, atol=1e-12)  # one eps for every input
+    # the oracle: the gradient of f(x_i) . eps, one input at a time, times -2/A
+    expected = loop_gram(net, lambda i: -(2 / num_outputs) * (net(inputs[i : i + 1])[0] * eps[0]).sum(), k)
+    for factorise in (True, False):
+        gram = gradient_gram(losses, chunk_size=5, factorise_linear=factorise)
+        torch.testing.assert_close(gram, expected, rtol=1e-10, atol=1e-12)
+    # the per-input variant draws a different eps for each input
+    per_input = perturbation_sample_losses(net, inputs, eps_seed=5)
+    assert (per_input.samples[1] - net(inputs).detach()).std(0).min() > 0.1
+
+
+def _two_cluster_linear(k_a: int, k_b: int):
+    """f(x) = w . x + b on inputs +-2 e_1: grad f = [x, 1], so <g_i, g_j> ~ x_i . x_j + 1 = 5 or -3."""
+    net = torch.nn.Linear(3, 1).double()
+    x = torch.zeros(k_a + k_b, 3, dtype=torch.float64)
+    x[:k_a, 0], x[k_a:, 0] = 2.0, -2.0
+    x[:, 1:] = 0.0
+    return net, x
+
+
+def test_shared_eps_neg_frac_is_the_hand_computed_interference():
+    k_a, k_b = 12, 4
+    net, x = _two_cluster_linear(k_a, k_b)
+    cov = gradient_covariance(perturbation_sample_losses(net, x, eps_seed=3, shared=True), num_clusters=2)
+    # one output: C_ij = (x_i . x_j + 1) / (|x_i|^2 + 1) = 1 within a cluster, -3/5 across
+    same = (torch.arange(k_a + k_b) < k_a)[:, None] == (torch.arange(k_a + k_b) < k_a)[None, :]
+    expected = torch.full(same.shape, -3 / 5, dtype=torch.float64)
+    expected[same] = 1.0
+    torch.testing.assert_close(cov.matrix, expected, rtol=0, atol=1e-12)
+    k = k_a + k_b
+    assert cov.scalars()["gradcov_neg_frac"] == pytest.approx(2 * k_a * k_b / (k * (k - 1)))  # 0.4, not 0.5
+
+
+def test_per_input_eps_neg_frac_is_a_coin_flip_whatever_the_interference():
+    """Why per-input eps is not the default for C_k: its neg_frac sits near 0.5 at parameters where
+    the shared-eps C_k has no negative entry and where it has 40% of them."""
+    torch.manual_seed(0)
+    mlp = build_network(OmegaConf.create(dict(name="mlp", width=16, num_layers=2)), (3,), 1).double().eval()
+    mlp_inputs = torch.randn(64, 3, dtype=torch.float64)
+    linear, linear_inputs = _two_cluster_linear(48, 16)
+    for net, inputs, shared_neg_frac in ((mlp, mlp_inputs, 0.0), (linear, linear_inputs, 2 * 48 * 16 / (64 * 63))):
+        shared = gradient_covariance(perturbation_sample_losses(net, inputs, 3, shared=True), num_clusters=2)
+        assert shared.scalars()["gradcov_neg_frac"] == pytest.approx(shared_neg_frac, abs=1e-12)
+        for eps_seed in range(4):
+            per_input = gradient_covariance(perturbation_sample_losses(net, inputs, eps_seed), num_clusters=2)
+            # one output: C_ij = s_i s_j C^shared_ij with s_i = sign(eps_i), a coin flip per input
+            assert abs(per_input.scalars()["gradcov_neg_frac"] - 0.5) < 0.1, eps_seed
+
+
+def test_the_trainer_passes_the_shared_eps_choice_to_the_gradient_covariance(tmp_path, monkeypatch):
+    from plasticity_runner.probes import diagnostics
+    from plasticity_runner.trainer import train
+
+    from .conftest import make_cfg
+
+    seen = []
+    original = diagnostics.perturbation_sample_losses
+
+    def recording(net, inputs, eps_seed, shared=False):
+        losses = original(net, inputs, eps_seed, shared=shared)
+        seen.append((shared, losses.samples[1] - net(inputs).detach()))
+        return losses
+
+    monkeypatch.setattr(diagnostics, "perturbation_sample_losses", recording)
+    off = ["diagnostics.statistics.enabled=false", "diagnostics.curvature.enabled=false", "probe.enabled=false"]
+    for loss, shared in (("perturbation_shared", True), ("perturbation", False)):
+        seen.clear()
+        train(make_cfg(off + [f"diagnostics.gradcov.loss={loss}", "checkpoint.enabled=false"]), tmp_path / loss)
+        assert seen and all(s == shared for s, _ in seen), loss
+        eps = seen[-1][1]
+        assert (eps.std(0).max() < 1e-5) == shared  # one eps for every input, or one per input

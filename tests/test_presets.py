@@ -41,6 +41,7 @@ TINY = {
     "fig6_interventions": RL_TINY + ["agent.target_update_steps=2"],
     "fig5_width": RL_TINY,
     "paper_classification": RL_TINY + ["agent.target_update_steps=2"],
+    "fig3_falsification": RL_TINY + ["agent.target_update_steps=2"],
     "atari_ln": RL_TINY + [
         "env.eval_every_steps=4", "env.eval_episodes=1", "env.max_episode_frames=200", "agent.target_update_steps=2",
     ],
@@ -59,6 +60,9 @@ TINY = {
 FAST = {
     "fig6_interventions": ["env.dataset=digits", "architecture=mlp", "architecture.width=16"],
     "fig5_width": ["env.dataset=digits", "agent.target_update_steps=2"],
+    "fig3_falsification": [
+        "env.dataset=digits", "architecture=mlp", "architecture.width=16", "optimizer=adam", "seed=0",
+    ],
 }
 
 
@@ -130,3 +134,27 @@ def test_preset_multirun_fast(preset, tmp_path):
 def test_preset_multirun_full_grid(preset, tmp_path, mnist_dir, cifar_dir):
     """Every job of the grid, on small fixture copies of MNIST and CIFAR-10."""
     check_grid(preset, [f"env.data_dir={tmp_path}"], tmp_path / "sweep")
+
+
+def test_fig3_grid_is_the_papers_and_every_combination_validates():
+    """Sections 3.2 / 5.1: three tasks x MNIST, CIFAR-10 x MLP, CNN (x optimizers x seeds)."""
+    from omegaconf import OmegaConf
+
+    from plasticity_runner.cli import compose_config
+    from plasticity_runner.config import Task, validate
+
+    grid = sweep_params("fig3_falsification")
+    assert set(grid["env.task"]) == {t.value for t in Task}
+    assert set(grid["env.dataset"]) == {"mnist", "cifar10"}
+    assert set(grid["architecture"]) == {"mlp", "cnn"}
+    assert len(grid["optimizer"]) >= 2 and len(grid["seed"]) >= 2
+    assert [int(v) for v in grid.pop("seed")] == list(range(5))  # the seed changes nothing validate() checks
+    keys = list(grid)
+    for values in itertools.product(*grid.values()):
+        cfg = compose_config(["experiment=fig3_falsification", *(f"{k}={v}" for k, v in zip(keys, values))])
+        validate(cfg)
+        for key, value in zip(keys, values):
+            got = cfg[key]["name"] if key in ("optimizer", "architecture") else OmegaConf.select(cfg, key)
+            assert str(getattr(got, "value", got)) == value, key
+        assert cfg.agent.target_update_steps == 1000 and cfg.probe.every_steps == 5000
+        assert cfg.diagnostics.statistics.enabled

@@ -72,23 +72,29 @@ def stat_values(norm, frank, wrank, dead):
     return {"param_norm": norm, "feature_srank_delta0.01": frank, "weight_rank_mean": wrank, "dead_frac": dead}
 
 
-def classification_sweep(root, rng, datasets=("mnist", "cifar10"), seeds=5):
-    """Runs whose weight norm correlates + with plasticity on mnist and - on cifar10."""
+def classification_sweep(root, rng, datasets=("mnist", "cifar10"), seeds=5, tasks=("true_label",)):
+    """Runs whose weight norm correlates + with plasticity loss P(T) - P(0) on mnist and - on
+    cifar10, and whose dead fraction correlates + with it on true_label and - on other tasks."""
     expected = {}
-    for dataset in datasets:
+    for dataset, task in [(d, t) for d in datasets for t in tasks]:
         sgn = 1.0 if dataset == "mnist" else -1.0
+        sgn_task = 1.0 if task == "true_label" else -1.0
         for seed in range(seeds):
             losses = rng.uniform(0.1, 0.9, size=3)
             plast_last = 1.0 - losses[-1]
-            norm = 10 + sgn * 5 * plast_last + rng.normal(0, 0.3)
-            stats_last = stat_values(norm, rng.uniform(5, 50), rng.uniform(10, 60), rng.uniform(0, 0.5))
+            plast_loss = losses[0] - losses[-1]  # P(T) - P(0), baseline 1 at both pauses
+            norm = 10 + sgn * 5 * plast_loss + rng.normal(0, 0.3)
+            dead = 0.25 + sgn_task * 0.2 * plast_loss + rng.normal(0, 0.01)
+            stats_last = stat_values(norm, rng.uniform(5, 50), rng.uniform(10, 60), dead)
             scalars = {
                 0: {"probe": probe_values(losses[0]), "stats": stat_values(10, 50, 60, 0.0)},
                 5000: {"probe": probe_values(losses[1]), "stats": stat_values(11, 40, 50, 0.1)},
                 10000: {"probe": probe_values(losses[2]), "stats": stats_last},
             }
-            run = make_run(root, f"{dataset}_{seed}", config(seed, dataset=dataset), scalars)
-            expected[str(run)] = {"dataset": dataset, "plasticity": plast_last, **stats_last}
+            name = f"{dataset}_{seed}" if len(tasks) == 1 else f"{dataset}_{task}_{seed}"
+            run = make_run(root, name, config(seed, dataset=dataset, task=task), scalars)
+            expected[str(run)] = {"dataset": dataset, "task": task, "plasticity_loss": plast_loss,
+                                  "plasticity": plast_last, **stats_last}
     return expected
 
 
@@ -99,20 +105,21 @@ def test_figure3_correlations_equal_numpy(tmp_path):
     rng = np.random.default_rng(0)
     expected = classification_sweep(tmp_path, rng)
     frame = load_sweep(tmp_path)
-    result = figure3_falsification(frame)
+    result = figure3_falsification(frame)  # y defaults to the plasticity loss P(T) - P(0)
+    assert "P(T) - P(0)" in result.figure.axes[0].get_ylabel()
     corr = result.tables["correlations"]
     for stat, (_, metric) in N.STATISTICS.items():
         for dataset in ("mnist", "cifar10"):
             runs = [v for v in expected.values() if v["dataset"] == dataset]
             x = np.array([v[metric] for v in runs])
-            y = np.array([v["plasticity"] for v in runs])
+            y = np.array([v["plasticity_loss"] for v in runs])
             want = np.corrcoef(x, y)[0, 1]
             row = corr[(corr["statistic"] == stat) & (corr["group"] == dataset)]
             assert len(row) == 1 and row["n"].iloc[0] == 5
             assert row["pearson_r"].iloc[0] == pytest.approx(want, abs=1e-12)
             assert row["sign"].iloc[0] == ("+" if want > 0 else "-")
         x = np.array([v[metric] for v in expected.values()])
-        y = np.array([v["plasticity"] for v in expected.values()])
+        y = np.array([v["plasticity_loss"] for v in expected.values()])
         pooled = corr[(corr["statistic"] == stat) & (corr["group"] == "(all)")]["pearson_r"].iloc[0]
         assert pooled == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
     summary = result.tables["summary"].set_index("statistic")
@@ -120,6 +127,80 @@ def test_figure3_correlations_equal_numpy(tmp_path):
     assert summary.loc["weight norm", "positive"] == 1 and summary.loc["weight norm", "negative"] == 1
     assert len(result.figure.axes) == 4
     assert sum(len(c.get_offsets()) for c in result.figure.axes[0].collections) == 10  # one point per run
+
+
+def test_figure3_plasticity_at_the_last_pause_on_request(tmp_path):
+    expected = classification_sweep(tmp_path, np.random.default_rng(1), datasets=("mnist",))
+    result = figure3_falsification(load_sweep(tmp_path), y="plasticity")
+    assert result.figure.axes[0].get_ylabel().startswith("plasticity P(T)")
+    row = result.tables["correlations"].query("statistic == 'weight norm' and group == '(all)'")
+    x = np.array([v["param_norm"] for v in expected.values()])
+    y = np.array([v["plasticity"] for v in expected.values()])
+    assert row["pearson_r"].iloc[0] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    with pytest.raises(ValueError, match="plasticity_loss"):
+        falsification_points(load_sweep(tmp_path), y="probe_loss")
+
+
+PAPER_CONTRASTS = {("observation space", "weight norm"), ("observation space", "weight rank"),
+                   ("reward structure", "feature rank"), ("reward structure", "dead units")}  # fig. 3 caption
+
+
+def test_figure3_sign_flips_along_observation_spaces_and_reward_structures(tmp_path):
+    rng = np.random.default_rng(2)
+    expected = classification_sweep(tmp_path, rng, seeds=4, tasks=("true_label", "random_label", "sparse_reward"))
+    result = figure3_falsification(load_sweep(tmp_path))
+    corr = result.tables["contrast_correlations"]
+    summary = result.tables["contrast_summary"].set_index(["contrast", "statistic"])
+    for contrast, field, levels in (("observation space", "dataset", ("mnist", "cifar10")),
+                                    ("reward structure", "task", ("true_label", "random_label", "sparse_reward"))):
+        for stat, (_, metric) in N.STATISTICS.items():
+            for level in levels:  # pooled over the other factor: 12 runs per dataset, 8 per task
+                runs = [v for v in expected.values() if v[field] == level]
+                want = np.corrcoef([v[metric] for v in runs], [v["plasticity_loss"] for v in runs])[0, 1]
+                row = corr[(corr.contrast == contrast) & (corr.statistic == stat) & (corr.level == level)]
+                assert len(row) == 1 and row["n"].iloc[0] == len(runs)
+                assert row["pearson_r"].iloc[0] == pytest.approx(want, abs=1e-12)
+            assert summary.loc[(contrast, stat), "paper"] == ((contrast, stat) in PAPER_CONTRASTS)
+    # built to flip: weight norm across observation spaces, dead units across reward structures
+    assert summary.loc[("observation space", "weight norm"), "sign_flips"] == "yes"
+    assert summary.loc[("reward structure", "dead units"), "sign_flips"] == "yes"
+    assert summary.loc[("reward structure", "dead units"), ["positive", "negative"]].tolist() == [1, 2]
+    assert summary.loc[("observation space", "dead units"), "levels"] == 2
+
+
+def test_cli_fig3_y_flag(tmp_path, capsys):
+    expected = classification_sweep(tmp_path, np.random.default_rng(3), datasets=("mnist",), seeds=3)
+    points_csv = tmp_path / "report" / "tables" / "figure3_falsification__points.csv"
+    cases = ((None, "plasticity_loss"), ("plasticity_loss", "plasticity_loss"), ("plasticity", "plasticity"))
+    for flag, field in cases:
+        args = [str(tmp_path), "--formats", "png"] + (["--fig3-y", flag] if flag else [])
+        assert cli.main(args) == 0
+        points = pd.read_csv(points_csv)
+        got = sorted(points[points.statistic == "weight norm"]["plasticity"])
+        assert got == pytest.approx(sorted(v[field] for v in expected.values())), flag
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli.main([str(tmp_path), "--fig3-y", "probe_loss"])
+    assert exc.value.code == 2 and "--fig3-y" in capsys.readouterr().err
+
+
+def test_figure3_plasticity_loss_needs_a_probe_at_step_0(tmp_path):
+    for seed in range(4):
+        first = 0 if seed < 3 else 5000  # the last run's first probe is not at step 0
+        scalars = {first: {"probe": probe_values(0.2)},
+                   10000: {"probe": probe_values(0.3 + 0.1 * seed), "stats": {"param_norm": 1.0 + seed}}}
+        make_run(tmp_path, f"r{seed}", config(seed), scalars)
+    # a run still at its first pause: P(T) - P(0) would be an exact 0 that no training produced
+    make_run(tmp_path, "r4", config(4), {0: {"probe": probe_values(0.9), "stats": {"param_norm": 9.0}}})
+    frame = load_sweep(tmp_path)
+    points = falsification_points(frame, {"weight norm": ("stats", "param_norm")})
+    assert sorted(points["plasticity"]) == pytest.approx([-0.3, -0.2, -0.1])
+    assert [p.rsplit("/", 1)[-1] for p in points.attrs["no_step0"]] == ["r3"]
+    assert [p.rsplit("/", 1)[-1] for p in points.attrs["only_step0"]] == ["r4"]
+    result = figure3_falsification(frame, {"weight norm": ("stats", "param_norm")})
+    assert any("no probe at step 0" in n and "r3" in n for n in result.notes)
+    assert any("step 0 only" in n and "r4" in n for n in result.notes)
+    assert len(falsification_points(frame, {"weight norm": ("stats", "param_norm")}, y="plasticity")) == 5
 
 
 def test_figure3_uses_statistic_nearest_last_pause_and_plasticity_loss(tmp_path):

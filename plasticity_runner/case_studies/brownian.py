@@ -15,8 +15,11 @@ The loop, top to bottom:
    * the target network is copied from ``theta^GD`` every ``env.target_update_steps``;
 4. at step 0, every ``env.measure_every_steps`` and at the end, on both trajectories (``measure``):
    the Hessian eigenvalue density of the probe loss ``l(theta) = mean [f_theta(X) - sg(f_theta(X) + eps)]^2``
-   (``probes.curvature.hessian_spectrum``, sizes from ``diagnostics.curvature``) and the gradient
-   covariance ``C_k`` of the same loss per input (``probes.gradcov``, ``k = diagnostics.gradcov.k``).
+   (``probes.curvature.hessian_spectrum``, sizes from ``diagnostics.curvature``, ``eps`` drawn per
+   input) and the gradient covariance ``C_k`` of the same loss per input (``probes.gradcov``,
+   ``k = diagnostics.gradcov.k``), with ``eps`` shared by all inputs when
+   ``diagnostics.gradcov.loss=perturbation_shared`` (the preset's choice: per-input ``eps`` makes the
+   sign of each entry a coin flip, see ``probes.gradcov``) or per input (``perturbation``).
    ``X`` (images drawn uniformly from the MDP's images) and the seed of ``eps`` are drawn once per
    run and shared by both trajectories and all measurements, so the two differ only in parameters.
 
@@ -125,7 +128,8 @@ def measure(cfg: DictConfig, net: nn.Module, inputs: torch.Tensor, seed: int) ->
     """Hessian spectrum and C_k of the probe loss of section 4.2 at ``net``; (scalars, arrays).
 
     ``inputs`` holds at least ``max(curvature.num_inputs, gradcov.k)`` images; the first of them go
-    to each measurement. ``seed`` fixes ``eps`` (and the Lanczos start vectors, k-means).
+    to each measurement. ``seed`` fixes ``eps`` (and the Lanczos start vectors, k-means); C_k's
+    ``eps`` is shared by the inputs or drawn per input as ``diagnostics.gradcov.loss`` says.
     """
     d = cfg.diagnostics
     scalars: dict[str, float] = {}
@@ -140,7 +144,8 @@ def measure(cfg: DictConfig, net: nn.Module, inputs: torch.Tensor, seed: int) ->
             "hessian/ritz_weights": spectrum.ritz_weights.numpy(),
         })
     if d.gradcov.enabled:
-        losses = perturbation_sample_losses(net, inputs[: int(d.gradcov.k)], seed + 1)
+        shared = str(getattr(d.gradcov.loss, "value", d.gradcov.loss)) == "perturbation_shared"
+        losses = perturbation_sample_losses(net, inputs[: int(d.gradcov.k)], seed + 1, shared=shared)
         cov = gradient_covariance(
             losses, num_clusters=int(d.gradcov.num_clusters), chunk_size=int(d.gradcov.chunk_size),
             max_memory_mb=float(d.gradcov.max_memory_mb), seed=seed,

@@ -79,10 +79,13 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any) -> None:
         t0 = time.perf_counter()
         k = int(d.gradcov.k)
         head = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[:k] for f in dataclasses.fields(batch)})
-        if str(getattr(d.gradcov.loss, "value", d.gradcov.loss)) == "td":
+        loss_kind = str(getattr(d.gradcov.loss, "value", d.gradcov.loss))
+        if loss_kind == "td":
             losses = td_sample_losses(state.agent, head)
         else:
-            losses = perturbation_sample_losses(online, head.o_tm1, diagnostics_seed(cfg.seed, step, "gradcov"))
+            losses = perturbation_sample_losses(
+                online, head.o_tm1, diagnostics_seed(cfg.seed, step, "gradcov"), shared=loss_kind == "perturbation_shared"
+            )
         cov = gradient_covariance(
             losses,
             num_clusters=int(d.gradcov.num_clusters),

@@ -27,7 +27,18 @@ Two per-sample losses are provided:
   ``agent.td_target(batch)``, as A.1 describes for C_k ("the gradient of each transition");
   intervention penalties are left out;
 * ``perturbation_sample_losses``: the probe loss of section 4.2 for each input,
-  ``mean_a [f(x)_a - sg(f(x)_a + eps_a)]^2``.
+  ``mean_a [f(x)_a - sg(f(x)_a + eps_a)]^2``, with ``eps`` drawn either
+
+  - per input (``shared=False``, config ``perturbation``): ``eps_i ~ N(0, I)`` for each input, as
+    for the Hessian. Sample ``i``'s gradient is ``g_i = -(2/A) J_i^T eps_i`` (``J_i`` the Jacobian
+    of the ``A`` outputs at ``x_i``), and since ``-eps_i`` is as likely as ``eps_i`` the sign of
+    every ``<g_i, g_j>`` is a coin flip: ``gradcov_neg_frac`` is about 0.5 at any ``theta`` and
+    says nothing about interference;
+  - once per output, shared by all inputs (``shared=True``, config ``perturbation_shared``):
+    ``g_i = -(2/A) J_i^T eps``, so ``<g_i, g_j> = (4/A^2) eps^T J_i J_j^T eps``, the tangent
+    kernel of ``x_i`` and ``x_j`` along one common direction ``eps``. It is negative when a step
+    that moves ``f(x_i)`` towards ``f(x_i) + eps`` moves ``f(x_j)`` away from ``f(x_j) + eps``:
+    the interference of eq. (3). With one output it is the normalised tangent kernel itself.
 """
 
 from __future__ import annotations
@@ -121,10 +132,24 @@ def td_sample_losses(agent: Any, batch: Any) -> SampleLosses:
     return SampleLosses(_TDLoss(shadow.online), (batch.o_tm1, batch.a_tm1, target))
 
 
-def perturbation_sample_losses(net: nn.Module, inputs: torch.Tensor, eps_seed: int) -> SampleLosses:
-    """The probe loss of section 4.2 for each input: ``mean_a (f(x)_a - y_a)^2``, ``y = f(x) + eps``."""
-    target = perturbation_target(net, inputs, eps_seed)
-    return SampleLosses(_PerturbationLoss(copy.deepcopy(net).eval()), (inputs, target))
+def perturbation_sample_losses(
+    net: nn.Module, inputs: torch.Tensor, eps_seed: int, shared: bool = False
+) -> SampleLosses:
+    """The probe loss of section 4.2 for each input: ``mean_a (f(x)_a - y_a)^2``, ``y = f(x) + eps``.
+
+    ``shared=False``: ``eps ~ N(0, I)`` drawn per input and output (``curvature.perturbation_target``,
+    the Hessian's loss); ``shared=True``: one ``eps ~ N(0, I_A)`` per output, the same for every
+    input, so that the signs of ``C_k`` carry meaning (see the module docstring).
+    """
+    if not shared:
+        target = perturbation_target(net, inputs, eps_seed)
+    else:
+        with torch.no_grad():
+            out = copy.deepcopy(net).eval()(inputs)
+        generator = torch.Generator(out.device).manual_seed(int(eps_seed))
+        eps = torch.randn((1, *out.shape[1:]), generator=generator, device=out.device, dtype=out.dtype)
+        target = out + eps
+    return SampleLosses(_PerturbationLoss(copy.deepcopy(net).eval()), (inputs, target.detach()))
 
 
 # ------------------------------------------------------------------------------ the Gram matrix

@@ -51,8 +51,17 @@ def build_report(
     out: str | os.PathLike | None = None,
     formats: Iterable[str] = ("png", "pdf"),
     figures: Iterable[str] | None = None,
+    figure_options: dict[str, dict] | None = None,
 ) -> Report:
-    """Build the report of the run or multirun at ``path``; see ``make_report``."""
+    """Build the report of the run or multirun at ``path``; see ``make_report``.
+
+    ``figure_options`` maps a figure's name to keyword arguments of its function, e.g.
+    ``{"figure3_falsification": {"y": "plasticity"}}``.
+    """
+    figure_options = figure_options or {}
+    unknown = set(figure_options) - {name for name, _ in FIGURES}
+    if unknown:
+        raise ValueError(f"figure_options name no figure: {sorted(unknown)}")
     formats = _formats(formats)
     data = load_report_data(path)
     out = Path(out) if out is not None else Path(path) / REPORT_DIR
@@ -69,7 +78,7 @@ def build_report(
             report.missing[name] = "no run has metrics yet"
         else:
             try:
-                result = fn(data.frame)
+                result = fn(data.frame, **figure_options.get(name, {}))
             except MissingData as exc:
                 report.missing[name] = str(exc)
             except Exception as exc:  # one broken figure must not cost the others

@@ -7,6 +7,7 @@ import sys
 
 from .builder import FORMATS, REPORT_DIR, build_report
 from .data import NoRunsError
+from .figures import FIG3_Y
 
 
 def parser() -> argparse.ArgumentParser:
@@ -20,6 +21,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="png,pdf",
                    help=f"comma-separated figure file formats among {','.join(FORMATS)} (default: png,pdf); "
                    "the HTML page always embeds PNG")
+    p.add_argument("--fig3-y", choices=list(FIG3_Y), default="plasticity_loss",
+                   help="y axis of figure 3: plasticity_loss = P(T) - P(0) per run, the paper's "
+                   "quantity (default), or plasticity = P(T) at the last probe pause")
     return p
 
 
@@ -27,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     prog = "plasticity-report"
     try:
-        report = build_report(args.path, out=args.out, formats=args.formats.split(","))
+        report = build_report(args.path, out=args.out, formats=args.formats.split(","),
+                              figure_options={"figure3_falsification": {"y": args.fig3_y}})
     except NoRunsError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
