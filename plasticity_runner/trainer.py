@@ -34,10 +34,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, fastpath
 from . import interventions as interventions_lib
-from .agents.dqn import DQNAgent, epsilon_at
+from .agents.dqn import DQNAgent, FrameClock, epsilon_at, frame_clock, target_update_due
 from .config import CASE_STUDY_ENVS, ConfigError, validate
 from .envs import make_env
-from .evaluation import evaluate, evaluation_scalars
+from .evaluation import evaluate_agent
 from .metrics import RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
 from .nets import build_network
 from .optim import build_optimizer
@@ -131,7 +131,9 @@ def plain(node: DictConfig) -> SimpleNamespace:
     return SimpleNamespace(**OmegaConf.to_container(node, resolve=True, enum_to_str=True))
 
 
-def train_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
+def train_step(
+    state: RunState, agent_cfg: Any, epsilon: float, clock: FrameClock | None = None
+) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """One training step: act and store ``update_every_env_steps`` times, then one optimizer step.
 
     Returns the detached TD loss, the summed mean reward of the env steps (device scalars: no
@@ -150,7 +152,7 @@ def train_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.T
     batch = replay.sample(int(agent_cfg.batch_size), state.replay_generator)
     loss = agent.learn(batch, state.step + 1)
     state.step += 1
-    if state.step % int(agent_cfg.target_update_steps) == 0:
+    if target_update_due(state.step, agent_cfg, clock):  # every target_update_steps or _frames
         agent.update_target(state.step)
     return loss, reward, batch
 
@@ -290,6 +292,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     writer = MetricsWriter(run_dir, run_id)
     # plain values for the hot loop: an OmegaConf attribute read costs microseconds, thousands per step
     agent_cfg, total = plain(cfg.agent), int(cfg.total_steps)
+    clock = frame_clock(cfg)  # training steps -> emulator frames (Atari), for schedules counted in frames
     probe_every, log_every = int(cfg.probe.every_steps), int(cfg.log_every_steps)
     log.info(
         "run %s on %s: %d training steps%s; outputs in %s", run_id, device, total,
@@ -317,8 +320,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     preempt = PreemptionGuard().install()
     try:
         while state.step < total:
-            epsilon = epsilon_at(state.step, agent_cfg)
-            loss, reward, batch = train_step(state, agent_cfg, epsilon)
+            epsilon = epsilon_at(state.step, agent_cfg, clock)
+            loss, reward, batch = train_step(state, agent_cfg, epsilon, clock)
             loss_sum += loss
             reward_sum += reward
 
@@ -353,11 +356,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 eval_every = OmegaConf.select(cfg, "env.eval_every_steps")
                 if eval_every and state.step % int(eval_every) == 0:
                     t0 = time.perf_counter()
-                    returns = evaluate(
-                        state.env, state.agent, int(cfg.env.eval_episodes), float(cfg.env.eval_epsilon),
-                        seed=probe_seed(cfg.seed, state.step), stream=1 + state.step,
+                    scores = evaluate_agent(  # env.eval_protocol: episodes or DQN Zoo's frame budget
+                        state.env, state.agent, cfg.env, seed=probe_seed(cfg.seed, state.step), stream=1 + state.step
                     )
-                    scores = evaluation_scalars(state.env, returns)
                     writer.add_many(state.step, "eval", scores)
                     writer.add(state.step, "timing", "eval_s", time.perf_counter() - t0)
                     shown["eval_return"] = scores["episode_return"]
