@@ -525,7 +525,8 @@ def _validate_agent_time_and_loss(cfg: DictConfig) -> None:
     frames = OmegaConf.select(cfg, "env.frame_skip")
     for what in ("target_update", "epsilon_decay"):
         steps_key, frames_key = f"agent.{what}_steps", f"agent.{what}_frames"
-        has_steps, has_frames = OmegaConf.select(cfg, steps_key) is not None, OmegaConf.select(cfg, frames_key) is not None
+        has_steps = OmegaConf.select(cfg, steps_key) is not None
+        has_frames = OmegaConf.select(cfg, frames_key) is not None
         if has_steps == has_frames:
             raise ConfigError(frames_key, f"set exactly one of {steps_key} and {frames_key} (the other null)")
         if has_frames and not frames:

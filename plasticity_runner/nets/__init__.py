@@ -48,7 +48,9 @@ BODIES: dict[str, Callable[..., nn.Module]] = {
 }
 # name -> builder(feature_dim, num_actions, **head_options) -> head with forward(), td_loss(), raw()
 HEADS: dict[str, Callable[..., nn.Module]] = {
-    "scalar": lambda feature_dim, num_actions, shared_bias=False, **_: ScalarHead(feature_dim, num_actions, shared_bias),
+    "scalar": lambda feature_dim, num_actions, shared_bias=False, **_: ScalarHead(
+        feature_dim, num_actions, shared_bias
+    ),
     "two_hot": lambda feature_dim, num_actions, **opts: TwoHotHead(feature_dim, num_actions, **opts),
 }
 
