@@ -198,3 +198,38 @@ def test_eval_protocol_episodes_keeps_the_first_game_of_each_copy():
     assert out["num_episodes"] == 2 and out["episode_return"] == (3 + 12) / 2
     env = ScriptedGames([[(3, 1.0), (5, 2.0)], [(12, 1.0)]], num_envs=2)
     assert evaluate(env, Greedy(), 2, 0.0, seed=0, stream=1).tolist() == [3.0, 12.0]
+
+
+# ------------------------------------------- the shared bias with the probes and the interventions
+
+
+def test_gradient_covariance_counts_the_shared_bias_once():
+    """The shared bias's per-sample gradient is the sum over actions: against single-sample backward passes."""
+    from plasticity_runner.probes.gradcov import gradient_gram, perturbation_sample_losses
+
+    from .test_gradcov import loop_gram
+
+    torch.manual_seed(0)
+    arch = SimpleNamespace(name="mlp", width=8, num_layers=2, shared_bias=True)
+    net = build_network(arch, (3,), 4).double().eval()
+    inputs = torch.randn(12, 3, dtype=torch.float64)
+    losses = perturbation_sample_losses(net, inputs, eps_seed=5)
+    y = losses.samples[1]
+    expected = loop_gram(net, lambda i: ((net(inputs[i : i + 1])[0] - y[i]) ** 2).mean(), 12)
+    for factorise in (True, False):
+        torch.testing.assert_close(gradient_gram(losses, chunk_size=5, factorise_linear=factorise), expected)
+
+
+@pytest.mark.parametrize("names", [
+    ["crelu", "layer_norm", "spectral_norm", "weight_decay", "shrink_perturb", "reset_last_layer", "redo",
+     "reset_optimizer"],
+    ["redo", "plasticity_injection", "reset_optimizer"],
+], ids=["all_but_injection_and_two_hot", "with_injection"])
+def test_interventions_with_dqn_zoos_network_and_loss(names, monkeypatch):
+    from . import test_interventions as ti
+
+    monkeypatch.setitem(ti.ARCH_OVERRIDES, "dqn_zoo", [
+        "architecture=nature_cnn_shared_bias", "architecture.hidden=8", "agent.td_loss_scale=0.5",
+        "agent.td_error_clip=0.03125",
+    ])
+    ti.run_with_probe(names, "dqn_zoo")
