@@ -81,6 +81,7 @@ class RunState:
     interventions: list = field(default_factory=list)
     episode_returns: list = field(default_factory=list)  # games finished since the last log point
     probe_loss: Any = None  # the probe's compiled minibatch loss (speed.compile / speed.cuda_graphs), if any
+    clock: FrameClock | None = None  # training steps -> emulator frames (Atari; from the config, not checkpointed)
 
 
 def build_run(cfg: DictConfig, device: torch.device) -> RunState:
@@ -111,6 +112,7 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
         obs=env.reset(),
         build_fresh=build_fresh,
         interventions=interventions,
+        clock=frame_clock(cfg),
     )
 
 
@@ -131,9 +133,7 @@ def plain(node: DictConfig) -> SimpleNamespace:
     return SimpleNamespace(**OmegaConf.to_container(node, resolve=True, enum_to_str=True))
 
 
-def train_step(
-    state: RunState, agent_cfg: Any, epsilon: float, clock: FrameClock | None = None
-) -> tuple[torch.Tensor, torch.Tensor, Any]:
+def train_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """One training step: act and store ``update_every_env_steps`` times, then one optimizer step.
 
     Returns the detached TD loss, the summed mean reward of the env steps (device scalars: no
@@ -152,7 +152,7 @@ def train_step(
     batch = replay.sample(int(agent_cfg.batch_size), state.replay_generator)
     loss = agent.learn(batch, state.step + 1)
     state.step += 1
-    if target_update_due(state.step, agent_cfg, clock):  # every target_update_steps or _frames
+    if target_update_due(state.step, agent_cfg, state.clock):  # every target_update_steps or _frames
         agent.update_target(state.step)
     return loss, reward, batch
 
@@ -292,7 +292,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     writer = MetricsWriter(run_dir, run_id)
     # plain values for the hot loop: an OmegaConf attribute read costs microseconds, thousands per step
     agent_cfg, total = plain(cfg.agent), int(cfg.total_steps)
-    clock = frame_clock(cfg)  # training steps -> emulator frames (Atari), for schedules counted in frames
     probe_every, log_every = int(cfg.probe.every_steps), int(cfg.log_every_steps)
     log.info(
         "run %s on %s: %d training steps%s; outputs in %s", run_id, device, total,
@@ -320,8 +319,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     preempt = PreemptionGuard().install()
     try:
         while state.step < total:
-            epsilon = epsilon_at(state.step, agent_cfg, clock)
-            loss, reward, batch = train_step(state, agent_cfg, epsilon, clock)
+            epsilon = epsilon_at(state.step, agent_cfg, state.clock)
+            loss, reward, batch = train_step(state, agent_cfg, epsilon)
             loss_sum += loss
             reward_sum += reward
 

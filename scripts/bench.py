@@ -46,7 +46,7 @@ import torch
 from omegaconf import OmegaConf
 
 from plasticity_runner import fastpath
-from plasticity_runner.agents.dqn import epsilon_at, frame_clock
+from plasticity_runner.agents.dqn import epsilon_at
 from plasticity_runner.cli import compose_config
 from plasticity_runner.optim import build_optimizer
 from plasticity_runner.trainer import build_run, prefill, train_step
@@ -415,10 +415,9 @@ def atari_agent(
     state = build_run(cfg, device)
     notes = fastpath.configure(cfg.speed, state.agent, device)
     prefill(state, int(cfg.agent.learning_starts))
-    clock = frame_clock(cfg)  # the preset's target period and epsilon decay count frames
 
     def step() -> None:
-        train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent, clock), clock)
+        train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent, state.clock))  # the preset's decay counts frames
 
     for _ in range(args.warmup if compile_mode(args, device) is None else max(args.warmup, 5)):
         step()
