@@ -173,6 +173,7 @@ class ViTConfig:
 class NatureCNNConfig:
     name: str = "nature_cnn"
     hidden: int = 512
+    shared_bias: bool = False
 
 
 # ------------------------------------------------------------------------------ optimizer group
@@ -216,13 +217,17 @@ class DQNConfig:
     double_dqn: bool = False
     gamma: float = 0.99
     batch_size: int = 512
-    target_update_steps: int = 1000
+    target_update_steps: Optional[int] = 1000
+    target_update_frames: Optional[int] = None
     replay_capacity: int = 100_000
     learning_starts: int = 2048
     epsilon_start: float = 1.0
     epsilon_end: float = 0.1
-    epsilon_decay_steps: int = 2000
+    epsilon_decay_steps: Optional[int] = 2000
+    epsilon_decay_frames: Optional[int] = None
     update_every_env_steps: int = 1
+    td_loss_scale: float = 1.0
+    td_error_clip: Optional[float] = None
 
 
 # ---------------------------------------------------------------------------- intervention group
@@ -513,6 +518,7 @@ def _validate_agent(cfg: DictConfig) -> None:
     for key in ("batch_size", "target_update_steps", "replay_capacity", "learning_starts", "update_every_env_steps"):
         _positive(cfg, f"agent.{key}")
     _positive(cfg, "agent.epsilon_decay_steps", allow_zero=True)
+    _validate_agent_time_and_loss(cfg)
     for key in ("gamma", "epsilon_start", "epsilon_end"):
         _unit(cfg, f"agent.{key}")
     _positive(cfg, "env.num_envs")
@@ -530,6 +536,42 @@ def _validate_agent(cfg: DictConfig) -> None:
             f"the probe needs {cfg.probe.num_inputs} replay inputs but the replay holds "
             f"{replay_at_first_pause} at the first pause (min(agent.learning_starts, agent.replay_capacity))",
         )
+
+
+def _validate_agent_time_and_loss(cfg: DictConfig) -> None:
+    """Each schedule in exactly one unit (training steps or emulator frames); DQN Zoo's loss options."""
+    frames = OmegaConf.select(cfg, "env.frame_skip")
+    for what in ("target_update", "epsilon_decay"):
+        steps_key, frames_key = f"agent.{what}_steps", f"agent.{what}_frames"
+        has_steps = OmegaConf.select(cfg, steps_key) is not None
+        has_frames = OmegaConf.select(cfg, frames_key) is not None
+        if has_steps == has_frames:
+            raise ConfigError(frames_key, f"set exactly one of {steps_key} and {frames_key} (the other null)")
+        if has_frames and not frames:
+            raise ConfigError(
+                frames_key, f"counts emulator frames, but env={cfg.env.name} has none; use {steps_key}"
+            )
+    _positive(cfg, "agent.target_update_frames")
+    _positive(cfg, "agent.epsilon_decay_frames", allow_zero=True)
+    _positive(cfg, "agent.td_loss_scale")
+    _positive(cfg, "agent.td_error_clip")
+    dqn_zoo_loss = cfg.agent.td_error_clip is not None or cfg.agent.td_loss_scale != 1.0
+    if dqn_zoo_loss and OmegaConf.select(cfg, "intervention.two_hot") is not None:
+        raise ConfigError(
+            "agent.td_error_clip",
+            "agent.td_error_clip / agent.td_loss_scale shape a squared TD error; the two-hot head's loss is a "
+            "cross-entropy: leave them at null / 1.0 with intervention two_hot",
+        )
+    if OmegaConf.select(cfg, "architecture.shared_bias") and OmegaConf.select(cfg, "intervention.two_hot") is not None:
+        raise ConfigError("architecture.shared_bias", "the shared output bias is for the scalar head, not two_hot")
+    protocol = OmegaConf.select(cfg, "env.eval_protocol")
+    if str(getattr(protocol, "value", protocol)) == "frames":
+        per_step = int(cfg.env.num_envs) * int(cfg.env.frame_skip)
+        if cfg.env.eval_frames <= 0 or cfg.env.eval_frames % per_step:
+            raise ConfigError(
+                "env.eval_frames",
+                f"must be a positive multiple of env.num_envs x env.frame_skip ({per_step}), got {cfg.env.eval_frames}",
+            )
 
 
 def _validate_interventions(cfg: DictConfig) -> None:

@@ -35,10 +35,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, fastpath, seeding
 from . import interventions as interventions_lib
-from .agents.dqn import DQNAgent, epsilon_at
+from .agents.dqn import DQNAgent, FrameClock, epsilon_at, frame_clock, target_update_due
 from .config import CASE_STUDY_ENVS, ConfigError, validate
 from .envs import make_env
-from .evaluation import evaluate, evaluation_scalars
+from .evaluation import evaluate_agent
 from .metrics import RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
 from .nets import build_network
 from .optim import build_optimizer
@@ -87,6 +87,7 @@ class RunState:
     interventions: list = field(default_factory=list)
     episode_returns: list = field(default_factory=list)  # games finished since the last log point
     probe_loss: Any = None  # the probe's compiled minibatch loss (speed.compile / speed.cuda_graphs), if any
+    clock: FrameClock | None = None  # training steps -> emulator frames (Atari; from the config, not checkpointed)
 
 
 def build_run(cfg: DictConfig, device: torch.device) -> RunState:
@@ -117,6 +118,7 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
         obs=env.reset(),
         build_fresh=build_fresh,
         interventions=interventions,
+        clock=frame_clock(cfg),
     )
 
 
@@ -172,7 +174,7 @@ def finish_step(state: RunState, agent_cfg: Any) -> None:
     """The rest of training step ``state.step``: the interventions' after-step hooks, then the
     target-network copy and its hooks when due (the order of ``interventions/__init__.py``)."""
     state.agent.after_step(state.step)
-    if state.step % int(agent_cfg.target_update_steps) == 0:
+    if target_update_due(state.step, agent_cfg, state.clock):  # every target_update_steps or _frames
         state.agent.update_target(state.step)
 
 
@@ -354,7 +356,7 @@ def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | N
     preempt = PreemptionGuard().install()
     try:
         while state.step < total:
-            epsilon = epsilon_at(state.step, agent_cfg)
+            epsilon = epsilon_at(state.step, agent_cfg, state.clock)
             loss, reward, batch = learn_step(state, agent_cfg, epsilon)
             loss_sum += loss
             reward_sum += reward
@@ -392,11 +394,10 @@ def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | N
                 eval_every = OmegaConf.select(cfg, "env.eval_every_steps")
                 if eval_every and state.step % int(eval_every) == 0:
                     t0 = time.perf_counter()
-                    returns = evaluate(
-                        state.env, state.agent, int(cfg.env.eval_episodes), float(cfg.env.eval_epsilon),
-                        seed=stream_seed(cfg.seed, "eval", state.step), stream=1 + state.step,
+                    scores = evaluate_agent(  # env.eval_protocol: episodes or DQN Zoo's frame budget
+                        state.env, state.agent, cfg.env, seed=stream_seed(cfg.seed, "eval", state.step),
+                        stream=1 + state.step,
                     )
-                    scores = evaluation_scalars(state.env, returns)
                     writer.add_many(state.step, "eval", scores)
                     writer.add(state.step, "timing", "eval_s", time.perf_counter() - t0)
                     shown["eval_return"] = scores["episode_return"]

@@ -417,7 +417,7 @@ def atari_agent(
     prefill(state, int(cfg.agent.learning_starts))
 
     def step() -> None:
-        train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))
+        train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent, state.clock))  # the preset's decay counts frames
 
     for _ in range(args.warmup if compile_mode(args, device) is None else max(args.warmup, 5)):
         step()

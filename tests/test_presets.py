@@ -43,7 +43,8 @@ TINY = {
     "paper_classification": RL_TINY + ["agent.target_update_steps=2"],
     "fig3_falsification": RL_TINY + ["agent.target_update_steps=2"],
     "atari_ln": RL_TINY + [
-        "env.eval_every_steps=4", "env.eval_episodes=1", "env.max_episode_frames=200", "agent.target_update_steps=2",
+        "env.eval_every_steps=4", "env.eval_frames=400", "env.max_episode_frames=200",
+        "agent.target_update_frames=32",  # DQN Zoo's agent counts its target period in frames: 2 training steps
     ],
     "fig1_optimizer_instability": [
         "env.num_images=64", "env.iteration_steps=2", "env.num_iterations=2", "env.batch_size=8",

@@ -8,11 +8,20 @@ for the forward of the TD loss only. So acting, TD targets (target network, and 
 of Double DQN) and anything else that calls the networks (the trainer's logging, the probes) see
 the deterministic network: no dropout (ViT), BatchNorm with its running statistics (ResNet-18),
 spectral norm without a power-iteration update. For MLP/CNN the two modes compute the same thing.
+
+TD loss: by default the head's (eq. 1 for the scalar head: ``(Q(s, a) - target)^2``). With
+``agent.td_loss_scale != 1`` or ``agent.td_error_clip`` set, the agent computes DQN Zoo's loss
+itself (``clipped_td_loss``); that needs a regression head (not the two-hot head).
+
+Time: the target period and the epsilon decay count training (optimizer) steps
+(``target_update_steps``, ``epsilon_decay_steps``) or, as DQN Zoo does, emulator frames
+(``target_update_frames``, ``epsilon_decay_frames``); ``FrameClock`` converts between the two.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,12 +31,103 @@ from ..envs.base import Batch
 from ..interventions.base import Intervention
 
 
-def epsilon_at(step: int, cfg: Any) -> float:
-    """Linear decay from ``epsilon_start`` at step 0 to ``epsilon_end`` at ``epsilon_decay_steps``."""
+@dataclass(frozen=True)
+class FrameClock:
+    """Emulator frames done by the end of a training step, counted over all copies of the game.
+
+    The replay prefill takes ``prefill_frames``; every training step then adds ``frames_per_step``
+    (``update_every_env_steps x num_envs x frame_skip``): the ``frames`` the train metrics log.
+    """
+
+    prefill_frames: int
+    frames_per_step: int
+
+    def frames(self, step: int) -> int:
+        return self.prefill_frames + int(step) * self.frames_per_step
+
+
+def frame_clock(cfg: Any) -> FrameClock | None:
+    """The ``FrameClock`` of a composed config; None for an env without frames (no ``env.frame_skip``)."""
+    frame_skip = getattr(cfg.env, "frame_skip", None)
+    if not frame_skip:
+        return None
+    num_envs = int(cfg.env.num_envs)
+    prefill_env_steps = -(-int(cfg.agent.learning_starts) // num_envs)  # ceil: vector steps of the prefill
+    return FrameClock(
+        prefill_frames=prefill_env_steps * num_envs * int(frame_skip),
+        frames_per_step=int(cfg.agent.update_every_env_steps) * num_envs * int(frame_skip),
+    )
+
+
+def _need_clock(clock: FrameClock | None, key: str) -> FrameClock:
+    if clock is None:
+        raise ValueError(f"agent.{key} counts emulator frames, which this environment has none of; "
+                         f"use agent.{key.replace('_frames', '_steps')}")
+    return clock
+
+
+def epsilon_at(step: int, cfg: Any, clock: FrameClock | None = None) -> float:
+    """Exploration rate after ``step`` training steps: linear from ``epsilon_start`` to ``epsilon_end``.
+
+    The decay starts when learning starts (training step 0, after the prefill of
+    ``learning_starts`` transitions) and lasts ``epsilon_decay_steps`` training steps or, when
+    set instead, ``epsilon_decay_frames`` emulator frames: DQN Zoo's ``LinearSchedule`` with
+    ``begin_t`` = the frame at which the replay reaches its minimum size.
+    """
+    decay_frames = getattr(cfg, "epsilon_decay_frames", None)
+    if decay_frames is not None:
+        elapsed, decay = step * _need_clock(clock, "epsilon_decay_frames").frames_per_step, int(decay_frames)
+        if elapsed >= decay:
+            return float(cfg.epsilon_end)
+        frac = elapsed / decay
+        return float(cfg.epsilon_start + frac * (cfg.epsilon_end - cfg.epsilon_start))
     if step >= cfg.epsilon_decay_steps:
         return float(cfg.epsilon_end)
     frac = min(step / cfg.epsilon_decay_steps, 1.0)
     return float(cfg.epsilon_start + frac * (cfg.epsilon_end - cfg.epsilon_start))
+
+
+def target_update_due(step: int, cfg: Any, clock: FrameClock | None = None) -> bool:
+    """Whether the target network is copied at the end of training step ``step`` (>= 1).
+
+    Every ``target_update_steps`` training steps or, when set instead, whenever the frame count
+    passes a multiple of ``target_update_frames`` during the step: DQN Zoo's
+    ``frame_t % target_network_update_period == 0``, its frame counter including the prefill.
+    """
+    period_frames = getattr(cfg, "target_update_frames", None)
+    if period_frames is None:
+        return step % int(cfg.target_update_steps) == 0
+    clock = _need_clock(clock, "target_update_frames")
+    period = int(period_frames)
+    return clock.frames(step) // period > clock.frames(step - 1) // period
+
+
+class _ClipGradient(torch.autograd.Function):
+    """Identity forward; the backward clips the incoming gradient to ``[-bound, bound]`` (``rlax.clip_gradient``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:
+        ctx.bound = bound
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.clamp(-ctx.bound, ctx.bound), None
+
+
+def clipped_td_loss(q_sa: torch.Tensor, target: torch.Tensor, scale: float, clip: float | None) -> torch.Tensor:
+    """Mean over the batch of ``scale * td^2``, ``td = target - Q(s, a)``, the gradient reaching
+    each ``td`` clipped to ``[-clip, clip]`` (None: no clip).
+
+    DQN Zoo's Double DQN is ``scale = 0.5`` (``rlax.l2_loss``) and ``clip = 1/32``
+    (``grad_error_bound``): the clip acts on the gradient of the *batch mean*, ``td_i / B``, so
+    with B = 32 each transition's gradient is ``clip(td_i, -1, 1) / 32``, a Huber loss with
+    delta 1; another batch size moves that threshold to ``B / 32``, exactly as in DQN Zoo.
+    """
+    td = target - q_sa
+    if clip is not None:
+        td = _ClipGradient.apply(td, float(clip))
+    return (scale * td.square()).mean()
 
 
 class DQNAgent:
@@ -53,6 +153,13 @@ class DQNAgent:
         self.last_batch: Batch | None = None  # the batch of the last ``learn`` (ReDo scores units on it)
         self.gamma = float(cfg.gamma)
         self.double_dqn = bool(cfg.double_dqn)
+        clip = getattr(cfg, "td_error_clip", None)
+        self.td_error_clip = None if clip is None else float(clip)
+        self.td_loss_scale = float(getattr(cfg, "td_loss_scale", 1.0))
+        # DQN Zoo's loss (0.5 td^2, clipped gradient) is computed here; eq. (1) is the head's
+        self.agent_td_loss = self.td_error_clip is not None or self.td_loss_scale != 1.0
+        if self.agent_td_loss:
+            _check_regression_head(online)
         self.online.eval()
         self.target.eval()
         self.target.requires_grad_(False)
@@ -80,11 +187,16 @@ class DQNAgent:
         return batch.r_t + self.gamma * batch.discount_t * v_t
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        """Mean TD loss of the batch (eq. 1 for the scalar head) plus any intervention penalty."""
+        """Mean TD loss of the batch (eq. 1 for the scalar head, or ``clipped_td_loss``) plus any
+        intervention penalty."""
         target = self.td_target(batch)  # networks in eval mode
         self.online.train()
         try:
-            loss = self.online.td_loss(batch.o_tm1, batch.a_tm1, target).mean()
+            if self.agent_td_loss:
+                q_sa = self.online(batch.o_tm1).gather(1, batch.a_tm1[:, None]).squeeze(1)
+                loss = clipped_td_loss(q_sa, target, self.td_loss_scale, self.td_error_clip)
+            else:
+                loss = self.online.td_loss(batch.o_tm1, batch.a_tm1, target).mean()
         finally:
             self.online.eval()
         for i in self.interventions:
@@ -119,3 +231,17 @@ class DQNAgent:
             b_t.copy_(b)
         for i in self.interventions:
             i.on_target_update(self, step)
+
+
+def _check_regression_head(online: nn.Module) -> None:
+    """``agent.td_loss_scale`` / ``agent.td_error_clip`` regress Q(s, a) itself: not for the two-hot head."""
+    from ..nets.heads import InjectedHead, TwoHotHead
+
+    head = getattr(online, "head", None)
+    if isinstance(head, InjectedHead):
+        head = head.old
+    if isinstance(head, TwoHotHead):
+        raise ValueError(
+            "agent.td_error_clip / agent.td_loss_scale: the two-hot head's loss is a cross-entropy, "
+            "not a squared TD error; leave them at null / 1.0 with intervention two_hot"
+        )

@@ -54,6 +54,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import enum
 import functools
 import re
 from dataclasses import dataclass
@@ -68,6 +69,11 @@ from .base import StepResult
 
 _SCORES_CSV = Path(__file__).with_name("atari_scores.csv")
 
+
+
+class EvalProtocol(str, enum.Enum):
+    episodes = "episodes"  # the first game of each of eval_episodes parallel copies
+    frames = "frames"  # DQN Zoo: a budget of eval_frames emulator frames, mean over the completed games
 
 
 @dataclass
@@ -88,7 +94,9 @@ class AtariEnvConfig:
     full_action_space: bool = False  # all 18 actions instead of the game's minimal set
     max_episode_frames: int = 108_000  # truncate a game after this many emulator frames (30 min at 60 Hz)
     num_threads: int = 0  # ale-py worker threads (0: ale-py decides)
-    eval_episodes: int = 10  # games per evaluation (DQN Zoo instead plays 500k frames per evaluation)
+    eval_protocol: EvalProtocol = EvalProtocol.frames  # how an evaluation is played (evaluation.py)
+    eval_episodes: int = 10  # games per evaluation under eval_protocol=episodes
+    eval_frames: int = 500_000  # emulator frames per evaluation under eval_protocol=frames (DQN Zoo: 500k)
     eval_every_steps: int = 62_500  # training (optimizer) steps between evaluations (x4 agent steps x4 frames = 1M frames, one DQN Zoo iteration)
     eval_epsilon: float = 0.01  # epsilon-greedy epsilon in evaluation (DQN Zoo tuned Double DQN 0.01; Nature DQN 0.05)
 

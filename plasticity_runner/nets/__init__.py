@@ -48,7 +48,9 @@ BODIES: dict[str, Callable[..., nn.Module]] = {
 }
 # name -> builder(feature_dim, num_actions, **head_options) -> head with forward(), td_loss(), raw()
 HEADS: dict[str, Callable[..., nn.Module]] = {
-    "scalar": lambda feature_dim, num_actions, **_: ScalarHead(feature_dim, num_actions),
+    "scalar": lambda feature_dim, num_actions, shared_bias=False, **_: ScalarHead(
+        feature_dim, num_actions, shared_bias
+    ),
     "two_hot": lambda feature_dim, num_actions, **opts: TwoHotHead(feature_dim, num_actions, **opts),
 }
 
@@ -106,7 +108,12 @@ def build_network(
     body = BODIES[arch_cfg.name](arch_cfg, tuple(obs_shape), layer_norm, activation)
     if spectral_norm is not None:
         apply_spectral_norm(first_layer(body), **spectral_norm)
-    return QNetwork(body, HEADS[head](body.feature_dim, num_actions, **(head_options or {})))
+    head_options = dict(head_options or {})
+    if getattr(arch_cfg, "shared_bias", False):  # one output bias for all actions (DQN Zoo's Double DQN)
+        if head != "scalar":
+            raise ValueError(f"architecture.shared_bias: only the scalar head has one, not {head!r}")
+        head_options["shared_bias"] = True
+    return QNetwork(body, HEADS[head](body.feature_dim, num_actions, **head_options))
 
 
 __all__ = ["BODIES", "HEADS", "InjectedHead", "QNetwork", "UnitGroup", "build_network"]

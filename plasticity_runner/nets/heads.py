@@ -17,15 +17,26 @@ from torch import nn
 
 
 class ScalarHead(nn.Module):
-    """One linear output per action; Q(s, a) is the output itself."""
+    """One linear output per action; Q(s, a) is the output itself.
 
-    def __init__(self, feature_dim: int, num_actions: int):
+    ``shared_bias``: one bias shared by all actions instead of one per action (DQN Zoo's Double DQN
+    network, ``linear_with_shared_bias``): ``linear`` has no bias and ``shared_bias`` [1] is added
+    to every output; it is drawn like the per-action biases, U(-1/sqrt(F), 1/sqrt(F)).
+    """
+
+    def __init__(self, feature_dim: int, num_actions: int, shared_bias: bool = False):
         super().__init__()
-        self.linear = nn.Linear(feature_dim, num_actions)
+        self.linear = nn.Linear(feature_dim, num_actions, bias=not shared_bias)
+        if shared_bias:
+            bound = feature_dim**-0.5
+            self.shared_bias = nn.Parameter(torch.empty(1).uniform_(-bound, bound))
+        else:
+            self.shared_bias = None
         self.num_actions = num_actions
 
     def raw(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(features)
+        out = self.linear(features)
+        return out if self.shared_bias is None else out + self.shared_bias
 
     def readout(self, raw: torch.Tensor) -> torch.Tensor:
         return raw
