@@ -53,7 +53,9 @@ from ..envs.classification import ClassificationMDP
 from ..nets import build_network
 from ..optim import build_optimizer
 from ..probes.curvature import hessian_spectrum
+from .. import seeding
 from ..probes.diagnostics import diagnostics_seed
+from ..seeding import stream_seed
 from ..probes.gradcov import gradient_covariance, perturbation_sample_losses
 from ..trainer import Progress
 from .common import CaseRun, begin_run, distance, end_run, snapshot
@@ -106,7 +108,7 @@ class CoupledTrajectories:
         self.gd_params = list(online.parameters())
         self.b_params = list(self.brownian.parameters())
         self.init = snapshot(self.gd_params)
-        self.noise_generator = torch.Generator(device).manual_seed(int(cfg.seed) + 3)
+        self.noise_generator = seeding.generator(device, cfg.seed, "brownian/noise")
 
     @property
     def gd(self) -> nn.Module:
@@ -145,7 +147,7 @@ def measure(cfg: DictConfig, net: nn.Module, inputs: torch.Tensor, seed: int) ->
         })
     if d.gradcov.enabled:
         shared = str(getattr(d.gradcov.loss, "value", d.gradcov.loss)) == "perturbation_shared"
-        losses = perturbation_sample_losses(net, inputs[: int(d.gradcov.k)], seed + 1, shared=shared)
+        losses = perturbation_sample_losses(net, inputs[: int(d.gradcov.k)], stream_seed(seed, "gradcov"), shared=shared)
         cov = gradient_covariance(
             losses, num_clusters=int(d.gradcov.num_clusters), chunk_size=int(d.gradcov.chunk_size),
             max_memory_mb=float(d.gradcov.max_memory_mb), seed=seed,
@@ -175,10 +177,10 @@ def run_brownian(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         log.warning("env=brownian with optimizer=%s: the paper's trajectory is SGD (optimizer=sgd)", cfg.optimizer.name)
 
     # 1-2. the MDP, the coupled trajectories, and the measurement inputs X (fixed for the run)
-    env = make_mdp(env_cfg, device, int(cfg.seed))
+    env = make_mdp(env_cfg, device, stream_seed(cfg.seed, "env"))
     env.reset()
     coupled = CoupledTrajectories(cfg, env.obs_shape, env.num_actions, device)
-    act_generator = torch.Generator(device).manual_seed(int(cfg.seed) + 1)
+    act_generator = seeding.generator(device, cfg.seed, "act")
     seed = diagnostics_seed(cfg.seed, 0)
     num_inputs = max(int(cfg.diagnostics.curvature.num_inputs), int(cfg.diagnostics.gradcov.k))
     x_generator = torch.Generator(device).manual_seed(seed)
