@@ -7,16 +7,20 @@ import copy
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
+import warnings
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from plasticity_runner import checkpoint, trainer
+from plasticity_runner import checkpoint, load_sweep, run_status, trainer
 from plasticity_runner.config import ConfigError, validate
-from plasticity_runner.metrics import MetricsWriteError
+from plasticity_runner.metrics import MetricsWriteError, MissingShardsWarning
+from plasticity_runner.report import data as report_data
 from plasticity_runner.trainer import train
 
 from .conftest import TINY, make_cfg
@@ -196,3 +200,155 @@ def test_checkpoint_without_checksum_loads_with_a_warning(tmp_path, monkeypatch,
     assert any("no checksum" in r.getMessage() for r in caplog.records)
     assert json.loads((tmp_path / "run.json").read_text())["resumed_from_step"] == 20
     pd.testing.assert_frame_equal(values(tmp_path), reference, check_exact=True)
+
+
+# ------------------------------------------------------------------ the run directory's lock
+
+HOLDER = """
+import sys, time
+from plasticity_runner.metrics import write_run_metadata
+from plasticity_runner.run_status import RunRecord
+with RunRecord(sys.argv[1]):
+    if len(sys.argv) > 2:
+        write_run_metadata(sys.argv[1], {"seed": 0}, extra={"status": "running"})
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def holder():
+    """Start a process that holds a run directory's lock (and, if asked, a run.json saying running)."""
+    procs = []
+
+    def start(run_dir, write_meta=False):
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir), *(["meta"] if write_meta else [])],
+                                stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "locked"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_second_process_on_a_run_dir_is_refused_then_takes_over(tmp_path, holder):
+    run = tmp_path / "run"
+    first = holder(run)
+    assert run_status.lock_held(run) is True
+    res = subprocess.run([sys.executable, "-m", "plasticity_runner", *TINY, f"hydra.run.dir={run}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "in use by another process" in res.stderr and f"PID {first.pid}" in res.stderr
+    assert str(run / "run.lock") in res.stderr
+    assert not (run / "run.json").exists() and not (run / "metrics").exists()
+    first.send_signal(signal.SIGKILL)  # a crash: the kernel drops the lock, the lock file stays
+    first.wait()
+    assert (run / "run.lock").exists() and run_status.lock_held(run) is False
+    assert train(make_cfg(["total_steps=20"]), run)["status"] == "complete"
+    assert json.loads((run / "run.lock").read_text())["pid"] == os.getpid()
+    assert json.loads((run / "run.json").read_text())["pid"] == os.getpid()
+
+
+def test_in_process_second_start_is_refused(tmp_path, holder):
+    holder(tmp_path)
+    with pytest.raises(run_status.RunDirBusyError) as err:
+        train(make_cfg(), tmp_path)
+    assert err.value.key == "hydra.run.dir"
+
+
+def test_running_run_whose_process_is_gone_is_stale(tmp_path, holder):
+    run = tmp_path / "run"
+    proc = holder(run, write_meta=True)
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "running" and meta["pid"] == proc.pid
+    assert run_status.effective_status(run, meta) == "running"
+    assert report_data.load_report_data(tmp_path).runs.loc[0, "status"] == "running"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run_status.effective_status(run, meta) == "stale"
+    row = report_data.load_report_data(tmp_path).runs.iloc[0]
+    assert row["status"] == "stale" and "stale: its process is gone" in row["reason"]
+
+
+# ------------------------------------------------------------------ how a run ended
+
+
+def test_crash_records_the_error_and_the_report_says_so(tmp_path, monkeypatch):
+    def oom(state, n):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nsecond line")
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "prefill", oom)
+        with pytest.raises(RuntimeError):
+            train(make_cfg(), tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["status"] == "crashed"
+    assert meta["error"] == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    row = report_data.load_report_data(tmp_path).runs.iloc[0]
+    assert row["status"] == "crashed" and "no metrics (status crashed: RuntimeError: CUDA out of memory" in row["reason"]
+    assert run_status.lock_held(tmp_path / "run") is False
+
+
+def test_heartbeat_and_steps_done_of_a_crashed_run(tmp_path, monkeypatch):
+    crashed_at_33(tmp_path, monkeypatch)
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["status"] == "crashed" and meta["steps_done"] == 30 and meta["heartbeat"]  # the last log point
+
+
+def test_ctrl_c_records_interrupted_and_resumes(tmp_path, monkeypatch, reference):
+    real = trainer.train_step
+
+    def interrupted(state, agent_cfg, epsilon):
+        out = real(state, agent_cfg, epsilon)
+        if state.step == 25:
+            raise KeyboardInterrupt
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "train_step", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(make_cfg(), tmp_path)
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["signal"] == "SIGINT"
+    assert train(make_cfg(), tmp_path)["status"] == "complete"
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["status"] == "complete" and "signal" not in meta
+    pd.testing.assert_frame_equal(values(tmp_path), reference, check_exact=True)
+
+
+def test_sigterm_through_the_cli_records_interrupted(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "plasticity_runner", *TINY, "total_steps=2000", f"hydra.run.dir={out}"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "checkpoints" / "step_0000000020" / "COMPLETE").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == -signal.SIGTERM  # checkpointed at its next log point, then the default action
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["signal"] == "SIGTERM", meta
+    assert run_status.effective_status(out, meta) == "interrupted"
+
+
+def test_refused_restart_leaves_the_record_unchanged(tmp_path):
+    train(make_cfg(["total_steps=20"]), tmp_path)
+    before = (tmp_path / "run.json").read_bytes()
+    with pytest.raises(ConfigError):
+        train(make_cfg(["total_steps=20", "agent.gamma=0.5"]), tmp_path)
+    assert (tmp_path / "run.json").read_bytes() == before
+
+
+def test_deleted_shard_is_flagged(tmp_path):
+    run = tmp_path / "run"
+    train(make_cfg(), run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_sweep(tmp_path)  # a complete run: no warning
+    (run / "metrics" / "step_0000000020.parquet").unlink()
+    with pytest.warns(MissingShardsWarning, match=r"pause step\(s\) \[20\]"):
+        df = load_sweep(tmp_path)
+    assert 20 not in set(df.step) and 40 in set(df.step)
+    assert report_data.load_report_data(tmp_path).runs.iloc[0]["missing_steps"] == [20]
