@@ -49,7 +49,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DatasetFileError(f"{path} is not an IDX file (its first bytes are {data[:4].hex() or 'missing'}, "
-                               "expected 0000 08 0n); is it gzipped, or another file?")
+                               f"expected 000008{ndim:02x}); is it still gzipped, or another file?")
     if data[2] != 0x08 or data[3] != ndim:
         raise DatasetFileError(f"{path}: expected an IDX file of {ndim}-d unsigned bytes (magic 0x0008{ndim:02x}), "
                                f"found type 0x{data[2]:02x} with {data[3]} dims")
