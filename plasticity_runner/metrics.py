@@ -22,6 +22,7 @@ that differs between two runs with the same seed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -66,9 +67,14 @@ class MissingShardsWarning(UserWarning):
 CURRENT_START: ContextVar[Mapping[str, Any]] = ContextVar("CURRENT_START", default={})
 
 
+_WRITES = itertools.count()
+
+
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` and rename the result to ``path``; remove the temporary on failure."""
-    tmp = path.with_name(path.name + ".tmp")
+    # a name of its own per write: a stop signal's handler may record the run's status while the
+    # main thread is writing the same file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{next(_WRITES)}.tmp")
 
     def discard() -> None:
         try:
