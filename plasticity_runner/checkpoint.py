@@ -1,8 +1,12 @@
 """Checkpoints: resume is a property of the run directory.
 
-At every pause the trainer writes ``checkpoints/step_<step>/state.pt`` and then an empty
-``COMPLETE`` marker (Dopamine's pattern): a checkpoint without its marker was cut off while being
-written and is never loaded. Only the newest ``checkpoint.keep`` complete checkpoints are kept.
+At every pause the trainer writes ``checkpoints/step_<step>/state.pt`` and then a ``COMPLETE``
+marker (Dopamine's pattern): a checkpoint without its marker was cut off while being written and is
+never loaded. The marker holds the state file's size and SHA-256 (JSON); a restart verifies them
+and, when the newest complete checkpoint is corrupt or truncated (a bad disk, a partial copy),
+warns naming the file and falls back to the one before it. Only the newest ``checkpoint.keep``
+complete checkpoints are kept. A marker without a checksum (written before checksums existed) is
+loaded unverified, with a warning.
 
 A checkpoint holds everything the loop mutates: online and target networks, optimizer state,
 replay contents, environment state, the step counter, the current observation, every generator
@@ -14,6 +18,9 @@ final metrics equal those of an uninterrupted run bit for bit.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import random
 import shutil
@@ -28,8 +35,39 @@ from .metrics import ARRAYS_DIR, METRICS_DIR, MetricsWriteError
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import RunState
 
+log = logging.getLogger("plasticity_runner")
+
 CHECKPOINT_DIR = "checkpoints"
 MARKER = "COMPLETE"
+STATE_FILE = "state.pt"
+_HASH_CHUNK = 1 << 24  # bytes read at a time when verifying
+
+
+class CorruptCheckpointError(RuntimeError):
+    """No complete checkpoint of a run directory can be loaded (every one is corrupt)."""
+
+
+class _HashingWriter:
+    """A binary file that hashes what is written through it (torch.save writes sequentially)."""
+
+    def __init__(self, f):
+        self.f, self.sha256, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _rng_state() -> dict[str, Any]:
@@ -97,22 +135,38 @@ def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def save(run_dir: Path, state: "RunState", keep: int) -> Path:
-    """Write the checkpoint of ``state.step`` (state file, then marker); prune old ones."""
+    """Write the checkpoint of ``state.step`` (state file, then marker with its checksum); prune old ones.
+
+    Any failure to write (``OSError``, or the ``RuntimeError`` torch's writer raises on a full
+    disk) removes the step's directory and raises ``MetricsWriteError`` naming it.
+    """
     d = _step_dir(run_dir, state.step)
+    bundle = state_dict(state)  # outside the try: a bug here is not a write error
     try:
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
-        tmp = d / "state.pt.tmp"
+        tmp = d / (STATE_FILE + ".tmp")
         with open(tmp, "wb") as f:
-            torch.save(state_dict(state), f)
+            writer = _HashingWriter(f)
+            torch.save(bundle, writer)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, d / "state.pt")
-        (d / MARKER).touch()
-    except OSError as exc:
+        size = os.path.getsize(tmp)
+        digest = writer.sha256.hexdigest() if size == writer.size else file_sha256(tmp)
+        os.replace(tmp, d / STATE_FILE)
+        marker = json.dumps({"file": STATE_FILE, "size": size, "sha256": digest})
+        with open(d / (MARKER + ".tmp"), "w") as f:
+            f.write(marker)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(d / (MARKER + ".tmp"), d / MARKER)  # the marker appears whole or not at all
+    except (OSError, RuntimeError) as exc:
         shutil.rmtree(d, ignore_errors=True)
         raise MetricsWriteError(f"cannot write checkpoint {d}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
     for _, old in complete_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     # checkpoints that never got their marker (a crash mid-write) are garbage now
@@ -122,15 +176,63 @@ def save(run_dir: Path, state: "RunState", keep: int) -> Path:
     return d
 
 
+def verify(d: Path) -> str | None:
+    """Why the checkpoint in ``d`` must not be loaded (size or SHA-256 differ from its marker), or None.
+
+    A marker without a checksum (an older checkpoint) passes, with a warning.
+    """
+    path = Path(d) / STATE_FILE
+    try:
+        text = (Path(d) / MARKER).read_text().strip()
+        if not path.is_file():
+            return f"{path} is missing"
+        if not text:
+            log.warning("checkpoint %s has no checksum (written by an older version): loading it unverified", path)
+            return None
+        expected = json.loads(text)
+        size = path.stat().st_size
+        if size != expected["size"]:
+            return f"{path} is truncated or grown: {size} bytes, its marker says {expected['size']}"
+        if file_sha256(path) != expected["sha256"]:
+            return f"{path} is corrupt: its SHA-256 differs from the one in {Path(d) / MARKER}"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"cannot verify {path}: {type(exc).__name__}: {exc}"
+    return None
+
+
 def load_latest(run_dir: Path, state: "RunState") -> int | None:
-    """Restore the newest complete checkpoint into ``state``; returns its step (None if none)."""
+    """Restore the newest complete checkpoint that verifies into ``state``; returns its step (None if none).
+
+    A corrupt or truncated newer one is skipped with a warning naming the file; the caller then
+    discards the metric shards written after the step it resumes from (``discard_after``), as on
+    any resume. Raises ``CorruptCheckpointError`` when checkpoints exist but none can be loaded.
+    """
     found = complete_checkpoints(run_dir)
-    if not found:
-        return None
-    step, d = found[-1]
-    ckpt = torch.load(d / "state.pt", map_location=state.obs.device, weights_only=False)
-    load_state_dict(state, ckpt)
-    return step
+    problems = []
+    for step, d in reversed(found):
+        problem = verify(d)
+        if problem is None:
+            try:
+                ckpt = torch.load(d / STATE_FILE, map_location=state.obs.device, weights_only=False)
+            except Exception as exc:  # an unverified (old) checkpoint may still be unreadable
+                problem = f"cannot load {d / STATE_FILE}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        if problem is not None:
+            problems.append(problem)
+            log.warning("skipping checkpoint of step %d: %s; falling back to the one before it", step, problem)
+            continue
+        load_state_dict(state, ckpt)
+        if problems:
+            log.warning(
+                "resuming from the checkpoint of step %d (%s); metric shards after step %d are discarded "
+                "and recomputed", step, d / STATE_FILE, step,
+            )
+        return step
+    if problems:
+        raise CorruptCheckpointError(
+            f"no checkpoint of {run_dir} can be loaded: " + "; ".join(problems)
+            + f". Delete {Path(run_dir) / CHECKPOINT_DIR} (and {Path(run_dir) / METRICS_DIR}) to run it again from step 0"
+        )
+    return None
 
 
 def discard_after(run_dir: Path, step: int | None) -> list[Path]:

@@ -9,6 +9,7 @@ range checks that types cannot express; it raises ``ConfigError`` naming the key
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -441,22 +442,49 @@ def register_configs() -> None:
 # --------------------------------------------------------------------------------- validation
 
 
+def _finite(key: str, value: Any) -> None:
+    """NaN and +-inf pass every comparison-based range check (``nan < 0`` is False): refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value}")
+
+
+def _all_finite(node: Any, prefix: str = "") -> None:
+    """Refuse NaN/inf in every numeric key of the config: no key of the schema takes one."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _all_finite(v, f"{prefix}{k}.")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _all_finite(v, f"{prefix}{i}.")
+    else:
+        _finite(prefix[:-1], node)
+
+
 def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
     value = OmegaConf.select(cfg, key)
     if value is None:
         return
+    _finite(key, value)
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
 def _unit(cfg: DictConfig, key: str) -> None:
     value = OmegaConf.select(cfg, key)
-    if value is not None and not 0.0 <= value <= 1.0:
+    if value is None:
+        return
+    _finite(key, value)
+    if not 0.0 <= value <= 1.0:
         raise ConfigError(key, f"must lie in [0, 1], got {value}")
 
 
 def validate(cfg: DictConfig) -> None:
-    """Range checks that the schema's types cannot express; raises ``ConfigError`` naming the key."""
+    """Range checks that the schema's types cannot express; raises ``ConfigError`` naming the key.
+
+    First of all, every float of the config must be finite: ``optimizer.lr=nan`` would otherwise
+    train and "diverge", which reads like a result.
+    """
+    _all_finite(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     _positive(cfg, "total_steps", allow_zero=True)
     _positive(cfg, "log_every_steps")
     _positive(cfg, "checkpoint.keep")

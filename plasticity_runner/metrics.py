@@ -22,12 +22,15 @@ that differs between two runs with the same seed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import platform
 import subprocess
 import time
+import warnings
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +62,23 @@ class RunFileError(ValueError):
     """A run's ``run.json`` cannot be read or is not a JSON object (the message names the file)."""
 
 
+class MissingShardsWarning(UserWarning):
+    """A run lacks the metrics shard of pauses it has passed (a shard deleted, or never written)."""
+
+
+# ``start_token``, ``pid`` and ``started_at`` of the start of the run that holds its directory's
+# lock (``run_status.RunRecord``); ``write_run_metadata`` stamps them into ``run.json``.
+CURRENT_START: ContextVar[Mapping[str, Any]] = ContextVar("CURRENT_START", default={})
+
+
+_WRITES = itertools.count()
+
+
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` and rename the result to ``path``; remove the temporary on failure."""
-    tmp = path.with_name(path.name + ".tmp")
+    # a name of its own per write: a stop signal's handler may record the run's status while the
+    # main thread is writing the same file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{next(_WRITES)}.tmp")
 
     def discard() -> None:
         try:
@@ -165,6 +182,7 @@ def write_run_metadata(run_dir: Path, config: Mapping[str, Any], extra: Mapping[
         "versions": versions(),
         "git_revision": git_revision(),
         "hostname": platform.node(),
+        **CURRENT_START.get(),
         **(dict(extra) if extra else {}),
     }
     atomic_write_text(path, json.dumps(meta, indent=1, default=str, sort_keys=False))
@@ -271,7 +289,9 @@ def load_sweep(path: str | os.PathLike, config_columns: Iterable[str] | None = N
 
     Columns: ``run_id, step, phase, metric, value, wall_time_s, run_dir`` and one column per
     flattened config key (``env.dataset``, ``architecture.width``, ``seed``, ...), or only the keys
-    in ``config_columns`` when given. Runs without any metric shard yet contribute no rows.
+    in ``config_columns`` when given. Runs without any metric shard yet contribute no rows. A run
+    missing the shard of a pause it has passed (``missing_pause_steps``) gives a
+    ``MissingShardsWarning`` naming the run and the steps.
     """
     runs = find_runs(Path(path))
     if not runs:
@@ -280,6 +300,13 @@ def load_sweep(path: str | os.PathLike, config_columns: Iterable[str] | None = N
     for run_dir in runs:
         meta = load_run_metadata(run_dir)
         frame = load_run(run_dir)
+        missing = missing_pause_steps(run_dir, meta)
+        if missing:
+            warnings.warn(
+                f"run {meta.get('run_id')} ({run_dir}): no metrics shard for the pause step(s) {missing} "
+                "(deleted, or never written); its values at those steps are missing",
+                MissingShardsWarning, stacklevel=2,
+            )
         frame["run_dir"] = str(run_dir)
         config = meta.get("config", {})
         keys = list(config) if config_columns is None else list(config_columns)
@@ -289,3 +316,27 @@ def load_sweep(path: str | os.PathLike, config_columns: Iterable[str] | None = N
             frame[key] = config.get(key)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def missing_pause_steps(run_dir: Path, meta: Mapping[str, Any]) -> list[int]:
+    """Pause steps of a DQN run (0, ``probe.every_steps``, ..., and ``total_steps`` once complete) up
+    to its ``steps_done`` that have no metrics shard (``metrics/step_<step>.parquet``).
+
+    Step 0 is expected only when something measures there (the probe or a diagnostic). The case
+    studies of section 4 pause on their own cadences and are not checked (empty list).
+    """
+    config = meta.get("config") or {}
+    every, total = config.get("probe.every_steps"), config.get("total_steps")
+    if config.get("env.name") in ("memorization", "brownian") or not every or total is None:
+        return []
+    present = {int(f.name.split(".")[0].split("_")[1]) for f in (Path(run_dir) / METRICS_DIR).glob("step_*.parquet")}
+    done = meta.get("steps_done")
+    last = int(done) if done is not None else max(present, default=-1)
+    expected = set(range(int(every), min(last, int(total)) + 1, int(every)))
+    measures_at_0 = [config.get(k) for k in ("probe.enabled", "diagnostics.statistics.enabled",
+                                             "diagnostics.curvature.enabled", "diagnostics.gradcov.enabled")]
+    if last >= 0 and any(measures_at_0):
+        expected.add(0)
+    if meta.get("status") == "complete":
+        expected.add(int(total))
+    return sorted(expected - present)

@@ -61,9 +61,18 @@ class PreemptionGuard:
     ``requested`` stays False.
     """
 
-    def __init__(self, signals: Iterable[int] | None = None, max_wait_s: float = DEFAULT_MAX_WAIT_S):
+    def __init__(
+        self,
+        signals: Iterable[int] | None = None,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        on_hand_over: Callable[[int], object] | None = None,
+        on_resume: Callable[[], object] | None = None,
+    ):
         self.signals = tuple(signals) if signals is not None else stop_signals()
         self.max_wait_s = float(max_wait_s)
+        # called with the signal just before it is handed on (the process may end right after:
+        # record that it was interrupted), and when the previous handler returned (training goes on)
+        self.on_hand_over, self.on_resume = on_hand_over, on_resume
         self._previous: dict[int, Any] = {}
         self._pending: int | None = None
         self._saving = False
@@ -161,8 +170,12 @@ class PreemptionGuard:
         previous = self._previous.get(signum, signal.SIG_DFL)
         name = getattr(previous, "__name__", str(previous))
         log.info("handing %s on to %s", signal.Signals(signum).name, name)
+        if self.on_hand_over is not None:
+            self.on_hand_over(signum)
         if callable(previous):
             previous(signum, None)
+            if self.on_resume is not None:
+                self.on_resume()
             return
         # default action (terminate): take the guard out of the way and deliver the signal again
         self._restore()

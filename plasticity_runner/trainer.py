@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, fastpath, seeding
+from . import checkpoint, fastpath, run_status, seeding
 from . import interventions as interventions_lib
 from .agents.dqn import DQNAgent, FrameClock, epsilon_at, frame_clock, target_update_due
 from .config import CASE_STUDY_ENVS, ConfigError, validate
@@ -296,17 +296,28 @@ def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | N
     """Run one experiment into ``run_dir``, resuming from its newest complete checkpoint.
 
     ``cfg`` is the composed config (``compose()`` in tests, ``@hydra.main`` from the CLI).
-    ``on_start`` is called once the config is valid and the run directory accepts it, before
-    anything is written (the CLI writes Hydra's record of the run there).
-    Returns a summary: run id, steps done, status and the last probe scalars.
+    ``on_start`` is called once the config is valid, the run directory's lock is held and the
+    directory accepts the config, before anything is written (the CLI writes Hydra's record of
+    the run there).
+    Returns a summary: run id, steps done, status and the last probe scalars. The run holds the
+    directory's lock throughout (``run_status``): a second process on it is refused, and a run
+    that raises records ``crashed`` (or ``interrupted``) in ``run.json``.
     """
     validate(cfg)
-    if cfg.env.name in CASE_STUDY_ENVS:  # the studies of section 4 run their own loops (case_studies/)
-        from .case_studies import run_case_study
-        from .case_studies.common import run_config
-        _accept(Path(run_dir), run_config(cfg), on_start)
-        return run_case_study(cfg, run_dir)
-    run_dir = Path(run_dir)
+    with run_status.RunRecord(run_dir) as record:
+        if cfg.env.name in CASE_STUDY_ENVS:  # the studies of section 4 run their own loops (case_studies/)
+            from .case_studies import run_case_study
+            from .case_studies.common import run_config
+
+            _accept(Path(run_dir), run_config(cfg), on_start)
+            return run_case_study(cfg, run_dir)
+        return _train(cfg, Path(run_dir), record, on_start)
+
+
+def _train(
+    cfg: DictConfig, run_dir: Path, record: run_status.RunRecord, on_start: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """The run of ``train``, inside the run directory's lock."""
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     device = resolve_device(cfg.device)
@@ -353,7 +364,7 @@ def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | N
     reward_sum = torch.zeros((), device=device)
     window_start, t_window = state.step, time.perf_counter()
     env_steps_per_update = int(agent_cfg.update_every_env_steps)
-    preempt = PreemptionGuard().install()
+    preempt = PreemptionGuard(on_hand_over=record.interrupted, on_resume=record.resumed).install()
     try:
         while state.step < total:
             epsilon = epsilon_at(state.step, agent_cfg, state.clock)
@@ -414,6 +425,7 @@ def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | N
                     if "probe_loss" in summary["probe"]:
                         shown["probe_loss"] = summary["probe"]["probe_loss"]
                 progress.update(state.step, n, **shown)
+                record.heartbeat(state.step)
                 loss_sum.zero_(), reward_sum.zero_()
                 window_start, t_window = state.step, time.perf_counter()
                 if preempt.requested:  # preempted or timed out: checkpoint this step, then requeue
@@ -426,6 +438,8 @@ def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | N
     finally:
         preempt.uninstall()
         progress.close()
-    write_run_metadata(run_dir, config, extra={**meta, "status": status, "steps_done": state.step})
+    end = run_status.end_fields(run_dir, status, state.step, cfg.on_divergence)
+    write_run_metadata(run_dir, config, extra={**meta, **end})
+    status = end["status"]
     log.info("run %s %s at step %d: metrics in %s", run_id, status, state.step, (run_dir / "metrics").resolve())
     return {"run_id": run_id, "run_dir": str(run_dir), "steps": state.step, "status": status, **summary}

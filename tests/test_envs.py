@@ -8,7 +8,9 @@ import torch
 from omegaconf import OmegaConf
 
 from plasticity_runner.envs.classification import ClassificationMDP
-from plasticity_runner.envs.datasets import DatasetNotFoundError, load_dataset
+from plasticity_runner.envs.datasets import DatasetFileError, DatasetNotFoundError, load_dataset
+
+from .conftest import write_idx
 
 
 def env_cfg(**kw):
@@ -120,3 +122,63 @@ def test_digits_default_needs_no_files():
     x, y = load_dataset("digits", "/nonexistent")
     assert x.shape == (1797, 1, 8, 8) and float(x.max()) == 1.0 and float(x.min()) == 0.0
     assert sorted(set(y.tolist())) == list(range(10))
+
+
+def test_mnist_needs_only_the_two_train_files(mnist_dir):
+    root, images, labels = mnist_dir
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (root / "MNIST" / "raw" / name).unlink()
+    x, y = load_dataset("mnist", root)
+    np.testing.assert_allclose(x[:, 0].numpy(), images / 255.0, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(y.numpy(), labels)
+
+
+def test_mnist_names_exactly_the_missing_file(mnist_dir):
+    root, _, _ = mnist_dir
+    (root / "MNIST" / "raw" / "train-labels-idx1-ubyte").unlink()
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("mnist", root)
+    assert "MNIST/raw/train-labels-idx1-ubyte" in str(err.value)
+    assert "train-images" not in str(err.value) and "t10k" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("garbage", "is not an IDX file"),
+        ("gzipped", "is not an IDX file"),
+        ("labels_as_images", "expected an IDX file of 3-d unsigned bytes"),
+        ("truncated", "is truncated"),
+        ("header_only", "is truncated"),
+        ("too_long", "longer than its header says"),
+    ],
+)
+def test_bad_mnist_file_names_the_file_and_the_fault(mnist_dir, damage, expected):
+    import gzip
+
+    root, images, labels = mnist_dir
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    data = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"<html>404 Not Found</html>" * 100)
+    elif damage == "gzipped":
+        path.write_bytes(gzip.compress(data))
+    elif damage == "labels_as_images":
+        write_idx(path, labels)
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) - 1000])
+    elif damage == "header_only":
+        path.write_bytes(data[:10])
+    else:
+        path.write_bytes(data + b"\0" * 28)
+    with pytest.raises(DatasetFileError) as err:
+        load_dataset("mnist", root)
+    assert str(path) in str(err.value) and expected in str(err.value), str(err.value)
+
+
+def test_mnist_images_and_labels_must_agree(mnist_dir):
+    root, images, labels = mnist_dir
+    write_idx(root / "MNIST" / "raw" / "train-labels-idx1-ubyte", labels[:-1])
+    with pytest.raises(DatasetFileError) as err:
+        load_dataset("mnist", root)
+    assert "50 images but" in str(err.value) and "49 labels" in str(err.value)

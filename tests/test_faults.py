@@ -55,5 +55,6 @@ def test_divergence_is_recorded(tmp_path, mode):
     if mode == "stop":
         assert summary["status"] == meta["status"] == "diverged" and summary["steps"] == 10
         assert train(cfg, tmp_path)["already_finished"]  # a restart does not train a diverged run on
-    else:
-        assert summary["status"] == "complete" and summary["steps"] == 40
+    else:  # trained on to the end, but the record says it diverged, and where
+        assert summary["status"] == meta["status"] == "diverged" and summary["steps"] == meta["steps_done"] == 40
+        assert meta["diverged_at_step"] == 10 and "on_divergence=continue" in meta["end_reason"]

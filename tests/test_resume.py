@@ -60,7 +60,8 @@ def test_crash_then_restart_equals_uninterrupted(tmp_path, monkeypatch, referenc
         crash_at(m, step, where)
         with pytest.raises(Crash):
             train(make_cfg(), tmp_path)
-    assert json.loads((tmp_path / "run.json").read_text())["status"] == "running"
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["status"] == "crashed" and meta["error"] == f"Crash: {step}"
     summary = train(make_cfg(), tmp_path)
     assert summary["status"] == "complete"
     pd.testing.assert_frame_equal(values(tmp_path), reference, check_exact=True)

@@ -35,15 +35,52 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return images, data.target.astype(np.int64)
 
 
-def _mnist(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    from torchvision.datasets import MNIST
+MNIST_TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")  # under <data_dir>/MNIST/raw/
 
-    try:
-        ds = MNIST(root=str(root), train=True, download=download)
-    except RuntimeError as exc:
-        raise _not_found("mnist", root, "MNIST/raw/train-images-idx3-ubyte and train-labels-idx1-ubyte", exc) from exc
-    images = ds.data.numpy().astype(np.float32)[:, None] / 255.0
-    return images, ds.targets.numpy().astype(np.int64)
+
+class DatasetFileError(ValueError):
+    """A dataset file exists but is not what it should be (wrong format, truncated)."""
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file of unsigned bytes (MNIST's format: magic ``0 0 0x08 ndim``, big-endian int32
+    dims, then the data) as a uint8 array; ``DatasetFileError`` naming the file if it is not one."""
+    data = path.read_bytes()
+    header = 4 + 4 * ndim
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DatasetFileError(f"{path} is not an IDX file (its first bytes are {data[:4].hex() or 'missing'}, "
+                               f"expected 000008{ndim:02x}); is it still gzipped, or another file?")
+    if data[2] != 0x08 or data[3] != ndim:
+        raise DatasetFileError(f"{path}: expected an IDX file of {ndim}-d unsigned bytes (magic 0x0008{ndim:02x}), "
+                               f"found type 0x{data[2]:02x} with {data[3]} dims")
+    if len(data) < header:
+        raise DatasetFileError(f"{path} is truncated: {len(data)} bytes, shorter than its {header}-byte header")
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(dims))
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "longer than its header says"
+        raise DatasetFileError(f"{path} is {what}: {len(data)} bytes, its header (dims {dims}) needs {expected}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _mnist(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The training split from ``<root>/MNIST/raw/`` (only the two ``train-*`` files are read)."""
+    raw = root / "MNIST" / "raw"
+    if download:
+        from torchvision.datasets import MNIST
+
+        MNIST(root=str(root), train=True, download=True)  # fetches and unpacks all four files
+    missing = [name for name in MNIST_TRAIN_FILES if not (raw / name).is_file()]
+    if missing:
+        raise _not_found("mnist", root, " and ".join(f"MNIST/raw/{name}" for name in missing) + " (missing)")
+    images = read_idx(raw / MNIST_TRAIN_FILES[0], 3)
+    labels = read_idx(raw / MNIST_TRAIN_FILES[1], 1)
+    if len(images) != len(labels):
+        raise DatasetFileError(f"{raw / MNIST_TRAIN_FILES[0]} holds {len(images)} images but "
+                               f"{raw / MNIST_TRAIN_FILES[1]} holds {len(labels)} labels")
+    if labels.size and labels.max() > 9:
+        raise DatasetFileError(f"{raw / MNIST_TRAIN_FILES[1]}: labels must lie in 0..9, found {int(labels.max())}")
+    return images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64)
 
 
 def _cifar10(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:

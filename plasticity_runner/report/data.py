@@ -13,8 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import warnings
+
 from .. import metrics as _metrics
-from ..metrics import find_runs, load_run_metadata, load_sweep
+from ..metrics import find_runs, load_run_metadata, load_sweep, missing_pause_steps
+from ..run_status import effective_status
 from . import names as N
 
 # Columns of ``load_sweep`` that are not config keys.
@@ -32,7 +35,9 @@ class ReportData:
     ``frame`` is the ``load_sweep`` frame of the used runs with one more column, ``group`` (a label
     naming the config keys that separate this run's group from the others, seed excluded).
     ``runs`` has one row per run directory found: run_dir, run_id, status, used, reason, rows,
-    first_step, last_step, seed, group.
+    first_step, last_step, missing_steps, seed, group. ``status`` is ``run.json``'s, except
+    ``stale`` for a run recorded ``running`` whose process is gone (``run_status``);
+    ``missing_steps`` lists the pause steps whose metrics shard is missing (empty when none).
     """
 
     path: Path
@@ -128,8 +133,9 @@ def load_report_data(path: str | os.PathLike) -> ReportData:
     """Read every run at or below ``path`` (each through ``load_sweep``) and decide which to use.
 
     A run is skipped when its ``run.json`` or a metric shard cannot be read, when its status is
-    one of ``names.SKIP_STATUSES`` (``failed``), or when it has written no metrics yet. Runs
-    still going (status ``running``) and diverged runs are used with the pauses they have.
+    one of ``names.SKIP_STATUSES`` (``failed``), or when it has written no metrics (the reason
+    then says whether it is still running or how it ended). Runs still going (status
+    ``running``), stale, crashed, interrupted and diverged runs are used with the pauses they have.
     Raises ``NoRunsError`` when no run directory exists at or below ``path``.
     """
     path = Path(path)
@@ -142,13 +148,16 @@ def load_report_data(path: str | os.PathLike) -> ReportData:
     for run_dir in run_dirs:
         row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": None, "status": None, "used": False,
                                "reason": "", "rows": 0, "first_step": None, "last_step": None,
-                               "seed": None}
+                               "missing_steps": [], "seed": None}
         try:
             meta = load_run_metadata(run_dir)
             row["run_id"] = meta.get("run_id")
-            row["status"] = meta.get(N.STATUS_KEY)
+            row["status"] = effective_status(run_dir, meta)
             row["seed"] = (meta.get("config") or {}).get(N.SEED)
-            frame = load_sweep(run_dir)
+            row["missing_steps"] = missing_pause_steps(run_dir, meta)
+            with warnings.catch_warnings():  # the gaps are in the runs table (missing_steps)
+                warnings.simplefilter("ignore", _metrics.MissingShardsWarning)
+                frame = load_sweep(run_dir)
         except Exception as exc:  # a corrupt run must not stop the report on the others
             row["reason"] = f"unreadable: {type(exc).__name__}: {exc}"
             rows.append(row)
@@ -160,7 +169,12 @@ def load_report_data(path: str | os.PathLike) -> ReportData:
         if row["status"] in N.SKIP_STATUSES:
             row["reason"] = f"status {row['status']}"
         elif not len(frame):
-            row["reason"] = "no metrics yet"
+            status = row["status"]
+            if status in (None, "running"):
+                row["reason"] = "no metrics yet" + (" (still running)" if status else "")
+            else:  # it ended before its first pause: say how
+                why = "stale: its process is gone" if status == "stale" else f"status {status}"
+                row["reason"] = f"no metrics ({why}{': ' + meta['error'] if meta.get('error') else ''})"
         else:
             row["used"] = True
             frames.append(frame)

@@ -60,7 +60,7 @@ def runs_table(data: ReportData) -> pd.DataFrame:
     runs = data.runs.copy()
     runs.insert(0, "run", runs["run_dir"].map(lambda r: _relative(r, data.path)))
     runs["used"] = runs["used"].map({True: "yes", False: "no"})
-    cols = ["run", "used", "reason", "status", "seed", "group", "rows", "first_step", "last_step"]
+    cols = ["run", "used", "reason", "status", "seed", "group", "rows", "first_step", "last_step", "missing_steps"]
     return runs[[c for c in cols if c in runs.columns]]
 
 
