@@ -142,7 +142,7 @@ def reference(tmp_path_factory):
 
 def crashed_at_33(run_dir, monkeypatch):
     """A run crashed at step 33: complete checkpoints of steps 0 and 20 (keep=2), shards 0 and 20."""
-    real = trainer.train_step
+    real = trainer.learn_step
 
     def crashing(state, agent_cfg, epsilon):
         out = real(state, agent_cfg, epsilon)
@@ -151,7 +151,7 @@ def crashed_at_33(run_dir, monkeypatch):
         return out
 
     with monkeypatch.context() as m:
-        m.setattr(trainer, "train_step", crashing)
+        m.setattr(trainer, "learn_step", crashing)
         with pytest.raises(Crash):
             train(make_cfg(), run_dir)
     assert [s for s, _ in checkpoint.complete_checkpoints(run_dir)] == [0, 20]
@@ -189,6 +189,17 @@ def test_every_checkpoint_corrupt_is_refused(tmp_path, monkeypatch):
         train(make_cfg(), tmp_path)
     assert "step_0000000000/state.pt" in str(err.value) and "step_0000000020/state.pt" in str(err.value)
     assert sorted(p.name for p in (tmp_path / "metrics").iterdir())[-1] == "step_0000000020.parquet"  # nothing deleted
+
+
+def test_every_checkpoint_corrupt_through_the_cli_is_exit_3_naming_the_files(tmp_path, monkeypatch):
+    crashed_at_33(tmp_path, monkeypatch)
+    for _, d in checkpoint.complete_checkpoints(tmp_path):
+        (d / "state.pt").write_bytes(b"garbage")
+    res = subprocess.run([sys.executable, "-m", "plasticity_runner", *TINY, f"hydra.run.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 3, res.stderr
+    assert "Error reading the run's outputs" in res.stderr and "step_0000000020/state.pt" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_checkpoint_without_checksum_loads_with_a_warning(tmp_path, monkeypatch, reference, caplog):
@@ -299,7 +310,7 @@ def test_heartbeat_and_steps_done_of_a_crashed_run(tmp_path, monkeypatch):
 
 
 def test_ctrl_c_records_interrupted_and_resumes(tmp_path, monkeypatch, reference):
-    real = trainer.train_step
+    real = trainer.learn_step
 
     def interrupted(state, agent_cfg, epsilon):
         out = real(state, agent_cfg, epsilon)
@@ -308,7 +319,7 @@ def test_ctrl_c_records_interrupted_and_resumes(tmp_path, monkeypatch, reference
         return out
 
     with monkeypatch.context() as m:
-        m.setattr(trainer, "train_step", interrupted)
+        m.setattr(trainer, "learn_step", interrupted)
         with pytest.raises(KeyboardInterrupt):
             train(make_cfg(), tmp_path)
     meta = json.loads((tmp_path / "run.json").read_text())
