@@ -34,7 +34,7 @@ FLOAT_CONFIGS = [
     ["architecture=vit"],
     ["intervention=[spectral_norm,weight_decay,shrink_perturb,redo,two_hot]"],
     ["env=memorization"],
-    ["env=brownian"],
+    ["experiment=fig2_brownian"],  # env=brownian with the C_k loss the study takes
     ["env=atari"],
 ]
 
