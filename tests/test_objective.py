@@ -114,6 +114,7 @@ def test_optuna_replaces_the_summary_sweeper_cleanly():
     assert make_cfg(["experiment=tune_adam_plasticity"]).objective == "probe/plasticity@change"
 
 
+@pytest.mark.slow
 def test_optuna_without_an_objective_fails_before_training(tmp_path):
     res = run_cli(["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=1", "optimizer.lr=interval(1e-4, 1e-3)",
                    f"hydra.sweep.dir={tmp_path / 'sweep'}", *COMMON, *TINY["tune_adam_plasticity"]], cwd=tmp_path)
