@@ -141,3 +141,16 @@ def test_tune_adam_plasticity_preset_runs_two_trials(tmp_path):
     best = max(values, key=values.get)
     assert result["best_value"] == pytest.approx(values[best], abs=0)
     assert (result["best_params"]["optimizer.b2"], result["best_params"]["optimizer.eps"]) == best
+
+
+@pytest.mark.slow
+def test_a_stopped_study_resumes_by_replaying_its_finished_trials(tmp_path):
+    """The seeded sampler proposes the same trials again; finished runs return their objective at once."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "experiment=tune_adam_plasticity", f"hydra.sweep.dir={sweep}", *COMMON, *TINY["tune_adam_plasticity"]]
+    first = run_cli(args + ["hydra.sweeper.n_trials=2"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-4000:]
+    again = run_cli(args + ["hydra.sweeper.n_trials=3"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert (again.stdout + again.stderr).count("is already complete") == 2
+    assert len(list(sweep.glob("*/run.json"))) == 3
