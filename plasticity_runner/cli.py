@@ -45,6 +45,7 @@ def register_sweeper() -> None:
     from hydra_plugins.plasticity_runner_sweeper.summary_sweeper import SummarySweeper
 
     plugins.register(SummarySweeper)
+    # importing it also made it the default ``hydra/sweeper: basic`` (summary_sweeper.py)
 
 
 register_sweeper()
@@ -61,10 +62,17 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
-def _app(cfg: DictConfig) -> None:
+def _app(cfg: DictConfig) -> float | None:
+    """One run; returns its ``objective`` (None when unset) for a sweeper such as Optuna's."""
+    from .objective import ObjectiveError, for_sweeper, objective_value
     from .trainer import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    direction = HydraConfig.get().sweeper.get("direction")  # set by an optimising sweeper (Optuna)
+    if direction is not None and cfg.get("objective") is None:
+        fail(EXIT_CONFIG, "Error in config: config key 'objective': the sweeper optimises each run's objective "
+             "(direction " + str(direction) + "); set objective=<phase>/<metric>@<reduction>, e.g. "
+             "objective=probe/plasticity@change")
     try:
         # Hydra's record (.hydra/) is written only once the run directory has accepted the config
         summary = train(cfg, run_dir, on_start=lambda: write_hydra_record(run_dir, cfg))
@@ -76,6 +84,15 @@ def _app(cfg: DictConfig) -> None:
     except (RunFileError, CorruptCheckpointError) as exc:
         fail(EXIT_OUTPUTS, f"Error reading the run's outputs: {exc}")
     print(f"plasticity-run: run {summary['run_id']} {summary['status']}; outputs in {run_dir.resolve()}")
+    if cfg.get("objective") is None:
+        return None
+    try:
+        value = objective_value(run_dir, cfg.objective)
+        print(f"plasticity-run: objective {cfg.objective} = {value}")
+        value = for_sweeper(value, direction)  # NaN (diverged): the worst value of the direction
+    except ObjectiveError as exc:
+        fail(EXIT_CONFIG, f"Error in config: config key 'objective': {exc}")
+    return value
 
 
 def main() -> None:

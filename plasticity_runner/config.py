@@ -400,6 +400,7 @@ class Config:
     progress: Progress = Progress.auto
     torch_threads: Optional[int] = None
     on_divergence: str = "stop"  # stop | continue (a str: `continue` cannot name an enum member)
+    objective: Optional[str] = None  # <phase>/<metric>@<reduction> returned to a sweeper (objective.py)
     env: Any = MISSING
     architecture: Any = MISSING
     optimizer: Any = MISSING
@@ -491,6 +492,13 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "torch_threads")  # null: torch's default
     if cfg.on_divergence not in ("stop", "continue"):
         raise ConfigError("on_divergence", f"must be 'stop' or 'continue', got {cfg.on_divergence!r}")
+    if cfg.get("objective") is not None:
+        from .objective import ObjectiveError, parse_objective
+
+        try:
+            parse_objective(cfg.objective)
+        except ObjectiveError as exc:
+            raise ConfigError("objective", str(exc)) from None
     if OmegaConf.select(cfg, "env.name") in CASE_STUDY_ENVS:
         _validate_case_study(cfg)
     else:

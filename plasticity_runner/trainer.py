@@ -263,7 +263,7 @@ def run_pause(cfg: DictConfig, state: RunState, writer: MetricsWriter) -> dict[s
 # Config keys that may change between a run and its restart in the same directory: how the run is
 # shown or where its inputs are found, never what it computes (a requeued job may stage its data
 # set to a per-job scratch path).
-RESTART_MAY_CHANGE = {"progress", "torch_threads", "checkpoint.keep", "log_every_steps", "env.data_dir"}
+RESTART_MAY_CHANGE = {"progress", "torch_threads", "checkpoint.keep", "log_every_steps", "env.data_dir", "objective"}
 
 
 def _check_same_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """Hydra's basic sweeper, except that a failed run does not hide the others' failures.
 
 Hydra's ``BasicSweeper`` re-raises the first failed run of a batch, so ``plasticity-run -m`` shows
-one failure and exits 1. ``SummarySweeper`` (``hydra.sweeper._target_`` in ``configs/config.yaml``)
+one failure and exits 1. ``SummarySweeper`` (the default: the ``hydra/sweeper: basic`` option, stored below over Hydra's own)
 launches every batch whatever failed, then prints one line per failed run (its job number, the
 swept overrides, its error, its directory) and exits non-zero: with the exit status of the failed
 runs when they all share one (2: config error, 3: outputs; ``plasticity_runner.hydra_glue``),
@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, List, Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
@@ -91,3 +92,12 @@ class SummarySweeper(BasicSweeper):
         # Hydra calls on_multirun_end only when the sweep returns; call it before exiting instead
         self.hydra_context.callbacks.on_multirun_end(config=self.config, config_name=self.config.hydra.job.config_name)
         raise SystemExit(code)  # not an Exception: Hydra passes it on, the process exits with `code`
+
+
+# ``hydra/sweeper: basic``, Hydra's default option, is this sweeper (same keys as Hydra's basic one):
+# a config group option, so ``hydra/sweeper=optuna`` or a preset's ``override /hydra/sweeper: optuna``
+# replaces it whole (a ``hydra.sweeper._target_`` in the primary config would outlive the override).
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="basic", provider="plasticity_runner",
+    node=BasicSweeperConf(_target_=f"{SummarySweeper.__module__}.{SummarySweeper.__qualname__}"),
+)

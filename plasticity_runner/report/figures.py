@@ -1124,3 +1124,7 @@ __all__ = [
     "process_table",
     "width_table",
 ]
+
+from .intervals import figure_interval_estimates  # noqa: E402 (intervals imports FigureResult from here)
+
+FIGURES.append(("interval_estimates", figure_interval_estimates))

@@ -34,7 +34,7 @@ LAYER_NORM = "layer_norm"
 # where and how a run executes that do not change its numbers.
 GROUP_IGNORE_KEYS = frozenset({
     SEED, "device", "run_dir", "output_dir", "resume", "progress", "torch_threads",
-    "log_every_steps", "env.data_dir", "env.download",
+    "log_every_steps", "env.data_dir", "env.download", "objective",
 })
 GROUP_IGNORE_PREFIXES = ("hydra.", "logging.", "paths.", "checkpoint.")
 GROUP_IGNORE_SUFFIXES = ("seed",)  # e.g. ``env.label_seed``, ``probe.seed``
