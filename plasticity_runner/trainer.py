@@ -17,6 +17,7 @@ A *step* is one optimizer step; each step also steps the vector environment
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, fastpath, run_status, seeding
+from . import checkpoint, fastpath, run_status, seeding, sinks
 from . import interventions as interventions_lib
 from .agents.dqn import DQNAgent, FrameClock, epsilon_at, frame_clock, target_update_due
 from .config import CASE_STUDY_ENVS, ConfigError, validate
@@ -264,6 +265,7 @@ def run_pause(cfg: DictConfig, state: RunState, writer: MetricsWriter) -> dict[s
 # shown or where its inputs are found, never what it computes (a requeued job may stage its data
 # set to a per-job scratch path).
 RESTART_MAY_CHANGE = {"progress", "torch_threads", "checkpoint.keep", "log_every_steps", "env.data_dir"}
+RESTART_MAY_CHANGE_PREFIXES = ("logger.",)  # the sinks mirroring the metrics (a restart may add or drop one)
 
 
 def _check_same_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -273,7 +275,10 @@ def _check_same_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | N
         return None
     meta = load_run_metadata(run_dir)
     old, new = meta.get("config", {}), flatten(config)
-    changed = sorted(k for k in set(old) | set(new) if k not in RESTART_MAY_CHANGE and old.get(k) != new.get(k))
+    changed = sorted(
+        k for k in set(old) | set(new)
+        if k not in RESTART_MAY_CHANGE and not k.startswith(RESTART_MAY_CHANGE_PREFIXES) and old.get(k) != new.get(k)
+    )
     if changed:
         diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
         raise ConfigError(
@@ -311,11 +316,13 @@ def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | N
 
             _accept(Path(run_dir), run_config(cfg), on_start)
             return run_case_study(cfg, run_dir)
-        return _train(cfg, Path(run_dir), record, on_start)
+        with contextlib.ExitStack() as cleanup:  # the logging sinks close when the run ends or raises
+            return _train(cfg, Path(run_dir), record, on_start, cleanup)
 
 
 def _train(
-    cfg: DictConfig, run_dir: Path, record: run_status.RunRecord, on_start: Callable[[], None] | None = None
+    cfg: DictConfig, run_dir: Path, record: run_status.RunRecord, on_start: Callable[[], None] | None = None,
+    cleanup: contextlib.ExitStack | None = None,
 ) -> dict[str, Any]:
     """The run of ``train``, inside the run directory's lock."""
     if cfg.torch_threads:
@@ -336,7 +343,8 @@ def _train(
     checkpoint.discard_after(run_dir, resumed_from)
     meta = {"device": str(device), "status": "running", "resumed_from_step": resumed_from, "fast_path": fast_path}
     run_id = write_run_metadata(run_dir, config, extra=meta)
-    writer = MetricsWriter(run_dir, run_id)
+    opened = sinks.open_sinks(cfg, run_dir, run_id, config, resumed_from)
+    writer = MetricsWriter(run_dir, run_id, (cleanup or contextlib.ExitStack()).enter_context(opened))
     # plain values for the hot loop: an OmegaConf attribute read costs microseconds, thousands per step
     agent_cfg, total = plain(cfg.agent), int(cfg.total_steps)
     probe_every, log_every = int(cfg.probe.every_steps), int(cfg.log_every_steps)
