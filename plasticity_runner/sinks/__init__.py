@@ -154,9 +154,6 @@ def rows_by_step(rows: Sequence[Row]) -> dict[int, dict[str, float]]:
 
 def probe_curve_figure(curve: np.ndarray, curve_steps: np.ndarray, step: int):
     """A matplotlib figure of the probe's training-loss curves (one line per target, figure 4)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5, 3.2), dpi=80)
@@ -169,6 +166,15 @@ def probe_curve_figure(curve: np.ndarray, curve_steps: np.ndarray, step: int):
     ax.set_title(f"probe fit at training step {step}")
     fig.tight_layout()
     return fig
+
+
+def figure_rgb(fig) -> np.ndarray:
+    """The figure rendered to an ``[H, W, 3]`` uint8 image (Agg; no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def hessian_histogram(arrays: Mapping[str, np.ndarray], bins: int = 64) -> tuple[np.ndarray, np.ndarray] | None:

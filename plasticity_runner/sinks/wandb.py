@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics import flatten
-from . import Row, hessian_histogram, probe_curve_figure, rows_by_step
+from . import Row, figure_rgb, hessian_histogram, probe_curve_figure, rows_by_step
 
 MAX_JOB_TYPE = 64  # W&B's limit on job_type
 MAX_GROUP = 128  # W&B's limit on group
@@ -69,7 +69,8 @@ class WandbSink:
 
         media: dict[str, Any] = {}
         if "probe/curve_loss" in arrays:
-            media["probe/curves"] = wandb.Image(probe_curve_figure(arrays["probe/curve_loss"], arrays["probe/curve_steps"], step))
+            fig = probe_curve_figure(arrays["probe/curve_loss"], arrays["probe/curve_steps"], step)
+            media["probe/curves"] = wandb.Image(figure_rgb(fig))
         histogram = hessian_histogram(arrays)
         if histogram is not None:
             media["curvature/hessian_spectrum"] = wandb.Histogram(np_histogram=histogram)
