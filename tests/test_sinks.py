@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from plasticity_runner import sinks
+from plasticity_runner.cli import compose_config
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.metrics import load_run
 from plasticity_runner.sinks.tensorboard import TensorBoardSink
@@ -63,11 +64,11 @@ def tensorboard_rows(log_dir: Path) -> pd.DataFrame:
     return out.sort_values(["tag", "step"], ignore_index=True)
 
 
-def assert_tensorboard_equals_parquet(run_dir: Path) -> None:
+def assert_tensorboard_equals_parquet(run_dir: Path, min_rows: int = 50) -> None:
     expected = parquet_rows(run_dir)
     expected["value"] = expected.value.astype(np.float32).astype(np.float64)  # TensorBoard stores float32
     got = tensorboard_rows(run_dir / "tensorboard")
-    assert len(expected) > 50
+    assert len(expected) > min_rows
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
@@ -267,3 +268,10 @@ def test_restart_may_add_a_logger(tmp_path):
     train(make_cfg(["total_steps=20"]), tmp_path)
     summary = train(make_cfg(["total_steps=20", "logger=[tensorboard]"]), tmp_path)
     assert summary["already_finished"]  # not refused as a different config: a sink only shows the run
+
+
+def test_a_case_study_mirrors_its_rows_too(tmp_path):
+    from .test_case_studies import MEMORIZATION_TINY
+
+    train(compose_config([*MEMORIZATION_TINY, "torch_threads=1", "logger=[tensorboard]"]), tmp_path)
+    assert_tensorboard_equals_parquet(tmp_path, min_rows=5)
