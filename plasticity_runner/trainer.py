@@ -46,6 +46,7 @@ from .optim import build_optimizer
 from .preemption import PreemptionGuard
 from .probes.diagnostics import run_diagnostics
 from .probes.plasticity import plasticity_probe
+from .progress import PauseProgress
 from .seeding import stream_seed
 
 log = logging.getLogger("plasticity_runner")
@@ -244,20 +245,24 @@ def run_pause(cfg: DictConfig, state: RunState, writer: MetricsWriter) -> dict[s
     if not finite:
         writer.add(state.step, "train", "nonfinite_params", 1.0)
         return out
+    progress = PauseProgress(cfg.progress, state.step)  # nested bars on a terminal, log lines elsewhere
     if cfg.probe.enabled:
         t0 = time.perf_counter()
         seed = probe_seed(cfg.seed, state.step)
         generator = seeding.generator(state.obs.device, cfg.seed, "probe/inputs", state.step)
         inputs = state.replay.sample_obs(int(cfg.probe.num_inputs), generator)
         result = plasticity_probe(
-            state.agent.online, state.build_fresh, cfg.optimizer, inputs, cfg.probe, seed, compiled=state.probe_loss
+            state.agent.online, state.build_fresh, cfg.optimizer, inputs, cfg.probe, seed, compiled=state.probe_loss,
+            progress=progress,
         )
         out = result.scalars()
         writer.add_many(state.step, "probe", out)
         writer.add_array("probe/curve_loss", result.curve.cpu().numpy())
         writer.add_array("probe/curve_steps", result.curve_steps.cpu().numpy())
-        writer.add(state.step, "timing", "probe_s", time.perf_counter() - t0)
-    run_diagnostics(cfg, state, writer)
+        seconds = time.perf_counter() - t0
+        writer.add(state.step, "timing", "probe_s", seconds)
+        progress.done("probe", seconds, f"{cfg.probe.num_targets} targets x {cfg.probe.steps} steps")
+    run_diagnostics(cfg, state, writer, progress)
     return out
 
 
