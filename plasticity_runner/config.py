@@ -316,7 +316,7 @@ class InterventionsConfig:
 class TensorBoardConfig:
     """Mirror every metric row to TensorBoard event files (``sinks/tensorboard.py``)."""
 
-    log_dir: Optional[str] = None  # null: <run dir>/tensorboard
+    log_dir: Optional[str] = None  # null: <run dir>/tensorboard; else <log_dir>/<run_id>
     flush_secs: int = 30
 
 

@@ -275,3 +275,11 @@ def test_a_case_study_mirrors_its_rows_too(tmp_path):
 
     train(compose_config([*MEMORIZATION_TINY, "torch_threads=1", "logger=[tensorboard]"]), tmp_path)
     assert_tensorboard_equals_parquet(tmp_path, min_rows=5)
+
+
+def test_a_shared_tensorboard_log_dir_gets_a_folder_per_run(tmp_path):
+    shared = tmp_path / "tb"
+    train(make_cfg(["total_steps=20", "logger=[tensorboard]", f"logger.tensorboard.log_dir={shared}"]), tmp_path / "a")
+    run_id = json.loads((tmp_path / "a" / "run.json").read_text())["run_id"]
+    assert [p.name for p in shared.iterdir()] == [run_id]
+    assert set(tensorboard_rows(shared / run_id).step) == {0, 10, 20}

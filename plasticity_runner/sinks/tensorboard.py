@@ -94,7 +94,8 @@ class TensorBoardSink:
 
 
 def open_sink(cfg: Any, run_dir: Path, run_id: str, config: Mapping[str, Any], resumed_from: int | None) -> TensorBoardSink:
-    log_dir = Path(cfg.log_dir) if cfg.log_dir else run_dir / TB_DIR
+    # a folder of its own per run: the resume purge rewrites every event file in it
+    log_dir = Path(cfg.log_dir) / run_id if cfg.log_dir else run_dir / TB_DIR
     purge_events_after(log_dir, resumed_from)
     purge_step = 0 if resumed_from is None else int(resumed_from) + 1
     return TensorBoardSink(log_dir, purge_step, int(cfg.flush_secs))
