@@ -283,3 +283,26 @@ def test_a_shared_tensorboard_log_dir_gets_a_folder_per_run(tmp_path):
     run_id = json.loads((tmp_path / "a" / "run.json").read_text())["run_id"]
     assert [p.name for p in shared.iterdir()] == [run_id]
     assert set(tensorboard_rows(shared / run_id).step) == {0, 10, 20}
+
+
+@pytest.mark.slow
+def test_multirun_gives_wandb_one_group_and_a_job_type_per_variant(tmp_path):
+    sweep = tmp_path / "sweeps" / "fig6"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "plasticity_runner", "-m", *TINY, "total_steps=20", "seed=0,1",
+         "optimizer.lr=0.001,0.0001", "logger=[wandb]", f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    runs = {}
+    for run_dir in sorted(p.parent for p in sweep.rglob("run.json")):
+        (run,) = wandb_offline_runs(run_dir)
+        meta = json.loads((run_dir / "run.json").read_text())
+        assert run["id"] == meta["run_id"]
+        runs[(meta["config"]["seed"], meta["config"]["optimizer.lr"])] = run
+    assert len(runs) == 4 and {r["group"] for r in runs.values()} == {"sweeps/fig6"}
+    for lr in (0.001, 0.0001):  # the seeds of one variant share a job type; the variants differ
+        assert runs[(0, lr)]["job_type"] == runs[(1, lr)]["job_type"]
+    assert runs[(0, 0.001)]["job_type"] != runs[(0, 0.0001)]["job_type"]
+    assert "seed" not in runs[(0, 0.001)]["job_type"]
