@@ -10,7 +10,8 @@
 - ``progress=none``: nothing.
 
 The probe reports its steps from its Python loop counter, never from a tensor, so progress adds
-no host sync to the fit (``tests/test_fastpath.py``).
+no host sync to the fit (``tests/test_progress.py``). On a GPU the bar therefore counts the steps
+queued, which run ahead of the device; the probe's final loss on all of X waits for the rest.
 """
 
 from __future__ import annotations
