@@ -306,3 +306,15 @@ def test_multirun_gives_wandb_one_group_and_a_job_type_per_variant(tmp_path):
         assert runs[(0, lr)]["job_type"] == runs[(1, lr)]["job_type"]
     assert runs[(0, 0.001)]["job_type"] != runs[(0, 0.0001)]["job_type"]
     assert "seed" not in runs[(0, 0.001)]["job_type"]
+
+
+def test_logger_options_fail_at_composition_or_validation_naming_the_key():
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    with pytest.raises((ConfigCompositionException, MissingConfigException), match="logger"):
+        make_cfg(["logger=[tensorbord]"])
+    with pytest.raises(ConfigError) as err:
+        validate(make_cfg(["logger=[wandb]", "logger.wandb.mode=offlin"]))
+    assert err.value.key == "logger.wandb.mode"
+    assert sinks.active_loggers(make_cfg(["logger=[wandb,tensorboard]"])) == ["tensorboard", "wandb"]
+    assert sinks.active_loggers(make_cfg()) == []
