@@ -309,6 +309,36 @@ class InterventionsConfig:
     reset_optimizer: Optional[ResetOptimizerConfig] = None
 
 
+# ---------------------------------------------------------------------------- logger group (sinks/)
+
+
+@dataclass
+class TensorBoardConfig:
+    """Mirror every metric row to TensorBoard event files (``sinks/tensorboard.py``)."""
+
+    log_dir: Optional[str] = None  # null: <run dir>/tensorboard; else <log_dir>/<run_id>
+    flush_secs: int = 30
+
+
+@dataclass
+class WandbConfig:
+    """Mirror every metric row to a Weights & Biases run (``sinks/wandb.py``)."""
+
+    project: str = "plasticity-runner"
+    entity: Optional[str] = None
+    mode: Optional[str] = None  # null: $WANDB_MODE, else offline
+    group: Optional[str] = None  # null: derived from the multirun
+    job_type: Optional[str] = None  # null: derived from the multirun
+
+
+@dataclass
+class LoggersConfig:
+    """One optional entry per sink; an entry that is set (not null) is active (``logger=[a,b]``)."""
+
+    tensorboard: Optional[TensorBoardConfig] = None
+    wandb: Optional[WandbConfig] = None
+
+
 # --------------------------------------------------------------------------------- top level
 
 
@@ -406,6 +436,7 @@ class Config:
     optimizer: Any = MISSING
     agent: Any = MISSING
     intervention: InterventionsConfig = field(default_factory=InterventionsConfig)
+    logger: LoggersConfig = field(default_factory=LoggersConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -519,6 +550,9 @@ def validate(cfg: DictConfig) -> None:
         )
     _validate_interventions(cfg)
     _validate_diagnostics(cfg)
+    from .sinks import check_loggers  # a logger asked for must import: a clear error before the run starts
+
+    check_loggers(cfg)
 
 
 def _validate_case_study(cfg: DictConfig) -> None:

@@ -17,6 +17,7 @@ A *step* is one optimizer step; each step also steps the vector environment
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, fastpath, run_status, seeding
+from . import checkpoint, fastpath, run_status, seeding, sinks
 from . import interventions as interventions_lib
 from .agents.dqn import DQNAgent, FrameClock, epsilon_at, frame_clock, target_update_due
 from .config import CASE_STUDY_ENVS, ConfigError, validate
@@ -45,6 +46,7 @@ from .optim import build_optimizer
 from .preemption import PreemptionGuard
 from .probes.diagnostics import run_diagnostics
 from .probes.plasticity import plasticity_probe
+from .progress import PauseProgress
 from .seeding import stream_seed
 
 log = logging.getLogger("plasticity_runner")
@@ -243,20 +245,24 @@ def run_pause(cfg: DictConfig, state: RunState, writer: MetricsWriter) -> dict[s
     if not finite:
         writer.add(state.step, "train", "nonfinite_params", 1.0)
         return out
+    progress = PauseProgress(cfg.progress, state.step)  # nested bars on a terminal, log lines elsewhere
     if cfg.probe.enabled:
         t0 = time.perf_counter()
         seed = probe_seed(cfg.seed, state.step)
         generator = seeding.generator(state.obs.device, cfg.seed, "probe/inputs", state.step)
         inputs = state.replay.sample_obs(int(cfg.probe.num_inputs), generator)
         result = plasticity_probe(
-            state.agent.online, state.build_fresh, cfg.optimizer, inputs, cfg.probe, seed, compiled=state.probe_loss
+            state.agent.online, state.build_fresh, cfg.optimizer, inputs, cfg.probe, seed, compiled=state.probe_loss,
+            progress=progress,
         )
         out = result.scalars()
         writer.add_many(state.step, "probe", out)
         writer.add_array("probe/curve_loss", result.curve.cpu().numpy())
         writer.add_array("probe/curve_steps", result.curve_steps.cpu().numpy())
-        writer.add(state.step, "timing", "probe_s", time.perf_counter() - t0)
-    run_diagnostics(cfg, state, writer)
+        seconds = time.perf_counter() - t0
+        writer.add(state.step, "timing", "probe_s", seconds)
+        progress.done("probe", seconds, f"{cfg.probe.num_targets} targets x {cfg.probe.steps} steps")
+    run_diagnostics(cfg, state, writer, progress)
     return out
 
 
@@ -264,6 +270,7 @@ def run_pause(cfg: DictConfig, state: RunState, writer: MetricsWriter) -> dict[s
 # shown or where its inputs are found, never what it computes (a requeued job may stage its data
 # set to a per-job scratch path).
 RESTART_MAY_CHANGE = {"progress", "torch_threads", "checkpoint.keep", "log_every_steps", "env.data_dir", "objective"}
+RESTART_MAY_CHANGE_PREFIXES = ("logger.",)  # the sinks mirroring the metrics (a restart may add or drop one)
 
 
 def _check_same_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -273,7 +280,10 @@ def _check_same_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | N
         return None
     meta = load_run_metadata(run_dir)
     old, new = meta.get("config", {}), flatten(config)
-    changed = sorted(k for k in set(old) | set(new) if k not in RESTART_MAY_CHANGE and old.get(k) != new.get(k))
+    changed = sorted(
+        k for k in set(old) | set(new)
+        if k not in RESTART_MAY_CHANGE and not k.startswith(RESTART_MAY_CHANGE_PREFIXES) and old.get(k) != new.get(k)
+    )
     if changed:
         diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
         raise ConfigError(
@@ -311,11 +321,13 @@ def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | N
 
             _accept(Path(run_dir), run_config(cfg), on_start)
             return run_case_study(cfg, run_dir)
-        return _train(cfg, Path(run_dir), record, on_start)
+        with contextlib.ExitStack() as cleanup:  # the logging sinks close when the run ends or raises
+            return _train(cfg, Path(run_dir), record, on_start, cleanup)
 
 
 def _train(
-    cfg: DictConfig, run_dir: Path, record: run_status.RunRecord, on_start: Callable[[], None] | None = None
+    cfg: DictConfig, run_dir: Path, record: run_status.RunRecord, on_start: Callable[[], None] | None = None,
+    cleanup: contextlib.ExitStack | None = None,
 ) -> dict[str, Any]:
     """The run of ``train``, inside the run directory's lock."""
     if cfg.torch_threads:
@@ -336,7 +348,8 @@ def _train(
     checkpoint.discard_after(run_dir, resumed_from)
     meta = {"device": str(device), "status": "running", "resumed_from_step": resumed_from, "fast_path": fast_path}
     run_id = write_run_metadata(run_dir, config, extra=meta)
-    writer = MetricsWriter(run_dir, run_id)
+    opened = sinks.open_sinks(cfg, run_dir, run_id, config, resumed_from)
+    writer = MetricsWriter(run_dir, run_id, (cleanup or contextlib.ExitStack()).enter_context(opened))
     # plain values for the hot loop: an OmegaConf attribute read costs microseconds, thousands per step
     agent_cfg, total = plain(cfg.agent), int(cfg.total_steps)
     probe_every, log_every = int(cfg.probe.every_steps), int(cfg.log_every_steps)

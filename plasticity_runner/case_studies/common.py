@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .. import sinks
 from ..metrics import ARRAYS_DIR, METRICS_DIR, MetricsWriter, write_run_metadata
 from ..trainer import FINISHED, _check_same_run, resolve_device, seed_everything
 
@@ -63,11 +64,13 @@ def begin_run(cfg: DictConfig, run_dir: str | Path) -> CaseRun | dict[str, Any]:
     seed_everything(int(cfg.seed))
     meta = {"device": str(device), "status": "running", "resumed_from_step": None}
     run_id = write_run_metadata(run_dir, config, extra=meta)
-    return CaseRun(run_dir, run_id, config, meta, device, MetricsWriter(run_dir, run_id))
+    opened = sinks.open_sinks(cfg, run_dir, run_id, config, resumed_from=None)  # a case study starts over
+    return CaseRun(run_dir, run_id, config, meta, device, MetricsWriter(run_dir, run_id, opened))
 
 
 def end_run(run: CaseRun, status: str, steps: int, **summary: Any) -> dict[str, Any]:
     """Write the final ``run.json`` (``status``, ``steps_done``) and return the run's summary."""
+    run.writer.sinks.close()
     write_run_metadata(run.run_dir, run.config, extra={**run.meta, "status": status, "steps_done": steps})
     log.info("run %s %s at step %d: metrics in %s", run.run_id, status, steps, (run.run_dir / METRICS_DIR).resolve())
     return {"run_id": run.run_id, "run_dir": str(run.run_dir), "steps": steps, "status": status, **summary}

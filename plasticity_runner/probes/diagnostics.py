@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..progress import NoProgress
 from .curvature import hessian_spectrum
 from .gradcov import gradient_covariance, perturbation_sample_losses, td_sample_losses
 from ..seeding import stream_seed
@@ -46,11 +47,15 @@ def due(cfg: Any, step: int) -> list[str]:
     return out
 
 
-def run_diagnostics(cfg: Any, state: Any, writer: Any) -> None:
-    """Run the diagnostics due at ``state.step`` on copies of the state; record scalars and arrays."""
+def run_diagnostics(cfg: Any, state: Any, writer: Any, progress: Any = None) -> None:
+    """Run the diagnostics due at ``state.step`` on copies of the state; record scalars and arrays.
+
+    ``progress``: a ``progress.PauseProgress`` told when each diagnostic starts and how many
+    seconds it took (the value of its ``timing/<name>_s`` row); None: no progress."""
     names = due(cfg, state.step)
     if not names:
         return
+    progress = progress or NoProgress()
     d, step = cfg.diagnostics, state.step
     seed = diagnostics_seed(cfg.seed, step)
     sizes = {"statistics": d.statistics.num_inputs, "curvature": d.curvature.num_inputs, "gradcov": d.gradcov.k}
@@ -60,12 +65,16 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any) -> None:
 
     if "statistics" in names:
         t0 = time.perf_counter()
+        progress.start("statistics")
         n = int(d.statistics.num_inputs)
         writer.add_many(step, "stats", network_statistics(online, batch.o_tm1[:n], d.statistics))
-        writer.add(step, "timing", "statistics_s", time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        writer.add(step, "timing", "statistics_s", seconds)
+        progress.done("statistics", seconds)
 
     if "curvature" in names:
         t0 = time.perf_counter()
+        progress.start("curvature")
         n = int(d.curvature.num_inputs)
         spectrum = hessian_spectrum(online, batch.o_tm1[:n], diagnostics_seed(cfg.seed, step, "curvature"), d.curvature)
         writer.add_many(step, "curvature", spectrum.scalars())
@@ -73,10 +82,13 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any) -> None:
         writer.add_array("hessian/grid", spectrum.grid.numpy())
         writer.add_array("hessian/ritz_values", spectrum.ritz_values.numpy())
         writer.add_array("hessian/ritz_weights", spectrum.ritz_weights.numpy())
-        writer.add(step, "timing", "curvature_s", time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        writer.add(step, "timing", "curvature_s", seconds)
+        progress.done("curvature", seconds)
 
     if "gradcov" in names:
         t0 = time.perf_counter()
+        progress.start("gradcov")
         k = int(d.gradcov.k)
         head = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[:k] for f in dataclasses.fields(batch)})
         loss_kind = str(getattr(d.gradcov.loss, "value", d.gradcov.loss))
@@ -97,4 +109,6 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any) -> None:
         writer.add_array("gradcov/matrix", cov.ordered().numpy().astype(np.float32))
         writer.add_array("gradcov/order", cov.order.numpy())
         writer.add_array("gradcov/labels", cov.labels[cov.order].numpy())
-        writer.add(step, "timing", "gradcov_s", time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        writer.add(step, "timing", "gradcov_s", seconds)
+        progress.done("gradcov", seconds)

@@ -195,6 +195,7 @@ def fit_targets_vectorised(
     curve_every_steps: int,
     compiled: Callable[..., torch.Tensor] | None = None,
     two_hot_fit: bool = False,
+    advance: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fit all ``T`` targets at once from copies of ``net``; returns (initial, final, curve).
 
@@ -202,7 +203,8 @@ def fit_targets_vectorised(
     minibatch objective fitted: the same squared error or, with ``two_hot_fit`` on a two-hot
     network, the two-hot cross-entropy of its logits (``fit_loss``).
     ``compiled``: the run's compiled ``per_target_loss`` (``fastpath.probe_loss``: ``speed.compile`` /
-    ``speed.cuda_graphs``) for the minibatch losses; the losses on all of X stay eager."""
+    ``speed.cuda_graphs``) for the minibatch losses; the losses on all of X stay eager.
+    ``advance(1)`` is called after each probe step (progress; a Python call, no host read)."""
     T, device = targets.shape[0], inputs.device
     support = two_hot_support(net) if two_hot_fit else None
     q_net = copy.deepcopy(net)
@@ -241,6 +243,8 @@ def fit_targets_vectorised(
         per_target.sum().backward()
         optimizer.step()
         curve[:, i // curve_every_steps] += per_target.detach()
+        if advance is not None:
+            advance(1)
     return initial, full_loss(), curve
 
 
@@ -254,8 +258,10 @@ def fit_targets_sequential(
     seed: int,
     curve_every_steps: int,
     two_hot_fit: bool = False,
+    advance: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The same fit one target at a time (the reference for the vectorised fit)."""
+    """The same fit one target at a time (the reference for the vectorised fit); ``advance(1)``
+    after each probe step of each target."""
     T, device = targets.shape[0], inputs.device
     support = two_hot_support(net) if two_hot_fit else None
     initial, final = torch.zeros(T, device=device), torch.zeros(T, device=device)
@@ -275,6 +281,8 @@ def fit_targets_sequential(
             loss.backward()
             optimizer.step()
             curve[j, i // curve_every_steps] += loss.detach()
+            if advance is not None:
+                advance(1)
         model.eval()
         with torch.no_grad():
             final[j] = ((_chunked(model, inputs) - targets[j]) ** 2).mean()
@@ -289,10 +297,12 @@ def plasticity_probe(
     probe_cfg: Any,
     seed: int,
     compiled: Callable[..., torch.Tensor] | None = None,
+    progress: Any = None,
 ) -> ProbeResult:
     """Run the probe of eq. (5) from a copy of ``net`` on the input set ``inputs``.
 
     ``compiled``: the run's compiled minibatch loss (``fastpath.probe_loss``), vectorised fit only.
+    ``progress``: a ``progress.PauseProgress`` (None: no progress); the fit reports its steps to it.
     ``net`` is never modified; all randomness comes from ``seed`` (fresh initialisations under
     ``fork_rng``, minibatches from a private generator), so the caller's RNG streams are untouched.
     """
@@ -306,10 +316,11 @@ def plasticity_probe(
     args = (net, optimizer_cfg, inputs, targets, probe_cfg.steps, probe_cfg.batch_size, seed, probe_cfg.curve_every_steps)
     fit = getattr(probe_cfg, "two_hot_fit", "expected_q")
     two_hot_fit = str(getattr(fit, "value", fit)) == "cross_entropy"
+    advance = None if progress is None else progress.start("probe", int(probe_cfg.steps) * (1 if probe_cfg.vectorised else T))
     if probe_cfg.vectorised:
-        initial, final, curve_sum = fit_targets_vectorised(*args, compiled=compiled, two_hot_fit=two_hot_fit)
+        initial, final, curve_sum = fit_targets_vectorised(*args, compiled=compiled, two_hot_fit=two_hot_fit, advance=advance)
     else:
-        initial, final, curve_sum = fit_targets_sequential(*args, two_hot_fit=two_hot_fit)
+        initial, final, curve_sum = fit_targets_sequential(*args, two_hot_fit=two_hot_fit, advance=advance)
     every, steps = int(probe_cfg.curve_every_steps), int(probe_cfg.steps)
     ends = torch.clamp(torch.arange(1, curve_sum.shape[1] + 1) * every, max=steps)
     counts = ends - torch.arange(curve_sum.shape[1]) * every

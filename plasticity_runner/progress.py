@@ -1,0 +1,82 @@
+"""Progress while a pause runs: the probe's fit and each diagnostic can take minutes.
+
+``PauseProgress`` is what ``trainer.run_pause`` hands to the probe and the diagnostics:
+
+- on a terminal (``progress=bar``, or ``auto`` on a tty): a nested tqdm bar (below the training
+  bar, removed when done) during the probe's fit (one tick per probe optimizer step) and during
+  each diagnostic;
+- elsewhere (``progress=log``, or ``auto`` in a SLURM log): one log line per probe and per
+  diagnostic with its wall-clock seconds, the same number as its ``timing/*_s`` row;
+- ``progress=none``: nothing.
+
+The probe reports its steps from its Python loop counter, never from a tensor, so progress adds
+no host sync to the fit (``tests/test_progress.py``). On a GPU the bar therefore counts the steps
+queued, which run ahead of the device; the probe's final loss on all of X waits for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("plasticity_runner")
+
+
+def resolve_mode(mode: Any) -> str:
+    """``auto`` -> ``bar`` on a terminal (stderr is a tty), else ``log``."""
+    mode = str(getattr(mode, "value", mode))
+    if mode == "auto":
+        return "bar" if sys.stderr.isatty() else "log"
+    return mode
+
+
+class PauseProgress:
+    """Progress of the parts of one pause at training step ``step``."""
+
+    def __init__(self, mode: Any, step: int):
+        self.mode, self.step = resolve_mode(mode), int(step)
+        self.bar = None
+
+    def start(self, name: str, total: int | None = None) -> Callable[[int], None]:
+        """Begin part ``name`` (``probe``, ``statistics``, ``curvature``, ``gradcov``); returns
+        ``advance(n)``, to call with the number of steps done since the last call (a Python int)."""
+        self.end_bar()
+        if self.mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, desc=f"pause {self.step}: {name}", unit="step", leave=False, position=1,
+                dynamic_ncols=True, bar_format=None if total else "{desc} {elapsed}",
+            )
+            return self.bar.update
+        return _ignore
+
+    def done(self, name: str, seconds: float, detail: str = "") -> None:
+        """Part ``name`` finished after ``seconds`` (the value recorded in ``timing/<name>_s``)."""
+        self.end_bar()
+        if self.mode == "log":
+            log.info("pause at step %d: %s %.3f s%s", self.step, name, seconds, f" ({detail})" if detail else "")
+
+    def end_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _ignore(n: int = 1) -> None:
+    return None
+
+
+class NoProgress:
+    """The ``PauseProgress`` interface that does nothing (the default of the probes' callers)."""
+
+    def start(self, name: str, total: int | None = None) -> Callable[[int], None]:
+        return _ignore
+
+    def done(self, name: str, seconds: float, detail: str = "") -> None:
+        return None
+
+    def end_bar(self) -> None:
+        return None

@@ -1,0 +1,73 @@
+"""Progress while a pause runs: nested bars on a terminal, a log line per part elsewhere, and no
+host sync added to the probe's fit."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from plasticity_runner.metrics import load_run
+from plasticity_runner.progress import PauseProgress
+from plasticity_runner.trainer import train
+
+from .conftest import make_cfg
+from .test_fastpath import record_host_reads
+
+PARTS = ("probe", "statistics", "curvature", "gradcov")
+
+
+def test_log_mode_writes_a_line_per_part_of_each_pause_with_its_seconds(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="plasticity_runner"):
+        train(make_cfg(["progress=log"]), tmp_path)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pause at step")]
+    parsed = [re.match(r"pause at step (\d+): (\w+) (\d+\.\d{3}) s", line).groups() for line in lines]
+    assert [(int(step), part) for step, part, _ in parsed] == [(s, p) for s in (0, 20, 40) for p in PARTS]
+    timing = load_run(tmp_path).query("phase == 'timing'").set_index(["step", "metric"]).value
+    for step, part, seconds in parsed:  # the same number as the part's timing row
+        assert seconds == f"{timing[(int(step), f'{part}_s')]:.3f}"
+    assert "(3 targets x 10 steps)" in lines[0]
+
+
+def test_bar_mode_shows_a_nested_bar_for_the_probe_and_each_diagnostic(tmp_path, capsys):
+    train(make_cfg(["progress=bar", "total_steps=20"]), tmp_path)
+    err = capsys.readouterr().err
+    for step in (0, 20):
+        for part in PARTS:
+            assert f"pause {step}: {part}" in err, (step, part)
+    assert re.search(r"pause 20: probe: +\d+%\|.*\| \d+/10 ", err)  # counted in probe steps
+
+
+def test_none_mode_is_silent(tmp_path, capsys, caplog):
+    with caplog.at_level(logging.INFO, logger="plasticity_runner"):
+        train(make_cfg(["progress=none", "total_steps=20"]), tmp_path)
+    assert "pause" not in capsys.readouterr().err
+    assert not [r for r in caplog.records if r.getMessage().startswith("pause at step")]
+
+
+@pytest.mark.parametrize("vectorised", [True, False])
+def test_probe_progress_adds_no_host_read(monkeypatch, vectorised):
+    """The fit reports its steps from the loop counter: with a live bar it still reads nothing back."""
+    import torch
+
+    from plasticity_runner.probes.plasticity import fit_targets_sequential, fit_targets_vectorised, make_targets
+    from plasticity_runner.trainer import build_run, prefill
+
+    cfg = make_cfg([])
+    state = build_run(cfg, torch.device("cpu"))
+    prefill(state, int(cfg.agent.learning_starts))
+    inputs = state.replay.sample_obs(64, torch.Generator().manual_seed(0))
+    targets = make_targets(state.build_fresh, inputs, [1, 2, 3], 0.0, 1e5)
+    progress = PauseProgress("bar", 0)
+    fit = fit_targets_vectorised if vectorised else fit_targets_sequential
+    fit(state.agent.online, cfg.optimizer, inputs, targets, 2, 16, 0, 5)  # first steps: lazy optimizer state
+    steps = 12 * (1 if vectorised else 3)
+    advance = progress.start("probe", steps)
+    reads = record_host_reads(monkeypatch)
+    fit(state.agent.online, cfg.optimizer, inputs, targets, 12, 16, 0, 5, advance=advance)
+    monkeypatch.undo()
+    assert progress.bar.n == steps
+    progress.end_bar()
+    if vectorised:
+        assert reads == [], f"host reads in the probe's fit: {sorted(set(reads))}"
