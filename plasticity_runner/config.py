@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from .envs.atari import AtariEnvConfig  # the schema lives beside the environment (ale-py is imported lazily)
+from .envs.minatar import MinAtarEnvConfig  # likewise (the minatar package is imported lazily)
 
 
 class ConfigError(ValueError):
@@ -171,6 +172,13 @@ class ViTConfig:
 
 
 @dataclass
+class MinAtarCNNConfig:
+    name: str = "minatar_cnn"
+    channels: int = 16
+    hidden: int = 128
+
+
+@dataclass
 class NatureCNNConfig:
     name: str = "nature_cnn"
     hidden: int = 512
@@ -207,6 +215,7 @@ class RMSPropConfig:
     decay: float = 0.95
     eps: float = 9.765625e-6
     centered: bool = True
+    eps_outside_root: bool = False
 
 
 # ---------------------------------------------------------------------------------- agent group
@@ -417,6 +426,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "memorization": MemorizationEnvConfig,
         "brownian": BrownianEnvConfig,
         "atari": AtariEnvConfig,
+        "minatar": MinAtarEnvConfig,
     },
     "architecture": {
         "mlp": MLPConfig,
@@ -424,6 +434,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "resnet18": ResNet18Config,
         "vit": ViTConfig,
         "nature_cnn": NatureCNNConfig,
+        "minatar_cnn": MinAtarCNNConfig,
     },
     "optimizer": {"adam": AdamConfig, "sgd": SGDConfig, "rmsprop": RMSPropConfig},
     "agent": {"dqn": DQNConfig},
