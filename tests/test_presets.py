@@ -46,6 +46,8 @@ TINY = {
         "env.eval_every_steps=4", "env.eval_frames=400", "env.max_episode_frames=200",
         "agent.target_update_frames=32",  # DQN Zoo's agent counts its target period in frames: 2 training steps
     ],
+    "minatar_dqn": RL_TINY + ["agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4",
+                              "env.eval_episodes=2"],
     "fig1_optimizer_instability": [
         "env.num_images=64", "env.iteration_steps=2", "env.num_iterations=2", "env.batch_size=8",
         "env.eval_samples=32", "architecture.width=16",

@@ -100,8 +100,18 @@ def _as_config(cfg: Any) -> MinAtarEnvConfig:
     return MinAtarEnvConfig(**values)
 
 
+def _environment_class():
+    try:
+        from minatar import Environment
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            "env=minatar needs the minatar package: pip install 'plasticity-runner[minatar]' (or pip install minatar)"
+        ) from e
+    return Environment
+
+
 def _new_game(game: str, cfg: MinAtarEnvConfig, seed: int):
-    from minatar import Environment
+    Environment = _environment_class()
 
     env = Environment(game, sticky_action_prob=cfg.sticky_action_prob, difficulty_ramping=cfg.difficulty_ramping)
     env.seed(int(seed) % 2**32)
@@ -205,8 +215,7 @@ class MinAtarVectorEnv:
         """Agent action k -> MinAtar action ``action_set[k]`` (the union of the chain's sets)."""
         if not self.cfg.minimal_action_set:
             return list(range(NUM_ACTIONS))
-        from minatar import Environment
-
+        Environment = _environment_class()
         union: set[int] = set()
         for g in self.games:
             union.update(Environment(g).minimal_action_set())
