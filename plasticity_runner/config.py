@@ -95,6 +95,8 @@ class ClassificationEnvConfig:
     num_envs: int = 1
     num_images: Optional[int] = None
     label_seed: int = 0
+    schedule: Optional[list[Any]] = None  # a chain of segments {task, label_seed, permutation_seed, steps} (envs/schedule.py)
+    pause_at_switch: bool = False  # chains: a probe pause right before and right after each switch
 
 
 @dataclass

@@ -75,6 +75,35 @@ def segment_games(env_cfg: Any) -> list[str]:
     return games
 
 
+CLASSIFICATION_TASKS = ("true_label", "random_label", "sparse_reward")
+
+
+def classification_segments(env_cfg: Any) -> list[dict[str, Any]]:
+    """Each segment's ``task``, ``label_seed`` and ``permutation_seed`` (missing keys: ``env.task``,
+    ``env.label_seed``, no permutation); without a schedule, the one segment of ``env`` itself."""
+    task = env_cfg.task
+    default = {"task": str(getattr(task, "value", task)), "label_seed": int(env_cfg.label_seed), "permutation_seed": None}
+    if getattr(env_cfg, "schedule", None) is None:
+        return [dict(default, steps=None)]
+    out = []
+    for k, seg in enumerate(segments(env_cfg)):
+        unknown = set(seg) - {"task", "label_seed", "permutation_seed", "steps"}
+        if unknown:
+            raise ValueError(
+                f"env.schedule.{k}: unknown keys {sorted(unknown)}; a classification segment is "
+                "{task, label_seed, permutation_seed, steps}"
+            )
+        full = {**default, **seg}
+        if full["task"] not in CLASSIFICATION_TASKS:
+            raise ValueError(f"env.schedule.{k}.task: must be one of {', '.join(CLASSIFICATION_TASKS)}, got {full['task']!r}")
+        for key in ("label_seed", "permutation_seed"):
+            v = full[key]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ValueError(f"env.schedule.{k}.{key}: must be an integer{' or null' if key == 'permutation_seed' else ''}, got {v!r}")
+        out.append(full)
+    return out
+
+
 def pause_steps(env_cfg: Any) -> set[int]:
     """With ``env.pause_at_switch``: the steps right before (the switch step) and right after (+1) each switch."""
     if not getattr(env_cfg, "pause_at_switch", False):
