@@ -508,6 +508,10 @@ def validate(cfg: DictConfig) -> None:
         _validate_case_study(cfg)
     else:
         _validate_agent(cfg)
+    if OmegaConf.select(cfg, "env.name") in ("minatar", "classification"):
+        from .envs.schedule import check_env
+
+        check_env(cfg.env)  # the MinAtar game and env.schedule's segments
     for key in ("lr", "eps", "eps_root", "momentum"):
         _positive(cfg, f"optimizer.{key}", allow_zero=True)
     for key in ("b1", "b2", "decay"):

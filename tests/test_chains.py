@@ -103,7 +103,16 @@ def test_bad_minatar_schedules_name_the_segment(schedule, message):
         MinAtarVectorEnv(OmegaConf.create({"name": "minatar", "schedule": schedule}), CPU, 0)
 
 
-def test_bad_classification_schedule_names_the_key():
-    cfg = make_cfg(["env.schedule=[{task:true_label,steps:5},{task:shuffled,steps:5}]"])
-    with pytest.raises(ValueError, match=r"env.schedule.1.task"):
-        build_run(cfg, CPU)
+def test_bad_schedules_are_config_errors_naming_the_key():
+    from plasticity_runner.config import ConfigError, validate
+
+    cases = [
+        (["env.schedule=[{task:true_label,steps:5},{task:shuffled,steps:5}]"], "env.schedule.1.task"),
+        (["env.schedule=[{task:true_label,steps:5},{label_seed:x,steps:5}]"], "env.schedule.1.label_seed"),
+        (MINATAR_TINY + ["env.schedule=[{game:breakout,steps:-1}]"], "env.schedule.0.steps"),
+        (MINATAR_TINY + ["env.game=pong"], "env.game"),
+    ]
+    for overrides, key in cases:
+        with pytest.raises(ConfigError) as info:
+            validate(make_cfg(overrides, tiny=False))
+        assert info.value.key == key

@@ -123,3 +123,23 @@ def current_segment(state: Any) -> dict[str, float]:
     if getattr(state.env, "switch_steps", None) is None:
         return {}
     return {"segment": float(state.env.segment)}
+
+
+def check_env(env_cfg: Any) -> None:
+    """Config-time checks of a MinAtar game and of ``env.schedule`` (``config.validate``): a bad one
+    is a ``ConfigError`` naming the key (``env.game``, ``env.schedule.<k>.<key>``), before anything runs."""
+    from ..config import ConfigError
+
+    try:
+        if env_cfg.name == "minatar":
+            from .minatar import resolve_game
+
+            if getattr(env_cfg, "schedule", None) is None:
+                resolve_game(env_cfg.game)
+            else:
+                segment_games(env_cfg)
+        elif getattr(env_cfg, "schedule", None) is not None:
+            classification_segments(env_cfg)
+    except ValueError as e:
+        key, _, message = str(e).partition(": ")
+        raise ConfigError(key, message) from None
