@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from .envs.atari import AtariEnvConfig  # the schema lives beside the environment (ale-py is imported lazily)
+from .envs.minatar import MinAtarEnvConfig  # likewise (the minatar package is imported lazily)
 
 
 class ConfigError(ValueError):
@@ -94,6 +95,8 @@ class ClassificationEnvConfig:
     num_envs: int = 1
     num_images: Optional[int] = None
     label_seed: int = 0
+    schedule: Optional[list[Any]] = None  # a chain of segments {task, label_seed, permutation_seed, steps} (envs/schedule.py)
+    pause_at_switch: bool = False  # chains: a probe pause right before and right after each switch
 
 
 @dataclass
@@ -171,6 +174,13 @@ class ViTConfig:
 
 
 @dataclass
+class MinAtarCNNConfig:
+    name: str = "minatar_cnn"
+    channels: int = 16
+    hidden: int = 128
+
+
+@dataclass
 class NatureCNNConfig:
     name: str = "nature_cnn"
     hidden: int = 512
@@ -207,6 +217,7 @@ class RMSPropConfig:
     decay: float = 0.95
     eps: float = 9.765625e-6
     centered: bool = True
+    eps_outside_root: bool = False
 
 
 # ---------------------------------------------------------------------------------- agent group
@@ -449,6 +460,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "memorization": MemorizationEnvConfig,
         "brownian": BrownianEnvConfig,
         "atari": AtariEnvConfig,
+        "minatar": MinAtarEnvConfig,
     },
     "architecture": {
         "mlp": MLPConfig,
@@ -456,6 +468,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "resnet18": ResNet18Config,
         "vit": ViTConfig,
         "nature_cnn": NatureCNNConfig,
+        "minatar_cnn": MinAtarCNNConfig,
     },
     "optimizer": {"adam": AdamConfig, "sgd": SGDConfig, "rmsprop": RMSPropConfig},
     "agent": {"dqn": DQNConfig},
@@ -534,6 +547,10 @@ def validate(cfg: DictConfig) -> None:
         _validate_case_study(cfg)
     else:
         _validate_agent(cfg)
+    if OmegaConf.select(cfg, "env.name") in ("minatar", "classification"):
+        from .envs.schedule import check_env
+
+        check_env(cfg.env)  # the MinAtar game and env.schedule's segments
     for key in ("lr", "eps", "eps_root", "momentum"):
         _positive(cfg, f"optimizer.{key}", allow_zero=True)
     for key in ("b1", "b2", "decay"):

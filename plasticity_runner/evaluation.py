@@ -90,8 +90,8 @@ def evaluation_scalars(env: Any, returns: np.ndarray) -> dict[str, float]:
     out = {"episode_return": float(np.mean(returns)), "episode_return_std": float(np.std(returns))}
     game = getattr(env, "game", None)
     if game is not None:
-        from .envs.atari import ATARI_57, human_normalized_score
+        from .envs.atari import ATARI_57, AtariVectorEnv, human_normalized_score
 
-        if game in ATARI_57:
+        if isinstance(env, AtariVectorEnv) and game in ATARI_57:  # Atari's reference scores, never MinAtar's
             out["human_normalized_score"] = float(np.mean(human_normalized_score(game, returns)))
     return out

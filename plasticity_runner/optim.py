@@ -5,6 +5,8 @@
 * ``RMSProp``: the optax / DQN Zoo form, ``u_t = -lr * g / sqrt(nu - mu^2 + eps)`` with ``eps``
   *inside* the square root and (when ``centered``) the mean gradient ``mu`` subtracted. torch's
   ``RMSprop`` puts eps outside the root, so it is a different optimizer for the same numbers.
+  With ``eps_outside_root`` it is torch's centred ``RMSprop``, ``-lr * g / (sqrt(nu - mu^2) + eps)``
+  (the MinAtar paper's DQN, ``examples/dqn.py``).
 * ``sgd``: torch's SGD.
 
 Every optimizer keeps its state per parameter (looked up by the parameter tensor, never by
@@ -86,10 +88,11 @@ class Adam(Optimizer):
 
 
 class RMSProp(Optimizer):
-    """RMSProp as in optax / DQN Zoo: eps inside the square root, optionally centred."""
+    """RMSProp as in optax / DQN Zoo: eps inside the square root (outside with ``eps_outside_root``,
+    torch's form), optionally centred."""
 
-    def __init__(self, params, lr=2.5e-4, decay=0.95, eps=1e-5, centered=True):
-        super().__init__(params, dict(lr=lr, decay=decay, eps=eps, centered=centered))
+    def __init__(self, params, lr=2.5e-4, decay=0.95, eps=1e-5, centered=True, eps_outside_root=False):
+        super().__init__(params, dict(lr=lr, decay=decay, eps=eps, centered=centered, eps_outside_root=eps_outside_root))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -124,8 +127,12 @@ class RMSProp(Optimizer):
                 denom = torch._foreach_addcmul(nus, mus, mus, value=-1)
             else:
                 denom = [n.clone() for n in nus]
-            torch._foreach_add_(denom, group["eps"])
-            torch._foreach_sqrt_(denom)
+            if group.get("eps_outside_root", False):  # torch.optim.RMSprop: sqrt(nu - mu^2) + eps
+                torch._foreach_sqrt_(denom)
+                torch._foreach_add_(denom, group["eps"])
+            else:
+                torch._foreach_add_(denom, group["eps"])
+                torch._foreach_sqrt_(denom)
             torch._foreach_addcdiv_(params, grads, denom, value=-group["lr"])
         return loss
 
@@ -139,7 +146,8 @@ def build_optimizer(cfg: Any, params: Iterable[torch.Tensor]) -> Optimizer:
     if kind == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     if kind == "rmsprop":
-        return RMSProp(params, lr=cfg.lr, decay=cfg.decay, eps=cfg.eps, centered=cfg.centered)
+        return RMSProp(params, lr=cfg.lr, decay=cfg.decay, eps=cfg.eps, centered=cfg.centered,
+                       eps_outside_root=bool(getattr(cfg, "eps_outside_root", False)))
     raise ValueError(f"optimizer.kind: unknown optimizer kind {kind!r}")
 
 

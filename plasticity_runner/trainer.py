@@ -38,7 +38,7 @@ from . import checkpoint, fastpath, run_status, seeding, sinks
 from . import interventions as interventions_lib
 from .agents.dqn import DQNAgent, FrameClock, epsilon_at, frame_clock, target_update_due
 from .config import CASE_STUDY_ENVS, ConfigError, validate
-from .envs import make_env
+from .envs import make_env, schedule
 from .evaluation import evaluate_agent
 from .metrics import RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
 from .nets import build_network
@@ -178,6 +178,7 @@ def finish_step(state: RunState, agent_cfg: Any) -> None:
     state.agent.after_step(state.step)
     if target_update_due(state.step, agent_cfg, state.clock):  # every target_update_steps or _frames
         state.agent.update_target(state.step)
+    schedule.after_step(state)  # a chain (env.schedule) switches segments after the step that closes one
 
 
 def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, float]:
@@ -190,7 +191,8 @@ def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, floa
     frame_skip = OmegaConf.select(cfg, "env.frame_skip")
     if frame_skip:
         out["frames"] = float(env_steps * int(frame_skip))
-    if OmegaConf.select(cfg, "env.name") == "atari":
+    out.update(schedule.current_segment(state))  # train/segment of a chain (env.schedule)
+    if OmegaConf.select(cfg, "env.name") in ("atari", "minatar"):
         out["episodes_finished"] = float(len(state.episode_returns))
         if state.episode_returns:
             out["episode_return"] = float(np.mean(state.episode_returns))
@@ -353,6 +355,7 @@ def _train(
     # plain values for the hot loop: an OmegaConf attribute read costs microseconds, thousands per step
     agent_cfg, total = plain(cfg.agent), int(cfg.total_steps)
     probe_every, log_every = int(cfg.probe.every_steps), int(cfg.log_every_steps)
+    switch_pauses = schedule.pause_steps(cfg.env)  # env.pause_at_switch: right before and after each switch
     log.info(
         "run %s on %s: %d training steps%s; outputs in %s", run_id, device, total,
         f", resumed at step {resumed_from}" if resumed_from is not None else "", run_dir.resolve(),
@@ -385,7 +388,7 @@ def _train(
             loss_sum += loss
             reward_sum += reward
 
-            at_pause = state.step % probe_every == 0 or state.step == total
+            at_pause = state.step % probe_every == 0 or state.step == total or state.step in switch_pauses
             if not (state.step % log_every == 0 or at_pause):
                 finish_step(state, agent_cfg)
             else:

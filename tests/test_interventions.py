@@ -32,6 +32,7 @@ ARCH_OVERRIDES = {
     "resnet18": ["architecture=resnet18", "architecture.width=2"],
     "vit": ["architecture=vit", "architecture.dim=8", "architecture.ff_dim=16", "architecture.num_heads=2"],
     "nature_cnn": ["architecture=nature_cnn", "architecture.hidden=8"],
+    "minatar_cnn": ["architecture=minatar_cnn", "architecture.channels=3", "architecture.hidden=8"],
 }
 
 

@@ -27,6 +27,7 @@ TINY_ARCH = {
     "resnet18": dict(name="resnet18", width=2, stem="auto"),
     "vit": dict(name="vit", patch_size=3, dim=8, ff_dim=16, num_blocks=1, num_heads=2, dropout=0.1, pool="cls"),
     "nature_cnn": dict(name="nature_cnn", hidden=8),
+    "minatar_cnn": dict(name="minatar_cnn", channels=3, hidden=8),
 }
 ADAM = OmegaConf.create(dict(kind="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-9, eps_root=0.0))
 

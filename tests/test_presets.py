@@ -49,6 +49,16 @@ TINY = {
         "agent.target_update_frames=32",  # DQN Zoo's agent counts its target period in frames: 2 training steps
     ],
     "tune_adam_plasticity": RL_TINY + ["agent.target_update_steps=2"],
+    "minatar_dqn": RL_TINY + ["agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4",
+                              "env.eval_episodes=2"],
+    "continual_minatar": RL_TINY + [
+        "agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4", "env.eval_episodes=2",
+        "env.schedule=[{game:breakout,steps:2},{game:seaquest,steps:2}]",
+    ],
+    "continual_classification": RL_TINY + [
+        "agent.target_update_steps=2",
+        "env.schedule=[{task:true_label,steps:2},{task:random_label,label_seed:1,steps:1},{permutation_seed:1,steps:1}]",
+    ],
     "fig1_optimizer_instability": [
         "env.num_images=64", "env.iteration_steps=2", "env.num_iterations=2", "env.batch_size=8",
         "env.eval_samples=32", "architecture.width=16",
@@ -62,6 +72,8 @@ TINY = {
 # per preset: overrides that shrink its grid for the fast test (command-line overrides win over the
 # preset's hydra.sweeper.params); a preset without an entry runs its whole grid in the fast test
 FAST = {
+    "continual_minatar": ["intervention=[layer_norm]"],
+    "continual_classification": ["intervention=[layer_norm]"],
     "fig6_interventions": ["env.dataset=digits", "architecture=mlp", "architecture.width=16"],
     "fig5_width": ["env.dataset=digits", "agent.target_update_steps=2"],
     "fig3_falsification": [

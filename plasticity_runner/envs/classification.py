@@ -11,6 +11,16 @@ image of its class, drawn uniformly from the dataset's images of that class at e
 
 The MDPs never terminate (discount_t = 1 always). ``N`` copies step at once with tensor ops; the
 dataset lives on the device and the replay stores dataset indices, never images.
+
+Chains (``env.schedule``, ``envs/schedule.py``): segments ``{task, label_seed, permutation_seed,
+steps}``; a key a segment leaves out takes ``env.task`` / ``env.label_seed`` / no permutation. A
+``permutation_seed`` permutes the pixels of every image (all ``C*H*W`` entries) by the permutation
+that seed draws (``torch.randperm`` on a CPU generator: one seed, one permutation, so a chain can
+come back to a task). The replay then stores *virtual* indices ``variant * num_images + index``
+(``variant``: which of the chain's permutations, 0 the identity) and materialises the permuted
+image when it samples, so old segments' transitions keep their own inputs; the data set is held
+once. A segment without a permutation and with ``env``'s task and seed is the plain MDP, draw for
+draw.
 """
 
 from __future__ import annotations
@@ -26,10 +36,12 @@ NUM_CLASSES = 10
 
 
 class IndexReplay:
-    """Uniform replay of ``(o_tm1, a_tm1, r_t, discount_t, o_t)`` with observations as dataset indices."""
+    """Uniform replay of ``(o_tm1, a_tm1, r_t, discount_t, o_t)`` with observations as dataset indices
+    (``lookup(index)`` materialises them; default ``images[index]``)."""
 
-    def __init__(self, images: torch.Tensor, capacity: int):
+    def __init__(self, images: torch.Tensor, capacity: int, lookup=None):
         self.images = images
+        self.lookup = lookup if lookup is not None else images.__getitem__
         self.capacity = int(capacity)
         device = images.device
         self.o_tm1 = torch.zeros(capacity, dtype=torch.int64, device=device)
@@ -54,15 +66,15 @@ class IndexReplay:
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         i = self._indices(batch_size, generator)
         return Batch(
-            o_tm1=self.images[self.o_tm1[i]],
+            o_tm1=self.lookup(self.o_tm1[i]),
             a_tm1=self.a_tm1[i],
             r_t=self.r_t[i],
             discount_t=self.discount_t[i],
-            o_t=self.images[self.o_t[i]],
+            o_t=self.lookup(self.o_t[i]),
         )
 
     def sample_obs(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return self.images[self.o_tm1[self._indices(n, generator)]]
+        return self.lookup(self.o_tm1[self._indices(n, generator)])
 
     def state_dict(self) -> dict[str, Any]:
         names = ("o_tm1", "a_tm1", "r_t", "discount_t", "o_t")
@@ -80,30 +92,62 @@ class ClassificationMDP:
     num_actions = NUM_CLASSES
 
     def __init__(self, cfg: Any, device: torch.device, seed: int):
-        self.task = str(getattr(cfg.task, "value", cfg.task))
+        from .schedule import classification_segments, switch_steps
+
         dataset = str(getattr(cfg.dataset, "value", cfg.dataset))
-        images, labels = load_dataset(dataset, cfg.data_dir, cfg.download)
+        images, true_labels = load_dataset(dataset, cfg.data_dir, cfg.download)
         if cfg.num_images is not None:
-            images, labels = images[: cfg.num_images], labels[: cfg.num_images]
+            images, true_labels = images[: cfg.num_images], true_labels[: cfg.num_images]
+        self.device = torch.device(device)
+        self.num_envs = int(cfg.num_envs)
+        self.obs_shape = tuple(images.shape[1:])
+        self.images = images.to(self.device)
+        self._true_labels = true_labels
+        # a chain's segments (one segment, env's own task, without a schedule)
+        has_schedule = getattr(cfg, "schedule", None) is not None
+        self.segments = classification_segments(cfg)
+        self.switch_steps = switch_steps(cfg) if has_schedule else None  # training steps
+        seeds = sorted({s["permutation_seed"] for s in self.segments if s["permutation_seed"] is not None})
+        self._variant = {None: 0, **{seed: k + 1 for k, seed in enumerate(seeds)}}
+        d = images[0].numel()
+        perms = [torch.arange(d)] + [torch.randperm(d, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+        self.permutations = torch.stack(perms).to(self.device)  # [variants, C*H*W]
+        self.generator = torch.Generator(self.device).manual_seed(int(seed))
+        self._set_segment(0)
+        self.state = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        self.obs_idx = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+
+    def _set_segment(self, k: int) -> None:
+        """Labels (and the images each state emits) of segment ``k``."""
+        seg = self.segments[k]
+        self.segment, self.task = int(k), seg["task"]
+        labels = self._true_labels
         if self.task == "random_label":
-            g = torch.Generator().manual_seed(int(cfg.label_seed))
+            g = torch.Generator().manual_seed(int(seg["label_seed"]))
             labels = torch.randint(NUM_CLASSES, labels.shape, generator=g)
         counts = torch.bincount(labels, minlength=NUM_CLASSES)
         if (counts == 0).any():
             missing = torch.nonzero(counts == 0).flatten().tolist()
             raise ValueError(f"env.num_images: classes {missing} have no image among the first {len(labels)}")
-        self.device = torch.device(device)
-        self.num_envs = int(cfg.num_envs)
-        self.obs_shape = tuple(images.shape[1:])
-        self.images = images.to(self.device)
         self.labels = labels.to(self.device)
         # images sorted by label; class c owns sorted_idx[start[c] : start[c] + count[c]]
         self.sorted_idx = torch.argsort(labels, stable=True).to(self.device)
         self.count = counts.to(self.device)
         self.start = (torch.cumsum(counts, 0) - counts).to(self.device)
-        self.generator = torch.Generator(self.device).manual_seed(int(seed))
-        self.state = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
-        self.obs_idx = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
+        self._offset = self._variant[seg["permutation_seed"]] * len(self._true_labels)
+
+    def lookup(self, index: torch.Tensor) -> torch.Tensor:
+        """Images of (virtual) indices ``variant * num_images + i``: image ``i`` under permutation ``variant``."""
+        if len(self.permutations) == 1:
+            return self.images[index]
+        n = len(self._true_labels)
+        flat = self.images[index % n].flatten(1)
+        return flat.gather(1, self.permutations[index // n]).view(-1, *self.obs_shape)
+
+    def switch(self, k: int) -> torch.Tensor:
+        """Move a chain to segment ``k``: its labels and inputs, new uniformly drawn states."""
+        self._set_segment(k)
+        return self.reset()
 
     def _random_states(self) -> torch.Tensor:
         return torch.randint(NUM_CLASSES, (self.num_envs,), generator=self.generator, device=self.device)
@@ -112,12 +156,12 @@ class ClassificationMDP:
         """Dataset index of an image drawn uniformly from each state's class."""
         u = torch.rand(states.shape, generator=self.generator, device=self.device)
         offset = (u * self.count[states]).long().clamp_max(self.count[states] - 1)
-        return self.sorted_idx[self.start[states] + offset]
+        return self.sorted_idx[self.start[states] + offset] + self._offset
 
     def reset(self) -> torch.Tensor:
         self.state = self._random_states()
         self.obs_idx = self._emit(self.state)
-        return self.images[self.obs_idx]
+        return self.lookup(self.obs_idx)
 
     def step(self, actions: torch.Tensor) -> StepResult:
         s_tm1, o_tm1 = self.state, self.obs_idx
@@ -138,15 +182,17 @@ class ClassificationMDP:
             "discount_t": torch.ones_like(reward),
             "o_t": o_t,
         }
-        return StepResult(obs=self.images[o_t], reward=reward, record=record)
+        return StepResult(obs=self.lookup(o_t), reward=reward, record=record)
 
     def make_replay(self, capacity: int) -> IndexReplay:
-        return IndexReplay(self.images, capacity)
+        return IndexReplay(self.images, capacity, lookup=self.lookup)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"state": self.state.clone(), "obs_idx": self.obs_idx.clone(), "generator": self.generator.get_state()}
+        return {"state": self.state.clone(), "obs_idx": self.obs_idx.clone(), "generator": self.generator.get_state(),
+                "segment": self.segment}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._set_segment(int(state.get("segment", 0)))
         self.state = state["state"].to(self.device)
         self.obs_idx = state["obs_idx"].to(self.device)
         self.generator.set_state(state["generator"])

@@ -18,6 +18,7 @@ from torch import nn
 from .bodies import CNNBody, MLPBody
 from .heads import InjectedHead, ScalarHead, TwoHotHead
 from .layers import UnitGroup, apply_spectral_norm, first_layer
+from .minatar_cnn import MinAtarCNNBody
 from .nature_cnn import NatureCNNBody
 from .resnet import ResNet18Body
 from .vit import ViTBody
@@ -45,6 +46,7 @@ BODIES: dict[str, Callable[..., nn.Module]] = {
         activation,
     ),
     "nature_cnn": lambda cfg, shape, ln, activation=None: NatureCNNBody(shape, cfg.hidden, ln, activation),
+    "minatar_cnn": lambda cfg, shape, ln, activation=None: MinAtarCNNBody(shape, cfg.channels, cfg.hidden, ln, activation),
 }
 # name -> builder(feature_dim, num_actions, **head_options) -> head with forward(), td_loss(), raw()
 HEADS: dict[str, Callable[..., nn.Module]] = {

@@ -1,0 +1,45 @@
+"""The MinAtar paper's network (Young & Tian 2019, and its ``examples/dqn.py``).
+
+One conv of ``channels`` (16) 3x3 filters, stride 1, no padding (10x10 -> 8x8), then a
+fully-connected layer of ``hidden`` (128) units, ReLU after each: a quarter of the Nature DQN's
+widths (64 filters, 512 units). With ``layer_norm`` a layer norm follows the conv (over C, H, W)
+and the hidden fully-connected layer, before the activation (as every body here). Inputs need a
+side of at least 3.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import UnitGroup, expansion, make_activation, sequential_unit_groups
+
+
+class MinAtarCNNBody(nn.Module):
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        channels: int = 16,
+        hidden: int = 128,
+        layer_norm: bool = False,
+        activation: str | None = None,
+    ):
+        super().__init__()
+        c, h, w = obs_shape
+        if h < 3 or w < 3:
+            raise ValueError(f"architecture=minatar_cnn: its 3x3 conv needs inputs of side >= 3, got {obs_shape}")
+        h, w = h - 2, w - 2
+        act = make_activation(activation, "relu", dim=1)
+        layers: list[nn.Module] = [nn.Conv2d(c, channels, 3, stride=1)]
+        layers += [*([nn.LayerNorm((channels, h, w))] if layer_norm else []), act, nn.Flatten()]
+        fan_in = channels * expansion(act) * h * w
+        act = make_activation(activation, "relu", dim=1)
+        layers += [nn.Linear(fan_in, hidden), *([nn.LayerNorm(hidden)] if layer_norm else []), act]
+        self.net = nn.Sequential(*layers)
+        self.feature_dim = hidden * expansion(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def unit_groups(self) -> list[UnitGroup]:
+        return sequential_unit_groups(self.net, "net")
