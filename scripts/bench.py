@@ -1,4 +1,4 @@
-"""One benchmark harness for the runner (issue 9): prints a table and, with ``--json``, writes it.
+"""One benchmark harness for the runner: prints a table and, with ``--json``, writes it.
 
     python scripts/bench.py --quick                       # about a minute on a 2-core CPU
     python scripts/bench.py --device cuda --cuda-graphs   # the fast path on a GPU

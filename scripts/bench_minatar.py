@@ -1,4 +1,4 @@
-"""MinAtar throughput on this machine: env steps/s and agent steps/s (issue 17). Prints a table.
+"""MinAtar throughput on this machine: env steps/s and agent steps/s. Prints a table.
 
     python scripts/bench_minatar.py                  # breakout, 1 and 2 torch threads, 1 and 8 copies
     python scripts/bench_minatar.py --game seaquest --envs 1,4,16 --seconds 5
