@@ -7,9 +7,12 @@ Reads top to bottom in the order of the paper's protocol (section 5.1, appendix 
 2. fill the replay with ``agent.learning_starts`` random-policy transitions;
 3. pause at step 0 (the probe of the initial parameters, P(theta_0));
 4. for each training step: epsilon-greedy act in the vector env, store, sample a batch, one
-   optimizer step on the TD loss (eq. 1), copy the target network every ``target_update_steps``;
-5. pause every ``probe.every_steps`` and at the end: run the probes on a copy of the state and
-   write one metrics shard.
+   optimizer step on the TD loss (eq. 1) (``learn_step``); then the interventions' after-step
+   hooks and the target-network copy with its hooks when due (``finish_step``);
+5. pause every ``probe.every_steps`` and at the end: run the probes and diagnostics on copies of
+   the network as trained, between ``learn_step`` and ``finish_step`` (``probe.at``
+   ``before_interventions``; ``after_interventions`` runs them after ``finish_step``), then write
+   the pause's metrics shard and its checkpoint (of the state after ``finish_step``).
 
 A *step* is one optimizer step; each step also steps the vector environment
 ``agent.update_every_env_steps`` times (``env.num_envs`` transitions each).
