@@ -104,7 +104,7 @@ def run_command(cmd: list[str], limit_s: float, log_path: Path) -> dict[str, Any
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         try:
-            rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=limit_s).returncode
+            rc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=limit_s).returncode
         except subprocess.TimeoutExpired:
             rc = None
     seconds = time.perf_counter() - t0

@@ -6,6 +6,9 @@ machine without one; ``scripts/cuda_check.sh`` runs them (``-m cuda``) on the fi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -18,7 +21,7 @@ from plasticity_runner.config import ConfigError
 from plasticity_runner.probes.plasticity import make_targets, plasticity_probe
 from plasticity_runner.trainer import build_run, plain, prefill, train, train_step
 
-from .conftest import make_cfg
+from .conftest import TINY, make_cfg
 from .test_resume import Crash, crash_at
 from .test_trainer import values
 
@@ -43,8 +46,8 @@ def test_generators_and_fork_rng_are_on_the_cuda_device():
     inputs = state.replay.sample(64, state.replay_generator).o_tm1
     cpu_rng, cuda_rng = torch.get_rng_state(), torch.cuda.get_rng_state()
     targets = make_targets(state.build_fresh, inputs, [1, 2], offset=0.0, sin_scale=1e5)
-    probe_cfg = OmegaConf.create(dict(num_targets=2, sin_scale=1e5, steps=5, batch_size=16, curve_every_steps=5,
-                                      vectorised=True))
+    probe_cfg = OmegaConf.create({"num_targets": 2, "sin_scale": 1e5, "steps": 5, "batch_size": 16,
+                                  "curve_every_steps": 5, "vectorised": True})
     result = plasticity_probe(state.agent.online, state.build_fresh, cfg.optimizer, inputs, probe_cfg, seed=3)
     assert targets.device.type == "cuda" and result.final_loss.device.type == "cuda"
     assert torch.equal(torch.get_rng_state(), cpu_rng) and torch.equal(torch.cuda.get_rng_state(), cuda_rng)
@@ -62,7 +65,7 @@ def test_no_host_sync_in_the_hot_loop():
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(2 * int(cfg.agent.target_update_steps)):  # crosses target updates
-            loss, reward, _ = train_step(state, agent_cfg, epsilon_at(state.step, agent_cfg, state.clock))
+            loss, _reward, _ = train_step(state, agent_cfg, epsilon_at(state.step, agent_cfg, state.clock))
             loss_sum += loss
     finally:
         torch.cuda.set_sync_debug_mode(0)
@@ -101,3 +104,10 @@ def test_a_cuda_run_resumed_on_the_cpu_is_refused_with_a_clear_error(tmp_path, m
     with pytest.raises(checkpoint.DeviceMismatchError, match="run on cuda and cannot be resumed on cpu"):
         train(make_cfg(["device=auto"]), auto)
     assert json.loads((auto / "run.json").read_text())["status"] == "crashed"
+    # from the CLI, on a node without a GPU (CUDA_VISIBLE_DEVICES=""): exit 3 and the message
+    proc = subprocess.run(
+        [sys.executable, "-m", "plasticity_runner", *TINY, "device=auto", f"hydra.run.dir={auto}"],
+        check=False, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "run on cuda and cannot be resumed on cpu" in proc.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +29,8 @@ def load_script():
 def test_dry_run_lists_every_step_skipped_with_a_reason(tmp_path):
     out = tmp_path / "report" / "cuda_check.json"
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "cuda_check.sh"), "--dry-run", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ,
-                                                                         "PYTHON": sys.executable})
+                          check=False, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     steps = report["steps"]
@@ -49,7 +50,7 @@ def test_without_a_gpu_a_real_run_skips_everything_and_exits_2(tmp_path):
         return  # the real check would run here (scripts/cuda_check.sh on a GPU machine)
     out = tmp_path / "cuda_check.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "cuda_check.py"), "--out", str(out),
-                           "--work", str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True)
+                           "--work", str(tmp_path / "work")], check=False, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
     steps = json.loads(out.read_text())["steps"]
     assert all(e["status"] == "skipped" and e["reason"].startswith("no CUDA device") for e in steps.values())

@@ -16,7 +16,7 @@ def test_stream_generators_live_on_the_device_and_repeat(device):
     b = seeding.generator(device, 7, "replay")
     other = seeding.generator(device, 7, "act")
     assert a.device.type == device.type
-    draw = lambda g: torch.randint(1000, (64,), generator=g, device=device)  # noqa: E731
+    draw = lambda g: torch.randint(1000, (64,), generator=g, device=device)
     x, y, z = draw(a), draw(b), draw(other)
     assert x.device.type == device.type
     assert torch.equal(x, y) and not torch.equal(x, z)
