@@ -57,9 +57,21 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(params=DEVICES)
-def device(request) -> torch.device:
-    """Each device a test should pass on (``torch.device``); its cuda cases carry the ``cuda`` marker."""
-    return torch.device(request.param)
+def device(request):
+    """Each device a test should pass on (``torch.device``); its cuda cases carry the ``cuda`` marker.
+
+    A cuda case starts with TF32 off (full fp32, as on the CPU) and restores the process's setting
+    afterwards: a run with ``speed.tf32=true`` turns it on process-wide, which would otherwise leak
+    ~1e-3 relative rounding into the tolerances of the tests after it."""
+    if request.param != "cuda":
+        yield torch.device(request.param)
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield torch.device("cuda")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def on_device(device: torch.device) -> list[str]:
