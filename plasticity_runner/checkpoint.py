@@ -101,10 +101,29 @@ def state_dict(state: "RunState") -> dict[str, Any]:
         "replay_generator": state.replay_generator.get_state(),
         "interventions": {i.name: i.state_dict() for i in state.interventions},
         "rng": _rng_state(),
+        "device": state.obs.device.type,  # the generators' states only fit generators of this device type
     }
 
 
+class DeviceMismatchError(RuntimeError):
+    """A checkpoint written on one device type (cuda) loaded into a run on another (cpu)."""
+
+
+def check_device(ckpt: dict[str, Any], device: torch.device, where: Any = "the checkpoint") -> None:
+    """Refuse a checkpoint of another device type: its generator states (Philox on cuda, Mersenne
+    Twister on the CPU) cannot seed this device's generators, so the run could not continue the
+    same random streams; a run on another device would silently be a different run."""
+    saved = ckpt.get("device")  # absent in checkpoints written before it was recorded
+    if saved is not None and saved != device.type:
+        raise DeviceMismatchError(
+            f"{where} was written by a run on {saved} and cannot be resumed on {device.type}: the random "
+            f"streams of a {saved} run have no {device.type} equivalent. Resume it on {saved} "
+            f"(device={saved}), or start a new run directory on {device.type}"
+        )
+
+
 def load_state_dict(state: "RunState", ckpt: dict[str, Any]) -> None:
+    check_device(ckpt, state.obs.device)
     agent = state.agent
     for i in state.interventions:  # first: an intervention may rebuild parts of the network
         i.load_state_dict(ckpt["interventions"].get(i.name, {}), agent)
@@ -220,6 +239,7 @@ def load_latest(run_dir: Path, state: "RunState") -> int | None:
             problems.append(problem)
             log.warning("skipping checkpoint of step %d: %s; falling back to the one before it", step, problem)
             continue
+        check_device(ckpt, state.obs.device, d / STATE_FILE)
         load_state_dict(state, ckpt)
         if problems:
             log.warning(

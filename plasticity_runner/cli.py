@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .checkpoint import CorruptCheckpointError
+from .checkpoint import CorruptCheckpointError, DeviceMismatchError
 from .config import ConfigError, register_configs
 from .hydra_glue import EXIT_CONFIG, EXIT_OUTPUTS, fail, inactive_intervention_error, write_hydra_record
 from .metrics import MetricsWriteError, RunFileError
@@ -81,7 +81,7 @@ def _app(cfg: DictConfig) -> float | None:
         fail(EXIT_CONFIG, f"Error in config: {exc}")
     except MetricsWriteError as exc:
         fail(EXIT_OUTPUTS, f"Error writing the run's outputs: {exc}")
-    except (RunFileError, CorruptCheckpointError) as exc:
+    except (RunFileError, CorruptCheckpointError, DeviceMismatchError) as exc:
         fail(EXIT_OUTPUTS, f"Error reading the run's outputs: {exc}")
     print(f"plasticity-run: run {summary['run_id']} {summary['status']}; outputs in {run_dir.resolve()}")
     if cfg.get("objective") is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from plasticity_runner.cli import compose_config
 
 # A budget small enough for a 2-core CPU: every pause still runs the real probe.
@@ -48,6 +49,45 @@ def make_cfg(overrides: list[str] | None = None, tiny: bool = True):
 @pytest.fixture
 def cfg_factory():
     return make_cfg
+
+
+# The devices of the ``device`` fixture: cpu everywhere, plus cuda where torch sees a GPU (on a
+# machine without one the cuda cases are not generated, so the CPU suite neither slows nor skips).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Each device a test should pass on (``torch.device``); its cuda cases carry the ``cuda`` marker.
+
+    A cuda case starts with TF32 off (full fp32, as on the CPU) and restores the process's setting
+    afterwards: a run with ``speed.tf32=true`` turns it on process-wide, which would otherwise leak
+    ~1e-3 relative rounding into the tolerances of the tests after it."""
+    if request.param != "cuda":
+        yield torch.device(request.param)
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield torch.device("cuda")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def on_device(device: torch.device) -> list[str]:
+    """The override that puts a run on ``device`` (after ``TINY``'s ``device=cpu``)."""
+    return [f"device={torch.device(device).type}"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (the device fixture's cuda cases, tests/test_cuda.py)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # the cuda cases of the device fixture: selectable with -m cuda
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("device") == "cuda":
+            item.add_marker(pytest.mark.cuda)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

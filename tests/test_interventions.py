@@ -41,9 +41,9 @@ def cfg_with(names: list[str], arch: str = "mlp", extra: list[str] | None = None
     return make_cfg(BASE + ARCH_OVERRIDES[arch] + [selected] + (extra or []), tiny=False)
 
 
-def agent_with(names: list[str], arch: str = "mlp", extra: list[str] | None = None, steps: int = 3):
+def agent_with(names: list[str], arch: str = "mlp", extra: list[str] | None = None, steps: int = 3, device=CPU):
     """A built run whose agent has taken ``steps`` optimizer steps (so the optimizer has state)."""
-    state = build_run(cfg_with(names, arch, extra), CPU)
+    state = build_run(cfg_with(names, arch, extra), device)
     prefill(state, 64)
     learn(state, steps)
     return state
@@ -156,11 +156,18 @@ def test_reset_last_layer_restores_a_fresh_head_and_resets_only_its_optimizer_st
     assert agent.optimizer.state[agent.online.head.linear.weight]["step"] == 1
 
 
-def test_fresh_initialisations_leave_the_training_rng_untouched():
-    state = agent_with(["reset_last_layer"])
+def test_fresh_initialisations_leave_the_training_rng_untouched(device):
+    state = agent_with(["reset_last_layer"], device=device)
     rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    seed = state.agent.interventions[0].last_fresh_seed if state.agent.interventions else None
     state.agent.update_target(state.step)
     assert torch.equal(torch.get_rng_state(), rng)
+    if cuda_rng is not None:  # fork_rng forked the run's device, not only the CPU
+        assert torch.equal(torch.cuda.get_rng_state(device), cuda_rng)
+    head = state.agent.online.head
+    assert all(p.device.type == device.type for p in head.parameters())
+    assert state.agent.interventions[0].last_fresh_seed not in (None, seed)
 
 
 @pytest.mark.parametrize("shrink,perturb", [(0.4, 0.1), (0.8, 0.2)])

@@ -25,10 +25,11 @@ def fresh():
     return build_network(ARCH, (1, 8, 8), 10)
 
 
-def setup(seed=0):
+def setup(seed=0, device="cpu"):
+    """A network, inputs and targets on ``device`` (drawn on the CPU, so every device sees the same)."""
     torch.manual_seed(seed)
-    net = fresh()
-    inputs = torch.rand(96, 1, 8, 8)
+    net = fresh().to(device)
+    inputs = torch.rand(96, 1, 8, 8).to(device)
     targets = make_targets(fresh, inputs, [11, 12, 13, 14], offset=0.3, sin_scale=1e5)
     return net, inputs, targets
 
@@ -43,12 +44,14 @@ def test_targets_are_offset_sine_of_fresh_init():
     assert targets.shape == (4, 96, 10)
 
 
-def test_vectorised_fit_equals_one_by_one():
+def test_vectorised_fit_equals_one_by_one(device):
     for opt_cfg in (ADAM, SGD):
-        net, inputs, targets = setup()
+        net, inputs, targets = setup(device=device)
+        assert targets.device.type == device.type
         vec = fit_targets_vectorised(net, opt_cfg, inputs, targets, steps=30, batch_size=16, seed=5, curve_every_steps=7)
         seq = fit_targets_sequential(net, opt_cfg, inputs, targets, steps=30, batch_size=16, seed=5, curve_every_steps=7)
         for v, s in zip(vec, seq):
+            assert v.device.type == device.type
             torch.testing.assert_close(v, s, rtol=1e-4, atol=1e-5)
         # and the fit did something: the final loss is below the initial one for every target
         assert (vec[1] < vec[0]).all()

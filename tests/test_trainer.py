@@ -10,7 +10,7 @@ from plasticity_runner import load_sweep
 from plasticity_runner.metrics import SCHEMA
 from plasticity_runner.trainer import train
 
-from .conftest import make_cfg
+from .conftest import make_cfg, on_device
 
 
 def values(run_dir, exclude_phases=("timing",)):
@@ -19,8 +19,8 @@ def values(run_dir, exclude_phases=("timing",)):
     return df[["step", "phase", "metric", "value"]].reset_index(drop=True)
 
 
-def test_run_writes_shards_per_pause(tmp_path):
-    summary = train(make_cfg(), tmp_path)
+def test_run_writes_shards_per_pause(tmp_path, device):
+    summary = train(make_cfg(on_device(device)), tmp_path)
     shards = sorted(p.name for p in (tmp_path / "metrics").iterdir())
     assert shards == ["step_0000000000.parquet", "step_0000000020.parquet", "step_0000000040.parquet"]
     assert not list(tmp_path.rglob("*.tmp"))
@@ -32,6 +32,7 @@ def test_run_writes_shards_per_pause(tmp_path):
     assert train_rows.step.tolist() == [10, 20, 30, 40]
     meta = json.loads((tmp_path / "run.json").read_text())
     assert meta["status"] == "complete" and meta["config"]["architecture.width"] == 32
+    assert meta["device"] == str(device)
     assert df["architecture.width"].unique().tolist() == [32] and df["interventions"].unique().tolist() == ["none"]
     assert summary["steps"] == 40
     arrays = __import__("plasticity_runner").load_arrays(tmp_path)

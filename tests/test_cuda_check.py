@@ -1,0 +1,78 @@
+"""scripts/cuda_check.sh: its dry run lists every step, each skipped with a reason (any machine),
+and the comparisons it makes of the three runs work on CPU runs of the same layout."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from plasticity_runner.trainer import train
+
+from .conftest import make_cfg
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("cuda_check", ROOT / "scripts" / "cuda_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dry_run_lists_every_step_skipped_with_a_reason(tmp_path):
+    out = tmp_path / "report" / "cuda_check.json"
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "cuda_check.sh"), "--dry-run", "--out", str(out)],
+                          check=False, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    steps = report["steps"]
+    assert list(steps) == ["tests", "run_eager", "run_compile", "run_cuda_graphs", "agreement", "bench",
+                           "steps_per_s_goal"]
+    for name, entry in steps.items():
+        assert entry["status"] == "skipped" and entry["reason"].startswith("dry run; would "), name
+        assert name in proc.stdout
+    assert "speed.cuda_graphs=true" in steps["run_cuda_graphs"]["command"]
+    assert "--device cuda --quick" in steps["bench"]["command"]
+    assert report["dry_run"] and report["checks_failed"] == [] and report["goals_missed"] == []
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cuda_check.json"]  # nothing else written
+
+
+def test_without_a_gpu_a_real_run_skips_everything_and_exits_2(tmp_path):
+    if torch.cuda.is_available():
+        return  # the real check would run here (scripts/cuda_check.sh on a GPU machine)
+    out = tmp_path / "cuda_check.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "cuda_check.py"), "--out", str(out),
+                           "--work", str(tmp_path / "work")], check=False, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+    steps = json.loads(out.read_text())["steps"]
+    assert all(e["status"] == "skipped" and e["reason"].startswith("no CUDA device") for e in steps.values())
+
+
+def test_agreement_and_steps_per_s_read_the_runs(tmp_path):
+    cc = load_script()
+    for name in cc.VARIANTS:  # three identical CPU runs stand for eager, compile and graphs
+        train(make_cfg(), tmp_path / name)
+    result = cc.agreement(tmp_path)
+    assert result["status"] == "passed", result
+    assert len(result["checks"]) == 2 * len(cc.TOLERANCES) and all(c["rel_diff"] == 0 for c in result["checks"])
+    goal = cc.goal(tmp_path)
+    assert goal["status"] == "passed" and goal["goal_met"] is (goal["measured"] >= cc.GOAL_STEPS_PER_S)
+    assert len(goal["steps_per_s"]["run_eager"]["windows"]) == 4
+    # a run that differs (another seed) fails the comparison, naming the metric and the run
+    train(make_cfg(["seed=1"]), tmp_path / "other" / "run_compile")
+    for name in ("run_eager", "run_cuda_graphs"):
+        (tmp_path / "other" / name).symlink_to(tmp_path / name)
+    bad = cc.agreement(tmp_path / "other")
+    assert bad["status"] == "failed" and "probe_loss@0 of run_compile" in bad["reason"]
+    # a "compiled" run whose run.json records no compiled loss (here: an eager run) fails its step
+    assert cc.fast_path_problem(tmp_path / "run_eager", "run_eager") is None
+    problem = cc.fast_path_problem(tmp_path / "run_compile", "run_compile")
+    assert "torch.compile(mode=default)" in problem and "'loss': None" in problem
