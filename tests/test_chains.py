@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from plasticity_runner.envs.classification import ClassificationMDP
-from plasticity_runner.envs.minatar import MinAtarEnvConfig, MinAtarVectorEnv
+from plasticity_runner.envs.minatar import MinAtarVectorEnv
 from plasticity_runner.metrics import load_sweep
 from plasticity_runner.trainer import build_run, plain, prefill, train_step, train
 
