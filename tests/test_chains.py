@@ -3,7 +3,6 @@ at switches, each segment's task as the plain environment plays it, and resume m
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -15,8 +14,7 @@ from plasticity_runner.trainer import build_run, plain, prefill, train_step, tra
 
 from .conftest import make_cfg
 from .test_minatar import MINATAR_TINY
-from .test_resume import Crash, crash_at
-from .test_trainer import values
+from .test_resume import assert_crash_then_restart_equals_uninterrupted
 
 CPU = torch.device("cpu")
 MINATAR_CHAIN = "env.schedule=[{game:breakout,steps:15},{game:seaquest,steps:10},{game:asterix,steps:10}]"
@@ -82,14 +80,9 @@ def test_chain_resumes_mid_segment_bit_identically(tmp_path, monkeypatch, schedu
     """Checkpoints at 0 and 20 (mid-segment 1); a crash at 33 resumes from 20, through the switch at 25."""
     overrides = (MINATAR_TINY if "game" in schedule else []) + [schedule, "env.num_envs=2"]
     tiny = "game" not in schedule
-    train(make_cfg(overrides, tiny=tiny), tmp_path / "ref")
-    reference = values(tmp_path / "ref")
-    with monkeypatch.context() as m:
-        crash_at(m, step)
-        with pytest.raises(Crash):
-            train(make_cfg(overrides, tiny=tiny), tmp_path / "run")
-    assert train(make_cfg(overrides, tiny=tiny), tmp_path / "run")["status"] == "complete"
-    pd.testing.assert_frame_equal(values(tmp_path / "run"), reference, check_exact=True)
+    reference = assert_crash_then_restart_equals_uninterrupted(
+        lambda: make_cfg(overrides, tiny=tiny), tmp_path, monkeypatch, step
+    )
     assert set(reference[reference.metric == "segment"].value) == {0, 1, 2}
 
 

@@ -4,7 +4,6 @@ optimizer, a real run through pauses with every diagnostic, evaluation and resum
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from minatar import Environment
@@ -17,7 +16,7 @@ from plasticity_runner.seeding import stream_seed
 from plasticity_runner.trainer import build_run, train
 
 from .conftest import TINY, make_cfg
-from .test_resume import Crash, crash_at
+from .test_resume import assert_crash_then_restart_equals_uninterrupted
 from .test_trainer import values
 
 # the shared tiny budget without its MLP width (architecture=minatar_cnn has no width)
@@ -198,11 +197,4 @@ def test_evaluation_scores_have_no_atari_reference():
 @pytest.mark.parametrize("step", [5, 33])
 def test_crash_then_restart_equals_uninterrupted(tmp_path, monkeypatch, step):
     cfg = MINATAR_TINY + ["env.num_envs=2"]
-    train(make_cfg(cfg, tiny=False), tmp_path / "ref")
-    reference = values(tmp_path / "ref")
-    with monkeypatch.context() as m:
-        crash_at(m, step)
-        with pytest.raises(Crash):
-            train(make_cfg(cfg, tiny=False), tmp_path / "run")
-    assert train(make_cfg(cfg, tiny=False), tmp_path / "run")["status"] == "complete"
-    pd.testing.assert_frame_equal(values(tmp_path / "run"), reference, check_exact=True)
+    assert_crash_then_restart_equals_uninterrupted(lambda: make_cfg(cfg, tiny=False), tmp_path, monkeypatch, step)

@@ -24,6 +24,7 @@ from plasticity_runner.report import data as report_data
 from plasticity_runner.trainer import train
 
 from .conftest import TINY, make_cfg
+from .test_resume import Crash, crash_at
 from .test_trainer import values
 
 # configs that between them hold every float key of the schema
@@ -142,23 +143,11 @@ def reference(tmp_path_factory):
 
 def crashed_at_33(run_dir, monkeypatch):
     """A run crashed at step 33: complete checkpoints of steps 0 and 20 (keep=2), shards 0 and 20."""
-    real = trainer.learn_step
-
-    def crashing(state, agent_cfg, epsilon):
-        out = real(state, agent_cfg, epsilon)
-        if state.step == 33:
-            raise Crash()
-        return out
-
     with monkeypatch.context() as m:
-        m.setattr(trainer, "learn_step", crashing)
+        crash_at(m, 33)
         with pytest.raises(Crash):
             train(make_cfg(), run_dir)
     assert [s for s, _ in checkpoint.complete_checkpoints(run_dir)] == [0, 20]
-
-
-class Crash(Exception):
-    pass
 
 
 @pytest.mark.parametrize("damage", ["overwrite", "truncate"])

@@ -47,6 +47,20 @@ def crash_at(monkeypatch, step: int, where: str = "train_step") -> None:
         monkeypatch.setattr(checkpoint, "save", crashing_save)
 
 
+def assert_crash_then_restart_equals_uninterrupted(make, tmp_path, monkeypatch, step: int) -> pd.DataFrame:
+    """Run ``make()`` straight, then crashed at ``step`` and restarted in another directory; the
+    restarted run completes with metrics bit-identical to the straight one (returned)."""
+    train(make(), tmp_path / "ref")
+    reference = values(tmp_path / "ref")
+    with monkeypatch.context() as m:
+        crash_at(m, step)
+        with pytest.raises(Crash):
+            train(make(), tmp_path / "run")
+    assert train(make(), tmp_path / "run")["status"] == "complete"
+    pd.testing.assert_frame_equal(values(tmp_path / "run"), reference, check_exact=True)
+    return reference
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     d = tmp_path_factory.mktemp("reference")
