@@ -91,8 +91,14 @@ def test_one_real_pause_with_every_diagnostic(arch, names, tmp_path):
     one_pause(arch, names, tmp_path)
 
 
-def one_pause(arch: str, names: tuple[str, ...], tmp_path) -> None:
-    extra = [o for n in names for o in EXTRA.get(n, [])]
+@pytest.mark.parametrize("arch", sorted(BODIES))
+def test_two_hot_probe_by_cross_entropy_through_a_pause(arch, tmp_path):
+    """The non-default probe objective of a two-hot network (probe.two_hot_fit) on every body."""
+    one_pause(arch, ("layer_norm", "two_hot"), tmp_path, ["probe.two_hot_fit=cross_entropy"])
+
+
+def one_pause(arch: str, names: tuple[str, ...], tmp_path, options: list[str] | None = None) -> None:
+    extra = [o for n in names for o in EXTRA.get(n, [])] + list(options or [])
     overrides = BASE + ARCH_OVERRIDES[arch] + [f"intervention=[{','.join(names)}]"] + extra
     cfg = make_cfg(overrides, tiny=False)
     try:
