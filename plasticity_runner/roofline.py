@@ -186,17 +186,20 @@ def matmul_rate(shape: Shape, mode: str, device: torch.device, block_s: float = 
 
 
 class Peaks:
-    """Matmul peaks measured once per (shape, precision) in this process, medians of the blocks."""
+    """Matmul peaks per (shape, precision), medians of timed blocks. ``rate`` measures again when
+    ``fresh`` (a shared machine's speed drifts: a row's peak is best measured next to the row) and
+    keeps every measurement in ``measured``."""
 
     def __init__(self, device: torch.device, block_s: float = 0.2, repeats: int = 3) -> None:
         self.device, self.block_s, self.repeats = device, block_s, repeats
-        self.measured: dict[tuple[Shape, str], list[float]] = {}
+        self.measured: dict[tuple[Shape, str], list[list[float]]] = {}
 
-    def rate(self, shape: Shape, mode: str = "fp32") -> float:
+    def rate(self, shape: Shape, mode: str = "fp32", fresh: bool = False) -> float:
         key = (shape, mode)
-        if key not in self.measured:
-            self.measured[key] = matmul_rate(shape, mode, self.device, self.block_s, self.repeats)
-        return statistics.median(self.measured[key])
+        if fresh or key not in self.measured:
+            self.measured.setdefault(key, []).append(
+                matmul_rate(shape, mode, self.device, self.block_s, self.repeats))
+        return statistics.median(self.measured[key][-1])
 
 
 def row_precision(device: torch.device) -> str:

@@ -6,6 +6,8 @@
 
 Sub-benchmarks (``--only``, comma-separated; default: all of them, in this order):
 
+* ``peak``: the machine's dense-matmul peak on a big square (``torch.mm``; cpu: 2048^3 fp32, 1024^3
+  with ``--quick``; cuda: 8192^3 in fp32, TF32 and bf16).
 * ``train``: training steps/s on the classification MDP (digits) for MLP, CNN, ResNet-18 and ViT
   at batch 512 (``trainer.train_step``), the bare supervised step of the same network and batch
   (forward, backward, the run's optimizer), their ratio (the *overhead ratio*) and the ratio of
@@ -19,6 +21,17 @@ Sub-benchmarks (``--only``, comma-separated; default: all of them, in this order
   at 1, 4 and 8 envs; the CleanRL ``dqn_atari.py`` setting (``CLEANRL_SETTING``: 1 env, batch 32,
   an update every 4 agent steps, Nature CNN, DQN, Adam 1e-4, replay 100k, exploration 0.01); the
   bytes of a 100k-transition replay.
+
+Roofline columns: every row that runs the networks (training steps, the probe's fits, each
+diagnostic, the Atari learner step) gets its achieved FLOP/s and its fraction of the matmul peak.
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one eager call of the row's
+own function (``plasticity_runner.roofline.measure``; GEMMs, convolutions and attention count,
+elementwise ops count 0; grouped convolution backward, which it over-counts, recounted). The
+peak is ``torch.mm`` at the row's dominant GEMM shape (its largest FLOP carrier, a convolution as
+its im2col GEMM) or on the big square, whichever is higher, measured in the same run next to the
+row, in the row's precision (fp32; TF32 on cuda when ``speed.tf32`` is on). Goals (cpu, 1 thread):
+the probe's vectorised fit >= 70% at MLP-512, the DQN training step >= 50%, curvature and
+gradcov >= 30% (``ROOFLINE_GOALS``).
 
 Every measurement calls the project's code (``build_run``, ``prefill``, ``train_step``,
 ``fastpath.configure``, the probe and diagnostics functions, the Atari env and replay). Timings
@@ -209,7 +222,9 @@ class Roofline:
             return out
         mode = roofline.row_precision(self.device)
         try:
-            at_shape, square = self.peaks.rate(shape, mode), self.peaks.rate(self.square, mode)
+            # measured again next to each row (on cpu: the machine's speed drifts with other jobs)
+            fresh = self.device.type == "cpu"
+            at_shape, square = self.peaks.rate(shape, mode, fresh), self.peaks.rate(self.square, mode, fresh)
         except Exception as exc:  # noqa: BLE001 - a peak that cannot be measured leaves the row without it
             out["peak_error"] = f"{type(exc).__name__}: {exc}"[:200]
             return out
@@ -231,8 +246,8 @@ def bench_peak(args: argparse.Namespace, device: torch.device, res: Results, rl:
         shape = rl.square
 
         def one(mode: str = mode, shape: roofline.Shape = shape) -> None:
-            rl.peaks.rate(shape, mode)
-            rates = rl.peaks.measured[(shape, mode)]
+            rl.peaks.rate(shape, mode, fresh=True)
+            rates = rl.peaks.measured[(shape, mode)][-1]
             res.add("peak", f"matmul peak {side}^3 {mode}", statistics.median(rates) / 1e9, "GFLOP/s", spread=[
                 r / 1e9 for r in rates], note=f"torch.mm, {torch.get_num_threads()} threads" if device.type == "cpu"
                 else "torch.mm", precision=mode, shape=roofline.shape_str(shape))
@@ -564,8 +579,24 @@ def atari_agent(
     rates = [env_steps / t for t in per_step]
     replay = state.replay
     replay_bytes = (replay.nbytes(), replay._valid_host.nbytes + replay.slot_tick.nbytes)  # device, host mirrors
+    roof = rl.fields(counted, statistics.median(per_step))
+    # the learner step alone: agent.learn on one replay batch (TD loss with the target forward,
+    # backward, optimizer), without acting, the emulator and the replay
+    batch = replay.sample(int(cfg.agent.batch_size), torch.Generator(device).manual_seed(1))
+    step_no = [state.step]
+
+    def learn() -> None:
+        step_no[0] += 1
+        state.agent.learn(batch, step_no[0], run_hooks=False)
+
+    learn_counted = rl.measure(learn)
+    for _ in range(args.warmup):
+        learn()
+    n_learn = calls_per_block(device, learn, args.block_s)
+    per_learn = [timed(device, learn, n_learn) / n_learn for _ in range(args.repeats)]
+    roof["learner"] = {"per_s": [1 / t for t in per_learn], **rl.fields(learn_counted, statistics.median(per_learn))}
     state.env.close()
-    return rates, replay_bytes, cfg, notes, rl.fields(counted, statistics.median(per_step))
+    return rates, replay_bytes, cfg, notes, roof
 
 
 def bench_atari(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline) -> None:
@@ -590,14 +621,23 @@ def bench_atari(args: argparse.Namespace, device: torch.device, res: Results, rl
         def ln_row(n: int = n) -> None:
             reset_peak(device)
             rates, _, cfg, notes, roof = atari_agent(args, device, [f"env.num_envs={n}"], rl)
+            learner = roof.pop("learner")
             res.add("atari", f"agent steps/s, atari_ln preset, {n} env{'s' if n > 1 else ''}",
                     statistics.median(rates), "env steps/s", spread=rates,
                     note=f"LN Nature CNN, Double DQN, batch {cfg.agent.batch_size}, update every "
                          f"{cfg.agent.update_every_env_steps} vector steps; FLOP/s of train_step",
                     num_envs=n, fast_path=notes, **roof)
+            add_learner_row(res, f"learner steps/s, atari_ln preset, {n} env{'s' if n > 1 else ''}", learner,
+                            "agent.learn alone: LN Nature CNN, Double DQN, batch "
+                            f"{cfg.agent.batch_size}, RMSProp")
 
         guarded(res, "atari", f"agent, atari_ln, {n} envs", device, ln_row)
     guarded(res, "atari", "agent, CleanRL setting", device, lambda: atari_cleanrl_rows(args, device, res, rl))
+
+
+def add_learner_row(res: Results, row: str, learner: dict[str, Any], note: str) -> None:
+    rates = learner.pop("per_s")
+    res.add("atari", row, statistics.median(rates), "updates/s", spread=rates, note=note, **learner)
 
 
 def atari_env_rows(args: argparse.Namespace, device: torch.device, res: Results, n: int, steps: int) -> None:
@@ -622,11 +662,14 @@ def atari_cleanrl_rows(args: argparse.Namespace, device: torch.device, res: Resu
 
     reset_peak(device)
     rates, replay_bytes, cfg, notes, roof = atari_agent(args, device, CLEANRL_SETTING, rl)
+    learner = roof.pop("learner")
     res.add("atari", "agent steps/s, CleanRL dqn_atari setting", statistics.median(rates), "env steps/s",
             spread=rates, goal="≥ 2x CleanRL (outside)",
             note="1 env, batch 32, update every 4, Nature CNN, replay 100k, DQN, Adam 1e-4, eps-greedy 0.01; "
                  "FLOP/s of train_step (the Atari learner step)",
             num_envs=1, fast_path=notes, **roof)
+    add_learner_row(res, "learner steps/s, CleanRL dqn_atari setting", learner,
+                    "agent.learn alone: Nature CNN, DQN, batch 32, Adam (the Atari learner step)")
     res.add("atari", "peak memory (CleanRL setting)", peak_mb(device), "MiB", note=peak_note(device))
     dev_bytes, host = replay_bytes
     assert dev_bytes == AtariReplay.memory_bytes(int(cfg.agent.replay_capacity), 1)
@@ -761,7 +804,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     meta.update(load_avg_end=load1, seconds=seconds, total_s=time.perf_counter() - t0)
     meta["matmul_peaks"] = [
         {"shape": roofline.shape_str(shape), "precision": mode, "flop_s": statistics.median(rates), "blocks": rates}
-        for (shape, mode), rates in rl.peaks.measured.items()
+        for (shape, mode), runs in rl.peaks.measured.items() for rates in runs
     ]
     meta["roofline_goals"] = ROOFLINE_GOALS
     meta["flop_counting"] = ("torch.utils.flop_counter.FlopCounterMode (GEMMs, convolutions, attention; "
