@@ -6,6 +6,8 @@
 
 Sub-benchmarks (``--only``, comma-separated; default: all of them, in this order):
 
+* ``peak``: the machine's dense-matmul peak on a big square (``torch.mm``; cpu: 2048^3 fp32, 1024^3
+  with ``--quick``; cuda: 8192^3 in fp32, TF32 and bf16).
 * ``train``: training steps/s on the classification MDP (digits) for MLP, CNN, ResNet-18 and ViT
   at batch 512 (``trainer.train_step``), the bare supervised step of the same network and batch
   (forward, backward, the run's optimizer), their ratio (the *overhead ratio*) and the ratio of
@@ -19,6 +21,17 @@ Sub-benchmarks (``--only``, comma-separated; default: all of them, in this order
   at 1, 4 and 8 envs; the CleanRL ``dqn_atari.py`` setting (``CLEANRL_SETTING``: 1 env, batch 32,
   an update every 4 agent steps, Nature CNN, DQN, Adam 1e-4, replay 100k, exploration 0.01); the
   bytes of a 100k-transition replay.
+
+Roofline columns: every row that runs the networks (training steps, the probe's fits, each
+diagnostic, the Atari learner step) gets its achieved FLOP/s and its fraction of the matmul peak.
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one eager call of the row's
+own function (``plasticity_runner.roofline.measure``; GEMMs, convolutions and attention count,
+elementwise ops count 0; grouped convolution backward, which it over-counts, recounted). The
+peak is ``torch.mm`` at the row's dominant GEMM shape (its largest FLOP carrier, a convolution as
+its im2col GEMM) or on the big square, whichever is higher, measured in the same run next to the
+row, in the row's precision (fp32; TF32 on cuda when ``speed.tf32`` is on). Goals (cpu, 1 thread):
+the probe's vectorised fit >= 70% at MLP-512, the DQN training step >= 50%, curvature and
+gradcov >= 30% (``ROOFLINE_GOALS``).
 
 Every measurement calls the project's code (``build_run``, ``prefill``, ``train_step``,
 ``fastpath.configure``, the probe and diagnostics functions, the Atari env and replay). Timings
@@ -45,13 +58,13 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from plasticity_runner import fastpath
+from plasticity_runner import fastpath, roofline
 from plasticity_runner.agents.dqn import epsilon_at
 from plasticity_runner.cli import compose_config
 from plasticity_runner.optim import build_optimizer
 from plasticity_runner.trainer import build_run, prefill, train_step
 
-BENCHES = ("train", "probe", "diagnostics", "atari")
+BENCHES = ("peak", "train", "probe", "diagnostics", "atari")
 ARCHS = ("mlp", "cnn", "resnet18", "vit")
 
 
@@ -115,7 +128,9 @@ def peak_note(device: torch.device) -> str:
 
 
 class Results:
-    """Rows of (bench, row, value, unit), with optional spread, goal and notes."""
+    """Rows of (bench, row, value, unit), with optional spread, goal, notes and roofline columns
+    (``flops`` per call, ``flop_s`` achieved, ``peak_flop_s`` at ``peak_shape``, ``frac_peak``,
+    ``roofline_goal`` / ``roofline_goal_met``: see ``Roofline.fields``)."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
@@ -128,6 +143,22 @@ class Results:
         self.rows.append(entry)
         print(format_row(entry), flush=True)
 
+    def failed(self, bench: str, what: str, exc: BaseException) -> None:
+        """A row that could not be measured: say why and go on."""
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        self.add(bench, f"{what} FAILED".strip(), None, "", note=f"{type(exc).__name__}: {first_line}"[:300], failed=True)
+
+
+def guarded(res: Results, bench: str, what: str, device: torch.device, fn: Callable[[], Any]) -> Any:
+    """``fn()``, or a FAILED row naming ``what`` when it raises (the harness goes on)."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - report the row and go on with the next one
+        res.failed(bench, what, exc)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return None
+
 
 def _fmt(v: float | None) -> str:
     if v is None:
@@ -137,13 +168,91 @@ def _fmt(v: float | None) -> str:
     return f"{v:.3g}"
 
 
-HEADER = f"{'bench':<12}{'row':<52}{'value':>10}  {'unit':<12}{'min..max':<18}{'goal':<24}note"
+HEADER = (f"{'bench':<12}{'row':<52}{'value':>10}  {'unit':<12}{'min..max':<18}{'goal':<24}"
+          f"{'GFLOP/s':>9}{'% peak':>8}  {'peak GFLOP/s @ shape':<28}{'roofline goal':<16}note")
 
 
 def format_row(r: dict[str, Any]) -> str:
     spread = f"{_fmt(r['min'])}..{_fmt(r['max'])}" if "min" in r else ""
     value = _fmt(r["value"])
-    return f"{r['bench']:<12}{r['row']:<52}{value:>10}  {r['unit']:<12}{spread:<18}{r['goal']:<24}{r['note']}"
+    flop_s = _fmt(r["flop_s"] / 1e9) if r.get("flop_s") else ""
+    frac = f"{100 * r['frac_peak']:.0f}%" if r.get("frac_peak") is not None else ""
+    peak = f"{_fmt(r['peak_flop_s'] / 1e9)} @ {r['peak_shape']} {r['peak_precision']}" if r.get("peak_flop_s") else ""
+    rgoal = ""
+    if r.get("roofline_goal") is not None:
+        rgoal = f"≥ {100 * r['roofline_goal']:.0f}%: {'met' if r['roofline_goal_met'] else 'NOT met'}"
+    return (f"{r['bench']:<12}{r['row']:<52}{value:>10}  {r['unit']:<12}{spread:<18}{r['goal']:<24}"
+            f"{flop_s:>9}{frac:>8}  {peak:<28}{rgoal:<16}{r['note']}")
+
+
+# ------------------------------------------------------------------------------ roofline
+
+
+# goals of the fraction of the matmul peak (cpu, 1 thread; issue 19)
+ROOFLINE_GOALS = {"train": 0.5, "probe_vectorised": 0.7, "curvature": 0.3, "gradcov": 0.3}
+
+
+class Roofline:
+    """Per-row roofline columns: FLOPs of one call (``roofline.measure``: ``FlopCounterMode``, grouped
+    convolution backward recounted), its dominant GEMM shape, and the matmul peak measured in this
+    run in the row's precision (fp32; tf32 on cuda when TF32 is on): the larger of the peak at the
+    row's dominant shape and the peak on the big square of ``bench_peak``, so that a kernel faster
+    than ``mm`` at that shape (oneDNN's direct convolution) cannot read above 100%."""
+
+    def __init__(self, device: torch.device, args: argparse.Namespace) -> None:
+        self.device = device
+        self.peaks = roofline.Peaks(device, block_s=min(args.block_s, 0.25), repeats=args.repeats)
+        self.goals = device.type == "cpu"
+        side = 8192 if device.type == "cuda" else (1024 if args.quick else 2048)
+        self.square: roofline.Shape = (1, side, side, side)
+
+    def measure(self, fn: Callable[[], Any]) -> dict[str, Any]:
+        """FLOPs and GEMM shapes of one call of ``fn`` (one eager call under the counters)."""
+        return roofline.measure(fn)
+
+    def fields(self, counted: dict[str, Any] | None, seconds: float | None, goal: str | None = None,
+               flops: float | None = None) -> dict[str, Any]:
+        """Columns of a row whose one call of ``seconds`` does ``flops`` (default: ``counted``'s)."""
+        if counted is None or not seconds:
+            return {}
+        flops = counted["flops"] if flops is None else flops
+        out: dict[str, Any] = {"flops": flops, "flop_s": flops / seconds}
+        shape = roofline.dominant_shape(counted["shapes"])
+        if shape is None:
+            return out
+        mode = roofline.row_precision(self.device)
+        try:
+            # measured again next to each row (on cpu: the machine's speed drifts with other jobs)
+            fresh = self.device.type == "cpu"
+            at_shape, square = self.peaks.rate(shape, mode, fresh), self.peaks.rate(self.square, mode, fresh)
+        except Exception as exc:  # noqa: BLE001 - a peak that cannot be measured leaves the row without it
+            out["peak_error"] = f"{type(exc).__name__}: {exc}"[:200]
+            return out
+        peak, used = (at_shape, shape) if at_shape >= square else (square, self.square)
+        out.update(peak_flop_s=peak, peak_shape=roofline.shape_str(used), peak_precision=mode,
+                   frac_peak=out["flop_s"] / peak, dominant_shape=roofline.shape_str(shape),
+                   peak_at_dominant_shape_flop_s=at_shape, frac_peak_at_dominant_shape=out["flop_s"] / at_shape)
+        if goal is not None and self.goals:
+            out.update(roofline_goal=ROOFLINE_GOALS[goal], roofline_goal_met=out["frac_peak"] >= ROOFLINE_GOALS[goal])
+        return out
+
+
+def bench_peak(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline) -> None:
+    """The machine's dense-matmul peak on a big square (cpu: 2048^3 fp32; cuda: 8192^3 in fp32, TF32
+    and bf16). The rows' own shapes are measured when each row is (``peak_*`` columns)."""
+    side = rl.square[1]
+    modes = roofline.PRECISIONS if device.type == "cuda" else ("fp32",)
+    for mode in modes:
+        shape = rl.square
+
+        def one(mode: str = mode, shape: roofline.Shape = shape) -> None:
+            rl.peaks.rate(shape, mode, fresh=True)
+            rates = rl.peaks.measured[(shape, mode)][-1]
+            res.add("peak", f"matmul peak {side}^3 {mode}", statistics.median(rates) / 1e9, "GFLOP/s", spread=[
+                r / 1e9 for r in rates], note=f"torch.mm, {torch.get_num_threads()} threads" if device.type == "cpu"
+                else "torch.mm", precision=mode, shape=roofline.shape_str(shape))
+
+        guarded(res, "peak", f"matmul peak {side}^3 {mode}", device, one)
 
 
 # ------------------------------------------------------------------------------ train
@@ -156,14 +265,6 @@ def speed_overrides(args: argparse.Namespace) -> list[str]:
 def compile_mode(args: argparse.Namespace, device: torch.device) -> str | None:
     """The torch.compile mode ``fastpath.configure`` picks for the agent's and the probe's loss (None: eager)."""
     return fastpath.compile_mode(argparse.Namespace(compile=args.compile, cuda_graphs=args.cuda_graphs), device)
-
-
-def flop_count(fn: Callable[[], Any]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
 
 
 def supervised_step(state: Any, cfg: Any, device: torch.device, mode: str | None,
@@ -192,95 +293,126 @@ def supervised_step(state: Any, cfg: Any, device: torch.device, mode: str | None
     return step
 
 
-def bench_train(args: argparse.Namespace, device: torch.device, res: Results) -> None:
+def bench_train(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline) -> None:
     archs = args.archs
     if args.quick and device.type == "cpu" and "resnet18" in archs and not args.archs_given:
         archs = [a for a in archs if a != "resnet18"]
         res.add("train", "resnet18", None, "", note="skipped in --quick on cpu (seconds per step); pass --archs")
     for arch in archs:
-        cfg = compose_config(
-            [f"device={device.type}", f"architecture={arch}", f"env.dataset={args.dataset}", "agent.batch_size=512",
-             *speed_overrides(args), *args.set]
-        )
-        reset_peak(device)
-        state = build_run(cfg, device)
-        prefill(state, int(cfg.agent.learning_starts))
+        guarded(res, "train", arch, device, lambda arch=arch: train_arch(args, device, res, rl, arch))
 
-        def dqn() -> None:
-            train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))
 
-        mode = compile_mode(args, device)
-        sup = supervised_step(state, cfg, device, None)
-        flops_dqn, flops_sup = flop_count(dqn), flop_count(sup)  # eager; doubles as the first warm-up
-        notes = fastpath.configure(cfg.speed, state.agent, device)
-        sup_notes: dict[str, str] = {}
-        if mode is not None:
-            sup = supervised_step(state, cfg, device, mode, sup_notes)
-        for _ in range(args.warmup if mode is None else max(args.warmup, 5)):  # graph trees record on call 3
-            dqn(), sup()
-        n = calls_per_block(device, dqn, args.block_s)
-        t = interleaved(device, {"dqn": dqn, "sup": sup}, n, args.repeats)
-        fast = ", ".join(f"{k}: {v}" for k, v in notes.items() if k != "tf32") or "eager"
-        b = int(cfg.agent.batch_size)
-        goal_rate = "≥ 5000 (H100, graphs)" if arch == "mlp" and device.type == "cuda" else ""
-        res.add("train", f"{arch} DQN training steps/s (batch {b})", 1 / statistics.median(t["dqn"]), "steps/s",
-                spread=[1 / x for x in t["dqn"]], goal=goal_rate, note=fast, arch=arch, fast_path=notes)
-        sup_note = "eager" if mode is None else sup_notes.get("supervised", f"torch.compile(mode={mode})")
-        res.add("train", f"{arch} supervised steps/s (batch {b})", 1 / statistics.median(t["sup"]), "steps/s",
-                spread=[1 / x for x in t["sup"]], note=sup_note, arch=arch)
-        ratios = [a / s for a, s in zip(t["dqn"], t["sup"])]
-        goal = "≤ 2.0 (cpu)" if arch == "mlp" and device.type == "cpu" else ""
-        res.add("train", f"{arch} overhead ratio (DQN step / supervised)", median_ratio(t["dqn"], t["sup"]), "x",
-                spread=ratios, goal=goal, arch=arch)
-        res.add("train", f"{arch} FLOP ratio (DQN step / supervised)", flops_dqn / max(flops_sup, 1), "x",
-                note=f"{flops_dqn / 1e9:.3g} / {flops_sup / 1e9:.3g} GFLOP", arch=arch)
-        res.add("train", f"{arch} peak memory", peak_mb(device), "MiB", note=peak_note(device), arch=arch)
-        state = sup = None  # free this architecture before building the next (the closures are done)
+def train_arch(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline, arch: str) -> None:
+    cfg = compose_config(
+        [f"device={device.type}", f"architecture={arch}", f"env.dataset={args.dataset}", "agent.batch_size=512",
+         *speed_overrides(args), *args.set]
+    )
+    reset_peak(device)
+    state = build_run(cfg, device)
+    prefill(state, int(cfg.agent.learning_starts))
+
+    def dqn() -> None:
+        train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))
+
+    mode = compile_mode(args, device)
+    sup = supervised_step(state, cfg, device, None)
+    counted_dqn, counted_sup = rl.measure(dqn), rl.measure(sup)  # eager; doubles as the first warm-up
+    flops_dqn, flops_sup = counted_dqn["flops"], counted_sup["flops"]
+    notes = fastpath.configure(cfg.speed, state.agent, device)
+    sup_notes: dict[str, str] = {}
+    if mode is not None:
+        sup = supervised_step(state, cfg, device, mode, sup_notes)
+    for _ in range(args.warmup if mode is None else max(args.warmup, 5)):  # graph trees record on call 3
+        dqn(), sup()
+    n = calls_per_block(device, dqn, args.block_s)
+    t = interleaved(device, {"dqn": dqn, "sup": sup}, n, args.repeats)
+    fast = ", ".join(f"{k}: {v}" for k, v in notes.items() if k != "tf32") or "eager"
+    b = int(cfg.agent.batch_size)
+    goal_rate = "≥ 5000 (H100, graphs)" if arch == "mlp" and device.type == "cuda" else ""
+    res.add("train", f"{arch} DQN training steps/s (batch {b})", 1 / statistics.median(t["dqn"]), "steps/s",
+            spread=[1 / x for x in t["dqn"]], goal=goal_rate, note=fast, arch=arch, fast_path=notes,
+            **rl.fields(counted_dqn, statistics.median(t["dqn"]), "train"))
+    sup_note = "eager" if mode is None else sup_notes.get("supervised", f"torch.compile(mode={mode})")
+    res.add("train", f"{arch} supervised steps/s (batch {b})", 1 / statistics.median(t["sup"]), "steps/s",
+            spread=[1 / x for x in t["sup"]], note=sup_note, arch=arch,
+            **rl.fields(counted_sup, statistics.median(t["sup"])))
+    ratios = [a / s for a, s in zip(t["dqn"], t["sup"])]
+    goal = "≤ 2.0 (cpu)" if arch == "mlp" and device.type == "cpu" else ""
+    res.add("train", f"{arch} overhead ratio (DQN step / supervised)", median_ratio(t["dqn"], t["sup"]), "x",
+            spread=ratios, goal=goal, arch=arch)
+    res.add("train", f"{arch} FLOP ratio (DQN step / supervised)", flops_dqn / max(flops_sup, 1), "x",
+            note=f"{flops_dqn / 1e9:.3g} / {flops_sup / 1e9:.3g} GFLOP", arch=arch)
+    res.add("train", f"{arch} peak memory", peak_mb(device), "MiB", note=peak_note(device), arch=arch)
 
 
 # ------------------------------------------------------------------------------ probe
 
 
-def bench_probe(args: argparse.Namespace, device: torch.device, res: Results) -> None:
-    from plasticity_runner.probes.plasticity import fit_targets_sequential, fit_targets_vectorised, make_targets
+def bench_probe(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline) -> None:
+    from plasticity_runner.probes.plasticity import make_targets
 
     cfg = compose_config([f"device={device.type}", "architecture=mlp", f"env.dataset={args.dataset}", *speed_overrides(args), *args.set])
     state = build_run(cfg, device)
     prefill(state, int(cfg.agent.learning_starts))
     inputs = state.replay.sample_obs(int(cfg.probe.num_inputs), torch.Generator(device).manual_seed(0))
-    T, pause_steps = int(cfg.probe.num_targets), int(cfg.probe.steps)
+    T, net = int(cfg.probe.num_targets), state.agent.online
     targets = make_targets(state.build_fresh, inputs, list(range(T)), 0.0, cfg.probe.sin_scale)
-    steps, net, every = args.probe_steps, state.agent.online, int(cfg.probe.curve_every_steps)
     notes: dict[str, str] = {}
     compiled = fastpath.probe_loss(cfg.speed, cfg.probe, device, notes)
     for batch_size in args.probe_batches:
-        reset_peak(device)
+        guarded(res, "probe", f"probe batch {batch_size}", device,
+                lambda b=batch_size: probe_batch(args, device, res, rl, cfg, net, inputs, targets, compiled, notes, b))
 
-        def fit(fn: Callable, n: int) -> Callable[[], Any]:
-            # --compile / --cuda-graphs: the vectorised side runs the run's compiled loss
-            extra = {"compiled": compiled} if compiled is not None and fn is fit_targets_vectorised else {}
-            return lambda: fn(net, cfg.optimizer, inputs, targets, n, batch_size, 0, every, **extra)
 
-        vec, seq = fit(fit_targets_vectorised, steps), fit(fit_targets_sequential, steps)
-        fit(fit_targets_vectorised, 1)(), fit(fit_targets_sequential, 1)()  # warm-up (torch.func set-up, compile)
-        # the part that does not scale with the steps: copies, the loss on all of X before and after
-        fixed = {
-            "vec": timed(device, fit(fit_targets_vectorised, 0)),
-            "seq": timed(device, fit(fit_targets_sequential, 0)),
-        }
-        t = interleaved(device, {"vec": vec, "seq": seq}, 1, args.repeats)
-        pause = {k: [fixed[k] + max(x - fixed[k], 0.0) * pause_steps / steps for x in v] for k, v in t.items()}
-        what = f"MLP, {T} targets, probe batch {batch_size}"
-        how = f", {notes['probe']}" if compiled else ""
-        note = f"{steps} steps timed, scaled to {pause_steps}"
-        res.add("probe", f"vectorised fit s/pause ({what}{how})", statistics.median(pause["vec"]), "s",
-                spread=pause["vec"], note=f"{note}; fixed part {fixed['vec']:.2f} s", batch_size=batch_size)
-        res.add("probe", f"one-by-one fit s/pause ({what})", statistics.median(pause["seq"]), "s",
-                spread=pause["seq"], note=f"{note}; fixed part {fixed['seq']:.2f} s", batch_size=batch_size)
-        goal = "≥ 8x (gpu)" if device.type == "cuda" else "≥ 1.5x (2-core cpu)"
-        res.add("probe", f"vectorised speed-up (probe batch {batch_size})", median_ratio(pause["seq"], pause["vec"]),
-                "x", spread=[s / v for s, v in zip(pause["seq"], pause["vec"])], goal=goal, batch_size=batch_size)
-        res.add("probe", f"peak memory (probe batch {batch_size})", peak_mb(device), "MiB", note=peak_note(device))
+def probe_batch(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline, cfg: Any, net: Any,
+                inputs: torch.Tensor, targets: torch.Tensor, compiled: Any, notes: dict[str, str],
+                batch_size: int) -> None:
+    from plasticity_runner.probes.plasticity import fit_targets_sequential, fit_targets_vectorised
+
+    T, pause_steps = int(targets.shape[0]), int(cfg.probe.steps)
+    steps, every = args.probe_steps, int(cfg.probe.curve_every_steps)
+    reset_peak(device)
+
+    def fit(fn: Callable, n: int, eager: bool = False) -> Callable[[], Any]:
+        # --compile / --cuda-graphs: the vectorised side runs the run's compiled loss
+        use = compiled is not None and fn is fit_targets_vectorised and not eager
+        extra = {"compiled": compiled} if use else {}
+        return lambda: fn(net, cfg.optimizer, inputs, targets, n, batch_size, 0, every, **extra)
+
+    vec, seq = fit(fit_targets_vectorised, steps), fit(fit_targets_sequential, steps)
+    fit(fit_targets_vectorised, 1)(), fit(fit_targets_sequential, 1)()  # warm-up (torch.func set-up, compile)
+    # FLOPs of a pause: the fixed part plus pause_steps x one step (eager counts: a compiled loss
+    # runs the same GEMMs)
+    counted = {}
+    for key, fn in (("vec", fit_targets_vectorised), ("seq", fit_targets_sequential)):
+        c0, c2 = rl.measure(fit(fn, 0, eager=True)), rl.measure(fit(fn, 2, eager=True))
+        per_step = (c2["flops"] - c0["flops"]) / 2
+        shapes = {k: v - c0["shapes"].get(k, 0) for k, v in c2["shapes"].items()}
+        counted[key] = {"flops": c0["flops"] + per_step * pause_steps, "shapes": shapes, "per_step": per_step}
+    # the part that does not scale with the steps: copies, the loss on all of X before and after
+    fixed = {
+        "vec": timed(device, fit(fit_targets_vectorised, 0)),
+        "seq": timed(device, fit(fit_targets_sequential, 0)),
+    }
+    t = interleaved(device, {"vec": vec, "seq": seq}, 1, args.repeats)
+    pause = {k: [fixed[k] + max(x - fixed[k], 0.0) * pause_steps / steps for x in v] for k, v in t.items()}
+    what = f"MLP, {T} targets, probe batch {batch_size}"
+    how = f", {notes['probe']}" if compiled else ""
+    note = f"{steps} steps timed, scaled to {pause_steps}"
+    width = cfg.architecture.get("width", None)
+    goal = "probe_vectorised" if width == 512 else None
+    res.add("probe", f"vectorised fit s/pause ({what}{how})", statistics.median(pause["vec"]), "s",
+            spread=pause["vec"], note=f"{note}; fixed part {fixed['vec']:.2f} s; "
+            f"{counted['vec']['per_step'] / 1e9:.3g} GFLOP/step", batch_size=batch_size,
+            **rl.fields(counted["vec"], statistics.median(pause["vec"]), goal))
+    res.add("probe", f"one-by-one fit s/pause ({what})", statistics.median(pause["seq"]), "s",
+            spread=pause["seq"], note=f"{note}; fixed part {fixed['seq']:.2f} s; "
+            f"{counted['seq']['per_step'] / 1e9:.3g} GFLOP/step", batch_size=batch_size,
+            **rl.fields(counted["seq"], statistics.median(pause["seq"])))
+    goal_x = "≥ 8x (gpu)" if device.type == "cuda" else "≥ 1.5x (2-core cpu)"
+    res.add("probe", f"vectorised speed-up (probe batch {batch_size})", median_ratio(pause["seq"], pause["vec"]),
+            "x", spread=[s / v for s, v in zip(pause["seq"], pause["vec"])], goal=goal_x, batch_size=batch_size)
+    res.add("probe", f"peak memory (probe batch {batch_size})", peak_mb(device), "MiB", note=peak_note(device))
 
 
 # ------------------------------------------------------------------------------ diagnostics
@@ -310,49 +442,66 @@ def diagnostics_overrides(quick: bool) -> list[str]:
             "diagnostics.curvature.iterations=10", "diagnostics.curvature.num_vectors=1", "diagnostics.gradcov.k=64"]
 
 
-def bench_diagnostics(args: argparse.Namespace, device: torch.device, res: Results) -> None:
-    from plasticity_runner.probes.diagnostics import run_diagnostics
+def only_diagnostic(cfg: Any, name: str) -> Any:
+    """A copy of ``cfg`` with every diagnostic but ``name`` switched off."""
+    out = copy.deepcopy(cfg)
+    for other in ("statistics", "curvature", "gradcov"):
+        OmegaConf.update(out, f"diagnostics.{other}.enabled", other == name)
+    return out
 
+
+def bench_diagnostics(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline) -> None:
     archs = args.archs
     if args.quick and not args.archs_given:
         archs = ["mlp"]
         res.add("diagnostics", "cnn, resnet18, vit", None, "", note="skipped in --quick; pass --archs")
+    warm = [True]
+    for arch in archs:
+        guarded(res, "diagnostics", arch, device, lambda arch=arch: diagnostics_arch(args, device, res, rl, arch, warm))
+
+
+def diagnostics_arch(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline, arch: str,
+                     warm: list[bool]) -> None:
+    from plasticity_runner.probes.diagnostics import run_diagnostics
+
     sizes = diagnostics_overrides(args.diagnostics_sizes == "small")
-    for i, arch in enumerate(archs):
-        cfg = compose_config(
-            [f"device={device.type}", f"architecture={arch}", f"env.dataset={args.dataset}", "total_steps=0", *sizes,
-             *args.set]
-        )
-        state = build_run(cfg, device)
-        prefill(state, int(cfg.agent.learning_starts))
-        if i == 0:  # warm-up: the first torch.func call of a process pays a one-off set-up cost
-            small = copy.deepcopy(cfg)
-            OmegaConf.update(small, "diagnostics.statistics.num_inputs", 8)
-            OmegaConf.update(small, "diagnostics.curvature.num_inputs", 8)
-            OmegaConf.update(small, "diagnostics.curvature.iterations", 2)
-            OmegaConf.update(small, "diagnostics.gradcov.k", 8)
-            run_diagnostics(small, state, CaptureWriter())
-        reset_peak(device)
-        runs = []
-        for _ in range(1 if args.quick else max(1, args.repeats // 2)):
-            writer = CaptureWriter()
-            sync(device)
-            run_diagnostics(cfg, state, writer)
-            sync(device)
-            runs.append(writer.scalars)
-        d = cfg.diagnostics
-        what = {
-            "statistics": f"{d.statistics.num_inputs} inputs",
-            "curvature": f"{d.curvature.num_inputs} inputs x {d.curvature.iterations} it "
-                         f"x {d.curvature.num_vectors} vec",
-            "gradcov": f"k={d.gradcov.k}, budget {d.gradcov.max_memory_mb:g} MiB",
-        }
-        for name, size in what.items():
-            values = [r[("timing", f"{name}_s")] for r in runs]
-            res.add("diagnostics", f"{arch} {name} s/pause", statistics.median(values), "s", spread=values,
-                    note=size, arch=arch)
-        res.add("diagnostics", f"{arch} peak memory", peak_mb(device), "MiB", note=peak_note(device), arch=arch)
-        del state
+    cfg = compose_config(
+        [f"device={device.type}", f"architecture={arch}", f"env.dataset={args.dataset}", "total_steps=0", *sizes,
+         *args.set]
+    )
+    state = build_run(cfg, device)
+    prefill(state, int(cfg.agent.learning_starts))
+    if warm[0]:  # warm-up: the first torch.func call of a process pays a one-off set-up cost
+        small = copy.deepcopy(cfg)
+        OmegaConf.update(small, "diagnostics.statistics.num_inputs", 8)
+        OmegaConf.update(small, "diagnostics.curvature.num_inputs", 8)
+        OmegaConf.update(small, "diagnostics.curvature.iterations", 2)
+        OmegaConf.update(small, "diagnostics.gradcov.k", 8)
+        run_diagnostics(small, state, CaptureWriter())
+        warm[0] = False
+    reset_peak(device)
+    runs = []
+    for _ in range(1 if args.quick else max(1, args.repeats // 2)):
+        writer = CaptureWriter()
+        sync(device)
+        run_diagnostics(cfg, state, writer)
+        sync(device)
+        runs.append(writer.scalars)
+    d = cfg.diagnostics
+    what = {
+        "statistics": f"{d.statistics.num_inputs} inputs",
+        "curvature": f"{d.curvature.num_inputs} inputs x {d.curvature.iterations} it "
+                     f"x {d.curvature.num_vectors} vec",
+        "gradcov": f"k={d.gradcov.k}, budget {d.gradcov.max_memory_mb:g} MiB",
+    }
+    for name, size in what.items():
+        values = [r[("timing", f"{name}_s")] for r in runs]
+        # FLOPs: one more run of this diagnostic alone, under the counters (not timed)
+        counted = rl.measure(lambda: run_diagnostics(only_diagnostic(cfg, name), state, CaptureWriter()))
+        res.add("diagnostics", f"{arch} {name} s/pause", statistics.median(values), "s", spread=values,
+                note=size, arch=arch,
+                **rl.fields(counted, statistics.median(values), name if name != "statistics" else None))
+    res.add("diagnostics", f"{arch} peak memory", peak_mb(device), "MiB", note=peak_note(device), arch=arch)
 
 
 # ------------------------------------------------------------------------------ atari
@@ -405,19 +554,22 @@ CLEANRL_SETTING = [
 
 
 def atari_agent(
-    args: argparse.Namespace, device: torch.device, overrides: list[str]
-) -> tuple[list[float], tuple[int, int], Any, dict]:
-    """Env steps/s of ``train_step`` (act, env step, store, sample, learn, target bookkeeping)."""
+    args: argparse.Namespace, device: torch.device, overrides: list[str], rl: Roofline
+) -> tuple[list[float], tuple[int, int], Any, dict, dict]:
+    """Env steps/s of ``train_step`` (act, env step, store, sample, learn, target bookkeeping), and
+    the roofline columns of one ``train_step`` (FLOPs counted on an eager call, before the fast path)."""
     cfg = compose_config(
         ["experiment=atari_ln", f"env.game={args.game}", f"device={device.type}", "progress=none",
          f"agent.learning_starts={args.atari_prefill}", *overrides, *speed_overrides(args)]
     )
     state = build_run(cfg, device)
-    notes = fastpath.configure(cfg.speed, state.agent, device)
     prefill(state, int(cfg.agent.learning_starts))
 
     def step() -> None:
         train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent, state.clock))  # the preset's decay counts frames
+
+    counted = rl.measure(step)
+    notes = fastpath.configure(cfg.speed, state.agent, device)
 
     for _ in range(args.warmup if compile_mode(args, device) is None else max(args.warmup, 5)):
         step()
@@ -427,51 +579,97 @@ def atari_agent(
     rates = [env_steps / t for t in per_step]
     replay = state.replay
     replay_bytes = (replay.nbytes(), replay._valid_host.nbytes + replay.slot_tick.nbytes)  # device, host mirrors
+    roof = rl.fields(counted, statistics.median(per_step))
+    # the learner step alone: agent.learn on one replay batch (TD loss with the target forward,
+    # backward, optimizer), without acting, the emulator and the replay
+    batch = replay.sample(int(cfg.agent.batch_size), torch.Generator(device).manual_seed(1))
+    step_no = [state.step]
+
+    def learn() -> None:
+        step_no[0] += 1
+        state.agent.learn(batch, step_no[0], run_hooks=False)
+
+    learn_counted = rl.measure(learn)
+    for _ in range(args.warmup):
+        learn()
+    n_learn = calls_per_block(device, learn, args.block_s)
+    per_learn = [timed(device, learn, n_learn) / n_learn for _ in range(args.repeats)]
+    roof["learner"] = {"per_s": [1 / t for t in per_learn], **rl.fields(learn_counted, statistics.median(per_learn))}
     state.env.close()
-    return rates, replay_bytes, cfg, notes
+    return rates, replay_bytes, cfg, notes, roof
 
 
-def bench_atari(args: argparse.Namespace, device: torch.device, res: Results) -> None:
+def bench_atari(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline) -> None:
     from plasticity_runner.envs.atari import AtariEnvConfig, AtariVectorEnv
-    from plasticity_runner.envs.atari_replay import AtariReplay
 
     steps = args.atari_steps
     for n in args.envs:
-        cfg = AtariEnvConfig(game=args.game, num_envs=n)
-        rows = (
-            ("env", atari_env_rate, "env steps/s"),
-            ("env + replay.add", atari_env_replay_rate, "env steps/s"),
-        )
-        env = AtariVectorEnv(cfg, device, seed=0)
+        guarded(res, "atari", f"env, {n} envs", device, lambda n=n: atari_env_rows(args, device, res, n, steps))
+
+    def sample_row() -> None:
+        env = AtariVectorEnv(AtariEnvConfig(game=args.game, num_envs=1), device, seed=0)
         env.reset()
-        for name, fn, unit in rows:
-            rates = [steps * n / fn(env, steps) for _ in range(max(1, args.repeats // 2))]
-            res.add("atari", f"{name}, {n} env{'s' if n > 1 else ''}", statistics.median(rates), unit,
-                    spread=rates, note=f"{statistics.median(rates) * cfg.frame_skip:.0f} frames/s", num_envs=n)
+        fill = 2_000 if args.quick else None
+        rates = [steps / atari_sample_rate(env, steps, fill) for _ in range(1)]
         env.close()
-    env = AtariVectorEnv(AtariEnvConfig(game=args.game, num_envs=1), device, seed=0)
-    env.reset()
-    fill = 2_000 if args.quick else None
-    rates = [steps / atari_sample_rate(env, steps, fill) for _ in range(1)]
-    env.close()
-    res.add("atari", "replay.sample, batch 32, capacity 100k", statistics.median(rates), "batches/s",
-            note=f"{'2k' if fill else '100k'} stored")
+        res.add("atari", "replay.sample, batch 32, capacity 100k", statistics.median(rates), "batches/s",
+                note=f"{'2k' if fill else '100k'} stored")
+
+    guarded(res, "atari", "replay.sample", device, sample_row)
 
     for n in args.envs:
-        reset_peak(device)
-        rates, _, cfg, notes = atari_agent(args, device, [f"env.num_envs={n}"])
-        res.add("atari", f"agent steps/s, atari_ln preset, {n} env{'s' if n > 1 else ''}", statistics.median(rates),
-                "env steps/s", spread=rates,
-                note=f"LN Nature CNN, Double DQN, batch {cfg.agent.batch_size}, update every "
-                     f"{cfg.agent.update_every_env_steps} vector steps", num_envs=n, fast_path=notes)
-    reset_peak(device)
-    rates, replay_bytes, cfg, notes = atari_agent(
-        args, device, CLEANRL_SETTING
+        def ln_row(n: int = n) -> None:
+            reset_peak(device)
+            rates, _, cfg, notes, roof = atari_agent(args, device, [f"env.num_envs={n}"], rl)
+            learner = roof.pop("learner")
+            res.add("atari", f"agent steps/s, atari_ln preset, {n} env{'s' if n > 1 else ''}",
+                    statistics.median(rates), "env steps/s", spread=rates,
+                    note=f"LN Nature CNN, Double DQN, batch {cfg.agent.batch_size}, update every "
+                         f"{cfg.agent.update_every_env_steps} vector steps; FLOP/s of train_step",
+                    num_envs=n, fast_path=notes, **roof)
+            add_learner_row(res, f"learner steps/s, atari_ln preset, {n} env{'s' if n > 1 else ''}", learner,
+                            "agent.learn alone: LN Nature CNN, Double DQN, batch "
+                            f"{cfg.agent.batch_size}, RMSProp")
+
+        guarded(res, "atari", f"agent, atari_ln, {n} envs", device, ln_row)
+    guarded(res, "atari", "agent, CleanRL setting", device, lambda: atari_cleanrl_rows(args, device, res, rl))
+
+
+def add_learner_row(res: Results, row: str, learner: dict[str, Any], note: str) -> None:
+    rates = learner.pop("per_s")
+    res.add("atari", row, statistics.median(rates), "updates/s", spread=rates, note=note, **learner)
+
+
+def atari_env_rows(args: argparse.Namespace, device: torch.device, res: Results, n: int, steps: int) -> None:
+    from plasticity_runner.envs.atari import AtariEnvConfig, AtariVectorEnv
+
+    cfg = AtariEnvConfig(game=args.game, num_envs=n)
+    rows = (
+        ("env", atari_env_rate, "env steps/s"),
+        ("env + replay.add", atari_env_replay_rate, "env steps/s"),
     )
+    env = AtariVectorEnv(cfg, device, seed=0)
+    env.reset()
+    for name, fn, unit in rows:
+        rates = [steps * n / fn(env, steps) for _ in range(max(1, args.repeats // 2))]
+        res.add("atari", f"{name}, {n} env{'s' if n > 1 else ''}", statistics.median(rates), unit,
+                spread=rates, note=f"{statistics.median(rates) * cfg.frame_skip:.0f} frames/s", num_envs=n)
+    env.close()
+
+
+def atari_cleanrl_rows(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline) -> None:
+    from plasticity_runner.envs.atari_replay import AtariReplay
+
+    reset_peak(device)
+    rates, replay_bytes, cfg, notes, roof = atari_agent(args, device, CLEANRL_SETTING, rl)
+    learner = roof.pop("learner")
     res.add("atari", "agent steps/s, CleanRL dqn_atari setting", statistics.median(rates), "env steps/s",
             spread=rates, goal="≥ 2x CleanRL (outside)",
-            note="1 env, batch 32, update every 4, Nature CNN, replay 100k, DQN, Adam 1e-4, eps-greedy 0.01",
-            num_envs=1, fast_path=notes)
+            note="1 env, batch 32, update every 4, Nature CNN, replay 100k, DQN, Adam 1e-4, eps-greedy 0.01; "
+                 "FLOP/s of train_step (the Atari learner step)",
+            num_envs=1, fast_path=notes, **roof)
+    add_learner_row(res, "learner steps/s, CleanRL dqn_atari setting", learner,
+                    "agent.learn alone: Nature CNN, DQN, batch 32, Adam (the Atari learner step)")
     res.add("atari", "peak memory (CleanRL setting)", peak_mb(device), "MiB", note=peak_note(device))
     dev_bytes, host = replay_bytes
     assert dev_bytes == AtariReplay.memory_bytes(int(cfg.agent.replay_capacity), 1)
@@ -591,23 +789,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(HEADER)
     print("-" * len(HEADER))
     res = Results()
+    rl = Roofline(device, args)
     t0 = time.perf_counter()
-    runners = {"train": bench_train, "probe": bench_probe, "diagnostics": bench_diagnostics, "atari": bench_atari}
+    runners = {"peak": bench_peak, "train": bench_train, "probe": bench_probe, "diagnostics": bench_diagnostics,
+               "atari": bench_atari}
     seconds = {}
     for name in BENCHES:
         if name not in args.only:
             continue
         t = time.perf_counter()
-        try:
-            runners[name](args, device, res)
-        except Exception as exc:  # noqa: BLE001 - report and go on with the next sub-benchmark
-            first_line = str(exc).splitlines()[0] if str(exc) else ""
-            res.add(name, "FAILED", None, "", note=f"{type(exc).__name__}: {first_line}")
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+        guarded(res, name, "", device, lambda name=name: runners[name](args, device, res, rl))
         seconds[name] = time.perf_counter() - t
     load1 = os.getloadavg()
     meta.update(load_avg_end=load1, seconds=seconds, total_s=time.perf_counter() - t0)
+    meta["matmul_peaks"] = [
+        {"shape": roofline.shape_str(shape), "precision": mode, "flop_s": statistics.median(rates), "blocks": rates}
+        for (shape, mode), runs in rl.peaks.measured.items() for rates in runs
+    ]
+    meta["roofline_goals"] = ROOFLINE_GOALS
+    meta["flop_counting"] = ("torch.utils.flop_counter.FlopCounterMode (GEMMs, convolutions, attention; "
+                             "elementwise ops count 0), one eager call per row")
     print(f"done in {meta['total_s']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}); "
           f"load avg {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     out = {"meta": meta, "rows": res.rows}
