@@ -178,6 +178,29 @@ def test_targets_are_built_in_full_fp32_whatever_tf32_says():
         torch.set_float32_matmul_precision(saved[2])
 
 
+def test_full_fp32_where_torch_refuses_to_report_the_matmul_precision(monkeypatch):
+    """torch 2.11 on CUDA raises from ``get_float32_matmul_precision`` once the legacy
+    ``allow_tf32`` flags were set (what ``speed.tf32`` and the test fixture do): seen on the first
+    GPU run, where every pause crashed. The block then sets and restores the legacy flags alone."""
+    from plasticity_runner.probes.plasticity import full_fp32
+
+    def refuse():
+        raise RuntimeError("PyTorch is checking the matmul precision without a specific backend name")
+
+    calls = []
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", refuse)
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", lambda p: calls.append(p))
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        with full_fp32():
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, False)
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+        assert calls == []
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 # ---------------------------------------------------------------------- the two-hot probe
 
 ADAM = OmegaConf.create(dict(kind="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-9, eps_root=0.0))

@@ -89,18 +89,28 @@ class full_fp32:
     targets built under TF32 would depend on the GPU. On the CPU the flags change nothing."""
 
     def __enter__(self) -> None:
-        self.saved = (
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
-        )
+        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, _matmul_precision())
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        torch.set_float32_matmul_precision("highest")
+        if self.saved[2] is not None:
+            torch.set_float32_matmul_precision("highest")
 
     def __exit__(self, *exc: Any) -> None:
         matmul, cudnn, precision = self.saved
         torch.backends.cuda.matmul.allow_tf32 = matmul
         torch.backends.cudnn.allow_tf32 = cudnn
-        torch.set_float32_matmul_precision(precision)
+        if precision is not None:
+            torch.set_float32_matmul_precision(precision)
+
+
+def _matmul_precision() -> str | None:
+    """``torch.get_float32_matmul_precision()``, or None where torch refuses to say because the
+    legacy ``allow_tf32`` flags were set (torch 2.11 on CUDA raises "mix of the legacy and new
+    APIs"); then the legacy flags, which ``full_fp32`` sets and restores, are what decide TF32."""
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:
+        return None
 
 
 @torch.no_grad()

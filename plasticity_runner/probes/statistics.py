@@ -57,7 +57,7 @@ def srank(singular_values: torch.Tensor, delta: float = 0.01) -> int:
     if total <= 0.0:
         return 0
     cumulative = torch.cumsum(s, 0) / total
-    k = int(torch.searchsorted(cumulative, torch.tensor(1.0 - delta, dtype=s.dtype))) + 1
+    k = int(torch.searchsorted(cumulative, torch.tensor(1.0 - delta, dtype=s.dtype, device=s.device))) + 1
     return min(k, s.numel())
 
 
