@@ -181,12 +181,22 @@ def fast_path_problem(run_dir: Path, name: str) -> str | None:
     return f"fast path not as asked ({want} for the loss and the probe): {bad}" if bad else None
 
 
+def write_json(out: Path, report: dict[str, Any]) -> None:
+    """Write the report whole or not at all (a temporary name, then a rename)."""
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1, default=str))
+    os.replace(tmp, out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="list every step, each skipped with the reason; exit 0")
     p.add_argument("--out", default="cuda_check.json", help="the JSON report (default: cuda_check.json)")
     p.add_argument("--work", default=None, help="folder for the runs and logs (default: a temporary folder)")
+    p.add_argument("--budget-s", type=float, default=BUDGET_S,
+                   help=f"seconds for the whole check (default {BUDGET_S}); each step is cut to what is left")
     args = p.parse_args(argv)
+    budget_s = args.budget_s
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.work:
@@ -212,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "run_overrides": RUN_OVERRIDES,
         "tolerances": [dict(zip(("check", "phase", "metric", "which", "rtol"), t)) for t in TOLERANCES],
         "goal_steps_per_s": GOAL_STEPS_PER_S,
+        "budget_s": budget_s,
         "steps": {},
     }
     skip_all = "dry run" if args.dry_run else (None if has_cuda else "no CUDA device")
@@ -227,10 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             entry.update(status="skipped", reason=f"{skip_all}; {what}")
         elif failed_inputs:
             entry.update(status="skipped", reason=f"needs {', '.join(failed_inputs)}, which did not pass")
-        elif cmd and BUDGET_S - elapsed < 20:
-            entry.update(status="skipped", reason=f"time budget: {elapsed:.0f} s of {BUDGET_S} s used")
+        elif cmd and budget_s - elapsed < 20:
+            entry.update(status="skipped", reason=f"time budget: {elapsed:.0f} s of {budget_s:.0f} s used")
         elif cmd:
-            entry.update(run_command(cmd, min(TIME_LIMITS[name], BUDGET_S - elapsed), work / f"{name}.log"))
+            entry.update(run_command(cmd, min(TIME_LIMITS[name], budget_s - elapsed), work / f"{name}.log"))
             if entry["status"] == "passed" and name in VARIANTS:
                 problem = fast_path_problem(work / name, name)
                 if problem:
@@ -248,13 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[cuda_check] {name}: {entry['status']}" + (f" ({entry['reason']})" if entry.get("reason") else ""),
               flush=True)
         report["steps"][name] = entry
+        write_json(out, {**report, "finished": False})  # a check killed from outside leaves its steps so far
     report["seconds"] = round(time.perf_counter() - t_start, 1)
     report["checks_failed"] = [n for n, e in report["steps"].items() if e["status"] == "failed"]
     goal_entry = report["steps"]["steps_per_s_goal"]
     report["goals_missed"] = ["steps_per_s_goal"] if goal_entry.get("goal_met") is False else []
-    tmp = out.with_suffix(out.suffix + ".tmp")  # whole or not at all
-    tmp.write_text(json.dumps(report, indent=1, default=str))
-    os.replace(tmp, out)
+    write_json(out, {**report, "finished": True})
     print(f"[cuda_check] wrote {out}", flush=True)
     if args.dry_run:
         return 0
