@@ -109,3 +109,11 @@ def test_network_statistics_writes_the_new_names_with_loop_oracles():
     assert abs(out["feature_stable_rank"] - (s**2).sum() / s.max() ** 2) < 1e-9
     assert abs(out["feature_norm_mean"] - np.linalg.norm(phi, axis=1).mean()) < 1e-9
     assert out["active_frac_p0.25"] == out[f"active_frac_p0.25/{act}"]  # one activation layer: total = layer
+
+
+def test_duplicate_units_can_be_switched_off():
+    torch.manual_seed(0)
+    net = build_network(OmegaConf.create(dict(name="mlp", width=4, num_layers=2)), (3,), 2)
+    off = SimpleNamespace(**{**vars(CFG), "duplicate_rtol": None})
+    out = network_statistics(net, torch.rand(20, 3), off)
+    assert not any(k.startswith("duplicate_frac") for k in out) and "active_frac_p0.25" in out

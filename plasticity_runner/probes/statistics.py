@@ -188,13 +188,13 @@ def dormant_mask(activity: UnitActivity, tau: float) -> torch.Tensor:
 
 
 def layer_activities(
-    net: nn.Module, inputs: torch.Tensor, chunk_size: int = 1024
+    net: nn.Module, inputs: torch.Tensor, chunk_size: int = 1024, gram: bool = True
 ) -> tuple[dict[str, UnitActivity], torch.Tensor]:
     """Unit activity of every hidden activation module of ``net`` and the penultimate features.
 
     Runs a deep copy of ``net`` in eval mode under ``no_grad`` with forward hooks on its
     activation modules (``ACTIVATIONS``); returns ``({module name: UnitActivity}, features [N, F])``.
-    Each layer's Gram matrix ``sum_x h(x) h(x)^T`` (for duplicate units) is computed in float64: the
+    With ``gram``, each layer's Gram matrix ``sum_x h(x) h(x)^T`` (for duplicate units) is computed in float64: the
     distances come from ``G_uu + G_vv - 2 G_uv``, which float32 would round by ~1e-5 relative,
     too close to the default threshold ``rtol^2 = 1e-4``.
     """
@@ -213,16 +213,18 @@ def layer_activities(
             name = module_name if calls[module_name] == 1 else f"{module_name}#{calls[module_name]}"
             x = _unit_rows(output)
             xd, is_pos = x.double(), x > 0
-            pos, s, n_pos, gram = is_pos.any(0), xd.abs().sum(0), is_pos.sum(0, dtype=torch.float64), xd.T @ xd
+            pos, s, n_pos = is_pos.any(0), xd.abs().sum(0), is_pos.sum(0, dtype=torch.float64)
+            g = xd.T @ xd if gram else None
             if name in positive:
                 positive[name] |= pos
                 abs_sum[name] += s
                 pos_count[name] += n_pos
-                grams[name] += gram
+                if gram:
+                    grams[name] += g
                 counts[name] += x.shape[0]
             else:
                 positive[name], abs_sum[name], counts[name] = pos, s, x.shape[0]
-                pos_count[name], grams[name] = n_pos, gram
+                pos_count[name], grams[name] = n_pos, g
 
         return fn
 
@@ -249,17 +251,18 @@ def network_statistics(net: nn.Module, inputs: torch.Tensor, cfg: Any) -> dict[s
     """
     delta, tau = float(cfg.srank_delta), float(cfg.dormant_tau)
     min_frac = float(getattr(cfg, "active_min_frac", 0.01))
-    dup_rtol = float(getattr(cfg, "duplicate_rtol", 0.01))
+    dup_rtol = getattr(cfg, "duplicate_rtol", 0.01)  # None: no duplicate units (no Gram matrices)
     out = parameter_statistics(net, float(cfg.weight_rank_rtol))
-    activity, features = layer_activities(net, inputs)
+    activity, features = layer_activities(net, inputs, gram=dup_rtol is not None)
     out.update(feature_statistics(features, delta))
     totals = dict.fromkeys(("dead", "dormant", "active", "rate", "duplicate", "units"), 0.0)
     names = {
         "dormant": f"dormant_frac_tau{_fmt(tau)}",
         "active": f"active_frac_p{_fmt(min_frac)}",
         "rate": "activation_rate_mean",
-        "duplicate": f"duplicate_frac_rtol{_fmt(dup_rtol)}",
     }
+    if dup_rtol is not None:
+        names["duplicate"] = f"duplicate_frac_rtol{_fmt(dup_rtol)}"
     for name, act in activity.items():
         n = act.ever_positive.numel()
         counts = {
@@ -267,8 +270,9 @@ def network_statistics(net: nn.Module, inputs: torch.Tensor, cfg: Any) -> dict[s
             "dormant": int(dormant_mask(act, tau).sum()),
             "active": int(active_mask(act, min_frac).sum()),
             "rate": float(act.positive_frac.sum()),
-            "duplicate": int(duplicate_mask(act, dup_rtol).sum()),
         }
+        if dup_rtol is not None:
+            counts["duplicate"] = int(duplicate_mask(act, float(dup_rtol)).sum())
         out[f"dead_frac/{name}"] = counts["dead"] / n
         for key, metric in names.items():
             out[f"{metric}/{name}"] = counts[key] / n
