@@ -131,8 +131,10 @@ class GradNormAccumulator:
                 if layer not in layers:
                     layers.append(layer)
                 index.append(layers.index(layer))
+            device = params[0].device  # filled on the device: no host-to-device copy (a sync on cuda)
+            positions = torch.cat([torch.full((1,), i, dtype=torch.long, device=device) for i in index])
             self._layout_key = key
-            self._layout = (tuple(layers), torch.tensor(index, device=params[0].device))
+            self._layout = (tuple(layers), positions)
         return self._layout
 
     @torch.no_grad()
