@@ -186,3 +186,14 @@ def test_dynamics_cadence_and_thresholds_are_checked_at_start():
             assert err.key == key, (override, err.key)
         else:
             raise AssertionError(f"{override} was accepted")
+
+
+def test_parameters_without_a_previous_value_are_left_out():
+    """A parameter created since (plasticity injection's new head) or reshaped has no previous value:
+    it is in no norm, and its layer gets no row."""
+    from plasticity_runner.probes.dynamics import difference_norms
+
+    now = {"a.weight": torch.ones(2, 2), "b.weight": torch.ones(3), "c.weight": torch.ones(2)}
+    then = {"a.weight": torch.zeros(2, 2), "c.weight": torch.zeros(3)}
+    diff, cur, old = difference_norms(now, then)
+    assert diff == {"a": 2.0, None: 2.0} and cur == {"a": 2.0, None: 2.0} and old == {"a": 0.0, None: 0.0}
