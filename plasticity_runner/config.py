@@ -395,7 +395,8 @@ class StatisticsConfig:
     weight_rank_rtol: float = 1e-3
     dormant_tau: float = 0.025
     active_min_frac: float = 0.01  # active_frac_p<p>: output > 0 on at least this fraction of inputs
-    duplicate_rtol: Optional[float] = 0.01  # duplicate_frac_rtol<rtol>: ||h_u - h_v|| <= rtol * max(||h_u||, ||h_v||); null: off
+    # duplicate_frac_rtol<rtol>: ||h_u - h_v|| <= rtol * max(||h_u||, ||h_v||); null: not computed
+    duplicate_rtol: Optional[float] = 0.01
 
 
 @dataclass

@@ -19,7 +19,9 @@ from plasticity_runner.probes.statistics import (
     unit_activity,
 )
 
-CFG = SimpleNamespace(srank_delta=0.01, weight_rank_rtol=1e-3, dormant_tau=0.025, active_min_frac=0.25, duplicate_rtol=0.01)
+CFG = SimpleNamespace(
+    srank_delta=0.01, weight_rank_rtol=1e-3, dormant_tau=0.025, active_min_frac=0.25, duplicate_rtol=0.01
+)
 
 
 def test_stable_rank_and_feature_norm_match_numpy():

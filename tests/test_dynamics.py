@@ -124,7 +124,8 @@ def test_weight_change_from_init_and_its_state_survive_a_checkpoint():
     prefill(other, int(cfg.agent.learning_starts))
     checkpoint.load_state_dict(other, torch.load(buffer, weights_only=False))
     for name, value in state.dynamics.theta_0.items():
-        assert torch.equal(other.dynamics.theta_0[name], value) and np.array_equal(value.double().numpy(), theta_0[name])
+        assert torch.equal(other.dynamics.theta_0[name], value)
+        assert np.array_equal(value.double().numpy(), theta_0[name])
     for name, value in state.dynamics.theta_prev.items():
         assert torch.equal(other.dynamics.theta_prev[name], value)
     assert torch.equal(other.dynamics.reference, state.dynamics.reference)

@@ -122,7 +122,8 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any, progress: Any = None) -> 
     if "dynamics" in names and getattr(state, "dynamics", None) is not None:
         t0 = time.perf_counter()
         progress.start("dynamics")
-        writer.add_many(step, "dynamics", state.dynamics.pause(state.agent, state.replay, batch, d.dynamics, cfg.seed, step))
+        scalars = state.dynamics.pause(state.agent, state.replay, batch, d.dynamics, cfg.seed, step)
+        writer.add_many(step, "dynamics", scalars)
         seconds = time.perf_counter() - t0
         writer.add(step, "timing", "dynamics_s", seconds)
         progress.done("dynamics", seconds)

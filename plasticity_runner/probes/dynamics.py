@@ -214,7 +214,8 @@ class DynamicsTracker:
         out.update(self.policy_churn(online, replay, int(cfg.reference_inputs), seed))
         n = int(cfg.num_inputs)
         head = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[:n] for f in dataclasses.fields(batch)})
-        out.update(_named("grad_norm_eval", eval_gradient_norms(agent, head, stream_seed(seed, "diagnostics/dynamics", step))))
+        dropout_seed = stream_seed(seed, "diagnostics/dynamics", step)
+        out.update(_named("grad_norm_eval", eval_gradient_norms(agent, head, dropout_seed)))
         return out
 
     @torch.no_grad()
