@@ -10,8 +10,10 @@ loaded unverified, with a warning.
 
 A checkpoint holds everything the loop mutates: online and target networks, optimizer state,
 replay contents, environment state, the step counter, the current observation, every generator
-(action, replay) and the global RNG states (torch CPU and CUDA, numpy, Python), and the state of
-the interventions. Restarted with the same command in the same directory, a run loads its newest
+(action, replay) and the global RNG states (torch CPU and CUDA, numpy, Python), the state of
+the interventions, and that of the training-dynamics metrics (``probes/dynamics.py``: the
+parameters at initialisation and at the last log point, the policy-churn reference batch and its
+last greedy actions). Restarted with the same command in the same directory, a run loads its newest
 complete checkpoint, deletes the metric shards written after it, and continues; on a CPU the
 final metrics equal those of an uninterrupted run bit for bit.
 """
@@ -100,6 +102,7 @@ def state_dict(state: "RunState") -> dict[str, Any]:
         "act_generator": state.act_generator.get_state(),
         "replay_generator": state.replay_generator.get_state(),
         "interventions": {i.name: i.state_dict() for i in state.interventions},
+        "dynamics": None if state.dynamics is None else state.dynamics.state_dict(),
         "rng": _rng_state(),
         "device": state.obs.device.type,  # the generators' states only fit generators of this device type
     }
@@ -136,6 +139,8 @@ def load_state_dict(state: "RunState", ckpt: dict[str, Any]) -> None:
     state.act_generator.set_state(ckpt["act_generator"])
     state.replay_generator.set_state(ckpt["replay_generator"])
     state.step = int(ckpt["step"])
+    if getattr(state, "dynamics", None) is not None:  # theta_0, theta at the last log point, churn reference
+        state.dynamics.load_state_dict(ckpt.get("dynamics"))
     _set_rng_state(ckpt["rng"])
 
 

@@ -394,6 +394,9 @@ class StatisticsConfig:
     srank_delta: float = 0.01
     weight_rank_rtol: float = 1e-3
     dormant_tau: float = 0.025
+    active_min_frac: float = 0.01  # active_frac_p<p>: output > 0 on at least this fraction of inputs
+    # duplicate_frac_rtol<rtol>: ||h_u - h_v|| <= rtol * max(||h_u||, ||h_v||); null: not computed
+    duplicate_rtol: Optional[float] = 0.01
 
 
 @dataclass
@@ -426,10 +429,23 @@ class GradCovConfig:
 
 
 @dataclass
+class DynamicsConfig:
+    """Training dynamics (``probes/dynamics.py``): gradient norms, weight change since init, effective
+    learning rate per log window, policy churn."""
+
+    enabled: bool = True
+    every_steps: int = II("probe.every_steps")
+    num_inputs: int = 512  # transitions of the evaluation batch in grad_norm_eval (the training batch: 512)
+    reference_inputs: int = 512  # replay observations of the fixed policy-churn reference batch
+    log_point_metrics: bool = True  # grad_norm_window_mean (accumulated on the device) and eff_lr_window
+
+
+@dataclass
 class DiagnosticsConfig:
     statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
     curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
     gradcov: GradCovConfig = field(default_factory=GradCovConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
 
 
 @dataclass
@@ -685,7 +701,7 @@ def _validate_interventions(cfg: DictConfig) -> None:
 def _validate_diagnostics(cfg: DictConfig) -> None:
     """Cadences are multiples of the pause interval; sizes and widths are positive."""
     pause = int(cfg.probe.every_steps)
-    for name in ("statistics", "curvature", "gradcov"):
+    for name in ("statistics", "curvature", "gradcov", "dynamics"):
         if not OmegaConf.select(cfg, f"diagnostics.{name}.enabled"):
             continue
         key = f"diagnostics.{name}.every_steps"
@@ -704,9 +720,13 @@ def _validate_diagnostics(cfg: DictConfig) -> None:
         "gradcov.num_clusters",
         "gradcov.chunk_size",
         "gradcov.max_memory_mb",
+        "dynamics.num_inputs",
+        "dynamics.reference_inputs",
     ):
         _positive(cfg, f"diagnostics.{key}")
     _unit(cfg, "diagnostics.statistics.srank_delta")
+    _unit(cfg, "diagnostics.statistics.active_min_frac")
+    _positive(cfg, "diagnostics.statistics.duplicate_rtol", allow_zero=True)
     _positive(cfg, "diagnostics.statistics.dormant_tau", allow_zero=True)
     d = cfg.diagnostics
     if d.curvature.grid_points < 2:

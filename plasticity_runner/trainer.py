@@ -48,6 +48,7 @@ from .nets import build_network
 from .optim import build_optimizer
 from .preemption import PreemptionGuard
 from .probes.diagnostics import run_diagnostics
+from .probes.dynamics import DynamicsTracker
 from .probes.plasticity import plasticity_probe
 from .progress import PauseProgress
 from .seeding import stream_seed
@@ -93,6 +94,7 @@ class RunState:
     episode_returns: list = field(default_factory=list)  # games finished since the last log point
     probe_loss: Any = None  # the probe's compiled minibatch loss (speed.compile / speed.cuda_graphs), if any
     clock: FrameClock | None = None  # training steps -> emulator frames (Atari; from the config, not checkpointed)
+    dynamics: DynamicsTracker | None = None  # theta_0, the last log point's theta, churn reference, gradient-norm sums
 
 
 def build_run(cfg: DictConfig, device: torch.device) -> RunState:
@@ -112,6 +114,8 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
         cfg.agent, online, target, optimizer, interventions, env.num_actions, build_fresh=build_fresh, seed=int(cfg.seed)
     )
     replay = env.make_replay(int(cfg.agent.replay_capacity))
+    dyn = cfg.diagnostics.dynamics
+    dynamics = DynamicsTracker(online, bool(dyn.log_point_metrics)) if dyn.enabled else None  # theta_0: as built
     act_generator = seeding.generator(device, cfg.seed, "act")
     replay_generator = seeding.generator(device, cfg.seed, "replay")
     return RunState(
@@ -124,6 +128,7 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
         build_fresh=build_fresh,
         interventions=interventions,
         clock=frame_clock(cfg),
+        dynamics=dynamics,
     )
 
 
@@ -171,6 +176,8 @@ def learn_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.T
             state.episode_returns.extend(result.info["episode_returns"].tolist())
     batch = replay.sample(int(agent_cfg.batch_size), state.replay_generator)
     loss = agent.learn(batch, state.step + 1, run_hooks=False)
+    if state.dynamics is not None:  # the step's gradients, summed per layer on the device (no host read)
+        state.dynamics.after_backward(agent.online)
     state.step += 1
     return loss, reward, batch
 
@@ -409,6 +416,8 @@ def _train(
                     "epsilon": epsilon,
                 }
                 values.update(episode_and_frame_counts(cfg, state))
+                if state.dynamics is not None:  # grad_norm_window_mean, eff_lr_window (probes/dynamics.py)
+                    values.update(state.dynamics.log_point(state.agent.online))
                 # wall-clock values live in phase "timing", the only phase that differs between reruns
                 timing = {"train_s": seconds, "steps_per_s": n / max(seconds, 1e-9)}
                 writer.add_many(state.step, "timing", timing)
@@ -438,6 +447,8 @@ def _train(
                     summary["probe"] = run_pause(cfg, state, writer) or summary["probe"]
                 for intervention in state.interventions:  # their own counters, after their hooks ran
                     values.update(intervention.metrics())
+                if state.dynamics is not None:  # the next window starts from the state after the hooks
+                    state.dynamics.end_window(state.agent.online)
                 writer.add_many(state.step, "train", values)
                 if at_pause:
                     persist()

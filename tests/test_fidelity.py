@@ -109,9 +109,11 @@ def run_streams(seed: int) -> dict[str, torch.Generator]:
         streams[f"probe/minibatches@{step}"] = torch.Generator().manual_seed(minibatch_seed(probe))
         for j, s in enumerate(target_seeds(probe, 3)):
             streams[f"probe/targets{j}@{step}"] = torch.Generator().manual_seed(s)
-        for part in ("batch", "curvature", "gradcov"):
+        for part in ("batch", "curvature", "gradcov", "dynamics"):
             streams[f"diagnostics/{part}@{step}"] = torch.Generator().manual_seed(diagnostics_seed(seed, step, part))
         streams[f"eval@{step}"] = seeding.generator(CPU, seed, "eval", step)
+    # the policy-churn reference batch (probes/dynamics.py): drawn once per run
+    streams["diagnostics/churn_reference"] = torch.Generator().manual_seed(seeding.stream_seed(seed, "diagnostics/churn_reference"))
     return streams
 
 

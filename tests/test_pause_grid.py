@@ -4,8 +4,9 @@ every registered architecture, through one real pause with every diagnostic on (
 The options come from the registries themselves (``interventions.REGISTRY``, ``nets.BODIES``), so
 a new intervention or body is covered without editing this file. A combination that cannot
 compose must fail at start with a config error naming both parts; every other one must train,
-run its hooks, and come through the probe, the statistics, the curvature and the gradient
-covariance with finite numbers, writing the shard and arrays that a run writes.
+run its hooks, and come through the probe, the statistics, the curvature, the gradient
+covariance and the training dynamics (with their log-point metrics) with finite numbers, writing
+the shard and arrays that a run writes.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def one_pause(arch: str, names: tuple[str, ...], tmp_path, options: list[str] | 
     prefill(state, int(cfg.agent.learning_starts))
     for _ in range(3):  # after-step hooks, a target update and its hooks, then one more step
         train_step(state, cfg.agent, 0.5)
+    log_point = state.dynamics.log_point(state.agent.online)  # the window's gradient norms and effective lr
+    assert {"grad_norm_window_mean", "eff_lr_window"} <= set(log_point), sorted(log_point)
+    assert all(math.isfinite(v) for k, v in log_point.items() if "/" not in k), log_point
     writer = MetricsWriter(tmp_path, "grid")
     probe = run_pause(cfg, state, writer)
     writer.flush(state.step)
@@ -116,8 +120,11 @@ def one_pause(arch: str, names: tuple[str, ...], tmp_path, options: list[str] | 
     assert math.isfinite(probe["probe_loss"]) and math.isfinite(probe["plasticity"])
     rows = load_run(tmp_path)
     phases = set(rows.phase)
-    assert {"probe", "stats", "curvature", "gradcov"} <= phases, phases
-    for phase in ("probe", "stats", "curvature", "gradcov"):
+    assert {"probe", "stats", "curvature", "gradcov", "dynamics"} <= phases, phases
+    issue_15 = {"feature_norm_mean", "feature_stable_rank", "active_frac_p0.01", "activation_rate_mean",
+                "duplicate_frac_rtol0.01", "grad_norm_eval", "weight_change_from_init", "weight_change_from_init_rel"}
+    assert issue_15 <= set(rows.metric), sorted(issue_15 - set(rows.metric))
+    for phase in ("probe", "stats", "curvature", "gradcov", "dynamics"):
         values = rows.query("phase == @phase").value.to_numpy()
         # NaN is a documented value for a few ratios of a degenerate tiny batch; inf never is
         assert not np.isinf(values).any(), (phase, rows.query("phase == @phase"))

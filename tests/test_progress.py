@@ -15,7 +15,7 @@ from plasticity_runner.trainer import train
 from .conftest import make_cfg
 from .test_fastpath import record_host_reads
 
-PARTS = ("probe", "statistics", "curvature", "gradcov")
+PARTS = ("probe", "statistics", "curvature", "gradcov", "dynamics")
 
 
 def test_log_mode_writes_a_line_per_part_of_each_pause_with_its_seconds(tmp_path, caplog):

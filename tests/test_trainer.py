@@ -54,7 +54,9 @@ def test_probes_do_not_change_training(tmp_path):
     probed = values(tmp_path / "probed").query("phase == 'train'").reset_index(drop=True)
     unprobed = values(tmp_path / "unprobed").query("phase == 'train'").reset_index(drop=True)
     pd.testing.assert_frame_equal(probed, unprobed, check_exact=True)
-    assert len(probed) == 20  # td_loss, reward_mean, q_mean, epsilon, env_steps at 4 log points
+    dynamics = probed.metric.str.startswith(("grad_norm_window_mean", "eff_lr_window"))  # probes/dynamics.py
+    assert len(probed[~dynamics]) == 20  # td_loss, reward_mean, q_mean, epsilon, env_steps at 4 log points
+    assert len(probed[dynamics]) == 32  # total and 3 layers of each, at 4 log points
 
 
 def test_double_dqn_and_sparse_task_run(tmp_path):

@@ -1,4 +1,5 @@
-"""Diagnostics of one pause: statistics (5.2), curvature (2.1, 4.2) and gradient covariance (eq. 3).
+"""Diagnostics of one pause: statistics (5.2), curvature (2.1, 4.2), gradient covariance (eq. 3) and
+training dynamics (issue #15).
 
 ``run_diagnostics`` runs every enabled diagnostic whose cadence ``every_steps`` divides the pause
 step (and at the final pause, ``step == total_steps``). All of them read one evaluation batch of
@@ -6,8 +7,10 @@ replay transitions, drawn per pause with a private generator seeded from ``(seed
 first ``num_inputs`` (or ``k``) transitions of it go to each diagnostic. Nothing here modifies the
 networks or touches the training RNG streams.
 
-Written to the pause's metrics shard: phases ``stats``, ``curvature``, ``gradcov`` and ``timing``
-(``statistics_s``, ``curvature_s``, ``gradcov_s``: wall-clock seconds of each); and to its arrays
+Written to the pause's metrics shard: phases ``stats``, ``curvature``, ``gradcov``, ``dynamics`` and
+``timing`` (``statistics_s``, ``curvature_s``, ``gradcov_s``, ``dynamics_s``: wall-clock seconds of
+each); the dynamics keep state across pauses in ``state.dynamics`` (``dynamics.DynamicsTracker``,
+checkpointed); and to its arrays
 file: ``hessian/{density,grid,ritz_values,ritz_weights}``, ``gradcov/{matrix,order,labels}``.
 ``the README`` lists every name and shape.
 """
@@ -27,7 +30,7 @@ from .gradcov import gradient_covariance, perturbation_sample_losses, td_sample_
 from ..seeding import stream_seed
 from .statistics import network_statistics
 
-DIAGNOSTICS = ("statistics", "curvature", "gradcov")
+DIAGNOSTICS = ("statistics", "curvature", "gradcov", "dynamics")
 
 
 def diagnostics_seed(seed: int, step: int, part: str = "batch") -> int:
@@ -58,7 +61,10 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any, progress: Any = None) -> 
     progress = progress or NoProgress()
     d, step = cfg.diagnostics, state.step
     seed = diagnostics_seed(cfg.seed, step)
-    sizes = {"statistics": d.statistics.num_inputs, "curvature": d.curvature.num_inputs, "gradcov": d.gradcov.k}
+    sizes = {
+        "statistics": d.statistics.num_inputs, "curvature": d.curvature.num_inputs, "gradcov": d.gradcov.k,
+        "dynamics": d.dynamics.num_inputs,
+    }
     generator = torch.Generator(state.obs.device).manual_seed(seed)
     batch = state.replay.sample(max(int(sizes[n]) for n in names), generator)
     online = state.agent.online
@@ -112,3 +118,12 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any, progress: Any = None) -> 
         seconds = time.perf_counter() - t0
         writer.add(step, "timing", "gradcov_s", seconds)
         progress.done("gradcov", seconds)
+
+    if "dynamics" in names and getattr(state, "dynamics", None) is not None:
+        t0 = time.perf_counter()
+        progress.start("dynamics")
+        scalars = state.dynamics.pause(state.agent, state.replay, batch, d.dynamics, cfg.seed, step)
+        writer.add_many(step, "dynamics", scalars)
+        seconds = time.perf_counter() - t0
+        writer.add(step, "timing", "dynamics_s", seconds)
+        progress.done("dynamics", seconds)

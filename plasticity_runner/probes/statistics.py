@@ -17,7 +17,17 @@ name carries its threshold; ``the README`` lists every name):
   always zero, so no gradient flows through it: "dead" and "saturated" coincide for ReLU; each of
   CReLU's two outputs per input unit is a unit);
 * dormant units (ReDo, Sokar et al., 2023): unit ``i`` of a layer with ``H`` units has score
-  ``s_i = E_x|h_i(x)| / ((1/H) sum_k E_x|h_k(x)|)`` and is dormant when ``s_i <= tau``.
+  ``s_i = E_x|h_i(x)| / ((1/H) sum_k E_x|h_k(x)|)`` and is dormant when ``s_i <= tau``;
+* active units (issue #15; Dohare et al., 2024's "dormant" units are the complement with
+  ``p = 0.01``): the fraction of units whose output is ``> 0`` on at least a fraction ``p`` of the
+  batch's inputs (and positions), and the mean over units of that fraction of inputs (the
+  activation rate);
+* duplicate units: a unit that is not dead and has a partner ``v`` in its layer, not dead either,
+  with ``||h_u - h_v||_2 <= rtol * max(||h_u||_2, ||h_v||_2)``, ``h_u`` the unit's activations
+  over the batch (and positions) as one vector; both units of a pair count;
+* feature norm: the mean over the batch of ``||phi(x)||_2``, ``phi`` the penultimate features;
+* stable rank of ``Phi``: ``||Phi||_F^2 / ||Phi||_2^2 = sum_i sigma_i^2 / sigma_1^2`` (not Kumar's
+  srank; Dohare et al.'s code calls srank "stable rank").
 
 A *unit* is a feature of a fully-connected output ``[N, U]``, a channel of a convolution output
 ``[N, C, H, W]`` (expectations also run over positions), and a feature of a token output
@@ -74,7 +84,7 @@ def effective_rank(singular_values: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- parameter statistics
 
 
-def _layer_of(param_name: str) -> str:
+def layer_of(param_name: str) -> str:
     """The layer a parameter belongs to: ``body.net.1.weight`` and a spectral-norm
     ``body.net.1.parametrizations.weight.original`` both belong to ``body.net.1``."""
     if ".parametrizations." in param_name:
@@ -94,7 +104,7 @@ def parameter_statistics(net: nn.Module, rank_rtol: float = 1e-3) -> dict[str, f
     squares: dict[str, float] = {}
     with torch.no_grad():
         for name, p in net.named_parameters():
-            layer = _layer_of(name)
+            layer = layer_of(name)
             squares[layer] = squares.get(layer, 0.0) + float(p.double().pow(2).sum())
         for layer, sq in squares.items():
             out[f"param_norm/{layer}"] = sq**0.5
@@ -125,18 +135,48 @@ class UnitActivity:
 
     ever_positive: torch.Tensor  # [U] bool: output > 0 for at least one input (and position)
     mean_abs: torch.Tensor  # [U] float64: E|h_i| over inputs (and positions)
+    positive_frac: torch.Tensor | None = None  # [U] float64: fraction of inputs (and positions) with output > 0
+    gram: torch.Tensor | None = None  # [U, U] float64: sum over inputs (and positions) of h_u h_v
+
+
+def _unit_rows(activations: torch.Tensor) -> torch.Tensor:
+    """``[M, U]``: one row per input (and position or token), one column per unit."""
+    dim = _unit_dim(activations)
+    return activations.detach().movedim(dim, -1).reshape(-1, activations.shape[dim])
 
 
 def unit_activity(activations: torch.Tensor) -> UnitActivity:
     """Summaries of a hand-given activation tensor ``[N, U]``, ``[N, C, H, W]`` or ``[N, T, D]``."""
-    dim = _unit_dim(activations)
-    x = activations.detach().movedim(dim, -1).reshape(-1, activations.shape[dim])
-    return UnitActivity(ever_positive=(x > 0).any(0), mean_abs=x.double().abs().mean(0))
+    x = _unit_rows(activations)
+    return UnitActivity(
+        ever_positive=(x > 0).any(0),
+        mean_abs=x.double().abs().mean(0),
+        positive_frac=(x > 0).double().mean(0),
+        gram=x.double().T @ x.double(),
+    )
 
 
 def dead_fraction(activity: UnitActivity) -> float:
     """Fraction of units whose output is never positive on the batch."""
     return float((~activity.ever_positive).double().mean())
+
+
+def active_mask(activity: UnitActivity, min_frac: float) -> torch.Tensor:
+    """Units whose output is ``> 0`` on at least a fraction ``min_frac`` of the inputs (and positions)."""
+    return activity.positive_frac >= min_frac
+
+
+def duplicate_mask(activity: UnitActivity, rtol: float) -> torch.Tensor:
+    """Units (not dead) with a partner (not dead) in the layer whose activation vector over the batch
+    is within ``rtol * max(||h_u||, ||h_v||)`` in L2 distance; from the Gram matrix of the layer."""
+    gram = activity.gram
+    sq = torch.diagonal(gram)
+    dist2 = (sq[:, None] + sq[None, :] - 2.0 * gram).clamp_min(0.0)
+    bound2 = (rtol**2) * torch.maximum(sq[:, None], sq[None, :])
+    alive = activity.ever_positive
+    close = (dist2 <= bound2) & alive[:, None] & alive[None, :]
+    close.fill_diagonal_(False)
+    return close.any(1)
 
 
 def dormant_mask(activity: UnitActivity, tau: float) -> torch.Tensor:
@@ -148,16 +188,21 @@ def dormant_mask(activity: UnitActivity, tau: float) -> torch.Tensor:
 
 
 def layer_activities(
-    net: nn.Module, inputs: torch.Tensor, chunk_size: int = 1024
+    net: nn.Module, inputs: torch.Tensor, chunk_size: int = 1024, gram: bool = True
 ) -> tuple[dict[str, UnitActivity], torch.Tensor]:
     """Unit activity of every hidden activation module of ``net`` and the penultimate features.
 
     Runs a deep copy of ``net`` in eval mode under ``no_grad`` with forward hooks on its
     activation modules (``ACTIVATIONS``); returns ``({module name: UnitActivity}, features [N, F])``.
+    With ``gram``, each layer's Gram matrix ``sum_x h(x) h(x)^T`` (for duplicate units) is computed in float64: the
+    distances come from ``G_uu + G_vv - 2 G_uv``, which float32 would round by ~1e-5 relative,
+    too close to the default threshold ``rtol^2 = 1e-4``.
     """
     model = copy.deepcopy(net).eval()
     positive: dict[str, torch.Tensor] = {}
     abs_sum: dict[str, torch.Tensor] = {}
+    pos_count: dict[str, torch.Tensor] = {}
+    grams: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
 
     calls: dict[str, int] = {}  # calls of each module in the current forward (a reused module: name#2, ...)
@@ -166,15 +211,20 @@ def layer_activities(
         def fn(_module, _inputs, output):
             calls[module_name] = calls.get(module_name, 0) + 1
             name = module_name if calls[module_name] == 1 else f"{module_name}#{calls[module_name]}"
-            dim = _unit_dim(output)
-            x = output.detach().movedim(dim, -1).reshape(-1, output.shape[dim])
-            pos, s = (x > 0).any(0), x.double().abs().sum(0)
+            x = _unit_rows(output)
+            xd, is_pos = x.double(), x > 0
+            pos, s, n_pos = is_pos.any(0), xd.abs().sum(0), is_pos.sum(0, dtype=torch.float64)
+            g = xd.T @ xd if gram else None
             if name in positive:
                 positive[name] |= pos
                 abs_sum[name] += s
+                pos_count[name] += n_pos
+                if gram:
+                    grams[name] += g
                 counts[name] += x.shape[0]
             else:
                 positive[name], abs_sum[name], counts[name] = pos, s, x.shape[0]
+                pos_count[name], grams[name] = n_pos, g
 
         return fn
 
@@ -186,31 +236,71 @@ def layer_activities(
         for i in range(0, inputs.shape[0], chunk_size):
             calls.clear()
             features.append(model.features(inputs[i : i + chunk_size]))
-    activity = {n: UnitActivity(positive[n], abs_sum[n] / counts[n]) for n in positive}
+    activity = {
+        n: UnitActivity(positive[n], abs_sum[n] / counts[n], pos_count[n] / counts[n], grams[n]) for n in positive
+    }
     return activity, torch.cat(features)
 
 
 def network_statistics(net: nn.Module, inputs: torch.Tensor, cfg: Any) -> dict[str, float]:
-    """Every statistic of section 5.2 on the evaluation batch ``inputs``; metric name -> value.
+    """Every statistic of section 5.2 (and issue #15's activation statistics) on the evaluation batch
+    ``inputs``; metric name -> value.
 
-    ``cfg`` gives ``srank_delta``, ``weight_rank_rtol`` and ``dormant_tau`` (see ``config.StatisticsConfig``).
+    ``cfg`` gives ``srank_delta``, ``weight_rank_rtol``, ``dormant_tau``, ``active_min_frac`` and
+    ``duplicate_rtol`` (see ``config.StatisticsConfig``; the last two default to 0.01).
     """
     delta, tau = float(cfg.srank_delta), float(cfg.dormant_tau)
+    min_frac = float(getattr(cfg, "active_min_frac", 0.01))
+    dup_rtol = getattr(cfg, "duplicate_rtol", 0.01)  # None: no duplicate units (no Gram matrices)
     out = parameter_statistics(net, float(cfg.weight_rank_rtol))
-    activity, features = layer_activities(net, inputs)
-    sv = torch.linalg.svdvals(features.double())
-    out[f"feature_srank_delta{_fmt(delta)}"] = srank(sv, delta)
-    out["feature_effective_rank"] = effective_rank(sv)
-    dead, dormant, units = 0, 0, 0
-    dormant_name = f"dormant_frac_tau{_fmt(tau)}"
+    activity, features = layer_activities(net, inputs, gram=dup_rtol is not None)
+    out.update(feature_statistics(features, delta))
+    totals = dict.fromkeys(("dead", "dormant", "active", "rate", "duplicate", "units"), 0.0)
+    names = {
+        "dormant": f"dormant_frac_tau{_fmt(tau)}",
+        "active": f"active_frac_p{_fmt(min_frac)}",
+        "rate": "activation_rate_mean",
+    }
+    if dup_rtol is not None:
+        names["duplicate"] = f"duplicate_frac_rtol{_fmt(dup_rtol)}"
     for name, act in activity.items():
         n = act.ever_positive.numel()
-        n_dead = int((~act.ever_positive).sum())
-        n_dormant = int(dormant_mask(act, tau).sum())
-        out[f"dead_frac/{name}"] = n_dead / n
-        out[f"{dormant_name}/{name}"] = n_dormant / n
-        dead, dormant, units = dead + n_dead, dormant + n_dormant, units + n
-    if units:
-        out["dead_frac"] = dead / units
-        out[dormant_name] = dormant / units
+        counts = {
+            "dead": int((~act.ever_positive).sum()),
+            "dormant": int(dormant_mask(act, tau).sum()),
+            "active": int(active_mask(act, min_frac).sum()),
+            "rate": float(act.positive_frac.sum()),
+        }
+        if dup_rtol is not None:
+            counts["duplicate"] = int(duplicate_mask(act, float(dup_rtol)).sum())
+        out[f"dead_frac/{name}"] = counts["dead"] / n
+        for key, metric in names.items():
+            out[f"{metric}/{name}"] = counts[key] / n
+        for key, value in counts.items():
+            totals[key] += value
+        totals["units"] += n
+    if totals["units"]:
+        out["dead_frac"] = totals["dead"] / totals["units"]
+        for key, metric in names.items():
+            out[metric] = totals[key] / totals["units"]
     return out
+
+
+def feature_statistics(features: torch.Tensor, delta: float = 0.01) -> dict[str, float]:
+    """Statistics of the penultimate features ``Phi`` ``[N, F]``: srank (Kumar et al., 2020), effective
+    rank (Roy & Vetterli, 2007), stable rank ``||Phi||_F^2 / ||Phi||_2^2`` and the mean feature norm
+    ``mean_x ||phi(x)||_2``."""
+    phi = features.double()
+    sv = torch.linalg.svdvals(phi)
+    out = {f"feature_srank_delta{_fmt(delta)}": srank(sv, delta), "feature_effective_rank": effective_rank(sv)}
+    out["feature_stable_rank"] = stable_rank(sv)
+    out["feature_norm_mean"] = float(phi.norm(dim=1).mean())
+    return out
+
+
+def stable_rank(singular_values: torch.Tensor) -> float:
+    """``sum_i sigma_i^2 / max_i sigma_i^2`` (``||M||_F^2 / ||M||_2^2``), in ``[1, rank]``; 0 for a zero matrix."""
+    s = singular_values.double()
+    if s.numel() == 0 or float(s.max()) <= 0.0:
+        return 0.0
+    return float((s**2).sum() / s.max() ** 2)

@@ -69,6 +69,23 @@ STATISTICS = {
     "dead units": ("stats", "dead_frac"),
 }
 
+# Issue #15: the metrics of the field's other tools (Plasticine, Dohare et al. 2024, ReDo), display
+# name -> (phase, metric), at their default thresholds (the README defines each). ``stats`` and
+# ``dynamics`` are written at pauses, ``train`` at every log point.
+FIELD_METRICS = {
+    "feature norm": ("stats", "feature_norm_mean"),
+    "feature stable rank": ("stats", "feature_stable_rank"),
+    "active units": ("stats", "active_frac_p0.01"),
+    "activation rate": ("stats", "activation_rate_mean"),
+    "duplicate units": ("stats", "duplicate_frac_rtol0.01"),
+    "gradient norm (pause)": ("dynamics", "grad_norm_eval"),
+    "weight change from init": ("dynamics", "weight_change_from_init"),
+    "relative weight change from init": ("dynamics", "weight_change_from_init_rel"),
+    "policy churn": ("dynamics", "policy_churn_frac"),
+    "gradient norm (window mean)": ("train", "grad_norm_window_mean"),
+    "effective learning rate (window)": ("train", "eff_lr_window"),
+}
+
 # Figure 2: the two coupled processes (phase names, also the prefixes of their arrays) and the
 # scalar metrics each writes.
 PROCESSES = {"gd": "gradient descent", "brownian": "Brownian motion"}

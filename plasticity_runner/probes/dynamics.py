@@ -1,0 +1,297 @@
+"""Training dynamics (issue #15): gradient norms, weight change, effective learning rate, policy churn.
+
+Unlike the statistics of section 5.2, these need state that outlives one pause; ``DynamicsTracker``
+holds it and a checkpoint keeps it (``state_dict``), so a resumed run measures exactly what an
+uninterrupted one does:
+
+* ``theta_0``: the parameters at initialisation (step 0), by parameter name;
+* ``theta_prev``: the parameters at the previous log point, taken after that step's hooks (the
+  state the next window starts from);
+* the policy-churn reference batch: ``reference_inputs`` replay observations drawn once, at the
+  first measurement, by a generator of stream ``diagnostics/churn_reference`` (never a training
+  stream), and the greedy actions on it at the previous measurement;
+* on the device only, between log points: the sum over the window's optimizer steps of each
+  layer's gradient norm (no host read in the hot loop; read and reset at the log point).
+
+Definitions (``<layer>`` is the module owning the parameters, as in ``statistics``; a layer is a
+module's own parameters, e.g. weight and bias of a ``Linear``; a spectral-norm layer's trained
+``original``; buffers such as BatchNorm's running statistics are not parameters):
+
+* at every log point, phase ``train``:
+  - ``grad_norm_window_mean``, ``grad_norm_window_mean/<layer>``: the mean over the optimizer steps
+    since the previous log point of ``||g_t||_2``, ``g_t`` the gradient of that step's training
+    loss (the TD loss plus intervention penalties, exactly what the optimizer stepped on) w.r.t.
+    the parameters that received a gradient (of the layer); a mean of norms, not the norm of the
+    mean gradient;
+  - ``eff_lr_window``, ``eff_lr_window/<layer>``: ``||theta_t - theta_prev||_2 / ||theta_t||_2``,
+    the relative change of the parameters (of the layer) over the window (not per step), with
+    ``theta_t`` as the log point measures it (before the step's hooks) and ``theta_prev`` after the
+    hooks of the previous log point's step; so hooks at log-point steps (resets on a log point)
+    are in no window, hooks between log points are.
+* at every pause, phase ``dynamics`` (cadence ``diagnostics.dynamics.every_steps``):
+  - ``grad_norm_eval``, ``grad_norm_eval/<layer>``: ``||grad L(theta)||_2`` of the training loss
+    (``DQNAgent.loss``: TD loss in train mode plus penalties; dropout drawn from the private stream
+    ``diagnostics/dynamics``) on the first ``num_inputs`` transitions of the pause's evaluation
+    batch, w.r.t. the parameters that train;
+  - ``weight_change_from_init``, ``.../<layer>``: ``||theta_t - theta_0||_2``; and
+    ``weight_change_from_init_rel``, ``.../<layer>``: the same divided by ``||theta_0||_2``;
+  - ``policy_churn_frac``: the fraction of the reference batch whose greedy action
+    ``argmax_a Q(x, a)`` differs from the previous measurement's (absent at the first).
+
+A parameter created after initialisation (plasticity injection's new head) is not in ``theta_0``;
+a parameter absent from ``theta_prev`` (created within the window) has no previous value: both
+are left out of the norms above (of the layer and of the total), and a layer with none left gets
+no row. A layer whose ``||theta||`` is 0 gets NaN as a ratio.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..seeding import stream_seed
+from .statistics import layer_of
+
+log = logging.getLogger("plasticity_runner")
+
+
+def _params(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach() for name, p in net.named_parameters()}
+
+
+def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.clone() for name, p in _params(net).items()}
+
+
+def _layer_norms(squares: dict[str, float]) -> dict[str, float]:
+    return {layer: sq**0.5 for layer, sq in squares.items()}
+
+
+def difference_norms(
+    now: dict[str, torch.Tensor], then: dict[str, torch.Tensor]
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Per layer (and ``""`` for the total over every layer): ``||now - then||``, ``||now||`` and
+    ``||then||`` over the parameters present in both with equal shapes (float64 sums)."""
+    diff: dict[str, float] = {}
+    cur: dict[str, float] = {}
+    old: dict[str, float] = {}
+    with torch.no_grad():
+        for name, p in now.items():
+            q = then.get(name)
+            if q is None or q.shape != p.shape:
+                continue
+            layer = layer_of(name)
+            d = float((p.double() - q.double()).pow(2).sum())
+            a, b = float(p.double().pow(2).sum()), float(q.double().pow(2).sum())
+            for key in (layer, None):
+                diff[key] = diff.get(key, 0.0) + d
+                cur[key] = cur.get(key, 0.0) + a
+                old[key] = old.get(key, 0.0) + b
+    return _layer_norms(diff), _layer_norms(cur), _layer_norms(old)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0.0 else math.nan
+
+
+def _named(prefix: str, values: dict[Any, float]) -> dict[str, float]:
+    """``{None: total, layer: v}`` -> ``{prefix: total, prefix/layer: v}``."""
+    return {prefix if k is None else f"{prefix}/{k}": v for k, v in values.items()}
+
+
+class GradNormAccumulator:
+    """Sums each layer's gradient norm over the optimizer steps of a log window, on the device.
+
+    ``add(net)`` after ``backward``: ``torch._foreach_norm`` of the gradients, squared, summed per
+    layer with ``index_add_``, square-rooted and added to a device vector: no host read. The layout
+    (which parameters have a gradient) is cached by the parameters' identities and rebuilt when it
+    changes (an intervention that adds or freezes parameters); ``read()`` combines the layouts of
+    the window, each layer averaged over the steps in which it had a gradient.
+    """
+
+    def __init__(self) -> None:
+        self._layout_key: tuple[int, ...] | None = None
+        self._layout: tuple[tuple[str, ...], torch.Tensor] | None = None
+        self._sums: dict[tuple[str, ...], list] = {}  # layers -> [device sums [L + 1], steps]
+
+    def _layout_of(self, net: nn.Module, params: list[torch.Tensor]) -> tuple[tuple[str, ...], torch.Tensor]:
+        key = tuple(id(p) for p in params)
+        if key != self._layout_key:
+            names = {id(p): name for name, p in net.named_parameters()}
+            layers: list[str] = []
+            index = []
+            for p in params:
+                layer = layer_of(names[id(p)])
+                if layer not in layers:
+                    layers.append(layer)
+                index.append(layers.index(layer))
+            device = params[0].device  # filled on the device: no host-to-device copy (a sync on cuda)
+            positions = torch.cat([torch.full((1,), i, dtype=torch.long, device=device) for i in index])
+            self._layout_key = key
+            self._layout = (tuple(layers), positions)
+        return self._layout
+
+    @torch.no_grad()
+    def add(self, net: nn.Module) -> None:
+        params = [p for p in net.parameters() if p.grad is not None]
+        if not params:
+            return
+        layers, index = self._layout_of(net, params)
+        norms = torch.stack(torch._foreach_norm([p.grad for p in params])).double()
+        per_layer = torch.zeros(len(layers), dtype=torch.float64, device=norms.device)
+        per_layer.index_add_(0, index, norms.square())
+        step = torch.cat([per_layer.sqrt(), per_layer.sum().sqrt().reshape(1)])
+        entry = self._sums.get(layers)
+        if entry is None:
+            self._sums[layers] = [step, 1]
+        else:
+            entry[0] += step
+            entry[1] += 1
+
+    def read(self) -> dict[str, float]:
+        """``grad_norm_window_mean`` (total) and ``grad_norm_window_mean/<layer>`` over the steps
+        added since the last read (one host read per layout); then resets. Empty if no step."""
+        sums: dict[Any, float] = {}
+        steps: dict[Any, int] = {}
+        for layers, (vector, n) in self._sums.items():
+            values = vector.tolist()
+            for key, v in zip((*layers, None), values):
+                sums[key] = sums.get(key, 0.0) + v
+                steps[key] = steps.get(key, 0) + n
+        self._sums = {}
+        return _named("grad_norm_window_mean", {k: sums[k] / steps[k] for k in sums})
+
+
+class DynamicsTracker:
+    """The state behind the dynamics metrics (module docstring); ``state_dict`` goes in checkpoints."""
+
+    def __init__(self, net: nn.Module, log_point_metrics: bool = True):
+        self.theta_0 = _snapshot(net)
+        self.theta_prev: dict[str, torch.Tensor] | None = _snapshot(net) if log_point_metrics else None
+        self.reference: torch.Tensor | None = None  # the churn reference observations
+        self.previous_actions: torch.Tensor | None = None  # greedy actions on them at the last measurement
+        self.log_point_metrics = bool(log_point_metrics)
+        self.grad_norms = GradNormAccumulator()
+
+    # ------------------------------------------------------------------ in the loop and at log points
+
+    def after_backward(self, net: nn.Module) -> None:
+        """In the training step, after ``backward`` and before the next ``zero_grad``: device ops only."""
+        if self.log_point_metrics:
+            self.grad_norms.add(net)
+
+    def log_point(self, net: nn.Module) -> dict[str, float]:
+        """The log-point metrics (phase ``train``) of the network as the log point measures it."""
+        if not self.log_point_metrics:
+            return {}
+        out = self.grad_norms.read()
+        if self.theta_prev is not None:
+            diff, cur, _ = difference_norms(_params(net), self.theta_prev)
+            out.update(_named("eff_lr_window", {k: _ratio(diff[k], cur[k]) for k in diff}))
+        return out
+
+    def end_window(self, net: nn.Module) -> None:
+        """At a log point, after the step's hooks: the parameters the next window starts from."""
+        if self.log_point_metrics:
+            self.theta_prev = _snapshot(net)
+
+    # ------------------------------------------------------------------------------------- at a pause
+
+    def pause(self, agent: Any, replay: Any, batch: Any, cfg: Any, seed: int, step: int) -> dict[str, float]:
+        """The pause metrics (phase ``dynamics``) on copies of the networks; ``batch``: the pause's
+        evaluation transitions (the first ``cfg.num_inputs`` are used); ``cfg``: ``config.DynamicsConfig``."""
+        online = agent.online
+        out = {}
+        diff, _, init = difference_norms(_params(online), self.theta_0)
+        out.update(_named("weight_change_from_init", diff))
+        out.update(_named("weight_change_from_init_rel", {k: _ratio(diff[k], init[k]) for k in diff}))
+        out.update(self.policy_churn(online, replay, int(cfg.reference_inputs), seed))
+        n = int(cfg.num_inputs)
+        head = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[:n] for f in dataclasses.fields(batch)})
+        dropout_seed = stream_seed(seed, "diagnostics/dynamics", step)
+        out.update(_named("grad_norm_eval", eval_gradient_norms(agent, head, dropout_seed)))
+        return out
+
+    @torch.no_grad()
+    def policy_churn(self, net: nn.Module, replay: Any, reference_inputs: int, seed: int) -> dict[str, float]:
+        """``policy_churn_frac`` against the previous measurement; draws the reference batch the first time."""
+        if self.reference is None:
+            device = next(net.parameters()).device
+            generator = torch.Generator(device).manual_seed(stream_seed(seed, "diagnostics/churn_reference"))
+            self.reference = replay.sample_obs(reference_inputs, generator)
+        actions = greedy_actions(net, self.reference)
+        out = {}
+        if self.previous_actions is not None:
+            out["policy_churn_frac"] = float((actions != self.previous_actions).double().mean())
+        self.previous_actions = actions
+        return out
+
+    # ------------------------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "theta_0": self.theta_0,
+            "theta_prev": self.theta_prev,
+            "reference": self.reference,
+            "previous_actions": self.previous_actions,
+        }
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restore ``state_dict()``; a checkpoint written before these metrics existed (``None``) keeps
+        the rebuilt ``theta_0`` (the same seed builds the same network) and starts churn and the
+        window over."""
+        if state is None:
+            log.warning(
+                "the checkpoint holds no training-dynamics state (written by an older version): theta_0 is "
+                "rebuilt from the seed, eff_lr_window skips the first window and policy churn starts over"
+            )
+            self.theta_prev = None
+            return
+        device = next(iter(self.theta_0.values())).device if self.theta_0 else None
+        move = (lambda t: None if t is None else t.to(device)) if device is not None else (lambda t: t)
+        self.theta_0 = {k: move(v) for k, v in state["theta_0"].items()}
+        prev = state.get("theta_prev")
+        self.theta_prev = None if prev is None else {k: move(v) for k, v in prev.items()}
+        self.reference = move(state.get("reference"))
+        self.previous_actions = move(state.get("previous_actions"))
+
+
+def greedy_actions(net: nn.Module, obs: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+    """``argmax_a Q(x, a)`` of an eval-mode copy of ``net`` (ties: the first action, as in acting)."""
+    model = copy.deepcopy(net).eval()
+    with torch.no_grad():
+        return torch.cat([model(obs[i : i + chunk_size]).argmax(dim=1) for i in range(0, obs.shape[0], chunk_size)])
+
+
+def eval_gradient_norms(agent: Any, batch: Any, seed: int) -> dict[Any, float]:
+    """``{None: ||g||, layer: ||g_layer||}`` for ``g`` the gradient of the agent's training loss
+    (``DQNAgent.loss``) on ``batch`` w.r.t. the parameters that train, on copies of the networks.
+
+    The loss runs in train mode as in training (dropout, BatchNorm batch statistics on the copy);
+    the global RNG is forked and seeded with ``seed`` around it, so training's streams are untouched."""
+    from ..agents.dqn import DQNAgent
+
+    shadow = copy.copy(agent)
+    shadow.online = copy.deepcopy(agent.online)
+    shadow.target = copy.deepcopy(agent.target)
+    shadow.online.eval(), shadow.target.eval()
+    params = {name: p for name, p in shadow.online.named_parameters() if p.requires_grad}
+    device = next(shadow.online.parameters()).device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        loss = DQNAgent.loss(shadow, batch)  # the class's method: an instance's compiled loss binds the real agent
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+    squares: dict[Any, float] = {}
+    for name, g in zip(params, grads):
+        if g is None:
+            continue
+        sq = float(g.double().pow(2).sum())
+        for key in (layer_of(name), None):
+            squares[key] = squares.get(key, 0.0) + sq
+    return _layer_norms(squares)
