@@ -15,6 +15,7 @@ TASK = "env.task"
 GAME = "env.game"
 ARCH = "architecture.name"
 WIDTH = "architecture.width"
+WIDTH_MULTIPLIER = "architecture.width_multiplier"  # x every width of the body (nets/scaling.py)
 TARGET_UPDATE = "agent.target_update_steps"
 OPTIMIZER = "optimizer.name"
 INTERVENTIONS = "interventions"
