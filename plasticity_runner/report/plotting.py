@@ -132,3 +132,78 @@ def probe_loss_change(frame: pd.DataFrame) -> pd.DataFrame:
     fl = first_last(frame, N.PROBE_LOSS)
     fl["value"] = fl["last"] - fl["first"]
     return fl
+
+
+def interventions_of(frame: pd.DataFrame) -> pd.Series:
+    """Per run (index run_dir): its ``interventions`` label, ``none`` when the config lacks it."""
+    if N.INTERVENTIONS not in frame.columns:
+        return pd.Series(N.NO_INTERVENTION, index=sorted(frame["run_dir"].unique()), dtype=object)
+    return frame.groupby("run_dir", sort=True)[N.INTERVENTIONS].first().fillna(N.NO_INTERVENTION).astype(str)
+
+
+def order_values(values: Iterable[str], preferred: Iterable[str]) -> list[str]:
+    """The distinct ``values``: those in ``preferred`` first, in its order, then the rest sorted."""
+    values = list(dict.fromkeys(values))
+    pref = [p for p in preferred if p in values]
+    return pref + sorted((v for v in values if v not in pref), key=str)
+
+
+def draw_curve_grid(
+    s: pd.DataFrame,
+    rows: list[str],
+    cols: list[str],
+    lines: list[str],
+    ylabel: str,
+    xlabel: str = "training step",
+    log: bool = False,
+    panel_size: tuple[float, float] = (3.6, 2.8),
+) -> Figure:
+    """A grid of panels (``s["row"]`` x ``s["col"]``), one curve per ``s["line"]`` in each: thin
+    lines the runs, bold the mean over them per step, band +-1 std (``plot_group_curves``). One
+    legend for the figure; a panel without data says so."""
+    fig = new_figure(panel_size[0] * len(cols) + 2.2, panel_size[1] * len(rows) + 0.6)
+    axes = fig.subplots(len(rows), len(cols), squeeze=False, sharex=True)
+    colors = dict(zip(lines, palette(len(lines))))
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = axes[i, j]
+            sp = s[(s["row"] == r) & (s["col"] == c)]
+            for line in lines:
+                sl = sp[sp["line"] == line]
+                if len(sl):
+                    plot_group_curves(ax, sl, colors[line], line)
+            if sp.empty:
+                ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", color="grey")
+            elif log and (sp["value"] > 0).all():
+                ax.set_yscale("log")
+            ax.set_title(wrap_label(", ".join(x for x in (r, c) if x), 40), fontsize="small")
+            ax.tick_params(labelsize="x-small")
+            if i == len(rows) - 1:
+                ax.set_xlabel(xlabel)
+            if j == 0:
+                ax.set_ylabel(ylabel)
+    handles, labels = {}, {}
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            key = lab.rsplit(" (n=", 1)[0]
+            handles.setdefault(key, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="x-small", frameon=False)
+    return fig
+
+
+def curve_summary(s: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per ``keys`` group of a long series (run_dir, step, value): runs, each run's first and last
+    value averaged over runs (mean, std), and the last step reached (min, max over runs)."""
+    rows = []
+    for values, g in s.groupby(keys, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        per_run = g.sort_values("step").groupby("run_dir")
+        first, last = per_run["value"].first(), per_run["value"].last()
+        fm, fs = mean_std(first)
+        lm, ls = mean_std(last)
+        steps = per_run["step"].last()
+        rows.append({**dict(zip(keys, values)), "runs": len(first), "first_mean": fm, "first_std": fs,
+                     "last_mean": lm, "last_std": ls, "last_step_min": int(steps.min()),
+                     "last_step_max": int(steps.max()), "nonfinite": count_nonfinite(last)})
+    return pd.DataFrame(rows)

@@ -34,7 +34,15 @@ from .fig4_probe_curves import figure4_probe_curves, probe_curves
 from .fig5_width import FIG5_PANEL_KEYS, figure5_width, width_table
 from .fig6_interventions import ARCH_ORDER, FIG6_FACET_KEY, figure6_interventions, intervention_table
 from .fig7_atari import atari_table, figure7_atari_layer_norm
+from .fig10_11_probe_loss import figure10_11_probe_loss, initial_final_table
+from .fig12_13_returns import figure12_13_returns, intervention_curves
+from .fig14_sharpness import figure14_sharpness, sharpness_curves
+from .fig15_16_td_loss import figure15_16_td_loss
+from .fig17_18_probe_curves_ln import figure17_18_probe_curves_ln, probe_curves_by_layer_norm
+from .fig19_20_atari_gradcov import figure19_20_atari_gradcov
+from .fig21_22_atari_hessian import figure21_22_atari_hessian
 from .plasticity import plasticity_over_training, plasticity_table
+from .stats_over_training import stats_over_training, stats_series
 
 FIGURES: list[tuple[str, Callable[[pd.DataFrame], FigureResult]]] = [
     ("plasticity_over_training", plasticity_over_training),
@@ -46,6 +54,15 @@ FIGURES: list[tuple[str, Callable[[pd.DataFrame], FigureResult]]] = [
     ("figure6_interventions", figure6_interventions),
     ("figure7_atari_layer_norm", figure7_atari_layer_norm),
     ("interval_estimates", figure_interval_estimates),
+    ("stats_over_training", stats_over_training),
+    # appendix B
+    ("figure10_11_probe_loss", figure10_11_probe_loss),
+    ("figure12_13_returns", figure12_13_returns),
+    ("figure14_sharpness", figure14_sharpness),
+    ("figure15_16_td_loss", figure15_16_td_loss),
+    ("figure17_18_probe_curves_ln", figure17_18_probe_curves_ln),
+    ("figure19_20_atari_gradcov", figure19_20_atari_gradcov),
+    ("figure21_22_atari_hessian", figure21_22_atari_hessian),
 ]
 
 __all__ = [
@@ -64,13 +81,22 @@ __all__ = [
     "falsification_contrasts",
     "falsification_points",
     "falsification_table",
+    "figure10_11_probe_loss",
+    "figure12_13_returns",
+    "figure14_sharpness",
+    "figure15_16_td_loss",
+    "figure17_18_probe_curves_ln",
+    "figure19_20_atari_gradcov",
     "figure1_optimizer_instability",
+    "figure21_22_atari_hessian",
     "figure2_brownian",
     "figure3_falsification",
     "figure4_probe_curves",
     "figure5_width",
     "figure6_interventions",
     "figure7_atari_layer_norm",
+    "initial_final_table",
+    "intervention_curves",
     "intervention_table",
     "optimizer_table",
     "pearson",
@@ -78,7 +104,11 @@ __all__ = [
     "plasticity_over_training",
     "plasticity_table",
     "probe_curves",
+    "probe_curves_by_layer_norm",
     "probe_loss_change",
     "process_table",
+    "sharpness_curves",
+    "stats_over_training",
+    "stats_series",
     "width_table",
 ]
