@@ -45,6 +45,9 @@ def test_scaled():
     assert scaled(64, 1) == 64 and scaled(64, 1.0) == 64
     assert scaled(64, 2) == 128 and scaled(64, 0.5) == 32 and scaled(16, 12) == 192
     assert scaled(3, 0.1) == 1  # never below one unit
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="width_multiplier"):
+            scaled(64, bad)
 
 
 @pytest.mark.parametrize("layer_norm", [False, True])

@@ -28,7 +28,8 @@ from .vit import ViTBody
 
 def _mult(cfg: Any) -> float:
     """``architecture.width_multiplier`` (1 when the config predates it)."""
-    return float(getattr(cfg, "width_multiplier", 1.0) or 1.0)
+    m = getattr(cfg, "width_multiplier", None)
+    return 1.0 if m is None else float(m)
 
 
 # name -> builder(arch_cfg, obs_shape, layer_norm, activation) -> body with .feature_dim, .unit_groups()
