@@ -57,8 +57,9 @@ def figure19_20_atari_gradcov(frame: pd.DataFrame, max_heatmaps: int = 5, max_ro
         notes.append(f"{len(runs) - max_rows} of {len(runs)} game / intervention rows not drawn (max_rows={max_rows}).")
     shown = runs.head(max_rows)
     returns = series(select(frame, N.ENV, N.ENV_ATARI), N.EPISODE_RETURN)
-    fig = new_figure(2.4 * (max_heatmaps + 1) + 1.2, 2.4 * len(shown) + 0.4)
-    axes = fig.subplots(len(shown), max_heatmaps + 1, squeeze=False)
+    n_heat = min(max_heatmaps, max(len(s) for s in shown["steps"]))
+    fig = new_figure(2.4 * (n_heat + 1) + 1.2, 2.4 * len(shown) + 0.4)
+    axes = fig.subplots(len(shown), n_heat + 1, squeeze=False)
     table, im = [], None
     for i, (_, row) in enumerate(shown.iterrows()):
         label = f"{row['game']}: {row['intervention']}"
@@ -69,7 +70,7 @@ def figure19_20_atari_gradcov(frame: pd.DataFrame, max_heatmaps: int = 5, max_ro
         ax.set_title(label, fontsize="small")
         ax.set_ylabel("episode return", fontsize="small")
         ax.tick_params(labelsize="x-small")
-        steps = spread_steps(row["steps"], max_heatmaps)
+        steps = spread_steps(row["steps"], n_heat)
         for j, step in enumerate(steps):
             mat = load_step_arrays(row["run_dir"], step, [N.GRADCOV_MATRIX])[N.GRADCOV_MATRIX]
             a = axes[i, j + 1]
