@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
@@ -22,6 +20,7 @@ from ..plotting import (
     count_nonfinite,
     mean_std,
     new_figure,
+    order_values,
     probe_loss_change,
 )
 
@@ -51,12 +50,6 @@ def intervention_table(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KEY) 
     return pd.DataFrame(rows)
 
 
-def _order(values: Iterable[str], preferred: Iterable[str]) -> list[str]:
-    values = list(dict.fromkeys(values))
-    pref = [p for p in preferred if p in values]
-    return pref + sorted(v for v in values if v not in pref)
-
-
 def figure6_interventions(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KEY) -> FigureResult:
     """Figures 6 and 8/9: change in probe loss, architecture x intervention heatmap.
 
@@ -70,8 +63,8 @@ def figure6_interventions(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KE
     if table.empty:
         raise MissingData(f"needs classification runs with {N.ARCH} and probe/probe_loss at two or more pauses")
     facets = sorted(table["facet"].unique())
-    archs = _order(table["architecture"].astype(str), ARCH_ORDER)
-    intervs = _order(table["intervention"].astype(str), (N.NO_INTERVENTION,))
+    archs = order_values(table["architecture"].astype(str), ARCH_ORDER)
+    intervs = order_values(table["intervention"].astype(str), (N.NO_INTERVENTION,))
     vals = table["probe_loss_change_mean"].to_numpy(dtype=float)
     finite = vals[np.isfinite(vals)]
     vmin, vmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
