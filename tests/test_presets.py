@@ -44,7 +44,7 @@ TINY = {
     "fig6_interventions": RL_TINY + ["agent.target_update_steps=2"],
     "fig5_width": RL_TINY,
     "fig5_width_cnn": RL_TINY + ["architecture.channels=4", "architecture.hidden=8"],  # x4: 16 channels, 32 units
-    "fig8_9_output_encoding": RL_TINY + ["agent.target_update_steps=2", "intervention.two_hot.num_bins=11"],
+    "fig8_9_output_encoding": RL_TINY + ["agent.target_update_steps=2"],
     "fig4_quick": RL_TINY + ["agent.target_update_steps=2"],
     "fig5_quick": RL_TINY,
     "fig6_quick": RL_TINY + ["agent.target_update_steps=2"],
