@@ -144,6 +144,7 @@ class MLPConfig:
     name: str = "mlp"
     width: int = 512
     num_layers: int = 2
+    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
 @dataclass
@@ -152,6 +153,7 @@ class CNNConfig:
     channels: int = 64
     hidden: int = 256
     conv_stride: int = 1
+    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
 @dataclass
@@ -159,6 +161,7 @@ class ResNet18Config:
     name: str = "resnet18"
     width: int = 64
     stem: Stem = Stem.auto
+    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
 @dataclass
@@ -171,6 +174,7 @@ class ViTConfig:
     num_heads: int = 4
     dropout: float = 0.1
     pool: Pool = Pool.cls
+    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
 @dataclass
@@ -178,6 +182,7 @@ class MinAtarCNNConfig:
     name: str = "minatar_cnn"
     channels: int = 16
     hidden: int = 128
+    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
 @dataclass
@@ -185,6 +190,7 @@ class NatureCNNConfig:
     name: str = "nature_cnn"
     hidden: int = 512
     shared_bias: bool = False
+    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
 # ------------------------------------------------------------------------------ optimizer group
@@ -573,14 +579,18 @@ def validate(cfg: DictConfig) -> None:
         _unit(cfg, f"optimizer.{key}")
     for key in ("width", "num_layers", "channels", "hidden", "conv_stride"):
         _positive(cfg, f"architecture.{key}")
-    for key in ("patch_size", "dim", "ff_dim", "num_blocks", "num_heads"):
+    for key in ("patch_size", "dim", "ff_dim", "num_blocks", "num_heads", "width_multiplier"):
         _positive(cfg, f"architecture.{key}")
     _unit(cfg, "architecture.dropout")
-    if OmegaConf.select(cfg, "architecture.name") == "vit" and cfg.architecture.dim % cfg.architecture.num_heads:
-        raise ConfigError(
-            "architecture.num_heads",
-            f"must divide architecture.dim ({cfg.architecture.dim}), got {cfg.architecture.num_heads}",
-        )
+    if OmegaConf.select(cfg, "architecture.name") == "vit":
+        from .nets.scaling import scaled
+
+        dim = scaled(cfg.architecture.dim, cfg.architecture.width_multiplier)
+        if dim % cfg.architecture.num_heads:
+            raise ConfigError(
+                "architecture.num_heads",
+                f"must divide architecture.dim x width_multiplier ({dim}), got {cfg.architecture.num_heads}",
+            )
     _validate_interventions(cfg)
     _validate_diagnostics(cfg)
     from .sinks import check_loggers  # a logger asked for must import: a clear error before the run starts

@@ -43,6 +43,11 @@ RL_TINY = [
 TINY = {
     "fig6_interventions": RL_TINY + ["agent.target_update_steps=2"],
     "fig5_width": RL_TINY,
+    "fig5_width_cnn": RL_TINY + ["architecture.channels=4", "architecture.hidden=8"],  # x4: 16 channels, 32 units
+    "fig8_9_output_encoding": RL_TINY + ["agent.target_update_steps=2"],
+    "fig4_quick": RL_TINY + ["agent.target_update_steps=2"],
+    "fig5_quick": RL_TINY,
+    "fig6_quick": RL_TINY + ["agent.target_update_steps=2"],
     "paper_classification": RL_TINY + ["agent.target_update_steps=2"],
     "fig3_falsification": RL_TINY + ["agent.target_update_steps=2"],
     "atari_ln": RL_TINY + [
@@ -70,13 +75,24 @@ TINY = {
         "diagnostics.curvature.grid_points=16", "diagnostics.gradcov.k=16", "diagnostics.gradcov.num_clusters=2",
     ],
 }
+TINY["fig1_quick"] = TINY["fig1_optimizer_instability"]
+TINY["fig2_quick"] = TINY["fig2_brownian"]
 # per preset: overrides that shrink its grid for the fast test (command-line overrides win over the
 # preset's hydra.sweeper.params); a preset without an entry runs its whole grid in the fast test
 FAST = {
     "continual_minatar": ["intervention=[layer_norm]"],
     "continual_classification": ["intervention=[layer_norm]"],
-    "fig6_interventions": ["env.dataset=digits", "architecture=mlp", "architecture.width=16"],
-    "fig5_width": ["env.dataset=digits", "agent.target_update_steps=2"],
+    "fig6_interventions": ["env.dataset=digits", "architecture=mlp", "architecture.width=16", "env.task=sparse_reward"],
+    "fig5_width": ["env.dataset=digits", "agent.target_update_steps=2", "env.task=true_label"],
+    "fig5_width_cnn": ["env.dataset=digits", "agent.target_update_steps=2", "architecture.width_multiplier=0.25"],
+    # the cross of figures 8 / 9 is composed and validated whole in test_preset_axes.py
+    "fig8_9_output_encoding": ["env.dataset=digits", "architecture=mlp", "architecture.width=16",
+                               "intervention=[layer_norm,two_hot]", "env.task=sparse_reward"],
+    "fig1_quick": ["seed=0"],
+    "fig2_quick": ["seed=0"],
+    "fig4_quick": ["seed=0"],
+    "fig5_quick": ["architecture.width=16", "agent.target_update_steps=2", "seed=0"],
+    "fig6_quick": ["intervention=[two_hot]", "seed=0"],
     "fig3_falsification": [
         "env.dataset=digits", "architecture=mlp", "architecture.width=16", "optimizer=adam", "seed=0",
     ],
@@ -141,7 +157,14 @@ def test_every_preset_has_a_tiny_budget():
     assert PRESETS and set(PRESETS) == set(TINY)
 
 
-@pytest.mark.parametrize("preset", GRID_PRESETS)
+# presets whose fast multirun repeats another's code path (a quick preset is a paper preset at a smaller
+# size; fig5_width_cnn is fig5_width on the CNN): slow, so the default suite stays short; their grids are
+# composed and validated in the default suite by tests/test_preset_axes.py
+FAST_IS_SLOW = {"fig1_quick", "fig2_quick", "fig4_quick", "fig5_quick", "fig6_quick", "fig5_width_cnn"}
+
+
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p in FAST_IS_SLOW else p
+                                    for p in GRID_PRESETS])
 def test_preset_multirun_fast(preset, tmp_path):
     check_grid(preset, FAST.get(preset, []), tmp_path / "sweep")
 

@@ -516,7 +516,8 @@ def test_cli_writes_every_figure_and_a_self_contained_page(mixed_sweep, capsys):
     report_dir = mixed_sweep / "report"
     names = ["plasticity_over_training", "figure1_optimizer_instability", "figure2_brownian",
              "figure3_falsification", "figure4_probe_curves", "figure5_width", "figure6_interventions",
-             "figure7_atari_layer_norm", "interval_estimates"]
+             "figure7_atari_layer_norm", "interval_estimates", "stats_over_training", "figure10_11_probe_loss",
+             "figure17_18_probe_curves_ln", "figure19_20_atari_gradcov"]
     for name in names:
         f = report_dir / f"{name}.png"
         assert f.exists() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
@@ -544,9 +545,11 @@ def test_build_report_on_a_partial_sweep_reports_missing_figures(tmp_path):
     assert report.errors == {}
     drawn = {r.name for r in report.figures}
     assert drawn == {"plasticity_over_training", "figure3_falsification", "figure6_interventions",
-                     "interval_estimates"}
+                     "interval_estimates", "stats_over_training", "figure10_11_probe_loss"}
     assert set(report.missing) == {"figure1_optimizer_instability", "figure2_brownian", "figure4_probe_curves",
-                                   "figure5_width", "figure7_atari_layer_norm"}
+                                   "figure5_width", "figure7_atari_layer_norm", "figure12_13_returns",
+                                   "figure14_sharpness", "figure15_16_td_loss", "figure17_18_probe_curves_ln",
+                                   "figure19_20_atari_gradcov", "figure21_22_atari_hessian"}
     assert not stale.exists()
     assert not list((tmp_path / "report").glob("*.pdf"))
     page = report.html.read_text()

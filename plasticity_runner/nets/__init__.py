@@ -19,25 +19,37 @@ from .bodies import CNNBody, MLPBody
 from .heads import InjectedHead, ScalarHead, TwoHotHead
 from .layers import UnitGroup, apply_spectral_norm, first_layer
 from .minatar_cnn import MinAtarCNNBody
-from .nature_cnn import NatureCNNBody
+from .nature_cnn import CONV_CHANNELS, NatureCNNBody
 from .resnet import ResNet18Body
+from .scaling import scaled
 from .vit import ViTBody
 
+
+
+def _mult(cfg: Any) -> float:
+    """``architecture.width_multiplier`` (1 when the config predates it)."""
+    m = getattr(cfg, "width_multiplier", None)
+    return 1.0 if m is None else float(m)
+
+
 # name -> builder(arch_cfg, obs_shape, layer_norm, activation) -> body with .feature_dim, .unit_groups()
-# (activation None: the body's own, ReLU or GELU; "crelu": concatenated ReLU)
+# (activation None: the body's own, ReLU or GELU; "crelu": concatenated ReLU); every width passes
+# through ``scaling.scaled`` with ``architecture.width_multiplier`` (figure 5)
 BODIES: dict[str, Callable[..., nn.Module]] = {
-    "mlp": lambda cfg, shape, ln, activation=None: MLPBody(shape, cfg.width, cfg.num_layers, ln, activation),
+    "mlp": lambda cfg, shape, ln, activation=None: MLPBody(
+        shape, scaled(cfg.width, _mult(cfg)), cfg.num_layers, ln, activation
+    ),
     "cnn": lambda cfg, shape, ln, activation=None: CNNBody(
-        shape, cfg.channels, cfg.hidden, cfg.conv_stride, ln, activation
+        shape, scaled(cfg.channels, _mult(cfg)), scaled(cfg.hidden, _mult(cfg)), cfg.conv_stride, ln, activation
     ),
     "resnet18": lambda cfg, shape, ln, activation=None: ResNet18Body(
-        shape, cfg.width, str(getattr(cfg.stem, "value", cfg.stem)), ln, activation
+        shape, scaled(cfg.width, _mult(cfg)), str(getattr(cfg.stem, "value", cfg.stem)), ln, activation
     ),
     "vit": lambda cfg, shape, ln, activation=None: ViTBody(
         shape,
         cfg.patch_size,
-        cfg.dim,
-        cfg.ff_dim,
+        scaled(cfg.dim, _mult(cfg)),
+        scaled(cfg.ff_dim, _mult(cfg)),
         cfg.num_blocks,
         cfg.num_heads,
         cfg.dropout,
@@ -45,8 +57,13 @@ BODIES: dict[str, Callable[..., nn.Module]] = {
         ln,
         activation,
     ),
-    "nature_cnn": lambda cfg, shape, ln, activation=None: NatureCNNBody(shape, cfg.hidden, ln, activation),
-    "minatar_cnn": lambda cfg, shape, ln, activation=None: MinAtarCNNBody(shape, cfg.channels, cfg.hidden, ln, activation),
+    "nature_cnn": lambda cfg, shape, ln, activation=None: NatureCNNBody(
+        shape, scaled(cfg.hidden, _mult(cfg)), ln, activation,
+        conv_channels=tuple(scaled(c, _mult(cfg)) for c in CONV_CHANNELS),
+    ),
+    "minatar_cnn": lambda cfg, shape, ln, activation=None: MinAtarCNNBody(
+        shape, scaled(cfg.channels, _mult(cfg)), scaled(cfg.hidden, _mult(cfg)), ln, activation
+    ),
 }
 # name -> builder(feature_dim, num_actions, **head_options) -> head with forward(), td_loss(), raw()
 HEADS: dict[str, Callable[..., nn.Module]] = {

@@ -18,6 +18,7 @@ from .layers import UnitGroup, expansion, make_activation, pad_to, sequential_un
 
 MIN_SIDE = 36  # smallest input side the three unpadded convs map to at least 1x1
 CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # (channels, kernel, stride)
+CONV_CHANNELS = tuple(c for c, _, _ in CONVS)  # scaled by architecture.width_multiplier (nets/scaling.py)
 
 
 class NatureCNNBody(nn.Module):
@@ -27,13 +28,14 @@ class NatureCNNBody(nn.Module):
         hidden: int = 512,
         layer_norm: bool = False,
         activation: str | None = None,
+        conv_channels: tuple[int, ...] = CONV_CHANNELS,
     ):
         super().__init__()
         c, h, w = obs_shape
         self.padded_hw = (max(h, MIN_SIDE), max(w, MIN_SIDE))
         h, w = self.padded_hw
         layers: list[nn.Module] = []
-        for channels, k, s in CONVS:
+        for channels, (_, k, s) in zip(conv_channels, CONVS):
             layers.append(nn.Conv2d(c, channels, k, stride=s))
             h, w = (h - k) // s + 1, (w - k) // s + 1
             act = make_activation(activation, "relu", dim=1)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..metrics import atomic_write_text
 from .data import ReportData, load_report_data
-from .figures import FIGURES, FigureResult, MissingData
+from .figures import FIGURES
+from .plotting import FigureResult, MissingData
 from .html import render_html, runs_table
 
 FORMATS = ("png", "pdf", "svg")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import __version__
 from .data import ReportData
-from .figures import FigureResult
+from .plotting import FigureResult
 
 LONG_TABLE = 25  # rows above which a table is folded into a <details> element
 

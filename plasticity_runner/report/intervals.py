@@ -26,12 +26,12 @@ from scipy import stats
 
 from . import names as N
 from .data import natural_key, series, with_config
-from .figures import (
+from .plotting import (
     FigureResult,
     MissingData,
-    _colors,
-    _figure,
-    _local_groups,
+    local_groups,
+    new_figure,
+    palette,
     plasticity_loss,
     probe_loss_change,
 )
@@ -149,7 +149,7 @@ def _per_run_rows(values: pd.DataFrame, keys: list[str]) -> list[dict]:
 def plasticity_loss_intervals(frame: pd.DataFrame) -> pd.DataFrame:
     """Per report group: IQM and mean over seeds of the plasticity loss P(T) - P(0) (eq. 5) with
     stratified-bootstrap 95 % intervals (one task: the seeds are the runs)."""
-    frame = frame if "group" in frame.columns else _local_groups(frame)
+    frame = frame if "group" in frame.columns else local_groups(frame)
     ploss = plasticity_loss(frame)
     if ploss.empty:
         return pd.DataFrame()
@@ -270,7 +270,7 @@ def figure_interval_estimates(frame: pd.DataFrame) -> FigureResult:
                           "with env.game and eval/human_normalized_score")
     panels = [k for k in ("plasticity_loss", "probe_loss_change", "atari_hns", "performance_profile") if k in tables]
     rows = max([len(tables[k]) for k in panels if k != "performance_profile"] or [4])
-    fig = _figure(4.8 * len(panels), 0.3 * rows + 2.6)
+    fig = new_figure(4.8 * len(panels), 0.3 * rows + 2.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, key in zip(axes, panels):
         t = tables[key]
@@ -283,7 +283,7 @@ def figure_interval_estimates(frame: pd.DataFrame) -> FigureResult:
             _interval_panel(ax, t, ["intervention"], "Atari: human-normalised score", "human-normalised score")
         else:
             interventions = list(dict.fromkeys(t["intervention"]))
-            for color, interv in zip(_colors(len(interventions)), interventions):
+            for color, interv in zip(palette(len(interventions)), interventions):
                 s = t[t["intervention"] == interv]
                 ax.plot(s["tau"], s["fraction_above"], color=color, label=interv)
                 ax.fill_between(s["tau"], s["low"], s["high"], color=color, alpha=0.2, lw=0)

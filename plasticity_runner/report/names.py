@@ -15,6 +15,7 @@ TASK = "env.task"
 GAME = "env.game"
 ARCH = "architecture.name"
 WIDTH = "architecture.width"
+WIDTH_MULTIPLIER = "architecture.width_multiplier"  # x every width of the body (nets/scaling.py)
 TARGET_UPDATE = "agent.target_update_steps"
 OPTIMIZER = "optimizer.name"
 INTERVENTIONS = "interventions"
@@ -60,6 +61,16 @@ ADAM_UPDATE_NORM = ("eval", "adam_update_norm")
 
 HUMAN_NORMALIZED_SCORE = ("eval", "human_normalized_score")  # figure 7 (Atari)
 EPISODE_RETURN = ("eval", "episode_return")
+
+TD_LOSS = ("train", "td_loss")  # figures 15 / 16
+REWARD_MEAN = ("train", "reward_mean")  # figures 12 / 13: the classification MDP's return per step
+HESSIAN_TOP_EIG = ("curvature", "hessian_top_eig")  # figure 14: the sharpness lambda_1
+STATS_PHASE = "stats"  # every per-pause network statistic (probes/statistics.py): the stats figure
+TWO_HOT = "two_hot"  # the categorical output encoding of figures 8 / 9 (an intervention)
+# The 'easy' and 'hard' reward structures of appendix B.1 (our reading: the paper names no task).
+TASK_EASY = "true_label"
+TASK_HARD = "sparse_reward"
+TASK_LABELS = {TASK_EASY: "easy (true_label)", TASK_HARD: "hard (sparse_reward)"}
 
 # Figure 3: the statistics put to the falsification test, display name -> (phase, metric).
 STATISTICS = {

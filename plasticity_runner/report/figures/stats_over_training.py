@@ -1,0 +1,112 @@
+"""Every per-pause network statistic over training, per group (phase ``stats``).
+
+The statistics are found by name in the sweep, not listed here: any metric the pause writes in
+phase ``stats`` (``probes/statistics.py``; new ones such as gradient norm, feature norm or policy
+churn included) gets a panel. A metric named ``<family>/<layer>`` is per layer: when the family
+has no aggregate of its own (a metric named ``<family>``), its panel shows the mean over layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .. import names as N
+from ..data import natural_key, series
+from ..plotting import (
+    FigureResult,
+    MissingData,
+    curve_summary,
+    legend,
+    local_groups,
+    new_figure,
+    palette,
+    plot_group_curves,
+    wrap_label,
+)
+
+
+def stats_metrics(frame: pd.DataFrame) -> tuple[list[str], dict[str, list[str]]]:
+    """The ``stats`` metrics of the sweep: the aggregates (names without ``/``), and per family of
+    per-layer metrics without an aggregate of the same name, its member names."""
+    names = sorted(frame.loc[frame["phase"] == N.STATS_PHASE, "metric"].unique(), key=natural_key)
+    aggregates = [m for m in names if "/" not in m]
+    families: dict[str, list[str]] = {}
+    for m in names:
+        if "/" in m:
+            family = m.split("/", 1)[0]
+            if family not in aggregates:
+                families.setdefault(family, []).append(m)
+    return aggregates, families
+
+
+def stats_series(frame: pd.DataFrame) -> pd.DataFrame:
+    """The statistics as one long series: ``statistic, run_dir, step, value, group`` (a family of
+    per-layer metrics averaged over its layers per run and step, named ``<family>/* (layer mean)``)."""
+    frame = local_groups(frame)
+    group_of = frame.groupby("run_dir")["group"].first()
+    aggregates, families = stats_metrics(frame)
+    parts = []
+    for m in aggregates:
+        s = series(frame, (N.STATS_PHASE, m))
+        parts.append(s[["run_dir", "step", "value"]].assign(statistic=m))
+    for family, members in families.items():
+        s = pd.concat([series(frame, (N.STATS_PHASE, m))[["run_dir", "step", "value"]] for m in members])
+        s = s.groupby(["run_dir", "step"], as_index=False)["value"].mean()
+        parts.append(s.assign(statistic=f"{family}/* (layer mean)"))
+    if not parts:
+        return pd.DataFrame(columns=["statistic", "run_dir", "step", "value", "group"])
+    out = pd.concat(parts, ignore_index=True)
+    out["group"] = out["run_dir"].map(group_of)
+    return out[["statistic", "run_dir", "step", "value", "group"]]
+
+
+def stats_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels: int = 40) -> FigureResult:
+    """Each ``stats`` metric of the sweep against training step, one panel per metric, one line per
+    group (runs equal in config but the seed): mean over seeds bold, +-1 std band, runs thin.
+
+    Needs any metric in phase ``stats``. At most ``max_lines`` groups (the first in natural order)
+    and ``max_panels`` metrics are drawn; the table has every group and metric (first and last
+    value, mean and std over seeds).
+    """
+    s = stats_series(frame)
+    if s.empty:
+        raise MissingData(f"no metric in phase {N.STATS_PHASE}")
+    stats = list(dict.fromkeys(s["statistic"]))
+    groups = sorted(s["group"].unique(), key=natural_key)
+    notes = []
+    if len(groups) > max_lines:
+        notes.append(f"{len(groups) - max_lines} of {len(groups)} groups not drawn (max_lines={max_lines}); all are in the table.")
+    if len(stats) > max_panels:
+        notes.append(f"{len(stats) - max_panels} of {len(stats)} statistics not drawn (max_panels={max_panels}); "
+                     "all are in the table.")
+    drawn_groups, drawn_stats = groups[:max_lines], stats[:max_panels]
+    colors = dict(zip(drawn_groups, palette(len(drawn_groups))))
+    ncols = min(4, len(drawn_stats))
+    nrows = math.ceil(len(drawn_stats) / ncols)
+    fig = new_figure(3.4 * ncols + 2.0, 2.6 * nrows + 0.5)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
+    for ax, stat in zip(axes, drawn_stats):
+        ss = s[s["statistic"] == stat]
+        for g in drawn_groups:
+            sg = ss[ss["group"] == g]
+            if len(sg):
+                plot_group_curves(ax, sg, colors[g], g)
+        ax.set_title(wrap_label(stat, 40), fontsize="small")
+        ax.tick_params(labelsize="x-small")
+    for ax in axes[len(drawn_stats):]:
+        ax.set_axis_off()
+    for ax in axes[max(0, len(drawn_stats) - ncols): len(drawn_stats)]:
+        ax.set_xlabel("training step", fontsize="small")
+    if len(drawn_groups) > 1:
+        legend(axes[0], len(drawn_groups))
+    return FigureResult(
+        name="stats_over_training",
+        title="Network statistics over training",
+        caption="Every per-pause statistic of the network (phase stats) against training step, one "
+        "line per group: mean over seeds, +-1 std band, single runs thin.",
+        figure=fig,
+        tables={"statistics": curve_summary(s, ["statistic", "group"])},
+        notes=notes,
+    )
