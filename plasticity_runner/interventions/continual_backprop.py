@@ -32,9 +32,10 @@ Optimizer state: the Adam moments of exactly those rows and columns are zeroed a
 their step counts restart at 0 (``optim.Adam``'s per-element ``unit_step``); other optimizers:
 moments / momentum zeroed.
 
-Defaults: ``replacement_rate = 1e-4`` and ``decay_rate = 0.99`` (their ``GnT`` defaults and their
-RL config, ``lop/rl/cfg/ant/cbp.yml``); ``maturity_threshold = 100`` (their supervised
-``ConvCBP`` / ``ContinualBackprop`` default; their RL config uses 10 000).
+Defaults, from their code (``lop/algos/gnt.py``, ``lop/algos/convCBP.py``, ``lop/rl/cfg/ant/cbp.yml``):
+``replacement_rate = 1e-4`` (the ``GnT`` default and their RL config's ``rr``), ``decay_rate = 0.99``
+(the ``GnT`` default), ``maturity_threshold = 100`` (the supervised ``ConvCBP`` /
+``ContinualBackprop`` default; their RL config uses ``mt: 10000``).
 
 Metrics (phase ``train``): ``cbp_replaced_total``, units replaced since the start of the run.
 State kept in the checkpoint: utilities, ages, fractional counts.
