@@ -205,6 +205,7 @@ class AdamConfig:
     b2: float = 0.999
     eps: float = 1e-9
     eps_root: float = 0.0
+    weight_decay: float = 0.0  # decoupled (AdamW): every parameter times (1 - lr * weight_decay) per step
 
 
 @dataclass
@@ -291,9 +292,42 @@ class ResetLastLayerConfig:
 
 
 @dataclass
+class L2InitConfig:
+    coeff: float = 1e-4
+
+
+@dataclass
 class ReDoConfig:
     tau: float = 0.1
     every_steps: int = 1000
+    restart_adam_steps: bool = False
+
+
+@dataclass
+class ContinualBackpropConfig:
+    replacement_rate: float = 1e-4
+    decay_rate: float = 0.99
+    maturity_threshold: int = 100
+    restart_adam_steps: bool = True
+
+
+@dataclass
+class ScheduledResetConfig:
+    every_steps: int = 40_000
+    last_k_layers: Optional[int] = None
+    shrink: float = 1.0
+    perturb: float = 0.0
+
+
+@dataclass
+class SoftShrinkPerturbConfig:
+    shrink: float = 1e-4
+    perturb: float = 0.01414
+
+
+@dataclass
+class NaPConfig:
+    project_output_layer: bool = False
 
 
 @dataclass
@@ -319,10 +353,15 @@ class InterventionsConfig:
     spectral_norm: Optional[SpectralNormConfig] = None
     two_hot: Optional[TwoHotConfig] = None
     weight_decay: Optional[WeightDecayConfig] = None
+    l2_init: Optional[L2InitConfig] = None
     shrink_perturb: Optional[ShrinkPerturbConfig] = None
     reset_last_layer: Optional[ResetLastLayerConfig] = None
     redo: Optional[ReDoConfig] = None
+    continual_backprop: Optional[ContinualBackpropConfig] = None
+    scheduled_reset: Optional[ScheduledResetConfig] = None
+    soft_shrink_perturb: Optional[SoftShrinkPerturbConfig] = None
     plasticity_injection: Optional[PlasticityInjectionConfig] = None
+    nap: Optional[NaPConfig] = None
     reset_optimizer: Optional[ResetOptimizerConfig] = None
 
 
@@ -573,7 +612,7 @@ def validate(cfg: DictConfig) -> None:
         from .envs.schedule import check_env
 
         check_env(cfg.env)  # the MinAtar game and env.schedule's segments
-    for key in ("lr", "eps", "eps_root", "momentum"):
+    for key in ("lr", "eps", "eps_root", "momentum", "weight_decay"):
         _positive(cfg, f"optimizer.{key}", allow_zero=True)
     for key in ("b1", "b2", "decay"):
         _unit(cfg, f"optimizer.{key}")
@@ -697,6 +736,19 @@ def _validate_interventions(cfg: DictConfig) -> None:
     _positive(cfg, "intervention.redo.tau", allow_zero=True)
     _positive(cfg, "intervention.redo.every_steps")
     _positive(cfg, "intervention.plasticity_injection.at_step")
+    _positive(cfg, "intervention.l2_init.coeff", allow_zero=True)
+    _unit(cfg, "intervention.continual_backprop.replacement_rate")
+    _unit(cfg, "intervention.continual_backprop.decay_rate")
+    _positive(cfg, "intervention.continual_backprop.maturity_threshold", allow_zero=True)
+    _positive(cfg, "intervention.scheduled_reset.every_steps")
+    _positive(cfg, "intervention.scheduled_reset.last_k_layers")  # null: the whole network
+    _positive(cfg, "intervention.scheduled_reset.shrink", allow_zero=True)
+    _positive(cfg, "intervention.scheduled_reset.perturb", allow_zero=True)
+    _unit(cfg, "intervention.soft_shrink_perturb.shrink")
+    _positive(cfg, "intervention.soft_shrink_perturb.perturb", allow_zero=True)
+    decay = OmegaConf.select(cfg, "intervention.continual_backprop.decay_rate")
+    if decay is not None and decay >= 1.0:
+        raise ConfigError("intervention.continual_backprop.decay_rate", f"must be < 1 (a running mean), got {decay}")
     two_hot = OmegaConf.select(cfg, "intervention.two_hot")
     if two_hot is not None:
         if two_hot.num_bins < 2:

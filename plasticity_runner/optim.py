@@ -8,6 +8,14 @@
   With ``eps_outside_root`` it is torch's centred ``RMSprop``, ``-lr * g / (sqrt(nu - mu^2) + eps)``
   (the MinAtar paper's DQN, ``examples/dqn.py``).
 * ``sgd``: torch's SGD.
+* Decoupled weight decay (AdamW, Loshchilov & Hutter 2019): ``Adam(weight_decay=wd)`` first
+  multiplies every parameter by ``1 - lr * wd``, then takes the Adam step, exactly as
+  ``torch.optim.AdamW`` (config: ``optimizer=adamw`` or ``optimizer.weight_decay``). This is not
+  the coupled L2 of the ``weight_decay`` intervention (a loss term that Adam rescales).
+* Per-element step counts: an intervention that restarts Adam's bias correction for single units
+  (``reset_state_entries(..., restart_steps=True)``: continual backprop, ReDo's option) gives the
+  tensor a ``state["unit_step"]`` (a count per element, as Dohare et al.'s ``AdamGnT``); such a
+  tensor takes its step elementwise, with the bias corrections ``1 - b**unit_step``.
 
 Every optimizer keeps its state per parameter (looked up by the parameter tensor, never by
 position), so interventions can reset the state of one parameter (``reset_state``).
@@ -33,10 +41,10 @@ class Adam(Optimizer):
     0-dim tensor on the parameter's device, for the fused kernel.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, eps_root=0.0):
-        if lr < 0 or eps < 0 or eps_root < 0:
-            raise ValueError("Adam: lr, eps and eps_root must be >= 0")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, eps_root=eps_root))
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, eps_root=0.0, weight_decay=0.0):
+        if lr < 0 or eps < 0 or eps_root < 0 or weight_decay < 0:
+            raise ValueError("Adam: lr, eps, eps_root and weight_decay must be >= 0")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, eps_root=eps_root, weight_decay=weight_decay))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -47,7 +55,8 @@ class Adam(Optimizer):
         for group in self.param_groups:
             b1, b2 = group["betas"]
             fused = not group["eps_root"]
-            params, grads, ms, vs, counts, steps = [], [], [], [], [], []
+            decay = group.get("weight_decay", 0.0)
+            params, grads, ms, vs, counts, steps, per_element = [], [], [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -56,6 +65,10 @@ class Adam(Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if "unit_step" in state:  # per-element counts: stepped below, elementwise
+                    state["step"] += 1
+                    per_element.append(p)
+                    continue
                 if fused and "step_t" not in state:  # the count before this step (the kernel adds 1)
                     state["step_t"] = torch.full((), float(state["step"]), dtype=torch.float32, device=p.device)
                 state["step"] += 1
@@ -66,6 +79,10 @@ class Adam(Optimizer):
                 counts.append(state["step"])
                 if fused:
                     steps.append(state["step_t"])
+            if decay and (params or per_element):  # decoupled weight decay (AdamW): before the update, as torch.optim.AdamW
+                torch._foreach_mul_(params + per_element, 1 - group["lr"] * decay)
+            for p in per_element:
+                self._step_per_element(p, group)
             if not params:
                 continue
             if fused:
@@ -85,6 +102,20 @@ class Adam(Optimizer):
             torch._foreach_add_(denom, group["eps"])
             torch._foreach_addcdiv_(params, ms, denom, [-group["lr"] / (1 - b1**t) for t in counts])
         return loss
+
+    def _step_per_element(self, p: torch.Tensor, group: dict) -> None:
+        """One Adam step of ``p`` with a step count per element (``state["unit_step"]``)."""
+        b1, b2 = group["betas"]
+        state = self.state[p]
+        m, v, t = state["exp_avg"], state["exp_avg_sq"], state["unit_step"]
+        g = p.grad
+        t.add_(1)
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        bias1 = 1 - torch.pow(b1, t)
+        bias2 = 1 - torch.pow(b2, t)
+        denom = (v / bias2).add_(group["eps_root"]).sqrt_().add_(group["eps"])
+        p.addcdiv_(m / bias1, denom, value=-group["lr"])
 
 
 class RMSProp(Optimizer):
@@ -142,7 +173,8 @@ def build_optimizer(cfg: Any, params: Iterable[torch.Tensor]) -> Optimizer:
     params = list(params)
     kind = cfg.kind
     if kind == "adam":
-        return Adam(params, lr=cfg.lr, betas=(cfg.b1, cfg.b2), eps=cfg.eps, eps_root=cfg.eps_root)
+        return Adam(params, lr=cfg.lr, betas=(cfg.b1, cfg.b2), eps=cfg.eps, eps_root=cfg.eps_root,
+                    weight_decay=float(getattr(cfg, "weight_decay", 0.0) or 0.0))
     if kind == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     if kind == "rmsprop":
@@ -160,14 +192,25 @@ def reset_state(optimizer: Optimizer, params: Iterable[torch.Tensor] | None = No
         optimizer.state.pop(p, None)
 
 
-def reset_state_entries(optimizer: Optimizer, param: torch.Tensor, index: torch.Tensor, dim: int) -> None:
+def reset_state_entries(
+    optimizer: Optimizer, param: torch.Tensor, index: torch.Tensor, dim: int, restart_steps: bool = False
+) -> None:
     """Zero the optimizer state of ``param`` at ``index`` along ``dim`` (moments, momentum buffers):
-    the state of single units, for interventions that recycle units (ReDo). Step counts are per
-    tensor and are kept."""
+    the state of single units, for interventions that recycle units (ReDo, continual backprop).
+
+    Step counts: with ``restart_steps=False`` they are kept (the tensor's count, and any per-element
+    ``unit_step``); with ``restart_steps=True`` and ``Adam``, the entries' counts restart at 0 (the
+    tensor gets a per-element ``unit_step``, so their bias correction starts again, as a fresh
+    Adam's would). Other optimizers have no bias correction: the flag changes nothing there."""
     state = optimizer.state.get(param)
     if not state:
         return
-    for value in state.values():
+    if restart_steps and isinstance(optimizer, Adam) and "unit_step" not in state:
+        state["unit_step"] = torch.full_like(param, float(state["step"]))
+        state.pop("step_t", None)  # the fused kernel's per-tensor count no longer applies
+    for key, value in state.items():
+        if key == "unit_step" and not restart_steps:
+            continue
         if torch.is_tensor(value) and value.shape == param.shape:
             value.index_fill_(dim, index.to(value.device), 0)
 

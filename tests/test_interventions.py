@@ -387,6 +387,12 @@ EXTRA = {
     "redo": ["intervention.redo.every_steps=2", "intervention.redo.tau=0.5"],
     "plasticity_injection": ["intervention.plasticity_injection.at_step=2"],
     "two_hot": ["intervention.two_hot.num_bins=5"],
+    # every hook acts within the first steps: CBP replaces from the first step, resets every 2 steps
+    "continual_backprop": ["intervention.continual_backprop.maturity_threshold=0",
+                           "intervention.continual_backprop.replacement_rate=0.5"],
+    "scheduled_reset": ["intervention.scheduled_reset.every_steps=2", "intervention.scheduled_reset.last_k_layers=2",
+                        "intervention.scheduled_reset.shrink=0.5", "intervention.scheduled_reset.perturb=0.5"],
+    "soft_shrink_perturb": ["intervention.soft_shrink_perturb.shrink=0.1"],
 }
 # every intervention in two compatible sets (injection excludes shrink-perturb and the last-layer reset)
 ALL_BUT_INJECTION = [n for n in REGISTRY if n != "plasticity_injection"]

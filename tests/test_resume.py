@@ -128,3 +128,48 @@ def test_sigkill_then_same_command(tmp_path, reference):
     assert res.returncode == 0, res.stderr
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
     pd.testing.assert_frame_equal(values(out), reference, check_exact=True)
+
+
+# ------------------------------------------------------------------ every intervention resumes
+
+def _intervention_run(names: list[str]):
+    """A tiny run with ``names`` active (each with the options that make its hooks act within the
+    first steps, ``test_interventions.EXTRA``), crashed past its step-20 checkpoint."""
+    from .test_interventions import EXTRA
+
+    extra = [o for n in names for o in EXTRA.get(n, [])]
+    fast = ["diagnostics.statistics.enabled=false", "diagnostics.curvature.enabled=false",
+            "diagnostics.gradcov.enabled=false", "probe.steps=4", "probe.num_targets=2"]
+    return lambda: make_cfg(fast + [f"intervention=[{','.join(names)}]"] + extra)
+
+
+def _registry_sets() -> list[list[str]]:
+    """Every registered intervention in one of two compatible sets (injection excludes the resets
+    and perturbations that need the plain head), built from ``REGISTRY``: nothing to extend."""
+    from plasticity_runner.interventions import REGISTRY, build_interventions
+
+    sets: list[list[str]] = []
+    for name in REGISTRY:
+        for s in sets:
+            try:
+                build_interventions(make_cfg([f"intervention=[{','.join(s + [name])}]"]).intervention)
+            except ConfigError:
+                continue
+            s.append(name)
+            break
+        else:
+            sets.append([name])
+    return sets
+
+
+@pytest.mark.parametrize("names", _registry_sets(), ids=lambda names: "+".join(names))
+def test_every_registered_intervention_resumes_bit_identically(names, tmp_path, monkeypatch):
+    """Every ``REGISTRY`` entry, composed with the others it is compatible with: crashed at step
+    33 (after the checkpoint of step 20), restarted, the metrics equal an uninterrupted run's."""
+    assert_crash_then_restart_equals_uninterrupted(_intervention_run(names), tmp_path, monkeypatch, 33)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", __import__("plasticity_runner.interventions", fromlist=["REGISTRY"]).REGISTRY)
+def test_each_registered_intervention_alone_resumes_bit_identically(name, tmp_path, monkeypatch):
+    assert_crash_then_restart_equals_uninterrupted(_intervention_run([name]), tmp_path, monkeypatch, 33)

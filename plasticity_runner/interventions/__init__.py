@@ -5,14 +5,24 @@ An intervention is selected by adding its entry to the ``intervention`` config l
 (``intervention=[layer_norm,two_hot]``); ``build_interventions`` returns the active ones in the
 order of ``REGISTRY``, and every hook runs them in that order. The order, by when each acts:
 
-1. build time (network options; they touch different options, so their order is immaterial):
-   ``crelu``, ``layer_norm``, ``spectral_norm``, ``two_hot``;
-2. every optimizer step, in the loss: ``weight_decay``;
-3. at each target update (right after the target copy): ``shrink_perturb``, then
-   ``reset_last_layer`` (so the last layer ends exactly at a fresh initialisation), then
-   ``reset_optimizer`` (last, so the whole state ends empty);
-4. after optimizer steps: ``redo`` (every ``every_steps``), ``plasticity_injection`` (once); in a
-   step that also updates the target network, these run before the target-update hooks.
+1. build time (network options; they touch different options, or set one to the same value, so
+   their order is immaterial): ``crelu``, ``layer_norm``, ``spectral_norm``, ``two_hot``, ``nap``
+   (its layer norm: ``layer_norm`` and ``nap`` together set it once); ``on_build`` records
+   ``l2_init``'s theta_0 and ``nap``'s initial norms from the network as built;
+2. every optimizer step, in the loss: ``weight_decay``, ``l2_init`` (sums; order immaterial);
+3. after every optimizer step, in this order: ``redo`` (every ``every_steps``), then
+   ``continual_backprop`` (unit-level recycling, ReDo first so CBP ranks the units after ReDo's
+   pass), then ``scheduled_reset`` (every ``every_steps``: a reset supersedes the unit surgery of
+   the same step), then ``soft_shrink_perturb`` (every step, on the network as the others left it),
+   then ``plasticity_injection`` (once), then ``nap`` (last: its projection is the final word of
+   every step, so each weight ends the step at its initial norm whatever the others did);
+4. at each target update (right after the target copy; in a step that also updates the target
+   network, after the after-step hooks): ``shrink_perturb``, then ``reset_last_layer`` (so the last
+   layer ends exactly at a fresh initialisation), then ``reset_optimizer`` (last, so the whole
+   state ends empty).
+
+Decoupled weight decay (AdamW) is an optimizer option, not an intervention: ``optimizer=adamw``
+or ``optimizer.weight_decay`` (``optim.py``); it acts inside the optimizer step, before step 3.
 
 To add one: a module here subclassing ``base.Intervention``, an entry below, an
 ``Optional[<Name>Config]`` field of ``config.InterventionsConfig`` (same position) and a
@@ -27,13 +37,18 @@ from omegaconf import DictConfig
 
 from ..config import ConfigError
 from .base import Intervention
+from .continual_backprop import ContinualBackprop
 from .crelu import CReLU
+from .l2_init import L2Init
 from .layer_norm import LayerNorm
+from .nap import NaP
 from .plasticity_injection import PlasticityInjection
 from .redo import ReDo
 from .reset_last_layer import ResetLastLayer
 from .reset_optimizer import ResetOptimizer
+from .scheduled_reset import ScheduledReset
 from .shrink_perturb import ShrinkPerturb
+from .soft_shrink_perturb import SoftShrinkPerturb
 from .spectral_norm import SpectralNorm
 from .two_hot import TwoHot
 from .weight_decay import WeightDecay
@@ -47,10 +62,15 @@ REGISTRY: dict[str, type[Intervention]] = {
         SpectralNorm,
         TwoHot,
         WeightDecay,
+        L2Init,
         ShrinkPerturb,
         ResetLastLayer,
         ReDo,
+        ContinualBackprop,
+        ScheduledReset,
+        SoftShrinkPerturb,
         PlasticityInjection,
+        NaP,
         ResetOptimizer,
     )
 }

@@ -13,7 +13,13 @@ uniform replay sample; the online network in eval mode):
    layer, or the head, reads from it) are set to zero, so the network's function is unchanged.
 
 Optimizer state: the state entries of exactly those rows and columns are zeroed
-(``optim.reset_state_entries``); the rest of each tensor's state and the step counts are kept.
+(``optim.reset_state_entries``); the rest of each tensor's state is kept. Adam's step counts:
+kept by default (``restart_adam_steps: false``, today's behaviour and the ReDo authors' Dopamine
+code, which keeps optax's single count), so a recycled unit's first updates use the bias
+correction of a long-trained tensor (about 3x larger than a fresh Adam's first step at the
+defaults); ``restart_adam_steps: true`` restarts the count of exactly those entries (a per-element
+count, ``optim.Adam``'s ``unit_step``), as a fresh Adam would; PyTorch ports of ReDo report it is
+key to performance.
 Which units are eligible is defined by each body's ``unit_groups()`` (``nets/``): every hidden
 layer of MLP, CNN and Nature CNN; the units between the two convs of each ResNet block; the
 feed-forward hidden units of the ViT. The dormant counts of the last pass are in
@@ -31,9 +37,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..nets.layers import expansion, raw_weight
-from ..optim import reset_state_entries
+from ..nets.layers import expansion
 from .base import Intervention
+from .units import group_activations, replace_units
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..agents.dqn import DQNAgent
@@ -81,32 +87,16 @@ class ReDo(Intervention):
 
     def dormant_units(self, net: nn.Module, obs: torch.Tensor) -> list[tuple[object, torch.Tensor, torch.Tensor]]:
         """``(group, dormant unit indices, activation)`` per unit group of ``net`` on ``obs``."""
-        groups = net.unit_groups()
-        outputs: dict[int, torch.Tensor] = {}
-        hooks = [
-            g.activation.register_forward_hook(lambda m, i, out, k=k: outputs.__setitem__(k, out.detach()))
-            for k, g in enumerate(groups)
-        ]
-        was_training = net.training
-        net.eval()
-        try:
-            with torch.no_grad():
-                net(obs)
-        finally:
-            net.train(was_training)
-            for h in hooks:
-                h.remove()
         result = []
-        for k, g in enumerate(groups):
-            scores = unit_scores(outputs[k], g.unit_dim, expansion(g.activation), g.num_units)
-            result.append((g, torch.nonzero(scores <= float(self.cfg.tau)).flatten(), outputs[k]))
+        for g, out in group_activations(net, obs):
+            scores = unit_scores(out, g.unit_dim, expansion(g.activation), g.num_units)
+            result.append((g, torch.nonzero(scores <= float(self.cfg.tau)).flatten(), out))
         return result
 
     @torch.no_grad()
     def recycle(self, agent: "DQNAgent", obs: torch.Tensor, step: int) -> int:
         """Recycle the dormant units of the online network scored on ``obs``; returns how many."""
-        net, optimizer = agent.online, agent.optimizer
-        found = self.dormant_units(net, obs)
+        found = self.dormant_units(agent.online, obs)
         self.last_dormant = {g.name: int(idx.numel()) for g, idx, _ in found}
         self.last_recycled = {g.name: idx.tolist() for g, idx, _ in found}
         self.last_units = {g.name: int(g.num_units) for g, _, _ in found}
@@ -114,24 +104,8 @@ class ReDo(Intervention):
         if not any(self.last_dormant.values()):
             return 0
         fresh_modules = dict(self.fresh_network(agent, step).named_modules())
-        names = {id(m): n for n, m in net.named_modules()}
+        restart = bool(getattr(self.cfg, "restart_adam_steps", False))
         for g, idx, out in found:
-            if idx.numel() == 0:
-                continue
-            for m in g.incoming:
-                fresh = dict(fresh_modules[names[id(m)]].named_parameters())
-                for pname, p in m.named_parameters():
-                    p[idx] = fresh[pname][idx]
-                    reset_state_entries(optimizer, p, idx, dim=0)
-            expand = expansion(g.activation)
-            for m in g.outgoing:
-                # a flatten between a conv activation [B, C, H, W] and a linear layer: H*W columns per unit
-                flattened = isinstance(m, nn.Linear) and g.unit_dim == 1
-                spatial = out[0].numel() // (expand * g.num_units) if flattened else 1
-                offsets = torch.arange(expand, device=idx.device)[:, None, None] * g.num_units
-                cols = (offsets + idx[None, :, None]) * spatial + torch.arange(spatial, device=idx.device)
-                cols = cols.flatten()
-                w = raw_weight(m)
-                w.index_fill_(1, cols, 0.0)
-                reset_state_entries(optimizer, w, cols, dim=1)
+            if idx.numel():
+                replace_units(agent, g, idx, out, fresh_modules, restart_steps=restart)
         return sum(self.last_dormant.values())

@@ -1,0 +1,57 @@
+"""L2-Init, regenerative regularisation (Kumar et al. 2023, "Maintaining plasticity via
+regenerative regularization"): pull the parameters towards their initial values.
+
+Loss: ``coeff * sum ||theta - theta_0||^2`` added to the TD loss at every optimizer step (Kumar et
+al.'s ``lambda ||theta - theta_0||^2``, no factor 1/2: each gradient gains
+``2 * coeff * (theta - theta_0)``; the ``weight_decay`` intervention's coupled L2 is
+``(coeff / 2) ||theta||^2``, so ``l2_init`` with ``theta_0 = 0`` equals ``weight_decay`` at twice
+its coeff). ``theta_0``: every parameter of the online network as built (weights, biases, norm
+affines, ViT's class token and position embeddings), copied once in ``on_build`` and kept in the
+checkpoint, so a resume pulls towards the same values bit for bit. Units or layers that another
+intervention re-initialises later (ReDo, continual backprop, resets) are still pulled towards the
+original ``theta_0``, not towards their new draw; parameters that appear later (plasticity
+injection's new head) are not pulled (the frozen old head keeps its term, which has no gradient).
+
+Optimizer state: untouched. The plasticity probe fits its copies without the penalty (it fits the
+network with the optimizer alone, as for ``weight_decay``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from .base import Intervention
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..agents.dqn import DQNAgent
+
+
+class L2Init(Intervention):
+    name = "l2_init"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.params: list[torch.Tensor] = []  # the online network's parameters as built (by identity)
+        self.initial: list[torch.Tensor] = []  # theta_0, one detached copy per parameter
+
+    def on_build(self, agent: "DQNAgent") -> None:
+        self.params = list(agent.online.parameters())
+        self.initial = [p.detach().clone() for p in self.params]
+
+    def loss_penalty(self, agent: "DQNAgent") -> torch.Tensor:
+        squares = [(p - p0).pow(2).sum() for p, p0 in zip(self.params, self.initial) if p.requires_grad]
+        return float(self.cfg.coeff) * torch.stack(squares).sum()
+
+    def state_dict(self) -> dict:
+        return {"initial": [t.clone() for t in self.initial]}
+
+    def load_state_dict(self, state: dict, agent: "DQNAgent") -> None:
+        saved = state.get("initial")
+        if saved is None:
+            return
+        if len(saved) != len(self.initial):
+            raise ValueError(f"l2_init: the checkpoint holds {len(saved)} initial tensors, the network {len(self.initial)}")
+        for t, s in zip(self.initial, saved):
+            t.copy_(s)
