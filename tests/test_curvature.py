@@ -188,3 +188,37 @@ def test_spectral_norm_hvp_is_the_dense_hessian():
         hvp, d = perturbation_hvp(net, inputs, target, chunk_size=chunk_size)
         v = torch.randn(d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(hvp(v), hessian @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_lanczos_in_place_equals_the_allocating_loop_bit_for_bit():
+    """The in-place Lanczos does the arithmetic of the loop it replaced, in the same order."""
+
+    def reference(matvec, v0, iterations):
+        v = v0.double() / torch.linalg.vector_norm(v0.double())
+        basis = torch.empty(iterations, v.numel(), dtype=torch.float64)
+        alphas, betas, scale = [], [], 0.0
+        for j in range(iterations):
+            basis[j] = v
+            w = matvec(v)
+            alpha = torch.dot(w, v)
+            alphas.append(alpha)
+            w = w - alpha * v
+            if j > 0:
+                w = w - betas[-1] * basis[j - 1]
+            for _ in range(2):
+                w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+            beta = torch.linalg.vector_norm(w)
+            scale = max(scale, abs(float(alpha)), float(beta))
+            if j == iterations - 1 or float(beta) <= 1e-10 * max(scale, 1e-300):
+                break
+            betas.append(beta)
+            v = w / beta
+        return torch.stack(alphas), torch.stack(betas) if betas else torch.zeros(0, dtype=torch.float64)
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(300, 300, generator=g, dtype=torch.float64)
+    a = m @ m.T / 300 - torch.eye(300, dtype=torch.float64)
+    v0 = torch.randn(300, generator=g, dtype=torch.float64)
+    for op, its in ((lambda x: a @ x, 40), (lambda x: x * torch.arange(3.0, dtype=torch.float64).repeat(100), 10)):
+        got, want = lanczos(op, v0, its), reference(op, v0, its)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

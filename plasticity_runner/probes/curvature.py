@@ -175,28 +175,38 @@ def lanczos(
     Float64 with full reorthogonalisation (classical Gram-Schmidt, twice) against the whole
     basis. Returns ``(alpha [m], beta [m - 1])``, the diagonal and off-diagonal of ``T``; ``m`` is
     ``iterations`` or fewer when the Krylov space is exhausted (``beta`` below ``BREAKDOWN_RTOL``).
+
+    The basis vectors are written in place and every update goes through one scratch vector, so
+    an iteration allocates no ``d``-sized temporaries beyond ``matvec``'s result (ResNet-18:
+    ``d`` = 11.2M, 90 MB each); the arithmetic, and so every bit of the result, is that of
+    ``w = w - alpha v - beta v_prev; w = w - Q^T (Q w)`` (twice).
     """
     v = v0.double() / torch.linalg.vector_norm(v0.double())
     basis = torch.empty(iterations, v.numel(), dtype=torch.float64, device=v.device)
+    scratch = torch.empty(v.numel(), dtype=torch.float64, device=v.device)
     alphas: list[torch.Tensor] = []
     betas: list[torch.Tensor] = []
     scale = 0.0
+    basis[0] = v
     for j in range(iterations):
-        basis[j] = v
-        w = matvec(v)
+        v = basis[j]
+        w = matvec(v).to(torch.float64).contiguous()
+        if w.data_ptr() == v.data_ptr():
+            w = w.clone()
         alpha = torch.dot(w, v)
         alphas.append(alpha)
-        w = w - alpha * v
+        w.sub_(torch.mul(v, alpha, out=scratch))
         if j > 0:
-            w = w - betas[-1] * basis[j - 1]
+            w.sub_(torch.mul(basis[j - 1], betas[-1], out=scratch))
+        q = basis[: j + 1]
         for _ in range(2):
-            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+            w.sub_(torch.mv(q.T, torch.mv(q, w), out=scratch))
         beta = torch.linalg.vector_norm(w)
         scale = max(scale, abs(float(alpha)), float(beta))
         if j == iterations - 1 or float(beta) <= BREAKDOWN_RTOL * max(scale, 1e-300):
             break
         betas.append(beta)
-        v = w / beta
+        torch.div(w, beta, out=basis[j + 1])
     alpha_t = torch.stack(alphas)
     beta_t = torch.stack(betas) if betas else alpha_t.new_zeros(0)
     return alpha_t, beta_t
