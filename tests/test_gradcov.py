@@ -224,3 +224,105 @@ def test_the_trainer_passes_the_shared_eps_choice_to_the_gradient_covariance(tmp
         assert seen and all(s == shared for s, _ in seen), loss
         eps = seen[-1][1]
         assert (eps.std(0).max() < 1e-5) == shared  # one eps for every input, or one per input
+
+
+# ------------------------------------------------------------------------ the per-layer Gram (speed)
+
+
+def _every_arch():
+    """Small versions of every body, with the layers the per-layer Gram handles: convolutions
+    (strided, padded), batch norm on running statistics, token-wise fully-connected layers and
+    layer norm (ViT), layer norm after convolutions and fully-connected layers."""
+    return [
+        (dict(name="cnn", channels=3, hidden=8, conv_stride=1), (1, 5, 5), {}),
+        (dict(name="cnn", channels=3, hidden=8, conv_stride=2), (2, 6, 6), dict(layer_norm=True)),
+        (dict(name="resnet18", width=2, stem="small"), (1, 6, 6), {}),
+        (dict(name="vit", patch_size=3, dim=8, ff_dim=12, num_blocks=1, num_heads=2, dropout=0.1, pool="cls"),
+         (1, 5, 5), {}),
+        (dict(name="vit", patch_size=2, dim=8, ff_dim=6, num_blocks=2, num_heads=2, dropout=0.0, pool="mean"),
+         (1, 4, 4), dict(layer_norm=True)),
+        (dict(name="nature_cnn", hidden=6), (1, 8, 8), {}),
+        (dict(name="minatar_cnn", channels=3, hidden=5), (2, 5, 5), {}),
+    ]
+
+
+def _randomise_batch_norm(net):
+    """Running statistics and affine parameters away from their initial 0 / 1, so that a wrong
+    x_hat or a missing weight gradient would show."""
+    g = torch.Generator().manual_seed(7)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g, dtype=m.running_mean.dtype))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g, dtype=m.running_var.dtype) + 0.5)
+            with torch.no_grad():
+                m.weight.copy_(torch.randn(m.num_features, generator=g, dtype=m.weight.dtype))
+                m.bias.copy_(torch.randn(m.num_features, generator=g, dtype=m.bias.dtype))
+
+
+def test_layer_gram_matches_the_loop_and_the_vmap_path_for_every_body():
+    """The per-layer Gram (convolutions, token-wise layers, norms from batched passes) equals the
+    loop oracle and the vmap(grad) path it replaced (``factorise_linear=False``), with budgets that
+    fit and that force row blocks; and it leaves nothing to vmap except what it cannot factorise."""
+    from plasticity_runner.probes.gradcov import _layer_gram, trainable_parameters
+
+    for arch, shape, options in _every_arch():
+        torch.manual_seed(0)
+        net = build_network(OmegaConf.create(arch), shape, 3, **options).double().eval()
+        _randomise_batch_norm(net)
+        k = 11
+        inputs = torch.randn(k, *shape, dtype=torch.float64)
+        losses = perturbation_sample_losses(net, inputs, eps_seed=5)
+        y = losses.samples[1]
+        expected = loop_gram(net, lambda i: ((net(inputs[i : i + 1])[0] - y[i]) ** 2).mean(), k)
+        reference = gradient_gram(losses, chunk_size=4, factorise_linear=False)
+        torch.testing.assert_close(reference, expected, rtol=1e-10, atol=1e-12)
+        for budget_mb in (64, 0.001):
+            gram = gradient_gram(losses, chunk_size=4, max_memory_mb=budget_mb)
+            torch.testing.assert_close(gram, expected, rtol=1e-10, atol=1e-12, msg=f"{arch['name']} {budget_mb}")
+        _, covered = _layer_gram(losses, 4)
+        rest = set(trainable_parameters(losses.model)) - covered
+        if arch["name"] == "vit":
+            assert rest == {"net.body.cls_token", "net.body.pos_embed"}, rest
+        else:
+            assert rest == set(), (arch["name"], rest)
+
+
+def test_weight_gram_direct_and_ghost_equal_the_per_sample_gradients():
+    """Both ways of ``_weight_gram`` (per-sample gradients in row blocks; the ghost Gram) against
+    ``<D_i^T A_i, D_j^T A_j>`` written out."""
+    from plasticity_runner.probes.gradcov import _weight_gram
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(9, 5, 7, generator=g, dtype=torch.float64)
+    d = torch.randn(9, 5, 4, generator=g, dtype=torch.float64)
+    per_sample = torch.einsum("kpn,kpi->kni", d, a).reshape(9, -1)
+    expected = per_sample @ per_sample.T
+    for method in ("auto", "direct", "ghost"):
+        for budget in (10**9, 1, 600):  # all rows; one row at a time; a few rows
+            torch.testing.assert_close(_weight_gram(a, d, budget, method), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_td_gram_of_a_resnet_matches_the_vmap_path():
+    """The default loss (TD) through a ResNet body with batch norm: the per-layer path equals the
+    vmap path it replaced."""
+    torch.manual_seed(0)
+    arch = OmegaConf.create(dict(name="resnet18", width=2, stem="small"))
+    online = build_network(arch, (1, 5, 5), 3).double()
+    target = build_network(arch, (1, 5, 5), 3).double()
+    _randomise_batch_norm(online)
+    cfg = OmegaConf.create(dict(gamma=0.9, double_dqn=False))
+    agent = DQNAgent(cfg, online, target, torch.optim.SGD(online.parameters(), lr=0.1), [], 3)
+    g = torch.Generator().manual_seed(1)
+    k = 10
+    batch = Batch(
+        o_tm1=torch.rand(k, 1, 5, 5, generator=g, dtype=torch.float64),
+        a_tm1=torch.randint(3, (k,), generator=g),
+        r_t=torch.rand(k, generator=g, dtype=torch.float64),
+        discount_t=torch.ones(k, dtype=torch.float64),
+        o_t=torch.rand(k, 1, 5, 5, generator=g, dtype=torch.float64),
+    )
+    losses = td_sample_losses(agent, batch)
+    torch.testing.assert_close(
+        gradient_gram(losses, chunk_size=3), gradient_gram(losses, chunk_size=3, factorise_linear=False),
+        rtol=1e-10, atol=1e-12,
+    )
