@@ -59,6 +59,18 @@ def test_fig8_9_crosses_every_intervention_with_regression_and_two_hot():
     assert cfg.total_steps == 1_000_000 and cfg.agent.target_update_steps == 1000  # B.1: 1M optimizer steps
 
 
+@pytest.mark.parametrize("preset", ["fig6_interventions", "fig6_quick", "fig8_9_output_encoding"])
+def test_intervention_sets_are_written_as_the_runner_records_them(preset):
+    """A run records its interventions in REGISTRY order (``interventions.active_names``): a sweep value
+    in another order would label the report's column differently from the preset."""
+    from plasticity_runner.interventions import REGISTRY
+
+    order = list(REGISTRY)
+    for value in sweep_params(preset)["intervention"]:
+        names = [n for n in value.strip("[]").split(",") if n != "none"]
+        assert names == sorted(names, key=order.index), value
+
+
 def test_fig5_width_cnn_sweeps_the_multiplier_around_the_paper_cnn():
     mults = [float(v) for v in sweep_params("fig5_width_cnn")["architecture.width_multiplier"]]
     assert 1.0 in mults and len(mults) >= 4 and min(mults) < 1 < max(mults)
