@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .metrics import ARRAYS_DIR, METRICS_DIR, MetricsWriteError
+from .seeding import set_generator_state
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import RunState
@@ -82,9 +83,9 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # RNG states are CPU ByteTensors (map_location moved them)
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
 
@@ -136,8 +137,8 @@ def load_state_dict(state: "RunState", ckpt: dict[str, Any]) -> None:
     state.replay.load_state_dict(ckpt["replay"])
     state.env.load_state_dict(ckpt["env"])
     state.obs = ckpt["obs"].to(state.obs.device)
-    state.act_generator.set_state(ckpt["act_generator"])
-    state.replay_generator.set_state(ckpt["replay_generator"])
+    set_generator_state(state.act_generator, ckpt["act_generator"])
+    set_generator_state(state.replay_generator, ckpt["replay_generator"])
     state.step = int(ckpt["step"])
     if getattr(state, "dynamics", None) is not None:  # theta_0, theta at the last log point, churn reference
         state.dynamics.load_state_dict(ckpt.get("dynamics"))

@@ -44,3 +44,12 @@ def generator(device, run_seed: int, *path: str | int):
     import torch
 
     return torch.Generator(device).manual_seed(stream_seed(run_seed, *path))
+
+
+def set_generator_state(gen, state) -> None:
+    """``gen.set_state(state)`` for a state read back from a checkpoint on any device.
+
+    A ``torch.Generator``'s state is a CPU ``ByteTensor`` whatever the generator's device, but a
+    checkpoint loaded with ``map_location=cuda`` carries it on the GPU, where ``set_state`` refuses
+    it ("RNG state must be a torch.ByteTensor", seen on the first GPU run at every resume)."""
+    gen.set_state(state.cpu())

@@ -111,3 +111,15 @@ def test_a_cuda_run_resumed_on_the_cpu_is_refused_with_a_clear_error(tmp_path, m
     )
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "run on cuda and cannot be resumed on cpu" in proc.stderr
+
+
+def test_generator_state_read_back_on_the_gpu_is_accepted():
+    """A checkpoint loaded with map_location=cuda carries the generators' states on the GPU; the
+    first GPU run failed every resume with "RNG state must be a torch.ByteTensor" there."""
+    from plasticity_runner.seeding import set_generator_state
+
+    gen = torch.Generator("cuda").manual_seed(3)
+    state = gen.get_state().to("cuda")
+    want = torch.rand(4, device="cuda", generator=gen)
+    set_generator_state(gen, state)
+    assert torch.equal(torch.rand(4, device="cuda", generator=gen), want)

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ..seeding import set_generator_state
 from .base import Batch, StepResult
 from .datasets import load_dataset
 
@@ -195,4 +196,4 @@ class ClassificationMDP:
         self._set_segment(int(state.get("segment", 0)))
         self.state = state["state"].to(self.device)
         self.obs_idx = state["obs_idx"].to(self.device)
-        self.generator.set_state(state["generator"])
+        set_generator_state(self.generator, state["generator"])

@@ -139,7 +139,7 @@ class GradNormAccumulator:
 
     @torch.no_grad()
     def add(self, net: nn.Module) -> None:
-        params = [p for p in net.parameters() if p.grad is not None]
+        params = [p for p in net.parameters() if p.grad is not None and p.requires_grad]  # a frozen parameter keeps a stale .grad
         if not params:
             return
         layers, index = self._layout_of(net, params)
