@@ -188,7 +188,7 @@ def format_row(r: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------ roofline
 
 
-# goals of the fraction of the matmul peak (cpu, 1 thread; issue 19)
+# goals of the fraction of the matmul peak (cpu, 1 thread)
 ROOFLINE_GOALS = {"train": 0.5, "probe_vectorised": 0.7, "curvature": 0.3, "gradcov": 0.3}
 
 

@@ -1,4 +1,4 @@
-"""Cost of each of issue #15's metrics per pause (and per training step for the in-loop part).
+"""Cost of each of the field's metrics (Plasticine, Dohare et al., ReDo) per pause (and per training step for the in-loop part).
 
     python scripts/bench_metrics.py                      # mlp and cnn, default sizes, 1 thread
     python scripts/bench_metrics.py --archs mlp cnn vit minatar_cnn --repeats 5

@@ -15,7 +15,7 @@ Inputs are digits (1x8x8) from a prefilled replay, the networks freshly initiali
   seconds it records (``timing/<name>_s``), once each (``--repeats`` for more; the table shows the
   median).
 
-The last column is the diagnostics' total over the probe's time: the goal of issue 19 is <= 1.
+The last column is the diagnostics' total over the probe's time: the goal is <= 1.
 Nothing is asserted on time; run it on a quiet machine, 1 torch thread.
 """
 

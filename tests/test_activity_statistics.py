@@ -1,4 +1,4 @@
-"""Issue #15's activation statistics against oracles: numpy SVD for the stable rank, hand-computed
+"""The activation statistics against oracles: numpy SVD for the stable rank, hand-computed
 norms, and loops over units for active and duplicate units."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training dynamics (issue #15) against oracles: per-layer gradient norms by a loop over layers,
+"""Training dynamics against oracles: per-layer gradient norms by a loop over layers,
 norms of parameter differences by hand in numpy, policy churn by counting argmax changes; their
 state survives a checkpoint bit for bit and they never change training."""
 

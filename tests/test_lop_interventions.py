@@ -1,4 +1,4 @@
-"""The interventions of issue #15 against oracles that would fail if they were wrong: torch's
+"""The field's interventions (CBP, L2-Init, NaP, scheduled resets, soft S&P, AdamW, ReDo restarts) against oracles that would fail if they were wrong: torch's
 AdamW and Adam, a hand-written contribution utility on an explicit MLP forward, an unprojected
 twin run, a fresh initialisation rebuilt from its recorded seed, a hand-written L2 gradient."""
 

@@ -1,5 +1,5 @@
 """Diagnostics of one pause: statistics (5.2), curvature (2.1, 4.2), gradient covariance (eq. 3) and
-training dynamics (issue #15).
+training dynamics.
 
 ``run_diagnostics`` runs every enabled diagnostic whose cadence ``every_steps`` divides the pause
 step (and at the final pause, ``step == total_steps``). All of them read one evaluation batch of

@@ -1,4 +1,4 @@
-"""Training dynamics (issue #15): gradient norms, weight change, effective learning rate, policy churn.
+"""Training dynamics: gradient norms, weight change, effective learning rate, policy churn.
 
 Unlike the statistics of section 5.2, these need state that outlives one pause; ``DynamicsTracker``
 holds it and a checkpoint keeps it (``state_dict``), so a resumed run measures exactly what an

@@ -18,7 +18,7 @@ name carries its threshold; ``the README`` lists every name):
   CReLU's two outputs per input unit is a unit);
 * dormant units (ReDo, Sokar et al., 2023): unit ``i`` of a layer with ``H`` units has score
   ``s_i = E_x|h_i(x)| / ((1/H) sum_k E_x|h_k(x)|)`` and is dormant when ``s_i <= tau``;
-* active units (issue #15; Dohare et al., 2024's "dormant" units are the complement with
+* active units (Dohare et al., 2024's "dormant" units are the complement with
   ``p = 0.01``): the fraction of units whose output is ``> 0`` on at least a fraction ``p`` of the
   batch's inputs (and positions), and the mean over units of that fraction of inputs (the
   activation rate);
@@ -243,7 +243,7 @@ def layer_activities(
 
 
 def network_statistics(net: nn.Module, inputs: torch.Tensor, cfg: Any) -> dict[str, float]:
-    """Every statistic of section 5.2 (and issue #15's activation statistics) on the evaluation batch
+    """Every statistic of section 5.2 (and the activation statistics of Dohare et al. and ReDo) on the evaluation batch
     ``inputs``; metric name -> value.
 
     ``cfg`` gives ``srank_delta``, ``weight_rank_rtol``, ``dormant_tau``, ``active_min_frac`` and

@@ -80,7 +80,7 @@ STATISTICS = {
     "dead units": ("stats", "dead_frac"),
 }
 
-# Issue #15: the metrics of the field's other tools (Plasticine, Dohare et al. 2024, ReDo), display
+# The metrics of the field's other tools (Plasticine, Dohare et al. 2024, ReDo), display
 # name -> (phase, metric), at their default thresholds (the README defines each). ``stats`` and
 # ``dynamics`` are written at pauses, ``train`` at every log point.
 FIELD_METRICS = {
