@@ -66,6 +66,7 @@ TD_LOSS = ("train", "td_loss")  # figures 15 / 16
 REWARD_MEAN = ("train", "reward_mean")  # figures 12 / 13: the classification MDP's return per step
 HESSIAN_TOP_EIG = ("curvature", "hessian_top_eig")  # figure 14: the sharpness lambda_1
 STATS_PHASE = "stats"  # every per-pause network statistic (probes/statistics.py): the stats figure
+DYNAMICS_PHASE = "dynamics"  # per-pause training dynamics (probes/dynamics.py): also in the stats figure
 TWO_HOT = "two_hot"  # the categorical output encoding of figures 8 / 9 (an intervention)
 # The 'easy' and 'hard' reward structures of appendix B.1 (our reading: the paper names no task).
 TASK_EASY = "true_label"

@@ -1,8 +1,11 @@
-"""Every per-pause network statistic over training, per group (phase ``stats``).
+"""Every per-pause network statistic and training dynamic over training, per group.
 
 The statistics are found by name in the sweep, not listed here: any metric the pause writes in
-phase ``stats`` (``probes/statistics.py``; new ones such as gradient norm, feature norm or policy
-churn included) gets a panel. A metric named ``<family>/<layer>`` is per layer: when the family
+phase ``stats`` (``probes/statistics.py``: ranks, dead, active and duplicate units, feature and
+weight norms) or ``dynamics`` (``probes/dynamics.py``: gradient norm, weight change since
+initialisation, policy churn) gets a panel, and so do the log-point training dynamics of phase
+``train`` named in ``names.FIELD_METRICS`` (windowed gradient norm, effective learning rate).
+Panels of phases other than ``stats`` are titled ``<phase>: <metric>``. A metric named ``<family>/<layer>`` is per layer: when the family
 has no aggregate of its own (a metric named ``<family>``), its panel shows the mean over layers.
 """
 
@@ -27,10 +30,15 @@ from ..plotting import (
 )
 
 
-def stats_metrics(frame: pd.DataFrame) -> tuple[list[str], dict[str, list[str]]]:
-    """The ``stats`` metrics of the sweep: the aggregates (names without ``/``), and per family of
+# the phases drawn whole, and the training-phase metrics drawn by name (aggregates only)
+PAUSE_PHASES = (N.STATS_PHASE, N.DYNAMICS_PHASE)
+TRAIN_DYNAMICS = tuple(m for phase, m in N.FIELD_METRICS.values() if phase == "train")
+
+
+def stats_metrics(frame: pd.DataFrame, phase: str = N.STATS_PHASE) -> tuple[list[str], dict[str, list[str]]]:
+    """The metrics of ``phase`` in the sweep: the aggregates (names without ``/``), and per family of
     per-layer metrics without an aggregate of the same name, its member names."""
-    names = sorted(frame.loc[frame["phase"] == N.STATS_PHASE, "metric"].unique(), key=natural_key)
+    names = sorted(frame.loc[frame["phase"] == phase, "metric"].unique(), key=natural_key)
     aggregates = [m for m in names if "/" not in m]
     families: dict[str, list[str]] = {}
     for m in names:
@@ -46,15 +54,22 @@ def stats_series(frame: pd.DataFrame) -> pd.DataFrame:
     per-layer metrics averaged over its layers per run and step, named ``<family>/* (layer mean)``)."""
     frame = local_groups(frame)
     group_of = frame.groupby("run_dir")["group"].first()
-    aggregates, families = stats_metrics(frame)
     parts = []
-    for m in aggregates:
-        s = series(frame, (N.STATS_PHASE, m))
-        parts.append(s[["run_dir", "step", "value"]].assign(statistic=m))
-    for family, members in families.items():
-        s = pd.concat([series(frame, (N.STATS_PHASE, m))[["run_dir", "step", "value"]] for m in members])
-        s = s.groupby(["run_dir", "step"], as_index=False)["value"].mean()
-        parts.append(s.assign(statistic=f"{family}/* (layer mean)"))
+    for phase in PAUSE_PHASES:
+        label = "" if phase == N.STATS_PHASE else f"{phase}: "
+        aggregates, families = stats_metrics(frame, phase)
+        for m in aggregates:
+            s = series(frame, (phase, m))
+            parts.append(s[["run_dir", "step", "value"]].assign(statistic=label + m))
+        for family, members in families.items():
+            s = pd.concat([series(frame, (phase, m))[["run_dir", "step", "value"]] for m in members])
+            s = s.groupby(["run_dir", "step"], as_index=False)["value"].mean()
+            parts.append(s.assign(statistic=f"{label}{family}/* (layer mean)"))
+    train = set(frame.loc[frame["phase"] == "train", "metric"].unique())
+    for m in TRAIN_DYNAMICS:
+        if m in train:
+            s = series(frame, ("train", m))
+            parts.append(s[["run_dir", "step", "value"]].assign(statistic=f"train: {m}"))
     if not parts:
         return pd.DataFrame(columns=["statistic", "run_dir", "step", "value", "group"])
     out = pd.concat(parts, ignore_index=True)
@@ -66,13 +81,13 @@ def stats_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels: int
     """Each ``stats`` metric of the sweep against training step, one panel per metric, one line per
     group (runs equal in config but the seed): mean over seeds bold, +-1 std band, runs thin.
 
-    Needs any metric in phase ``stats``. At most ``max_lines`` groups (the first in natural order)
+    Needs any metric in phase ``stats`` or ``dynamics``. At most ``max_lines`` groups (the first in natural order)
     and ``max_panels`` metrics are drawn; the table has every group and metric (first and last
     value, mean and std over seeds).
     """
     s = stats_series(frame)
     if s.empty:
-        raise MissingData(f"no metric in phase {N.STATS_PHASE}")
+        raise MissingData(f"no metric in phase {N.STATS_PHASE} or {N.DYNAMICS_PHASE}")
     stats = list(dict.fromkeys(s["statistic"]))
     groups = sorted(s["group"].unique(), key=natural_key)
     notes = []
@@ -104,7 +119,9 @@ def stats_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels: int
     return FigureResult(
         name="stats_over_training",
         title="Network statistics over training",
-        caption="Every per-pause statistic of the network (phase stats) against training step, one "
+        caption="Every per-pause statistic of the network (phase stats), every training dynamic (phase "
+        "dynamics, and the windowed gradient norm and effective learning rate of phase train) against "
+        "training step, one "
         "line per group: mean over seeds, +-1 std band, single runs thin.",
         figure=fig,
         tables={"statistics": curve_summary(s, ["statistic", "group"])},
