@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def f(v: Any) -> str:
         return "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 
-    print(f"\n| arch | params | probe_s | statistics_s | curvature_s | gradcov_s | diagnostics / probe |")
+    print("\n| arch | params | probe_s | statistics_s | curvature_s | gradcov_s | diagnostics / probe |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['arch']} | {r['params'] / 1e6:.2f} M | {f(r.get('probe_s'))} | {f(r.get('statistics_s'))} | "

@@ -88,6 +88,12 @@ def fresh_seed(run_seed: int, name: str, step: int) -> int:
     return stream_seed(run_seed, f"fresh/{name}", step)
 
 
+# Why an intervention that copies a fresh initialisation into the network cannot follow an injection.
+NEEDS_ONE_HEAD = {
+    "plasticity_injection": "after an injection the network holds three heads that a fresh initialisation lacks",
+}
+
+
 def incompatible(this: Intervention, active: list[Intervention], others: dict[str, str]) -> None:
     """Raise ``ConfigError`` (a ``ValueError``) if an intervention named in ``others`` is active;
     the values say why. The CLI prints it as a config error before the run starts."""

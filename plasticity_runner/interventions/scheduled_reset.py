@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..optim import reset_state
-from .base import Intervention, incompatible
+from .base import Intervention, NEEDS_ONE_HEAD, incompatible
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..agents.dqn import DQNAgent
@@ -63,12 +63,7 @@ class ScheduledReset(Intervention):
         self.resets = 0  # resets done since the start of the run
 
     def check_compatible(self, active: list[Intervention]) -> None:
-        incompatible(
-            self,
-            active,
-            {"plasticity_injection": "after an injection the network holds three heads that a fresh "
-             "initialisation lacks"},
-        )
+        incompatible(self, active, NEEDS_ONE_HEAD)
 
     def metrics(self) -> dict[str, float]:
         return {"scheduled_resets": float(self.resets)}

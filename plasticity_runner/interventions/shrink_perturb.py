@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .base import Intervention, incompatible
+from .base import Intervention, NEEDS_ONE_HEAD, incompatible
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..agents.dqn import DQNAgent
@@ -28,14 +28,7 @@ class ShrinkPerturb(Intervention):
     name = "shrink_perturb"
 
     def check_compatible(self, active: list[Intervention]) -> None:
-        incompatible(
-            self,
-            active,
-            {
-                "plasticity_injection": "after an injection the network holds three heads that a fresh "
-                "initialisation lacks"
-            },
-        )
+        incompatible(self, active, NEEDS_ONE_HEAD)
 
     @torch.no_grad()
     def on_target_update(self, agent: "DQNAgent", step: int) -> None:

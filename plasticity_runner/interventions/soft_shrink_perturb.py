@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .base import Intervention, incompatible
+from .base import Intervention, NEEDS_ONE_HEAD, incompatible
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..agents.dqn import DQNAgent
@@ -33,12 +33,7 @@ class SoftShrinkPerturb(Intervention):
     name = "soft_shrink_perturb"
 
     def check_compatible(self, active: list[Intervention]) -> None:
-        incompatible(
-            self,
-            active,
-            {"plasticity_injection": "after an injection the network holds three heads that a fresh "
-             "initialisation lacks"},
-        )
+        incompatible(self, active, NEEDS_ONE_HEAD)
 
     @torch.no_grad()
     def after_step(self, agent: "DQNAgent", step: int) -> None:

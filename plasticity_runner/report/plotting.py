@@ -182,7 +182,7 @@ def draw_curve_grid(
                 ax.set_xlabel(xlabel)
             if j == 0:
                 ax.set_ylabel(ylabel)
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes.ravel():
         for h, lab in zip(*ax.get_legend_handles_labels()):
             key = lab.rsplit(" (n=", 1)[0]

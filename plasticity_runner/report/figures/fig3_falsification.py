@@ -21,7 +21,6 @@ from ..plotting import (
     new_figure,
     palette,
     pearson,
-    plasticity_loss,
     run_name,
     sign,
 )
