@@ -62,6 +62,7 @@ from plasticity_runner import fastpath, roofline
 from plasticity_runner.agents.dqn import epsilon_at
 from plasticity_runner.cli import compose_config
 from plasticity_runner.optim import build_optimizer
+from plasticity_runner.probes.diagnostics import DIAGNOSTICS
 from plasticity_runner.trainer import build_run, prefill, train_step
 
 BENCHES = ("peak", "train", "probe", "diagnostics", "atari")
@@ -445,7 +446,7 @@ def diagnostics_overrides(quick: bool) -> list[str]:
 def only_diagnostic(cfg: Any, name: str) -> Any:
     """A copy of ``cfg`` with every diagnostic but ``name`` switched off."""
     out = copy.deepcopy(cfg)
-    for other in ("statistics", "curvature", "gradcov"):
+    for other in DIAGNOSTICS:
         OmegaConf.update(out, f"diagnostics.{other}.enabled", other == name)
     return out
 
@@ -460,6 +461,17 @@ def bench_diagnostics(args: argparse.Namespace, device: torch.device, res: Resul
         guarded(res, "diagnostics", arch, device, lambda arch=arch: diagnostics_arch(args, device, res, rl, arch, warm))
 
 
+def warm_up_diagnostics(cfg: Any, state: Any) -> None:
+    """The first torch.func call of a process pays a one-off set-up cost: pay it on tiny sizes."""
+    from plasticity_runner.probes.diagnostics import run_diagnostics
+
+    small = copy.deepcopy(cfg)
+    for key, value in (("statistics.num_inputs", 8), ("curvature.num_inputs", 8), ("curvature.iterations", 2),
+                       ("gradcov.k", 8)):
+        OmegaConf.update(small, f"diagnostics.{key}", value)
+    run_diagnostics(small, state, CaptureWriter())
+
+
 def diagnostics_arch(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline, arch: str,
                      warm: list[bool]) -> None:
     from plasticity_runner.probes.diagnostics import run_diagnostics
@@ -471,13 +483,8 @@ def diagnostics_arch(args: argparse.Namespace, device: torch.device, res: Result
     )
     state = build_run(cfg, device)
     prefill(state, int(cfg.agent.learning_starts))
-    if warm[0]:  # warm-up: the first torch.func call of a process pays a one-off set-up cost
-        small = copy.deepcopy(cfg)
-        OmegaConf.update(small, "diagnostics.statistics.num_inputs", 8)
-        OmegaConf.update(small, "diagnostics.curvature.num_inputs", 8)
-        OmegaConf.update(small, "diagnostics.curvature.iterations", 2)
-        OmegaConf.update(small, "diagnostics.gradcov.k", 8)
-        run_diagnostics(small, state, CaptureWriter())
+    if warm[0]:
+        warm_up_diagnostics(cfg, state)
         warm[0] = False
     reset_peak(device)
     runs = []
@@ -493,6 +500,7 @@ def diagnostics_arch(args: argparse.Namespace, device: torch.device, res: Result
         "curvature": f"{d.curvature.num_inputs} inputs x {d.curvature.iterations} it "
                      f"x {d.curvature.num_vectors} vec",
         "gradcov": f"k={d.gradcov.k}, budget {d.gradcov.max_memory_mb:g} MiB",
+        "dynamics": f"{d.dynamics.num_inputs} transitions, {d.dynamics.reference_inputs} reference inputs",
     }
     for name, size in what.items():
         values = [r[("timing", f"{name}_s")] for r in runs]
@@ -500,7 +508,7 @@ def diagnostics_arch(args: argparse.Namespace, device: torch.device, res: Result
         counted = rl.measure(lambda: run_diagnostics(only_diagnostic(cfg, name), state, CaptureWriter()))
         res.add("diagnostics", f"{arch} {name} s/pause", statistics.median(values), "s", spread=values,
                 note=size, arch=arch,
-                **rl.fields(counted, statistics.median(values), name if name != "statistics" else None))
+                **rl.fields(counted, statistics.median(values), name if name in ROOFLINE_GOALS else None))
     res.add("diagnostics", f"{arch} peak memory", peak_mb(device), "MiB", note=peak_note(device), arch=arch)
 
 

@@ -11,7 +11,7 @@ Inputs are digits (1x8x8) from a prefilled replay, the networks freshly initiali
 * ``probe``: ``plasticity_probe`` (targets, the vectorised fit, the losses on all of X), timed with
   0 and with ``--probe-steps`` optimizer steps and scaled to ``probe.steps``:
   ``t(0) + (t(n) - t(0)) * probe.steps / n``.
-* ``statistics``, ``curvature``, ``gradcov``: ``run_diagnostics`` with only that diagnostic on, the
+* each diagnostic of ``probes.diagnostics.DIAGNOSTICS`` (statistics, curvature, gradcov, dynamics): ``run_diagnostics`` with only that diagnostic on, the
   seconds it records (``timing/<name>_s``), once each (``--repeats`` for more; the table shows the
   median).
 
@@ -37,36 +37,14 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from plasticity_runner.cli import compose_config  # noqa: E402
-from plasticity_runner.probes.diagnostics import run_diagnostics  # noqa: E402
+from plasticity_runner.probes.diagnostics import DIAGNOSTICS, run_diagnostics  # noqa: E402
 from plasticity_runner.probes.plasticity import plasticity_probe  # noqa: E402
 from plasticity_runner.trainer import build_run, prefill  # noqa: E402
 
+from bench import CaptureWriter, only_diagnostic, warm_up_diagnostics  # noqa: E402  (scripts/ is on sys.path when run)
+
 ARCHS = ("mlp", "cnn", "resnet18", "vit", "nature_cnn", "minatar_cnn")
-PARTS = ("probe", "statistics", "curvature", "gradcov")
-
-
-class Capture:
-    """Stands in for ``MetricsWriter``: keeps the scalars ``run_diagnostics`` records."""
-
-    def __init__(self) -> None:
-        self.scalars: dict[tuple[str, str], float] = {}
-
-    def add(self, step: int, phase: str, metric: str, value: float) -> None:
-        self.scalars[(phase, metric)] = float(value)
-
-    def add_many(self, step: int, phase: str, values: dict[str, float]) -> None:
-        for k, v in values.items():
-            self.add(step, phase, k, v)
-
-    def add_array(self, name: str, array: Any) -> None:
-        pass
-
-
-def only(cfg: Any, name: str) -> Any:
-    out = copy.deepcopy(cfg)
-    for other in ("statistics", "curvature", "gradcov"):
-        OmegaConf.update(out, f"diagnostics.{other}.enabled", other == name)
-    return out
+PARTS = ("probe", *DIAGNOSTICS)
 
 
 def time_probe(cfg: Any, state: Any, steps: int) -> float:
@@ -85,15 +63,6 @@ def time_probe(cfg: Any, state: Any, steps: int) -> float:
     run(1)  # warm-up: torch.func set-up
     fixed, fitted = run(0), run(steps)
     return fixed + max(fitted - fixed, 0.0) * int(cfg.probe.steps) / steps
-
-
-def warm_up(cfg: Any, state: Any) -> None:
-    """The first torch.func call of a process pays a one-off set-up cost: pay it on tiny sizes."""
-    small = copy.deepcopy(cfg)
-    for key, value in (("statistics.num_inputs", 8), ("curvature.num_inputs", 8), ("curvature.iterations", 2),
-                       ("gradcov.k", 8)):
-        OmegaConf.update(small, f"diagnostics.{key}", value)
-    run_diagnostics(small, state, Capture())
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -123,8 +92,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prefill(state, int(cfg.agent.learning_starts))
         params = sum(p.numel() for p in state.agent.online.parameters())
         row: dict[str, Any] = {"arch": arch, "params": params}
-        if warm and set(args.parts) & {"statistics", "curvature", "gradcov"}:
-            warm_up(cfg, state)
+        if warm and set(args.parts) & set(DIAGNOSTICS):
+            warm_up_diagnostics(cfg, state)
             warm = False
         for part in args.parts:
             try:
@@ -133,14 +102,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 else:
                     values = []
                     for _ in range(args.repeats):
-                        writer = Capture()
-                        run_diagnostics(only(cfg, part), state, writer)
+                        writer = CaptureWriter()
+                        run_diagnostics(only_diagnostic(cfg, part), state, writer)
                         values.append(writer.scalars[("timing", f"{part}_s")])
                     row[f"{part}_s"] = statistics.median(values)
             except Exception as exc:  # noqa: BLE001 - report the part and go on
                 row[f"{part}_error"] = f"{type(exc).__name__}: {exc}"[:200]
             print(f"  {arch} {part}: {row.get(f'{part}_s', row.get(f'{part}_error'))}", flush=True)
-        diag = [row.get(f"{n}_s") for n in ("statistics", "curvature", "gradcov")]
+        diag = [row.get(f"{n}_s") for n in DIAGNOSTICS]
         if all(d is not None for d in diag) and row.get("probe_s"):
             row["diagnostics_over_probe"] = sum(diag) / row["probe_s"]
         rows.append(row)
@@ -150,17 +119,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def f(v: Any) -> str:
         return "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 
-    print("\n| arch | params | probe_s | statistics_s | curvature_s | gradcov_s | diagnostics / probe |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| arch | params | " + " | ".join(f"{n}_s" for n in PARTS) + " | diagnostics / probe |")
+    print("|---|---|" + "---|" * len(PARTS) + "---|")
     for r in rows:
-        print(f"| {r['arch']} | {r['params'] / 1e6:.2f} M | {f(r.get('probe_s'))} | {f(r.get('statistics_s'))} | "
-              f"{f(r.get('curvature_s'))} | {f(r.get('gradcov_s'))} | {f(r.get('diagnostics_over_probe'))} |")
+        print(f"| {r['arch']} | {r['params'] / 1e6:.2f} M | " + " | ".join(f(r.get(f"{n}_s")) for n in PARTS)
+              + f" | {f(r.get('diagnostics_over_probe'))} |")
     print(f"load avg at the end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     out = {"meta": {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_avg_start": load0,
                     "load_avg_end": load1, "overrides": args.set, "probe_steps_timed": args.probe_steps},
            "rows": rows}
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+        tmp = Path(args.json + ".tmp")  # whole or not at all
+        tmp.write_text(json.dumps(out, indent=1, default=str))
+        os.replace(tmp, args.json)
     return out
 
 
