@@ -30,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The sizes are frozen here on purpose (they resemble tests/conftest.TINY and the test files' tiny
+# presets): the recording must not move when a test's budget is edited.
 COMMON = ["device=cpu", "torch_threads=1", "progress=none"]
 TINY = [
     "total_steps=40", "log_every_steps=10", "probe.every_steps=20", "probe.steps=10",
