@@ -76,3 +76,29 @@ def test_agreement_and_steps_per_s_read_the_runs(tmp_path):
     assert cc.fast_path_problem(tmp_path / "run_eager", "run_eager") is None
     problem = cc.fast_path_problem(tmp_path / "run_compile", "run_compile")
     assert "torch.compile(mode=default)" in problem and "'loss': None" in problem
+
+
+def test_a_check_killed_mid_way_keeps_its_finished_steps(tmp_path, monkeypatch):
+    """The JSON is rewritten after every step: a check stopped from outside (here: interrupted while
+    its second step runs) leaves the steps it finished, marked ``finished: false``."""
+    cc = load_script()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "fake GPU")
+    calls = []
+
+    def run_command(cmd, limit_s, log_path):
+        calls.append(limit_s)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return {"status": "passed", "seconds": 0.0}
+
+    monkeypatch.setattr(cc, "run_command", run_command)
+    out = tmp_path / "cc.json"
+    try:
+        cc.main(["--out", str(out), "--work", str(tmp_path / "work"), "--budget-s", "100"])
+    except KeyboardInterrupt:
+        pass
+    report = json.loads(out.read_text())
+    assert report["finished"] is False and report["budget_s"] == 100
+    assert list(report["steps"]) == ["tests"] and report["steps"]["tests"]["status"] == "passed"
+    assert calls[0] <= 100  # the first step's limit is cut to the budget
