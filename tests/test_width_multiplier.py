@@ -94,3 +94,11 @@ def test_validation_refuses_nonpositive_multipliers_and_vit_widths_heads_do_not_
     with pytest.raises(ConfigError, match="num_heads"):  # 256 x 1.01 = 259 is no multiple of 4 heads
         validate(compose_config(["architecture=vit", "architecture.width_multiplier=1.01"]))
     validate(compose_config(["architecture=vit", "architecture.width_multiplier=0.5"]))
+
+
+@pytest.mark.parametrize("arch", sorted(BODIES))
+def test_a_scaled_network_through_a_real_pause(arch, tmp_path):
+    """A multiplier other than 1 on every body, through a pause with every diagnostic on (tiny sizes)."""
+    from .test_pause_grid import one_pause
+
+    one_pause(arch, ("layer_norm",), tmp_path, ["architecture.width_multiplier=2"])
