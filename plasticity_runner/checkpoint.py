@@ -140,7 +140,7 @@ def load_state_dict(state: "RunState", ckpt: dict[str, Any]) -> None:
     set_generator_state(state.act_generator, ckpt["act_generator"])
     set_generator_state(state.replay_generator, ckpt["replay_generator"])
     state.step = int(ckpt["step"])
-    if getattr(state, "dynamics", None) is not None:  # theta_0, theta at the last log point, churn reference
+    if state.dynamics is not None:  # theta_0, theta at the last log point, churn reference
         state.dynamics.load_state_dict(ckpt.get("dynamics"))
     _set_rng_state(ckpt["rng"])
 

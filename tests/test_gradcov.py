@@ -56,26 +56,43 @@ def test_perturbation_gram_matches_loop_for_mlp_and_cnn():
                 torch.testing.assert_close(gram, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_td_gram_matches_loop():
+def td_setup(arch: dict, obs_shape: tuple[int, ...], num_actions: int, k: int, double_dqn: bool, prepare=None):
+    """A float64 DQN agent (online and target built from ``arch``; ``prepare(online)`` before the
+    agent is built) and a random batch of ``k`` transitions."""
     torch.manual_seed(0)
-    arch = OmegaConf.create(dict(name="mlp", width=12, num_layers=2))
-    online = build_network(arch, (1, 3, 3), 4).double()
-    target = build_network(arch, (1, 3, 3), 4).double()
-    cfg = OmegaConf.create(dict(gamma=0.9, double_dqn=True))
-    agent = DQNAgent(cfg, online, target, torch.optim.SGD(online.parameters(), lr=0.1), [], 4)
+    arch = OmegaConf.create(arch)
+    online = build_network(arch, obs_shape, num_actions).double()
+    target = build_network(arch, obs_shape, num_actions).double()
+    if prepare is not None:
+        prepare(online)
+    cfg = OmegaConf.create(dict(gamma=0.9, double_dqn=double_dqn))
+    agent = DQNAgent(cfg, online, target, torch.optim.SGD(online.parameters(), lr=0.1), [], num_actions)
     g = torch.Generator().manual_seed(1)
-    k = 20
     batch = Batch(
-        o_tm1=torch.rand(k, 1, 3, 3, generator=g, dtype=torch.float64),
-        a_tm1=torch.randint(4, (k,), generator=g),
+        o_tm1=torch.rand(k, *obs_shape, generator=g, dtype=torch.float64),
+        a_tm1=torch.randint(num_actions, (k,), generator=g),
         r_t=torch.rand(k, generator=g, dtype=torch.float64),
         discount_t=torch.ones(k, dtype=torch.float64),
-        o_t=torch.rand(k, 1, 3, 3, generator=g, dtype=torch.float64),
+        o_t=torch.rand(k, *obs_shape, generator=g, dtype=torch.float64),
     )
+    return agent, batch
+
+
+def td_loop_gram(agent, batch):
+    """The oracle for the TD loss: one backward pass per transition against the fixed target."""
     y = agent.td_target(batch)
-    expected = loop_gram(
-        online, lambda i: online.td_loss(batch.o_tm1[i : i + 1], batch.a_tm1[i : i + 1], y[i : i + 1]).sum(), k
+    online = agent.online
+    return loop_gram(
+        online, lambda i: online.td_loss(batch.o_tm1[i : i + 1], batch.a_tm1[i : i + 1], y[i : i + 1]).sum(),
+        batch.o_tm1.shape[0],
     )
+
+
+def test_td_gram_matches_loop():
+    k = 20
+    agent, batch = td_setup(dict(name="mlp", width=12, num_layers=2), (1, 3, 3), 4, k, double_dqn=True)
+    online = agent.online
+    expected = td_loop_gram(agent, batch)
     before = copy.deepcopy(online.state_dict())
     losses = td_sample_losses(agent, batch)
     torch.testing.assert_close(gradient_gram(losses, chunk_size=6), expected, rtol=1e-10, atol=1e-12)
@@ -302,27 +319,15 @@ def test_weight_gram_direct_and_ghost_equal_the_per_sample_gradients():
             torch.testing.assert_close(_weight_gram(a, d, budget, method), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_td_gram_of_a_resnet_matches_the_vmap_path():
+def test_td_gram_of_a_resnet_matches_the_loop_and_the_vmap_path():
     """The default loss (TD) through a ResNet body with batch norm: the per-layer path equals the
-    vmap path it replaced."""
-    torch.manual_seed(0)
-    arch = OmegaConf.create(dict(name="resnet18", width=2, stem="small"))
-    online = build_network(arch, (1, 5, 5), 3).double()
-    target = build_network(arch, (1, 5, 5), 3).double()
-    _randomise_batch_norm(online)
-    cfg = OmegaConf.create(dict(gamma=0.9, double_dqn=False))
-    agent = DQNAgent(cfg, online, target, torch.optim.SGD(online.parameters(), lr=0.1), [], 3)
-    g = torch.Generator().manual_seed(1)
-    k = 10
-    batch = Batch(
-        o_tm1=torch.rand(k, 1, 5, 5, generator=g, dtype=torch.float64),
-        a_tm1=torch.randint(3, (k,), generator=g),
-        r_t=torch.rand(k, generator=g, dtype=torch.float64),
-        discount_t=torch.ones(k, dtype=torch.float64),
-        o_t=torch.rand(k, 1, 5, 5, generator=g, dtype=torch.float64),
+    loop oracle and the vmap path it replaced."""
+    agent, batch = td_setup(
+        dict(name="resnet18", width=2, stem="small"), (1, 5, 5), 3, 10, double_dqn=False, prepare=_randomise_batch_norm
     )
+    expected = td_loop_gram(agent, batch)
     losses = td_sample_losses(agent, batch)
+    torch.testing.assert_close(gradient_gram(losses, chunk_size=3), expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(
-        gradient_gram(losses, chunk_size=3), gradient_gram(losses, chunk_size=3, factorise_linear=False),
-        rtol=1e-10, atol=1e-12,
+        gradient_gram(losses, chunk_size=3, factorise_linear=False), expected, rtol=1e-10, atol=1e-12
     )

@@ -109,12 +109,12 @@ def _grad_dot(
 ) -> torch.Tensor:
     """``H v = d(g . v)/d theta`` as a flat float64 vector (zero rows where ``g`` is constant)."""
     names = list(leaves)
-    hv = [torch.zeros_like(leaves[n]) for n in names]
+    out: tuple[torch.Tensor | None, ...] = (None,) * len(names)
     live = [i for i, g in enumerate(grads) if g.requires_grad]
     if live:
         out = torch.autograd.grad([grads[i] for i in live], list(leaves.values()), [tangent[names[i]] for i in live],
                                   retain_graph=retain, allow_unused=True)
-        hv = [h if o is None else o for h, o in zip(hv, out)]
+    hv = [torch.zeros_like(leaves[n]) if o is None else o for n, o in zip(names, out)]
     return torch.cat([h.reshape(-1).double() for h in hv])
 
 

@@ -33,6 +33,11 @@ from .statistics import network_statistics
 DIAGNOSTICS = ("statistics", "curvature", "gradcov", "dynamics")
 
 
+def batch_head(batch: Any, n: int) -> Any:
+    """The first ``n`` transitions of ``batch`` (every field sliced)."""
+    return dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[:n] for f in dataclasses.fields(batch)})
+
+
 def diagnostics_seed(seed: int, step: int, part: str = "batch") -> int:
     """The seed of one pause's evaluation batch (``part="batch"``) or of one diagnostic's own
     randomness (``"curvature"``, ``"gradcov"``): stream ``diagnostics/<part>`` of the run seed,
@@ -96,7 +101,7 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any, progress: Any = None) -> 
         t0 = time.perf_counter()
         progress.start("gradcov")
         k = int(d.gradcov.k)
-        head = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[:k] for f in dataclasses.fields(batch)})
+        head = batch_head(batch, k)
         loss_kind = str(getattr(d.gradcov.loss, "value", d.gradcov.loss))
         if loss_kind == "td":
             losses = td_sample_losses(state.agent, head)
@@ -119,10 +124,11 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any, progress: Any = None) -> 
         writer.add(step, "timing", "gradcov_s", seconds)
         progress.done("gradcov", seconds)
 
-    if "dynamics" in names and getattr(state, "dynamics", None) is not None:
+    if "dynamics" in names and state.dynamics is not None:
         t0 = time.perf_counter()
         progress.start("dynamics")
-        scalars = state.dynamics.pause(state.agent, state.replay, batch, d.dynamics, cfg.seed, step)
+        head = batch_head(batch, int(d.dynamics.num_inputs))
+        scalars = state.dynamics.pause(state.agent, state.replay, head, d.dynamics, cfg.seed, step)
         writer.add_many(step, "dynamics", scalars)
         seconds = time.perf_counter() - t0
         writer.add(step, "timing", "dynamics_s", seconds)

@@ -47,7 +47,6 @@ no row. A layer whose ``||theta||`` is 0 gets NaN as a ratio.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 from typing import Any
@@ -56,7 +55,8 @@ import torch
 from torch import nn
 
 from ..seeding import stream_seed
-from .statistics import layer_of
+from .gradcov import shadow_agent
+from .statistics import layer_of, layer_squares
 
 log = logging.getLogger("plasticity_runner")
 
@@ -76,23 +76,13 @@ def _layer_norms(squares: dict[str, float]) -> dict[str, float]:
 def difference_norms(
     now: dict[str, torch.Tensor], then: dict[str, torch.Tensor]
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """Per layer (and ``""`` for the total over every layer): ``||now - then||``, ``||now||`` and
+    """Per layer (and ``None`` for the total over every layer): ``||now - then||``, ``||now||`` and
     ``||then||`` over the parameters present in both with equal shapes (float64 sums)."""
-    diff: dict[str, float] = {}
-    cur: dict[str, float] = {}
-    old: dict[str, float] = {}
+    both = [(name, p, then[name]) for name, p in now.items() if name in then and then[name].shape == p.shape]
     with torch.no_grad():
-        for name, p in now.items():
-            q = then.get(name)
-            if q is None or q.shape != p.shape:
-                continue
-            layer = layer_of(name)
-            d = float((p.double() - q.double()).pow(2).sum())
-            a, b = float(p.double().pow(2).sum()), float(q.double().pow(2).sum())
-            for key in (layer, None):
-                diff[key] = diff.get(key, 0.0) + d
-                cur[key] = cur.get(key, 0.0) + a
-                old[key] = old.get(key, 0.0) + b
+        diff = layer_squares((name, p.double() - q.double()) for name, p, q in both)
+    cur = layer_squares((name, p) for name, p, _ in both)
+    old = layer_squares((name, q) for name, _, q in both)
     return _layer_norms(diff), _layer_norms(cur), _layer_norms(old)
 
 
@@ -110,40 +100,38 @@ class GradNormAccumulator:
 
     ``add(net)`` after ``backward``: ``torch._foreach_norm`` of the gradients, squared, summed per
     layer with ``index_add_``, square-rooted and added to a device vector: no host read. The layout
-    (which parameters have a gradient) is cached by the parameters' identities and rebuilt when it
-    changes (an intervention that adds or freezes parameters); ``read()`` combines the layouts of
-    the window, each layer averaged over the steps in which it had a gradient.
+    (each parameter's layer) is cached for the names of the parameters that have a gradient and
+    rebuilt when they change (an intervention that adds or freezes parameters); ``read()`` combines
+    the layouts of the window, each layer averaged over the steps in which it had a gradient.
     """
 
     def __init__(self) -> None:
-        self._layout_key: tuple[int, ...] | None = None
-        self._layout: tuple[tuple[str, ...], torch.Tensor] | None = None
+        self._layout: tuple[tuple[str, ...], tuple[str, ...], torch.Tensor] | None = None  # names, layers, index
         self._sums: dict[tuple[str, ...], list] = {}  # layers -> [device sums [L + 1], steps]
 
-    def _layout_of(self, net: nn.Module, params: list[torch.Tensor]) -> tuple[tuple[str, ...], torch.Tensor]:
-        key = tuple(id(p) for p in params)
-        if key != self._layout_key:
-            names = {id(p): name for name, p in net.named_parameters()}
+    def _layout_of(self, names: tuple[str, ...], device: torch.device) -> tuple[tuple[str, ...], torch.Tensor]:
+        """The layers of the parameters ``names`` (first-seen order) and each one's position among them."""
+        if self._layout is None or self._layout[0] != names:
             layers: list[str] = []
             index = []
-            for p in params:
-                layer = layer_of(names[id(p)])
+            for name in names:
+                layer = layer_of(name)
                 if layer not in layers:
                     layers.append(layer)
                 index.append(layers.index(layer))
-            device = params[0].device  # filled on the device: no host-to-device copy (a sync on cuda)
+            # filled on the device: no host-to-device copy (a sync on cuda)
             positions = torch.cat([torch.full((1,), i, dtype=torch.long, device=device) for i in index])
-            self._layout_key = key
-            self._layout = (tuple(layers), positions)
-        return self._layout
+            self._layout = (names, tuple(layers), positions)
+        return self._layout[1], self._layout[2]
 
     @torch.no_grad()
     def add(self, net: nn.Module) -> None:
-        params = [p for p in net.parameters() if p.grad is not None and p.requires_grad]  # a frozen parameter keeps a stale .grad
-        if not params:
+        # a frozen parameter keeps a stale .grad
+        named = [(name, p) for name, p in net.named_parameters() if p.grad is not None and p.requires_grad]
+        if not named:
             return
-        layers, index = self._layout_of(net, params)
-        norms = torch.stack(torch._foreach_norm([p.grad for p in params])).double()
+        layers, index = self._layout_of(tuple(name for name, _ in named), named[0][1].device)
+        norms = torch.stack(torch._foreach_norm([p.grad for _, p in named])).double()
         per_layer = torch.zeros(len(layers), dtype=torch.float64, device=norms.device)
         per_layer.index_add_(0, index, norms.square())
         step = torch.cat([per_layer.sqrt(), per_layer.sum().sqrt().reshape(1)])
@@ -173,7 +161,8 @@ class DynamicsTracker:
 
     def __init__(self, net: nn.Module, log_point_metrics: bool = True):
         self.theta_0 = _snapshot(net)
-        self.theta_prev: dict[str, torch.Tensor] | None = _snapshot(net) if log_point_metrics else None
+        # snapshots are replaced, never written in place: the first window starts from theta_0 itself
+        self.theta_prev: dict[str, torch.Tensor] | None = self.theta_0 if log_point_metrics else None
         self.reference: torch.Tensor | None = None  # the churn reference observations
         self.previous_actions: torch.Tensor | None = None  # greedy actions on them at the last measurement
         self.log_point_metrics = bool(log_point_metrics)
@@ -204,18 +193,17 @@ class DynamicsTracker:
     # ------------------------------------------------------------------------------------- at a pause
 
     def pause(self, agent: Any, replay: Any, batch: Any, cfg: Any, seed: int, step: int) -> dict[str, float]:
-        """The pause metrics (phase ``dynamics``) on copies of the networks; ``batch``: the pause's
-        evaluation transitions (the first ``cfg.num_inputs`` are used); ``cfg``: ``config.DynamicsConfig``."""
+        """The pause metrics (phase ``dynamics``) on copies of the networks; ``batch``: the transitions
+        of ``grad_norm_eval`` (``run_diagnostics`` passes the first ``cfg.num_inputs`` of the pause's
+        evaluation batch); ``cfg``: ``config.DynamicsConfig``."""
         online = agent.online
         out = {}
         diff, _, init = difference_norms(_params(online), self.theta_0)
         out.update(_named("weight_change_from_init", diff))
         out.update(_named("weight_change_from_init_rel", {k: _ratio(diff[k], init[k]) for k in diff}))
         out.update(self.policy_churn(online, replay, int(cfg.reference_inputs), seed))
-        n = int(cfg.num_inputs)
-        head = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[:n] for f in dataclasses.fields(batch)})
         dropout_seed = stream_seed(seed, "diagnostics/dynamics", step)
-        out.update(_named("grad_norm_eval", eval_gradient_norms(agent, head, dropout_seed)))
+        out.update(_named("grad_norm_eval", eval_gradient_norms(agent, batch, dropout_seed)))
         return out
 
     @torch.no_grad()
@@ -277,21 +265,11 @@ def eval_gradient_norms(agent: Any, batch: Any, seed: int) -> dict[Any, float]:
     the global RNG is forked and seeded with ``seed`` around it, so training's streams are untouched."""
     from ..agents.dqn import DQNAgent
 
-    shadow = copy.copy(agent)
-    shadow.online = copy.deepcopy(agent.online)
-    shadow.target = copy.deepcopy(agent.target)
-    shadow.online.eval(), shadow.target.eval()
+    shadow = shadow_agent(agent)
     params = {name: p for name, p in shadow.online.named_parameters() if p.requires_grad}
     device = next(shadow.online.parameters()).device
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         loss = DQNAgent.loss(shadow, batch)  # the class's method: an instance's compiled loss binds the real agent
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-    squares: dict[Any, float] = {}
-    for name, g in zip(params, grads):
-        if g is None:
-            continue
-        sq = float(g.double().pow(2).sum())
-        for key in (layer_of(name), None):
-            squares[key] = squares.get(key, 0.0) + sq
-    return _layer_norms(squares)
+    return _layer_norms(layer_squares((name, g) for name, g in zip(params, grads) if g is not None))

@@ -51,6 +51,7 @@ Two per-sample losses are provided:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,11 +133,18 @@ def td_sample_losses(agent: Any, batch: Any) -> SampleLosses:
     The TD target is computed once, from eval-mode copies of the online and target networks
     (``agent.td_target``), and held fixed.
     """
+    shadow = shadow_agent(agent)
+    target = shadow.td_target(batch)
+    return SampleLosses(_TDLoss(shadow.online), (batch.o_tm1, batch.a_tm1, target))
+
+
+def shadow_agent(agent: Any) -> Any:
+    """A shallow copy of ``agent`` with eval-mode deep copies of its online and target networks:
+    what a diagnostic computes with it (targets, losses, gradients) never touches training's."""
     shadow = copy.copy(agent)
     shadow.online = copy.deepcopy(agent.online).eval()
     shadow.target = copy.deepcopy(agent.target).eval()
-    target = shadow.td_target(batch)
-    return SampleLosses(_TDLoss(shadow.online), (batch.o_tm1, batch.a_tm1, target))
+    return shadow
 
 
 def perturbation_sample_losses(
@@ -250,8 +258,18 @@ def _weight_gram(a: torch.Tensor, d: torch.Tensor, budget: int, method: str = "a
     def grads(lo: int, hi: int) -> torch.Tensor:
         return torch.bmm(d[lo:hi].transpose(1, 2), a[lo:hi]).reshape(hi - lo, -1)
 
-    per_row = n * big_k * size
-    block = k if k * per_row <= budget else max(1, budget // (2 * per_row))
+    _add_blocked_gram(gram, grads, n * big_k * size, budget)
+    return gram
+
+
+def _add_blocked_gram(
+    gram: torch.Tensor, grads: Callable[[int, int], torch.Tensor], row_bytes: int, budget: int
+) -> None:
+    """``gram += G G^T`` (in float64) for the ``k`` rows of ``G`` that ``grads(lo, hi)`` gives
+    (rows ``lo:hi``, ``row_bytes`` bytes each): all rows at once when they fit ``budget`` bytes; else
+    blocks of rows, two in memory at a time, recomputing each later block against every block."""
+    k = gram.shape[0]
+    block = k if k * row_bytes <= budget else max(1, budget // (2 * row_bytes))
     starts = list(range(0, k, block))
     for i, lo_a in enumerate(starts):
         hi_a = min(lo_a + block, k)
@@ -262,7 +280,6 @@ def _weight_gram(a: torch.Tensor, d: torch.Tensor, budget: int, method: str = "a
             cross = (g_a @ grads(lo_b, hi_b).T).double()
             gram[lo_a:hi_a, lo_b:hi_b] += cross
             gram[lo_b:hi_b, lo_a:hi_a] += cross.T
-    return gram
 
 
 def _layer_gram(losses: SampleLosses, chunk_size: int, budget: int = 512 * 2**20) -> tuple[torch.Tensor, set[str]]:
@@ -400,18 +417,7 @@ def _vmap_gram(
                 out[i - lo : j - lo] = torch.cat([g[n].reshape(j - i, -1) for n in group_names], dim=1)
             return out
 
-        # all k rows when they fit the budget; else blocks of rows, two blocks in memory at a time
-        block = k if k * nbytes <= budget else max(1, budget // (2 * nbytes))
-        starts = list(range(0, k, block))
-        for a, lo_a in enumerate(starts):
-            hi_a = min(lo_a + block, k)
-            g_a = grads(lo_a, hi_a)
-            gram[lo_a:hi_a, lo_a:hi_a] += (g_a @ g_a.T).double()
-            for lo_b in starts[a + 1 :]:
-                hi_b = min(lo_b + block, k)
-                cross = (g_a @ grads(lo_b, hi_b).T).double()
-                gram[lo_a:hi_a, lo_b:hi_b] += cross
-                gram[lo_b:hi_b, lo_a:hi_a] += cross.T
+        _add_blocked_gram(gram, grads, nbytes, budget)
     return gram
 
 

@@ -37,6 +37,7 @@ A *unit* is a feature of a fully-connected output ``[N, U]``, a channel of a con
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,21 @@ def layer_of(param_name: str) -> str:
     return param_name.rsplit(".", 1)[0] if "." in param_name else ""
 
 
+def layer_squares(named: Iterable[tuple[str, torch.Tensor]]) -> dict[str | None, float]:
+    """``{layer: sum of squares, None: total}`` of named tensors (parameters, their gradients or
+    differences; float64 sums per tensor, added in the tensors' order), read to the host at once."""
+    named = list(named)
+    if not named:
+        return {}
+    with torch.no_grad():
+        values = torch.stack([t.double().pow(2).sum() for _, t in named]).tolist()
+    out: dict[str | None, float] = {}
+    for (name, _), value in zip(named, values):
+        for key in (layer_of(name), None):
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
 def parameter_statistics(net: nn.Module, rank_rtol: float = 1e-3) -> dict[str, float]:
     """Parameter norms (total and per layer) and weight-matrix ranks (per layer, and their mean).
 
@@ -101,13 +117,10 @@ def parameter_statistics(net: nn.Module, rank_rtol: float = 1e-3) -> dict[str, f
     ``weight_rank_mean`` (the mean of those ranks).
     """
     out: dict[str, float] = {}
-    squares: dict[str, float] = {}
+    squares = {layer: sq for layer, sq in layer_squares(net.named_parameters()).items() if layer is not None}
+    for layer, sq in squares.items():
+        out[f"param_norm/{layer}"] = sq**0.5
     with torch.no_grad():
-        for name, p in net.named_parameters():
-            layer = layer_of(name)
-            squares[layer] = squares.get(layer, 0.0) + float(p.double().pow(2).sum())
-        for layer, sq in squares.items():
-            out[f"param_norm/{layer}"] = sq**0.5
         ranks = []
         for name, module in net.named_modules():
             if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
