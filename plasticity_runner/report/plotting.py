@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from . import names as N
-from .data import assign_groups, first_last
+from .data import assign_groups, first_last, select, with_config
 
 
 class MissingData(LookupError):
@@ -132,6 +132,26 @@ def probe_loss_change(frame: pd.DataFrame) -> pd.DataFrame:
     fl = first_last(frame, N.PROBE_LOSS)
     fl["value"] = fl["last"] - fl["first"]
     return fl
+
+
+def probe_loss_runs(frame: pd.DataFrame, facet: str | None) -> pd.DataFrame:
+    """The classification runs of ``probe_loss_change`` (first, last, value = last - first, their
+    steps) with their config ``architecture.name``, ``interventions`` (``none`` when unset) and
+    ``facet``: the value of config key ``facet`` as a string (``all runs`` when ``facet`` is None).
+    The per-run rows behind the cells of figures 6 / 8 and 10 / 11."""
+    frame = select(frame, N.ENV, N.ENV_CLASSIFICATION)
+    runs = with_config(probe_loss_change(frame), frame, [N.ARCH, N.INTERVENTIONS] + ([facet] if facet else []))
+    if runs.empty:
+        return runs
+    runs[N.INTERVENTIONS] = runs[N.INTERVENTIONS].fillna(N.NO_INTERVENTION)
+    runs["facet"] = runs[facet].astype(str) if facet else "all runs"
+    return runs
+
+
+def pause_span(runs: pd.DataFrame) -> dict[str, int]:
+    """Of per-run rows with first_step and last_step: the earliest first pause and the range of last pauses."""
+    return {"first_step": int(runs["first_step"].min()), "last_step_min": int(runs["last_step"].min()),
+            "last_step_max": int(runs["last_step"].max())}
 
 
 def interventions_of(frame: pd.DataFrame) -> pd.Series:
