@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from . import names as N
-from .data import assign_groups, first_last
+from .data import assign_groups, first_last, select, with_config
 
 
 class MissingData(LookupError):
@@ -41,6 +43,38 @@ def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def panel_grid(n: int, max_cols: int, panel: tuple[float, float], margin: tuple[float, float] = (0.0, 0.0),
+               **subplots_kw) -> tuple[Figure, np.ndarray]:
+    """A figure of ``n`` panels in rows of at most ``max_cols``, each ``panel`` inches (plus
+    ``margin`` inches for the whole figure); returns it and the ``n`` axes, flat, the grid's
+    unused cells switched off. ``subplots_kw`` go to ``Figure.subplots`` (sharex, sharey)."""
+    ncols = min(max_cols, n)
+    nrows = math.ceil(n / ncols)
+    fig = new_figure(panel[0] * ncols + margin[0], panel[1] * nrows + margin[1])
+    axes = fig.subplots(nrows, ncols, squeeze=False, **subplots_kw).ravel()
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return fig, axes[:n]
+
+
+def step_scale(steps: Iterable[int]) -> ScalarMappable:
+    """Viridis over the training steps ``steps`` (at least one step wide): ``.to_rgba(step)``
+    colours a curve by its step, and the figure's colorbar takes it whole."""
+    steps = list(steps)
+    lo, hi = min(steps), max(steps)
+    return ScalarMappable(norm=Normalize(lo, max(hi, lo + 1)), cmap=colormaps["viridis"])
+
+
+def draw_gradcov(ax, matrix: np.ndarray, title: str, fontsize: str = "small"):
+    """A gradient covariance matrix as a heatmap, -1 (blue) to 1 (red), no ticks; returns the image
+    (for the colorbar)."""
+    im = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=fontsize)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return im
 
 
 def palette(n: int) -> list:
@@ -132,6 +166,26 @@ def probe_loss_change(frame: pd.DataFrame) -> pd.DataFrame:
     fl = first_last(frame, N.PROBE_LOSS)
     fl["value"] = fl["last"] - fl["first"]
     return fl
+
+
+def probe_loss_runs(frame: pd.DataFrame, facet: str | None) -> pd.DataFrame:
+    """The classification runs of ``probe_loss_change`` (first, last, value = last - first, their
+    steps) with their config ``architecture.name``, ``interventions`` (``none`` when unset) and
+    ``facet``: the value of config key ``facet`` as a string (``all runs`` when ``facet`` is None).
+    The per-run rows behind the cells of figures 6 / 8 and 10 / 11."""
+    frame = select(frame, N.ENV, N.ENV_CLASSIFICATION)
+    runs = with_config(probe_loss_change(frame), frame, [N.ARCH, N.INTERVENTIONS] + ([facet] if facet else []))
+    if runs.empty:
+        return runs
+    runs[N.INTERVENTIONS] = runs[N.INTERVENTIONS].fillna(N.NO_INTERVENTION)
+    runs["facet"] = runs[facet].astype(str) if facet else "all runs"
+    return runs
+
+
+def pause_span(runs: pd.DataFrame) -> dict[str, int]:
+    """Of per-run rows with first_step and last_step: the earliest first pause and the range of last pauses."""
+    return {"first_step": int(runs["first_step"].min()), "last_step_min": int(runs["last_step"].min()),
+            "last_step_max": int(runs["last_step"].max())}
 
 
 def interventions_of(frame: pd.DataFrame) -> pd.Series:

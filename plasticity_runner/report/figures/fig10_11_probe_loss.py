@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from .. import names as N
-from ..data import first_last, select, with_config
 from ..plotting import (
     FigureResult,
     MissingData,
@@ -19,6 +18,8 @@ from ..plotting import (
     mean_std,
     new_figure,
     order_values,
+    pause_span,
+    probe_loss_runs,
 )
 from .fig6_interventions import ARCH_ORDER, FIG6_FACET_KEY
 
@@ -27,22 +28,16 @@ def initial_final_table(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KEY)
     """Per facet (dataset), architecture and intervention: runs, the probe loss at each run's first
     pause (``initial``) and at its last (``final``), mean and std over runs (finite values), and
     the steps of those pauses. Runs probed at fewer than two pauses are left out."""
-    frame = select(frame, N.ENV, N.ENV_CLASSIFICATION)
-    fl = first_last(frame, N.PROBE_LOSS)
+    fl = probe_loss_runs(frame, facet)
     if fl.empty:
         return pd.DataFrame()
-    fl = with_config(fl, frame, [N.ARCH, N.INTERVENTIONS] + ([facet] if facet else []))
-    fl[N.INTERVENTIONS] = fl[N.INTERVENTIONS].fillna(N.NO_INTERVENTION)
-    fl["facet"] = fl[facet].astype(str) if facet else "all runs"
     fl["architecture"] = fl[N.ARCH].astype(str)
     rows = []
     for (f, a, i), g in fl.groupby(["facet", "architecture", N.INTERVENTIONS], sort=True):
         im, is_ = mean_std(g["first"])
         fm, fs = mean_std(g["last"])
         rows.append({"facet": f, "architecture": a, "intervention": i, "runs": len(g),
-                     "initial_mean": im, "initial_std": is_, "final_mean": fm, "final_std": fs,
-                     "first_step": int(g["first_step"].min()), "last_step_min": int(g["last_step"].min()),
-                     "last_step_max": int(g["last_step"].max()),
+                     "initial_mean": im, "initial_std": is_, "final_mean": fm, "final_std": fs, **pause_span(g),
                      "nonfinite": max(count_nonfinite(g["first"]), count_nonfinite(g["last"]))})
     return pd.DataFrame(rows)
 

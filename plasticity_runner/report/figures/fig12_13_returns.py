@@ -30,6 +30,14 @@ def _task_label(task: object) -> str:
     return N.TASK_LABELS.get(str(task), str(task))
 
 
+def dataset_task(frame: pd.DataFrame, run_dirs: pd.Series) -> list[str] | str:
+    """Per run of ``run_dirs``: its dataset and task (``PANEL_ROW_KEYS``, the task named easy / hard),
+    joined by ``, ``; ``""`` when the sweep has neither key."""
+    cfg = frame.groupby("run_dir", sort=True)[[k for k in PANEL_ROW_KEYS if k in frame.columns]].first()
+    parts = [run_dirs.map(cfg[k]).map(_task_label if k == N.TASK else str) for k in cfg.columns]
+    return [", ".join(p) for p in zip(*parts)] if parts else ""
+
+
 def intervention_curves(frame: pd.DataFrame, metric: tuple[str, str]) -> pd.DataFrame:
     """``metric`` over training of the classification runs, one row per run and step, with the
     panel (``row``: dataset and task, easy / hard named; ``col``: architecture) and the ``line``
@@ -38,17 +46,17 @@ def intervention_curves(frame: pd.DataFrame, metric: tuple[str, str]) -> pd.Data
     s = series(frame, metric)
     if s.empty:
         return s
-    cfg = frame.groupby("run_dir", sort=True)[[k for k in (*PANEL_ROW_KEYS, N.ARCH) if k in frame.columns]].first()
     s = s[["run_dir", "step", "value"]].copy()
-    parts = []
-    for k in PANEL_ROW_KEYS:
-        if k in cfg.columns and cfg[k].astype(str).nunique() > 0:
-            v = s["run_dir"].map(cfg[k])
-            parts.append(v.map(_task_label) if k == N.TASK else v.astype(str))
-    s["row"] = [", ".join(p) for p in zip(*parts)] if parts else ""
-    s["col"] = s["run_dir"].map(cfg[N.ARCH]).astype(str) if N.ARCH in cfg.columns else ""
+    s["row"] = dataset_task(frame, s["run_dir"])
+    s["col"] = s["run_dir"].map(frame.groupby("run_dir")[N.ARCH].first()).astype(str) if N.ARCH in frame.columns else ""
     s["line"] = s["run_dir"].map(interventions_of(frame))
     return s
+
+
+def curves_table(s: pd.DataFrame) -> pd.DataFrame:
+    """``curve_summary`` of ``intervention_curves`` per panel and line, its columns named."""
+    return curve_summary(s, ["row", "col", "line"]).rename(
+        columns={"row": "dataset_task", "col": "architecture", "line": "intervention"})
 
 
 def draw_intervention_curves(s: pd.DataFrame, ylabel: str, log: bool = False):
@@ -80,6 +88,5 @@ def figure12_13_returns(frame: pd.DataFrame) -> FigureResult:
         "CIFAR-10, figure 13: MNIST observations); rows: observation space and task (easy = "
         "true_label, hard = sparse_reward), columns: architecture, lines: interventions.",
         figure=fig,
-        tables={"curves": curve_summary(s, ["row", "col", "line"]).rename(
-            columns={"row": "dataset_task", "col": "architecture", "line": "intervention"})},
+        tables={"curves": curves_table(s)},
     )

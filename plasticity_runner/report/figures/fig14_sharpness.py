@@ -16,7 +16,7 @@ from ..plotting import (
     interventions_of,
     order_values,
 )
-from .fig12_13_returns import PANEL_ROW_KEYS, _task_label
+from .fig12_13_returns import dataset_task
 
 FIG14_ARCH = "cnn"
 FIG14_LINES = (N.NO_INTERVENTION, N.LAYER_NORM)  # regression (scalar head) with and without layer norm
@@ -33,9 +33,7 @@ def sharpness_curves(frame: pd.DataFrame, arch: str = FIG14_ARCH) -> pd.DataFram
     s = s[["run_dir", "step", "value"]].copy()
     s["line"] = s["run_dir"].map(interventions_of(frame))
     s = s[s["line"].isin(FIG14_LINES)]
-    cfg = frame.groupby("run_dir", sort=True)[[k for k in PANEL_ROW_KEYS if k in frame.columns]].first()
-    parts = [s["run_dir"].map(cfg[k]).map(_task_label if k == N.TASK else str) for k in cfg.columns]
-    s["col"] = [", ".join(p) for p in zip(*parts)] if parts else ""
+    s["col"] = dataset_task(frame, s["run_dir"])
     s["row"] = ""
     return s
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import names as N
-from ..plotting import FigureResult, MissingData, curve_summary
-from .fig12_13_returns import draw_intervention_curves, intervention_curves
+from ..plotting import FigureResult, MissingData
+from .fig12_13_returns import curves_table, draw_intervention_curves, intervention_curves
 
 
 def figure15_16_td_loss(frame: pd.DataFrame) -> FigureResult:
@@ -32,7 +32,6 @@ def figure15_16_td_loss(frame: pd.DataFrame) -> FigureResult:
         caption="TD loss over training (figure 15: MNIST, figure 16: CIFAR-10 observations); rows: "
         "observation space and task, columns: architecture, lines: interventions.",
         figure=fig,
-        tables={"curves": curve_summary(s, ["row", "col", "line"]).rename(
-            columns={"row": "dataset_task", "col": "architecture", "line": "intervention"})},
+        tables={"curves": curves_table(s)},
         notes=notes,
     )

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 
 from .. import names as N
 from ..data import assign_groups, natural_key, select
-from ..plotting import FigureResult, MissingData, interventions_of, new_figure, wrap_label
+from ..plotting import FigureResult, MissingData, interventions_of, new_figure, step_scale, wrap_label
 from .fig4_probe_curves import probe_curves
 
 FIG17_COLUMNS = (N.NO_INTERVENTION, N.LAYER_NORM)
@@ -56,15 +53,14 @@ def figure17_18_probe_curves_ln(frame: pd.DataFrame, max_pauses: int = 6, max_ro
     cols = [c for c in FIG17_COLUMNS if (curves["column"] == c).any()]
     fig = new_figure(4.0 * len(cols) + 1.2, 3.0 * len(rows) + 0.5)
     axes = fig.subplots(len(rows), len(cols), squeeze=False, sharey="row")
-    norm = Normalize(curves["step"].min(), max(curves["step"].max(), curves["step"].min() + 1))
-    cmap = colormaps["viridis"]
+    scale = step_scale(curves["step"])
     positive = all((np.asarray(c) > 0).all() for c in curves["curve"])
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
             ax = axes[i, j]
             sel = curves[(curves["row"] == r) & (curves["column"] == c)]
             for _, row in sel.iterrows():
-                ax.plot(row["curve_steps"], row["curve"], color=cmap(norm(row["step"])), lw=1.3)
+                ax.plot(row["curve_steps"], row["curve"], color=scale.to_rgba(row["step"]), lw=1.3)
             if sel.empty:
                 ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", color="grey")
             elif positive:
@@ -73,7 +69,7 @@ def figure17_18_probe_curves_ln(frame: pd.DataFrame, max_pauses: int = 6, max_ro
             ax.set_title(wrap_label(f"{r}, {label}", 45), fontsize="x-small")
             ax.set_xlabel("probe optimisation step")
         axes[i, 0].set_ylabel("probe loss")
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes.ravel()), label="training step of checkpoint")
+    fig.colorbar(scale, ax=list(axes.ravel()), label="training step of checkpoint")
     table = curves.drop(columns=["curve_steps", "curve", "std", "group"])
     return FigureResult(
         name="figure17_18_probe_curves_ln",

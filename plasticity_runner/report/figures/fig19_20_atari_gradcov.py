@@ -9,7 +9,15 @@ import pandas as pd
 
 from .. import names as N
 from ..data import load_step_arrays, natural_key, select, series, spread_steps, steps_with_arrays
-from ..plotting import FigureResult, MissingData, interventions_of, new_figure, plot_group_curves, run_name
+from ..plotting import (
+    FigureResult,
+    MissingData,
+    draw_gradcov,
+    interventions_of,
+    new_figure,
+    plot_group_curves,
+    run_name,
+)
 
 
 def atari_runs(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -73,11 +81,7 @@ def figure19_20_atari_gradcov(frame: pd.DataFrame, max_heatmaps: int = 5, max_ro
         steps = spread_steps(row["steps"], n_heat)
         for j, step in enumerate(steps):
             mat = load_step_arrays(row["run_dir"], step, [N.GRADCOV_MATRIX])[N.GRADCOV_MATRIX]
-            a = axes[i, j + 1]
-            im = a.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-            a.set_title(f"step {step}", fontsize="x-small")
-            a.set_xticks([])
-            a.set_yticks([])
+            im = draw_gradcov(axes[i, j + 1], mat, f"step {step}", fontsize="x-small")
             table.append({"game": row["game"], "intervention": row["intervention"], "run": run_name(row["run_dir"]),
                           "step": step, "k": mat.shape[0], "offdiag_mean": offdiag_mean(mat)})
         for a in axes[i, len(steps) + 1:]:

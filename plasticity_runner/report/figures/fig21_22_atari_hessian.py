@@ -8,13 +8,10 @@ import math
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 
 from .. import names as N
 from ..data import load_step_arrays, spread_steps
-from ..plotting import FigureResult, MissingData, new_figure, run_name
+from ..plotting import FigureResult, MissingData, panel_grid, run_name, step_scale
 from .fig2_brownian import DENSITY_FLOOR
 from .fig19_20_atari_gradcov import atari_runs
 
@@ -35,13 +32,8 @@ def figure21_22_atari_hessian(frame: pd.DataFrame, max_curves: int = 10, max_pan
     if len(runs) > max_panels:
         notes.append(f"{len(runs) - max_panels} of {len(runs)} game / intervention panels not drawn (max_panels={max_panels}).")
     shown = runs.head(max_panels)
-    all_steps = sorted(set().union(*shown["steps"]))
-    norm = Normalize(min(all_steps), max(max(all_steps), min(all_steps) + 1))
-    cmap = colormaps["viridis"]
-    ncols = min(4, len(shown))
-    nrows = math.ceil(len(shown) / ncols)
-    fig = new_figure(3.6 * ncols + 1.2, 2.9 * nrows + 0.4)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    scale = step_scale(set().union(*shown["steps"]))
+    fig, axes = panel_grid(len(shown), 4, (3.6, 2.9), (1.2, 0.4))
     table = []
     for ax, (_, row) in zip(axes, shown.iterrows()):
         top = 0.0
@@ -50,7 +42,7 @@ def figure21_22_atari_hessian(frame: pd.DataFrame, max_curves: int = 10, max_pan
             d, grid = np.asarray(arr[N.HESSIAN_DENSITY], float), np.asarray(arr[N.HESSIAN_GRID], float)
             peak = float(np.nanmax(d)) if d.size else 0.0
             top = max(top, peak)
-            ax.plot(grid, np.maximum(d, 1e-300), color=cmap(norm(step)), lw=1)
+            ax.plot(grid, np.maximum(d, 1e-300), color=scale.to_rgba(step), lw=1)
             support = grid[d > peak * DENSITY_FLOOR] if peak > 0 else grid[:0]
             table.append({"game": row["game"], "intervention": row["intervention"], "run": run_name(row["run_dir"]),
                           "step": step, "max_eigenvalue_on_grid": float(support.max()) if support.size else math.nan})
@@ -60,9 +52,7 @@ def figure21_22_atari_hessian(frame: pd.DataFrame, max_curves: int = 10, max_pan
         ax.set_title(f"{row['game']}: {row['intervention']}", fontsize="small")
         ax.set_xlabel("eigenvalue", fontsize="small")
         ax.tick_params(labelsize="x-small")
-    for ax in axes[len(shown):]:
-        ax.set_axis_off()
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[: len(shown)]), label="training step")
+    fig.colorbar(scale, ax=list(axes), label="training step")
     return FigureResult(
         name="figure21_22_atari_hessian",
         title="Figures 21 / 22: Hessian spectrum over training on Atari",

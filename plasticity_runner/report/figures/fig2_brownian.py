@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-
 from .. import names as N
 from ..data import (
     load_step_arrays,
@@ -20,10 +16,12 @@ from ..data import (
 from ..plotting import (
     FigureResult,
     MissingData,
+    draw_gradcov,
     legend,
     new_figure,
     plot_group_curves,
     run_name,
+    step_scale,
 )
 
 
@@ -98,16 +96,14 @@ def figure2_brownian(frame: pd.DataFrame, max_heatmaps: int = 4) -> FigureResult
         if kind == "density":
             procs = list(N.PROCESSES)
             axes = sub.subplots(1, len(procs), sharey=True, squeeze=False)[0]
-            all_steps = sorted(set().union(*dens_steps.values()))
-            norm = Normalize(min(all_steps), max(max(all_steps), min(all_steps) + 1))
-            cmap = colormaps["viridis"]
+            scale = step_scale(set().union(*dens_steps.values()))
             top = 0.0
             for ax, p in zip(axes, procs):
                 for step in spread_steps(dens_steps.get(p, []), 12):
                     arr = load_step_arrays(dens_run, step, dens_keys[p])
                     d, grid = np.asarray(arr[dens_keys[p][0]], float), arr[dens_keys[p][1]]
                     top = max(top, float(np.nanmax(d)) if d.size else 0.0)
-                    ax.plot(grid, np.maximum(d, 1e-300), color=cmap(norm(step)), lw=1)
+                    ax.plot(grid, np.maximum(d, 1e-300), color=scale.to_rgba(step), lw=1)
                 ax.set_yscale("log")
                 ax.set_xlabel("eigenvalue")
                 ax.set_title(f"Hessian spectrum density: {N.PROCESSES[p]}")
@@ -116,7 +112,7 @@ def figure2_brownian(frame: pd.DataFrame, max_heatmaps: int = 4) -> FigureResult
             axes[0].set_ylabel("density")
             if top > 0:
                 axes[0].set_ylim(top * DENSITY_FLOOR, top * 2)
-            sub.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="training step")
+            sub.colorbar(scale, ax=list(axes), label="training step")
             notes.append(f"Hessian densities from run {run_name(dens_run)}.")
         elif kind == "scalars":
             axes = sub.subplots(1, len(scalars), squeeze=False)[0]
@@ -134,10 +130,7 @@ def figure2_brownian(frame: pd.DataFrame, max_heatmaps: int = 4) -> FigureResult
             im = None
             for ax, step in zip(axes, steps):
                 mat = load_step_arrays(cov_run, step, cov_keys[p])[cov_keys[p][0]]
-                im = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-                ax.set_title(f"step {step}", fontsize="small")
-                ax.set_xticks([])
-                ax.set_yticks([])
+                im = draw_gradcov(ax, mat, f"step {step}")
             for ax in axes[len(steps):]:
                 ax.set_axis_off()
             axes[0].set_ylabel(N.PROCESSES[p])

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 
 from .. import names as N
 from ..data import (
@@ -21,7 +16,8 @@ from ..plotting import (
     FigureResult,
     MissingData,
     local_groups,
-    new_figure,
+    panel_grid,
+    step_scale,
     wrap_label,
 )
 
@@ -81,16 +77,12 @@ def figure4_probe_curves(frame: pd.DataFrame, max_pauses: int = 8, max_panels: i
         notes.append(f"{len(groups) - max_panels} of {len(groups)} groups not drawn (max_panels={max_panels}); "
                      "their numbers are in the table.")
     shown = groups[:max_panels]
-    ncols = min(3, len(shown))
-    nrows = math.ceil(len(shown) / ncols)
-    fig = new_figure(4.3 * ncols + 1, 3.4 * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    norm = Normalize(curves["step"].min(), max(curves["step"].max(), curves["step"].min() + 1))
-    cmap = colormaps["viridis"]
+    fig, axes = panel_grid(len(shown), 3, (4.3, 3.4), (1, 0))
+    scale = step_scale(curves["step"])
     positive = all((c > 0).all() for c in curves["curve"])
     for ax, g in zip(axes, shown):
         for _, row in curves[curves["group"] == g].iterrows():
-            c = cmap(norm(row["step"]))
+            c = scale.to_rgba(row["step"])
             ax.plot(row["curve_steps"], row["curve"], color=c, lw=1.4)
             lo = row["curve"] - row["std"]
             if positive:
@@ -101,9 +93,7 @@ def figure4_probe_curves(frame: pd.DataFrame, max_pauses: int = 8, max_panels: i
         ax.set_title(wrap_label(g, 50), fontsize="x-small")
         ax.set_xlabel("probe optimisation step")
         ax.set_ylabel("probe loss")
-    for ax in axes[len(shown):]:
-        ax.set_axis_off()
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[: len(shown)]), label="training step of checkpoint")
+    fig.colorbar(scale, ax=list(axes), label="training step of checkpoint")
     table = curves.drop(columns=["curve_steps", "curve", "std"])
     return FigureResult(
         name="figure4_probe_curves",

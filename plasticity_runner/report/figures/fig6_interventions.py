@@ -12,7 +12,6 @@ from ..data import (
     is_group_key,
     label_keys,
     select,
-    with_config,
 )
 from ..plotting import (
     FigureResult,
@@ -21,7 +20,9 @@ from ..plotting import (
     mean_std,
     new_figure,
     order_values,
+    pause_span,
     probe_loss_change,
+    probe_loss_runs,
 )
 
 
@@ -32,21 +33,17 @@ FIG6_FACET_KEY = N.DATASET
 def intervention_table(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KEY) -> pd.DataFrame:
     """Figure 6 / 8 numbers: per facet (dataset), architecture and intervention, the change in
     probe loss between each run's first and last pause, averaged over runs (mean, std, runs)."""
-    frame = select(frame, N.ENV, N.ENV_CLASSIFICATION)
     if N.ARCH not in frame.columns:
         return pd.DataFrame()
-    ch = with_config(probe_loss_change(frame), frame, [N.ARCH, N.INTERVENTIONS] + ([facet] if facet else []))
+    ch = probe_loss_runs(frame, facet)
     if ch.empty:
         return pd.DataFrame()
-    ch[N.INTERVENTIONS] = ch[N.INTERVENTIONS].fillna(N.NO_INTERVENTION)
-    ch["facet"] = ch[facet].astype(str) if facet else "all runs"
     rows = []
     for (f, a, i), g in ch.groupby(["facet", N.ARCH, N.INTERVENTIONS], sort=True):
         m, s = mean_std(g["value"])
         rows.append({"facet": f, "architecture": a, "intervention": i, "runs": len(g),
                      "probe_loss_change_mean": m, "probe_loss_change_std": s, "nonfinite": count_nonfinite(g["value"]),
-                     "first_step": int(g["first_step"].min()), "last_step_min": int(g["last_step"].min()),
-                     "last_step_max": int(g["last_step"].max())})
+                     **pause_span(g)})
     return pd.DataFrame(rows)
 
 

@@ -15,6 +15,7 @@ from ..data import (
 from ..plotting import (
     FigureResult,
     MissingData,
+    draw_gradcov,
     new_figure,
 )
 
@@ -100,10 +101,7 @@ def figure7_atari_layer_norm(frame: pd.DataFrame, last_n: int = 5) -> FigureResu
         im = None
         for a, (game, interv, r, step) in zip(axes, cov):
             mat = load_step_arrays(r, step, [N.GRADCOV_MATRIX])[N.GRADCOV_MATRIX]
-            im = a.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-            a.set_title(f"{game}: {interv}\nstep {step}", fontsize="small")
-            a.set_xticks([])
-            a.set_yticks([])
+            im = draw_gradcov(a, mat, f"{game}: {interv}\nstep {step}")
         bottom.colorbar(im, ax=list(axes), label="gradient covariance")
         notes.append("Gradient covariance from the first run (by directory) of each game and method.")
     return FigureResult(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from .. import names as N
@@ -21,6 +19,7 @@ from ..plotting import (
     mean_std,
     new_figure,
     palette,
+    panel_grid,
     plasticity_loss,
     plot_group_curves,
     wrap_label,
@@ -116,18 +115,13 @@ def plasticity_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels
             notes.append(f"{len(shown) - max_panels} of {len(shown)} groups not drawn (max_panels={max_panels}); "
                          "all are in the table.")
             shown = shown[:max_panels]
-        ncols = min(5, len(shown))
-        nrows = math.ceil(len(shown) / ncols)
-        fig = new_figure(3.2 * ncols, 2.5 * nrows + 0.4)
-        axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True).ravel()
+        fig, axes = panel_grid(len(shown), 5, (3.2, 2.5), (0, 0.4), sharex=True, sharey=True)
         for ax, g in zip(axes, shown):
             plot_group_curves(ax, s[s["group"] == g], "tab:blue", g)
             ax.set_title(wrap_label(g, 38), fontsize="x-small")
             ax.tick_params(labelsize="x-small")
             if "plasticity loss" in title:
                 ax.axhline(0, color="grey", lw=0.8, ls="--")
-        for ax in axes[len(shown):]:
-            ax.set_axis_off()
         fig.suptitle(f"{title} against training step, one panel per group")
     return FigureResult(
         name="plasticity_over_training",

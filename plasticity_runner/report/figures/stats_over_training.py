@@ -11,8 +11,6 @@ has no aggregate of its own (a metric named ``<family>``), its panel shows the m
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from .. import names as N
@@ -23,8 +21,8 @@ from ..plotting import (
     curve_summary,
     legend,
     local_groups,
-    new_figure,
     palette,
+    panel_grid,
     plot_group_curves,
     wrap_label,
 )
@@ -99,9 +97,7 @@ def stats_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels: int
     drawn_groups, drawn_stats = groups[:max_lines], stats[:max_panels]
     colors = dict(zip(drawn_groups, palette(len(drawn_groups))))
     ncols = min(4, len(drawn_stats))
-    nrows = math.ceil(len(drawn_stats) / ncols)
-    fig = new_figure(3.4 * ncols + 2.0, 2.6 * nrows + 0.5)
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
+    fig, axes = panel_grid(len(drawn_stats), ncols, (3.4, 2.6), (2.0, 0.5), sharex=True)
     for ax, stat in zip(axes, drawn_stats):
         ss = s[s["statistic"] == stat]
         for g in drawn_groups:
@@ -110,9 +106,7 @@ def stats_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels: int
                 plot_group_curves(ax, sg, colors[g], g)
         ax.set_title(wrap_label(stat, 40), fontsize="small")
         ax.tick_params(labelsize="x-small")
-    for ax in axes[len(drawn_stats):]:
-        ax.set_axis_off()
-    for ax in axes[max(0, len(drawn_stats) - ncols): len(drawn_stats)]:
+    for ax in axes[-ncols:]:  # the bottom panel of each column
         ax.set_xlabel("training step", fontsize="small")
     if len(drawn_groups) > 1:
         legend(axes[0], len(drawn_groups))
