@@ -144,7 +144,7 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
     fresh_layers = [fresh.body.net[1], fresh.body.net[3]]
     u_hand = []
     for name, ck, layer, reader, fl in zip(names, c, layers, readers, fresh_layers):
-        got = torch.tensor(sorted(cbp.last_replaced[name]))
+        got = cbp.last_replaced[name].sort().values
         _assert_lowest(ck, got, 2)
         torch.testing.assert_close(layer.weight[got], fl.weight[got], rtol=0, atol=0)  # incoming: fresh
         torch.testing.assert_close(layer.bias[got], fl.bias[got], rtol=0, atol=0)
@@ -152,7 +152,7 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
         # (layers in order, as Dohare et al.'s gen_new_features: a new unit's fresh row reads everything)
         rows = torch.ones(reader.weight.shape[0], dtype=torch.bool)
         if reader is layers[1]:
-            rows[torch.tensor(cbp.last_replaced[names[1]])] = False
+            rows[cbp.last_replaced[names[1]]] = False
         assert reader.weight[rows][:, got].eq(0).all()
         keep = torch.tensor([i for i in range(width) if i not in got.tolist()])
         torch.testing.assert_close(reader.weight[rows][:, keep], before[_pname(agent.online, reader)][rows][:, keep],
@@ -162,7 +162,7 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
         assert st["unit_step"][got].eq(0).all()  # AdamGnT: counts restart
         cols = torch.ones(layer.weight.shape[1], dtype=torch.bool)  # not the columns of an earlier layer's replaced units
         if layer is layers[1]:
-            cols[torch.tensor(cbp.last_replaced[names[0]])] = False
+            cols[cbp.last_replaced[names[0]]] = False
         assert st["unit_step"][keep][:, cols].eq(3).all() and st["unit_step"][keep][:, ~cols].eq(0).all()
         assert agent.optimizer.state[reader.weight]["exp_avg"][:, got].eq(0).all()
         u = (1 - ETA) * ck
@@ -180,17 +180,15 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
         age = torch.full((width,), 2.0)
         age[replaced] = 1.0
         corrected = u / (1 - ETA**age)
-        _assert_lowest(corrected, torch.tensor(cbp.last_replaced[name]), 3)
+        _assert_lowest(corrected, cbp.last_replaced[name], 3)
         assert cbp.pending[name] == pytest.approx(0.0)
     assert cbp.replaced_total == 2 * 2 + 2 * 3
 
     # step C: ages 1..16 make the bias correction decide (ranking the raw u would pick other units)
     gen = torch.Generator().manual_seed(0)
-    for name in names:
-        cbp.utility[name] = torch.rand(width, generator=gen) * 0.05
-        cbp.age[name] = torch.arange(width, 0, -1)
-        cbp.pending[name] = 0.0
-    u_start = {n: cbp.utility[n].clone() for n in names}
+    u_start = {name: torch.rand(width, generator=gen) * 0.05 for name in names}
+    ages = {name: torch.arange(width, 0, -1) for name in names}
+    cbp.load_state_dict({"utility": u_start, "age": ages, "pending": {n: 0.0 for n in names}}, agent)
     c3 = [t.detach() for t in _hand_utility(agent.online, obs)]
     cbp.cfg.replacement_rate = 3.0 / width
     cbp.generate_and_test(agent, obs, step=102)
@@ -198,7 +196,7 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
         u = ETA * u_start[name] + (1 - ETA) * ck
         age = torch.arange(width, 0, -1).double() + 1
         corrected = u / (1 - ETA**age).float()
-        chosen = torch.tensor(cbp.last_replaced[name])
+        chosen = cbp.last_replaced[name]
         _assert_lowest(corrected, chosen, 3)
         assert set(torch.argsort(u)[:3].tolist()) != set(chosen.tolist())  # the correction mattered
 
@@ -223,6 +221,25 @@ def test_continual_backprop_waits_for_maturity():
     assert cbp.replaced_total == 0  # ages 1..5: none older than 5
     learn(state, 1)
     assert cbp.replaced_total > 0
+
+
+@pytest.mark.parametrize("threshold", [0, 3, 7])
+def test_mature_count_follows_the_ages_without_reading_them(threshold):
+    """The host count of units older than the threshold against the ages themselves (the oracle),
+    from mixed ages (a resume), through steps and replacements of mature units."""
+    from plasticity_runner.interventions.continual_backprop import MatureCount
+
+    gen = torch.Generator().manual_seed(threshold)
+    ages = torch.randint(0, 12, (40,), generator=gen)
+    count = MatureCount(ages, threshold)
+    for _ in range(30):
+        ages += 1
+        mature = torch.nonzero(ages > threshold).flatten()
+        assert count.tick() == mature.numel()
+        k = int(torch.randint(0, mature.numel() + 1, (), generator=gen))
+        ages[mature[torch.randperm(mature.numel(), generator=gen)[:k]]] = 0
+        count.restart(k)
+    assert count.mature == int((ages > threshold).sum())
 
 
 # -------------------------------------------------------------------------------------- L2-Init
