@@ -14,7 +14,14 @@ from plasticity_runner.optim import Adam, build_optimizer, reset_state_entries
 from plasticity_runner.trainer import build_run, prefill, train
 
 from .conftest import make_cfg
-from .test_interventions import agent_with, cfg_with, learn, rebuild_fresh, snapshot
+from .test_interventions import (
+    agent_with,
+    cfg_with,
+    learn,
+    penalty_gradients,
+    rebuild_fresh,
+    snapshot,
+)
 
 # ------------------------------------------------------------------------------- AdamW, step counts
 
@@ -251,24 +258,26 @@ def test_l2_init_adds_two_lambda_theta_minus_theta0_to_every_gradient():
     prefill(state, 64)
     learn(state, 3)
     agent = state.agent
-    batch = state.replay.sample(16, state.replay_generator)
-
-    def grads(with_penalty: bool):
-        saved = agent.interventions
-        agent.interventions = saved if with_penalty else []
-        agent.online.zero_grad(set_to_none=True)
-        agent.loss(batch).backward()
-        agent.interventions = saved
-        return {n: p.grad.clone() for n, p in agent.online.named_parameters()}
-
-    g_with, g_without = grads(True), grads(False)
+    added = penalty_gradients(agent, state.replay.sample(16, state.replay_generator))
     for name, p in agent.online.named_parameters():
         expected = 2 * 0.05 * (p.detach() - theta0[name])
         assert expected.abs().max() > 0  # the parameters moved: the term is not trivially zero
-        torch.testing.assert_close(g_with[name] - g_without[name], expected, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(added[name], expected, rtol=1e-4, atol=1e-7)
 
 
 # ------------------------------------------------------------------------------------------- NaP
+
+
+def one_step_from_the_same_state(ours, twin) -> None:
+    """``twin`` takes ``ours``' parameters, optimizer state and next batch, then both learn one step
+    (the oracle of an after-step hook: the same step without it)."""
+    with torch.no_grad():
+        for p, q in zip(twin.agent.online.parameters(), ours.agent.online.parameters()):
+            p.copy_(q)
+    twin.agent.optimizer.load_state_dict(copy.deepcopy(ours.agent.optimizer.state_dict()))  # no shared moments
+    twin.replay_generator.set_state(ours.replay_generator.get_state())  # the same next batch
+    learn(ours, 1)
+    learn(twin, 1)
 
 
 @pytest.mark.parametrize("project_output", [False, True])
@@ -285,13 +294,7 @@ def test_nap_projects_each_body_weight_to_its_initial_norm_and_nothing_else(proj
     for (n, p), (_, q) in zip(nap_state.agent.online.named_parameters(), twin.agent.online.named_parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)  # same network as built
     for _ in range(2):  # the second step starts from a projected network: compare one step at a time
-        with torch.no_grad():
-            for p, q in zip(twin.agent.online.parameters(), nap_state.agent.online.parameters()):
-                p.copy_(q)
-        twin.agent.optimizer.load_state_dict(copy.deepcopy(nap_state.agent.optimizer.state_dict()))  # no shared moments
-        twin.replay_generator.set_state(nap_state.replay_generator.get_state())  # the same next batch
-        learn(nap_state, 1)
-        learn(twin, 1)
+        one_step_from_the_same_state(nap_state, twin)
         projected = {"body.net.1.weight", "body.net.4.weight"} | ({"head.linear.weight"} if project_output else set())
         ours = dict(nap_state.agent.online.named_parameters())
         for name, q in twin.agent.online.named_parameters():
@@ -364,13 +367,7 @@ def test_soft_shrink_perturb_every_step_against_an_untouched_twin():
     for s in (a, b):
         prefill(s, 64)
     for _ in range(2):
-        with torch.no_grad():
-            for p, q in zip(b.agent.online.parameters(), a.agent.online.parameters()):
-                p.copy_(q)
-        b.agent.optimizer.load_state_dict(copy.deepcopy(a.agent.optimizer.state_dict()))
-        b.replay_generator.set_state(a.replay_generator.get_state())
-        learn(a, 1)
-        learn(b, 1)
+        one_step_from_the_same_state(a, b)
         ssp = a.agent.interventions[0]
         fresh = dict(rebuild_fresh(a, ssp.last_fresh_seed).named_parameters())
         for (name, p), (_, q) in zip(a.agent.online.named_parameters(), b.agent.online.named_parameters()):
