@@ -33,14 +33,15 @@ def _steps(opt, p, grads):
     return p.detach().clone()
 
 
-@pytest.mark.parametrize("eps_root", [0.0])  # torch's AdamW has no eps_root; 0 is the fused path
-def test_decoupled_weight_decay_equals_torch_adamw(eps_root):
+def test_decoupled_weight_decay_equals_torch_adamw():
+    """The fused path (eps_root 0) against torch's AdamW; the eps_root > 0 path against equation (6)
+    with the decay: ``test_optim.test_adam_matches_equation_6``."""
     torch.manual_seed(0)
     start = torch.randn(7, 3)
     grads = [torch.randn(7, 3) for _ in range(6)]
     kw = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-6)
     p = torch.nn.Parameter(start.clone())
-    ours = _steps(Adam([p], eps_root=eps_root, weight_decay=0.1, **kw), p, grads)
+    ours = _steps(Adam([p], eps_root=0.0, weight_decay=0.1, **kw), p, grads)
     q = torch.nn.Parameter(start.clone())
     ref = _steps(torch.optim.AdamW([q], weight_decay=0.1, **kw), q, grads)
     torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
