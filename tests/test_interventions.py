@@ -66,6 +66,21 @@ def snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.named_parameters()}
 
 
+def penalty_gradients(agent, batch) -> dict[str, torch.Tensor]:
+    """What the active interventions' loss penalties add to each gradient on ``batch``: the
+    gradient of the loss with them minus the gradient without them."""
+
+    def grads(interventions) -> dict[str, torch.Tensor]:
+        saved, agent.interventions = agent.interventions, interventions
+        agent.online.zero_grad(set_to_none=True)
+        agent.loss(batch).backward()
+        agent.interventions = saved
+        return {n: p.grad.clone() for n, p in agent.online.named_parameters()}
+
+    with_penalty, without = grads(agent.interventions), grads([])
+    return {n: with_penalty[n] - without[n] for n in with_penalty}
+
+
 def optimizer_params(optimizer) -> set[int]:
     return {id(p) for g in optimizer.param_groups for p in g["params"]}
 
@@ -214,19 +229,9 @@ def test_spectral_norm_keeps_the_first_layer_top_singular_value_at_most_one():
 def test_weight_decay_adds_coeff_theta_to_every_gradient():
     state = agent_with(["weight_decay"], extra=["intervention.weight_decay.coeff=0.01"], steps=1)
     agent = state.agent
-    batch = state.replay.sample(16, state.replay_generator)
-
-    def grads(with_penalty: bool):
-        saved = agent.interventions
-        agent.interventions = saved if with_penalty else []
-        agent.online.zero_grad(set_to_none=True)
-        agent.loss(batch).backward()
-        agent.interventions = saved
-        return {n: p.grad.clone() for n, p in agent.online.named_parameters()}
-
-    g_with, g_without = grads(True), grads(False)
+    added = penalty_gradients(agent, state.replay.sample(16, state.replay_generator))
     for name, p in agent.online.named_parameters():
-        torch.testing.assert_close(g_with[name] - g_without[name], 0.01 * p.detach(), rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(added[name], 0.01 * p.detach(), rtol=1e-4, atol=1e-7)
 
 
 def test_reset_optimizer_clears_all_state_and_nothing_else():

@@ -14,7 +14,14 @@ from plasticity_runner.optim import Adam, build_optimizer, reset_state_entries
 from plasticity_runner.trainer import build_run, prefill, train
 
 from .conftest import make_cfg
-from .test_interventions import agent_with, cfg_with, learn, rebuild_fresh, snapshot
+from .test_interventions import (
+    agent_with,
+    cfg_with,
+    learn,
+    penalty_gradients,
+    rebuild_fresh,
+    snapshot,
+)
 
 # ------------------------------------------------------------------------------- AdamW, step counts
 
@@ -26,14 +33,15 @@ def _steps(opt, p, grads):
     return p.detach().clone()
 
 
-@pytest.mark.parametrize("eps_root", [0.0])  # torch's AdamW has no eps_root; 0 is the fused path
-def test_decoupled_weight_decay_equals_torch_adamw(eps_root):
+def test_decoupled_weight_decay_equals_torch_adamw():
+    """The fused path (eps_root 0) against torch's AdamW; the eps_root > 0 path against equation (6)
+    with the decay: ``test_optim.test_adam_matches_equation_6``."""
     torch.manual_seed(0)
     start = torch.randn(7, 3)
     grads = [torch.randn(7, 3) for _ in range(6)]
     kw = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-6)
     p = torch.nn.Parameter(start.clone())
-    ours = _steps(Adam([p], eps_root=eps_root, weight_decay=0.1, **kw), p, grads)
+    ours = _steps(Adam([p], eps_root=0.0, weight_decay=0.1, **kw), p, grads)
     q = torch.nn.Parameter(start.clone())
     ref = _steps(torch.optim.AdamW([q], weight_decay=0.1, **kw), q, grads)
     torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
@@ -144,7 +152,7 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
     fresh_layers = [fresh.body.net[1], fresh.body.net[3]]
     u_hand = []
     for name, ck, layer, reader, fl in zip(names, c, layers, readers, fresh_layers):
-        got = torch.tensor(sorted(cbp.last_replaced[name]))
+        got = cbp.last_replaced[name].sort().values
         _assert_lowest(ck, got, 2)
         torch.testing.assert_close(layer.weight[got], fl.weight[got], rtol=0, atol=0)  # incoming: fresh
         torch.testing.assert_close(layer.bias[got], fl.bias[got], rtol=0, atol=0)
@@ -152,7 +160,7 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
         # (layers in order, as Dohare et al.'s gen_new_features: a new unit's fresh row reads everything)
         rows = torch.ones(reader.weight.shape[0], dtype=torch.bool)
         if reader is layers[1]:
-            rows[torch.tensor(cbp.last_replaced[names[1]])] = False
+            rows[cbp.last_replaced[names[1]]] = False
         assert reader.weight[rows][:, got].eq(0).all()
         keep = torch.tensor([i for i in range(width) if i not in got.tolist()])
         torch.testing.assert_close(reader.weight[rows][:, keep], before[_pname(agent.online, reader)][rows][:, keep],
@@ -162,7 +170,7 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
         assert st["unit_step"][got].eq(0).all()  # AdamGnT: counts restart
         cols = torch.ones(layer.weight.shape[1], dtype=torch.bool)  # not the columns of an earlier layer's replaced units
         if layer is layers[1]:
-            cols[torch.tensor(cbp.last_replaced[names[0]])] = False
+            cols[cbp.last_replaced[names[0]]] = False
         assert st["unit_step"][keep][:, cols].eq(3).all() and st["unit_step"][keep][:, ~cols].eq(0).all()
         assert agent.optimizer.state[reader.weight]["exp_avg"][:, got].eq(0).all()
         u = (1 - ETA) * ck
@@ -180,17 +188,15 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
         age = torch.full((width,), 2.0)
         age[replaced] = 1.0
         corrected = u / (1 - ETA**age)
-        _assert_lowest(corrected, torch.tensor(cbp.last_replaced[name]), 3)
+        _assert_lowest(corrected, cbp.last_replaced[name], 3)
         assert cbp.pending[name] == pytest.approx(0.0)
     assert cbp.replaced_total == 2 * 2 + 2 * 3
 
     # step C: ages 1..16 make the bias correction decide (ranking the raw u would pick other units)
     gen = torch.Generator().manual_seed(0)
-    for name in names:
-        cbp.utility[name] = torch.rand(width, generator=gen) * 0.05
-        cbp.age[name] = torch.arange(width, 0, -1)
-        cbp.pending[name] = 0.0
-    u_start = {n: cbp.utility[n].clone() for n in names}
+    u_start = {name: torch.rand(width, generator=gen) * 0.05 for name in names}
+    ages = {name: torch.arange(width, 0, -1) for name in names}
+    cbp.load_state_dict({"utility": u_start, "age": ages, "pending": {n: 0.0 for n in names}}, agent)
     c3 = [t.detach() for t in _hand_utility(agent.online, obs)]
     cbp.cfg.replacement_rate = 3.0 / width
     cbp.generate_and_test(agent, obs, step=102)
@@ -198,7 +204,7 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
         u = ETA * u_start[name] + (1 - ETA) * ck
         age = torch.arange(width, 0, -1).double() + 1
         corrected = u / (1 - ETA**age).float()
-        chosen = torch.tensor(cbp.last_replaced[name])
+        chosen = cbp.last_replaced[name]
         _assert_lowest(corrected, chosen, 3)
         assert set(torch.argsort(u)[:3].tolist()) != set(chosen.tolist())  # the correction mattered
 
@@ -225,6 +231,25 @@ def test_continual_backprop_waits_for_maturity():
     assert cbp.replaced_total > 0
 
 
+@pytest.mark.parametrize("threshold", [0, 3, 7])
+def test_mature_count_follows_the_ages_without_reading_them(threshold):
+    """The host count of units older than the threshold against the ages themselves (the oracle),
+    from mixed ages (a resume), through steps and replacements of mature units."""
+    from plasticity_runner.interventions.continual_backprop import MatureCount
+
+    gen = torch.Generator().manual_seed(threshold)
+    ages = torch.randint(0, 12, (40,), generator=gen)
+    count = MatureCount(ages, threshold)
+    for _ in range(30):
+        ages += 1
+        mature = torch.nonzero(ages > threshold).flatten()
+        assert count.tick() == mature.numel()
+        k = int(torch.randint(0, mature.numel() + 1, (), generator=gen))
+        ages[mature[torch.randperm(mature.numel(), generator=gen)[:k]]] = 0
+        count.restart(k)
+    assert count.mature == int((ages > threshold).sum())
+
+
 # -------------------------------------------------------------------------------------- L2-Init
 
 
@@ -234,24 +259,26 @@ def test_l2_init_adds_two_lambda_theta_minus_theta0_to_every_gradient():
     prefill(state, 64)
     learn(state, 3)
     agent = state.agent
-    batch = state.replay.sample(16, state.replay_generator)
-
-    def grads(with_penalty: bool):
-        saved = agent.interventions
-        agent.interventions = saved if with_penalty else []
-        agent.online.zero_grad(set_to_none=True)
-        agent.loss(batch).backward()
-        agent.interventions = saved
-        return {n: p.grad.clone() for n, p in agent.online.named_parameters()}
-
-    g_with, g_without = grads(True), grads(False)
+    added = penalty_gradients(agent, state.replay.sample(16, state.replay_generator))
     for name, p in agent.online.named_parameters():
         expected = 2 * 0.05 * (p.detach() - theta0[name])
         assert expected.abs().max() > 0  # the parameters moved: the term is not trivially zero
-        torch.testing.assert_close(g_with[name] - g_without[name], expected, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(added[name], expected, rtol=1e-4, atol=1e-7)
 
 
 # ------------------------------------------------------------------------------------------- NaP
+
+
+def one_step_from_the_same_state(ours, twin) -> None:
+    """``twin`` takes ``ours``' parameters, optimizer state and next batch, then both learn one step
+    (the oracle of an after-step hook: the same step without it)."""
+    with torch.no_grad():
+        for p, q in zip(twin.agent.online.parameters(), ours.agent.online.parameters()):
+            p.copy_(q)
+    twin.agent.optimizer.load_state_dict(copy.deepcopy(ours.agent.optimizer.state_dict()))  # no shared moments
+    twin.replay_generator.set_state(ours.replay_generator.get_state())  # the same next batch
+    learn(ours, 1)
+    learn(twin, 1)
 
 
 @pytest.mark.parametrize("project_output", [False, True])
@@ -268,13 +295,7 @@ def test_nap_projects_each_body_weight_to_its_initial_norm_and_nothing_else(proj
     for (n, p), (_, q) in zip(nap_state.agent.online.named_parameters(), twin.agent.online.named_parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)  # same network as built
     for _ in range(2):  # the second step starts from a projected network: compare one step at a time
-        with torch.no_grad():
-            for p, q in zip(twin.agent.online.parameters(), nap_state.agent.online.parameters()):
-                p.copy_(q)
-        twin.agent.optimizer.load_state_dict(copy.deepcopy(nap_state.agent.optimizer.state_dict()))  # no shared moments
-        twin.replay_generator.set_state(nap_state.replay_generator.get_state())  # the same next batch
-        learn(nap_state, 1)
-        learn(twin, 1)
+        one_step_from_the_same_state(nap_state, twin)
         projected = {"body.net.1.weight", "body.net.4.weight"} | ({"head.linear.weight"} if project_output else set())
         ours = dict(nap_state.agent.online.named_parameters())
         for name, q in twin.agent.online.named_parameters():
@@ -347,13 +368,7 @@ def test_soft_shrink_perturb_every_step_against_an_untouched_twin():
     for s in (a, b):
         prefill(s, 64)
     for _ in range(2):
-        with torch.no_grad():
-            for p, q in zip(b.agent.online.parameters(), a.agent.online.parameters()):
-                p.copy_(q)
-        b.agent.optimizer.load_state_dict(copy.deepcopy(a.agent.optimizer.state_dict()))
-        b.replay_generator.set_state(a.replay_generator.get_state())
-        learn(a, 1)
-        learn(b, 1)
+        one_step_from_the_same_state(a, b)
         ssp = a.agent.interventions[0]
         fresh = dict(rebuild_fresh(a, ssp.last_fresh_seed).named_parameters())
         for (name, p), (_, q) in zip(a.agent.online.named_parameters(), b.agent.online.named_parameters()):

@@ -27,16 +27,18 @@ def test_adam_without_eps_root_equals_torch_adam():
     torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])  # > 0: AdamW's decoupled decay, before the update
 @pytest.mark.parametrize("eps_root", [0.0, 1e-3])  # 0: torch's fused kernel; > 0: the _foreach path
-def test_adam_matches_equation_6(eps_root):
+def test_adam_matches_equation_6(eps_root, weight_decay):
     lr, b1, b2, eps = 1e-2, 0.9, 0.9, 1e-9
-    ours, grads = _run(Adam, lr=lr, betas=(b1, b2), eps=eps, eps_root=eps_root)
+    ours, grads = _run(Adam, lr=lr, betas=(b1, b2), eps=eps, eps_root=eps_root, weight_decay=weight_decay)
     torch.manual_seed(0)
     p = torch.randn(7, 3).double().numpy()
     m = np.zeros_like(p)
     v = np.zeros_like(p)
     for t, g in enumerate(grads, start=1):
         g = g.double().numpy()
+        p = p * (1 - lr * weight_decay)
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)

@@ -136,3 +136,14 @@ def one_pause(arch: str, names: tuple[str, ...], tmp_path, options: list[str] | 
     arrays = load_arrays(tmp_path)[state.step]
     assert {"probe/curve_loss", "hessian/density", "gradcov/matrix"} <= set(arrays)
     assert np.isfinite(arrays["gradcov/matrix"]).all()
+
+
+@pytest.mark.parametrize("arch", sorted(BODIES))
+def test_the_non_default_options_of_the_field_interventions_through_a_pause(arch, tmp_path):
+    """What the registry grid leaves at its defaults, on every body: AdamW (the agent's optimizer
+    and the probe's copies'), ReDo restarting Adam's counts of recycled units (per-element counts
+    next to continual backprop's, both under the decoupled decay), NaP projecting the output layer
+    too, and a width multiplier."""
+    options = ["optimizer=adamw", "intervention.redo.restart_adam_steps=true",
+               "intervention.nap.project_output_layer=true", "architecture.width_multiplier=2"]
+    one_pause(arch, ("redo", "continual_backprop", "nap"), tmp_path, options)

@@ -43,6 +43,7 @@ State kept in the checkpoint: utilities, ages, fractional counts.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 import torch
@@ -73,16 +74,44 @@ def contribution(group: UnitGroup, activation: torch.Tensor) -> torch.Tensor:
     return total
 
 
+class MatureCount:
+    """How many units of a group are older than the maturity threshold, counted on the host without
+    reading the ages on the device: every step ages all units by one and a replacement restarts
+    ``k`` mature units at 0, so the count needs only when how many units were (re)born."""
+
+    def __init__(self, ages: torch.Tensor, threshold: int):
+        """``ages``: the group's ages now (a host read, at creation or load only)."""
+        ages = ages.cpu()
+        self.threshold, self.clock = threshold, 0
+        self.mature = int((ages > threshold).sum())
+        young, counts = torch.unique(ages[ages <= threshold], return_counts=True)
+        # (clock at birth, units), oldest first
+        self.births = deque((-int(a), int(n)) for a, n in zip(young.flip(0), counts.flip(0)))
+
+    def tick(self) -> int:
+        """Age every unit by one step; returns the mature units."""
+        self.clock += 1
+        while self.births and self.clock - self.births[0][0] > self.threshold:
+            self.mature += self.births.popleft()[1]
+        return self.mature
+
+    def restart(self, k: int) -> None:
+        """``k`` mature units were replaced: age 0."""
+        self.mature -= k
+        self.births.append((self.clock, k))
+
+
 class ContinualBackprop(Intervention):
     name = "continual_backprop"
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.utility: dict[str, torch.Tensor] = {}  # group -> u [units] (device)
-        self.age: dict[str, torch.Tensor] = {}  # group -> a [units] (host, int64)
+        self.age: dict[str, torch.Tensor] = {}  # group -> a [units] (device, int64)
+        self.mature: dict[str, MatureCount] = {}  # group -> how many a > maturity_threshold (host)
         self.pending: dict[str, float] = {}  # group -> accumulated fractional replacements
         self.replaced_total = 0
-        self.last_replaced: dict[str, list[int]] = {}  # group -> units replaced at the last step that replaced any
+        self.last_replaced: dict[str, torch.Tensor] = {}  # group -> units replaced at the last step that replaced any (device)
 
     def metrics(self) -> dict[str, float]:
         return {"cbp_replaced_total": float(self.replaced_total)}
@@ -98,7 +127,8 @@ class ContinualBackprop(Intervention):
     def load_state_dict(self, state: dict, agent: "DQNAgent") -> None:
         device = next(agent.online.parameters()).device
         self.utility = {k: v.to(device).clone() for k, v in state.get("utility", {}).items()}
-        self.age = {k: v.cpu().clone() for k, v in state.get("age", {}).items()}
+        self.age = {k: v.to(device).clone() for k, v in state.get("age", {}).items()}
+        self.mature = {k: MatureCount(v, int(self.cfg.maturity_threshold)) for k, v in self.age.items()}
         self.pending = {k: float(v) for k, v in state.get("pending", {}).items()}
         self.replaced_total = int(state.get("replaced_total", 0))
 
@@ -108,7 +138,8 @@ class ContinualBackprop(Intervention):
 
     @torch.no_grad()
     def generate_and_test(self, agent: "DQNAgent", obs: torch.Tensor, step: int) -> int:
-        """Steps 1-5 on every unit group, utilities from ``obs``; returns the units replaced."""
+        """Steps 1-5 on every unit group, utilities from ``obs``; returns the units replaced. Reads
+        nothing from the device: the counts are the host's (``MatureCount``), the units the device's."""
         eta, rho = float(self.cfg.decay_rate), float(self.cfg.replacement_rate)
         maturity = int(self.cfg.maturity_threshold)
         chosen: list[tuple[UnitGroup, torch.Tensor, torch.Tensor]] = []
@@ -116,33 +147,33 @@ class ContinualBackprop(Intervention):
             c = contribution(g, out)
             if g.name not in self.utility:
                 self.utility[g.name] = torch.zeros_like(c)
-                self.age[g.name] = torch.zeros(g.num_units, dtype=torch.int64)
+                self.age[g.name] = torch.zeros(g.num_units, dtype=torch.int64, device=c.device)
+                self.mature[g.name] = MatureCount(torch.zeros(g.num_units, dtype=torch.int64), maturity)
                 self.pending[g.name] = 0.0
             u, age = self.utility[g.name], self.age[g.name]
             age += 1
             u.mul_(eta).add_(c, alpha=1 - eta)
-            eligible = torch.nonzero(age > maturity).flatten()  # host: no device sync
-            if eligible.numel() == 0:
+            n = self.mature[g.name].tick()
+            if n == 0:
                 continue
-            self.pending[g.name] += rho * eligible.numel()
-            k = min(int(self.pending[g.name]), eligible.numel())
+            self.pending[g.name] += rho * n
+            k = min(int(self.pending[g.name]), n)
             self.pending[g.name] -= int(self.pending[g.name])
             if k == 0:
                 continue
+            eligible = torch.nonzero_static(age > maturity, size=n).flatten()  # ascending, as nonzero; no sync
             correction = 1 - eta ** age[eligible].to(torch.float64)
-            corrected = u[eligible.to(u.device)] / correction.to(u.device, u.dtype)
+            corrected = u[eligible] / correction.to(u.dtype)
             pick = torch.topk(-corrected, k).indices
-            idx = eligible.to(u.device)[pick]
-            chosen.append((g, idx, out))
+            chosen.append((g, eligible[pick], out))
+            self.mature[g.name].restart(k)
         if not chosen:
             return 0
-        fresh_modules = dict(self.fresh_network(agent, step).named_modules())
+        replace_units(agent, chosen, self.fresh_network(agent, step), restart_steps=bool(self.cfg.restart_adam_steps))
         self.last_replaced = {}
-        for g, idx, out in chosen:
-            replace_units(agent, g, idx, out, fresh_modules, restart_steps=bool(self.cfg.restart_adam_steps))
+        for g, idx, _ in chosen:
             self.utility[g.name][idx] = 0.0
-            host_idx = idx.cpu()
-            self.age[g.name][host_idx] = 0
-            self.last_replaced[g.name] = host_idx.tolist()
-            self.replaced_total += int(idx.numel())
-        return sum(int(idx.numel()) for _, idx, _ in chosen)
+            self.age[g.name][idx] = 0
+            self.last_replaced[g.name] = idx
+            self.replaced_total += idx.numel()
+        return sum(idx.numel() for _, idx, _ in chosen)

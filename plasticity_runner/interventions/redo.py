@@ -103,9 +103,6 @@ class ReDo(Intervention):
         self.recycled_total += sum(self.last_dormant.values())
         if not any(self.last_dormant.values()):
             return 0
-        fresh_modules = dict(self.fresh_network(agent, step).named_modules())
-        restart = bool(getattr(self.cfg, "restart_adam_steps", False))
-        for g, idx, out in found:
-            if idx.numel():
-                replace_units(agent, g, idx, out, fresh_modules, restart_steps=restart)
+        chosen = [(g, idx, out) for g, idx, out in found if idx.numel()]
+        replace_units(agent, chosen, self.fresh_network(agent, step), restart_steps=bool(self.cfg.restart_adam_steps))
         return sum(self.last_dormant.values())

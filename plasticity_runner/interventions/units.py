@@ -61,25 +61,26 @@ def outgoing_columns(group: UnitGroup, reader: nn.Module, activation: torch.Tens
 @torch.no_grad()
 def replace_units(
     agent: "DQNAgent",
-    group: UnitGroup,
-    idx: torch.Tensor,
-    activation: torch.Tensor,
-    fresh_modules: dict[str, nn.Module],
+    chosen: list[tuple[UnitGroup, torch.Tensor, torch.Tensor]],
+    fresh: nn.Module,
     restart_steps: bool = False,
 ) -> None:
-    """Replace units ``idx`` of ``group`` in the online network: incoming parameters (weight rows,
-    bias, per-unit norm affine) copied from the fresh initialisation ``fresh_modules`` (by module
-    name), outgoing weight columns set to zero; the optimizer state of exactly those rows and
-    columns zeroed (``optim.reset_state_entries``; step counts restarted with ``restart_steps``)."""
+    """For each ``(group, idx, activation)`` of ``chosen``, replace units ``idx`` of ``group`` in the
+    online network: incoming parameters (weight rows, bias, per-unit norm affine) copied from the
+    fresh initialisation ``fresh`` (by module name), outgoing weight columns set to zero; the
+    optimizer state of exactly those rows and columns zeroed (``optim.reset_state_entries``; step
+    counts restarted with ``restart_steps``)."""
     names = {id(m): n for n, m in agent.online.named_modules()}
+    fresh_modules = dict(fresh.named_modules())
     optimizer = agent.optimizer
-    for m in group.incoming:
-        fresh = dict(fresh_modules[names[id(m)]].named_parameters())
-        for pname, p in m.named_parameters():
-            p[idx] = fresh[pname][idx]
-            reset_state_entries(optimizer, p, idx, dim=0, restart_steps=restart_steps)
-    for m in group.outgoing:
-        cols = outgoing_columns(group, m, activation, idx)
-        w = raw_weight(m)
-        w.index_fill_(1, cols, 0.0)
-        reset_state_entries(optimizer, w, cols, dim=1, restart_steps=restart_steps)
+    for group, idx, activation in chosen:
+        for m in group.incoming:
+            fresh_params = dict(fresh_modules[names[id(m)]].named_parameters())
+            for pname, p in m.named_parameters():
+                p[idx] = fresh_params[pname][idx]
+                reset_state_entries(optimizer, p, idx, dim=0, restart_steps=restart_steps)
+        for m in group.outgoing:
+            cols = outgoing_columns(group, m, activation, idx)
+            w = raw_weight(m)
+            w.index_fill_(1, cols, 0.0)
+            reset_state_entries(optimizer, w, cols, dim=1, restart_steps=restart_steps)

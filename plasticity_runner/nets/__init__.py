@@ -25,11 +25,11 @@ from .scaling import scaled
 from .vit import ViTBody
 
 
-
-def _mult(cfg: Any) -> float:
-    """``architecture.width_multiplier`` (1 when the config predates it)."""
+def _w(cfg: Any, width: int) -> int:
+    """``width`` as the body builds it: ``scaling.scaled`` by ``architecture.width_multiplier`` (1
+    when the config predates it)."""
     m = getattr(cfg, "width_multiplier", None)
-    return 1.0 if m is None else float(m)
+    return scaled(width, 1.0 if m is None else float(m))
 
 
 # name -> builder(arch_cfg, obs_shape, layer_norm, activation) -> body with .feature_dim, .unit_groups()
@@ -37,19 +37,19 @@ def _mult(cfg: Any) -> float:
 # through ``scaling.scaled`` with ``architecture.width_multiplier`` (figure 5)
 BODIES: dict[str, Callable[..., nn.Module]] = {
     "mlp": lambda cfg, shape, ln, activation=None: MLPBody(
-        shape, scaled(cfg.width, _mult(cfg)), cfg.num_layers, ln, activation
+        shape, _w(cfg, cfg.width), cfg.num_layers, ln, activation
     ),
     "cnn": lambda cfg, shape, ln, activation=None: CNNBody(
-        shape, scaled(cfg.channels, _mult(cfg)), scaled(cfg.hidden, _mult(cfg)), cfg.conv_stride, ln, activation
+        shape, _w(cfg, cfg.channels), _w(cfg, cfg.hidden), cfg.conv_stride, ln, activation
     ),
     "resnet18": lambda cfg, shape, ln, activation=None: ResNet18Body(
-        shape, scaled(cfg.width, _mult(cfg)), str(getattr(cfg.stem, "value", cfg.stem)), ln, activation
+        shape, _w(cfg, cfg.width), str(getattr(cfg.stem, "value", cfg.stem)), ln, activation
     ),
     "vit": lambda cfg, shape, ln, activation=None: ViTBody(
         shape,
         cfg.patch_size,
-        scaled(cfg.dim, _mult(cfg)),
-        scaled(cfg.ff_dim, _mult(cfg)),
+        _w(cfg, cfg.dim),
+        _w(cfg, cfg.ff_dim),
         cfg.num_blocks,
         cfg.num_heads,
         cfg.dropout,
@@ -58,11 +58,11 @@ BODIES: dict[str, Callable[..., nn.Module]] = {
         activation,
     ),
     "nature_cnn": lambda cfg, shape, ln, activation=None: NatureCNNBody(
-        shape, scaled(cfg.hidden, _mult(cfg)), ln, activation,
-        conv_channels=tuple(scaled(c, _mult(cfg)) for c in CONV_CHANNELS),
+        shape, _w(cfg, cfg.hidden), ln, activation,
+        conv_channels=tuple(_w(cfg, c) for c in CONV_CHANNELS),
     ),
     "minatar_cnn": lambda cfg, shape, ln, activation=None: MinAtarCNNBody(
-        shape, scaled(cfg.channels, _mult(cfg)), scaled(cfg.hidden, _mult(cfg)), ln, activation
+        shape, _w(cfg, cfg.channels), _w(cfg, cfg.hidden), ln, activation
     ),
 }
 # name -> builder(feature_dim, num_actions, **head_options) -> head with forward(), td_loss(), raw()

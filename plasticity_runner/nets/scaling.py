@@ -20,9 +20,7 @@ from __future__ import annotations
 
 
 def scaled(width: int, multiplier: float) -> int:
-    """The width a body builds: ``width`` when ``multiplier == 1``, else ``max(1, round(width * multiplier))``."""
+    """The width a body builds: ``max(1, round(width * multiplier))`` (``width`` itself at 1)."""
     if not multiplier > 0:  # validate() says so first; this guards builds that bypass it
         raise ValueError(f"architecture.width_multiplier must be > 0, got {multiplier}")
-    if multiplier == 1:
-        return int(width)
     return max(1, int(round(width * multiplier)))
