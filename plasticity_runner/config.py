@@ -20,12 +20,7 @@ from .envs.atari import AtariEnvConfig  # the schema lives beside the environmen
 from .envs.minatar import MinAtarEnvConfig  # likewise (the minatar package is imported lazily)
 
 
-class ConfigError(ValueError):
-    """A config value out of its range; ``key`` is the dotted config key."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(f"config key '{key}': {message}")
+from .errors import ConfigError  # noqa: E402  (re-exported: it lives in a module that depends on nothing)
 
 
 class Device(str, enum.Enum):
@@ -515,7 +510,7 @@ class Config:
     speed: SpeedConfig = field(default_factory=SpeedConfig)
 
 
-SCHEMAS: dict[str, dict[str, type]] = {
+_STATIC_SCHEMAS: dict[str, dict[str, type]] = {
     "env": {
         "classification": ClassificationEnvConfig,
         "memorization": MemorizationEnvConfig,
@@ -536,13 +531,43 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
+def schemas() -> dict[str, dict[str, type]]:
+    """group -> option -> schema dataclass: the options kept here plus every registered part
+    (``registry``) of the groups chosen one option at a time (env, architecture)."""
+    from . import registry
+
+    out = {group: dict(options) for group, options in _STATIC_SCHEMAS.items()}
+    for group in ("env", "architecture"):
+        for name, part in registry.parts(group).items():
+            out.setdefault(group, {})[name] = part.schema
+    return out
+
+
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    for group, options in SCHEMAS.items():
+    for group, options in schemas().items():
         for name, node in options.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+def _check_registered(cfg: DictConfig) -> None:
+    """The range checks each registered part declares: the chosen env and architecture, every
+    active intervention, every diagnostic."""
+    from . import registry
+
+    for group in ("env", "architecture"):
+        name = OmegaConf.select(cfg, f"{group}.name")
+        part = registry.parts(group).get(name)
+        if part is not None and part.check is not None:
+            part.check(cfg, group)
+    for name, part in registry.parts("intervention").items():
+        if part.check is not None and OmegaConf.select(cfg, f"intervention.{name}") is not None:
+            part.check(cfg, f"intervention.{name}")
+    for name, part in registry.parts("diagnostic").items():
+        if part.check is not None and OmegaConf.select(cfg, f"diagnostics.{name}") is not None:
+            part.check(cfg, f"diagnostics.{name}")
 
 
 # --------------------------------------------------------------------------------- validation
@@ -632,6 +657,7 @@ def validate(cfg: DictConfig) -> None:
             )
     _validate_interventions(cfg)
     _validate_diagnostics(cfg)
+    _check_registered(cfg)
     from .sinks import check_loggers  # a logger asked for must import: a clear error before the run starts
 
     check_loggers(cfg)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics
-from .config import ConfigError
+from .errors import ConfigError
 from .metrics import RUN_FILE, MetricsWriteError, atomic_write_text, load_run_metadata
 
 log = logging.getLogger("plasticity_runner")

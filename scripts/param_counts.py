@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from omegaconf import OmegaConf
 
-from plasticity_runner.config import SCHEMAS
+from plasticity_runner.config import schemas
 from plasticity_runner.nets import build_network
 
 OBS = {
@@ -22,7 +22,7 @@ OBS = {
 
 
 def count(arch: str, shape: tuple[int, ...], actions: int, **options) -> int:
-    cfg = OmegaConf.structured(SCHEMAS["architecture"][arch])
+    cfg = OmegaConf.structured(schemas()["architecture"][arch])
     with torch.device("meta"):  # shapes only: no memory, no initialisation time
         net = build_network(cfg, shape, actions, **options)
     return sum(p.numel() for p in net.parameters())
@@ -31,7 +31,7 @@ def count(arch: str, shape: tuple[int, ...], actions: int, **options) -> int:
 def main() -> None:
     print("| architecture | " + " | ".join(OBS) + " |")
     print("|---|" + "---:|" * len(OBS))
-    for arch in SCHEMAS["architecture"]:
+    for arch in schemas()["architecture"]:
         cells = [f"{count(arch, shape, a) / 1e6:.3f} M" for shape, a in OBS.values()]
         print(f"| `{arch}` | " + " | ".join(cells) + " |")
 

@@ -128,7 +128,7 @@ def current_segment(state: Any) -> dict[str, float]:
 def check_env(env_cfg: Any) -> None:
     """Config-time checks of a MinAtar game and of ``env.schedule`` (``config.validate``): a bad one
     is a ``ConfigError`` naming the key (``env.game``, ``env.schedule.<k>.<key>``), before anything runs."""
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     try:
         if env_cfg.name == "minatar":

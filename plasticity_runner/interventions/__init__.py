@@ -35,7 +35,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .base import Intervention
 from .continual_backprop import ContinualBackprop
 from .crelu import CReLU

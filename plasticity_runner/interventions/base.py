@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..seeding import stream_seed
 
 if TYPE_CHECKING:  # pragma: no cover

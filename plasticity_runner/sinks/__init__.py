@@ -52,7 +52,7 @@ def active_loggers(cfg: Any) -> list[str]:
         return []
     unknown = sorted(set(node) - set(SINKS))
     if unknown:
-        from ..config import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"logger.{unknown[0]}", f"unknown logger; choose from {sorted(SINKS)}")
     return [name for name in SINKS if node.get(name) is not None]
@@ -60,7 +60,7 @@ def active_loggers(cfg: Any) -> list[str]:
 
 def check_loggers(cfg: Any) -> None:
     """Import the package of every sink asked for; ``ConfigError`` naming ``logger.<name>`` if one fails."""
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     for name in active_loggers(cfg):
         _, package, extra = SINKS[name]
