@@ -20,7 +20,7 @@ from .envs.atari import AtariEnvConfig  # the schema lives beside the environmen
 from .envs.minatar import MinAtarEnvConfig  # likewise (the minatar package is imported lazily)
 
 
-from .errors import ConfigError  # noqa: E402  (re-exported: it lives in a module that depends on nothing)
+from .errors import ConfigError, finite as _finite, positive as _positive, unit as _unit  # noqa: E402  (re-exported: it lives in a module that depends on nothing)
 
 
 class Device(str, enum.Enum):
@@ -573,12 +573,6 @@ def _check_registered(cfg: DictConfig) -> None:
 # --------------------------------------------------------------------------------- validation
 
 
-def _finite(key: str, value: Any) -> None:
-    """NaN and +-inf pass every comparison-based range check (``nan < 0`` is False): refuse them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(key, f"must be a finite number, got {value}")
-
-
 def _all_finite(node: Any, prefix: str = "") -> None:
     """Refuse NaN/inf in every numeric key of the config: no key of the schema takes one."""
     if isinstance(node, dict):
@@ -589,24 +583,6 @@ def _all_finite(node: Any, prefix: str = "") -> None:
             _all_finite(v, f"{prefix}{i}.")
     else:
         _finite(prefix[:-1], node)
-
-
-def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value is None:
-        return
-    _finite(key, value)
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-
-
-def _unit(cfg: DictConfig, key: str) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value is None:
-        return
-    _finite(key, value)
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(key, f"must lie in [0, 1], got {value}")
 
 
 def validate(cfg: DictConfig) -> None:

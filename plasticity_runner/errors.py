@@ -1,6 +1,13 @@
-"""The error a bad config value raises. It depends on nothing, so every module can raise it."""
+"""The error a bad config value raises, and the range checks every part declares with it.
+
+It depends on nothing in the project, so every module (a registered part included) can use it."""
 
 from __future__ import annotations
+
+import math
+from typing import Any
+
+from omegaconf import OmegaConf
 
 
 class ConfigError(ValueError):
@@ -9,3 +16,29 @@ class ConfigError(ValueError):
     def __init__(self, key: str, message: str):
         self.key = key
         super().__init__(f"config key '{key}': {message}")
+
+
+def finite(key: str, value: Any) -> None:
+    """NaN and +-inf pass every comparison-based range check (``nan < 0`` is False): refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value}")
+
+
+def positive(cfg: Any, key: str, allow_zero: bool = False) -> None:
+    """``cfg[key] > 0`` (``>= 0`` with ``allow_zero``); a missing or null key passes."""
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    finite(key, value)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def unit(cfg: Any, key: str) -> None:
+    """``cfg[key]`` in [0, 1]; a missing or null key passes."""
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    finite(key, value)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(key, f"must lie in [0, 1], got {value}")
