@@ -41,17 +41,6 @@ class Task(str, enum.Enum):
     sparse_reward = "sparse_reward"
 
 
-class Stem(str, enum.Enum):
-    auto = "auto"  # small for inputs with side <= 32, imagenet otherwise
-    small = "small"  # one 3x3 stride-1 conv (He et al.'s CIFAR ResNets)
-    imagenet = "imagenet"  # 7x7 stride-2 conv and 3x3 stride-2 max-pool
-
-
-class Pool(str, enum.Enum):
-    cls = "cls"  # the class token
-    mean = "mean"  # the mean of the patch tokens
-
-
 class GradCovLoss(str, enum.Enum):
     td = "td"  # the agent's TD loss of each transition (eq. 1; A.1)
     perturbation = "perturbation"  # [f(x) - sg(f(x) + eps)]^2 of section 4.2, eps per input (signs: coin flips)
@@ -132,60 +121,8 @@ CASE_STUDY_ENVS = ("memorization", "brownian")
 
 
 # --------------------------------------------------------------------------- architecture group
-
-
-@dataclass
-class MLPConfig:
-    name: str = "mlp"
-    width: int = 512
-    num_layers: int = 2
-    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
-
-
-@dataclass
-class CNNConfig:
-    name: str = "cnn"
-    channels: int = 64
-    hidden: int = 256
-    conv_stride: int = 1
-    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
-
-
-@dataclass
-class ResNet18Config:
-    name: str = "resnet18"
-    width: int = 64
-    stem: Stem = Stem.auto
-    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
-
-
-@dataclass
-class ViTConfig:
-    name: str = "vit"
-    patch_size: int = 3
-    dim: int = 256
-    ff_dim: int = 1024
-    num_blocks: int = 1
-    num_heads: int = 4
-    dropout: float = 0.1
-    pool: Pool = Pool.cls
-    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
-
-
-@dataclass
-class MinAtarCNNConfig:
-    name: str = "minatar_cnn"
-    channels: int = 16
-    hidden: int = 128
-    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
-
-
-@dataclass
-class NatureCNNConfig:
-    name: str = "nature_cnn"
-    hidden: int = 512
-    shared_bias: bool = False
-    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
+# Each architecture's schema lives beside its body (nets/<module>.py) and registers itself there
+# (registry.register("architecture", ...)); schemas() below adds them to the ConfigStore.
 
 
 # ------------------------------------------------------------------------------ optimizer group
@@ -518,14 +455,6 @@ _STATIC_SCHEMAS: dict[str, dict[str, type]] = {
         "atari": AtariEnvConfig,
         "minatar": MinAtarEnvConfig,
     },
-    "architecture": {
-        "mlp": MLPConfig,
-        "cnn": CNNConfig,
-        "resnet18": ResNet18Config,
-        "vit": ViTConfig,
-        "nature_cnn": NatureCNNConfig,
-        "minatar_cnn": MinAtarCNNConfig,
-    },
     "optimizer": {"adam": AdamConfig, "sgd": SGDConfig, "rmsprop": RMSPropConfig},
     "agent": {"dqn": DQNConfig},
 }
@@ -617,20 +546,6 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, f"optimizer.{key}", allow_zero=True)
     for key in ("b1", "b2", "decay"):
         _unit(cfg, f"optimizer.{key}")
-    for key in ("width", "num_layers", "channels", "hidden", "conv_stride"):
-        _positive(cfg, f"architecture.{key}")
-    for key in ("patch_size", "dim", "ff_dim", "num_blocks", "num_heads", "width_multiplier"):
-        _positive(cfg, f"architecture.{key}")
-    _unit(cfg, "architecture.dropout")
-    if OmegaConf.select(cfg, "architecture.name") == "vit":
-        from .nets.scaling import scaled
-
-        dim = scaled(cfg.architecture.dim, cfg.architecture.width_multiplier)
-        if dim % cfg.architecture.num_heads:
-            raise ConfigError(
-                "architecture.num_heads",
-                f"must divide architecture.dim x width_multiplier ({dim}), got {cfg.architecture.num_heads}",
-            )
     _validate_interventions(cfg)
     _validate_diagnostics(cfg)
     _check_registered(cfg)

@@ -16,6 +16,7 @@ from hydra.errors import ConfigCompositionException
 from torch import nn
 
 from plasticity_runner import interventions as interventions_lib
+from plasticity_runner import registry
 from plasticity_runner.config import ConfigError, InterventionsConfig
 from plasticity_runner.interventions import REGISTRY
 from plasticity_runner.nets.heads import InjectedHead, TwoHotHead
@@ -26,13 +27,12 @@ from .conftest import TINY, make_cfg
 
 CPU = torch.device("cpu")
 BASE = [o for o in TINY if not o.startswith("architecture.")] + ["torch_threads=1"]
+# each body selected with the overrides a test run on it needs (its registered ``test_overrides``,
+# nets/): a new body runs every intervention here without an edit
 ARCH_OVERRIDES = {
-    "mlp": ["architecture=mlp", "architecture.width=16"],
-    "cnn": ["architecture=cnn", "architecture.channels=3", "architecture.hidden=8"],
-    "resnet18": ["architecture=resnet18", "architecture.width=2"],
-    "vit": ["architecture=vit", "architecture.dim=8", "architecture.ff_dim=16", "architecture.num_heads=2"],
-    "nature_cnn": ["architecture=nature_cnn", "architecture.hidden=8"],
-    "minatar_cnn": ["architecture=minatar_cnn", "architecture.channels=3", "architecture.hidden=8"],
+    name: [f"architecture={name}", *part.extra["test_overrides"]]
+    for name, part in registry.parts("architecture").items()
+    if "test_overrides" in part.extra
 }
 
 

@@ -13,22 +13,18 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from plasticity_runner.nets import BODIES, build_network
+from plasticity_runner import registry
+from plasticity_runner.nets import build_network
 from plasticity_runner.nets.heads import InjectedHead, TwoHotHead, two_hot
 from plasticity_runner.nets.layers import CReLU, SpectralNorm, apply_spectral_norm, first_layer
 from plasticity_runner.nets.vit import SelfAttention
 from plasticity_runner.probes.plasticity import fit_targets_sequential, fit_targets_vectorised, make_targets
 
 OBS = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "atari": (4, 84, 84)}
-# the architectures at test sizes (same code paths as the paper's sizes, a few thousand parameters)
-TINY_ARCH = {
-    "mlp": dict(name="mlp", width=8, num_layers=2),
-    "cnn": dict(name="cnn", channels=3, hidden=8, conv_stride=1),
-    "resnet18": dict(name="resnet18", width=2, stem="auto"),
-    "vit": dict(name="vit", patch_size=3, dim=8, ff_dim=16, num_blocks=1, num_heads=2, dropout=0.1, pool="cls"),
-    "nature_cnn": dict(name="nature_cnn", hidden=8),
-    "minatar_cnn": dict(name="minatar_cnn", channels=3, hidden=8),
-}
+# the architectures at test sizes (same code paths as the paper's sizes, a few thousand parameters):
+# the ``tiny`` sizes each body registers (nets/), so a new body is tested here without an edit
+ARCHITECTURES = registry.parts("architecture")
+TINY_ARCH = {name: {"name": name, **part.extra["tiny"]} for name, part in ARCHITECTURES.items() if "tiny" in part.extra}
 ADAM = OmegaConf.create(dict(kind="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-9, eps_root=0.0))
 
 
@@ -37,7 +33,7 @@ def arch(name: str, **overrides):
 
 
 def test_every_registered_architecture_has_a_tiny_config():
-    assert set(TINY_ARCH) == set(BODIES)
+    assert set(TINY_ARCH) == set(ARCHITECTURES), "register the body with tiny={...} (its sizes for the tests)"
 
 
 @pytest.mark.parametrize("head", ["scalar", "two_hot"])
@@ -295,7 +291,37 @@ def test_parameter_table_in_the_docs_matches_the_code():
     counts = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(counts)
     doc = (root / "README.md").read_text()
-    for name in BODIES:
+    for name in ARCHITECTURES:
         row = next(line for line in doc.splitlines() if line.startswith(f"| `{name}` | ") and line.endswith(" M |"))
         expected = [f"{counts.count(name, shape, a) / 1e6:.3f} M" for shape, a in counts.OBS.values()]
         assert [c.strip() for c in row.split("|")[2:-1]] == expected
+
+
+def test_architectures_register_in_the_report_order():
+    from plasticity_runner.report.figures import ARCH_ORDER
+
+    assert list(ARCHITECTURES)[:6] == ["mlp", "cnn", "resnet18", "vit", "nature_cnn", "minatar_cnn"]
+    assert ARCH_ORDER == tuple(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("override,key", [
+    (["architecture=mlp", "architecture.width=0"], "architecture.width"),
+    (["architecture=mlp", "architecture.num_layers=0"], "architecture.num_layers"),
+    (["architecture=cnn", "architecture.conv_stride=0"], "architecture.conv_stride"),
+    (["architecture=cnn", "architecture.hidden=-3"], "architecture.hidden"),
+    (["architecture=resnet18", "architecture.width=0"], "architecture.width"),
+    (["architecture=vit", "architecture.patch_size=0"], "architecture.patch_size"),
+    (["architecture=vit", "architecture.dropout=1.5"], "architecture.dropout"),
+    (["architecture=vit", "architecture.num_heads=3"], "architecture.num_heads"),
+    (["architecture=nature_cnn_shared_bias", "architecture.hidden=0"], "architecture.hidden"),
+    (["architecture=minatar_cnn", "architecture.channels=0"], "architecture.channels"),
+    (["architecture=minatar_cnn", "architecture.width_multiplier=-1"], "architecture.width_multiplier"),
+])
+def test_each_architecture_checks_its_ranges_naming_the_key(override, key):
+    from plasticity_runner.cli import compose_config
+    from plasticity_runner.config import ConfigError, validate
+
+    validate(compose_config(override[:1]))
+    with pytest.raises(ConfigError) as exc:
+        validate(compose_config(override))
+    assert exc.value.key == key

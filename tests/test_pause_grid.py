@@ -1,7 +1,7 @@
 """Every registered intervention, alone and composed with ``two_hot`` and with ``layer_norm``, on
 every registered architecture, through one real pause with every diagnostic on (tiny sizes).
 
-The options come from the registries themselves (``interventions.REGISTRY``, ``nets.BODIES``), so
+The options come from the registries themselves (``interventions.REGISTRY``, ``registry.parts("architecture")``), so
 a new intervention or body is covered without editing this file. A combination that cannot
 compose must fail at start with a config error naming both parts; every other one must train,
 run its hooks, and come through the probe, the statistics, the curvature, the gradient
@@ -20,13 +20,14 @@ import torch
 from plasticity_runner.config import ConfigError
 from plasticity_runner.interventions import REGISTRY
 from plasticity_runner.metrics import MetricsWriter, load_arrays, load_run
-from plasticity_runner.nets import BODIES
+from plasticity_runner import registry
 from plasticity_runner.trainer import build_run, prefill, run_pause, train_step
 
 from .conftest import TINY, make_cfg
 from .test_interventions import ARCH_OVERRIDES, EXTRA
 
 CPU = torch.device("cpu")
+BODIES = list(registry.parts("architecture"))
 BASE = [o for o in TINY if not o.startswith("architecture.")] + [
     "probe.num_targets=2",
     "probe.steps=2",
@@ -67,7 +68,7 @@ def triples() -> list[tuple[str, ...]]:
 
 
 def test_the_grid_covers_every_registered_part():
-    assert set(ARCH_OVERRIDES) == set(BODIES), "tests/test_interventions.ARCH_OVERRIDES must list every body"
+    assert set(ARCH_OVERRIDES) == set(BODIES), "register every body with test_overrides=[...] (nets/)"
     covered = {n for names in combinations() for n in names}
     assert covered == set(REGISTRY)
 

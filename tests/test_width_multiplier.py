@@ -10,7 +10,8 @@ from torch import nn
 
 from plasticity_runner.cli import compose_config
 from plasticity_runner.config import ConfigError, validate
-from plasticity_runner.nets import BODIES, build_network
+from plasticity_runner import registry
+from plasticity_runner.nets import build_network
 from plasticity_runner.nets.bodies import CNNBody, MLPBody
 from plasticity_runner.nets.minatar_cnn import MinAtarCNNBody
 from plasticity_runner.nets.nature_cnn import NatureCNNBody
@@ -20,8 +21,8 @@ from plasticity_runner.nets.vit import ViTBody
 
 SHAPE = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "resnet18": (3, 8, 8), "vit": (1, 8, 8), "nature_cnn": (1, 8, 8),
          "minatar_cnn": (4, 10, 10)}
-# the architectures at small sizes, and today's body built from them directly (the oracle: the
-# constructors as they were called before width_multiplier existed)
+# the architectures that predate width_multiplier at small sizes, and today's body built from them
+# directly (the oracle: the constructors as they were called before width_multiplier existed)
 SMALL = {
     "mlp": (dict(width=12, num_layers=2), lambda s, ln: MLPBody(s, 12, 2, ln)),
     "cnn": (dict(channels=4, hidden=12, conv_stride=1), lambda s, ln: CNNBody(s, 4, 12, 1, ln)),
@@ -33,12 +34,19 @@ SMALL = {
 }
 
 
+ARCHITECTURES = registry.parts("architecture")  # every body, at its registered test sizes (``tiny``)
+
+
 def arch(name: str, **overrides):
     return OmegaConf.create({"name": name, **SMALL[name][0], **overrides})
 
 
-def test_every_body_has_a_case():
-    assert set(SMALL) == set(BODIES)
+def tiny_arch(name: str, **overrides):
+    return OmegaConf.create({"name": name, **ARCHITECTURES[name].extra["tiny"], **overrides})
+
+
+def test_the_bit_for_bit_cases_are_registered_bodies():
+    assert set(SMALL) <= set(ARCHITECTURES)
 
 
 def test_scaled():
@@ -74,10 +82,10 @@ def _widths(module: nn.Module) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("name", list(SMALL))
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_width_multiplier_2_doubles_every_scaled_width(name):
-    one = _widths(build_network(arch(name), SHAPE[name], 3).body)
-    two = _widths(build_network(arch(name, width_multiplier=2), SHAPE[name], 3).body)
+    one = _widths(build_network(tiny_arch(name), (1, 8, 8), 3).body)
+    two = _widths(build_network(tiny_arch(name, width_multiplier=2), (1, 8, 8), 3).body)
     assert two == [2 * w for w in one], (one, two)  # vit: embedding, attention, feed-forward all scale
 
 
@@ -96,7 +104,7 @@ def test_validation_refuses_nonpositive_multipliers_and_vit_widths_heads_do_not_
     validate(compose_config(["architecture=vit", "architecture.width_multiplier=0.5"]))
 
 
-@pytest.mark.parametrize("arch", sorted(BODIES))
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_a_scaled_network_through_a_real_pause(arch, tmp_path):
     """A multiplier other than 1 on every body, through a pause with every diagnostic on (tiny sizes)."""
     from .test_pause_grid import one_pause

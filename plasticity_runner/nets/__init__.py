@@ -1,11 +1,13 @@
-"""Q-networks: a body (``bodies.py``, ``resnet.py``, ``vit.py``, ``nature_cnn.py``) and a head
-(``heads.py``).
+"""Q-networks: a body (one module each: ``bodies.py`` (mlp, cnn), ``resnet.py``, ``vit.py``,
+``nature_cnn.py``, ``minatar_cnn.py``, ...) and a head (``heads.py``).
 
 ``build_network`` is the single entry point; interventions that change the architecture (layer
 norm, CReLU, spectral norm, the two-hot head) arrive as keyword options from
-``interventions.network_options``. To add an architecture: write a body module with
-``feature_dim`` and ``unit_groups()``, register its builder in ``BODIES``, add its schema to
-``config.SCHEMAS["architecture"]`` and a ``configs/architecture/<name>.yaml``.
+``interventions.network_options``. To add an architecture: one module in this package that defines
+the body (``feature_dim``, ``unit_groups()``), its config dataclass and a ``build`` function, and
+calls ``registry.register("architecture", name, <Name>Config, build=..., check=..., order=...,
+tiny={...}, test_overrides=[...])``; plus ``configs/architecture/<name>.yaml``. This package imports
+every module on import (``registry.load_modules``), so nothing else lists the bodies.
 """
 
 from __future__ import annotations
@@ -15,56 +17,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .bodies import CNNBody, MLPBody
+from .. import registry
 from .heads import InjectedHead, ScalarHead, TwoHotHead
 from .layers import UnitGroup, apply_spectral_norm, first_layer
-from .minatar_cnn import MinAtarCNNBody
-from .nature_cnn import CONV_CHANNELS, NatureCNNBody
-from .resnet import ResNet18Body
-from .scaling import scaled
-from .vit import ViTBody
 
+registry.load_modules(__name__, __path__)  # each body module registers its architecture
 
-def _w(cfg: Any, width: int) -> int:
-    """``width`` as the body builds it: ``scaling.scaled`` by ``architecture.width_multiplier`` (1
-    when the config predates it)."""
-    m = getattr(cfg, "width_multiplier", None)
-    return scaled(width, 1.0 if m is None else float(m))
-
-
-# name -> builder(arch_cfg, obs_shape, layer_norm, activation) -> body with .feature_dim, .unit_groups()
-# (activation None: the body's own, ReLU or GELU; "crelu": concatenated ReLU); every width passes
-# through ``scaling.scaled`` with ``architecture.width_multiplier`` (figure 5)
-BODIES: dict[str, Callable[..., nn.Module]] = {
-    "mlp": lambda cfg, shape, ln, activation=None: MLPBody(
-        shape, _w(cfg, cfg.width), cfg.num_layers, ln, activation
-    ),
-    "cnn": lambda cfg, shape, ln, activation=None: CNNBody(
-        shape, _w(cfg, cfg.channels), _w(cfg, cfg.hidden), cfg.conv_stride, ln, activation
-    ),
-    "resnet18": lambda cfg, shape, ln, activation=None: ResNet18Body(
-        shape, _w(cfg, cfg.width), str(getattr(cfg.stem, "value", cfg.stem)), ln, activation
-    ),
-    "vit": lambda cfg, shape, ln, activation=None: ViTBody(
-        shape,
-        cfg.patch_size,
-        _w(cfg, cfg.dim),
-        _w(cfg, cfg.ff_dim),
-        cfg.num_blocks,
-        cfg.num_heads,
-        cfg.dropout,
-        str(getattr(cfg.pool, "value", cfg.pool)),
-        ln,
-        activation,
-    ),
-    "nature_cnn": lambda cfg, shape, ln, activation=None: NatureCNNBody(
-        shape, _w(cfg, cfg.hidden), ln, activation,
-        conv_channels=tuple(_w(cfg, c) for c in CONV_CHANNELS),
-    ),
-    "minatar_cnn": lambda cfg, shape, ln, activation=None: MinAtarCNNBody(
-        shape, _w(cfg, cfg.channels), _w(cfg, cfg.hidden), ln, activation
-    ),
-}
 # name -> builder(feature_dim, num_actions, **head_options) -> head with forward(), td_loss(), raw()
 HEADS: dict[str, Callable[..., nn.Module]] = {
     "scalar": lambda feature_dim, num_actions, shared_bias=False, **_: ScalarHead(
@@ -120,11 +78,15 @@ def build_network(
     ``spectral_norm`` (options of ``layers.SpectralNorm``, or None) parametrises the body's first
     layer, the one that reads the observation.
     """
-    if arch_cfg.name not in BODIES:
-        raise ValueError(f"architecture.name: unknown architecture {arch_cfg.name!r}; known: {sorted(BODIES)}")
+    known = registry.parts("architecture")
+    if arch_cfg.name not in known:
+        raise ValueError(f"architecture.name: unknown architecture {arch_cfg.name!r}; known: {sorted(known)}")
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; known: {sorted(HEADS)}")
-    body = BODIES[arch_cfg.name](arch_cfg, tuple(obs_shape), layer_norm, activation)
+    # the registered builder(arch_cfg, obs_shape, layer_norm, activation): activation None is the
+    # body's own (ReLU or GELU), "crelu" concatenated ReLU; every width passes through
+    # scaling.scaled with architecture.width_multiplier (figure 5)
+    body = known[arch_cfg.name].build(arch_cfg, tuple(obs_shape), layer_norm, activation)
     if spectral_norm is not None:
         apply_spectral_norm(first_layer(body), **spectral_norm)
     head_options = dict(head_options or {})
@@ -135,4 +97,4 @@ def build_network(
     return QNetwork(body, HEADS[head](body.feature_dim, num_actions, **head_options))
 
 
-__all__ = ["BODIES", "HEADS", "InjectedHead", "QNetwork", "UnitGroup", "build_network"]
+__all__ = ["HEADS", "InjectedHead", "QNetwork", "UnitGroup", "build_network"]

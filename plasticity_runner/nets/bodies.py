@@ -1,20 +1,43 @@
 """Network bodies: observation -> penultimate features. Appendix A.2 of the paper.
 
-Every body is built from ``(cfg, obs_shape, layer_norm, activation=None)`` and exposes
-``feature_dim`` and ``unit_groups()`` (``layers.UnitGroup``). Hidden activations are separate
-modules (``nn.ReLU``, or ``layers.CReLU`` with ``activation="crelu"``) so that diagnostics can hook
-them (dead units). This file holds the MLP and the paper's CNN; ``resnet.py``, ``vit.py`` and
-``nature_cnn.py`` the others.
+Every body module registers its architecture (``registry.register("architecture", ...)``): its
+config schema, ``build(arch_cfg, obs_shape, layer_norm, activation=None)``, its range checks, its
+place in the report's order, and its test sizes. A body exposes ``feature_dim`` and
+``unit_groups()`` (``layers.UnitGroup``). Hidden activations are separate modules (``nn.ReLU``, or
+``layers.CReLU`` with ``activation="crelu"``) so that diagnostics can hook them (dead units). This
+file holds the MLP and the paper's CNN; ``resnet.py``, ``vit.py``, ``nature_cnn.py``,
+``minatar_cnn.py`` and ``impala_cnn.py`` the others.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from .. import registry
 from .layers import UnitGroup, expansion, make_activation, sequential_unit_groups
+from .scaling import body_width, check_sizes
+
+
+@dataclass
+class MLPConfig:
+    name: str = "mlp"
+    width: int = 512
+    num_layers: int = 2
+    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
+
+
+@dataclass
+class CNNConfig:
+    name: str = "cnn"
+    channels: int = 64
+    hidden: int = 256
+    conv_stride: int = 1
+    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
 def _maybe_ln(enabled: bool, shape) -> list[nn.Module]:
@@ -93,3 +116,27 @@ class CNNBody(nn.Module):
 
     def unit_groups(self) -> list[UnitGroup]:
         return sequential_unit_groups(self.net, "net")
+
+
+def build_mlp(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> MLPBody:
+    return MLPBody(obs_shape, body_width(cfg, cfg.width), cfg.num_layers, layer_norm, activation)
+
+
+def build_cnn(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> CNNBody:
+    return CNNBody(
+        obs_shape, body_width(cfg, cfg.channels), body_width(cfg, cfg.hidden), cfg.conv_stride, layer_norm, activation
+    )
+
+
+registry.register(
+    "architecture", "mlp", MLPConfig, build=build_mlp, order=1,
+    check=lambda cfg, key: check_sizes(cfg, key, "width", "num_layers"),
+    tiny=dict(width=8, num_layers=2),
+    test_overrides=["architecture.width=16"],
+)
+registry.register(
+    "architecture", "cnn", CNNConfig, build=build_cnn, order=2,
+    check=lambda cfg, key: check_sizes(cfg, key, "channels", "hidden", "conv_stride"),
+    tiny=dict(channels=3, hidden=8, conv_stride=1),
+    test_overrides=["architecture.channels=3", "architecture.hidden=8"],
+)

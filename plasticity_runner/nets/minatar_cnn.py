@@ -9,10 +9,23 @@ side of at least 3.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
+from .. import registry
 from .layers import UnitGroup, expansion, make_activation, sequential_unit_groups
+from .scaling import body_width, check_sizes
+
+
+@dataclass
+class MinAtarCNNConfig:
+    name: str = "minatar_cnn"
+    channels: int = 16
+    hidden: int = 128
+    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
 class MinAtarCNNBody(nn.Module):
@@ -43,3 +56,15 @@ class MinAtarCNNBody(nn.Module):
 
     def unit_groups(self) -> list[UnitGroup]:
         return sequential_unit_groups(self.net, "net")
+
+
+def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> MinAtarCNNBody:
+    return MinAtarCNNBody(obs_shape, body_width(cfg, cfg.channels), body_width(cfg, cfg.hidden), layer_norm, activation)
+
+
+registry.register(
+    "architecture", "minatar_cnn", MinAtarCNNConfig, build=build, order=6,
+    check=lambda cfg, key: check_sizes(cfg, key, "channels", "hidden"),
+    tiny=dict(channels=3, hidden=8),
+    test_overrides=["architecture.channels=3", "architecture.hidden=8"],
+)

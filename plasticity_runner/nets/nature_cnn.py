@@ -11,14 +11,29 @@ and right to 36x36 (a choice of ours; the network was designed for 84x84).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
+from .. import registry
 from .layers import UnitGroup, expansion, make_activation, pad_to, sequential_unit_groups
+from .scaling import body_width, check_sizes
 
 MIN_SIDE = 36  # smallest input side the three unpadded convs map to at least 1x1
 CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # (channels, kernel, stride)
 CONV_CHANNELS = tuple(c for c, _, _ in CONVS)  # scaled by architecture.width_multiplier (nets/scaling.py)
+
+
+@dataclass
+class NatureCNNConfig:
+    """``configs/architecture/nature_cnn_shared_bias.yaml`` is this architecture with ``shared_bias``."""
+
+    name: str = "nature_cnn"
+    hidden: int = 512
+    shared_bias: bool = False  # one output bias for all actions (DQN Zoo's Double DQN; nets.build_network)
+    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
 class NatureCNNBody(nn.Module):
@@ -51,3 +66,16 @@ class NatureCNNBody(nn.Module):
 
     def unit_groups(self) -> list[UnitGroup]:
         return sequential_unit_groups(self.net, "net")
+
+
+def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> NatureCNNBody:
+    channels = tuple(body_width(cfg, c) for c in CONV_CHANNELS)
+    return NatureCNNBody(obs_shape, body_width(cfg, cfg.hidden), layer_norm, activation, conv_channels=channels)
+
+
+registry.register(
+    "architecture", "nature_cnn", NatureCNNConfig, build=build, order=5,
+    check=lambda cfg, key: check_sizes(cfg, key, "hidden"),
+    tiny=dict(hidden=8),
+    test_overrides=["architecture.hidden=8"],
+)

@@ -27,10 +27,30 @@ Initialisation as torchvision's ResNet: convs He-normal (fan_out), norm affine (
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
+from .. import registry
 from .layers import UnitGroup, expansion, make_activation
+from .scaling import body_width, check_sizes
+
+
+class Stem(str, enum.Enum):
+    auto = "auto"  # small for inputs with side <= 32, imagenet otherwise
+    small = "small"  # one 3x3 stride-1 conv (He et al.'s CIFAR ResNets)
+    imagenet = "imagenet"  # 7x7 stride-2 conv and 3x3 stride-2 max-pool
+
+
+@dataclass
+class ResNet18Config:
+    name: str = "resnet18"
+    width: int = 64
+    stem: Stem = Stem.auto
+    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
 def _norm(channels: int, layer_norm: bool) -> nn.Module:
@@ -104,3 +124,16 @@ class ResNet18Body(nn.Module):
             UnitGroup(f"blocks.{i}.act1", [b.conv1, b.norm1], b.act1, [b.conv2])
             for i, b in enumerate(self.blocks)
         ]
+
+
+def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> ResNet18Body:
+    stem = str(getattr(cfg.stem, "value", cfg.stem))
+    return ResNet18Body(obs_shape, body_width(cfg, cfg.width), stem, layer_norm, activation)
+
+
+registry.register(
+    "architecture", "resnet18", ResNet18Config, build=build, order=3,
+    check=lambda cfg, key: check_sizes(cfg, key, "width"),
+    tiny=dict(width=2, stem="auto"),
+    test_overrides=["architecture.width=2"],
+)

@@ -23,12 +23,36 @@ A.2: patch size 3, model dimension 256, feed-forward width 1024, one transformer
 
 from __future__ import annotations
 
+import enum
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from .. import registry
+from ..errors import ConfigError, unit
 from .layers import UnitGroup, expansion, make_activation, pad_to
+from .scaling import body_width, check_sizes, scaled
+
+
+class Pool(str, enum.Enum):
+    cls = "cls"  # the class token
+    mean = "mean"  # the mean of the patch tokens
+
+
+@dataclass
+class ViTConfig:
+    name: str = "vit"
+    patch_size: int = 3
+    dim: int = 256
+    ff_dim: int = 1024
+    num_blocks: int = 1
+    num_heads: int = 4
+    dropout: float = 0.1
+    pool: Pool = Pool.cls
+    width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
 class SelfAttention(nn.Module):
@@ -119,3 +143,30 @@ class ViTBody(nn.Module):
             incoming = [b.fc1] + ([b.ff_norm] if isinstance(b.ff_norm, nn.LayerNorm) else [])
             groups.append(UnitGroup(f"blocks.{i}.act", incoming, b.act, [b.fc2], unit_dim=-1))
         return groups
+
+
+def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> ViTBody:
+    pool = str(getattr(cfg.pool, "value", cfg.pool))
+    return ViTBody(
+        obs_shape, cfg.patch_size, body_width(cfg, cfg.dim), body_width(cfg, cfg.ff_dim), cfg.num_blocks,
+        cfg.num_heads, cfg.dropout, pool, layer_norm, activation,
+    )
+
+
+def check(cfg: Any, key: str) -> None:
+    """Sizes > 0, dropout in [0, 1], and ``num_heads`` divides the scaled ``dim``."""
+    check_sizes(cfg, key, "patch_size", "dim", "ff_dim", "num_blocks", "num_heads")
+    unit(cfg, f"{key}.dropout")
+    arch = cfg[key]
+    dim = scaled(arch.dim, arch.width_multiplier)
+    if dim % arch.num_heads:
+        raise ConfigError(
+            f"{key}.num_heads", f"must divide {key}.dim x width_multiplier ({dim}), got {arch.num_heads}"
+        )
+
+
+registry.register(
+    "architecture", "vit", ViTConfig, build=build, check=check, order=4,
+    tiny=dict(patch_size=3, dim=8, ff_dim=16, num_blocks=1, num_heads=2, dropout=0.1, pool="cls"),
+    test_overrides=["architecture.dim=8", "architecture.ff_dim=16", "architecture.num_heads=2"],
+)

@@ -7,6 +7,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.colors import Normalize
 
+from ... import registry
 from .. import names as N
 from ..data import (
     is_group_key,
@@ -26,7 +27,8 @@ from ..plotting import (
 )
 
 
-ARCH_ORDER = ("mlp", "cnn", "resnet18", "vit", "nature_cnn")
+# the architectures' columns: their registered order (``order=`` of each body's registration in nets/)
+ARCH_ORDER = tuple(registry.parts("architecture"))
 FIG6_FACET_KEY = N.DATASET
 
 
