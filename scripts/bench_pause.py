@@ -36,6 +36,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from plasticity_runner import registry  # noqa: E402
 from plasticity_runner.cli import compose_config  # noqa: E402
 from plasticity_runner.probes.diagnostics import DIAGNOSTICS, run_diagnostics  # noqa: E402
 from plasticity_runner.probes.plasticity import plasticity_probe  # noqa: E402
@@ -43,7 +44,7 @@ from plasticity_runner.trainer import build_run, prefill  # noqa: E402
 
 from bench import CaptureWriter, only_diagnostic, warm_up_diagnostics  # noqa: E402  (scripts/ is on sys.path when run)
 
-ARCHS = ("mlp", "cnn", "resnet18", "vit", "nature_cnn", "minatar_cnn")
+ARCHS = tuple(registry.parts("architecture"))  # every registered architecture, in its order
 PARTS = ("probe", *DIAGNOSTICS)
 
 
