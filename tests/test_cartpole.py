@@ -147,3 +147,17 @@ def test_a_dqn_run_through_pauses_with_every_diagnostic_and_evaluation(tmp_path)
 def test_crash_then_restart_equals_uninterrupted(tmp_path, monkeypatch, step):
     cfg = CARTPOLE_TINY + ["env.num_envs=2"]
     assert_crash_then_restart_equals_uninterrupted(lambda: make_cfg(cfg), tmp_path, monkeypatch, step)
+
+
+def test_preset_is_cleanrls_dqn_in_our_units():
+    """experiment=cartpole_dqn: CleanRL dqn.py's defaults, counted in env steps there, in training steps here."""
+    cfg = make_cfg(["experiment=cartpole_dqn"], tiny=False)
+    validate(cfg)
+    a, o = cfg.agent, cfg.optimizer
+    every = a.update_every_env_steps
+    assert cfg.env.name == "cartpole" and every == 10
+    assert a.learning_starts + cfg.total_steps * every == 500_000  # total_timesteps
+    assert a.target_update_steps * every == 500  # target_network_frequency (env steps)
+    assert a.learning_starts + a.epsilon_decay_steps * every == 0.5 * 500_000  # exploration_fraction 0.5
+    assert (a.batch_size, a.replay_capacity, a.gamma, a.epsilon_start, a.epsilon_end) == (128, 10_000, 0.99, 1.0, 0.05)
+    assert (o.name, o.lr, o.eps) == ("adam", 2.5e-4, 1e-8) and not a.double_dqn
