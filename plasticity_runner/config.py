@@ -16,29 +16,15 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
-from .envs.atari import AtariEnvConfig  # the schema lives beside the environment (ale-py is imported lazily)
-from .envs.minatar import MinAtarEnvConfig  # likewise (the minatar package is imported lazily)
-
-
-from .errors import ConfigError, finite as _finite, positive as _positive, unit as _unit  # noqa: E402  (re-exported: it lives in a module that depends on nothing)
+from .envs.classification import Task  # the case-study schemas below use the environments' enums
+from .envs.datasets import Dataset
+from .errors import ConfigError, finite as _finite, positive as _positive, unit as _unit  # noqa: F401  (ConfigError re-exported: it lives in a module that depends on nothing)
 
 
 class Device(str, enum.Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
-
-
-class Dataset(str, enum.Enum):
-    digits = "digits"
-    mnist = "mnist"
-    cifar10 = "cifar10"
-
-
-class Task(str, enum.Enum):
-    true_label = "true_label"
-    random_label = "random_label"
-    sparse_reward = "sparse_reward"
 
 
 class GradCovLoss(str, enum.Enum):
@@ -65,22 +51,8 @@ class Progress(str, enum.Enum):
 
 
 # ------------------------------------------------------------------------------------ env group
-
-
-@dataclass
-class ClassificationEnvConfig:
-    """Classification MDP of section 3.2."""
-
-    name: str = "classification"
-    dataset: Dataset = Dataset.digits
-    task: Task = Task.true_label
-    data_dir: str = "data"
-    download: bool = False
-    num_envs: int = 1
-    num_images: Optional[int] = None
-    label_seed: int = 0
-    schedule: Optional[list[Any]] = None  # a chain of segments {task, label_seed, permutation_seed, steps} (envs/schedule.py)
-    pause_at_switch: bool = False  # chains: a probe pause right before and right after each switch
+# The DQN environments (classification, atari, minatar, ...) register their schemas and checks in
+# their own modules (envs/); the case-study envs of section 4 are here.
 
 
 @dataclass
@@ -449,11 +421,8 @@ class Config:
 
 _STATIC_SCHEMAS: dict[str, dict[str, type]] = {
     "env": {
-        "classification": ClassificationEnvConfig,
         "memorization": MemorizationEnvConfig,
         "brownian": BrownianEnvConfig,
-        "atari": AtariEnvConfig,
-        "minatar": MinAtarEnvConfig,
     },
     "optimizer": {"adam": AdamConfig, "sgd": SGDConfig, "rmsprop": RMSPropConfig},
     "agent": {"dqn": DQNConfig},
@@ -538,10 +507,6 @@ def validate(cfg: DictConfig) -> None:
         _validate_case_study(cfg)
     else:
         _validate_agent(cfg)
-    if OmegaConf.select(cfg, "env.name") in ("minatar", "classification"):
-        from .envs.schedule import check_env
-
-        check_env(cfg.env)  # the MinAtar game and env.schedule's segments
     for key in ("lr", "eps", "eps_root", "momentum", "weight_decay"):
         _positive(cfg, f"optimizer.{key}", allow_zero=True)
     for key in ("b1", "b2", "decay"):
@@ -590,8 +555,6 @@ def _validate_agent(cfg: DictConfig) -> None:
     _validate_agent_time_and_loss(cfg)
     for key in ("gamma", "epsilon_start", "epsilon_end"):
         _unit(cfg, f"agent.{key}")
-    _positive(cfg, "env.num_envs")
-    _positive(cfg, "env.num_images")
     replay_at_first_pause = min(agent.learning_starts, agent.replay_capacity)
     if agent.batch_size > replay_at_first_pause:
         raise ConfigError(
@@ -633,14 +596,6 @@ def _validate_agent_time_and_loss(cfg: DictConfig) -> None:
         )
     if OmegaConf.select(cfg, "architecture.shared_bias") and OmegaConf.select(cfg, "intervention.two_hot") is not None:
         raise ConfigError("architecture.shared_bias", "the shared output bias is for the scalar head, not two_hot")
-    protocol = OmegaConf.select(cfg, "env.eval_protocol")
-    if str(getattr(protocol, "value", protocol)) == "frames":
-        per_step = int(cfg.env.num_envs) * int(cfg.env.frame_skip)
-        if cfg.env.eval_frames <= 0 or cfg.env.eval_frames % per_step:
-            raise ConfigError(
-                "env.eval_frames",
-                f"must be a positive multiple of env.num_envs x env.frame_skip ({per_step}), got {cfg.env.eval_frames}",
-            )
 
 
 def _validate_interventions(cfg: DictConfig) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, fastpath, run_status, seeding, sinks
+from . import checkpoint, fastpath, registry, run_status, seeding, sinks
 from . import interventions as interventions_lib
 from .agents.dqn import DQNAgent, FrameClock, epsilon_at, frame_clock, target_update_due
 from .config import CASE_STUDY_ENVS, ConfigError, validate
@@ -192,8 +192,9 @@ def finish_step(state: RunState, agent_cfg: Any) -> None:
 
 
 def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, float]:
-    """Environment steps (transitions) and, for Atari, emulator frames done so far and the mean
-    return of the games finished since the last log point (absent when none finished)."""
+    """Environment steps (transitions) and, for an env with frames (Atari), emulator frames done so
+    far; for an episodic env (registered ``episodic=True``), the games finished since the last log
+    point and their mean return (absent when none finished)."""
     agent_cfg, num_envs = cfg.agent, int(cfg.env.num_envs)
     prefill_steps = -(-int(agent_cfg.learning_starts) // num_envs)  # ceil: vector steps of the prefill
     env_steps = (prefill_steps + state.step * int(agent_cfg.update_every_env_steps)) * num_envs
@@ -202,7 +203,7 @@ def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, floa
     if frame_skip:
         out["frames"] = float(env_steps * int(frame_skip))
     out.update(schedule.current_segment(state))  # train/segment of a chain (env.schedule)
-    if OmegaConf.select(cfg, "env.name") in ("atari", "minatar"):
+    if registry.get("env", cfg.env.name).extra.get("episodic"):  # an env whose games end (registered so)
         out["episodes_finished"] = float(len(state.episode_returns))
         if state.episode_returns:
             out["episode_return"] = float(np.mean(state.episode_returns))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from plasticity_runner import registry
+from plasticity_runner.config import CASE_STUDY_ENVS, ConfigError, schemas, validate
+from plasticity_runner.envs import make_env
 from plasticity_runner.envs.classification import ClassificationMDP
 from plasticity_runner.envs.datasets import DatasetFileError, DatasetNotFoundError, load_dataset
 
-from .conftest import write_idx
+from .conftest import make_cfg, write_idx
 
 
 def env_cfg(**kw):
@@ -182,3 +187,98 @@ def test_mnist_images_and_labels_must_agree(mnist_dir):
     with pytest.raises(DatasetFileError) as err:
         load_dataset("mnist", root)
     assert "50 images but" in str(err.value) and "49 labels" in str(err.value)
+
+
+
+# ------------------------------------------------------------ every registered environment (registry)
+
+CONFIGS_ENV = Path(__file__).resolve().parents[1] / "configs" / "env"
+# the environments the DQN trainer steps (the case studies of section 4 run their own loops)
+VECTOR_ENVS = [name for name in registry.parts("env") if name not in CASE_STUDY_ENVS]
+
+
+def test_every_env_option_has_a_yaml_and_a_schema():
+    assert {"classification", "atari", "minatar"} <= set(VECTOR_ENVS)
+    assert {p.stem for p in CONFIGS_ENV.glob("*.yaml")} == set(schemas()["env"])
+    for name in VECTOR_ENVS:
+        assert f"/schema/env/{name}@_here_" in (CONFIGS_ENV / f"{name}.yaml").read_text()
+
+
+def _play(env, actions, replay=None):
+    """Observations, rewards and discounts of stepping ``env`` through ``actions`` (records into ``replay``)."""
+    out = []
+    for a in actions:
+        r = env.step(a)
+        n = env.num_envs
+        assert tuple(r.obs.shape) == (n, *env.obs_shape) and r.obs.dtype == torch.float32
+        assert tuple(r.reward.shape) == (n,)
+        if replay is not None:
+            replay.add(r.record)
+        out.append((r.obs.clone(), r.reward.clone(), r.record["discount_t"].clone()))
+    return out
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(torch.equal(x, y) for s, t in zip(a, b) for x, y in zip(s, t))
+
+
+@pytest.mark.parametrize("name", VECTOR_ENVS)
+def test_every_registered_env_meets_the_contract(name):
+    """``base.py``'s contract, for each registered environment built from its composed config:
+    shapes and dtypes, a replay that takes its records, the same seed and actions giving the same
+    game, and a ``state_dict`` that continues it exactly."""
+    cfg = make_cfg([f"env={name}", "env.num_envs=2"], tiny=False)
+    validate(cfg)
+    env = make_env(cfg.env, torch.device("cpu"), seed=3)
+    n, shape = env.num_envs, tuple(env.obs_shape)
+    assert n == 2 and env.num_actions >= 2
+    obs = env.reset()
+    assert obs.dtype == torch.float32 and tuple(obs.shape) == (n, *shape)
+    g = torch.Generator().manual_seed(0)
+    actions = [torch.randint(env.num_actions, (n,), generator=g) for _ in range(24)]
+    replay = env.make_replay(32)
+    first = _play(env, actions[:12], replay)
+    assert replay.size == 24
+    batch = replay.sample(8, torch.Generator().manual_seed(1))
+    assert tuple(batch.o_tm1.shape) == (8, *shape) == tuple(batch.o_t.shape)
+    assert batch.a_tm1.dtype == torch.int64 and bool(((batch.a_tm1 >= 0) & (batch.a_tm1 < env.num_actions)).all())
+    assert set(batch.discount_t.unique().tolist()) <= {0.0, 1.0}
+    assert tuple(replay.sample_obs(5, torch.Generator().manual_seed(2)).shape) == (5, *shape)
+
+    saved = env.state_dict()
+    later = _play(env, actions[12:])
+    twin = make_env(cfg.env, torch.device("cpu"), seed=3)
+    twin.reset()
+    assert _same(_play(twin, actions[:12]), first)  # same seed, same actions: the same game
+    resumed = make_env(cfg.env, torch.device("cpu"), seed=3)
+    resumed.reset()
+    resumed.load_state_dict(saved)
+    assert _same(_play(resumed, actions[12:]), later)  # a state_dict continues the game exactly
+
+
+@pytest.mark.parametrize("name", VECTOR_ENVS)
+def test_every_registered_env_checks_num_envs(name):
+    with pytest.raises(ConfigError, match=r"config key 'env\.num_envs': must be > 0, got 0"):
+        validate(make_cfg([f"env={name}", "env.num_envs=0"], tiny=False))
+
+
+@pytest.mark.parametrize("name, override, key", [
+    ("classification", "env.num_images=0", "env.num_images"),
+    ("classification", "env.schedule=[{task:nosuch,steps:5}]", "env.schedule.0.task"),
+    ("atari", "env.stack=0", "env.stack"),
+    ("atari", "env.sticky_action_prob=1.5", "env.sticky_action_prob"),
+    ("atari", "env.eval_frames=1001", "env.eval_frames"),
+    ("minatar", "env.frame_skip=4", "env.frame_skip"),
+    ("minatar", "env.game=pong", "env.game"),
+    ("minatar", "env.eval_epsilon=-0.5", "env.eval_epsilon"),
+])
+def test_env_checks_name_the_key(name, override, key):
+    """The range checks each environment registers run in ``config.validate``."""
+    with pytest.raises(ConfigError) as info:
+        validate(make_cfg([f"env={name}", override], tiny=False))
+    assert info.value.key == key
+
+
+def test_make_env_names_the_known_environments():
+    with pytest.raises(ValueError, match="env.name: unknown environment 'nosuch'; known: .*classification"):
+        make_env(OmegaConf.create({"name": "nosuch"}), torch.device("cpu"), 0)

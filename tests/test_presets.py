@@ -57,6 +57,8 @@ TINY = {
     "tune_adam_plasticity": RL_TINY + ["agent.target_update_steps=2"],
     "minatar_dqn": RL_TINY + ["agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4",
                               "env.eval_episodes=2"],
+    "cartpole_dqn": RL_TINY + ["agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4",
+                               "env.eval_episodes=2"],
     "continual_minatar": RL_TINY + [
         "agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4", "env.eval_episodes=2",
         "env.schedule=[{game:breakout,steps:2},{game:seaquest,steps:2}]",

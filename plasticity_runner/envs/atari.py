@@ -40,40 +40,23 @@ Design choices (the trainer relies on these):
   out identical, raising otherwise. Together with ``AtariReplay``'s state a resumed run continues
   exactly as the uninterrupted one. No ``reset()`` after loading (it would start new games).
 
-Games are named as ale-py ROMs in snake_case (``ms_pacman``); ``Pong``, ``MsPacman``,
-``MontezumaRevenge`` and ``ALE/Pong-v5`` style names are accepted too. Any ROM ale-py ships can be
-played; the 57 benchmark games are the rows of ``atari_scores.csv`` (``ATARI_57``).
-
-Human-normalised score (``human_normalized_score``): ``(return - random) / (human - random)`` with
-the reference scores of Badia et al. 2020 (Agent57), which collect those of Mnih et al. 2015 and
-Wang et al. 2016 and are the values DQN Zoo uses.
+Game names and human-normalised scores: ``atari_games.py``.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import difflib
-import enum
-import functools
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .. import registry
+from ..errors import positive, unit
+from .atari_games import ATARI_57, available_roms, human_normalized_score, resolve_game  # noqa: F401  (the names live there)
 from .atari_replay import AtariReplay, frames_to_float, next_tick
-from .base import StepResult
-
-_SCORES_CSV = Path(__file__).with_name("atari_scores.csv")
-
-
-
-class EvalProtocol(str, enum.Enum):
-    episodes = "episodes"  # the first game of each of eval_episodes parallel copies
-    frames = "frames"  # DQN Zoo: a budget of eval_frames emulator frames, mean over the completed games
+from .base import EvalProtocol, StepResult, check_eval
 
 
 @dataclass
@@ -99,69 +82,6 @@ class AtariEnvConfig:
     eval_frames: int = 500_000  # emulator frames per evaluation under eval_protocol=frames (DQN Zoo: 500k)
     eval_every_steps: int = 62_500  # training (optimizer) steps between evaluations (x4 agent steps x4 frames = 1M frames, one DQN Zoo iteration)
     eval_epsilon: float = 0.01  # epsilon-greedy epsilon in evaluation (DQN Zoo tuned Double DQN 0.01; Nature DQN 0.05)
-
-
-# ---------------------------------------------------------------------------------- game names
-
-
-@functools.lru_cache(maxsize=1)
-def _reference_scores() -> dict[str, tuple[float, float]]:
-    with open(_SCORES_CSV, newline="") as f:
-        rows = csv.DictReader(line for line in f if not line.startswith("#"))
-        return {r["game"]: (float(r["random"]), float(r["human"])) for r in rows}
-
-
-ATARI_57: tuple[str, ...] = tuple(sorted(_reference_scores()))
-
-
-@functools.lru_cache(maxsize=1)
-def available_roms() -> tuple[str, ...]:
-    """ROM names ale-py ships (snake_case)."""
-    from ale_py import roms
-
-    rom_dir = Path(roms.__file__).parent
-    return tuple(sorted(p.stem for p in rom_dir.glob("*.bin")))
-
-
-def _snake(name: str) -> str:
-    name = name.strip()
-    m = re.fullmatch(r"(?:ALE/)?([A-Za-z0-9_]+?)(?:NoFrameskip)?(?:-v\d+)?", name)
-    if m:
-        name = m.group(1)
-    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
-    return name.lower().replace("-", "_")
-
-
-def resolve_game(name: str) -> str:
-    """The ale-py ROM name for ``name``; an unknown name raises ``ValueError`` listing close matches."""
-    known = available_roms()
-    snake = _snake(name)
-    if snake in known:
-        return snake
-    squashed = {g.replace("_", ""): g for g in known}
-    if snake.replace("_", "") in squashed:
-        return squashed[snake.replace("_", "")]
-    close = difflib.get_close_matches(snake, known, n=5, cutoff=0.6)
-    for g in difflib.get_close_matches(snake.replace("_", ""), list(squashed), n=5, cutoff=0.6):
-        if squashed[g] not in close:
-            close.append(squashed[g])
-    hint = f"close matches: {', '.join(close)}" if close else "no close match"
-    raise ValueError(
-        f"unknown Atari game {name!r} ({hint}). Games are ale-py ROM names in snake_case; "
-        f"the 57 benchmark games are: {', '.join(ATARI_57)}"
-    )
-
-
-def human_normalized_score(game: str, episode_return: Any) -> Any:
-    """``(return - random) / (human - random)`` for one of the 57 games (floats, arrays or tensors)."""
-    key = _snake(game)
-    scores = _reference_scores()
-    if key not in scores:
-        key = resolve_game(game)
-        if key not in scores:
-            raise KeyError(f"no human/random reference score for {key!r}: it is not one of the 57 benchmark games")
-    random, human = scores[key]
-    return (episode_return - random) / (human - random)
 
 
 # ---------------------------------------------------------------------------------- environment
@@ -476,3 +396,17 @@ class AtariVectorEnv:
 
     def close(self) -> None:
         self._ale.close()
+
+
+def check_config(cfg: Any, key: str) -> None:
+    """Range checks of ``env=atari`` at ``key`` (the game name is checked when the env is built:
+    it needs ale-py's ROM list)."""
+    for size in ("num_envs", "frame_skip", "screen_size", "stack", "max_episode_frames"):
+        positive(cfg, f"{key}.{size}")
+    positive(cfg, f"{key}.noop_max", allow_zero=True)
+    positive(cfg, f"{key}.num_threads", allow_zero=True)  # 0: ale-py decides
+    unit(cfg, f"{key}.sticky_action_prob")
+    check_eval(cfg, key)
+
+
+registry.register("env", "atari", AtariEnvConfig, build=AtariVectorEnv, check=check_config, episodic=True)

@@ -7,14 +7,44 @@ for the classification MDPs, uint8 frames for Atari), so the trainer never looks
 Names carry time as in DQN Zoo: a stored transition is ``(o_tm1, a_tm1, r_t, discount_t, o_t)``.
 ``discount_t`` is 0 where ``o_t`` is terminal for learning and 1 otherwise; the agent multiplies it
 by its own gamma.
+
+An episodic environment (its games end) also reports finished games in ``StepResult.info`` and
+offers ``make_eval_env`` for ``evaluation.py``; its config then carries the evaluation keys
+(``eval_protocol``, ``eval_episodes``, ``eval_frames``, ``eval_every_steps``, ``eval_epsilon``),
+checked by ``check_eval``.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
+from omegaconf import OmegaConf
+
+from ..errors import ConfigError, positive, unit
+
+
+class EvalProtocol(str, enum.Enum):
+    episodes = "episodes"  # the first game of each of eval_episodes parallel copies
+    frames = "frames"  # DQN Zoo: a budget of eval_frames emulator frames, mean over the completed games
+
+
+def check_eval(cfg: Any, key: str) -> None:
+    """Range checks of the evaluation keys of the env at ``key`` (``evaluation.py`` reads them)."""
+    positive(cfg, f"{key}.eval_episodes")
+    positive(cfg, f"{key}.eval_every_steps", allow_zero=True)  # 0 or null: no evaluation
+    unit(cfg, f"{key}.eval_epsilon")
+    protocol = OmegaConf.select(cfg, f"{key}.eval_protocol")
+    if str(getattr(protocol, "value", protocol)) == "frames":
+        env = cfg[key]
+        per_step = int(env.num_envs) * int(env.frame_skip)
+        if env.eval_frames <= 0 or env.eval_frames % per_step:
+            raise ConfigError(
+                f"{key}.eval_frames",
+                f"must be a positive multiple of {key}.num_envs x {key}.frame_skip ({per_step}), got {env.eval_frames}",
+            )
 
 
 @dataclass

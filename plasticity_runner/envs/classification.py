@@ -25,15 +25,42 @@ draw.
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 
+from .. import registry
+from ..errors import positive
 from ..seeding import set_generator_state
 from .base import Batch, StepResult
-from .datasets import load_dataset
+from .datasets import Dataset, load_dataset
+from .schedule import check_env
 
 NUM_CLASSES = 10
+
+
+class Task(str, enum.Enum):
+    true_label = "true_label"
+    random_label = "random_label"
+    sparse_reward = "sparse_reward"
+
+
+@dataclass
+class ClassificationEnvConfig:
+    """Classification MDP of section 3.2."""
+
+    name: str = "classification"
+    dataset: Dataset = Dataset.digits
+    task: Task = Task.true_label
+    data_dir: str = "data"
+    download: bool = False
+    num_envs: int = 1
+    num_images: Optional[int] = None
+    label_seed: int = 0
+    schedule: Optional[list[Any]] = None  # a chain of segments {task, label_seed, permutation_seed, steps} (envs/schedule.py)
+    pause_at_switch: bool = False  # chains: a probe pause right before and right after each switch
 
 
 class IndexReplay:
@@ -197,3 +224,13 @@ class ClassificationMDP:
         self.state = state["state"].to(self.device)
         self.obs_idx = state["obs_idx"].to(self.device)
         set_generator_state(self.generator, state["generator"])
+
+
+def check_config(cfg: Any, key: str) -> None:
+    """Range checks of ``env=classification`` at ``key``: sizes, and the segments of a chain."""
+    positive(cfg, f"{key}.num_envs")
+    positive(cfg, f"{key}.num_images")
+    check_env(cfg[key])  # env.schedule's segments
+
+
+registry.register("env", "classification", ClassificationEnvConfig, build=ClassificationMDP, check=check_config)

@@ -7,12 +7,21 @@ when online). Pixels are scaled to [0, 1]; no mean/std normalisation (the paper 
 
 from __future__ import annotations
 
+import enum
 import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
+
+
+class Dataset(str, enum.Enum):
+    """The datasets ``load_dataset`` reads (the ``env.dataset`` key of every image environment)."""
+
+    digits = "digits"
+    mnist = "mnist"
+    cifar10 = "cifar10"
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -41,9 +41,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .. import registry
+from ..errors import ConfigError, positive, unit
 from ..seeding import stream_seed
-from .atari import EvalProtocol
-from .base import Batch, StepResult
+from .base import Batch, EvalProtocol, StepResult, check_eval
+from .schedule import check_env
 
 GAMES: tuple[str, ...] = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 CHANNELS = {"asterix": 4, "breakout": 4, "freeway": 7, "seaquest": 10, "space_invaders": 6}
@@ -357,3 +359,16 @@ class MinAtarVectorEnv:
         self._obs_np = np.asarray(state["obs"], dtype=bool).copy()
         self.steps = int(state["steps"])
         self.episodes_finished = int(state["episodes_finished"])
+
+
+def check_config(cfg: Any, key: str) -> None:
+    """Range checks of ``env=minatar`` at ``key``: the game (or the chain's games), sizes, evaluation."""
+    positive(cfg, f"{key}.num_envs")
+    if cfg[key].frame_skip != 1:
+        raise ConfigError(f"{key}.frame_skip", f"MinAtar has no frame skip, must be 1, got {cfg[key].frame_skip}")
+    unit(cfg, f"{key}.sticky_action_prob")
+    check_eval(cfg, key)
+    check_env(cfg[key])  # the MinAtar game and env.schedule's segments
+
+
+registry.register("env", "minatar", MinAtarEnvConfig, build=MinAtarVectorEnv, check=check_config, episodic=True)
