@@ -130,7 +130,7 @@ def load_state_dict(state: "RunState", ckpt: dict[str, Any]) -> None:
     check_device(ckpt, state.obs.device)
     agent = state.agent
     for i in state.interventions:  # first: an intervention may rebuild parts of the network
-        i.load_state_dict(ckpt["interventions"].get(i.name, {}), agent)
+        i.load_state_dict(ckpt["interventions"].get(i.name, {}), agent.learner)
     agent.online.load_state_dict(ckpt["online"])
     agent.target.load_state_dict(ckpt["target"])
     agent.optimizer.load_state_dict(ckpt["optimizer"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -156,117 +156,28 @@ class DQNConfig:
 # ---------------------------------------------------------------------------- intervention group
 
 
-@dataclass
-class CReLUConfig:
-    """Concatenated ReLU activations (no options)."""
+def _interventions_config() -> type:
+    """``InterventionsConfig``: one ``Optional[<schema>] = None`` field per registered intervention
+    (``interventions/<name>.py``), in the registered order; an entry that is set (not null) is active.
+
+    Importing the interventions package here must not import this module back: the intervention
+    modules depend on ``registry``, ``errors``, ``nets`` and ``optim`` only."""
+    from . import registry
+
+    fields = [
+        (name, Optional[part.schema], field(default=None))
+        for name, part in registry.parts("intervention").items()
+    ]
+    cls = make_dataclass("InterventionsConfig", fields)
+    cls.__module__ = __name__
+    cls.__doc__ = (
+        "One optional entry per intervention; an entry that is set (not null) is active. Interventions "
+        "are applied in the order of the fields, the registered order (``interventions.REGISTRY``)."
+    )
+    return cls
 
 
-@dataclass
-class LayerNormConfig:
-    """Layer norm after each conv and fully-connected hidden layer (no options)."""
-
-
-@dataclass
-class SpectralNormConfig:
-    n_power_iterations: int = 1
-    eps: float = 1e-12
-
-
-@dataclass
-class TwoHotConfig:
-    v_min: float = -100.0
-    v_max: float = 100.0
-    num_bins: int = 201
-
-
-@dataclass
-class WeightDecayConfig:
-    coeff: float = 1e-5
-
-
-@dataclass
-class ShrinkPerturbConfig:
-    shrink: float = 0.4
-    perturb: float = 0.1
-
-
-@dataclass
-class ResetLastLayerConfig:
-    """Re-initialise the output layer at each target update (no options)."""
-
-
-@dataclass
-class L2InitConfig:
-    coeff: float = 1e-4
-
-
-@dataclass
-class ReDoConfig:
-    tau: float = 0.1
-    every_steps: int = 1000
-    restart_adam_steps: bool = False
-
-
-@dataclass
-class ContinualBackpropConfig:
-    replacement_rate: float = 1e-4
-    decay_rate: float = 0.99
-    maturity_threshold: int = 100
-    restart_adam_steps: bool = True
-
-
-@dataclass
-class ScheduledResetConfig:
-    every_steps: int = 40_000
-    last_k_layers: Optional[int] = None
-    shrink: float = 1.0
-    perturb: float = 0.0
-
-
-@dataclass
-class SoftShrinkPerturbConfig:
-    shrink: float = 1e-4
-    perturb: float = 0.01414
-
-
-@dataclass
-class NaPConfig:
-    project_output_layer: bool = False
-
-
-@dataclass
-class PlasticityInjectionConfig:
-    at_step: int = 50_000
-
-
-@dataclass
-class ResetOptimizerConfig:
-    """Reset the optimizer state at each target update (no options)."""
-
-
-@dataclass
-class InterventionsConfig:
-    """One optional entry per intervention; an entry that is set (not null) is active.
-
-    Interventions are applied in the order of the fields below, which is the order of
-    ``interventions.REGISTRY`` (see ``interventions/__init__.py`` and the README).
-    """
-
-    crelu: Optional[CReLUConfig] = None
-    layer_norm: Optional[LayerNormConfig] = None
-    spectral_norm: Optional[SpectralNormConfig] = None
-    two_hot: Optional[TwoHotConfig] = None
-    weight_decay: Optional[WeightDecayConfig] = None
-    l2_init: Optional[L2InitConfig] = None
-    shrink_perturb: Optional[ShrinkPerturbConfig] = None
-    reset_last_layer: Optional[ResetLastLayerConfig] = None
-    redo: Optional[ReDoConfig] = None
-    continual_backprop: Optional[ContinualBackpropConfig] = None
-    scheduled_reset: Optional[ScheduledResetConfig] = None
-    soft_shrink_perturb: Optional[SoftShrinkPerturbConfig] = None
-    plasticity_injection: Optional[PlasticityInjectionConfig] = None
-    nap: Optional[NaPConfig] = None
-    reset_optimizer: Optional[ResetOptimizerConfig] = None
+InterventionsConfig = _interventions_config()
 
 
 # ---------------------------------------------------------------------------- logger group (sinks/)
@@ -511,7 +422,6 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, f"optimizer.{key}", allow_zero=True)
     for key in ("b1", "b2", "decay"):
         _unit(cfg, f"optimizer.{key}")
-    _validate_interventions(cfg)
     _validate_diagnostics(cfg)
     _check_registered(cfg)
     from .sinks import check_loggers  # a logger asked for must import: a clear error before the run starts
@@ -596,40 +506,6 @@ def _validate_agent_time_and_loss(cfg: DictConfig) -> None:
         )
     if OmegaConf.select(cfg, "architecture.shared_bias") and OmegaConf.select(cfg, "intervention.two_hot") is not None:
         raise ConfigError("architecture.shared_bias", "the shared output bias is for the scalar head, not two_hot")
-
-
-def _validate_interventions(cfg: DictConfig) -> None:
-    """Ranges of the intervention options (compatibility is checked by the interventions)."""
-    _positive(cfg, "intervention.spectral_norm.n_power_iterations")
-    _positive(cfg, "intervention.spectral_norm.eps")
-    _positive(cfg, "intervention.weight_decay.coeff", allow_zero=True)
-    _positive(cfg, "intervention.shrink_perturb.shrink", allow_zero=True)
-    _positive(cfg, "intervention.shrink_perturb.perturb", allow_zero=True)
-    _positive(cfg, "intervention.redo.tau", allow_zero=True)
-    _positive(cfg, "intervention.redo.every_steps")
-    _positive(cfg, "intervention.plasticity_injection.at_step")
-    _positive(cfg, "intervention.l2_init.coeff", allow_zero=True)
-    _unit(cfg, "intervention.continual_backprop.replacement_rate")
-    _unit(cfg, "intervention.continual_backprop.decay_rate")
-    _positive(cfg, "intervention.continual_backprop.maturity_threshold", allow_zero=True)
-    _positive(cfg, "intervention.scheduled_reset.every_steps")
-    _positive(cfg, "intervention.scheduled_reset.last_k_layers")  # null: the whole network
-    _positive(cfg, "intervention.scheduled_reset.shrink", allow_zero=True)
-    _positive(cfg, "intervention.scheduled_reset.perturb", allow_zero=True)
-    _unit(cfg, "intervention.soft_shrink_perturb.shrink")
-    _positive(cfg, "intervention.soft_shrink_perturb.perturb", allow_zero=True)
-    decay = OmegaConf.select(cfg, "intervention.continual_backprop.decay_rate")
-    if decay is not None and decay >= 1.0:
-        raise ConfigError("intervention.continual_backprop.decay_rate", f"must be < 1 (a running mean), got {decay}")
-    two_hot = OmegaConf.select(cfg, "intervention.two_hot")
-    if two_hot is not None:
-        if two_hot.num_bins < 2:
-            raise ConfigError("intervention.two_hot.num_bins", f"must be >= 2, got {two_hot.num_bins}")
-        if not two_hot.v_max > two_hot.v_min:
-            raise ConfigError(
-                "intervention.two_hot.v_max",
-                f"must be > intervention.two_hot.v_min ({two_hot.v_min}), got {two_hot.v_max}",
-            )
 
 
 def _validate_diagnostics(cfg: DictConfig) -> None:

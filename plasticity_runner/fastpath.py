@@ -36,7 +36,9 @@ class CompiledOrEager:
 
 
 def configure(speed_cfg: Any, agent: Any, device: torch.device) -> dict[str, str]:
-    """Apply ``speed.*`` to the agent; returns what was used, for ``run.json``."""
+    """Apply ``speed.*``: TF32, and the agent's training loss wrapped in ``compiled_loss``
+    (``agent.wrap_loss``; the agent's ``loss`` itself is left as it is). Returns what was used,
+    for ``run.json``."""
     notes: dict[str, str] = {}
     if speed_cfg.tf32:
         if device.type == "cuda":
@@ -51,10 +53,15 @@ def configure(speed_cfg: Any, agent: Any, device: torch.device) -> dict[str, str
         notes["cuda_graphs"] = f"off ({reason})"
     mode = compile_mode(speed_cfg, device)
     if mode is not None:
-        compiled = torch.compile(agent.loss, mode=mode, dynamic=False)
-        notes["loss"] = f"torch.compile(mode={mode})"
-        agent.loss = CompiledOrEager(agent.loss, compiled, "loss", notes)
+        agent.wrap_loss(lambda loss: compiled_loss(loss, mode, notes))
     return notes
+
+
+def compiled_loss(loss: Callable, mode: str, notes: dict[str, str]) -> CompiledOrEager:
+    """``loss`` compiled with ``torch.compile(mode=mode)``, falling back to ``loss`` itself on the
+    first compiler failure; noted in ``notes["loss"]``."""
+    notes["loss"] = f"torch.compile(mode={mode})"
+    return CompiledOrEager(loss, torch.compile(loss, mode=mode, dynamic=False), "loss", notes)
 
 
 def compile_mode(speed_cfg: Any, device: torch.device) -> str | None:

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from plasticity_runner.agents.dqn import DQNAgent, FrameClock, epsilon_at, target_update_due
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.envs.base import Batch
+from plasticity_runner.interventions.base import Intervention, Learner
 
 
 class Table(torch.nn.Module):
@@ -164,3 +165,65 @@ def test_dqn_zoo_options_refused_with_two_hot(cfg_factory):
         validate(cfg_factory(["agent.target_update_steps=null", "agent.target_update_frames=100"]))
     with pytest.raises(ConfigError, match="set exactly one of agent.epsilon_decay_steps"):
         validate(cfg_factory(["agent.epsilon_decay_steps=null"]))
+
+
+class Recorder(Intervention):
+    """Records what each hook receives; its penalty is 10 * w[0, 0] (a gradient we can predict)."""
+
+    name = "recorder"
+
+    def __init__(self):
+        super().__init__(None)
+        self.seen: list[tuple[str, object]] = []
+
+    def on_build(self, learner):
+        self.seen.append(("on_build", learner))
+
+    def loss_penalty(self, learner):
+        self.seen.append(("loss_penalty", learner))
+        return 10.0 * learner.online.w[0, 0]
+
+    def after_step(self, learner, step):
+        self.seen.append(("after_step", learner))
+
+    def on_target_update(self, learner, step):
+        self.seen.append(("on_target_update", learner))
+
+
+def test_hooks_receive_the_learner_not_the_agent():
+    """Every hook gets the agent's one ``Learner`` (networks, optimizer, seed, last batch), which has
+    no way to act or learn; the agent's parts are the learner's."""
+    cfg = OmegaConf.create(dict(gamma=0.5, double_dqn=False))
+    online, target = Table([[1.0, 0.0], [0.0, 2.0]]), Table([[3.0, 0.0], [0.0, 1.0]])
+    rec = Recorder()
+    agent = DQNAgent(cfg, online, target, torch.optim.SGD(online.parameters(), lr=0.1), [rec], num_actions=2, seed=7)
+    agent.learn(BATCH, 1)
+    agent.update_target(1)
+    assert [h for h, _ in rec.seen] == ["on_build", "loss_penalty", "after_step", "on_target_update"]
+    assert all(type(x) is Learner and x is agent.learner for _, x in rec.seen)
+    learner = agent.learner
+    assert (learner.online, learner.target, learner.seed, learner.last_batch) == (online, target, 7, BATCH)
+    assert agent.online is online and agent.optimizer is learner.optimizer and agent.last_batch is BATCH
+    assert not any(hasattr(learner, a) for a in ("act", "learn", "update_target", "interventions"))
+    # SGD, lr 0.1: the penalty moves w[0,0] by -0.1 * 10; the TD error Q(o, 1) - 2.5 = 0 - 2.5 moves
+    # w[1,0] by -0.1 * 2 * (-2.5) * o[0] = +0.5
+    assert torch.allclose(online.w.detach(), torch.tensor([[0.0, 0.0], [0.5, 2.0]]), atol=1e-6)
+    with pytest.raises(AttributeError):  # the agent's parts change through the learner only
+        agent.online = Table([[0.0, 0.0], [0.0, 0.0]])
+
+
+def test_wrap_loss_changes_what_learn_steps_on_and_leaves_loss_alone():
+    agent = make_agent(False)
+    calls: list[str] = []
+
+    def wrap(loss):
+        def wrapped(batch):
+            calls.append("wrapped")
+            return loss(batch)
+
+        return wrapped
+
+    agent.wrap_loss(wrap)
+    assert agent.loss.__func__ is DQNAgent.loss  # the method is not patched
+    expected = agent.loss(BATCH).detach()
+    assert torch.equal(agent.learn(BATCH, 1), expected) and calls == ["wrapped"]

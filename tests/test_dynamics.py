@@ -5,6 +5,7 @@ state survives a checkpoint bit for bit and they never change training."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 
@@ -91,7 +92,9 @@ def test_pause_gradient_norm_matches_one_gradient_per_layer():
     squares = 0.0
     for name in layers:  # oracle: a fresh copy and one autograd call per layer, norms in numpy
         shadow = copy.copy(state.agent)
-        shadow.online, shadow.target = copy.deepcopy(online), copy.deepcopy(state.agent.target)
+        shadow.learner = dataclasses.replace(
+            state.agent.learner, online=copy.deepcopy(online), target=copy.deepcopy(state.agent.target)
+        )
         params = [p for n, p in shadow.online.named_parameters() if layer(n) == name]
         grads = torch.autograd.grad(DQNAgent.loss(shadow, batch), params)
         sq = sum(float((g.double().numpy() ** 2).sum()) for g in grads)

@@ -158,3 +158,35 @@ def test_vectorised_probe_fit_reads_nothing_back_to_the_host(monkeypatch):
     fit_targets_vectorised(state.agent.online, cfg.optimizer, inputs, targets, 12, 16, 0, 5)
     monkeypatch.undo()
     assert reads == [], f"host reads in the probe's fit: {sorted(set(reads))}"
+
+
+def test_configure_wraps_the_loss_and_leaves_the_agent_method_alone(monkeypatch):
+    """``speed.compile`` wraps the agent's training loss (``agent.wrap_loss``): ``learn`` steps on
+    the compiled function, ``agent.loss`` stays the class's method (probes and copies use it)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from plasticity_runner import fastpath
+    from plasticity_runner.agents.dqn import DQNAgent
+    from plasticity_runner.trainer import build_run, prefill
+
+    compiled_calls: list[int] = []
+
+    def fake_compile(fn, **kwargs):
+        def compiled(*args, **kw):
+            compiled_calls.append(1)
+            return fn(*args, **kw)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    cfg = make_cfg([])
+    state = build_run(cfg, torch.device("cpu"))
+    prefill(state, int(cfg.agent.learning_starts))
+    speed = OmegaConf.create({"tf32": False, "cuda_graphs": False, "compile": True})
+    notes = fastpath.configure(speed, state.agent, torch.device("cpu"))
+    assert notes["loss"] == "torch.compile(mode=default)"
+    assert state.agent.loss.__func__ is DQNAgent.loss
+    assert isinstance(state.agent.step_loss, CompiledOrEager) and state.agent.step_loss.eager == state.agent.loss
+    state.agent.learn(state.replay.sample(32, state.replay_generator), 1)
+    assert compiled_calls == [1]

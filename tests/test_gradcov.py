@@ -94,7 +94,7 @@ def test_td_gram_matches_loop():
     online = agent.online
     expected = td_loop_gram(agent, batch)
     before = copy.deepcopy(online.state_dict())
-    losses = td_sample_losses(agent, batch)
+    losses = td_sample_losses(agent.online, agent.target, batch, gamma=agent.gamma, double_dqn=agent.double_dqn)
     torch.testing.assert_close(gradient_gram(losses, chunk_size=6), expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(
         gradient_gram(losses, chunk_size=6, factorise_linear=False), expected, rtol=1e-10, atol=1e-12
@@ -326,7 +326,7 @@ def test_td_gram_of_a_resnet_matches_the_loop_and_the_vmap_path():
         dict(name="resnet18", width=2, stem="small"), (1, 5, 5), 3, 10, double_dqn=False, prepare=_randomise_batch_norm
     )
     expected = td_loop_gram(agent, batch)
-    losses = td_sample_losses(agent, batch)
+    losses = td_sample_losses(agent.online, agent.target, batch, gamma=agent.gamma, double_dqn=agent.double_dqn)
     torch.testing.assert_close(gradient_gram(losses, chunk_size=3), expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(
         gradient_gram(losses, chunk_size=3, factorise_linear=False), expected, rtol=1e-10, atol=1e-12

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,86 @@ def test_registry_order_is_the_config_field_order_and_every_option_has_a_yaml():
         cfg = make_cfg([f"intervention=[{name}]"])
         assert cfg.intervention[name] is not None
         assert [i.name for i in interventions_lib.build_interventions(cfg.intervention)] == [name]
+
+
+# the order of application before the interventions registered themselves (oracle: a new
+# intervention may sit anywhere, but these keep their relative order)
+ORDER_BEFORE_REGISTRATION = [
+    "crelu", "layer_norm", "spectral_norm", "two_hot", "weight_decay", "l2_init", "shrink_perturb",
+    "reset_last_layer", "redo", "continual_backprop", "scheduled_reset", "soft_shrink_perturb",
+    "plasticity_injection", "nap", "reset_optimizer",
+]
+
+
+def test_the_registered_order_keeps_the_order_of_application():
+    assert [n for n in REGISTRY if n in ORDER_BEFORE_REGISTRATION] == ORDER_BEFORE_REGISTRATION
+    parts = registry.parts("intervention")
+    assert list(parts) == list(REGISTRY)
+    assert all(REGISTRY[n] is parts[n].build for n in REGISTRY)
+    for f in dataclasses.fields(InterventionsConfig):  # the config schema is each registration's
+        assert f.type == Optional[parts[f.name].schema] and f.default is None
+
+
+@pytest.mark.parametrize(
+    "name,override",
+    [
+        ("spectral_norm", "n_power_iterations=0"), ("spectral_norm", "eps=0"), ("two_hot", "num_bins=1"),
+        ("two_hot", "v_max=-200"), ("weight_decay", "coeff=-1"), ("l2_init", "coeff=-1"),
+        ("shrink_perturb", "shrink=-1"), ("shrink_perturb", "perturb=-1"), ("redo", "tau=-1"),
+        ("redo", "every_steps=0"), ("continual_backprop", "replacement_rate=2"),
+        ("continual_backprop", "decay_rate=1.0"), ("continual_backprop", "maturity_threshold=-1"),
+        ("scheduled_reset", "every_steps=0"), ("scheduled_reset", "last_k_layers=0"),
+        ("scheduled_reset", "shrink=-1"), ("scheduled_reset", "perturb=-1"), ("soft_shrink_perturb", "shrink=1.5"),
+        ("soft_shrink_perturb", "perturb=-1"), ("plasticity_injection", "at_step=0"),
+    ],
+)
+def test_each_registered_range_check_names_its_key(name, override):
+    """The range checks moved from ``config`` into each module's ``check``: a value out of range
+    is a ``ConfigError`` naming the full key; the default passes."""
+    from plasticity_runner.config import validate
+
+    validate(make_cfg([f"intervention=[{name}]"]))
+    with pytest.raises(ConfigError) as info:
+        validate(make_cfg([f"intervention=[{name}]", f"intervention.{name}.{override}"]))
+    assert info.value.key == f"intervention.{name}.{override.split('=')[0]}"
+
+
+def test_a_registration_that_breaks_the_hook_contract_fails_at_import(monkeypatch):
+    """A class whose name differs from its registration, an unknown phase, or a phase whose hook
+    the class does not implement: a ValueError naming the intervention, not a silent skip."""
+    from plasticity_runner.interventions.crelu import CReLU, CReLUConfig
+
+    parts = registry._PARTS["intervention"]
+    for bogus, message in [
+        (registry.Part("intervention", "bogus", CReLUConfig, CReLU, extra={"phase": "build"}), "name 'bogus'"),
+        (registry.Part("intervention", "crelu", CReLUConfig, CReLU, extra={"phase": "later"}), "phase='later'"),
+        (registry.Part("intervention", "crelu", CReLUConfig, CReLU, extra={"phase": "loss"}), "loss_penalty"),
+    ]:
+        monkeypatch.setitem(parts, bogus.name, bogus)
+        with pytest.raises(ValueError, match=message):
+            interventions_lib._registered()
+        monkeypatch.undo()
+
+
+def test_the_intervention_modules_import_neither_config_nor_the_agent():
+    """``config`` builds its schema from the intervention registrations, so importing them must not
+    import ``config`` back (no cycle); the hooks see a ``Learner``, never ``agents``."""
+    import ast
+    import pathlib
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, plasticity_runner.interventions; "
+        "bad = [m for m in sys.modules if m.startswith(('plasticity_runner.config', 'plasticity_runner.agents'))]; "
+        "assert not bad, bad"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    for path in pathlib.Path(interventions_lib.__file__).parent.glob("*.py"):  # not even under TYPE_CHECKING
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert "agents" not in (node.module or "").split("."), (path.name, node.module)
 
 
 def test_interventions_compose_from_the_cli_in_registry_order():
@@ -287,7 +368,7 @@ def test_redo_recycles_dormant_units_incoming_fresh_outgoing_zero_state_reset(ar
     out_state = agent.optimizer.state[out_w]["exp_avg"].clone()
     with torch.no_grad():
         q_before = agent.online(obs)
-    n = redo.recycle(agent, obs, state.step)
+    n = redo.recycle(agent.learner, obs, state.step)
     expected = {other.name: (dead if other.name == g.name else []) for other in agent.online.unit_groups()}
     assert redo.last_recycled == expected
     assert n == len(dead)
@@ -388,17 +469,9 @@ def test_order_of_application_shrink_perturb_then_reset_last_layer_then_reset_op
 
 
 ARCHS = list(ARCH_OVERRIDES)
-EXTRA = {
-    "redo": ["intervention.redo.every_steps=2", "intervention.redo.tau=0.5"],
-    "plasticity_injection": ["intervention.plasticity_injection.at_step=2"],
-    "two_hot": ["intervention.two_hot.num_bins=5"],
-    # every hook acts within the first steps: CBP replaces from the first step, resets every 2 steps
-    "continual_backprop": ["intervention.continual_backprop.maturity_threshold=0",
-                           "intervention.continual_backprop.replacement_rate=0.5"],
-    "scheduled_reset": ["intervention.scheduled_reset.every_steps=2", "intervention.scheduled_reset.last_k_layers=2",
-                        "intervention.scheduled_reset.shrink=0.5", "intervention.scheduled_reset.perturb=0.5"],
-    "soft_shrink_perturb": ["intervention.soft_shrink_perturb.shrink=0.1"],
-}
+# per intervention, the overrides that make its hooks act within the first steps of a tiny run
+# (its registration's ``test_overrides``: a new intervention brings its own)
+EXTRA = {name: list(part.extra.get("test_overrides", ())) for name, part in registry.parts("intervention").items()}
 # every intervention in two compatible sets (injection excludes shrink-perturb and the last-layer reset)
 ALL_BUT_INJECTION = [n for n in REGISTRY if n != "plasticity_injection"]
 WITH_INJECTION = ["crelu", "two_hot", "redo", "plasticity_injection", "reset_optimizer"]

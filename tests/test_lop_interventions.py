@@ -107,7 +107,7 @@ def test_redo_restart_adam_steps_option(restart):
     with torch.no_grad():
         layer.weight[[2, 5]] = 0.0
         layer.bias[[2, 5]] = -1.0
-    redo.recycle(agent, state.replay.sample(16, state.replay_generator).o_tm1, state.step)
+    redo.recycle(agent.learner, state.replay.sample(16, state.replay_generator).o_tm1, state.step)
     st = agent.optimizer.state[layer.weight]
     if not restart:
         assert "unit_step" not in st  # today's default: the tensor's count
@@ -147,7 +147,7 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
     obs = state.replay.sample(32, state.replay_generator).o_tm1
     c = [t.detach() for t in _hand_utility(agent.online, obs)]
     before = snapshot(agent.online)
-    cbp.generate_and_test(agent, obs, step=100)
+    cbp.generate_and_test(agent.learner, obs, step=100)
     fresh = rebuild_fresh(state, cbp.last_fresh_seed)
     fresh_layers = [fresh.body.net[1], fresh.body.net[3]]
     u_hand = []
@@ -182,7 +182,7 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
 
     # step B: u = eta u + (1 - eta) c; corrected u / (1 - eta^age), ages 1 (replaced) or 2; 0.5 + 2.5 -> 3
     c2 = [t.detach() for t in _hand_utility(agent.online, obs)]
-    cbp.generate_and_test(agent, obs, step=101)
+    cbp.generate_and_test(agent.learner, obs, step=101)
     for name, ck, (u, replaced) in zip(names, c2, u_hand):
         u = ETA * u + (1 - ETA) * ck
         age = torch.full((width,), 2.0)
@@ -196,10 +196,10 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
     gen = torch.Generator().manual_seed(0)
     u_start = {name: torch.rand(width, generator=gen) * 0.05 for name in names}
     ages = {name: torch.arange(width, 0, -1) for name in names}
-    cbp.load_state_dict({"utility": u_start, "age": ages, "pending": {n: 0.0 for n in names}}, agent)
+    cbp.load_state_dict({"utility": u_start, "age": ages, "pending": {n: 0.0 for n in names}}, agent.learner)
     c3 = [t.detach() for t in _hand_utility(agent.online, obs)]
     cbp.cfg.replacement_rate = 3.0 / width
-    cbp.generate_and_test(agent, obs, step=102)
+    cbp.generate_and_test(agent.learner, obs, step=102)
     for name, ck in zip(names, c3):
         u = ETA * u_start[name] + (1 - ETA) * ck
         age = torch.arange(width, 0, -1).double() + 1
@@ -322,9 +322,9 @@ def test_scheduled_reset_last_k_layers_fresh_rest_shrunk_optimizer_state_of_rese
     real_after_step = type(sr).after_step
     before: dict = {}
 
-    def spy(self, agent_, step):  # the parameters right after step 4's optimizer step
-        before.update(snapshot(agent_.online))
-        real_after_step(self, agent_, step)
+    def spy(self, learner, step):  # the parameters right after step 4's optimizer step
+        before.update(snapshot(learner.online))
+        real_after_step(self, learner, step)
 
     type(sr).after_step = spy
     try:

@@ -1,7 +1,14 @@
 """DQN and Double DQN: the regression loss of equation (1) against a target network.
 
 The parts (online network, target network, optimizer, interventions) are built by the trainer and
-handed in; the agent only acts, learns from a ``Batch`` and copies the target network.
+handed in; the agent only acts, learns from a ``Batch`` and copies the target network. It holds
+the networks and the optimizer in an ``interventions.base.Learner``, the one object the
+interventions' hooks receive (never the agent itself).
+
+``td_target`` is a plain function of the two networks: the probes compute TD losses on copies of
+the networks with it, without copying the agent. ``loss`` is the training loss (the definition);
+``learn`` steps on ``step_loss``, which is ``loss`` unless the fast path wrapped it
+(``wrap_loss``: ``torch.compile`` with an eager fallback, ``fastpath.py``).
 
 Network modes: both networks rest in eval mode; ``learn`` puts the online network in train mode
 for the forward of the TD loss only. So acting, TD targets (target network, and the online argmax
@@ -28,7 +35,7 @@ import torch
 from torch import nn
 
 from ..envs.base import Batch
-from ..interventions.base import Intervention
+from ..interventions.base import Intervention, Learner
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,19 @@ def clipped_td_loss(q_sa: torch.Tensor, target: torch.Tensor, scale: float, clip
     return (scale * td.square()).mean()
 
 
+@torch.no_grad()
+def td_target(online: nn.Module, target: nn.Module, batch: Batch, gamma: float, double_dqn: bool) -> torch.Tensor:
+    """``r_t + gamma * discount_t * Q_target(o_t, a')``, ``a' = argmax_a Q_target(o_t, a)`` (DQN) or
+    ``argmax_a Q_online(o_t, a)`` (Double DQN); the networks are called in the mode they are in."""
+    q_target_t = target(batch.o_t)
+    if double_dqn:
+        a_t = online(batch.o_t).argmax(dim=1, keepdim=True)
+        v_t = q_target_t.gather(1, a_t).squeeze(1)
+    else:
+        v_t = q_target_t.max(dim=1).values
+    return batch.r_t + gamma * batch.discount_t * v_t
+
+
 class DQNAgent:
     def __init__(
         self,
@@ -143,14 +163,13 @@ class DQNAgent:
         seed: int = 0,
     ):
         self.cfg = cfg
-        self.online = online
-        self.target = target
-        self.optimizer = optimizer
+        # what the interventions' hooks see: the networks, the optimizer, build_fresh (a fresh
+        # initialisation of the online network, for resets), the run seed (the seeds of those fresh
+        # initialisations derive from it) and the batch of the last ``learn`` (ReDo scores units on it)
+        self.learner = Learner(online, target, optimizer, build_fresh, int(seed))
         self.interventions = interventions
         self.num_actions = num_actions
-        self.build_fresh = build_fresh  # a fresh initialisation of the online network (interventions' resets)
-        self.seed = int(seed)  # the run seed; interventions derive the seeds of their fresh inits from it
-        self.last_batch: Batch | None = None  # the batch of the last ``learn`` (ReDo scores units on it)
+        self.step_loss: Callable[[Batch], torch.Tensor] = self.loss  # what ``learn`` steps on (``wrap_loss``)
         self.gamma = float(cfg.gamma)
         self.double_dqn = bool(cfg.double_dqn)
         clip = getattr(cfg, "td_error_clip", None)
@@ -164,7 +183,20 @@ class DQNAgent:
         self.target.eval()
         self.target.requires_grad_(False)
         for i in interventions:
-            i.on_build(self)
+            i.on_build(self.learner)
+
+    # the learner's parts, read-only here: an intervention changes them through the learner
+    online = property(lambda self: self.learner.online, doc="The online Q-network.")
+    target = property(lambda self: self.learner.target, doc="The target Q-network.")
+    optimizer = property(lambda self: self.learner.optimizer, doc="The online network's optimizer.")
+    build_fresh = property(lambda self: self.learner.build_fresh, doc="A fresh initialisation of the online network.")
+    seed = property(lambda self: self.learner.seed, doc="The run seed.")
+    last_batch = property(lambda self: self.learner.last_batch, doc="The batch of the last ``learn``.")
+
+    def wrap_loss(self, wrap: Callable[[Callable[[Batch], torch.Tensor]], Callable[[Batch], torch.Tensor]]) -> None:
+        """``learn`` steps on ``wrap(self.loss)`` from now on (the fast path's compiled loss, which
+        must compute what ``loss`` does); ``loss`` itself is untouched."""
+        self.step_loss = wrap(self.loss)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, epsilon: float, generator: torch.Generator) -> torch.Tensor:
@@ -175,16 +207,9 @@ class DQNAgent:
         random_a = torch.randint(self.num_actions, (n,), generator=generator, device=obs.device)
         return torch.where(explore, random_a, greedy)
 
-    @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:
-        """``r_t + gamma * discount_t * Q_target(o_t, a')``; a' from the online net for Double DQN."""
-        q_target_t = self.target(batch.o_t)
-        if self.double_dqn:
-            a_t = self.online(batch.o_t).argmax(dim=1, keepdim=True)
-            v_t = q_target_t.gather(1, a_t).squeeze(1)
-        else:
-            v_t = q_target_t.max(dim=1).values
-        return batch.r_t + self.gamma * batch.discount_t * v_t
+        """``td_target`` of the agent's networks (both in eval mode)."""
+        return td_target(self.online, self.target, batch, self.gamma, self.double_dqn)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Mean TD loss of the batch (eq. 1 for the scalar head, or ``clipped_td_loss``) plus any
@@ -200,7 +225,7 @@ class DQNAgent:
         finally:
             self.online.eval()
         for i in self.interventions:
-            penalty = i.loss_penalty(self)
+            penalty = i.loss_penalty(self.learner)
             if penalty is not None:
                 loss = loss + penalty
         return loss
@@ -209,8 +234,8 @@ class DQNAgent:
         """One optimizer step, then (``run_hooks``) the interventions' ``after_step`` hooks; returns
         the detached loss (a device scalar: no sync). The trainer defers the hooks
         (``run_hooks=False``, then ``after_step``) so that a pause can measure the network as trained."""
-        self.last_batch = batch
-        loss = self.loss(batch)
+        self.learner.last_batch = batch
+        loss = self.step_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -221,7 +246,7 @@ class DQNAgent:
     def after_step(self, step: int) -> None:
         """The interventions' ``after_step`` hooks of training step ``step``."""
         for i in self.interventions:
-            i.after_step(self, step)
+            i.after_step(self.learner, step)
 
     @torch.no_grad()
     def update_target(self, step: int) -> None:
@@ -230,7 +255,7 @@ class DQNAgent:
         for b_t, b in zip(self.target.buffers(), self.online.buffers()):
             b_t.copy_(b)
         for i in self.interventions:
-            i.on_target_update(self, step)
+            i.on_target_update(self.learner, step)
 
 
 def _check_regression_head(online: nn.Module) -> None:

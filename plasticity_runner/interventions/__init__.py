@@ -1,32 +1,37 @@
-"""Interventions on plasticity (section 6.2, plus ReDo, CReLU and plasticity injection): one small
-module each, composed in a fixed order.
+"""Interventions on plasticity (section 6.2, plus ReDo, CReLU, plasticity injection and the
+peers' methods): one small module each, composed in a fixed order.
+
+Each module here defines its config dataclass and its ``Intervention`` subclass and registers
+them (``registry.register("intervention", name, <Name>Config, build=<class>, check=<range
+checks>, order=<float>, phase=<when it acts>)``); importing this package imports every module
+(``registry.load_modules``). The config schema (``config.InterventionsConfig``), the range checks
+of ``config.validate``, the order below and the tests read those registrations: adding an
+intervention is one module here, one ``configs/intervention/<name>.yaml`` and one test file.
 
 An intervention is selected by adding its entry to the ``intervention`` config list group
 (``intervention=[layer_norm,two_hot]``); ``build_interventions`` returns the active ones in the
-order of ``REGISTRY``, and every hook runs them in that order. The order, by when each acts:
+registered order (``order``, then name), and every hook (``base.Intervention``) runs them in that
+order. ``phase`` names when an intervention mainly acts:
 
-1. build time (network options; they touch different options, or set one to the same value, so
-   their order is immaterial): ``crelu``, ``layer_norm``, ``spectral_norm``, ``two_hot``, ``nap``
-   (its layer norm: ``layer_norm`` and ``nap`` together set it once); ``on_build`` records
-   ``l2_init``'s theta_0 and ``nap``'s initial norms from the network as built;
-2. every optimizer step, in the loss: ``weight_decay``, ``l2_init`` (sums; order immaterial);
-3. after every optimizer step, in this order: ``redo`` (every ``every_steps``), then
-   ``continual_backprop`` (unit-level recycling, ReDo first so CBP ranks the units after ReDo's
-   pass), then ``scheduled_reset`` (every ``every_steps``: a reset supersedes the unit surgery of
-   the same step), then ``soft_shrink_perturb`` (every step, on the network as the others left it),
-   then ``plasticity_injection`` (once), then ``nap`` (last: its projection is the final word of
-   every step, so each weight ends the step at its initial norm whatever the others did);
-4. at each target update (right after the target copy; in a step that also updates the target
-   network, after the after-step hooks): ``shrink_perturb``, then ``reset_last_layer`` (so the last
-   layer ends exactly at a fresh initialisation), then ``reset_optimizer`` (last, so the whole
-   state ends empty).
+1. ``build``: network options before the networks are built (``crelu``, ``layer_norm``,
+   ``spectral_norm``, ``two_hot``; they touch different options, or set one to the same value,
+   so their order is immaterial; ``on_build`` then records what some need of the network as built);
+2. ``loss``: a penalty added to the TD loss at every optimizer step (``weight_decay``,
+   ``l2_init``: sums, order immaterial);
+3. ``after_step``: after every optimizer step, in the registered order; each module's docstring
+   says why it sits where it does (``redo`` before ``continual_backprop``, so CBP ranks the units
+   after ReDo's pass; ``scheduled_reset`` after both, a reset superseding the unit surgery of the
+   same step; ``nap`` last, its projection the final word of every step);
+4. ``target_update``: right after each target-network copy (in a step that also updates the
+   target network, after the after-step hooks), in the registered order (``reset_optimizer``
+   last, so the whole state ends empty).
+
+``REGISTRY`` (name -> class, in that order) is the view of the registrations callers use;
+``python -c "from plasticity_runner.interventions import REGISTRY; print(list(REGISTRY))"`` prints
+the order.
 
 Decoupled weight decay (AdamW) is an optimizer option, not an intervention: ``optimizer=adamw``
 or ``optimizer.weight_decay`` (``optim.py``); it acts inside the optimizer step, before step 3.
-
-To add one: a module here subclassing ``base.Intervention``, an entry below, an
-``Optional[<Name>Config]`` field of ``config.InterventionsConfig`` (same position) and a
-``configs/intervention/<name>.yaml``.
 """
 
 from __future__ import annotations
@@ -35,45 +40,32 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from .. import registry
 from ..errors import ConfigError
-from .base import Intervention
-from .continual_backprop import ContinualBackprop
-from .crelu import CReLU
-from .l2_init import L2Init
-from .layer_norm import LayerNorm
-from .nap import NaP
-from .plasticity_injection import PlasticityInjection
-from .redo import ReDo
-from .reset_last_layer import ResetLastLayer
-from .reset_optimizer import ResetOptimizer
-from .scheduled_reset import ScheduledReset
-from .shrink_perturb import ShrinkPerturb
-from .soft_shrink_perturb import SoftShrinkPerturb
-from .spectral_norm import SpectralNorm
-from .two_hot import TwoHot
-from .weight_decay import WeightDecay
+from .base import PHASES, Intervention, Learner
 
-# name -> class; the order of this dict is the order of application (module docstring, the README)
-REGISTRY: dict[str, type[Intervention]] = {
-    cls.name: cls
-    for cls in (
-        CReLU,
-        LayerNorm,
-        SpectralNorm,
-        TwoHot,
-        WeightDecay,
-        L2Init,
-        ShrinkPerturb,
-        ResetLastLayer,
-        ReDo,
-        ContinualBackprop,
-        ScheduledReset,
-        SoftShrinkPerturb,
-        PlasticityInjection,
-        NaP,
-        ResetOptimizer,
-    )
-}
+registry.load_modules(__name__, __path__)
+
+
+def _registered() -> dict[str, type[Intervention]]:
+    """name -> class of every registered intervention, in the order of application. A
+    registration whose class carries another ``name``, names an unknown ``phase`` or does not
+    implement that phase's hook is a programming error: raised at import."""
+    out: dict[str, type[Intervention]] = {}
+    for name, part in registry.parts("intervention").items():
+        cls, phase = part.build, part.extra.get("phase")
+        if not (isinstance(cls, type) and issubclass(cls, Intervention)) or cls.name != name:
+            raise ValueError(f"intervention {name!r}: build= must be an Intervention subclass with name {name!r}")
+        if phase not in PHASES:
+            raise ValueError(f"intervention {name!r}: phase={phase!r}; known: {sorted(PHASES)}")
+        if getattr(cls, PHASES[phase]) is getattr(Intervention, PHASES[phase]):
+            raise ValueError(f"intervention {name!r}: phase {phase!r}, but {cls.__name__} lacks {PHASES[phase]}")
+        out[name] = cls
+    return out
+
+
+# name -> class; the order of this dict is the order of application (the registered ``order``)
+REGISTRY: dict[str, type[Intervention]] = _registered()
 
 
 def build_interventions(cfg: DictConfig | dict | None) -> list[Intervention]:
@@ -114,3 +106,6 @@ def network_options(interventions: list[Intervention]) -> dict[str, Any]:
 def active_names(interventions: list[Intervention]) -> str:
     """The label of an intervention set for tables: names joined by '+', or 'none'."""
     return "+".join(i.name for i in interventions) or "none"
+
+
+__all__ = ["REGISTRY", "Intervention", "Learner", "active_names", "build_interventions", "network_options"]

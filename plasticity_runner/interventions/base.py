@@ -1,14 +1,22 @@
-"""The hook interface every intervention implements (all hooks optional).
+"""The hook interface every intervention implements (all hooks optional), and the ``Learner``
+the hooks receive.
 
 When the hooks run (``agents/dqn.py``): ``network_options`` before the networks are built;
 ``on_build`` once the agent holds them; ``loss_penalty`` at every optimizer step; ``after_step``
 after every optimizer step; ``on_target_update`` right after each target-network copy (in a step
-that does both, ``after_step`` comes first). Within a hook, interventions run in ``REGISTRY`` order.
+that does both, ``after_step`` comes first). Within a hook, interventions run in their registered
+order (``interventions.REGISTRY``).
+
+A hook sees the ``Learner``, not the agent: the networks, the optimizer and what an intervention
+needs to draw fresh initialisations. The agent acts, learns and copies the target network; it
+builds the ``Learner`` and hands it to every hook.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,12 +24,33 @@ from torch import nn
 from ..errors import ConfigError
 from ..seeding import stream_seed
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+
+@dataclass
+class Learner:
+    """What an intervention's hooks may read and change.
+
+    ``online`` and ``target``: the Q-networks (hooks change parameters in place; plasticity
+    injection swaps the head of both); ``optimizer``: the online network's optimizer (hooks reset
+    its state or its parameter groups); ``build_fresh``: a fresh initialisation of the online
+    network's architecture (None: the interventions that draw one refuse to run); ``seed``: the run
+    seed, from which fresh initialisations derive theirs; ``last_batch``: the batch of the last
+    optimizer step (an ``envs.base.Batch``; None before the first), which ReDo and continual
+    backprop score units on.
+    """
+
+    online: nn.Module
+    target: nn.Module
+    optimizer: torch.optim.Optimizer
+    build_fresh: Callable[[], nn.Module] | None = None
+    seed: int = 0
+    last_batch: Any = None
 
 
 class Intervention:
     """Base class. Hooks are called by the network builder, the agent and the trainer.
+
+    A subclass registers itself in its module (``registry.register("intervention", name, schema,
+    build=<the subclass>, check=..., order=..., phase=...)``); ``cfg`` is its config entry.
 
     Every hook that touches parameters must say what happens to the optimizer state of the
     parameters it touches (kept, or reset with ``optim.reset_state``).
@@ -33,18 +62,18 @@ class Intervention:
         self.cfg = cfg
         self.last_fresh_seed: int | None = None  # seed of the last fresh initialisation drawn
 
-    def fresh_network(self, agent: "DQNAgent", step: int) -> nn.Module:
-        """A fresh initialisation of the online network's architecture (``agent.build_fresh``),
-        drawn under the seed ``fresh_seed(agent.seed, self.name, step)`` in a forked RNG (the
+    def fresh_network(self, learner: Learner, step: int) -> nn.Module:
+        """A fresh initialisation of the online network's architecture (``learner.build_fresh``),
+        drawn under the seed ``fresh_seed(learner.seed, self.name, step)`` in a forked RNG (the
         training RNG streams are untouched). The seed is recorded in ``last_fresh_seed``, so the
         same initialisation can be rebuilt."""
-        if agent.build_fresh is None:
-            raise ValueError(f"intervention {self.name} needs the agent's build_fresh to draw fresh initialisations")
-        seed = fresh_seed(agent.seed, self.name, step)
-        device = next(agent.online.parameters()).device
+        if learner.build_fresh is None:
+            raise ValueError(f"intervention {self.name} needs the learner's build_fresh to draw fresh initialisations")
+        seed = fresh_seed(learner.seed, self.name, step)
+        device = next(learner.online.parameters()).device
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            fresh = agent.build_fresh()
+            fresh = learner.build_fresh()
         self.last_fresh_seed = seed
         return fresh
 
@@ -55,17 +84,17 @@ class Intervention:
     def network_options(self, options: dict[str, Any]) -> None:
         """Build time: edit the keyword options of ``nets.build_network`` in place."""
 
-    def on_build(self, agent: "DQNAgent") -> None:
+    def on_build(self, learner: Learner) -> None:
         """After the network and optimizer are built (e.g. wrap layers, add optimizer options)."""
 
-    def loss_penalty(self, agent: "DQNAgent") -> torch.Tensor | None:
+    def loss_penalty(self, learner: Learner) -> torch.Tensor | None:
         """A term added to the TD loss at every optimizer step (e.g. an L2 penalty)."""
         return None
 
-    def after_step(self, agent: "DQNAgent", step: int) -> None:
+    def after_step(self, learner: Learner, step: int) -> None:
         """After every optimizer step (``step`` training steps done)."""
 
-    def on_target_update(self, agent: "DQNAgent", step: int) -> None:
+    def on_target_update(self, learner: Learner, step: int) -> None:
         """Right after the target network was copied from the online network."""
 
     def metrics(self) -> dict[str, float]:
@@ -77,9 +106,18 @@ class Intervention:
         """What a checkpoint must keep of this intervention (counters, structural changes)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any], agent: "DQNAgent") -> None:
+    def load_state_dict(self, state: dict[str, Any], learner: Learner) -> None:
         """Restore ``state_dict()``; called before the networks and optimizer are loaded, so an
         intervention that changed the network's structure can rebuild it first."""
+
+
+# The ``phase`` of a registration (when the intervention mainly acts) -> the hook that acts then.
+PHASES = {
+    "build": "network_options",
+    "loss": "loss_penalty",
+    "after_step": "after_step",
+    "target_update": "on_target_update",
+}
 
 
 def fresh_seed(run_seed: int, name: str, step: int) -> int:

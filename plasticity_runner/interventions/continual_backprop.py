@@ -39,21 +39,32 @@ Defaults, from their code (``lop/algos/gnt.py``, ``lop/algos/convCBP.py``, ``lop
 
 Metrics (phase ``train``): ``cbp_replaced_total``, units replaced since the start of the run.
 State kept in the checkpoint: utilities, ages, fractional counts.
+
+Order: after ``redo`` (it ranks the units after ReDo's pass), before ``scheduled_reset``.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
+from .. import registry
+from ..errors import ConfigError, positive, unit
 from ..nets.layers import UnitGroup, expansion, raw_weight
-from .base import Intervention
+from .base import Intervention, Learner
 from .units import group_activations, replace_units, spatial_columns
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+
+@dataclass
+class ContinualBackpropConfig:
+    replacement_rate: float = 1e-4  # rho: replacements per eligible unit per optimizer step
+    decay_rate: float = 0.99  # eta of the running utility (in [0, 1))
+    maturity_threshold: int = 100  # optimizer steps a unit must age before it may be replaced
+    restart_adam_steps: bool = True  # restart Adam's step count of replaced rows/columns (their AdamGnT)
 
 
 def contribution(group: UnitGroup, activation: torch.Tensor) -> torch.Tensor:
@@ -124,26 +135,26 @@ class ContinualBackprop(Intervention):
             "replaced_total": self.replaced_total,
         }
 
-    def load_state_dict(self, state: dict, agent: "DQNAgent") -> None:
-        device = next(agent.online.parameters()).device
+    def load_state_dict(self, state: dict, learner: Learner) -> None:
+        device = next(learner.online.parameters()).device
         self.utility = {k: v.to(device).clone() for k, v in state.get("utility", {}).items()}
         self.age = {k: v.to(device).clone() for k, v in state.get("age", {}).items()}
         self.mature = {k: MatureCount(v, int(self.cfg.maturity_threshold)) for k, v in self.age.items()}
         self.pending = {k: float(v) for k, v in state.get("pending", {}).items()}
         self.replaced_total = int(state.get("replaced_total", 0))
 
-    def after_step(self, agent: "DQNAgent", step: int) -> None:
-        if agent.last_batch is not None:
-            self.generate_and_test(agent, agent.last_batch.o_tm1, step)
+    def after_step(self, learner: Learner, step: int) -> None:
+        if learner.last_batch is not None:
+            self.generate_and_test(learner, learner.last_batch.o_tm1, step)
 
     @torch.no_grad()
-    def generate_and_test(self, agent: "DQNAgent", obs: torch.Tensor, step: int) -> int:
+    def generate_and_test(self, learner: Learner, obs: torch.Tensor, step: int) -> int:
         """Steps 1-5 on every unit group, utilities from ``obs``; returns the units replaced. Reads
         nothing from the device: the counts are the host's (``MatureCount``), the units the device's."""
         eta, rho = float(self.cfg.decay_rate), float(self.cfg.replacement_rate)
         maturity = int(self.cfg.maturity_threshold)
         chosen: list[tuple[UnitGroup, torch.Tensor, torch.Tensor]] = []
-        for g, out in group_activations(agent.online, obs):
+        for g, out in group_activations(learner.online, obs):
             c = contribution(g, out)
             if g.name not in self.utility:
                 self.utility[g.name] = torch.zeros_like(c)
@@ -169,7 +180,8 @@ class ContinualBackprop(Intervention):
             self.mature[g.name].restart(k)
         if not chosen:
             return 0
-        replace_units(agent, chosen, self.fresh_network(agent, step), restart_steps=bool(self.cfg.restart_adam_steps))
+        fresh = self.fresh_network(learner, step)
+        replace_units(learner, chosen, fresh, restart_steps=bool(self.cfg.restart_adam_steps))
         self.last_replaced = {}
         for g, idx, _ in chosen:
             self.utility[g.name][idx] = 0.0
@@ -177,3 +189,28 @@ class ContinualBackprop(Intervention):
             self.last_replaced[g.name] = idx
             self.replaced_total += idx.numel()
         return sum(idx.numel() for _, idx, _ in chosen)
+
+
+def check(cfg: Any, key: str) -> None:
+    """``replacement_rate`` in [0, 1], ``decay_rate`` in [0, 1), ``maturity_threshold`` >= 0."""
+    unit(cfg, f"{key}.replacement_rate")
+    unit(cfg, f"{key}.decay_rate")
+    positive(cfg, f"{key}.maturity_threshold", allow_zero=True)
+    decay = OmegaConf.select(cfg, f"{key}.decay_rate")
+    if decay is not None and decay >= 1.0:
+        raise ConfigError(f"{key}.decay_rate", f"must be < 1 (a running mean), got {decay}")
+
+
+registry.register(
+    "intervention",
+    "continual_backprop",
+    ContinualBackpropConfig,
+    build=ContinualBackprop,
+    check=check,
+    order=100,
+    phase="after_step",
+    test_overrides=(
+        "intervention.continual_backprop.maturity_threshold=0",
+        "intervention.continual_backprop.replacement_rate=0.5",
+    ),
+)

@@ -9,9 +9,16 @@ untouched (nothing is reset).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from .. import registry
 from .base import Intervention
+
+
+@dataclass
+class CReLUConfig:
+    """Concatenated ReLU activations (no options)."""
 
 
 class CReLU(Intervention):
@@ -19,3 +26,13 @@ class CReLU(Intervention):
 
     def network_options(self, options: dict[str, Any]) -> None:
         options["activation"] = "crelu"
+
+
+registry.register(
+    "intervention",
+    "crelu",
+    CReLUConfig,
+    build=CReLU,
+    order=10,
+    phase="build",
+)

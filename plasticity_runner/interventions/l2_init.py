@@ -18,14 +18,19 @@ network with the optimizer alone, as for ``weight_decay``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from .base import Intervention
+from .. import registry
+from ..errors import positive
+from .base import Intervention, Learner
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+
+@dataclass
+class L2InitConfig:
+    coeff: float = 1e-4  # lambda of lambda * ||theta - theta_0||^2, per optimizer step
 
 
 class L2Init(Intervention):
@@ -36,18 +41,18 @@ class L2Init(Intervention):
         self.params: list[torch.Tensor] = []  # the online network's parameters as built (by identity)
         self.initial: list[torch.Tensor] = []  # theta_0, one detached copy per parameter
 
-    def on_build(self, agent: "DQNAgent") -> None:
-        self.params = list(agent.online.parameters())
+    def on_build(self, learner: Learner) -> None:
+        self.params = list(learner.online.parameters())
         self.initial = [p.detach().clone() for p in self.params]
 
-    def loss_penalty(self, agent: "DQNAgent") -> torch.Tensor:
+    def loss_penalty(self, learner: Learner) -> torch.Tensor:
         squares = [(p - p0).pow(2).sum() for p, p0 in zip(self.params, self.initial) if p.requires_grad]
         return float(self.cfg.coeff) * torch.stack(squares).sum()
 
     def state_dict(self) -> dict:
         return {"initial": [t.clone() for t in self.initial]}
 
-    def load_state_dict(self, state: dict, agent: "DQNAgent") -> None:
+    def load_state_dict(self, state: dict, learner: Learner) -> None:
         saved = state.get("initial")
         if saved is None:
             return
@@ -55,3 +60,19 @@ class L2Init(Intervention):
             raise ValueError(f"l2_init: the checkpoint holds {len(saved)} initial tensors, the network {len(self.initial)}")
         for t, s in zip(self.initial, saved):
             t.copy_(s)
+
+
+def check(cfg: Any, key: str) -> None:
+    """``coeff`` >= 0."""
+    positive(cfg, f"{key}.coeff", allow_zero=True)
+
+
+registry.register(
+    "intervention",
+    "l2_init",
+    L2InitConfig,
+    build=L2Init,
+    check=check,
+    order=60,
+    phase="loss",
+)

@@ -9,9 +9,16 @@ after the feed-forward hidden layer. Optimizer state: untouched.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from .. import registry
 from .base import Intervention
+
+
+@dataclass
+class LayerNormConfig:
+    """Layer norm after each conv and fully-connected hidden layer (no options)."""
 
 
 class LayerNorm(Intervention):
@@ -19,3 +26,13 @@ class LayerNorm(Intervention):
 
     def network_options(self, options: dict[str, Any]) -> None:
         options["layer_norm"] = True
+
+
+registry.register(
+    "intervention",
+    "layer_norm",
+    LayerNormConfig,
+    build=LayerNorm,
+    order=20,
+    phase="build",
+)

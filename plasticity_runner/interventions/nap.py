@@ -27,16 +27,20 @@ the end of every step, after ReDo / continual backprop / scheduled resets change
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from .. import registry
 from ..nets.layers import raw_weight
-from .base import Intervention
+from .base import Intervention, Learner
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+
+@dataclass
+class NaPConfig:
+    project_output_layer: bool = False  # also project the output layer's weight
 
 
 def projected_layers(net: nn.Module, include_output: bool) -> dict[str, nn.Module]:
@@ -59,12 +63,12 @@ class NaP(Intervention):
     def network_options(self, options: dict[str, Any]) -> None:
         options["layer_norm"] = True
 
-    def on_build(self, agent: "DQNAgent") -> None:
-        self.layers = projected_layers(agent.online, bool(self.cfg.project_output_layer))
+    def on_build(self, learner: Learner) -> None:
+        self.layers = projected_layers(learner.online, bool(self.cfg.project_output_layer))
         self.initial_norms = {n: raw_weight(m).detach().norm() for n, m in self.layers.items()}
 
     @torch.no_grad()
-    def after_step(self, agent: "DQNAgent", step: int) -> None:
+    def after_step(self, learner: Learner, step: int) -> None:
         weights = [raw_weight(m) for m in self.layers.values()]
         norms = torch._foreach_norm(weights)
         scales = [torch.where(n > 0, n0 / n, torch.ones_like(n)) for n, n0 in zip(norms, self.initial_norms.values())]
@@ -73,6 +77,16 @@ class NaP(Intervention):
     def state_dict(self) -> dict:
         return {"initial_norms": {n: t.clone() for n, t in self.initial_norms.items()}}
 
-    def load_state_dict(self, state: dict, agent: "DQNAgent") -> None:
+    def load_state_dict(self, state: dict, learner: Learner) -> None:
         for name, value in state.get("initial_norms", {}).items():
             self.initial_norms[name].copy_(value)
+
+
+registry.register(
+    "intervention",
+    "nap",
+    NaPConfig,
+    build=NaP,
+    order=140,
+    phase="after_step",
+)

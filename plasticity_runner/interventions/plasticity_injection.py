@@ -17,21 +17,28 @@ parameters and optimizer state are loaded into it.
 
 A fresh network from ``build_fresh`` (the probe's targets) has the plain structure; at
 initialisation an injected network computes the same function, so nothing there changes.
+
+Order: after the other after-step hooks that touch parameters, before ``nap``.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from .. import registry
+from ..errors import positive
 from ..nets.heads import InjectedHead
 from ..optim import remove_params
-from .base import Intervention
+from .base import Intervention, Learner
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+
+@dataclass
+class PlasticityInjectionConfig:
+    at_step: int = 50_000  # the training step after whose optimizer step the head is injected
 
 
 class PlasticityInjection(Intervention):
@@ -41,30 +48,47 @@ class PlasticityInjection(Intervention):
         super().__init__(cfg)
         self.injected_at: int | None = None
 
-    def after_step(self, agent: "DQNAgent", step: int) -> None:
+    def after_step(self, learner: Learner, step: int) -> None:
         if step == int(self.cfg.at_step) and self.injected_at is None:
-            self.inject(agent, step)
+            self.inject(learner, step)
 
     @torch.no_grad()
-    def inject(self, agent: "DQNAgent", step: int) -> None:
-        fresh_head = self.fresh_network(agent, step).head
-        for net in (agent.online, agent.target):
+    def inject(self, learner: Learner, step: int) -> None:
+        fresh_head = self.fresh_network(learner, step).head
+        for net in (learner.online, learner.target):
             old = net.head
             new, new_frozen = copy.deepcopy(fresh_head), copy.deepcopy(fresh_head)
             old.requires_grad_(False)
             new_frozen.requires_grad_(False)
             net.head = InjectedHead(old, new, new_frozen).train(net.training)
-        agent.target.requires_grad_(False)
-        remove_params(agent.optimizer, agent.online.head.old.parameters())
-        agent.optimizer.add_param_group({"params": list(agent.online.head.new.parameters())})
+        learner.target.requires_grad_(False)
+        remove_params(learner.optimizer, learner.online.head.old.parameters())
+        learner.optimizer.add_param_group({"params": list(learner.online.head.new.parameters())})
         self.injected_at = step
 
     def state_dict(self) -> dict:
         return {"injected_at": self.injected_at}
 
-    def load_state_dict(self, state: dict, agent: "DQNAgent") -> None:
+    def load_state_dict(self, state: dict, learner: Learner) -> None:
         """Rebuild the injected structure (networks, optimizer groups) before the checkpoint's
         parameters and optimizer state are loaded into it."""
         step = state.get("injected_at")
         if step is not None and self.injected_at is None:
-            self.inject(agent, int(step))
+            self.inject(learner, int(step))
+
+
+def check(cfg: Any, key: str) -> None:
+    """``at_step`` > 0."""
+    positive(cfg, f"{key}.at_step")
+
+
+registry.register(
+    "intervention",
+    "plasticity_injection",
+    PlasticityInjectionConfig,
+    build=PlasticityInjection,
+    check=check,
+    order=130,
+    phase="after_step",
+    test_overrides=("intervention.plasticity_injection.at_step=2",),
+)

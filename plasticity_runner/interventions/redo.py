@@ -28,21 +28,31 @@ feed-forward hidden units of the ViT. The dormant counts of the last pass are in
 Metrics (phase ``train``, at every log point once a pass has run): ``redo_dormant`` (units found
 dormant, so recycled, by the last pass, all groups), ``redo_dormant_fraction`` (the same over the
 eligible units) and ``redo_recycled_total`` (units recycled since the start of the run).
+
+Order: first of the after-step hooks that recycle units (``continual_backprop`` then ranks the
+units after ReDo's pass).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from .. import registry
+from ..errors import positive
 from ..nets.layers import expansion
-from .base import Intervention
+from .base import Intervention, Learner
 from .units import group_activations, replace_units
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+
+@dataclass
+class ReDoConfig:
+    tau: float = 0.1  # dormancy threshold on the normalised score (dimensionless)
+    every_steps: int = 1000  # training steps between recycling passes
+    restart_adam_steps: bool = False  # restart Adam's step count of recycled rows/columns
 
 
 def unit_scores(activation: torch.Tensor, unit_dim: int, expand: int, num_units: int) -> torch.Tensor:
@@ -76,14 +86,14 @@ class ReDo(Intervention):
         return {"last_dormant": dict(self.last_dormant), "last_units": dict(self.last_units),
                 "recycled_total": self.recycled_total}
 
-    def load_state_dict(self, state: dict, agent: "DQNAgent") -> None:
+    def load_state_dict(self, state: dict, learner: Learner) -> None:
         self.last_dormant = dict(state.get("last_dormant", {}))
         self.last_units = dict(state.get("last_units", {}))
         self.recycled_total = int(state.get("recycled_total", 0))
 
-    def after_step(self, agent: "DQNAgent", step: int) -> None:
-        if step % int(self.cfg.every_steps) == 0 and agent.last_batch is not None:
-            self.recycle(agent, agent.last_batch.o_tm1, step)
+    def after_step(self, learner: Learner, step: int) -> None:
+        if step % int(self.cfg.every_steps) == 0 and learner.last_batch is not None:
+            self.recycle(learner, learner.last_batch.o_tm1, step)
 
     def dormant_units(self, net: nn.Module, obs: torch.Tensor) -> list[tuple[object, torch.Tensor, torch.Tensor]]:
         """``(group, dormant unit indices, activation)`` per unit group of ``net`` on ``obs``."""
@@ -94,9 +104,9 @@ class ReDo(Intervention):
         return result
 
     @torch.no_grad()
-    def recycle(self, agent: "DQNAgent", obs: torch.Tensor, step: int) -> int:
+    def recycle(self, learner: Learner, obs: torch.Tensor, step: int) -> int:
         """Recycle the dormant units of the online network scored on ``obs``; returns how many."""
-        found = self.dormant_units(agent.online, obs)
+        found = self.dormant_units(learner.online, obs)
         self.last_dormant = {g.name: int(idx.numel()) for g, idx, _ in found}
         self.last_recycled = {g.name: idx.tolist() for g, idx, _ in found}
         self.last_units = {g.name: int(g.num_units) for g, _, _ in found}
@@ -104,5 +114,24 @@ class ReDo(Intervention):
         if not any(self.last_dormant.values()):
             return 0
         chosen = [(g, idx, out) for g, idx, out in found if idx.numel()]
-        replace_units(agent, chosen, self.fresh_network(agent, step), restart_steps=bool(self.cfg.restart_adam_steps))
+        fresh = self.fresh_network(learner, step)
+        replace_units(learner, chosen, fresh, restart_steps=bool(self.cfg.restart_adam_steps))
         return sum(self.last_dormant.values())
+
+
+def check(cfg: Any, key: str) -> None:
+    """``tau`` >= 0, ``every_steps`` > 0."""
+    positive(cfg, f"{key}.tau", allow_zero=True)
+    positive(cfg, f"{key}.every_steps")
+
+
+registry.register(
+    "intervention",
+    "redo",
+    ReDoConfig,
+    build=ReDo,
+    check=check,
+    order=90,
+    phase="after_step",
+    test_overrides=("intervention.redo.every_steps=2", "intervention.redo.tau=0.5"),
+)

@@ -8,19 +8,25 @@ bootstrap targets stay informed).
 
 Optimizer state: the state of the head's parameters is reset (``optim.reset_state``); the rest
 is kept. Parameters are overwritten with ``copy_``, so the optimizer keeps the live tensors.
+
+Order: after ``shrink_perturb`` (so the last layer ends exactly at a fresh initialisation),
+before ``reset_optimizer``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 
+from .. import registry
 from ..optim import reset_state
-from .base import Intervention, incompatible
+from .base import Intervention, Learner, incompatible
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+
+@dataclass
+class ResetLastLayerConfig:
+    """Re-initialise the output layer at each target update (no options)."""
 
 
 class ResetLastLayer(Intervention):
@@ -37,9 +43,19 @@ class ResetLastLayer(Intervention):
         )
 
     @torch.no_grad()
-    def on_target_update(self, agent: "DQNAgent", step: int) -> None:
-        fresh = dict(self.fresh_network(agent, step).head.named_parameters())
-        head = list(agent.online.head.named_parameters())
+    def on_target_update(self, learner: Learner, step: int) -> None:
+        fresh = dict(self.fresh_network(learner, step).head.named_parameters())
+        head = list(learner.online.head.named_parameters())
         for name, p in head:
             p.copy_(fresh[name])
-        reset_state(agent.optimizer, [p for _, p in head])
+        reset_state(learner.optimizer, [p for _, p in head])
+
+
+registry.register(
+    "intervention",
+    "reset_last_layer",
+    ResetLastLayerConfig,
+    build=ResetLastLayer,
+    order=80,
+    phase="target_update",
+)

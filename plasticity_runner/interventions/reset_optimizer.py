@@ -7,17 +7,30 @@ momentum). Parameters: untouched. It runs last, after every other target-update 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
+from .. import registry
 from ..optim import reset_state
-from .base import Intervention
+from .base import Intervention, Learner
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+
+@dataclass
+class ResetOptimizerConfig:
+    """Reset the optimizer state at each target update (no options)."""
 
 
 class ResetOptimizer(Intervention):
     name = "reset_optimizer"
 
-    def on_target_update(self, agent: "DQNAgent", step: int) -> None:
-        reset_state(agent.optimizer)
+    def on_target_update(self, learner: Learner, step: int) -> None:
+        reset_state(learner.optimizer)
+
+
+registry.register(
+    "intervention",
+    "reset_optimizer",
+    ResetOptimizerConfig,
+    build=ResetOptimizer,
+    order=150,
+    phase="target_update",
+)

@@ -25,20 +25,31 @@ Defaults: ``every_steps: 40000`` (BBF's reset interval in gradient steps), the w
 Optimizer state: the whole state of every reset parameter is forgotten (``optim.reset_state``:
 moments and step counts, so Adam's bias correction restarts for them); the state of shrunk-and-
 perturbed parameters is kept (they move in place, as with ``shrink_perturb``).
+
+Order: after ``redo`` and ``continual_backprop``: a reset supersedes the unit surgery of the
+same step.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
+from .. import registry
+from ..errors import positive
 from ..optim import reset_state
-from .base import Intervention, NEEDS_ONE_HEAD, incompatible
+from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+
+@dataclass
+class ScheduledResetConfig:
+    every_steps: int = 40_000  # training steps between resets (BBF: 40k gradient steps)
+    last_k_layers: Optional[int] = None  # reset the last k Linear/Conv2d layers onwards; null: the whole network
+    shrink: float = 1.0  # factor on the parameters not reset
+    perturb: float = 0.0  # factor on the fresh initialisation added to them
 
 
 def reset_parameter_names(net: nn.Module, last_k_layers: int | None) -> list[str]:
@@ -71,17 +82,17 @@ class ScheduledReset(Intervention):
     def state_dict(self) -> dict:
         return {"resets": self.resets}
 
-    def load_state_dict(self, state: dict, agent: "DQNAgent") -> None:
+    def load_state_dict(self, state: dict, learner: Learner) -> None:
         self.resets = int(state.get("resets", 0))
 
-    def after_step(self, agent: "DQNAgent", step: int) -> None:
+    def after_step(self, learner: Learner, step: int) -> None:
         if step % int(self.cfg.every_steps) == 0:
-            self.reset(agent, step)
+            self.reset(learner, step)
 
     @torch.no_grad()
-    def reset(self, agent: "DQNAgent", step: int) -> None:
-        net = agent.online
-        fresh_net = self.fresh_network(agent, step)
+    def reset(self, learner: Learner, step: int) -> None:
+        net = learner.online
+        fresh_net = self.fresh_network(learner, step)
         fresh = dict(fresh_net.named_parameters())
         reset_names = set(reset_parameter_names(net, self.cfg.last_k_layers))
         shrink, perturb = float(self.cfg.shrink), float(self.cfg.perturb)
@@ -97,5 +108,30 @@ class ScheduledReset(Intervention):
         for name, b in net.named_buffers():
             if self.cfg.last_k_layers is None or any(name.startswith(o) for o in owners):
                 b.copy_(fresh_buffers[name])
-        reset_state(agent.optimizer, reset_params)
+        reset_state(learner.optimizer, reset_params)
         self.resets += 1
+
+
+def check(cfg: Any, key: str) -> None:
+    """``every_steps`` > 0, ``last_k_layers`` > 0 (or null), ``shrink`` and ``perturb`` >= 0."""
+    positive(cfg, f"{key}.every_steps")
+    positive(cfg, f"{key}.last_k_layers")  # null: the whole network
+    positive(cfg, f"{key}.shrink", allow_zero=True)
+    positive(cfg, f"{key}.perturb", allow_zero=True)
+
+
+registry.register(
+    "intervention",
+    "scheduled_reset",
+    ScheduledResetConfig,
+    build=ScheduledReset,
+    check=check,
+    order=110,
+    phase="after_step",
+    test_overrides=(
+        "intervention.scheduled_reset.every_steps=2",
+        "intervention.scheduled_reset.last_k_layers=2",
+        "intervention.scheduled_reset.shrink=0.5",
+        "intervention.scheduled_reset.perturb=0.5",
+    ),
+)

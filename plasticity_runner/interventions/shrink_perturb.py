@@ -10,18 +10,27 @@ hook runs, so it keeps the unperturbed parameters until the next update.
 Optimizer state: kept (the parameters move but are not replaced); add ``reset_optimizer`` to
 reset it as well. The update is in place (``mul_``/``add_``), so the optimizer keeps training the
 live tensors.
+
+Order: the first target-update hook, then ``reset_last_layer`` (so the last layer ends exactly
+at a fresh initialisation), then ``reset_optimizer``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from .base import Intervention, NEEDS_ONE_HEAD, incompatible
+from .. import registry
+from ..errors import positive
+from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+
+@dataclass
+class ShrinkPerturbConfig:
+    shrink: float = 0.4  # factor on theta at each target update (Ash & Adams)
+    perturb: float = 0.1  # factor on the fresh initialisation added
 
 
 class ShrinkPerturb(Intervention):
@@ -31,8 +40,25 @@ class ShrinkPerturb(Intervention):
         incompatible(self, active, NEEDS_ONE_HEAD)
 
     @torch.no_grad()
-    def on_target_update(self, agent: "DQNAgent", step: int) -> None:
-        fresh = dict(self.fresh_network(agent, step).named_parameters())
+    def on_target_update(self, learner: Learner, step: int) -> None:
+        fresh = dict(self.fresh_network(learner, step).named_parameters())
         shrink, perturb = float(self.cfg.shrink), float(self.cfg.perturb)
-        for name, p in agent.online.named_parameters():
+        for name, p in learner.online.named_parameters():
             p.mul_(shrink).add_(fresh[name], alpha=perturb)
+
+
+def check(cfg: Any, key: str) -> None:
+    """``shrink`` and ``perturb`` >= 0."""
+    positive(cfg, f"{key}.shrink", allow_zero=True)
+    positive(cfg, f"{key}.perturb", allow_zero=True)
+
+
+registry.register(
+    "intervention",
+    "shrink_perturb",
+    ShrinkPerturbConfig,
+    build=ShrinkPerturb,
+    check=check,
+    order=70,
+    phase="target_update",
+)

@@ -15,18 +15,26 @@ follows at its next copy).
 
 Cost: one fresh network per step (an initialisation of the whole architecture).
 Optimizer state: kept (the parameters move in place, as ``shrink_perturb``).
+
+Order: after the unit recycling and the scheduled reset, on the network as they left it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from .base import Intervention, NEEDS_ONE_HEAD, incompatible
+from .. import registry
+from ..errors import positive, unit
+from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+
+@dataclass
+class SoftShrinkPerturbConfig:
+    shrink: float = 1e-4  # fraction taken off the parameters per optimizer step (in [0, 1])
+    perturb: float = 0.01414  # factor on the fresh initialisation added per optimizer step
 
 
 class SoftShrinkPerturb(Intervention):
@@ -36,9 +44,27 @@ class SoftShrinkPerturb(Intervention):
         incompatible(self, active, NEEDS_ONE_HEAD)
 
     @torch.no_grad()
-    def after_step(self, agent: "DQNAgent", step: int) -> None:
-        fresh = dict(self.fresh_network(agent, step).named_parameters())
+    def after_step(self, learner: Learner, step: int) -> None:
+        fresh = dict(self.fresh_network(learner, step).named_parameters())
         keep, perturb = 1.0 - float(self.cfg.shrink), float(self.cfg.perturb)
-        params = list(agent.online.named_parameters())
+        params = list(learner.online.named_parameters())
         torch._foreach_mul_([p for _, p in params], keep)
         torch._foreach_add_([p for _, p in params], [fresh[n] for n, _ in params], alpha=perturb)
+
+
+def check(cfg: Any, key: str) -> None:
+    """``shrink`` in [0, 1], ``perturb`` >= 0."""
+    unit(cfg, f"{key}.shrink")
+    positive(cfg, f"{key}.perturb", allow_zero=True)
+
+
+registry.register(
+    "intervention",
+    "soft_shrink_perturb",
+    SoftShrinkPerturbConfig,
+    build=SoftShrinkPerturb,
+    check=check,
+    order=120,
+    phase="after_step",
+    test_overrides=("intervention.soft_shrink_perturb.shrink=0.1",),
+)

@@ -9,9 +9,18 @@ optimizer trains it like any other parameter. Optimizer state: untouched.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from .. import registry
+from ..errors import positive
 from .base import Intervention
+
+
+@dataclass
+class SpectralNormConfig:
+    n_power_iterations: int = 1  # power-iteration steps per forward in train mode
+    eps: float = 1e-12  # added to norms in the power iteration (numerical floor)
 
 
 class SpectralNorm(Intervention):
@@ -19,3 +28,20 @@ class SpectralNorm(Intervention):
 
     def network_options(self, options: dict[str, Any]) -> None:
         options["spectral_norm"] = {"n_power_iterations": int(self.cfg.n_power_iterations), "eps": float(self.cfg.eps)}
+
+
+def check(cfg: Any, key: str) -> None:
+    """``n_power_iterations`` and ``eps`` > 0."""
+    positive(cfg, f"{key}.n_power_iterations")
+    positive(cfg, f"{key}.eps")
+
+
+registry.register(
+    "intervention",
+    "spectral_norm",
+    SpectralNormConfig,
+    build=SpectralNorm,
+    check=check,
+    order=30,
+    phase="build",
+)

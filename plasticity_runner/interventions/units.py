@@ -9,16 +9,12 @@ A unit group (``nets.layers.UnitGroup``) names the layers that write a hidden la
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from ..nets.layers import UnitGroup, expansion, raw_weight
 from ..optim import reset_state_entries
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+from .base import Learner
 
 
 def group_activations(net: nn.Module, obs: torch.Tensor) -> list[tuple[UnitGroup, torch.Tensor]]:
@@ -60,7 +56,7 @@ def outgoing_columns(group: UnitGroup, reader: nn.Module, activation: torch.Tens
 
 @torch.no_grad()
 def replace_units(
-    agent: "DQNAgent",
+    learner: Learner,
     chosen: list[tuple[UnitGroup, torch.Tensor, torch.Tensor]],
     fresh: nn.Module,
     restart_steps: bool = False,
@@ -70,9 +66,9 @@ def replace_units(
     fresh initialisation ``fresh`` (by module name), outgoing weight columns set to zero; the
     optimizer state of exactly those rows and columns zeroed (``optim.reset_state_entries``; step
     counts restarted with ``restart_steps``)."""
-    names = {id(m): n for n, m in agent.online.named_modules()}
+    names = {id(m): n for n, m in learner.online.named_modules()}
     fresh_modules = dict(fresh.named_modules())
-    optimizer = agent.optimizer
+    optimizer = learner.optimizer
     for group, idx, activation in chosen:
         for m in group.incoming:
             fresh_params = dict(fresh_modules[names[id(m)]].named_parameters())

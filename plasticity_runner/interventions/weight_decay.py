@@ -9,19 +9,40 @@ Optimizer state: untouched.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from .base import Intervention
+from .. import registry
+from ..errors import positive
+from .base import Intervention, Learner
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..agents.dqn import DQNAgent
+
+@dataclass
+class WeightDecayConfig:
+    coeff: float = 1e-5  # penalty coefficient, per optimizer step (paper 6.2: 1e-5)
 
 
 class WeightDecay(Intervention):
     name = "weight_decay"
 
-    def loss_penalty(self, agent: "DQNAgent") -> torch.Tensor:
-        squares = [p.pow(2).sum() for p in agent.online.parameters() if p.requires_grad]
+    def loss_penalty(self, learner: Learner) -> torch.Tensor:
+        squares = [p.pow(2).sum() for p in learner.online.parameters() if p.requires_grad]
         return 0.5 * float(self.cfg.coeff) * torch.stack(squares).sum()
+
+
+def check(cfg: Any, key: str) -> None:
+    """``coeff`` >= 0."""
+    positive(cfg, f"{key}.coeff", allow_zero=True)
+
+
+registry.register(
+    "intervention",
+    "weight_decay",
+    WeightDecayConfig,
+    build=WeightDecay,
+    check=check,
+    order=50,
+    phase="loss",
+)

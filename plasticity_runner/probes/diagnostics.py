@@ -104,7 +104,9 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any, progress: Any = None) -> 
         head = batch_head(batch, k)
         loss_kind = str(getattr(d.gradcov.loss, "value", d.gradcov.loss))
         if loss_kind == "td":
-            losses = td_sample_losses(state.agent, head)
+            losses = td_sample_losses(
+                state.agent.online, state.agent.target, head, gamma=state.agent.gamma, double_dqn=state.agent.double_dqn
+            )
         else:
             losses = perturbation_sample_losses(
                 online, head.o_tm1, diagnostics_seed(cfg.seed, step, "gradcov"), shared=loss_kind == "perturbation_shared"

@@ -31,7 +31,7 @@ materialising the ``k x P`` gradient matrix:
 Two per-sample losses are provided:
 
 * ``td_sample_losses``: the agent's TD loss of each transition (eq. 1) against the fixed target
-  ``agent.td_target(batch)``, as A.1 describes for C_k ("the gradient of each transition");
+  ``agents.dqn.td_target`` of its networks, as A.1 describes for C_k ("the gradient of each transition");
   intervention penalties are left out;
 * ``perturbation_sample_losses``: the probe loss of section 4.2 for each input,
   ``mean_a [f(x)_a - sg(f(x)_a + eps_a)]^2``, with ``eps`` drawn either
@@ -51,6 +51,7 @@ Two per-sample losses are provided:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -127,23 +128,29 @@ class SampleLosses:
     samples: tuple[torch.Tensor, ...]
 
 
-def td_sample_losses(agent: Any, batch: Any) -> SampleLosses:
-    """The TD loss of each transition of ``batch`` w.r.t. the online parameters (eq. 1).
+def td_sample_losses(
+    online: nn.Module, target: nn.Module, batch: Any, *, gamma: float, double_dqn: bool
+) -> SampleLosses:
+    """The TD loss of each transition of ``batch`` w.r.t. the parameters of ``online`` (eq. 1).
 
     The TD target is computed once, from eval-mode copies of the online and target networks
-    (``agent.td_target``), and held fixed.
+    (``agents.dqn.td_target`` with the agent's ``gamma`` and ``double_dqn``), and held fixed; the
+    losses are those of the online copy (the networks passed in are never touched).
     """
-    shadow = shadow_agent(agent)
-    target = shadow.td_target(batch)
-    return SampleLosses(_TDLoss(shadow.online), (batch.o_tm1, batch.a_tm1, target))
+    from ..agents.dqn import td_target
+
+    online, target = copy.deepcopy(online).eval(), copy.deepcopy(target).eval()
+    y = td_target(online, target, batch, float(gamma), bool(double_dqn))
+    return SampleLosses(_TDLoss(online), (batch.o_tm1, batch.a_tm1, y))
 
 
 def shadow_agent(agent: Any) -> Any:
-    """A shallow copy of ``agent`` with eval-mode deep copies of its online and target networks:
-    what a diagnostic computes with it (targets, losses, gradients) never touches training's."""
+    """A shallow copy of ``agent`` whose learner holds eval-mode deep copies of its online and
+    target networks: what a diagnostic computes with it (losses, gradients) never touches training's."""
     shadow = copy.copy(agent)
-    shadow.online = copy.deepcopy(agent.online).eval()
-    shadow.target = copy.deepcopy(agent.target).eval()
+    shadow.learner = dataclasses.replace(
+        agent.learner, online=copy.deepcopy(agent.online).eval(), target=copy.deepcopy(agent.target).eval()
+    )
     return shadow
 
 
