@@ -19,7 +19,7 @@ from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.interventions.base import Learner
 from plasticity_runner.interventions.weight_clipping import WeightClipping, init_bounds
 from plasticity_runner.metrics import MetricsWriter, load_arrays, load_run
-from plasticity_runner.nets import BODIES
+from plasticity_runner import registry
 from plasticity_runner.nets.layers import raw_weight
 from plasticity_runner.trainer import build_run, prefill, run_pause, train_step
 
@@ -169,7 +169,7 @@ def assert_within_bounds(net: nn.Module, theta_0: dict[str, np.ndarray], kappa: 
     return on_bound
 
 
-@pytest.mark.parametrize("arch", sorted(BODIES))
+@pytest.mark.parametrize("arch", sorted(registry.parts("architecture")))
 def test_weight_clipping_through_a_real_pause_on_every_architecture(arch, tmp_path):
     """Three training steps (a target update among them), then a pause with every default
     diagnostic: the weights stay within their bounds (and some sit on them), the pause changes
