@@ -8,7 +8,9 @@ into ``numpy.random.SeedSequence`` and reads 63 bits of its state, so
 * seed ``s`` shares no stream with seed ``s + 1`` (offsets such as ``seed + 1`` did);
 * every seed is a valid ``torch.manual_seed`` / ``torch.Generator.manual_seed`` argument.
 
-Each named stream has its function below, the one place its name and path are spelled:
+Each named stream has its function below, the one place its name and path are spelled (the
+training loop's ``global``, ``env``, ``act``, ``replay`` and ``eval`` and the interventions'
+``fresh/<name>`` are still spelled by their callers through ``stream_seed``/``generator``):
 
 * ``global`` (``global_seed``): torch's, numpy's and Python's global RNGs (network initialisation);
 * ``env``, ``act``, ``replay`` (``stream_seed``, ``generator``): the environment, epsilon-greedy

@@ -107,7 +107,7 @@ def run_streams(seed: int) -> dict[str, torch.Generator]:
             streams[f"diagnostics/{part}@{step}"] = torch.Generator().manual_seed(diagnostic_seed(seed, part, step))
         streams[f"eval@{step}"] = seeding.generator(CPU, seed, "eval", step)
     # the policy-churn reference batch (probes/dynamics.py): drawn once per run
-    streams["diagnostics/churn_reference"] = torch.Generator().manual_seed(seeding.stream_seed(seed, "diagnostics/churn_reference"))
+    streams["diagnostics/churn_reference"] = torch.Generator().manual_seed(seeding.churn_reference_seed(seed))
     return streams
 
 
