@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from .envs.classification import Task  # the case-study schemas below use the environments' enums
 from .envs.datasets import Dataset
@@ -27,20 +27,6 @@ class Device(str, enum.Enum):
     cuda = "cuda"
 
 
-class GradCovLoss(str, enum.Enum):
-    td = "td"  # the agent's TD loss of each transition (eq. 1; A.1)
-    perturbation = "perturbation"  # [f(x) - sg(f(x) + eps)]^2 of section 4.2, eps per input (signs: coin flips)
-    perturbation_shared = "perturbation_shared"  # the same loss, one eps per output shared by all inputs
-
-
-class TwoHotFit(str, enum.Enum):
-    expected_q = "expected_q"  # the squared error of the expected Q-values, as a scalar head is fitted
-    cross_entropy = "cross_entropy"  # the two-hot cross-entropy of the head's logits to two_hot(g)
-
-
-class ProbeAt(str, enum.Enum):
-    before_interventions = "before_interventions"  # the network as trained, before the step's hooks
-    after_interventions = "after_interventions"  # after the step's after-step and target-update hooks
 
 
 class Progress(str, enum.Enum):
@@ -214,21 +200,6 @@ class LoggersConfig:
 
 
 @dataclass
-class ProbeConfig:
-    enabled: bool = True
-    every_steps: int = 5000
-    num_targets: int = 10
-    steps: int = 2000
-    batch_size: int = 128
-    num_inputs: int = 2048
-    sin_scale: float = 1e5
-    curve_every_steps: int = 20
-    vectorised: bool = True
-    at: ProbeAt = ProbeAt.before_interventions
-    two_hot_fit: TwoHotFit = TwoHotFit.expected_q
-
-
-@dataclass
 class SpeedConfig:
     compile: bool = False
     cuda_graphs: bool = False
@@ -241,71 +212,32 @@ class CheckpointConfig:
     keep: int = 2
 
 
-# ------------------------------------------------------------------ diagnostics (probes/diagnostics.py)
+# ------------------------------------------------------------------ diagnostics (probes/, registered)
 
 
-@dataclass
-class StatisticsConfig:
-    """Parameter and activation statistics of section 5.2 (``probes/statistics.py``)."""
+def _diagnostics_schema() -> type:
+    """``diagnostics.<name>`` for every registered diagnostic whose config sits there (all but the
+    plasticity probe, at the top-level key ``probe``), in their order: each field the schema its
+    module registered (``registry.register("diagnostic", ...)``)."""
+    from . import registry
 
-    enabled: bool = True
-    every_steps: int = II("probe.every_steps")
-    num_inputs: int = 1024
-    srank_delta: float = 0.01
-    weight_rank_rtol: float = 1e-3
-    dormant_tau: float = 0.025
-    active_min_frac: float = 0.01  # active_frac_p<p>: output > 0 on at least this fraction of inputs
-    # duplicate_frac_rtol<rtol>: ||h_u - h_v|| <= rtol * max(||h_u||, ||h_v||); null: not computed
-    duplicate_rtol: Optional[float] = 0.01
-
-
-@dataclass
-class CurvatureConfig:
-    """Hessian spectrum of the probe loss by stochastic Lanczos quadrature (``probes/curvature.py``)."""
-
-    enabled: bool = True
-    every_steps: int = II("probe.every_steps")
-    num_inputs: int = 512
-    iterations: int = 30
-    num_vectors: int = 2
-    sigma_rel: float = 0.01
-    grid_points: int = 512
-    grid_min: Optional[float] = None
-    grid_max: Optional[float] = None
-    chunk_size: int = 512
+    fields = []
+    for name, part in registry.parts("diagnostic").items():
+        if part.build().config_key() == f"diagnostics.{name}":
+            fields.append((name, part.schema, field(default_factory=part.schema)))
+    schema = make_dataclass("DiagnosticsConfig", fields)
+    schema.__module__ = __name__  # so that pickles of a config name it where it lives
+    return schema
 
 
-@dataclass
-class GradCovConfig:
-    """Gradient covariance C_k of eq. (3) (``probes/gradcov.py``)."""
+def _probe_schema() -> type:
+    from . import registry
 
-    enabled: bool = True
-    every_steps: int = II("probe.every_steps")
-    k: int = 512
-    loss: GradCovLoss = GradCovLoss.td
-    num_clusters: int = 10
-    chunk_size: int = 64
-    max_memory_mb: int = 512
+    return registry.get("diagnostic", "probe").schema  # probes/plasticity.py; its key stays ``probe``
 
 
-@dataclass
-class DynamicsConfig:
-    """Training dynamics (``probes/dynamics.py``): gradient norms, weight change since init, effective
-    learning rate per log window, policy churn."""
-
-    enabled: bool = True
-    every_steps: int = II("probe.every_steps")
-    num_inputs: int = 512  # transitions of the evaluation batch in grad_norm_eval (the training batch: 512)
-    reference_inputs: int = 512  # replay observations of the fixed policy-churn reference batch
-    log_point_metrics: bool = True  # grad_norm_window_mean (accumulated on the device) and eff_lr_window
-
-
-@dataclass
-class DiagnosticsConfig:
-    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
-    curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
-    gradcov: GradCovConfig = field(default_factory=GradCovConfig)
-    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+ProbeConfig = _probe_schema()
+DiagnosticsConfig = _diagnostics_schema()
 
 
 @dataclass
@@ -363,7 +295,8 @@ def register_configs() -> None:
 
 def _check_registered(cfg: DictConfig) -> None:
     """The range checks each registered part declares: the chosen env and architecture, every
-    active intervention, every diagnostic."""
+    active intervention, every diagnostic (at its config key; the case studies skip those marked
+    ``trainer_only``)."""
     from . import registry
 
     for group in ("env", "architecture"):
@@ -374,9 +307,13 @@ def _check_registered(cfg: DictConfig) -> None:
     for name, part in registry.parts("intervention").items():
         if part.check is not None and OmegaConf.select(cfg, f"intervention.{name}") is not None:
             part.check(cfg, f"intervention.{name}")
+    case_study = OmegaConf.select(cfg, "env.name") in CASE_STUDY_ENVS
     for name, part in registry.parts("diagnostic").items():
-        if part.check is not None and OmegaConf.select(cfg, f"diagnostics.{name}") is not None:
-            part.check(cfg, f"diagnostics.{name}")
+        key = part.build().config_key()  # diagnostics.<name>; the plasticity probe's: probe
+        if part.extra.get("trainer_only") and case_study:
+            continue  # a part the case studies' own loops never run (the probe)
+        if part.check is not None and OmegaConf.select(cfg, key) is not None:
+            part.check(cfg, key)
 
 
 # --------------------------------------------------------------------------------- validation
@@ -422,7 +359,6 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, f"optimizer.{key}", allow_zero=True)
     for key in ("b1", "b2", "decay"):
         _unit(cfg, f"optimizer.{key}")
-    _validate_diagnostics(cfg)
     _check_registered(cfg)
     from .sinks import check_loggers  # a logger asked for must import: a clear error before the run starts
 
@@ -449,15 +385,7 @@ def _validate_case_study(cfg: DictConfig) -> None:
 
 
 def _validate_agent(cfg: DictConfig) -> None:
-    """The agent, its replay and the plasticity probe that reads the replay (DQN envs)."""
-    for key in ("every_steps", "num_targets", "steps", "batch_size", "num_inputs", "curve_every_steps"):
-        _positive(cfg, f"probe.{key}")
-    if cfg.probe.batch_size > cfg.probe.num_inputs:
-        raise ConfigError(
-            "probe.batch_size",
-            f"the probe minibatch ({cfg.probe.batch_size}) is larger than its input set "
-            f"probe.num_inputs ({cfg.probe.num_inputs})",
-        )
+    """The agent and its replay (DQN envs; the probe's own checks are in ``probes/plasticity.py``)."""
     agent = cfg.agent
     for key in ("batch_size", "target_update_steps", "replay_capacity", "learning_starts", "update_every_env_steps"):
         _positive(cfg, f"agent.{key}")
@@ -471,12 +399,6 @@ def _validate_agent(cfg: DictConfig) -> None:
             "agent.batch_size",
             f"the batch ({agent.batch_size}) is larger than the replay contents when learning starts "
             f"(min(agent.learning_starts, agent.replay_capacity) = {replay_at_first_pause})",
-        )
-    if cfg.probe.enabled and cfg.probe.num_inputs > replay_at_first_pause:
-        raise ConfigError(
-            "probe.num_inputs",
-            f"the probe needs {cfg.probe.num_inputs} replay inputs but the replay holds "
-            f"{replay_at_first_pause} at the first pause (min(agent.learning_starts, agent.replay_capacity))",
         )
 
 
@@ -506,50 +428,3 @@ def _validate_agent_time_and_loss(cfg: DictConfig) -> None:
         )
     if OmegaConf.select(cfg, "architecture.shared_bias") and OmegaConf.select(cfg, "intervention.two_hot") is not None:
         raise ConfigError("architecture.shared_bias", "the shared output bias is for the scalar head, not two_hot")
-
-
-def _validate_diagnostics(cfg: DictConfig) -> None:
-    """Cadences are multiples of the pause interval; sizes and widths are positive."""
-    pause = int(cfg.probe.every_steps)
-    for name in ("statistics", "curvature", "gradcov", "dynamics"):
-        if not OmegaConf.select(cfg, f"diagnostics.{name}.enabled"):
-            continue
-        key = f"diagnostics.{name}.every_steps"
-        every = OmegaConf.select(cfg, key)
-        if every is None or every <= 0 or every % pause:
-            raise ConfigError(key, f"must be a positive multiple of probe.every_steps ({pause}), got {every}")
-    for key in (
-        "statistics.num_inputs",
-        "statistics.srank_delta",
-        "statistics.weight_rank_rtol",
-        "curvature.num_inputs",
-        "curvature.iterations",
-        "curvature.num_vectors",
-        "curvature.sigma_rel",
-        "curvature.chunk_size",
-        "gradcov.num_clusters",
-        "gradcov.chunk_size",
-        "gradcov.max_memory_mb",
-        "dynamics.num_inputs",
-        "dynamics.reference_inputs",
-    ):
-        _positive(cfg, f"diagnostics.{key}")
-    _unit(cfg, "diagnostics.statistics.srank_delta")
-    _unit(cfg, "diagnostics.statistics.active_min_frac")
-    _positive(cfg, "diagnostics.statistics.duplicate_rtol", allow_zero=True)
-    _positive(cfg, "diagnostics.statistics.dormant_tau", allow_zero=True)
-    d = cfg.diagnostics
-    if d.curvature.grid_points < 2:
-        raise ConfigError("diagnostics.curvature.grid_points", f"must be >= 2, got {d.curvature.grid_points}")
-    grid_min, grid_max = d.curvature.grid_min, d.curvature.grid_max
-    if grid_min is not None and grid_max is not None and not grid_max > grid_min:
-        raise ConfigError(
-            "diagnostics.curvature.grid_max", f"must be > diagnostics.curvature.grid_min ({grid_min}), got {grid_max}"
-        )
-    if d.gradcov.k < 2:
-        raise ConfigError("diagnostics.gradcov.k", f"C_k needs at least 2 samples, got {d.gradcov.k}")
-    if d.gradcov.num_clusters > d.gradcov.k:
-        raise ConfigError(
-            "diagnostics.gradcov.num_clusters",
-            f"must be <= diagnostics.gradcov.k ({d.gradcov.k}), got {d.gradcov.num_clusters}",
-        )

@@ -22,6 +22,12 @@ import torch
 
 from .agents.dqn import DQNAgent
 
+# the names an evaluation's scalars carry (the trainer writes them under phase ``eval``); the
+# report keys on them (``report/names.py``)
+PHASE = "eval"
+EPISODE_RETURN, HUMAN_NORMALIZED_SCORE = "episode_return", "human_normalized_score"
+SCALARS = (EPISODE_RETURN, "episode_return_std", HUMAN_NORMALIZED_SCORE, "num_episodes")
+
 
 def evaluate(env: Any, agent: DQNAgent, episodes: int, epsilon: float, seed: int, stream: int) -> np.ndarray:
     """Unclipped returns of ``episodes`` games (one per copy of a fresh evaluation environment)."""
@@ -87,11 +93,11 @@ def evaluate_agent(env: Any, agent: DQNAgent, env_cfg: Any, seed: int, stream: i
 
 def evaluation_scalars(env: Any, returns: np.ndarray) -> dict[str, float]:
     """Mean return and, for the 57 benchmark games, the mean human-normalised score."""
-    out = {"episode_return": float(np.mean(returns)), "episode_return_std": float(np.std(returns))}
+    out = {EPISODE_RETURN: float(np.mean(returns)), "episode_return_std": float(np.std(returns))}
     game = getattr(env, "game", None)
     if game is not None:
         from .envs.atari import ATARI_57, AtariVectorEnv, human_normalized_score
 
         if isinstance(env, AtariVectorEnv) and game in ATARI_57:  # Atari's reference scores, never MinAtar's
-            out["human_normalized_score"] = float(np.mean(human_normalized_score(game, returns)))
+            out[HUMAN_NORMALIZED_SCORE] = float(np.mean(human_normalized_score(game, returns)))
     return out

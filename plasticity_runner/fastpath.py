@@ -84,7 +84,7 @@ def probe_loss(speed_cfg: Any, probe_cfg: Any, device: torch.device, notes: dict
     if not probe_cfg.vectorised:
         notes["probe"] = "eager (probe.vectorised=false: only the vectorised fit is compiled)"
         return None
-    from .probes.plasticity import per_target_loss
+    from .probes.plasticity_fit import per_target_loss
 
     notes["probe"] = f"torch.compile(mode={mode})"
     return CompiledOrEager(per_target_loss, torch.compile(per_target_loss, mode=mode, dynamic=False), "probe", notes)

@@ -1,6 +1,6 @@
 """Progress while a pause runs: the probe's fit and each diagnostic can take minutes.
 
-``PauseProgress`` is what ``trainer.run_pause`` hands to the probe and the diagnostics:
+``PauseProgress`` is what ``probes.pause.run_pause`` drives for the probe and each diagnostic:
 
 - on a terminal (``progress=bar``, or ``auto`` on a tty): a nested tqdm bar (below the training
   bar, removed when done) during the probe's fit (one tick per probe optimizer step) and during
@@ -40,7 +40,7 @@ class PauseProgress:
         self.bar = None
 
     def start(self, name: str, total: int | None = None) -> Callable[[int], None]:
-        """Begin part ``name`` (``probe``, ``statistics``, ``curvature``, ``gradcov``); returns
+        """Begin part ``name`` (a registered diagnostic: ``probe``, ``statistics``, ...); returns
         ``advance(n)``, to call with the number of steps done since the last call (a Python int)."""
         self.end_bar()
         if self.mode == "bar":

@@ -8,10 +8,29 @@ into ``numpy.random.SeedSequence`` and reads 63 bits of its state, so
 * seed ``s`` shares no stream with seed ``s + 1`` (offsets such as ``seed + 1`` did);
 * every seed is a valid ``torch.manual_seed`` / ``torch.Generator.manual_seed`` argument.
 
-The names in use (the README lists them): ``global`` (torch/numpy/Python global RNGs: network
-initialisation), ``env``, ``act``, ``replay``, ``probe/targets``, ``probe/inputs``,
-``probe/minibatches``, ``diagnostics``, ``eval``, ``fresh/<intervention>`` and the case studies'
-own (``memorization/...``, ``brownian/...``).
+Each named stream has its function below, the one place its name and path are spelled (the
+training loop's ``global``, ``env``, ``act``, ``replay`` and ``eval`` and the interventions'
+``fresh/<name>`` are still spelled by their callers through ``stream_seed``/``generator``):
+
+* ``global`` (``global_seed``): torch's, numpy's and Python's global RNGs (network initialisation);
+* ``env``, ``act``, ``replay`` (``stream_seed``, ``generator``): the environment, epsilon-greedy
+  actions, replay minibatches;
+* ``eval`` (``eval_seed``): an evaluation's episodes;
+* ``fresh/<intervention>`` (``fresh_init_seed``): an intervention's fresh initialisation at a step;
+* the pause (``probes/``), apart from every training stream:
+
+  - ``probe`` (``probe_seed``): the plasticity probe; its ``targets`` (``probe_target_seeds``: the
+    fresh target networks ``w0_j``) and ``minibatches`` (``probe_minibatch_seed``) derive from it;
+  - ``<name>/inputs`` (``inputs_generator``): a diagnostic's own replay draw (``probe/inputs``: the
+    probe's input set X);
+  - ``diagnostics/batch`` (``evaluation_batch_seed``): the evaluation batch the diagnostics share
+    (and gradcov's k-means);
+  - ``diagnostics/<name>`` (``diagnostic_seed``): a diagnostic's own randomness (curvature's
+    perturbation, whose Lanczos start vectors take ``start_vectors_seed``; gradcov's perturbation;
+    dynamics' dropout);
+  - ``diagnostics/churn_reference`` (``churn_reference_seed``): policy churn's reference batch.
+
+The case studies (``case_studies/``) name their own (``memorization/...``, ``brownian/...``).
 """
 
 from __future__ import annotations
@@ -53,3 +72,73 @@ def set_generator_state(gen, state) -> None:
     checkpoint loaded with ``map_location=cuda`` carries it on the GPU, where ``set_state`` refuses
     it ("RNG state must be a torch.ByteTensor", seen on the first GPU run at every resume)."""
     gen.set_state(state.cpu())
+
+
+# ------------------------------------------------------------------------------ named streams
+
+
+def global_seed(run_seed: int) -> int:
+    """The seed of the global RNGs (network initialisation): stream ``global``."""
+    return stream_seed(run_seed, "global")
+
+
+def eval_seed(run_seed: int, step: int) -> int:
+    """The seed of the evaluation at training step ``step``: stream ``eval``."""
+    return stream_seed(run_seed, "eval", step)
+
+
+def fresh_init_seed(run_seed: int, name: str, step: int) -> int:
+    """The seed of the fresh initialisation drawn by intervention ``name`` at training step ``step``:
+    stream ``fresh/<name>``."""
+    return stream_seed(run_seed, f"fresh/{name}", step)
+
+
+# the pause (probes/): every stream is apart from every training stream, so a pause never moves training
+
+
+def probe_seed(run_seed: int, step: int) -> int:
+    """The seed of the plasticity probe of the pause at ``step``: stream ``probe``; its targets and
+    minibatches derive from it (``probe_target_seeds``, ``probe_minibatch_seed``)."""
+    return stream_seed(run_seed, "probe", step)
+
+
+def probe_target_seeds(probe_seed_: int, num_targets: int) -> list[int]:
+    """The seeds of the fresh initialisations ``w0_j`` of one pause's targets (stream ``targets``
+    of the pause's probe seed)."""
+    return [stream_seed(probe_seed_, "targets", j) for j in range(num_targets)]
+
+
+def probe_minibatch_seed(probe_seed_: int) -> int:
+    """The seed of the probe's minibatch indices (stream ``minibatches`` of the pause's probe seed)."""
+    return stream_seed(probe_seed_, "minibatches")
+
+
+def inputs_generator(device, run_seed: int, name: str, step: int):
+    """The generator of diagnostic ``name``'s own replay draw at the pause of ``step`` (stream
+    ``<name>/inputs``; the probe's input set X is ``probe/inputs``)."""
+    return generator(device, run_seed, f"{name}/inputs", step)
+
+
+def diagnostic_seed(run_seed: int, name: str, step: int) -> int:
+    """The seed of diagnostic ``name``'s own randomness at the pause of ``step`` (``curvature``'s
+    perturbation and start vectors, ``gradcov``'s perturbation, ``dynamics``' dropout): stream
+    ``diagnostics/<name>``."""
+    return stream_seed(run_seed, f"diagnostics/{name}", step)
+
+
+def evaluation_batch_seed(run_seed: int, step: int) -> int:
+    """The seed of the pause's evaluation batch of replay transitions, which the diagnostics share
+    (stream ``diagnostics/batch``; gradcov's k-means is seeded with it too)."""
+    return diagnostic_seed(run_seed, "batch", step)
+
+
+def churn_reference_seed(run_seed: int) -> int:
+    """The seed of policy churn's reference batch, drawn once per run: stream ``diagnostics/churn_reference``."""
+    return stream_seed(run_seed, "diagnostics/churn_reference")
+
+
+def start_vectors_seed(eps_seed: int) -> int:
+    """The seed of the Lanczos start vectors of a Hessian spectrum whose perturbation is seeded by
+    ``eps_seed`` (``probes/curvature.py``): ``eps_seed + 1``, an offset kept so that recorded runs
+    stay bit-identical (the two generators differ, being seeded differently)."""
+    return int(eps_seed) + 1

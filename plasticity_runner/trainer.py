@@ -47,10 +47,8 @@ from .metrics import RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_
 from .nets import build_network
 from .optim import build_optimizer
 from .preemption import PreemptionGuard
-from .probes.diagnostics import run_diagnostics
 from .probes.dynamics import DynamicsTracker
-from .probes.plasticity import plasticity_probe
-from .progress import PauseProgress
+from .probes.pause import run_pause
 from .seeding import stream_seed
 
 log = logging.getLogger("plasticity_runner")
@@ -211,12 +209,6 @@ def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, floa
     return out
 
 
-def probe_seed(seed: int, step: int) -> int:
-    """The seed of the probe of one pause (``probe`` stream): its targets and minibatches derive
-    from it (``probes.plasticity``), apart from every training stream."""
-    return stream_seed(seed, "probe", step)
-
-
 class Progress:
     """A tqdm bar on a terminal (or when asked); plain log lines otherwise (SLURM logs)."""
 
@@ -244,39 +236,6 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def run_pause(cfg: DictConfig, state: RunState, writer: MetricsWriter) -> dict[str, float]:
-    """Probes and diagnostics of one pause, on copies of the training state; returns the probe scalars.
-
-    A network with non-finite parameters (a diverged run that continues) is not probed: the
-    pause records ``nonfinite_params = 1`` instead.
-    """
-    out: dict[str, float] = {}
-    with torch.no_grad():
-        finite = bool(torch.stack([torch.isfinite(p).all() for p in state.agent.online.parameters()]).all())
-    if not finite:
-        writer.add(state.step, "train", "nonfinite_params", 1.0)
-        return out
-    progress = PauseProgress(cfg.progress, state.step)  # nested bars on a terminal, log lines elsewhere
-    if cfg.probe.enabled:
-        t0 = time.perf_counter()
-        seed = probe_seed(cfg.seed, state.step)
-        generator = seeding.generator(state.obs.device, cfg.seed, "probe/inputs", state.step)
-        inputs = state.replay.sample_obs(int(cfg.probe.num_inputs), generator)
-        result = plasticity_probe(
-            state.agent.online, state.build_fresh, cfg.optimizer, inputs, cfg.probe, seed, compiled=state.probe_loss,
-            progress=progress,
-        )
-        out = result.scalars()
-        writer.add_many(state.step, "probe", out)
-        writer.add_array("probe/curve_loss", result.curve.cpu().numpy())
-        writer.add_array("probe/curve_steps", result.curve_steps.cpu().numpy())
-        seconds = time.perf_counter() - t0
-        writer.add(state.step, "timing", "probe_s", seconds)
-        progress.done("probe", seconds, f"{cfg.probe.num_targets} targets x {cfg.probe.steps} steps")
-    run_diagnostics(cfg, state, writer, progress)
-    return out
 
 
 # Config keys that may change between a run and its restart in the same directory: how the run is

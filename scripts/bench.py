@@ -15,7 +15,7 @@ Sub-benchmarks (``--only``, comma-separated; default: all of them, in this order
 * ``probe``: the probe's fit of 10 targets (MLP on digits), vectorised vs one by one
   (``fit_targets_vectorised`` / ``fit_targets_sequential``) at probe batch 128 and 512, scaled to
   a pause of ``probe.steps`` (2000) optimizer steps.
-* ``diagnostics``: seconds per pause of each diagnostic, through ``run_diagnostics``.
+* ``diagnostics``: seconds per pause of each diagnostic, through ``probes.pause.run_diagnostics``.
 * ``atari``: vector-env steps/s (env alone, env + replay.add, replay.sample) at 1, 4 and 8 envs;
   agent steps/s (env steps per second of wall time, learning included) of the ``atari_ln`` preset
   at 1, 4 and 8 envs; the CleanRL ``dqn_atari.py`` setting (``CLEANRL_SETTING``: 1 env, batch 32,
@@ -62,7 +62,7 @@ from plasticity_runner import fastpath, roofline
 from plasticity_runner.agents.dqn import epsilon_at
 from plasticity_runner.cli import compose_config
 from plasticity_runner.optim import build_optimizer
-from plasticity_runner.probes.diagnostics import DIAGNOSTICS
+from plasticity_runner.probes.pause import diagnostics as registered_diagnostics
 from plasticity_runner.trainer import build_run, prefill, train_step
 
 BENCHES = ("peak", "train", "probe", "diagnostics", "atari")
@@ -420,7 +420,7 @@ def probe_batch(args: argparse.Namespace, device: torch.device, res: Results, rl
 
 
 class CaptureWriter:
-    """Stands in for ``MetricsWriter``: keeps the scalars ``run_diagnostics`` records."""
+    """Stands in for ``MetricsWriter``: keeps the scalars ``probes.pause.run_diagnostics`` records."""
 
     def __init__(self) -> None:
         self.scalars: dict[tuple[str, str], float] = {}
@@ -443,11 +443,16 @@ def diagnostics_overrides(quick: bool) -> list[str]:
             "diagnostics.curvature.iterations=10", "diagnostics.curvature.num_vectors=1", "diagnostics.gradcov.k=64"]
 
 
-def only_diagnostic(cfg: Any, name: str) -> Any:
-    """A copy of ``cfg`` with every diagnostic but ``name`` switched off."""
+# the registered diagnostics but the probe, which is timed on its own (``bench_probe``)
+DIAGNOSTICS = tuple(d.name for d in registered_diagnostics() if d.name != "probe")
+
+
+def only_diagnostic(cfg: Any, name: str | None) -> Any:
+    """A copy of ``cfg`` with every diagnostic but ``name`` switched off (the probe too; None: all
+    but the probe on)."""
     out = copy.deepcopy(cfg)
-    for other in DIAGNOSTICS:
-        OmegaConf.update(out, f"diagnostics.{other}.enabled", other == name)
+    for d in registered_diagnostics():
+        OmegaConf.update(out, f"{d.config_key()}.enabled", d.name == name or (name is None and d.name != "probe"))
     return out
 
 
@@ -463,9 +468,9 @@ def bench_diagnostics(args: argparse.Namespace, device: torch.device, res: Resul
 
 def warm_up_diagnostics(cfg: Any, state: Any) -> None:
     """The first torch.func call of a process pays a one-off set-up cost: pay it on tiny sizes."""
-    from plasticity_runner.probes.diagnostics import run_diagnostics
+    from plasticity_runner.probes.pause import run_diagnostics
 
-    small = copy.deepcopy(cfg)
+    small = only_diagnostic(cfg, None)
     for key, value in (("statistics.num_inputs", 8), ("curvature.num_inputs", 8), ("curvature.iterations", 2),
                        ("gradcov.k", 8)):
         OmegaConf.update(small, f"diagnostics.{key}", value)
@@ -474,7 +479,7 @@ def warm_up_diagnostics(cfg: Any, state: Any) -> None:
 
 def diagnostics_arch(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline, arch: str,
                      warm: list[bool]) -> None:
-    from plasticity_runner.probes.diagnostics import run_diagnostics
+    from plasticity_runner.probes.pause import run_diagnostics
 
     sizes = diagnostics_overrides(args.diagnostics_sizes == "small")
     cfg = compose_config(
@@ -488,10 +493,11 @@ def diagnostics_arch(args: argparse.Namespace, device: torch.device, res: Result
         warm[0] = False
     reset_peak(device)
     runs = []
+    every = only_diagnostic(cfg, None)  # the probe is timed on its own
     for _ in range(1 if args.quick else max(1, args.repeats // 2)):
         writer = CaptureWriter()
         sync(device)
-        run_diagnostics(cfg, state, writer)
+        run_diagnostics(every, state, writer)
         sync(device)
         runs.append(writer.scalars)
     d = cfg.diagnostics
@@ -502,7 +508,8 @@ def diagnostics_arch(args: argparse.Namespace, device: torch.device, res: Result
         "gradcov": f"k={d.gradcov.k}, budget {d.gradcov.max_memory_mb:g} MiB",
         "dynamics": f"{d.dynamics.num_inputs} transitions, {d.dynamics.reference_inputs} reference inputs",
     }
-    for name, size in what.items():
+    for name in DIAGNOSTICS:
+        size = what.get(name, "")
         values = [r[("timing", f"{name}_s")] for r in runs]
         # FLOPs: one more run of this diagnostic alone, under the counters (not timed)
         counted = rl.measure(lambda: run_diagnostics(only_diagnostic(cfg, name), state, CaptureWriter()))

@@ -11,7 +11,7 @@ Inputs are digits (1x8x8) from a prefilled replay, the networks freshly initiali
 * ``probe``: ``plasticity_probe`` (targets, the vectorised fit, the losses on all of X), timed with
   0 and with ``--probe-steps`` optimizer steps and scaled to ``probe.steps``:
   ``t(0) + (t(n) - t(0)) * probe.steps / n``.
-* each diagnostic of ``probes.diagnostics.DIAGNOSTICS`` (statistics, curvature, gradcov, dynamics): ``run_diagnostics`` with only that diagnostic on, the
+* each registered diagnostic but the probe (``bench.DIAGNOSTICS``: statistics, curvature, gradcov, dynamics, ...): ``probes.pause.run_diagnostics`` with only that diagnostic on, the
   seconds it records (``timing/<name>_s``), once each (``--repeats`` for more; the table shows the
   median).
 
@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from plasticity_runner import registry  # noqa: E402
 from plasticity_runner.cli import compose_config  # noqa: E402
-from plasticity_runner.probes.diagnostics import DIAGNOSTICS, run_diagnostics  # noqa: E402
+from plasticity_runner.probes.pause import run_diagnostics  # noqa: E402
 from plasticity_runner.probes.plasticity import plasticity_probe  # noqa: E402
 from plasticity_runner.trainer import build_run, prefill  # noqa: E402
 
-from bench import CaptureWriter, only_diagnostic, warm_up_diagnostics  # noqa: E402  (scripts/ is on sys.path when run)
+from bench import DIAGNOSTICS, CaptureWriter, only_diagnostic, warm_up_diagnostics  # noqa: E402  (scripts/ is on sys.path when run)
 
 ARCHS = tuple(registry.parts("architecture"))  # every registered architecture, in its order
 PARTS = ("probe", *DIAGNOSTICS)

@@ -13,21 +13,15 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from plasticity_runner import seeding, trainer
+from plasticity_runner import seeding
 from plasticity_runner.interventions.reset_last_layer import ResetLastLayer
 from plasticity_runner.nets import build_network
 from plasticity_runner.nets.heads import two_hot
 from plasticity_runner.probes import plasticity
-from plasticity_runner.probes.diagnostics import diagnostics_seed
-from plasticity_runner.probes.plasticity import (
-    fit_loss,
-    fit_targets_sequential,
-    fit_targets_vectorised,
-    make_targets,
-    minibatch_seed,
-    target_seeds,
-)
-from plasticity_runner.trainer import build_run, probe_seed, train
+from plasticity_runner.probes.plasticity import make_targets
+from plasticity_runner.probes.plasticity_fit import fit_loss, fit_targets_sequential, fit_targets_vectorised
+from plasticity_runner.seeding import diagnostic_seed, probe_minibatch_seed, probe_seed, probe_target_seeds
+from plasticity_runner.trainer import build_run, train
 
 from .conftest import make_cfg
 from .test_trainer import values
@@ -41,7 +35,7 @@ def probed_and_trained_heads(monkeypatch, tmp_path, at: str):
     """Run with reset_last_layer, a pause on a target update (step 20); return the head the probe
     saw at step 20 and the head the reset replaced at step 20."""
     seen, replaced = {}, {}
-    real_probe, real_reset = trainer.plasticity_probe, ResetLastLayer.on_target_update
+    real_probe, real_reset = plasticity.plasticity_probe, ResetLastLayer.on_target_update
 
     def recording_probe(net, *args, **kwargs):
         seen[len(seen)] = copy.deepcopy(net.head.state_dict())
@@ -52,7 +46,7 @@ def probed_and_trained_heads(monkeypatch, tmp_path, at: str):
         real_reset(self, agent, step)
         replaced[f"fresh{step}"] = copy.deepcopy(agent.online.head.state_dict())
 
-    monkeypatch.setattr(trainer, "plasticity_probe", recording_probe)
+    monkeypatch.setattr(plasticity, "plasticity_probe", recording_probe)
     monkeypatch.setattr(ResetLastLayer, "on_target_update", recording_reset)
     train(make_cfg(["intervention=[reset_last_layer]", f"probe.at={at}", "total_steps=20"]), tmp_path)
     return seen[1], replaced[20], replaced["fresh20"]  # pause 0 is step 0; pause 1 is step 20
@@ -106,14 +100,14 @@ def run_streams(seed: int) -> dict[str, torch.Generator]:
     for step in (0, 20):
         probe = probe_seed(seed, step)
         streams[f"probe/inputs@{step}"] = seeding.generator(CPU, seed, "probe/inputs", step)
-        streams[f"probe/minibatches@{step}"] = torch.Generator().manual_seed(minibatch_seed(probe))
-        for j, s in enumerate(target_seeds(probe, 3)):
+        streams[f"probe/minibatches@{step}"] = torch.Generator().manual_seed(probe_minibatch_seed(probe))
+        for j, s in enumerate(probe_target_seeds(probe, 3)):
             streams[f"probe/targets{j}@{step}"] = torch.Generator().manual_seed(s)
         for part in ("batch", "curvature", "gradcov", "dynamics"):
-            streams[f"diagnostics/{part}@{step}"] = torch.Generator().manual_seed(diagnostics_seed(seed, step, part))
+            streams[f"diagnostics/{part}@{step}"] = torch.Generator().manual_seed(diagnostic_seed(seed, part, step))
         streams[f"eval@{step}"] = seeding.generator(CPU, seed, "eval", step)
     # the policy-churn reference batch (probes/dynamics.py): drawn once per run
-    streams["diagnostics/churn_reference"] = torch.Generator().manual_seed(seeding.stream_seed(seed, "diagnostics/churn_reference"))
+    streams["diagnostics/churn_reference"] = torch.Generator().manual_seed(seeding.churn_reference_seed(seed))
     return streams
 
 

@@ -220,20 +220,20 @@ def test_per_input_eps_neg_frac_is_a_coin_flip_whatever_the_interference():
 
 
 def test_the_trainer_passes_the_shared_eps_choice_to_the_gradient_covariance(tmp_path, monkeypatch):
-    from plasticity_runner.probes import diagnostics
+    from plasticity_runner.probes import gradcov
     from plasticity_runner.trainer import train
 
     from .conftest import make_cfg
 
     seen = []
-    original = diagnostics.perturbation_sample_losses
+    original = gradcov.perturbation_sample_losses
 
     def recording(net, inputs, eps_seed, shared=False):
         losses = original(net, inputs, eps_seed, shared=shared)
         seen.append((shared, losses.samples[1] - net(inputs).detach()))
         return losses
 
-    monkeypatch.setattr(diagnostics, "perturbation_sample_losses", recording)
+    monkeypatch.setattr(gradcov, "perturbation_sample_losses", recording)
     off = ["diagnostics.statistics.enabled=false", "diagnostics.curvature.enabled=false", "probe.enabled=false"]
     for loss, shared in (("perturbation_shared", True), ("perturbation", False)):
         seen.clear()
@@ -280,7 +280,8 @@ def test_layer_gram_matches_the_loop_and_the_vmap_path_for_every_body():
     """The per-layer Gram (convolutions, token-wise layers, norms from batched passes) equals the
     loop oracle and the vmap(grad) path it replaced (``factorise_linear=False``), with budgets that
     fit and that force row blocks; and it leaves nothing to vmap except what it cannot factorise."""
-    from plasticity_runner.probes.gradcov import _layer_gram, trainable_parameters
+    from plasticity_runner.probes.curvature import trainable_parameters
+    from plasticity_runner.probes.gram import _layer_gram
 
     for arch, shape, options in _every_arch():
         torch.manual_seed(0)
@@ -307,7 +308,7 @@ def test_layer_gram_matches_the_loop_and_the_vmap_path_for_every_body():
 def test_weight_gram_direct_and_ghost_equal_the_per_sample_gradients():
     """Both ways of ``_weight_gram`` (per-sample gradients in row blocks; the ghost Gram) against
     ``<D_i^T A_i, D_j^T A_j>`` written out."""
-    from plasticity_runner.probes.gradcov import _weight_gram
+    from plasticity_runner.probes.gram import _weight_gram
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(9, 5, 7, generator=g, dtype=torch.float64)

@@ -21,7 +21,8 @@ from plasticity_runner.config import ConfigError
 from plasticity_runner.interventions import REGISTRY
 from plasticity_runner.metrics import MetricsWriter, load_arrays, load_run
 from plasticity_runner import registry
-from plasticity_runner.trainer import build_run, prefill, run_pause, train_step
+from plasticity_runner.probes.pause import run_pause
+from plasticity_runner.trainer import build_run, prefill, train_step
 
 from .conftest import TINY, make_cfg
 from .test_interventions import ARCH_OVERRIDES, EXTRA

@@ -13,8 +13,8 @@ from plasticity_runner.probes.plasticity import (
     fit_targets_vectorised,
     make_targets,
     plasticity_probe,
-    target_seeds,
 )
+from plasticity_runner.seeding import probe_target_seeds
 
 ARCH = OmegaConf.create(dict(name="mlp", width=24, num_layers=2))
 ADAM = OmegaConf.create(dict(kind="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-9, eps_root=0.0))
@@ -70,7 +70,7 @@ def test_probe_has_no_side_effects_and_defines_plasticity():
     # offset a = the network's mean prediction; baseline = mean target variance; P = b - E[loss]
     with torch.no_grad():
         assert abs(s["probe_offset"] - net(inputs).mean().item()) < 1e-6
-    targets = make_targets(fresh, inputs, target_seeds(3, 3), s["probe_offset"], 1e5)
+    targets = make_targets(fresh, inputs, probe_target_seeds(3, 3), s["probe_offset"], 1e5)
     assert abs(s["probe_baseline"] - targets.var(dim=(1, 2), unbiased=False).mean().item()) < 1e-6
     assert abs(s["plasticity"] - (s["probe_baseline"] - s["probe_loss"])) < 1e-12
     # the curve: windows of 5, 5 and 2 steps, ending at probe steps 5, 10, 12

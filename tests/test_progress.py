@@ -9,21 +9,29 @@ import re
 import pytest
 
 from plasticity_runner.metrics import load_run
+from plasticity_runner.probes import pause
 from plasticity_runner.progress import PauseProgress
 from plasticity_runner.trainer import train
 
 from .conftest import make_cfg
 from .test_fastpath import record_host_reads
 
-PARTS = ("probe", "statistics", "curvature", "gradcov", "dynamics")
+
+
+def parts(cfg) -> list[str]:
+    """The registered diagnostics on in ``cfg`` (the probe first): the parts of each of its pauses."""
+    names = [d.name for d in pause.diagnostics() if d.config(cfg).enabled]
+    assert names[:5] == ["probe", "statistics", "curvature", "gradcov", "dynamics"], names  # the defaults, in order
+    return names
 
 
 def test_log_mode_writes_a_line_per_part_of_each_pause_with_its_seconds(tmp_path, caplog):
+    cfg = make_cfg(["progress=log"])
     with caplog.at_level(logging.INFO, logger="plasticity_runner"):
-        train(make_cfg(["progress=log"]), tmp_path)
+        train(cfg, tmp_path)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pause at step")]
     parsed = [re.match(r"pause at step (\d+): (\w+) (\d+\.\d{3}) s", line).groups() for line in lines]
-    assert [(int(step), part) for step, part, _ in parsed] == [(s, p) for s in (0, 20, 40) for p in PARTS]
+    assert [(int(step), part) for step, part, _ in parsed] == [(s, p) for s in (0, 20, 40) for p in parts(cfg)]
     timing = load_run(tmp_path).query("phase == 'timing'").set_index(["step", "metric"]).value
     for step, part, seconds in parsed:  # the same number as the part's timing row
         assert seconds == f"{timing[(int(step), f'{part}_s')]:.3f}"
@@ -31,10 +39,11 @@ def test_log_mode_writes_a_line_per_part_of_each_pause_with_its_seconds(tmp_path
 
 
 def test_bar_mode_shows_a_nested_bar_for_the_probe_and_each_diagnostic(tmp_path, capsys):
-    train(make_cfg(["progress=bar", "total_steps=20"]), tmp_path)
+    cfg = make_cfg(["progress=bar", "total_steps=20"])
+    train(cfg, tmp_path)
     err = capsys.readouterr().err
     for step in (0, 20):
-        for part in PARTS:
+        for part in parts(cfg):
             assert f"pause {step}: {part}" in err, (step, part)
     assert re.search(r"pause 20: probe: +\d+%\|.*\| \d+/10 ", err)  # counted in probe steps
 

@@ -52,17 +52,19 @@ from ..envs.base import Batch
 from ..envs.classification import ClassificationMDP
 from ..nets import build_network
 from ..optim import build_optimizer
-from ..probes.curvature import hessian_spectrum
+from ..probes.curvature import Curvature, hessian_spectrum
 from .. import seeding
-from ..probes.diagnostics import diagnostics_seed
 from ..seeding import stream_seed
-from ..probes.gradcov import gradient_covariance, perturbation_sample_losses
+from ..probes.gradcov import GradCov, gradient_covariance, perturbation_sample_losses
 from ..trainer import Progress
 from .common import CaseRun, begin_run, distance, end_run, snapshot
 
 log = logging.getLogger("plasticity_runner")
 
 PROCESSES = ("gd", "brownian")  # metric phases and array prefixes of the two trajectories
+# what each process writes under its phase (arrays: under ``<process>/``); the report keys on them
+SCALARS = (*Curvature.scalars, *GradCov.scalars, "gradcov_offdiag_abs_mean", "param_norm", "dist_from_init")
+ARRAYS = (*Curvature.arrays, *GradCov.arrays)
 
 
 def make_mdp(env_cfg: Any, device: torch.device, seed: int) -> ClassificationMDP:
@@ -181,7 +183,7 @@ def run_brownian(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     env.reset()
     coupled = CoupledTrajectories(cfg, env.obs_shape, env.num_actions, device)
     act_generator = seeding.generator(device, cfg.seed, "act")
-    seed = diagnostics_seed(cfg.seed, 0)
+    seed = seeding.evaluation_batch_seed(cfg.seed, 0)
     num_inputs = max(int(cfg.diagnostics.curvature.num_inputs), int(cfg.diagnostics.gradcov.k))
     x_generator = torch.Generator(device).manual_seed(seed)
     inputs = env.images[torch.randint(env.images.shape[0], (num_inputs,), generator=x_generator, device=device)]

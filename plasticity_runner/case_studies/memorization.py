@@ -43,7 +43,7 @@ from ..seeding import stream_seed
 from ..envs.datasets import load_dataset
 from ..nets import build_network
 from ..optim import build_optimizer
-from ..probes.statistics import layer_activities
+from ..probes.statistics import DEAD_FRAC, layer_activities
 from ..trainer import Progress
 from .common import CaseRun, begin_run, distance, end_run, snapshot
 
@@ -51,6 +51,11 @@ log = logging.getLogger("plasticity_runner")
 
 NUM_CLASSES = 10
 EVAL_CHUNK = 1024  # images per forward pass of the evaluation
+
+# the names of each iteration's evaluation (phase ``eval``); the report keys on them (``report/names.py``)
+PHASE = "eval"
+ACCURACY, UPDATE_NORM = "accuracy", "adam_update_norm"
+SCALARS = (ACCURACY, DEAD_FRAC, f"{DEAD_FRAC}/*", UPDATE_NORM, "adam_update_norm_max", "iteration")
 
 
 class RelabelledImages:
@@ -104,14 +109,14 @@ def evaluate(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict
         logits = torch.cat([net(images[i : i + EVAL_CHUNK]) for i in range(0, images.shape[0], EVAL_CHUNK)])
     finally:
         net.train(was_training)
-    out = {"accuracy": accuracy(logits, labels)}
+    out = {ACCURACY: accuracy(logits, labels)}
     activity, _ = layer_activities(net, images, chunk_size=EVAL_CHUNK)
     dead, units = 0, 0
     for name, act in activity.items():
         n_dead = int((~act.ever_positive).sum())
-        out[f"dead_frac/{name}"] = n_dead / act.ever_positive.numel()
+        out[f"{DEAD_FRAC}/{name}"] = n_dead / act.ever_positive.numel()
         dead, units = dead + n_dead, units + act.ever_positive.numel()
-    out["dead_frac"] = dead / units if units else math.nan
+    out[DEAD_FRAC] = dead / units if units else math.nan
     return out
 
 
@@ -173,13 +178,13 @@ def run_memorization(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             g = torch.Generator(device).manual_seed(eval_seed(cfg.seed, iteration))
             idx = torch.randint(len(data), (int(env_cfg.eval_samples),), generator=g, device=device)
             scalars = evaluate(net, data.images[idx], data.labels[idx])
-            scalars.update(
-                adam_update_norm=float(update_sum) / steps_per_iteration,
-                adam_update_norm_max=float(update_max),
-                iteration=iteration,
-            )
+            scalars.update({
+                UPDATE_NORM: float(update_sum) / steps_per_iteration,
+                "adam_update_norm_max": float(update_max),
+                "iteration": iteration,
+            })
             train_loss = float(loss_sum) / steps_per_iteration
-            writer.add_many(step, "eval", scalars)
+            writer.add_many(step, PHASE, scalars)
             writer.add(step, "train", "loss", train_loss)
             writer.add(step, "timing", "iteration_s", time.perf_counter() - t0)
             history["accuracy"].append(scalars["accuracy"])

@@ -22,6 +22,11 @@ Gaussian of standard deviation ``sigma``::
 which integrates to 1. ``sigma = sigma_rel * max(lambda_max - lambda_min, max |lambda|)`` over all
 Ritz values; the grid spans ``[lambda_min - 6 sigma, lambda_max + 6 sigma]`` unless
 ``grid_min``/``grid_max`` fix it (to share one grid between runs).
+
+As a diagnostic (``Curvature``) it measures the online network on the first ``num_inputs``
+observations of the pause's evaluation batch, ``eps`` from stream ``diagnostics/curvature``; it
+writes phase ``curvature`` (``SpectrumResult.scalars``) and arrays ``hessian/density``,
+``hessian/grid`` ``[G]``, ``hessian/ritz_values``, ``hessian/ritz_weights`` ``[V, M]``.
 """
 
 from __future__ import annotations
@@ -30,14 +35,25 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
+from omegaconf import II, OmegaConf
 from torch import nn
 from torch.func import functional_call
 
+from .. import registry
+from ..errors import ConfigError, positive
+from ..seeding import diagnostic_seed, start_vectors_seed
+from .base import Diagnostic, Output, PauseView, check_cadence
+
 GRID_PAD_SIGMAS = 6.0  # the automatic grid extends this many sigmas beyond the extreme Ritz values
 BREAKDOWN_RTOL = 1e-10  # Lanczos stops when beta_j <= this times the largest |alpha| or beta so far
+
+
+# the names it writes (phase ``curvature``); the report keys on them (``report/names.py``)
+HESSIAN_TOP_EIG = "hessian_top_eig"
+HESSIAN_DENSITY, HESSIAN_GRID = "hessian/density", "hessian/grid"
 
 
 @dataclass
@@ -55,9 +71,18 @@ class SpectrumResult:
         present = self.ritz_values[~torch.isnan(self.ritz_values)]
         first_moment = (self.ritz_weights * self.ritz_values.nan_to_num(0.0)).sum(1)  # v^T H v / |v|^2
         return {
-            "hessian_top_eig": float(present.max()),
+            HESSIAN_TOP_EIG: float(present.max()),
             "hessian_min_eig": float(present.min()),
             "hessian_trace_est": float(first_moment.mean()) * self.num_params,
+        }
+
+    def arrays(self) -> dict[str, Any]:
+        """The spectrum as numpy arrays, by the names a pause writes them under."""
+        return {
+            HESSIAN_DENSITY: self.density.numpy(),
+            HESSIAN_GRID: self.grid.numpy(),
+            "hessian/ritz_values": self.ritz_values.numpy(),
+            "hessian/ritz_weights": self.ritz_weights.numpy(),
         }
 
 
@@ -253,13 +278,13 @@ def hessian_spectrum(net: nn.Module, inputs: torch.Tensor, eps_seed: int, cfg: A
     """Eigenvalue density and top eigenvalue of the probe-loss Hessian at ``net``'s parameters.
 
     ``cfg`` gives ``iterations``, ``num_vectors``, ``sigma_rel``, ``grid_points``, ``grid_min``,
-    ``grid_max`` and ``chunk_size`` (see ``config.CurvatureConfig``). All randomness (``eps`` and the
-    start vectors) comes from private generators seeded by ``eps_seed``; ``net`` is not modified.
+    ``grid_max`` and ``chunk_size`` (see ``CurvatureConfig``). All randomness (``eps`` and the
+    start vectors) comes from private generators seeded by ``eps_seed`` (``seeding.start_vectors_seed``); ``net`` is not modified.
     """
     target = perturbation_target(net, inputs, eps_seed)
     hvp, d = perturbation_hvp(net, inputs, target, int(cfg.chunk_size))
     device = inputs.device
-    generator = torch.Generator(device).manual_seed(int(eps_seed) + 1)
+    generator = torch.Generator(device).manual_seed(start_vectors_seed(eps_seed))
     m, V = min(int(cfg.iterations), d), int(cfg.num_vectors)
     values = torch.full((V, m), float("nan"), dtype=torch.float64)
     weights = torch.zeros((V, m), dtype=torch.float64)
@@ -272,3 +297,54 @@ def hessian_spectrum(net: nn.Module, inputs: torch.Tensor, eps_seed: int, cfg: A
         values, weights, float(cfg.sigma_rel), int(cfg.grid_points), cfg.grid_min, cfg.grid_max
     )
     return SpectrumResult(ritz_values=values, ritz_weights=weights, grid=grid, density=density, num_params=d)
+
+
+# ------------------------------------------------------------------------------ the diagnostic
+
+
+@dataclass
+class CurvatureConfig:
+    """Hessian spectrum of the probe loss by stochastic Lanczos quadrature (``diagnostics.curvature``)."""
+
+    enabled: bool = True
+    every_steps: int = II("probe.every_steps")
+    num_inputs: int = 512
+    iterations: int = 30
+    num_vectors: int = 2
+    sigma_rel: float = 0.01
+    grid_points: int = 512
+    grid_min: Optional[float] = None
+    grid_max: Optional[float] = None
+    chunk_size: int = 512
+
+
+def check(cfg: Any, key: str) -> None:
+    check_cadence(cfg, key)
+    for name in ("num_inputs", "iterations", "num_vectors", "sigma_rel", "chunk_size"):
+        positive(cfg, f"{key}.{name}")
+    c = OmegaConf.select(cfg, key)
+    if c.grid_points < 2:
+        raise ConfigError(f"{key}.grid_points", f"must be >= 2, got {c.grid_points}")
+    if c.grid_min is not None and c.grid_max is not None and not c.grid_max > c.grid_min:
+        raise ConfigError(f"{key}.grid_max", f"must be > {key}.grid_min ({c.grid_min}), got {c.grid_max}")
+
+
+ARRAYS = (HESSIAN_DENSITY, HESSIAN_GRID, "hessian/ritz_values", "hessian/ritz_weights")
+
+
+class Curvature(Diagnostic):
+    """``hessian_spectrum`` of the online network (module docstring): phase ``curvature``."""
+
+    name, phase, arrays = "curvature", "curvature", ARRAYS
+    scalars = (HESSIAN_TOP_EIG, "hessian_min_eig", "hessian_trace_est")
+
+    def inputs(self, cfg: Any) -> int:
+        return int(self.config(cfg).num_inputs)
+
+    def run(self, view: PauseView) -> Output:
+        eps_seed = diagnostic_seed(view.seed, self.name, view.step)
+        spectrum = hessian_spectrum(view.online, view.batch.o_tm1, eps_seed, self.config(view.cfg))
+        return Output(spectrum.scalars(), spectrum.arrays())
+
+
+registry.register("diagnostic", "curvature", CurvatureConfig, build=Curvature, check=check, order=20)

@@ -49,16 +49,26 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from omegaconf import II
 from torch import nn
 
-from ..seeding import stream_seed
+from .. import registry
+from ..errors import positive
+from ..seeding import churn_reference_seed, diagnostic_seed
+from .base import Diagnostic, Output, PauseView, check_cadence
 from .gradcov import shadow_agent
 from .statistics import layer_of, layer_squares
 
 log = logging.getLogger("plasticity_runner")
+
+# the names it writes (each also per layer, ``<name>/<layer>``); the report keys on them (``report/names.py``)
+GRAD_NORM_EVAL, WEIGHT_CHANGE, WEIGHT_CHANGE_REL = "grad_norm_eval", "weight_change_from_init", "weight_change_from_init_rel"
+POLICY_CHURN = "policy_churn_frac"  # no per-layer rows
+GRAD_NORM_WINDOW, EFF_LR_WINDOW = "grad_norm_window_mean", "eff_lr_window"  # log points, phase ``train``
 
 
 def _params(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -153,7 +163,7 @@ class GradNormAccumulator:
                 sums[key] = sums.get(key, 0.0) + v
                 steps[key] = steps.get(key, 0) + n
         self._sums = {}
-        return _named("grad_norm_window_mean", {k: sums[k] / steps[k] for k in sums})
+        return _named(GRAD_NORM_WINDOW, {k: sums[k] / steps[k] for k in sums})
 
 
 class DynamicsTracker:
@@ -182,7 +192,7 @@ class DynamicsTracker:
         out = self.grad_norms.read()
         if self.theta_prev is not None:
             diff, cur, _ = difference_norms(_params(net), self.theta_prev)
-            out.update(_named("eff_lr_window", {k: _ratio(diff[k], cur[k]) for k in diff}))
+            out.update(_named(EFF_LR_WINDOW, {k: _ratio(diff[k], cur[k]) for k in diff}))
         return out
 
     def end_window(self, net: nn.Module) -> None:
@@ -194,16 +204,16 @@ class DynamicsTracker:
 
     def pause(self, agent: Any, replay: Any, batch: Any, cfg: Any, seed: int, step: int) -> dict[str, float]:
         """The pause metrics (phase ``dynamics``) on copies of the networks; ``batch``: the transitions
-        of ``grad_norm_eval`` (``run_diagnostics`` passes the first ``cfg.num_inputs`` of the pause's
-        evaluation batch); ``cfg``: ``config.DynamicsConfig``."""
+        of ``grad_norm_eval`` (the ``Dynamics`` diagnostic passes the first ``cfg.num_inputs`` of the
+        pause's evaluation batch); ``cfg``: ``DynamicsConfig``."""
         online = agent.online
         out = {}
         diff, _, init = difference_norms(_params(online), self.theta_0)
-        out.update(_named("weight_change_from_init", diff))
-        out.update(_named("weight_change_from_init_rel", {k: _ratio(diff[k], init[k]) for k in diff}))
+        out.update(_named(WEIGHT_CHANGE, diff))
+        out.update(_named(WEIGHT_CHANGE_REL, {k: _ratio(diff[k], init[k]) for k in diff}))
         out.update(self.policy_churn(online, replay, int(cfg.reference_inputs), seed))
-        dropout_seed = stream_seed(seed, "diagnostics/dynamics", step)
-        out.update(_named("grad_norm_eval", eval_gradient_norms(agent, batch, dropout_seed)))
+        dropout_seed = diagnostic_seed(seed, "dynamics", step)
+        out.update(_named(GRAD_NORM_EVAL, eval_gradient_norms(agent, batch, dropout_seed)))
         return out
 
     @torch.no_grad()
@@ -211,12 +221,12 @@ class DynamicsTracker:
         """``policy_churn_frac`` against the previous measurement; draws the reference batch the first time."""
         if self.reference is None:
             device = next(net.parameters()).device
-            generator = torch.Generator(device).manual_seed(stream_seed(seed, "diagnostics/churn_reference"))
+            generator = torch.Generator(device).manual_seed(churn_reference_seed(seed))
             self.reference = replay.sample_obs(reference_inputs, generator)
         actions = greedy_actions(net, self.reference)
         out = {}
         if self.previous_actions is not None:
-            out["policy_churn_frac"] = float((actions != self.previous_actions).double().mean())
+            out[POLICY_CHURN] = float((actions != self.previous_actions).double().mean())
         self.previous_actions = actions
         return out
 
@@ -273,3 +283,49 @@ def eval_gradient_norms(agent: Any, batch: Any, seed: int) -> dict[Any, float]:
         loss = DQNAgent.loss(shadow, batch)  # the class's method: an instance's compiled loss binds the real agent
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return _layer_norms(layer_squares((name, g) for name, g in zip(params, grads) if g is not None))
+
+
+# ------------------------------------------------------------------------------ the diagnostic
+
+
+@dataclass
+class DynamicsConfig:
+    """Training dynamics (config key ``diagnostics.dynamics``): gradient norms, weight change since
+    init, effective learning rate per log window, policy churn."""
+
+    enabled: bool = True
+    every_steps: int = II("probe.every_steps")
+    num_inputs: int = 512  # transitions of the evaluation batch in grad_norm_eval (the training batch: 512)
+    reference_inputs: int = 512  # replay observations of the fixed policy-churn reference batch
+    log_point_metrics: bool = True  # grad_norm_window_mean (accumulated on the device) and eff_lr_window
+
+
+def check(cfg: Any, key: str) -> None:
+    check_cadence(cfg, key)
+    positive(cfg, f"{key}.num_inputs")
+    positive(cfg, f"{key}.reference_inputs")
+
+
+PAUSE_SCALARS = tuple(n for name in (GRAD_NORM_EVAL, WEIGHT_CHANGE, WEIGHT_CHANGE_REL) for n in (name, f"{name}/*"))
+PAUSE_SCALARS += (POLICY_CHURN,)
+# written at every log point, phase ``train`` (``DynamicsTracker.log_point``; the trainer writes them)
+LOG_POINT_PHASE = "train"
+LOG_POINT_SCALARS = (GRAD_NORM_WINDOW, f"{GRAD_NORM_WINDOW}/*", EFF_LR_WINDOW, f"{EFF_LR_WINDOW}/*")
+
+
+class Dynamics(Diagnostic):
+    """The pause metrics of the run's ``DynamicsTracker`` (``view.dynamics``, the state it keeps
+    across pauses): phase ``dynamics``."""
+
+    name, phase, scalars = "dynamics", "dynamics", PAUSE_SCALARS
+
+    def inputs(self, cfg: Any) -> int:
+        return int(self.config(cfg).num_inputs)
+
+    def run(self, view: PauseView) -> Output:
+        if view.dynamics is None:
+            raise RuntimeError("diagnostics.dynamics is due but the run has no DynamicsTracker (trainer.build_run makes one)")
+        return Output(view.dynamics.pause(view.agent, view.replay, view.batch, self.config(view.cfg), view.seed, view.step))
+
+
+registry.register("diagnostic", "dynamics", DynamicsConfig, build=Dynamics, check=check, order=40)

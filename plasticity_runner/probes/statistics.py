@@ -39,16 +39,45 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
+from omegaconf import II
 from torch import nn
 
+from .. import registry
+from ..errors import positive, unit
 from ..nets.layers import ACTIVATIONS, raw_weight  # nn.ReLU, nn.GELU, CReLU: the hidden activations of every body
+from .base import Diagnostic, Output, PauseView, check_cadence
 
 
 def _fmt(x: float) -> str:
     return f"{float(x):g}"
+
+
+# metric names that carry their threshold (the report keys on them at the defaults: ``SCALARS``)
+def srank_name(delta: float) -> str:
+    return f"feature_srank_delta{_fmt(delta)}"
+
+
+def weight_rank_name(rtol: float) -> str:
+    return f"weight_rank_rtol{_fmt(rtol)}"
+
+
+def dormant_name(tau: float) -> str:
+    return f"dormant_frac_tau{_fmt(tau)}"
+
+
+def active_name(min_frac: float) -> str:
+    return f"active_frac_p{_fmt(min_frac)}"
+
+
+def duplicate_name(rtol: float) -> str:
+    return f"duplicate_frac_rtol{_fmt(rtol)}"
+
+
+PARAM_NORM, WEIGHT_RANK_MEAN, DEAD_FRAC, ACTIVATION_RATE = "param_norm", "weight_rank_mean", "dead_frac", "activation_rate_mean"
+FEATURE_NORM, FEATURE_STABLE_RANK = "feature_norm_mean", "feature_stable_rank"
 
 
 # ------------------------------------------------------------------------ ranks of singular values
@@ -119,7 +148,7 @@ def parameter_statistics(net: nn.Module, rank_rtol: float = 1e-3) -> dict[str, f
     out: dict[str, float] = {}
     squares = {layer: sq for layer, sq in layer_squares(net.named_parameters()).items() if layer is not None}
     for layer, sq in squares.items():
-        out[f"param_norm/{layer}"] = sq**0.5
+        out[f"{PARAM_NORM}/{layer}"] = sq**0.5
     with torch.no_grad():
         ranks = []
         for name, module in net.named_modules():
@@ -127,11 +156,11 @@ def parameter_statistics(net: nn.Module, rank_rtol: float = 1e-3) -> dict[str, f
                 w = raw_weight(module).detach()
                 sv = torch.linalg.svdvals(w.double().reshape(w.shape[0], -1))
                 rank = numerical_rank(sv, rank_rtol)
-                out[f"weight_rank_rtol{_fmt(rank_rtol)}/{name}"] = rank
+                out[f"{weight_rank_name(rank_rtol)}/{name}"] = rank
                 ranks.append(rank)
-    out["param_norm"] = sum(squares.values()) ** 0.5
+    out[PARAM_NORM] = sum(squares.values()) ** 0.5
     if ranks:
-        out["weight_rank_mean"] = sum(ranks) / len(ranks)
+        out[WEIGHT_RANK_MEAN] = sum(ranks) / len(ranks)
     return out
 
 
@@ -260,7 +289,7 @@ def network_statistics(net: nn.Module, inputs: torch.Tensor, cfg: Any) -> dict[s
     ``inputs``; metric name -> value.
 
     ``cfg`` gives ``srank_delta``, ``weight_rank_rtol``, ``dormant_tau``, ``active_min_frac`` and
-    ``duplicate_rtol`` (see ``config.StatisticsConfig``; the last two default to 0.01).
+    ``duplicate_rtol`` (see ``StatisticsConfig``; the last two default to 0.01).
     """
     delta, tau = float(cfg.srank_delta), float(cfg.dormant_tau)
     min_frac = float(getattr(cfg, "active_min_frac", 0.01))
@@ -269,13 +298,9 @@ def network_statistics(net: nn.Module, inputs: torch.Tensor, cfg: Any) -> dict[s
     activity, features = layer_activities(net, inputs, gram=dup_rtol is not None)
     out.update(feature_statistics(features, delta))
     totals = dict.fromkeys(("dead", "dormant", "active", "rate", "duplicate", "units"), 0.0)
-    names = {
-        "dormant": f"dormant_frac_tau{_fmt(tau)}",
-        "active": f"active_frac_p{_fmt(min_frac)}",
-        "rate": "activation_rate_mean",
-    }
+    names = {"dormant": dormant_name(tau), "active": active_name(min_frac), "rate": ACTIVATION_RATE}
     if dup_rtol is not None:
-        names["duplicate"] = f"duplicate_frac_rtol{_fmt(dup_rtol)}"
+        names["duplicate"] = duplicate_name(dup_rtol)
     for name, act in activity.items():
         n = act.ever_positive.numel()
         counts = {
@@ -286,14 +311,14 @@ def network_statistics(net: nn.Module, inputs: torch.Tensor, cfg: Any) -> dict[s
         }
         if dup_rtol is not None:
             counts["duplicate"] = int(duplicate_mask(act, float(dup_rtol)).sum())
-        out[f"dead_frac/{name}"] = counts["dead"] / n
+        out[f"{DEAD_FRAC}/{name}"] = counts["dead"] / n
         for key, metric in names.items():
             out[f"{metric}/{name}"] = counts[key] / n
         for key, value in counts.items():
             totals[key] += value
         totals["units"] += n
     if totals["units"]:
-        out["dead_frac"] = totals["dead"] / totals["units"]
+        out[DEAD_FRAC] = totals["dead"] / totals["units"]
         for key, metric in names.items():
             out[metric] = totals[key] / totals["units"]
     return out
@@ -305,9 +330,9 @@ def feature_statistics(features: torch.Tensor, delta: float = 0.01) -> dict[str,
     ``mean_x ||phi(x)||_2``."""
     phi = features.double()
     sv = torch.linalg.svdvals(phi)
-    out = {f"feature_srank_delta{_fmt(delta)}": srank(sv, delta), "feature_effective_rank": effective_rank(sv)}
-    out["feature_stable_rank"] = stable_rank(sv)
-    out["feature_norm_mean"] = float(phi.norm(dim=1).mean())
+    out = {srank_name(delta): srank(sv, delta), "feature_effective_rank": effective_rank(sv)}
+    out[FEATURE_STABLE_RANK] = stable_rank(sv)
+    out[FEATURE_NORM] = float(phi.norm(dim=1).mean())
     return out
 
 
@@ -317,3 +342,58 @@ def stable_rank(singular_values: torch.Tensor) -> float:
     if s.numel() == 0 or float(s.max()) <= 0.0:
         return 0.0
     return float((s**2).sum() / s.max() ** 2)
+
+
+# ------------------------------------------------------------------------------ the diagnostic
+
+
+@dataclass
+class StatisticsConfig:
+    """Parameter and activation statistics of section 5.2 (config key ``diagnostics.statistics``)."""
+
+    enabled: bool = True
+    every_steps: int = II("probe.every_steps")
+    num_inputs: int = 1024
+    srank_delta: float = 0.01
+    weight_rank_rtol: float = 1e-3
+    dormant_tau: float = 0.025
+    active_min_frac: float = 0.01  # active_frac_p<p>: output > 0 on at least this fraction of inputs
+    # duplicate_frac_rtol<rtol>: ||h_u - h_v|| <= rtol * max(||h_u||, ||h_v||); null: not computed
+    duplicate_rtol: Optional[float] = 0.01
+
+
+# the names written at the default thresholds (the report's; ``<family>/*``: one per layer)
+_D = StatisticsConfig
+FEATURE_SRANK, DORMANT = srank_name(_D.srank_delta), dormant_name(_D.dormant_tau)
+ACTIVE, DUPLICATE = active_name(_D.active_min_frac), duplicate_name(_D.duplicate_rtol)
+SCALARS = (
+    PARAM_NORM, f"{PARAM_NORM}/*", WEIGHT_RANK_MEAN, f"{weight_rank_name(_D.weight_rank_rtol)}/*", FEATURE_SRANK,
+    "feature_effective_rank", FEATURE_STABLE_RANK, FEATURE_NORM,
+    *(n for name in (DEAD_FRAC, DORMANT, ACTIVE, ACTIVATION_RATE, DUPLICATE) for n in (name, f"{name}/*")),
+)
+
+
+def check(cfg: Any, key: str) -> None:
+    check_cadence(cfg, key)
+    for name in ("num_inputs", "srank_delta", "weight_rank_rtol"):
+        positive(cfg, f"{key}.{name}")
+    unit(cfg, f"{key}.srank_delta")
+    unit(cfg, f"{key}.active_min_frac")
+    positive(cfg, f"{key}.duplicate_rtol", allow_zero=True)
+    positive(cfg, f"{key}.dormant_tau", allow_zero=True)
+
+
+class Statistics(Diagnostic):
+    """``network_statistics`` of the online network on the first ``num_inputs`` observations of the
+    evaluation batch: phase ``stats``."""
+
+    name, phase, scalars = "statistics", "stats", SCALARS
+
+    def inputs(self, cfg: Any) -> int:
+        return int(self.config(cfg).num_inputs)
+
+    def run(self, view: PauseView) -> Output:
+        return Output(network_statistics(view.online, view.batch.o_tm1, self.config(view.cfg)))
+
+
+registry.register("diagnostic", "statistics", StatisticsConfig, build=Statistics, check=check, order=10)

@@ -1,10 +1,17 @@
 """Every config key, metric name, array name and config value the report reads, in one place.
 
-The producers (trainer, probes, statistics) are written separately; when one of their names
-changes, change it here and nothing else in the report has to move.
+Metric and array names come from the modules that write them (each diagnostic of ``probes/``,
+``evaluation``, the case studies), which declare what they write: rename a metric there and the
+report follows (``tests/test_metric_names.py`` checks that every name read here is declared by a
+producer). Only the trainer's own log-point metrics are still spelled here (``TRAINER_METRICS``).
 """
 
 from __future__ import annotations
+
+from .. import evaluation as _evaluation
+from ..case_studies import brownian as _brownian, memorization as _memorization
+from ..probes import curvature as _curvature, dynamics as _dynamics, gradcov as _gradcov
+from ..probes import plasticity as _plasticity, statistics as _statistics
 
 # ------------------------------------------------------------------------------ config columns
 # Dotted keys of the flattened run config, as they appear as columns of ``load_sweep``.
@@ -51,22 +58,26 @@ SKIP_STATUSES = frozenset({"failed"})
 
 # ------------------------------------------------------------------------------ scalar metrics
 # (phase, metric) pairs of the long-format metric shards.
-PROBE_LOSS = ("probe", "probe_loss")
-PROBE_BASELINE = ("probe", "probe_baseline")
-PLASTICITY = ("probe", "plasticity")  # = probe_baseline - probe_loss (eq. 5 of the paper)
+_PROBE = _plasticity.Probe.phase
+PROBE_LOSS = (_PROBE, _plasticity.PROBE_LOSS)
+PROBE_BASELINE = (_PROBE, _plasticity.PROBE_BASELINE)
+PLASTICITY = (_PROBE, _plasticity.PLASTICITY)  # = probe_baseline - probe_loss (eq. 5 of the paper)
 
-ACCURACY = ("eval", "accuracy")  # figure 1 (memorization), once per iteration
-EVAL_DEAD_FRAC = ("eval", "dead_frac")
-ADAM_UPDATE_NORM = ("eval", "adam_update_norm")
+ACCURACY = (_memorization.PHASE, _memorization.ACCURACY)  # figure 1 (memorization), once per iteration
+EVAL_DEAD_FRAC = (_memorization.PHASE, _statistics.DEAD_FRAC)
+ADAM_UPDATE_NORM = (_memorization.PHASE, _memorization.UPDATE_NORM)
 
-HUMAN_NORMALIZED_SCORE = ("eval", "human_normalized_score")  # figure 7 (Atari)
-EPISODE_RETURN = ("eval", "episode_return")
+HUMAN_NORMALIZED_SCORE = (_evaluation.PHASE, _evaluation.HUMAN_NORMALIZED_SCORE)  # figure 7 (Atari)
+EPISODE_RETURN = (_evaluation.PHASE, _evaluation.EPISODE_RETURN)
 
+# Written by the trainer at each log point (``trainer._train``), which declares no names of its own yet.
 TD_LOSS = ("train", "td_loss")  # figures 15 / 16
 REWARD_MEAN = ("train", "reward_mean")  # figures 12 / 13: the classification MDP's return per step
-HESSIAN_TOP_EIG = ("curvature", "hessian_top_eig")  # figure 14: the sharpness lambda_1
-STATS_PHASE = "stats"  # every per-pause network statistic (probes/statistics.py): the stats figure
-DYNAMICS_PHASE = "dynamics"  # per-pause training dynamics (probes/dynamics.py): also in the stats figure
+TRAINER_METRICS = (TD_LOSS, REWARD_MEAN)
+
+HESSIAN_TOP_EIG = (_curvature.Curvature.phase, _curvature.HESSIAN_TOP_EIG)  # figure 14: the sharpness lambda_1
+STATS_PHASE = _statistics.Statistics.phase  # every per-pause network statistic: the stats figure
+DYNAMICS_PHASE = _dynamics.Dynamics.phase  # per-pause training dynamics: also in the stats figure
 TWO_HOT = "two_hot"  # the categorical output encoding of figures 8 / 9 (an intervention)
 # The 'easy' and 'hard' reward structures of appendix B.1 (our reading: the paper names no task).
 TASK_EASY = "true_label"
@@ -75,44 +86,58 @@ TASK_LABELS = {TASK_EASY: "easy (true_label)", TASK_HARD: "hard (sparse_reward)"
 
 # Figure 3: the statistics put to the falsification test, display name -> (phase, metric).
 STATISTICS = {
-    "weight norm": ("stats", "param_norm"),
-    "feature rank": ("stats", "feature_srank_delta0.01"),
-    "weight rank": ("stats", "weight_rank_mean"),
-    "dead units": ("stats", "dead_frac"),
+    "weight norm": (STATS_PHASE, _statistics.PARAM_NORM),
+    "feature rank": (STATS_PHASE, _statistics.FEATURE_SRANK),
+    "weight rank": (STATS_PHASE, _statistics.WEIGHT_RANK_MEAN),
+    "dead units": (STATS_PHASE, _statistics.DEAD_FRAC),
 }
 
 # The metrics of the field's other tools (Plasticine, Dohare et al. 2024, ReDo), display
 # name -> (phase, metric), at their default thresholds (the README defines each). ``stats`` and
 # ``dynamics`` are written at pauses, ``train`` at every log point.
 FIELD_METRICS = {
-    "feature norm": ("stats", "feature_norm_mean"),
-    "feature stable rank": ("stats", "feature_stable_rank"),
-    "active units": ("stats", "active_frac_p0.01"),
-    "activation rate": ("stats", "activation_rate_mean"),
-    "duplicate units": ("stats", "duplicate_frac_rtol0.01"),
-    "gradient norm (pause)": ("dynamics", "grad_norm_eval"),
-    "weight change from init": ("dynamics", "weight_change_from_init"),
-    "relative weight change from init": ("dynamics", "weight_change_from_init_rel"),
-    "policy churn": ("dynamics", "policy_churn_frac"),
-    "gradient norm (window mean)": ("train", "grad_norm_window_mean"),
-    "effective learning rate (window)": ("train", "eff_lr_window"),
+    "feature norm": (STATS_PHASE, _statistics.FEATURE_NORM),
+    "feature stable rank": (STATS_PHASE, _statistics.FEATURE_STABLE_RANK),
+    "active units": (STATS_PHASE, _statistics.ACTIVE),
+    "activation rate": (STATS_PHASE, _statistics.ACTIVATION_RATE),
+    "duplicate units": (STATS_PHASE, _statistics.DUPLICATE),
+    "gradient norm (pause)": (DYNAMICS_PHASE, _dynamics.GRAD_NORM_EVAL),
+    "weight change from init": (DYNAMICS_PHASE, _dynamics.WEIGHT_CHANGE),
+    "relative weight change from init": (DYNAMICS_PHASE, _dynamics.WEIGHT_CHANGE_REL),
+    "policy churn": (DYNAMICS_PHASE, _dynamics.POLICY_CHURN),
+    "gradient norm (window mean)": (_dynamics.LOG_POINT_PHASE, _dynamics.GRAD_NORM_WINDOW),
+    "effective learning rate (window)": (_dynamics.LOG_POINT_PHASE, _dynamics.EFF_LR_WINDOW),
 }
 
 # Figure 2: the two coupled processes (phase names, also the prefixes of their arrays) and the
 # scalar metrics each writes.
-PROCESSES = {"gd": "gradient descent", "brownian": "Brownian motion"}
+PROCESSES = dict(zip(_brownian.PROCESSES, ("gradient descent", "Brownian motion")))
 PROCESS_METRICS = {
-    "hessian_top_eig": "Hessian top eigenvalue",
-    "gradcov_offdiag_mean": "mean off-diagonal gradient covariance",
-    "gradcov_neg_frac": "fraction of negative gradient covariances",
+    _curvature.HESSIAN_TOP_EIG: "Hessian top eigenvalue",
+    _gradcov.OFFDIAG_MEAN: "mean off-diagonal gradient covariance",
+    _gradcov.NEG_FRAC: "fraction of negative gradient covariances",
 }
 
 # ------------------------------------------------------------------------------ arrays (npz keys)
-PROBE_CURVE_LOSS = "probe/curve_loss"  # [num_targets, K]
-PROBE_CURVE_STEPS = "probe/curve_steps"  # [K]
-HESSIAN_DENSITY = "hessian/density"  # [G]
-HESSIAN_GRID = "hessian/grid"  # [G]
-GRADCOV_MATRIX = "gradcov/matrix"  # [k, k], rows already k-means ordered
+PROBE_CURVE_LOSS = _plasticity.CURVE_LOSS  # [num_targets, K]
+PROBE_CURVE_STEPS = _plasticity.CURVE_STEPS  # [K]
+HESSIAN_DENSITY = _curvature.HESSIAN_DENSITY  # [G]
+HESSIAN_GRID = _curvature.HESSIAN_GRID  # [G]
+GRADCOV_MATRIX = _gradcov.MATRIX  # [k, k], rows already k-means ordered
+
+
+def figure_metrics() -> set[tuple[str, str]]:
+    """Every (phase, metric) a figure reads (the constants above)."""
+    pairs = {v for v in globals().values() if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, str) for x in v)}
+    pairs |= set(STATISTICS.values()) | set(FIELD_METRICS.values())
+    pairs |= {(process, metric) for process in PROCESSES for metric in PROCESS_METRICS}
+    return pairs
+
+
+def figure_arrays() -> set[str]:
+    """Every array name a figure reads (a figure-2 process's under ``<process>/``)."""
+    names = {PROBE_CURVE_LOSS, PROBE_CURVE_STEPS, HESSIAN_DENSITY, HESSIAN_GRID, GRADCOV_MATRIX}
+    return names | {process_array(p, n) for p in PROCESSES for n in (HESSIAN_DENSITY, HESSIAN_GRID, GRADCOV_MATRIX)}
 
 
 def process_array(process: str, name: str) -> str:
