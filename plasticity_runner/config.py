@@ -16,11 +16,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
-from .envs.atari import AtariEnvConfig  # the schema lives beside the environment (ale-py is imported lazily)
-from .envs.minatar import MinAtarEnvConfig  # likewise (the minatar package is imported lazily)
-
-
-from .errors import ConfigError, finite as _finite, positive as _positive, unit as _unit  # noqa: E402  (re-exported: it lives in a module that depends on nothing)
+from .errors import ConfigError, finite as _finite, positive as _positive, unit as _unit  # noqa: F401  (re-exported: it lives in a module that depends on nothing)
 
 
 class Device(str, enum.Enum):
@@ -94,41 +90,19 @@ class ClassificationEnvConfig:
     pause_at_switch: bool = False  # chains: a probe pause right before and right after each switch
 
 
-@dataclass
-class MemorizationEnvConfig:
-    """Memorisation of re-randomised labels, section 4.1 / appendix A.1 (``case_studies/memorization.py``)."""
+def case_study_envs() -> tuple[str, ...]:
+    """The env options that run their own program (``registry`` parts with ``program=``: the case
+    studies of section 4) instead of the DQN trainer: no agent, replay, plasticity probe or
+    checkpoint, so validation skips those groups' cross-checks for them."""
+    from . import registry
 
-    name: str = "memorization"
-    dataset: Dataset = Dataset.digits
-    data_dir: str = "data"
-    download: bool = False
-    num_images: int = 5000
-    iteration_steps: int = 2000
-    num_iterations: int = 20
-    batch_size: int = 128
-    eval_samples: int = 4096
-    label_seed: int = 0
+    return tuple(name for name, part in registry.parts("env").items() if part.extra.get("program"))
 
 
-@dataclass
-class BrownianEnvConfig:
-    """Gradient descent vs Brownian motion, section 4.2 / appendix A.1 (``case_studies/brownian.py``)."""
-
-    name: str = "brownian"
-    dataset: Dataset = Dataset.digits
-    task: Task = Task.true_label
-    data_dir: str = "data"
-    download: bool = False
-    num_images: Optional[int] = None
-    label_seed: int = 0
-    batch_size: int = 512
-    target_update_steps: int = 5000
-    measure_every_steps: int = 5000
-
-
-# env options that run their own loop (case_studies/) instead of the DQN trainer: no agent, replay,
-# plasticity probe or checkpoint, so validation skips those groups' cross-checks for them.
-CASE_STUDY_ENVS = ("memorization", "brownian")
+def __getattr__(name: str) -> Any:
+    if name == "CASE_STUDY_ENVS":  # derived from the registry when read (the env modules import this one)
+        return case_study_envs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- architecture group
@@ -511,13 +485,7 @@ class Config:
 
 
 _STATIC_SCHEMAS: dict[str, dict[str, type]] = {
-    "env": {
-        "classification": ClassificationEnvConfig,
-        "memorization": MemorizationEnvConfig,
-        "brownian": BrownianEnvConfig,
-        "atari": AtariEnvConfig,
-        "minatar": MinAtarEnvConfig,
-    },
+    "env": {"classification": ClassificationEnvConfig},
     "architecture": {
         "mlp": MLPConfig,
         "cnn": CNNConfig,
@@ -535,8 +503,11 @@ def schemas() -> dict[str, dict[str, type]]:
     """group -> option -> schema dataclass: the options kept here plus every registered part
     (``registry``) of the groups chosen one option at a time (env, architecture)."""
     from . import registry
+    from .envs.atari import AtariEnvConfig  # the schema lives beside the environment (ale-py is imported lazily)
+    from .envs.minatar import MinAtarEnvConfig  # likewise (the minatar package is imported lazily)
 
     out = {group: dict(options) for group, options in _STATIC_SCHEMAS.items()}
+    out["env"].update(atari=AtariEnvConfig, minatar=MinAtarEnvConfig)
     for group in ("env", "architecture"):
         for name, part in registry.parts(group).items():
             out.setdefault(group, {})[name] = part.schema
@@ -605,7 +576,7 @@ def validate(cfg: DictConfig) -> None:
             parse_objective(cfg.objective)
         except ObjectiveError as exc:
             raise ConfigError("objective", str(exc)) from None
-    if OmegaConf.select(cfg, "env.name") in CASE_STUDY_ENVS:
+    if OmegaConf.select(cfg, "env.name") in case_study_envs():
         _validate_case_study(cfg)
     else:
         _validate_agent(cfg)
@@ -640,16 +611,9 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _validate_case_study(cfg: DictConfig) -> None:
-    """Ranges of the case-study envs of section 4; they train no agent and take no intervention."""
-    keys = ("num_images", "iteration_steps", "num_iterations", "batch_size", "eval_samples",
-            "target_update_steps", "measure_every_steps")
-    for key in keys:
-        _positive(cfg, f"env.{key}")
+    """What every case-study env of section 4 shares (its own ranges: its ``check`` in ``envs/``):
+    they train no agent and take no intervention."""
     _unit(cfg, "agent.gamma")  # the Brownian study's Q-learning loss uses the agent's discount
-    gradcov_loss = cfg.diagnostics.gradcov.loss
-    if cfg.env.name == "brownian" and str(getattr(gradcov_loss, "value", gradcov_loss)) == "td":
-        raise ConfigError("diagnostics.gradcov.loss", "env=brownian measures C_k on the probe loss of section "
-                          "4.2, not the TD loss; choose perturbation_shared (experiment=fig2_brownian) or perturbation")
     active = [k for k, v in cfg.intervention.items() if v is not None]
     if active:
         raise ConfigError(

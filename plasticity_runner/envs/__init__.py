@@ -26,3 +26,8 @@ def make_env(cfg: Any, device: torch.device, seed: int):
 
         return MinAtarVectorEnv(cfg, device, seed)
     raise ValueError(f"env.name: unknown environment {cfg.name!r}")
+
+
+from ..registry import load_modules  # noqa: E402
+
+load_modules(__name__, __path__)  # each module registers its env (registry group "env")
