@@ -2,10 +2,11 @@
 
 At every pause the trainer writes its bundle (``RunState.state_dict``) as
 ``checkpoints/step_<step>/state.pt`` and then a ``COMPLETE`` marker (Dopamine's pattern): a
-checkpoint without its marker was cut off while being written and is never loaded. The marker holds the state file's size and SHA-256 (JSON); a restart verifies them
-and, when the newest complete checkpoint is corrupt or truncated (a bad disk, a partial copy),
-warns naming the file and falls back to the one before it. Only the newest ``checkpoint.keep``
-complete checkpoints are kept. A marker without a checksum (written before checksums existed) is
+checkpoint without its marker was cut off while being written and is never loaded. The marker
+holds the state file's size and SHA-256 (JSON); a restart verifies them and, when the newest
+complete checkpoint is corrupt or truncated (a bad disk, a partial copy), warns naming the file
+and falls back to the one before it. Only the newest ``checkpoint.keep`` complete checkpoints are
+kept. A marker without a checksum (written before checksums existed) is
 loaded unverified, with a warning.
 
 This module only writes and reads files (Dopamine's checkpointer): what a bundle holds, and how

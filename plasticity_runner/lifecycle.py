@@ -130,7 +130,8 @@ class Run:
         ``run_status.end_fields``) and return the run's summary with ``summary`` added."""
         write_run_metadata(self.run_dir, self.config, extra={**self.meta, **end})
         status, steps = end["status"], end["steps_done"]
-        log.info("run %s %s at step %d: metrics in %s", self.run_id, status, steps, (self.run_dir / METRICS_DIR).resolve())
+        where = (self.run_dir / METRICS_DIR).resolve()
+        log.info("run %s %s at step %d: metrics in %s", self.run_id, status, steps, where)
         return {"run_id": self.run_id, "run_dir": str(self.run_dir), "steps": steps, "status": status, **summary}
 
 
@@ -138,7 +139,7 @@ def open_run(
     cfg: DictConfig, run_dir: str | Path, record: RunRecord, cleanup: contextlib.ExitStack,
     on_start: Callable[[], None] | None = None,
 ) -> Run:
-    """Steps 1 of the module's list, inside the directory's lock: threads, device, config check,
+    """Step 1 of the module's list, inside the directory's lock: threads, device, config check,
     then ``on_start()`` if the run will start or resume (not refused, not finished)."""
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))

@@ -114,17 +114,22 @@ def test_the_cycle_finder_finds_a_cycle_and_resolves_relative_imports(tmp_path):
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     modules = module_names()
     # case_studies/common.py: module-level relative imports, two levels up
-    common = imports_of("plasticity_runner.case_studies.common", modules["plasticity_runner.case_studies.common"], modules)
+    name = "plasticity_runner.case_studies.common"
+    common = imports_of(name, modules[name], modules)
     assert {"plasticity_runner.lifecycle", "plasticity_runner.checkpoint", "plasticity_runner.seeding"} <= common
     # trainer.py: ``from . import checkpoint`` is the submodule; a name of envs/__init__ is the package
     trainer = imports_of("plasticity_runner.trainer", modules["plasticity_runner.trainer"], modules)
     assert {"plasticity_runner.checkpoint", "plasticity_runner.envs", "plasticity_runner.envs.schedule"} <= trainer
     # an import inside a function or under TYPE_CHECKING is not one made at import
     fake = tmp_path / "fake.py"
-    fake.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import trainer\n"
-                    "def f():\n    from . import config\ntry:\n    from . import seeding\nexcept ImportError:\n    pass\n"
-                    "class C:\n    from .envs import base\n")
-    assert imports_of("plasticity_runner.fake", fake, modules) == {"plasticity_runner.seeding", "plasticity_runner.envs.base"}
+    fake.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import trainer\n"
+        "def f():\n    from . import config\n"
+        "try:\n    from . import seeding\nexcept ImportError:\n    pass\n"
+        "class C:\n    from .envs import base\n"
+    )
+    expected = {"plasticity_runner.seeding", "plasticity_runner.envs.base"}
+    assert imports_of("plasticity_runner.fake", fake, modules) == expected
 
 
 def test_no_import_cycle_between_the_package_modules():

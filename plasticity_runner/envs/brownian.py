@@ -28,9 +28,9 @@ class BrownianEnvConfig:
     download: bool = False
     num_images: Optional[int] = None
     label_seed: int = 0
-    batch_size: int = 512  # parallel copies of the MDP: transitions per step
-    target_update_steps: int = 5000  # steps between copies of theta^GD into the target network
-    measure_every_steps: int = 5000  # steps between measurements (and at step 0 and the end)
+    batch_size: int = 512
+    target_update_steps: int = 5000
+    measure_every_steps: int = 5000
 
 
 def check(cfg: Any, key: str) -> None:

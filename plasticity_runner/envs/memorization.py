@@ -2,7 +2,8 @@
 
 Not an environment the DQN agent steps: a case study with its own program
 (``case_studies/memorization.py``, imported when picked), which ``programs.run`` runs instead of
-the trainer because this registration names it.
+the trainer because this registration names it. Its keys are documented in
+``configs/env/memorization.yaml``.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ class MemorizationEnvConfig:
     dataset: Dataset = Dataset.digits
     data_dir: str = "data"
     download: bool = False
-    num_images: int = 5000  # the first images of the training set, memorised for the whole run
-    iteration_steps: int = 2000  # optimizer steps per labelling
-    num_iterations: int = 20  # labellings (the labels are re-drawn after each)
-    batch_size: int = 128  # images per minibatch, drawn uniformly with replacement
-    eval_samples: int = 4096  # images drawn with replacement for each iteration's evaluation
+    num_images: int = 5000
+    iteration_steps: int = 2000
+    num_iterations: int = 20
+    batch_size: int = 128
+    eval_samples: int = 4096
     label_seed: int = 0
 
 
