@@ -1,21 +1,19 @@
-"""Checkpoints: resume is a property of the run directory.
+"""Checkpoint files: resume is a property of the run directory.
 
-At every pause the trainer writes ``checkpoints/step_<step>/state.pt`` and then a ``COMPLETE``
-marker (Dopamine's pattern): a checkpoint without its marker was cut off while being written and is
-never loaded. The marker holds the state file's size and SHA-256 (JSON); a restart verifies them
-and, when the newest complete checkpoint is corrupt or truncated (a bad disk, a partial copy),
-warns naming the file and falls back to the one before it. Only the newest ``checkpoint.keep``
-complete checkpoints are kept. A marker without a checksum (written before checksums existed) is
+At every pause the trainer writes its bundle (``RunState.state_dict``) as
+``checkpoints/step_<step>/state.pt`` and then a ``COMPLETE`` marker (Dopamine's pattern): a
+checkpoint without its marker was cut off while being written and is never loaded. The marker
+holds the state file's size and SHA-256 (JSON); a restart verifies them and, when the newest
+complete checkpoint is corrupt or truncated (a bad disk, a partial copy), warns naming the file
+and falls back to the one before it. Only the newest ``checkpoint.keep`` complete checkpoints are
+kept. A marker without a checksum (written before checksums existed) is
 loaded unverified, with a warning.
 
-A checkpoint holds everything the loop mutates: online and target networks, optimizer state,
-replay contents, environment state, the step counter, the current observation, every generator
-(action, replay) and the global RNG states (torch CPU and CUDA, numpy, Python), the state of
-the interventions, and that of the training-dynamics metrics (``probes/dynamics.py``: the
-parameters at initialisation and at the last log point, the policy-churn reference batch and its
-last greedy actions). Restarted with the same command in the same directory, a run loads its newest
-complete checkpoint, deletes the metric shards written after it, and continues; on a CPU the
-final metrics equal those of an uninterrupted run bit for bit.
+This module only writes and reads files (Dopamine's checkpointer): what a bundle holds, and how
+it is restored, is the business of the state that made it (``run_state.RunState``). Restarted with
+the same command in the same directory, a run loads its newest complete checkpoint, deletes the
+metric shards written after it (``discard_after``), and continues; on a CPU the final metrics
+equal those of an uninterrupted run bit for bit.
 """
 
 from __future__ import annotations
@@ -24,19 +22,14 @@ import hashlib
 import json
 import logging
 import os
-import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
 
 from .metrics import ARRAYS_DIR, METRICS_DIR, MetricsWriteError
-from .seeding import set_generator_state
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import RunState
 
 log = logging.getLogger("plasticity_runner")
 
@@ -73,78 +66,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _rng_state() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())  # RNG states are CPU ByteTensors (map_location moved them)
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
-def state_dict(state: "RunState") -> dict[str, Any]:
-    agent = state.agent
-    return {
-        "step": state.step,
-        "online": agent.online.state_dict(),
-        "target": agent.target.state_dict(),
-        "optimizer": agent.optimizer.state_dict(),
-        "replay": state.replay.state_dict(),
-        "env": state.env.state_dict(),
-        "obs": state.obs,
-        "act_generator": state.act_generator.get_state(),
-        "replay_generator": state.replay_generator.get_state(),
-        "interventions": {i.name: i.state_dict() for i in state.interventions},
-        "dynamics": None if state.dynamics is None else state.dynamics.state_dict(),
-        "rng": _rng_state(),
-        "device": state.obs.device.type,  # the generators' states only fit generators of this device type
-    }
-
-
-class DeviceMismatchError(RuntimeError):
-    """A checkpoint written on one device type (cuda) loaded into a run on another (cpu)."""
-
-
-def check_device(ckpt: dict[str, Any], device: torch.device, where: Any = "the checkpoint") -> None:
-    """Refuse a checkpoint of another device type: its generator states (Philox on cuda, Mersenne
-    Twister on the CPU) cannot seed this device's generators, so the run could not continue the
-    same random streams; a run on another device would silently be a different run."""
-    saved = ckpt.get("device")  # absent in checkpoints written before it was recorded
-    if saved is not None and saved != device.type:
-        raise DeviceMismatchError(
-            f"{where} was written by a run on {saved} and cannot be resumed on {device.type}: the random "
-            f"streams of a {saved} run have no {device.type} equivalent. Resume it on {saved} "
-            f"(device={saved}), or start a new run directory on {device.type}"
-        )
-
-
-def load_state_dict(state: "RunState", ckpt: dict[str, Any]) -> None:
-    check_device(ckpt, state.obs.device)
-    agent = state.agent
-    for i in state.interventions:  # first: an intervention may rebuild parts of the network
-        i.load_state_dict(ckpt["interventions"].get(i.name, {}), agent.learner)
-    agent.online.load_state_dict(ckpt["online"])
-    agent.target.load_state_dict(ckpt["target"])
-    agent.optimizer.load_state_dict(ckpt["optimizer"])
-    state.replay.load_state_dict(ckpt["replay"])
-    state.env.load_state_dict(ckpt["env"])
-    state.obs = ckpt["obs"].to(state.obs.device)
-    set_generator_state(state.act_generator, ckpt["act_generator"])
-    set_generator_state(state.replay_generator, ckpt["replay_generator"])
-    state.step = int(ckpt["step"])
-    if state.dynamics is not None:  # theta_0, theta at the last log point, churn reference
-        state.dynamics.load_state_dict(ckpt.get("dynamics"))
-    _set_rng_state(ckpt["rng"])
-
-
 def _step_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{int(step):010d}"
 
@@ -159,14 +80,14 @@ def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save(run_dir: Path, state: "RunState", keep: int) -> Path:
-    """Write the checkpoint of ``state.step`` (state file, then marker with its checksum); prune old ones.
+def save(run_dir: Path, step: int, bundle: dict[str, Any], keep: int) -> Path:
+    """Write ``bundle`` as the checkpoint of ``step`` (state file, then marker with its checksum);
+    keep the newest ``keep`` complete checkpoints.
 
     Any failure to write (``OSError``, or the ``RuntimeError`` torch's writer raises on a full
     disk) removes the step's directory and raises ``MetricsWriteError`` naming it.
     """
-    d = _step_dir(run_dir, state.step)
-    bundle = state_dict(state)  # outside the try: a bug here is not a write error
+    d = _step_dir(run_dir, step)
     try:
         if d.exists():
             shutil.rmtree(d)
@@ -225,10 +146,15 @@ def verify(d: Path) -> str | None:
     return None
 
 
-def load_latest(run_dir: Path, state: "RunState") -> int | None:
-    """Restore the newest complete checkpoint that verifies into ``state``; returns its step (None if none).
+def load_latest(
+    run_dir: Path, restore: Callable[[dict[str, Any], Path], None], map_location: torch.device | str
+) -> int | None:
+    """Hand the newest complete checkpoint that verifies and loads to ``restore(bundle, path)``
+    (e.g. ``RunState.load_state_dict``); returns its step (None if there is none).
 
-    A corrupt or truncated newer one is skipped with a warning naming the file; the caller then
+    Tensors are loaded onto ``map_location``. ``restore`` may refuse the bundle by raising (a
+    checkpoint of another device type): that error propagates, there is no fall-back. A
+    corrupt or truncated newer one is skipped with a warning naming the file; the caller then
     discards the metric shards written after the step it resumes from (``discard_after``), as on
     any resume. Raises ``CorruptCheckpointError`` when checkpoints exist but none can be loaded.
     """
@@ -238,15 +164,14 @@ def load_latest(run_dir: Path, state: "RunState") -> int | None:
         problem = verify(d)
         if problem is None:
             try:
-                ckpt = torch.load(d / STATE_FILE, map_location=state.obs.device, weights_only=False)
+                bundle = torch.load(d / STATE_FILE, map_location=map_location, weights_only=False)
             except Exception as exc:  # an unverified (old) checkpoint may still be unreadable
                 problem = f"cannot load {d / STATE_FILE}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
         if problem is not None:
             problems.append(problem)
             log.warning("skipping checkpoint of step %d: %s; falling back to the one before it", step, problem)
             continue
-        check_device(ckpt, state.obs.device, d / STATE_FILE)
-        load_state_dict(state, ckpt)
+        restore(bundle, d / STATE_FILE)
         if problems:
             log.warning(
                 "resuming from the checkpoint of step %d (%s); metric shards after step %d are discarded "

@@ -1,4 +1,4 @@
-"""``plasticity-run``: compose the Hydra config, validate it, hand it to the trainer.
+"""``plasticity-run``: compose the Hydra config, validate it, hand it to the program its env picks.
 
 The same app runs as ``python -m plasticity_runner``. Configs are found next to the installed
 package (``plasticity_runner/configs``, shipped from the repository's top-level ``configs/``) or,
@@ -15,10 +15,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .checkpoint import CorruptCheckpointError, DeviceMismatchError
+from .checkpoint import CorruptCheckpointError
 from .config import ConfigError, register_configs
 from .hydra_glue import EXIT_CONFIG, EXIT_OUTPUTS, fail, inactive_intervention_error, write_hydra_record
 from .metrics import MetricsWriteError, RunFileError
+from .run_state import DeviceMismatchError
 
 log = logging.getLogger("plasticity_runner")
 
@@ -65,7 +66,7 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 def _app(cfg: DictConfig) -> float | None:
     """One run; returns its ``objective`` (None when unset) for a sweeper such as Optuna's."""
     from .objective import ObjectiveError, for_sweeper, objective_value
-    from .trainer import train
+    from .programs import run
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     direction = HydraConfig.get().sweeper.get("direction")  # set by an optimising sweeper (Optuna)
@@ -75,7 +76,7 @@ def _app(cfg: DictConfig) -> float | None:
              "objective=probe/plasticity@change")
     try:
         # Hydra's record (.hydra/) is written only once the run directory has accepted the config
-        summary = train(cfg, run_dir, on_start=lambda: write_hydra_record(run_dir, cfg))
+        summary = run(cfg, run_dir, on_start=lambda: write_hydra_record(run_dir, cfg))
     except ConfigError as exc:
         # Hydra reports typos and wrong types itself; range errors end here, before any metric.
         fail(EXIT_CONFIG, f"Error in config: {exc}")

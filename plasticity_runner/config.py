@@ -9,16 +9,13 @@ range checks that types cannot express; it raises ``ConfigError`` naming the key
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from .envs.classification import Task  # the case-study schemas below use the environments' enums
-from .envs.datasets import Dataset
-from .errors import ConfigError, finite as _finite, positive as _positive, unit as _unit  # noqa: F401  (ConfigError re-exported: it lives in a module that depends on nothing)
+from .errors import ConfigError, finite as _finite, positive as _positive, unit as _unit  # noqa: F401  (re-exported: it lives in a module that depends on nothing)
 
 
 class Device(str, enum.Enum):
@@ -41,41 +38,19 @@ class Progress(str, enum.Enum):
 # their own modules (envs/); the case-study envs of section 4 are here.
 
 
-@dataclass
-class MemorizationEnvConfig:
-    """Memorisation of re-randomised labels, section 4.1 / appendix A.1 (``case_studies/memorization.py``)."""
+def case_study_envs() -> tuple[str, ...]:
+    """The env options that run their own program (``registry`` parts with ``program=``: the case
+    studies of section 4) instead of the DQN trainer: no agent, replay, plasticity probe or
+    checkpoint, so validation skips those groups' cross-checks for them."""
+    from . import registry
 
-    name: str = "memorization"
-    dataset: Dataset = Dataset.digits
-    data_dir: str = "data"
-    download: bool = False
-    num_images: int = 5000
-    iteration_steps: int = 2000
-    num_iterations: int = 20
-    batch_size: int = 128
-    eval_samples: int = 4096
-    label_seed: int = 0
+    return tuple(name for name, part in registry.parts("env").items() if part.extra.get("program"))
 
 
-@dataclass
-class BrownianEnvConfig:
-    """Gradient descent vs Brownian motion, section 4.2 / appendix A.1 (``case_studies/brownian.py``)."""
-
-    name: str = "brownian"
-    dataset: Dataset = Dataset.digits
-    task: Task = Task.true_label
-    data_dir: str = "data"
-    download: bool = False
-    num_images: Optional[int] = None
-    label_seed: int = 0
-    batch_size: int = 512
-    target_update_steps: int = 5000
-    measure_every_steps: int = 5000
-
-
-# env options that run their own loop (case_studies/) instead of the DQN trainer: no agent, replay,
-# plasticity probe or checkpoint, so validation skips those groups' cross-checks for them.
-CASE_STUDY_ENVS = ("memorization", "brownian")
+def __getattr__(name: str) -> Any:
+    if name == "CASE_STUDY_ENVS":  # derived from the registry when read (importing envs here would load every env module)
+        return case_study_envs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- architecture group
@@ -263,10 +238,6 @@ class Config:
 
 
 _STATIC_SCHEMAS: dict[str, dict[str, type]] = {
-    "env": {
-        "memorization": MemorizationEnvConfig,
-        "brownian": BrownianEnvConfig,
-    },
     "optimizer": {"adam": AdamConfig, "sgd": SGDConfig, "rmsprop": RMSPropConfig},
     "agent": {"dqn": DQNConfig},
 }
@@ -307,7 +278,7 @@ def _check_registered(cfg: DictConfig) -> None:
     for name, part in registry.parts("intervention").items():
         if part.check is not None and OmegaConf.select(cfg, f"intervention.{name}") is not None:
             part.check(cfg, f"intervention.{name}")
-    case_study = OmegaConf.select(cfg, "env.name") in CASE_STUDY_ENVS
+    case_study = OmegaConf.select(cfg, "env.name") in case_study_envs()
     for name, part in registry.parts("diagnostic").items():
         key = part.build().config_key()  # diagnostics.<name>; the plasticity probe's: probe
         if part.extra.get("trainer_only") and case_study:
@@ -351,7 +322,7 @@ def validate(cfg: DictConfig) -> None:
             parse_objective(cfg.objective)
         except ObjectiveError as exc:
             raise ConfigError("objective", str(exc)) from None
-    if OmegaConf.select(cfg, "env.name") in CASE_STUDY_ENVS:
+    if OmegaConf.select(cfg, "env.name") in case_study_envs():
         _validate_case_study(cfg)
     else:
         _validate_agent(cfg)
@@ -366,16 +337,9 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _validate_case_study(cfg: DictConfig) -> None:
-    """Ranges of the case-study envs of section 4; they train no agent and take no intervention."""
-    keys = ("num_images", "iteration_steps", "num_iterations", "batch_size", "eval_samples",
-            "target_update_steps", "measure_every_steps")
-    for key in keys:
-        _positive(cfg, f"env.{key}")
+    """What every case-study env of section 4 shares (its own ranges: its ``check`` in ``envs/``):
+    they train no agent and take no intervention."""
     _unit(cfg, "agent.gamma")  # the Brownian study's Q-learning loss uses the agent's discount
-    gradcov_loss = cfg.diagnostics.gradcov.loss
-    if cfg.env.name == "brownian" and str(getattr(gradcov_loss, "value", gradcov_loss)) == "td":
-        raise ConfigError("diagnostics.gradcov.loss", "env=brownian measures C_k on the probe loss of section "
-                          "4.2, not the TD loss; choose perturbation_shared (experiment=fig2_brownian) or perturbation")
     active = [k for k, v in cfg.intervention.items() if v is not None]
     if active:
         raise ConfigError(

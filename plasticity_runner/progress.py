@@ -1,6 +1,11 @@
-"""Progress while a pause runs: the probe's fit and each diagnostic can take minutes.
+"""Progress of a run: its training loop (``Progress``) and each pause (``PauseProgress``).
 
-``PauseProgress`` is what ``probes.pause.run_pause`` drives for the probe and each diagnostic:
+``Progress`` is the loop's: a tqdm bar on a terminal (``progress=bar``, or ``auto`` on a tty),
+one log line per log point elsewhere (SLURM logs), nothing with ``progress=none``. Every program
+(the DQN trainer, the case studies) shows its steps with it.
+
+The probe's fit and each diagnostic of a pause can take minutes: ``PauseProgress`` is what
+``probes.pause.run_pause`` drives for the probe and each diagnostic:
 
 - on a terminal (``progress=bar``, or ``auto`` on a tty): a nested tqdm bar (below the training
   bar, removed when done) during the probe's fit (one tick per probe optimizer step) and during
@@ -30,6 +35,34 @@ def resolve_mode(mode: Any) -> str:
     if mode == "auto":
         return "bar" if sys.stderr.isatty() else "log"
     return mode
+
+
+class Progress:
+    """A run's progress over ``total`` steps from ``initial``: a tqdm bar on a terminal (or when
+    asked); plain log lines otherwise (SLURM logs)."""
+
+    def __init__(self, mode: Any, total: int, initial: int):
+        self.mode, self.total = resolve_mode(mode), total
+        self.bar = None
+        if self.mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+        self.postfix: dict[str, str] = {}
+
+    def update(self, step: int, n: int, **values: float) -> None:
+        """``n`` more steps done, at ``step``; ``values`` are shown beside the bar (or in the log line)."""
+        self.postfix.update({k: f"{v:.4g}" for k, v in values.items()})
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(self.postfix, refresh=False)
+        elif self.mode == "log":
+            fields = " ".join(f"{k}={v}" for k, v in self.postfix.items())
+            log.info("step %d/%d %s", step, self.total, fields)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class PauseProgress:

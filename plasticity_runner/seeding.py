@@ -65,6 +65,20 @@ def generator(device, run_seed: int, *path: str | int):
     return torch.Generator(device).manual_seed(stream_seed(run_seed, *path))
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global RNGs (network initialisation) from the run's
+    ``global`` stream: any integer seed works, and the global stream is apart from every generator
+    the run keeps (environment, actions, replay, probes)."""
+    import random
+
+    import torch
+
+    global_seed = stream_seed(seed, "global")
+    random.seed(global_seed)
+    np.random.seed(global_seed % 2**32)
+    torch.manual_seed(global_seed)
+
+
 def set_generator_state(gen, state) -> None:
     """``gen.set_state(state)`` for a state read back from a checkpoint on any device.
 

@@ -16,19 +16,18 @@ Reads top to bottom in the order of the paper's protocol (section 5.1, appendix 
 
 A *step* is one optimizer step; each step also steps the vector environment
 ``agent.update_every_env_steps`` times (``env.num_envs`` transitions each).
+
+``run_dqn`` is this loop as the program of every env that names no other (``programs``); the run
+directory's lock, config check and ``run.json`` around it are ``lifecycle``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
-import random
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -37,62 +36,22 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, fastpath, registry, run_status, seeding, sinks
+from . import checkpoint, fastpath, programs, registry, run_status, seeding
 from . import interventions as interventions_lib
-from .agents.dqn import DQNAgent, FrameClock, epsilon_at, frame_clock, target_update_due
-from .config import CASE_STUDY_ENVS, ConfigError, validate
+from .agents.dqn import DQNAgent, epsilon_at, frame_clock, target_update_due
 from .envs import make_env, schedule
 from .evaluation import evaluate_agent
-from .metrics import RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
+from .lifecycle import Run
 from .nets import build_network
 from .optim import build_optimizer
 from .preemption import PreemptionGuard
 from .probes.dynamics import DynamicsTracker
 from .probes.pause import run_pause
-from .seeding import stream_seed
+from .progress import Progress
+from .run_state import RunState
+from .seeding import seed_everything, stream_seed
 
 log = logging.getLogger("plasticity_runner")
-
-FINISHED = ("complete", "diverged")  # statuses after which a restart does nothing
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    name = str(getattr(name, "value", name))
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but torch sees no CUDA device; use device=cpu or device=auto")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and torch's global RNGs (network initialisation) from the run's
-    ``global`` stream (``seeding.stream_seed``): any integer seed works, and the global stream is
-    apart from every generator the run keeps (environment, actions, replay, probes)."""
-    global_seed = stream_seed(seed, "global")
-    random.seed(global_seed)
-    np.random.seed(global_seed % 2**32)
-    torch.manual_seed(global_seed)
-
-
-@dataclass
-class RunState:
-    """Everything the loop mutates; what a checkpoint must hold."""
-
-    env: Any
-    replay: Any
-    agent: DQNAgent
-    act_generator: torch.Generator
-    replay_generator: torch.Generator
-    obs: torch.Tensor
-    step: int = 0
-    build_fresh: Any = None
-    interventions: list = field(default_factory=list)
-    episode_returns: list = field(default_factory=list)  # games finished since the last log point
-    probe_loss: Any = None  # the probe's compiled minibatch loss (speed.compile / speed.cuda_graphs), if any
-    clock: FrameClock | None = None  # training steps -> emulator frames (Atari; from the config, not checkpointed)
-    dynamics: DynamicsTracker | None = None  # theta_0, the last log point's theta, churn reference, gradient-norm sums
 
 
 def build_run(cfg: DictConfig, device: torch.device) -> RunState:
@@ -209,119 +168,30 @@ def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, floa
     return out
 
 
-class Progress:
-    """A tqdm bar on a terminal (or when asked); plain log lines otherwise (SLURM logs)."""
-
-    def __init__(self, mode: str, total: int, initial: int):
-        mode = str(getattr(mode, "value", mode))
-        if mode == "auto":
-            mode = "bar" if sys.stderr.isatty() else "log"
-        self.mode, self.total = mode, total
-        self.bar = None
-        if mode == "bar":
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-        self.postfix: dict[str, str] = {}
-
-    def update(self, step: int, n: int, **values: float) -> None:
-        self.postfix.update({k: f"{v:.4g}" for k, v in values.items()})
-        if self.bar is not None:
-            self.bar.update(n)
-            self.bar.set_postfix(self.postfix, refresh=False)
-        elif self.mode == "log":
-            fields = " ".join(f"{k}={v}" for k, v in self.postfix.items())
-            log.info("step %d/%d %s", step, self.total, fields)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-# Config keys that may change between a run and its restart in the same directory: how the run is
-# shown or where its inputs are found, never what it computes (a requeued job may stage its data
-# set to a per-job scratch path).
-RESTART_MAY_CHANGE = {"progress", "torch_threads", "checkpoint.keep", "log_every_steps", "env.data_dir", "objective"}
-RESTART_MAY_CHANGE_PREFIXES = ("logger.",)  # the sinks mirroring the metrics (a restart may add or drop one)
-
-
-def _check_same_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The existing ``run.json`` of ``run_dir`` (None if new); refuses a different config."""
-    path = run_dir / RUN_FILE
-    if not path.exists():
-        return None
-    meta = load_run_metadata(run_dir)
-    old, new = meta.get("config", {}), flatten(config)
-    changed = sorted(
-        k for k in set(old) | set(new)
-        if k not in RESTART_MAY_CHANGE and not k.startswith(RESTART_MAY_CHANGE_PREFIXES) and old.get(k) != new.get(k)
-    )
-    if changed:
-        diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
-        raise ConfigError(
-            changed[0],
-            f"{run_dir} holds a run started with a different config ({diff}); "
-            "resume it with its own config or choose a new hydra.run.dir",
-        )
-    return meta
-
-
-def _accept(run_dir: Path, config: dict[str, Any], on_start: Callable[[], None] | None) -> dict[str, Any] | None:
-    """``_check_same_run``, then ``on_start()`` if the run will start or resume (not refused, not finished)."""
-    previous = _check_same_run(run_dir, config)
-    if on_start is not None and (previous is None or previous.get("status") not in FINISHED):
-        on_start()
-    return previous
 
 
 def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Run one experiment into ``run_dir``, resuming from its newest complete checkpoint.
+    """Run one experiment into ``run_dir`` (``programs.run``): the program its env picks (this
+    module's ``run_dqn``, or a case study of section 4) in the run directory's lifecycle.
 
-    ``cfg`` is the composed config (``compose()`` in tests, ``@hydra.main`` from the CLI).
     ``on_start`` is called once the config is valid, the run directory's lock is held and the
-    directory accepts the config, before anything is written (the CLI writes Hydra's record of
-    the run there).
-    Returns a summary: run id, steps done, status and the last probe scalars. The run holds the
-    directory's lock throughout (``run_status``): a second process on it is refused, and a run
-    that raises records ``crashed`` (or ``interrupted``) in ``run.json``.
+    directory accepts the config, before anything is written. Returns a summary: run id, steps
+    done, status and (``run_dqn``) the last probe scalars.
     """
-    validate(cfg)
-    with run_status.RunRecord(run_dir) as record:
-        if cfg.env.name in CASE_STUDY_ENVS:  # the studies of section 4 run their own loops (case_studies/)
-            from .case_studies import run_case_study
-            from .case_studies.common import run_config
-
-            _accept(Path(run_dir), run_config(cfg), on_start)
-            return run_case_study(cfg, run_dir)
-        with contextlib.ExitStack() as cleanup:  # the logging sinks close when the run ends or raises
-            return _train(cfg, Path(run_dir), record, on_start, cleanup)
+    return programs.run(cfg, run_dir, on_start)
 
 
-def _train(
-    cfg: DictConfig, run_dir: Path, record: run_status.RunRecord, on_start: Callable[[], None] | None = None,
-    cleanup: contextlib.ExitStack | None = None,
-) -> dict[str, Any]:
-    """The run of ``train``, inside the run directory's lock."""
-    if cfg.torch_threads:
-        torch.set_num_threads(int(cfg.torch_threads))
-    device = resolve_device(cfg.device)
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    config["interventions"] = interventions_lib.active_names(interventions_lib.build_interventions(cfg.intervention))
-    previous = _accept(run_dir, config, on_start)
-    if previous is not None and previous.get("status") in FINISHED:
-        log.info("run %s is already %s (%s); nothing to do", previous["run_id"], previous["status"], run_dir)
-        return {"run_id": previous["run_id"], "run_dir": str(run_dir), "steps": previous.get("steps_done"),
-                "status": previous["status"], "already_finished": True}
-
+def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """The DQN program (steps 1-5 of the module's list) in the run directory ``run`` holds
+    (``lifecycle``), resuming from its newest complete checkpoint."""
+    run_dir, device, record = run.run_dir, run.device, run.record
     state = build_run(cfg, device)
     fast_path = fastpath.configure(cfg.speed, state.agent, device)
     state.probe_loss = fastpath.probe_loss(cfg.speed, cfg.probe, device, fast_path)
-    resumed_from = checkpoint.load_latest(run_dir, state) if cfg.checkpoint.enabled else None
+    resumed_from = checkpoint.load_latest(run_dir, state.load_state_dict, device) if cfg.checkpoint.enabled else None
     checkpoint.discard_after(run_dir, resumed_from)
-    meta = {"device": str(device), "status": "running", "resumed_from_step": resumed_from, "fast_path": fast_path}
-    run_id = write_run_metadata(run_dir, config, extra=meta)
-    opened = sinks.open_sinks(cfg, run_dir, run_id, config, resumed_from)
-    writer = MetricsWriter(run_dir, run_id, (cleanup or contextlib.ExitStack()).enter_context(opened))
+    writer = run.start(resumed_from, fast_path=fast_path)
+    run_id = run.run_id
     # plain values for the hot loop: an OmegaConf attribute read costs microseconds, thousands per step
     agent_cfg, total = plain(cfg.agent), int(cfg.total_steps)
     probe_every, log_every = int(cfg.probe.every_steps), int(cfg.log_every_steps)
@@ -335,7 +205,7 @@ def _train(
         """The pause's metrics shard, then its checkpoint (of the state after the step's hooks)."""
         writer.flush(state.step)
         if cfg.checkpoint.enabled:
-            checkpoint.save(run_dir, state, int(cfg.checkpoint.keep))
+            checkpoint.save(run_dir, state.step, state.state_dict(), int(cfg.checkpoint.keep))
 
     probe_before_hooks = str(getattr(cfg.probe.at, "value", cfg.probe.at)) == "before_interventions"
     summary: dict[str, Any] = {"probe": {}}
@@ -422,14 +292,10 @@ def _train(
 
                     def save_now() -> None:
                         writer.flush(state.step)
-                        checkpoint.save(run_dir, state, int(cfg.checkpoint.keep))
+                        checkpoint.save(run_dir, state.step, state.state_dict(), int(cfg.checkpoint.keep))
 
                     preempt.stop(save=None if at_pause or not cfg.checkpoint.enabled else save_now)
     finally:
         preempt.uninstall()
         progress.close()
-    end = run_status.end_fields(run_dir, status, state.step, cfg.on_divergence)
-    write_run_metadata(run_dir, config, extra={**meta, **end})
-    status = end["status"]
-    log.info("run %s %s at step %d: metrics in %s", run_id, status, state.step, (run_dir / "metrics").resolve())
-    return {"run_id": run_id, "run_dir": str(run_dir), "steps": state.step, "status": status, **summary}
+    return run.finish(run_status.end_fields(run_dir, status, state.step, cfg.on_divergence), **summary)

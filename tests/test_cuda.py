@@ -15,10 +15,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from plasticity_runner import checkpoint, trainer
+from plasticity_runner import lifecycle
 from plasticity_runner.agents.dqn import epsilon_at
 from plasticity_runner.config import ConfigError
 from plasticity_runner.probes.plasticity import make_targets, plasticity_probe
+from plasticity_runner.run_state import DeviceMismatchError
 from plasticity_runner.trainer import build_run, plain, prefill, train, train_step
 
 from .conftest import TINY, make_cfg
@@ -100,8 +101,8 @@ def test_a_cuda_run_resumed_on_the_cpu_is_refused_with_a_clear_error(tmp_path, m
         crash_at(m, 25)
         with pytest.raises(Crash):
             train(make_cfg(["device=auto"]), auto)
-    monkeypatch.setattr(trainer, "resolve_device", lambda name: torch.device("cpu"))
-    with pytest.raises(checkpoint.DeviceMismatchError, match="run on cuda and cannot be resumed on cpu"):
+    monkeypatch.setattr(lifecycle, "resolve_device", lambda name: torch.device("cpu"))
+    with pytest.raises(DeviceMismatchError, match="run on cuda and cannot be resumed on cpu"):
         train(make_cfg(["device=auto"]), auto)
     assert json.loads((auto / "run.json").read_text())["status"] == "crashed"
     # from the CLI, on a node without a GPU (CUDA_VISIBLE_DEVICES=""): exit 3 and the message

@@ -39,21 +39,19 @@ def test_a_checkpoint_of_another_device_type_is_refused_naming_the_file(tmp_path
     import pytest
 
     from plasticity_runner import checkpoint
+    from plasticity_runner.run_state import DeviceMismatchError
 
     state = build_run(make_cfg(), torch.device("cpu"))
     prefill(state, 64)
-    real = checkpoint.state_dict
-    monkeypatch.setattr(checkpoint, "state_dict", lambda s: {**real(s), "device": "cuda"})
-    d = checkpoint.save(tmp_path, state, keep=1)
-    monkeypatch.setattr(checkpoint, "state_dict", real)
+    d = checkpoint.save(tmp_path, state.step, {**state.state_dict(), "device": "cuda"}, keep=1)
     again = build_run(make_cfg(), torch.device("cpu"))
-    with pytest.raises(checkpoint.DeviceMismatchError, match=r"run on cuda and cannot be resumed on cpu") as err:
-        checkpoint.load_latest(tmp_path, again)
+    with pytest.raises(DeviceMismatchError, match=r"run on cuda and cannot be resumed on cpu") as err:
+        checkpoint.load_latest(tmp_path, again.load_state_dict, again.device)
     assert str(d / checkpoint.STATE_FILE) in str(err.value) and "device=cuda" in str(err.value)
     assert again.step == 0  # nothing was loaded
     # a checkpoint of the same device type (and one from before the device was recorded) loads
-    ckpt = real(state)
-    checkpoint.load_state_dict(again, ckpt)
+    ckpt = state.state_dict()
+    again.load_state_dict(ckpt)
     del ckpt["device"]
-    checkpoint.load_state_dict(again, ckpt)
+    again.load_state_dict(ckpt)
 

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plasticity_runner import checkpoint
 from plasticity_runner.agents.dqn import DQNAgent
 from plasticity_runner.probes.dynamics import eval_gradient_norms, greedy_actions
 from plasticity_runner.seeding import stream_seed
@@ -121,11 +120,11 @@ def test_weight_change_from_init_and_its_state_survive_a_checkpoint():
     assert "policy_churn_frac" not in out  # the first measurement has nothing to compare with
 
     buffer = io.BytesIO()
-    torch.save(checkpoint.state_dict(state), buffer)
+    torch.save(state.state_dict(), buffer)
     buffer.seek(0)
     other = build_run(make_cfg(["seed=5"]), CPU)  # another theta_0, to be overwritten
     prefill(other, int(cfg.agent.learning_starts))
-    checkpoint.load_state_dict(other, torch.load(buffer, weights_only=False))
+    other.load_state_dict(torch.load(buffer, weights_only=False))
     for name, value in state.dynamics.theta_0.items():
         assert torch.equal(other.dynamics.theta_0[name], value)
         assert np.array_equal(value.double().numpy(), theta_0[name])

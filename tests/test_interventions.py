@@ -511,12 +511,10 @@ def test_each_intervention_alone_on_every_architecture_with_the_probe(arch, name
 
 
 def test_a_checkpoint_after_injection_restores_the_injected_structure():
-    from plasticity_runner import checkpoint
-
     state = agent_with(["plasticity_injection"], extra=["intervention.plasticity_injection.at_step=2"], steps=3)
-    ckpt = copy.deepcopy(checkpoint.state_dict(state))
+    ckpt = copy.deepcopy(state.state_dict())
     restored = build_run(cfg_with(["plasticity_injection"], extra=["intervention.plasticity_injection.at_step=2"]), CPU)
-    checkpoint.load_state_dict(restored, ckpt)
+    restored.load_state_dict(ckpt)
     assert isinstance(restored.agent.online.head, InjectedHead) and isinstance(restored.agent.target.head, InjectedHead)
     for (n, p), (_, q) in zip(state.agent.online.named_parameters(), restored.agent.online.named_parameters()):
         torch.testing.assert_close(q, p, rtol=0, atol=0)

@@ -158,6 +158,6 @@ def test_a_stopped_study_resumes_by_replaying_its_finished_trials(tmp_path):
 
 def test_the_objective_changes_no_number_so_a_restart_may_change_it(tmp_path):
     from plasticity_runner.report import names as N
-    from plasticity_runner.trainer import RESTART_MAY_CHANGE
+    from plasticity_runner.lifecycle import RESTART_MAY_CHANGE
 
     assert "objective" in RESTART_MAY_CHANGE and "objective" in N.GROUP_IGNORE_KEYS

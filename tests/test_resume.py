@@ -39,10 +39,10 @@ def crash_at(monkeypatch, step: int, where: str = "train_step") -> None:
     else:  # crash in the middle of the pause: after the metrics shard, before the checkpoint
         real = checkpoint.save
 
-        def crashing_save(run_dir, state, keep):
-            if state.step == step:
+        def crashing_save(run_dir, at_step, bundle, keep):
+            if at_step == step:
                 raise Crash(step)
-            return real(run_dir, state, keep)
+            return real(run_dir, at_step, bundle, keep)
 
         monkeypatch.setattr(checkpoint, "save", crashing_save)
 

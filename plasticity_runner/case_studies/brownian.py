@@ -38,7 +38,6 @@ import copy
 import logging
 import math
 import time
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -56,8 +55,9 @@ from ..probes.curvature import Curvature, hessian_spectrum
 from .. import seeding
 from ..seeding import stream_seed
 from ..probes.gradcov import GradCov, gradient_covariance, perturbation_sample_losses
-from ..trainer import Progress
-from .common import CaseRun, begin_run, distance, end_run, snapshot
+from ..lifecycle import Run
+from ..progress import Progress
+from .common import begin_run, distance, end_run, snapshot
 
 log = logging.getLogger("plasticity_runner")
 
@@ -165,16 +165,15 @@ def measure(cfg: DictConfig, net: nn.Module, inputs: torch.Tensor, seed: int) ->
     return scalars, arrays
 
 
-def run_brownian(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Run the figure-2 study for ``total_steps`` steps into ``run_dir``; returns the run's summary.
+def run_brownian(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """The figure-2 study for ``total_steps`` steps, the program of ``env=brownian``
+    (``envs/brownian.py``), in the run directory ``run`` holds (``lifecycle``); returns the run's summary.
 
-    ``cfg`` is the composed config with ``env=brownian`` (already validated by ``trainer.train``).
+    ``cfg`` is the composed config with ``env=brownian`` (already validated by ``programs.run``).
     The summary holds, per process, the measured ``hessian_top_eig`` and ``gradcov_neg_frac`` (lists).
     """
-    run = begin_run(cfg, run_dir)
-    if not isinstance(run, CaseRun):
-        return run  # finished before
-    env_cfg, device, writer = cfg.env, run.device, run.writer
+    writer = begin_run(cfg, run)
+    env_cfg, device = cfg.env, run.device
     if str(cfg.optimizer.kind) != "sgd":
         log.warning("env=brownian with optimizer=%s: the paper's trajectory is SGD (optimizer=sgd)", cfg.optimizer.name)
 

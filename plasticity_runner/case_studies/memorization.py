@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,8 +43,9 @@ from ..envs.datasets import load_dataset
 from ..nets import build_network
 from ..optim import build_optimizer
 from ..probes.statistics import DEAD_FRAC, layer_activities
-from ..trainer import Progress
-from .common import CaseRun, begin_run, distance, end_run, snapshot
+from ..lifecycle import Run
+from ..progress import Progress
+from .common import begin_run, distance, end_run, snapshot
 
 log = logging.getLogger("plasticity_runner")
 
@@ -126,16 +126,15 @@ def eval_seed(seed: int, iteration: int) -> int:
     return stream_seed(seed, "memorization/eval", iteration)
 
 
-def run_memorization(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Run the figure-1 memorisation study into ``run_dir``; returns the run's summary.
+def run_memorization(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """The figure-1 memorisation study, the program of ``env=memorization`` (``envs/memorization.py``),
+    in the run directory ``run`` holds (``lifecycle``); returns the run's summary.
 
-    ``cfg`` is the composed config with ``env=memorization`` (already validated by ``trainer.train``).
+    ``cfg`` is the composed config with ``env=memorization`` (already validated by ``programs.run``).
     The summary holds ``accuracy`` and ``dead_frac`` per iteration (lists).
     """
-    run = begin_run(cfg, run_dir)
-    if not isinstance(run, CaseRun):
-        return run  # finished before
-    env_cfg, device, writer = cfg.env, run.device, run.writer
+    writer = begin_run(cfg, run)
+    env_cfg, device = cfg.env, run.device
 
     # 1-2. the fixed images with their first labelling, the network and the optimizer
     data = load_images(env_cfg, device)

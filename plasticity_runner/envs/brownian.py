@@ -1,0 +1,48 @@
+"""``env=brownian``: gradient descent vs Brownian motion, section 4.2 / appendix A.1 (figure 2).
+
+Not an environment the DQN agent steps: a case study with its own program
+(``case_studies/brownian.py``, imported when picked), which ``programs.run`` runs instead of the
+trainer because this registration names it. It steps the classification MDP of section 3.2 itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from .classification import Task
+from .datasets import Dataset
+from ..errors import ConfigError, positive
+from ..registry import register
+
+
+@dataclass
+class BrownianEnvConfig:
+    """Gradient descent vs Brownian motion, section 4.2 / appendix A.1 (``case_studies/brownian.py``)."""
+
+    name: str = "brownian"
+    dataset: Dataset = Dataset.digits
+    task: Task = Task.true_label
+    data_dir: str = "data"
+    download: bool = False
+    num_images: Optional[int] = None
+    label_seed: int = 0
+    batch_size: int = 512
+    target_update_steps: int = 5000
+    measure_every_steps: int = 5000
+
+
+def check(cfg: Any, key: str) -> None:
+    """Sizes and cadences are positive; C_k is measured on the probe loss of section 4.2."""
+    for name in ("num_images", "batch_size", "target_update_steps", "measure_every_steps"):
+        positive(cfg, f"{key}.{name}")
+    loss = OmegaConf.select(cfg, "diagnostics.gradcov.loss")
+    if str(getattr(loss, "value", loss)) == "td":
+        raise ConfigError("diagnostics.gradcov.loss", "env=brownian measures C_k on the probe loss of section "
+                          "4.2, not the TD loss; choose perturbation_shared (experiment=fig2_brownian) or perturbation")
+
+
+register("env", "brownian", BrownianEnvConfig, check=check,
+         program="plasticity_runner.case_studies.brownian:run_brownian")

@@ -1,0 +1,42 @@
+"""``env=memorization``: memorisation of re-randomised labels, section 4.1 / appendix A.1 (figure 1).
+
+Not an environment the DQN agent steps: a case study with its own program
+(``case_studies/memorization.py``, imported when picked), which ``programs.run`` runs instead of
+the trainer because this registration names it. Its keys are documented in
+``configs/env/memorization.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .datasets import Dataset
+from ..errors import positive
+from ..registry import register
+
+
+@dataclass
+class MemorizationEnvConfig:
+    """Memorisation of re-randomised labels, section 4.1 / appendix A.1 (``case_studies/memorization.py``)."""
+
+    name: str = "memorization"
+    dataset: Dataset = Dataset.digits
+    data_dir: str = "data"
+    download: bool = False
+    num_images: int = 5000
+    iteration_steps: int = 2000
+    num_iterations: int = 20
+    batch_size: int = 128
+    eval_samples: int = 4096
+    label_seed: int = 0
+
+
+def check(cfg: Any, key: str) -> None:
+    """Sizes and counts are positive."""
+    for name in ("num_images", "iteration_steps", "num_iterations", "batch_size", "eval_samples"):
+        positive(cfg, f"{key}.{name}")
+
+
+register("env", "memorization", MemorizationEnvConfig, check=check,
+         program="plasticity_runner.case_studies.memorization:run_memorization")

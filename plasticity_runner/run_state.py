@@ -1,0 +1,122 @@
+"""What the DQN trainer's loop mutates, and its checkpoint bundle (``RunState.state_dict``).
+
+The bundle holds everything a restart needs to continue the same run bit for bit: online and
+target networks, optimizer state, replay contents, environment state, the step counter, the
+current observation, every generator (action, replay) and the global RNG states (torch CPU and
+CUDA, numpy, Python), the state of the interventions, and that of the training-dynamics metrics
+(``probes/dynamics.py``: the parameters at initialisation and at the last log point, the
+policy-churn reference batch and its last greedy actions), and the device type it was written on.
+``checkpoint.py`` writes and reads the bundle as a file and knows nothing of what is in it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .seeding import set_generator_state
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .agents.dqn import DQNAgent, FrameClock
+    from .probes.dynamics import DynamicsTracker
+
+
+class DeviceMismatchError(RuntimeError):
+    """A checkpoint written on one device type (cuda) loaded into a run on another (cpu)."""
+
+
+def check_device(bundle: dict[str, Any], device: torch.device, where: Any = "the checkpoint") -> None:
+    """Refuse a bundle of another device type: its generator states (Philox on cuda, Mersenne
+    Twister on the CPU) cannot seed this device's generators, so the run could not continue the
+    same random streams; a run on another device would silently be a different run."""
+    saved = bundle.get("device")  # absent in checkpoints written before it was recorded
+    if saved is not None and saved != device.type:
+        raise DeviceMismatchError(
+            f"{where} was written by a run on {saved} and cannot be resumed on {device.type}: the random "
+            f"streams of a {saved} run have no {device.type} equivalent. Resume it on {saved} "
+            f"(device={saved}), or start a new run directory on {device.type}"
+        )
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The process-wide RNG states: torch CPU and CUDA, numpy, Python."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())  # RNG states are CPU ByteTensors (map_location moved them)
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+@dataclass
+class RunState:
+    """Everything the loop mutates; what a checkpoint must hold."""
+
+    env: Any
+    replay: Any
+    agent: DQNAgent
+    act_generator: torch.Generator
+    replay_generator: torch.Generator
+    obs: torch.Tensor
+    step: int = 0
+    build_fresh: Any = None
+    interventions: list = field(default_factory=list)
+    episode_returns: list = field(default_factory=list)  # games finished since the last log point
+    probe_loss: Any = None  # the probe's compiled minibatch loss (speed.compile / speed.cuda_graphs), if any
+    clock: FrameClock | None = None  # training steps -> emulator frames (Atari; from the config, not checkpointed)
+    dynamics: DynamicsTracker | None = None  # theta_0, the last log point's theta, churn reference, gradient-norm sums
+
+    @property
+    def device(self) -> torch.device:
+        return self.obs.device
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint bundle (its keys and layout are those of every checkpoint written so far)."""
+        agent = self.agent
+        return {
+            "step": self.step,
+            "online": agent.online.state_dict(),
+            "target": agent.target.state_dict(),
+            "optimizer": agent.optimizer.state_dict(),
+            "replay": self.replay.state_dict(),
+            "env": self.env.state_dict(),
+            "obs": self.obs,
+            "act_generator": self.act_generator.get_state(),
+            "replay_generator": self.replay_generator.get_state(),
+            "interventions": {i.name: i.state_dict() for i in self.interventions},
+            "dynamics": None if self.dynamics is None else self.dynamics.state_dict(),
+            "rng": global_rng_state(),
+            "device": self.device.type,  # the generators' states only fit generators of this device type
+        }
+
+    def load_state_dict(self, bundle: dict[str, Any], where: Any = "the checkpoint") -> None:
+        """Restore ``bundle`` (``state_dict``'s, maybe of an older version); ``DeviceMismatchError``
+        naming ``where`` for a bundle of another device type, before anything is restored."""
+        check_device(bundle, self.device, where)
+        agent = self.agent
+        for i in self.interventions:  # first: an intervention may rebuild parts of the network
+            i.load_state_dict(bundle["interventions"].get(i.name, {}), agent.learner)
+        agent.online.load_state_dict(bundle["online"])
+        agent.target.load_state_dict(bundle["target"])
+        agent.optimizer.load_state_dict(bundle["optimizer"])
+        self.replay.load_state_dict(bundle["replay"])
+        self.env.load_state_dict(bundle["env"])
+        self.obs = bundle["obs"].to(self.obs.device)
+        set_generator_state(self.act_generator, bundle["act_generator"])
+        set_generator_state(self.replay_generator, bundle["replay_generator"])
+        self.step = int(bundle["step"])
+        if self.dynamics is not None:  # theta_0, theta at the last log point, churn reference
+            self.dynamics.load_state_dict(bundle.get("dynamics"))
+        set_global_rng_state(bundle["rng"])

@@ -1,0 +1,205 @@
+"""The package's structure: no import cycle between its modules, no file past ~400 lines, and the
+program of each env picked in one place (``programs``)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import plasticity_runner
+from plasticity_runner import config, programs, registry
+
+PACKAGE = Path(plasticity_runner.__file__).resolve().parent
+MAX_LINES = 400
+
+
+def module_names() -> dict[str, Path]:
+    """Dotted name -> file of every module of the package (a package is its ``__init__.py``)."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _blocks(node: ast.stmt) -> list[list[ast.stmt]]:
+    """The statement lists nested in ``node`` that run when ``node`` runs (not a function body)."""
+    if isinstance(node, ast.Try):
+        return [node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)]
+    if isinstance(node, (ast.If, ast.For, ast.While)):
+        return [node.body, node.orelse]
+    if isinstance(node, (ast.With, ast.ClassDef)):
+        return [node.body]
+    return []
+
+
+def run_at_import(body: list[ast.stmt]):
+    """The statements of ``body`` that run when the module is imported: its top level and the
+    blocks nested there (``if``, ``try``, ``with``, class bodies), not function bodies nor
+    ``if TYPE_CHECKING:`` blocks."""
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            yield from run_at_import(node.orelse)
+            continue
+        yield node
+        for block in _blocks(node):
+            yield from run_at_import(block)
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package's modules that ``name`` imports when it is imported (relative imports resolved)."""
+    is_package = path.name == "__init__.py"
+    out: set[str] = set()
+    for node in run_at_import(ast.parse(path.read_text(), str(path)).body):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names if alias.name in modules)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = name.split(".") if is_package else name.split(".")[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            for alias in node.names:
+                if f"{base}.{alias.name}" in modules:  # a submodule
+                    out.add(f"{base}.{alias.name}")
+                elif base in modules:  # a name defined in the module (or package __init__)
+                    out.add(base)
+    out.discard(name)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = module_names()
+    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (a list of names, first repeated last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle_and_resolves_relative_imports(tmp_path):
+    """The oracle: a hand-made graph with one cycle, and the edges of modules read here by hand."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    modules = module_names()
+    # case_studies/common.py: module-level relative imports, two levels up
+    name = "plasticity_runner.case_studies.common"
+    common = imports_of(name, modules[name], modules)
+    assert {"plasticity_runner.lifecycle", "plasticity_runner.checkpoint", "plasticity_runner.seeding"} <= common
+    # trainer.py: ``from . import checkpoint`` is the submodule; a name of envs/__init__ is the package
+    trainer = imports_of("plasticity_runner.trainer", modules["plasticity_runner.trainer"], modules)
+    assert {"plasticity_runner.checkpoint", "plasticity_runner.envs", "plasticity_runner.envs.schedule"} <= trainer
+    # an import inside a function or under TYPE_CHECKING is not one made at import
+    fake = tmp_path / "fake.py"
+    fake.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import trainer\n"
+        "def f():\n    from . import config\n"
+        "try:\n    from . import seeding\nexcept ImportError:\n    pass\n"
+        "class C:\n    from .envs import base\n"
+    )
+    expected = {"plasticity_runner.seeding", "plasticity_runner.envs.base"}
+    assert imports_of("plasticity_runner.fake", fake, modules) == expected
+
+
+def test_no_import_cycle_between_the_package_modules():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_case_studies_import_nothing_of_the_trainer():
+    """The programs share the lifecycle (``lifecycle``), not each other's insides."""
+    graph = import_graph()
+    for name, imported in graph.items():
+        if name.startswith("plasticity_runner.case_studies"):
+            assert "plasticity_runner.trainer" not in imported, name
+    assert not any(m.startswith("plasticity_runner.case_studies") for m in graph["plasticity_runner.trainer"])
+    assert not any(m.startswith("plasticity_runner.trainer") for m in graph["plasticity_runner.checkpoint"])
+
+
+def too_long(package: Path) -> dict[str, int]:
+    """Path -> line count of every module of ``package`` longer than ``MAX_LINES``."""
+    out = {}
+    for path in sorted(package.rglob("*.py")):
+        n = len(path.read_text().splitlines())
+        if n > MAX_LINES:
+            out[str(path.relative_to(package.parent))] = n
+    return out
+
+
+@pytest.mark.xfail(strict=False, reason="over 400 lines while other branches split them: "
+                   "plasticity_runner/config.py, plasticity_runner/envs/atari.py, plasticity_runner/probes/gradcov.py")
+def test_no_module_is_longer_than_400_lines():
+    assert too_long(PACKAGE) == {}
+
+
+def test_the_line_counter_sees_a_long_module(tmp_path):
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "sub" / "long.py").write_text("x = 1\n" * (MAX_LINES + 1))
+    (tmp_path / "pkg" / "short.py").write_text("x = 1\n" * MAX_LINES)
+    assert too_long(tmp_path / "pkg") == {"pkg/sub/long.py": MAX_LINES + 1}
+
+
+# ---------------------------------------------------------------- the program of each env, picked once
+
+ENVS_WITH_A_PROGRAM = sorted(name for name, part in registry.parts("env").items() if part.extra.get("program"))
+
+
+def test_case_study_envs_are_the_registered_envs_with_a_program():
+    assert ENVS_WITH_A_PROGRAM, "no env registers a program"
+    assert sorted(config.case_study_envs()) == ENVS_WITH_A_PROGRAM == sorted(config.CASE_STUDY_ENVS)
+
+
+@pytest.mark.parametrize("name", ENVS_WITH_A_PROGRAM)
+def test_each_program_named_by_an_env_is_a_function_taking_cfg_and_run(name):
+    import inspect
+
+    path = programs.program_path(name)
+    assert path == registry.get("env", name).extra["program"] and path != programs.DQN
+    function = programs.load_program(path)
+    assert list(inspect.signature(function).parameters) == ["cfg", "run"]
+
+
+def test_an_env_without_a_program_runs_the_dqn_trainer():
+    from plasticity_runner.trainer import run_dqn
+
+    assert programs.program_path("classification") == programs.DQN
+    assert programs.load_program(programs.DQN) is run_dqn
+
+
+@pytest.mark.parametrize("name", ENVS_WITH_A_PROGRAM)
+def test_an_env_with_a_program_takes_no_intervention(name):
+    from plasticity_runner.cli import compose_config
+
+    with pytest.raises(config.ConfigError, match="intervention.layer_norm"):
+        config.validate(compose_config([f"env={name}", "intervention=[layer_norm]"]))
