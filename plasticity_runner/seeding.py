@@ -73,10 +73,10 @@ def seed_everything(seed: int) -> None:
 
     import torch
 
-    global_seed = stream_seed(seed, "global")
-    random.seed(global_seed)
-    np.random.seed(global_seed % 2**32)
-    torch.manual_seed(global_seed)
+    seed_g = global_seed(seed)
+    random.seed(seed_g)
+    np.random.seed(seed_g % 2**32)
+    torch.manual_seed(seed_g)
 
 
 def set_generator_state(gen, state) -> None:
@@ -94,6 +94,11 @@ def set_generator_state(gen, state) -> None:
 def global_seed(run_seed: int) -> int:
     """The seed of the global RNGs (network initialisation): stream ``global``."""
     return stream_seed(run_seed, "global")
+
+
+def env_seed(run_seed: int) -> int:
+    """The seed the environment derives its own streams from: stream ``env``."""
+    return stream_seed(run_seed, "env")
 
 
 def eval_seed(run_seed: int, step: int) -> int:

@@ -49,7 +49,7 @@ from .probes.dynamics import DynamicsTracker
 from .probes.pause import run_pause
 from .progress import Progress
 from .run_state import RunState
-from .seeding import seed_everything, stream_seed
+from .seeding import env_seed, eval_seed, seed_everything
 
 log = logging.getLogger("plasticity_runner")
 
@@ -57,7 +57,7 @@ log = logging.getLogger("plasticity_runner")
 def build_run(cfg: DictConfig, device: torch.device) -> RunState:
     """Build every part from the config (explicit composition: nothing hidden in globals)."""
     seed_everything(int(cfg.seed))
-    env = make_env(cfg.env, device, seed=stream_seed(cfg.seed, "env"))
+    env = make_env(cfg.env, device, seed=env_seed(cfg.seed))
     interventions = interventions_lib.build_interventions(cfg.intervention)
     net_options = interventions_lib.network_options(interventions)
 
@@ -264,7 +264,7 @@ def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
                 if eval_every and state.step % int(eval_every) == 0:
                     t0 = time.perf_counter()
                     scores = evaluate_agent(  # env.eval_protocol: episodes or DQN Zoo's frame budget
-                        state.env, state.agent, cfg.env, seed=stream_seed(cfg.seed, "eval", state.step),
+                        state.env, state.agent, cfg.env, seed=eval_seed(cfg.seed, state.step),
                         stream=1 + state.step,
                     )
                     writer.add_many(state.step, "eval", scores)

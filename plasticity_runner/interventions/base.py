@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..seeding import stream_seed
+from ..seeding import fresh_init_seed
 
 
 @dataclass
@@ -123,7 +123,7 @@ PHASES = {
 def fresh_seed(run_seed: int, name: str, step: int) -> int:
     """The seed of the fresh initialisation drawn by intervention ``name`` at training step ``step``
     (stream ``fresh/<name>`` of the run seed)."""
-    return stream_seed(run_seed, f"fresh/{name}", step)
+    return fresh_init_seed(run_seed, name, step)
 
 
 # Why an intervention that copies a fresh initialisation into the network cannot follow an injection.
