@@ -157,8 +157,8 @@ def too_long(package: Path) -> dict[str, int]:
     return out
 
 
-@pytest.mark.xfail(strict=False, reason="over 400 lines while other branches split them: "
-                   "plasticity_runner/config.py, plasticity_runner/envs/atari.py, plasticity_runner/probes/gradcov.py")
+@pytest.mark.xfail(strict=False, reason="plasticity_runner/envs/atari.py holds 412 lines (the emulator "
+                   "replay of a checkpoint's games keeps it in one piece)")
 def test_no_module_is_longer_than_400_lines():
     assert too_long(PACKAGE) == {}
 

@@ -48,7 +48,8 @@ import torch
 from .. import registry
 from ..errors import ConfigError, positive
 from ..seeding import generator, set_generator_state
-from .base import Batch, EvalProtocol, StepResult, check_eval
+from .base import EvalProtocol, StepResult, check_eval
+from .replay import DeviceReplay
 
 # gymnasium's CartPoleEnv constants (CartPole-v1)
 GRAVITY = 9.8  # m/s^2
@@ -75,50 +76,6 @@ class CartPoleEnvConfig:
     eval_episodes: int = 10  # episodes per evaluation (the first of each of eval_episodes parallel copies)
     eval_every_steps: int = 10_000  # training steps between evaluations (0: none)
     eval_epsilon: float = 0.01  # epsilon-greedy epsilon in evaluation (as the other envs: DQN Zoo's 0.01)
-
-
-class VectorReplay:
-    """Uniform replay on the device of float observations ``[capacity, *obs_shape]`` (o_tm1 and o_t)."""
-
-    NAMES = ("o_tm1", "a_tm1", "r_t", "discount_t", "o_t")
-
-    def __init__(self, capacity: int, obs_shape: tuple[int, ...], device: torch.device):
-        self.capacity = int(capacity)
-        self.device = torch.device(device)
-        self.o_tm1 = torch.zeros((self.capacity, *obs_shape), dtype=torch.float32, device=self.device)
-        self.o_t = torch.zeros_like(self.o_tm1)
-        self.a_tm1 = torch.zeros(self.capacity, dtype=torch.int64, device=self.device)
-        self.r_t = torch.zeros(self.capacity, dtype=torch.float32, device=self.device)
-        self.discount_t = torch.zeros(self.capacity, dtype=torch.float32, device=self.device)
-        self.pos = 0  # next slot to write (host int)
-        self.size = 0  # stored transitions (host int)
-
-    def add(self, record: dict[str, torch.Tensor]) -> None:
-        n = record["a_tm1"].shape[0]
-        slots = (torch.arange(n, device=self.device) + self.pos) % self.capacity
-        for name in self.NAMES:
-            getattr(self, name)[slots] = record[name]
-        self.pos = (self.pos + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-
-    def _indices(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        return torch.randint(self.size, (n,), generator=gen, device=self.device)
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        i = self._indices(batch_size, generator)
-        return Batch(o_tm1=self.o_tm1[i], a_tm1=self.a_tm1[i], r_t=self.r_t[i], discount_t=self.discount_t[i],
-                     o_t=self.o_t[i])
-
-    def sample_obs(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return self.o_tm1[self._indices(n, generator)]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**{k: getattr(self, k)[: self.size].clone() for k in self.NAMES}, "pos": self.pos, "size": self.size}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pos, self.size = int(state["pos"]), int(state["size"])
-        for k in self.NAMES:
-            getattr(self, k)[: self.size] = state[k].to(self.device)
 
 
 def physics_step(state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -205,8 +162,8 @@ class CartPoleVectorEnv:
         record = {"o_tm1": o_tm1, "a_tm1": actions, "r_t": reward, "discount_t": (~terminated).float(), "o_t": o_t}
         return StepResult(obs=self.obs, reward=reward, record=record, info=info)
 
-    def make_replay(self, capacity: int) -> VectorReplay:
-        return VectorReplay(capacity, self.obs_shape, self.device)
+    def make_replay(self, capacity: int) -> DeviceReplay:
+        return DeviceReplay(capacity, self.obs_shape, self.device)
 
     def make_eval_env(self, num_envs: int | None = None, stream: int = 1) -> "CartPoleVectorEnv":
         """A second environment for evaluation, with its own seed stream ``stream >= 1``."""

@@ -44,7 +44,8 @@ import torch
 from .. import registry
 from ..errors import ConfigError, positive, unit
 from ..seeding import stream_seed
-from .base import Batch, EvalProtocol, StepResult, check_eval
+from .base import EvalProtocol, StepResult, check_eval
+from .replay import DeviceReplay
 from .schedule import check_env
 
 GAMES: tuple[str, ...] = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
@@ -119,55 +120,6 @@ def _new_game(game: str, cfg: MinAtarEnvConfig, seed: int):
     env.seed(int(seed) % 2**32)
     env.reset()
     return env
-
-
-class MinAtarReplay:
-    """Uniform replay on the device; observations stored as bool ``[capacity, C, 10, 10]`` (o_tm1, o_t)."""
-
-    NAMES = ("o_tm1", "a_tm1", "r_t", "discount_t", "o_t")
-
-    def __init__(self, capacity: int, obs_shape: tuple[int, ...], device: torch.device):
-        self.capacity = int(capacity)
-        self.device = torch.device(device)
-        self.o_tm1 = torch.zeros((self.capacity, *obs_shape), dtype=torch.bool, device=self.device)
-        self.o_t = torch.zeros_like(self.o_tm1)
-        self.a_tm1 = torch.zeros(self.capacity, dtype=torch.int64, device=self.device)
-        self.r_t = torch.zeros(self.capacity, dtype=torch.float32, device=self.device)
-        self.discount_t = torch.zeros(self.capacity, dtype=torch.float32, device=self.device)
-        self.pos = 0  # next slot to write (host int)
-        self.size = 0  # stored transitions (host int)
-
-    def add(self, record: dict[str, torch.Tensor]) -> None:
-        n = record["a_tm1"].shape[0]
-        slots = (torch.arange(n, device=self.device) + self.pos) % self.capacity
-        for name in self.NAMES:
-            getattr(self, name)[slots] = record[name].to(self.device)
-        self.pos = (self.pos + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-
-    def _indices(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randint(self.size, (n,), generator=generator, device=self.device)
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        i = self._indices(batch_size, generator)
-        return Batch(
-            o_tm1=self.o_tm1[i].float(),
-            a_tm1=self.a_tm1[i],
-            r_t=self.r_t[i],
-            discount_t=self.discount_t[i],
-            o_t=self.o_t[i].float(),
-        )
-
-    def sample_obs(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return self.o_tm1[self._indices(n, generator)].float()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**{k: getattr(self, k)[: self.size].clone() for k in self.NAMES}, "pos": self.pos, "size": self.size}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pos, self.size = int(state["pos"]), int(state["size"])
-        for k in self.NAMES:
-            getattr(self, k)[: self.size] = state[k].to(self.device)
 
 
 class MinAtarVectorEnv:
@@ -313,8 +265,8 @@ class MinAtarVectorEnv:
         }
         return StepResult(obs=self.obs, reward=reward32.to(self.device), record=record, info=info)
 
-    def make_replay(self, capacity: int) -> MinAtarReplay:
-        return MinAtarReplay(capacity, self.obs_shape, self.device)
+    def make_replay(self, capacity: int) -> DeviceReplay:
+        return DeviceReplay(capacity, self.obs_shape, self.device, obs_dtype=torch.bool)  # bool grids
 
     def make_eval_env(self, num_envs: int | None = None, stream: int = 1) -> "MinAtarVectorEnv":
         """An environment on the game now played (a chain: the current segment's), own seed stream ``stream >= 1``."""
