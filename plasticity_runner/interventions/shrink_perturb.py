@@ -53,12 +53,5 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.perturb", allow_zero=True)
 
 
-registry.register(
-    "intervention",
-    "shrink_perturb",
-    ShrinkPerturbConfig,
-    build=ShrinkPerturb,
-    check=check,
-    order=70,
-    phase="target_update",
-)
+registry.register("intervention", "shrink_perturb", ShrinkPerturbConfig, build=ShrinkPerturb, check=check,
+    order=70, phase="target_update")

@@ -36,12 +36,5 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.eps")
 
 
-registry.register(
-    "intervention",
-    "spectral_norm",
-    SpectralNormConfig,
-    build=SpectralNorm,
-    check=check,
-    order=30,
-    phase="build",
-)
+registry.register("intervention", "spectral_norm", SpectralNormConfig, build=SpectralNorm, check=check,
+    order=30, phase="build")

@@ -174,13 +174,5 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.kappa")
 
 
-registry.register(
-    "intervention",
-    "weight_clipping",
-    WeightClippingConfig,
-    build=WeightClipping,
-    check=check,
-    order=135,
-    phase="after_step",
-    test_overrides=("intervention.weight_clipping.kappa=0.5",),
-)
+registry.register("intervention", "weight_clipping", WeightClippingConfig, build=WeightClipping, check=check,
+    order=135, phase="after_step", test_overrides=("intervention.weight_clipping.kappa=0.5",))

@@ -37,12 +37,5 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.coeff", allow_zero=True)
 
 
-registry.register(
-    "intervention",
-    "weight_decay",
-    WeightDecayConfig,
-    build=WeightDecay,
-    check=check,
-    order=50,
-    phase="loss",
-)
+registry.register("intervention", "weight_decay", WeightDecayConfig, build=WeightDecay, check=check,
+    order=50, phase="loss")

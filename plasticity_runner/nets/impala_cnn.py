@@ -152,8 +152,6 @@ def check(cfg: Any, key: str) -> None:
         raise ConfigError(f"{key}.channels", f"must be a non-empty list of channels > 0 (one per stack), got {channels}")
 
 
-registry.register(
-    "architecture", "impala_cnn", ImpalaCNNConfig, build=build, check=check, order=7,
+registry.register("architecture", "impala_cnn", ImpalaCNNConfig, build=build, check=check, order=7,
     tiny=dict(channels=[2, 3, 3], blocks_per_stack=2, hidden=8),
-    test_overrides=["architecture.channels=[2,3,3]", "architecture.hidden=8"],
-)
+    test_overrides=["architecture.channels=[2,3,3]", "architecture.hidden=8"])

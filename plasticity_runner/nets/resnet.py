@@ -131,9 +131,6 @@ def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: st
     return ResNet18Body(obs_shape, body_width(cfg, cfg.width), stem, layer_norm, activation)
 
 
-registry.register(
-    "architecture", "resnet18", ResNet18Config, build=build, order=3,
-    check=lambda cfg, key: check_sizes(cfg, key, "width"),
-    tiny=dict(width=2, stem="auto"),
-    test_overrides=["architecture.width=2"],
-)
+registry.register("architecture", "resnet18", ResNet18Config, build=build, order=3,
+    check=lambda cfg, key: check_sizes(cfg, key, "width"), tiny=dict(width=2, stem="auto"),
+    test_overrides=["architecture.width=2"])

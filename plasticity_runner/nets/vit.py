@@ -165,8 +165,6 @@ def check(cfg: Any, key: str) -> None:
         )
 
 
-registry.register(
-    "architecture", "vit", ViTConfig, build=build, check=check, order=4,
+registry.register("architecture", "vit", ViTConfig, build=build, check=check, order=4,
     tiny=dict(patch_size=3, dim=8, ff_dim=16, num_blocks=1, num_heads=2, dropout=0.1, pool="cls"),
-    test_overrides=["architecture.dim=8", "architecture.ff_dim=16", "architecture.num_heads=2"],
-)
+    test_overrides=["architecture.dim=8", "architecture.ff_dim=16", "architecture.num_heads=2"])
