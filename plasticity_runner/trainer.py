@@ -53,6 +53,9 @@ from .seeding import env_seed, eval_seed, seed_everything
 
 log = logging.getLogger("plasticity_runner")
 
+# What the loop writes at each log point (phase ``train``); the report imports these names.
+TRAIN_PHASE, TD_LOSS, REWARD_MEAN = "train", "td_loss", "reward_mean"
+
 
 def build_run(cfg: DictConfig, device: torch.device) -> RunState:
     """Build every part from the config (explicit composition: nothing hidden in globals)."""
@@ -240,8 +243,8 @@ def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
                 with torch.no_grad():
                     q_mean = state.agent.online(batch.o_tm1).mean()
                 values = {
-                    "td_loss": float(loss_sum) / n,
-                    "reward_mean": float(reward_sum) / (n * env_steps_per_update),
+                    TD_LOSS: float(loss_sum) / n,
+                    REWARD_MEAN: float(reward_sum) / (n * env_steps_per_update),
                     "q_mean": float(q_mean),
                     "epsilon": epsilon,
                 }
@@ -251,12 +254,12 @@ def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
                 # wall-clock values live in phase "timing", the only phase that differs between reruns
                 timing = {"train_s": seconds, "steps_per_s": n / max(seconds, 1e-9)}
                 writer.add_many(state.step, "timing", timing)
-                shown = {"td_loss": values["td_loss"], "steps_per_s": timing["steps_per_s"]}
-                if not (math.isfinite(values["td_loss"]) and math.isfinite(values["q_mean"])):
-                    writer.add(state.step, "train", "diverged", 1.0)
-                    log.warning("run %s diverged at step %d (td_loss=%s)", run_id, state.step, values["td_loss"])
+                shown = {TD_LOSS: values[TD_LOSS], "steps_per_s": timing["steps_per_s"]}
+                if not (math.isfinite(values[TD_LOSS]) and math.isfinite(values["q_mean"])):
+                    writer.add(state.step, TRAIN_PHASE, "diverged", 1.0)
+                    log.warning("run %s diverged at step %d (td_loss=%s)", run_id, state.step, values[TD_LOSS])
                     if cfg.on_divergence == "stop":
-                        writer.add_many(state.step, "train", values)
+                        writer.add_many(state.step, TRAIN_PHASE, values)
                         writer.flush(state.step)
                         status = "diverged"
                         break
@@ -279,7 +282,7 @@ def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
                     values.update(intervention.metrics())
                 if state.dynamics is not None:  # the next window starts from the state after the hooks
                     state.dynamics.end_window(state.agent.online)
-                writer.add_many(state.step, "train", values)
+                writer.add_many(state.step, TRAIN_PHASE, values)
                 if at_pause:
                     persist()
                     if "probe_loss" in summary["probe"]:

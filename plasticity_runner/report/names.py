@@ -3,12 +3,12 @@
 Metric and array names come from the modules that write them (each diagnostic of ``probes/``,
 ``evaluation``, the case studies), which declare what they write: rename a metric there and the
 report follows (``tests/test_metric_names.py`` checks that every name read here is declared by a
-producer). Only the trainer's own log-point metrics are still spelled here (``TRAINER_METRICS``).
+producer), the trainer's log-point metrics included (``TRAINER_METRICS``).
 """
 
 from __future__ import annotations
 
-from .. import evaluation as _evaluation
+from .. import evaluation as _evaluation, trainer as _trainer
 from ..case_studies import brownian as _brownian, memorization as _memorization
 from ..probes import curvature as _curvature, dynamics as _dynamics, gradcov as _gradcov
 from ..probes import plasticity as _plasticity, statistics as _statistics
@@ -70,9 +70,9 @@ ADAM_UPDATE_NORM = (_memorization.PHASE, _memorization.UPDATE_NORM)
 HUMAN_NORMALIZED_SCORE = (_evaluation.PHASE, _evaluation.HUMAN_NORMALIZED_SCORE)  # figure 7 (Atari)
 EPISODE_RETURN = (_evaluation.PHASE, _evaluation.EPISODE_RETURN)
 
-# Written by the trainer at each log point (``trainer._train``), which declares no names of its own yet.
-TD_LOSS = ("train", "td_loss")  # figures 15 / 16
-REWARD_MEAN = ("train", "reward_mean")  # figures 12 / 13: the classification MDP's return per step
+# Written by the trainer at each log point (``trainer.run_dqn``).
+TD_LOSS = (_trainer.TRAIN_PHASE, _trainer.TD_LOSS)  # figures 15 / 16
+REWARD_MEAN = (_trainer.TRAIN_PHASE, _trainer.REWARD_MEAN)  # figures 12 / 13: the classification MDP's return per step
 TRAINER_METRICS = (TD_LOSS, REWARD_MEAN)
 
 HESSIAN_TOP_EIG = (_curvature.Curvature.phase, _curvature.HESSIAN_TOP_EIG)  # figure 14: the sharpness lambda_1
