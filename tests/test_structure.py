@@ -203,3 +203,35 @@ def test_an_env_with_a_program_takes_no_intervention(name):
 
     with pytest.raises(config.ConfigError, match="intervention.layer_norm"):
         config.validate(compose_config([f"env={name}", "intervention=[layer_norm]"]))
+
+
+# ---------------------------------------------------------------- every registered part has its YAML
+
+CONFIGS = PACKAGE.parent / "configs"
+
+
+def _schema_option(path: Path) -> str | None:
+    """The schema a group YAML composes (``/schema/<group>/<name>@_here_``), or the option it
+    extends (``defaults: [<other option>]``): the registered part it configures."""
+    import yaml
+
+    node = yaml.safe_load(path.read_text()) or {}
+    for entry in node.get("defaults", []):
+        if isinstance(entry, str) and entry.startswith("/schema/"):
+            return entry.split("/")[3].split("@")[0]
+        if isinstance(entry, str) and entry != "_self_":
+            return _schema_option(path.parent / f"{entry}.yaml")
+    return None
+
+
+@pytest.mark.parametrize("group", ["architecture", "env"])
+def test_every_registered_part_has_a_yaml_and_every_yaml_a_part(group):
+    registered = set(registry.parts(group))
+    yamls = {p.stem: _schema_option(p) for p in (CONFIGS / group).glob("*.yaml")}
+    assert registered <= set(yamls), f"registered {group} parts without configs/{group}/<name>.yaml"
+    unknown = {stem: option for stem, option in yamls.items() if option not in registered}
+    assert not unknown, f"configs/{group}/ options whose schema is no registered part: {unknown}"
+
+
+def test_the_yaml_reader_follows_an_option_that_extends_another():
+    assert _schema_option(CONFIGS / "architecture" / "nature_cnn_shared_bias.yaml") == "nature_cnn"
