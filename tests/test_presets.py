@@ -187,7 +187,8 @@ def test_fig3_grid_is_the_papers_and_every_combination_validates():
     from omegaconf import OmegaConf
 
     from plasticity_runner.cli import compose_config
-    from plasticity_runner.config import Task, validate
+    from plasticity_runner.config import validate
+    from plasticity_runner.envs.classification import Task
 
     grid = sweep_params("fig3_falsification")
     assert set(grid["env.task"]) == {t.value for t in Task}
