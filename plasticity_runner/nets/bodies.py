@@ -15,11 +15,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from .. import registry
-from .layers import UnitGroup, expansion, make_activation, sequential_unit_groups
+from .layers import SequentialBody, dense_layers, expansion, make_activation, maybe_norm
 from .scaling import body_width, check_sizes
 
 
@@ -40,11 +39,7 @@ class CNNConfig:
     width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
-def _maybe_ln(enabled: bool, shape) -> list[nn.Module]:
-    return [nn.LayerNorm(shape)] if enabled else []
-
-
-class MLPBody(nn.Module):
+class MLPBody(SequentialBody):
     """Two fully-connected hidden layers of ``width`` units with ReLU (A.2: width 512).
 
     With CReLU each hidden layer still has ``width`` pre-activation units; the next layer (and the
@@ -60,23 +55,11 @@ class MLPBody(nn.Module):
         activation: str | None = None,
     ):
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        fan_in = math.prod(obs_shape)
-        for _ in range(num_layers):
-            act = make_activation(activation, "relu", dim=1)
-            layers += [nn.Linear(fan_in, width), *_maybe_ln(layer_norm, width), act]
-            fan_in = width * expansion(act)
-        self.net = nn.Sequential(*layers)
-        self.feature_dim = fan_in
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def unit_groups(self) -> list[UnitGroup]:
-        return sequential_unit_groups(self.net, "net")
+        dense, self.feature_dim = dense_layers(math.prod(obs_shape), width, num_layers, layer_norm, activation)
+        self.net = nn.Sequential(nn.Flatten(), *dense)
 
 
-class CNNBody(nn.Module):
+class CNNBody(SequentialBody):
     """The paper's CNN (A.2): conv 5x5x64, conv 3x3x64, then two fully-connected layers of 256.
 
     The paper leaves stride and padding open: we use stride ``conv_stride`` (default 1) and 'same'
@@ -100,22 +83,10 @@ class CNNBody(nn.Module):
             layers.append(nn.Conv2d(c, channels, k, stride=conv_stride, padding=k // 2))
             h, w = (h + 2 * (k // 2) - k) // conv_stride + 1, (w + 2 * (k // 2) - k) // conv_stride + 1
             act = make_activation(activation, "relu", dim=1)
-            layers += [*_maybe_ln(layer_norm, (channels, h, w)), act]
+            layers += [*maybe_norm(layer_norm, (channels, h, w)), act]
             c = channels * expansion(act)
-        layers.append(nn.Flatten())
-        fan_in = c * h * w
-        for _ in range(2):
-            act = make_activation(activation, "relu", dim=1)
-            layers += [nn.Linear(fan_in, hidden), *_maybe_ln(layer_norm, hidden), act]
-            fan_in = hidden * expansion(act)
-        self.net = nn.Sequential(*layers)
-        self.feature_dim = fan_in
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def unit_groups(self) -> list[UnitGroup]:
-        return sequential_unit_groups(self.net, "net")
+        dense, self.feature_dim = dense_layers(c * h * w, hidden, 2, layer_norm, activation)
+        self.net = nn.Sequential(*layers, nn.Flatten(), *dense)
 
 
 def build_mlp(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> MLPBody:

@@ -163,3 +163,32 @@ def sequential_unit_groups(seq: nn.Sequential, prefix: str) -> list[UnitGroup]:
             groups.append(pending)
             incoming = []
     return groups
+
+
+def maybe_norm(enabled: bool, shape) -> list[nn.Module]:
+    """``[nn.LayerNorm(shape)]`` when the layer-norm option is on, else nothing."""
+    return [nn.LayerNorm(shape)] if enabled else []
+
+
+def dense_layers(fan_in: int, width: int, num_layers: int, layer_norm: bool, activation: str | None):
+    """``num_layers`` fully-connected hidden layers ``[Linear, (LayerNorm), activation]`` of ``width``
+    units, and the width the next layer reads (doubled by CReLU)."""
+    layers: list[nn.Module] = []
+    for _ in range(num_layers):
+        act = make_activation(activation, "relu", dim=1)
+        layers += [nn.Linear(fan_in, width), *maybe_norm(layer_norm, width), act]
+        fan_in = width * expansion(act)
+    return layers, fan_in
+
+
+class SequentialBody(nn.Module):
+    """A body whose layers are one ``nn.Sequential`` called ``net``: its forward and its unit groups
+    (every hidden layer's units, ``sequential_unit_groups``)."""
+
+    net: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def unit_groups(self) -> list[UnitGroup]:
+        return sequential_unit_groups(self.net, "net")

@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from .. import registry
-from .layers import UnitGroup, expansion, make_activation, sequential_unit_groups
+from .layers import SequentialBody, dense_layers, expansion, make_activation, maybe_norm
 from .scaling import body_width, check_sizes
 
 
@@ -28,7 +27,7 @@ class MinAtarCNNConfig:
     width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
-class MinAtarCNNBody(nn.Module):
+class MinAtarCNNBody(SequentialBody):
     def __init__(
         self,
         obs_shape: tuple[int, ...],
@@ -44,18 +43,9 @@ class MinAtarCNNBody(nn.Module):
         h, w = h - 2, w - 2
         act = make_activation(activation, "relu", dim=1)
         layers: list[nn.Module] = [nn.Conv2d(c, channels, 3, stride=1)]
-        layers += [*([nn.LayerNorm((channels, h, w))] if layer_norm else []), act, nn.Flatten()]
-        fan_in = channels * expansion(act) * h * w
-        act = make_activation(activation, "relu", dim=1)
-        layers += [nn.Linear(fan_in, hidden), *([nn.LayerNorm(hidden)] if layer_norm else []), act]
-        self.net = nn.Sequential(*layers)
-        self.feature_dim = hidden * expansion(act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def unit_groups(self) -> list[UnitGroup]:
-        return sequential_unit_groups(self.net, "net")
+        layers += [*maybe_norm(layer_norm, (channels, h, w)), act, nn.Flatten()]
+        dense, self.feature_dim = dense_layers(channels * expansion(act) * h * w, hidden, 1, layer_norm, activation)
+        self.net = nn.Sequential(*layers, *dense)
 
 
 def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> MinAtarCNNBody:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import registry
-from .layers import UnitGroup, expansion, make_activation, pad_to, sequential_unit_groups
+from .layers import SequentialBody, dense_layers, expansion, make_activation, maybe_norm, pad_to
 from .scaling import body_width, check_sizes
 
 MIN_SIDE = 36  # smallest input side the three unpadded convs map to at least 1x1
@@ -36,7 +36,7 @@ class NatureCNNConfig:
     width_multiplier: float = 1.0  # scales every width of the body (nets.scaled); 1 = the paper's network
 
 
-class NatureCNNBody(nn.Module):
+class NatureCNNBody(SequentialBody):
     def __init__(
         self,
         obs_shape: tuple[int, ...],
@@ -54,18 +54,13 @@ class NatureCNNBody(nn.Module):
             layers.append(nn.Conv2d(c, channels, k, stride=s))
             h, w = (h - k) // s + 1, (w - k) // s + 1
             act = make_activation(activation, "relu", dim=1)
-            layers += [*([nn.LayerNorm((channels, h, w))] if layer_norm else []), act]
+            layers += [*maybe_norm(layer_norm, (channels, h, w)), act]
             c = channels * expansion(act)
-        act = make_activation(activation, "relu", dim=1)
-        layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), *([nn.LayerNorm(hidden)] if layer_norm else []), act]
-        self.net = nn.Sequential(*layers)
-        self.feature_dim = hidden * expansion(act)
+        dense, self.feature_dim = dense_layers(c * h * w, hidden, 1, layer_norm, activation)
+        self.net = nn.Sequential(*layers, nn.Flatten(), *dense)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(pad_to(x, *self.padded_hw))
-
-    def unit_groups(self) -> list[UnitGroup]:
-        return sequential_unit_groups(self.net, "net")
 
 
 def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> NatureCNNBody:
