@@ -211,21 +211,24 @@ class DQNAgent:
         """``td_target`` of the agent's networks (both in eval mode)."""
         return td_target(self.online, self.target, batch, self.gamma, self.double_dqn)
 
-    def loss(self, batch: Batch) -> torch.Tensor:
+    def loss(self, batch: Batch, learner: Learner | None = None) -> torch.Tensor:
         """Mean TD loss of the batch (eq. 1 for the scalar head, or ``clipped_td_loss``) plus any
-        intervention penalty."""
-        target = self.td_target(batch)  # networks in eval mode
-        self.online.train()
+        intervention penalty, for the networks of ``learner`` (default: the agent's own; a
+        diagnostic passes one holding copies, ``probes.base.copied_learner``)."""
+        learner = learner or self.learner
+        online = learner.online
+        target = td_target(online, learner.target, batch, self.gamma, self.double_dqn)  # networks in eval mode
+        online.train()
         try:
             if self.agent_td_loss:
-                q_sa = self.online(batch.o_tm1).gather(1, batch.a_tm1[:, None]).squeeze(1)
+                q_sa = online(batch.o_tm1).gather(1, batch.a_tm1[:, None]).squeeze(1)
                 loss = clipped_td_loss(q_sa, target, self.td_loss_scale, self.td_error_clip)
             else:
-                loss = self.online.td_loss(batch.o_tm1, batch.a_tm1, target).mean()
+                loss = online.td_loss(batch.o_tm1, batch.a_tm1, target).mean()
         finally:
-            self.online.eval()
+            online.eval()
         for i in self.interventions:
-            penalty = i.loss_penalty(self.learner)
+            penalty = i.loss_penalty(learner)
             if penalty is not None:
                 loss = loss + penalty
         return loss

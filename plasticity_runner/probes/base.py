@@ -35,12 +35,22 @@ class Output:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def copied_learner(learner: Any) -> Any:
+    """``learner`` (``interventions.base.Learner``) with eval-mode deep copies of its online and
+    target networks: what a diagnostic computes with it (losses, gradients) never touches training's."""
+    import copy
+
+    return dataclasses.replace(
+        learner, online=copy.deepcopy(learner.online).eval(), target=copy.deepcopy(learner.target).eval()
+    )
+
+
 @dataclass(frozen=True)
 class PauseView:
     """The training state as one diagnostic sees it at the pause of training step ``step``.
 
-    ``agent`` is there for its losses (``td_target``, ``loss``): a diagnostic computes them on
-    ``gradcov.shadow_agent`` copies, never on the training networks, and copies a network before
+    ``agent`` is there for its losses (``loss(batch, learner)``): a diagnostic computes them on the
+    networks of a ``copied_learner``, never on the training networks, and copies a network before
     running it in another mode. ``batch``: the first ``inputs(cfg)`` transitions of the pause's
     evaluation batch, which the diagnostics share (stream ``diagnostics/batch``); ``own_inputs``:
     the ``own_inputs(cfg)`` replay observations drawn for this diagnostic alone (stream

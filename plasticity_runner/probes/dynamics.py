@@ -59,8 +59,7 @@ from torch import nn
 from .. import registry
 from ..errors import positive
 from ..seeding import churn_reference_seed, diagnostic_seed
-from .base import Diagnostic, Output, PauseView, check_cadence
-from .gradcov import shadow_agent
+from .base import Diagnostic, Output, PauseView, check_cadence, copied_learner
 from .statistics import layer_of, layer_squares
 
 log = logging.getLogger("plasticity_runner")
@@ -273,14 +272,12 @@ def eval_gradient_norms(agent: Any, batch: Any, seed: int) -> dict[Any, float]:
 
     The loss runs in train mode as in training (dropout, BatchNorm batch statistics on the copy);
     the global RNG is forked and seeded with ``seed`` around it, so training's streams are untouched."""
-    from ..agents.dqn import DQNAgent
-
-    shadow = shadow_agent(agent)
-    params = {name: p for name, p in shadow.online.named_parameters() if p.requires_grad}
-    device = next(shadow.online.parameters()).device
+    copies = copied_learner(agent.learner)
+    params = {name: p for name, p in copies.online.named_parameters() if p.requires_grad}
+    device = next(copies.online.parameters()).device
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        loss = DQNAgent.loss(shadow, batch)  # the class's method: an instance's compiled loss binds the real agent
+        loss = agent.loss(batch, copies)
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return _layer_norms(layer_squares((name, g) for name, g in zip(params, grads) if g is not None))
 

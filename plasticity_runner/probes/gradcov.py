@@ -39,7 +39,6 @@ stream); it writes phase ``gradcov`` (``CovResult.scalars``) and arrays ``gradco
 from __future__ import annotations
 
 import copy
-import dataclasses
 import enum
 from dataclasses import dataclass
 from typing import Any
@@ -134,16 +133,6 @@ def td_sample_losses(
     online, target = copy.deepcopy(online).eval(), copy.deepcopy(target).eval()
     y = td_target(online, target, batch, float(gamma), bool(double_dqn))
     return SampleLosses(_TDLoss(online), (batch.o_tm1, batch.a_tm1, y))
-
-
-def shadow_agent(agent: Any) -> Any:
-    """A shallow copy of ``agent`` whose learner holds eval-mode deep copies of its online and
-    target networks: what a diagnostic computes with it (losses, gradients) never touches training's."""
-    shadow = copy.copy(agent)
-    shadow.learner = dataclasses.replace(
-        agent.learner, online=copy.deepcopy(agent.online).eval(), target=copy.deepcopy(agent.target).eval()
-    )
-    return shadow
 
 
 def perturbation_sample_losses(
