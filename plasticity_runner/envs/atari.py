@@ -56,6 +56,7 @@ from .. import registry
 from ..errors import positive, unit
 from .atari_games import ATARI_57, available_roms, human_normalized_score, resolve_game  # noqa: F401  (the names live there)
 from .atari_replay import AtariReplay, frames_to_float, next_tick
+from .atari_resume import replay_games
 from .base import EvalProtocol, StepResult, check_eval
 
 
@@ -355,22 +356,7 @@ class AtariVectorEnv:
         seeds = np.asarray(state["game_seed"], dtype=np.int64)
         log = np.asarray(state["actions"], dtype=np.int64)
         lengths = np.asarray(state["ep_length"], dtype=np.int64)
-        # Re-play every game in progress from its seed. The copies step in lockstep, so a game of
-        # L_i actions starts (seeded partial reset) at step L - L_i and all of them end together;
-        # before its start a copy plays no-ops in a throwaway game.
-        total = int(lengths.max()) if lengths.size else 0
-        start = total - lengths
-        obs, info = self._ale.reset(seed=seeds.copy())
-        for j in range(total):
-            begin = (start == j) & (j > 0)
-            if begin.any():
-                obs, info = self._partial_reset(begin, seeds[begin])
-            k = np.clip(j - start, 0, None)
-            acts = np.where(j >= start, log[np.arange(self.num_envs), np.minimum(k, max(log.shape[1] - 1, 0))], 0)
-            obs, _, _, _, info = self._ale.step(acts.astype(np.int64))
-        late = (start == total) & (total > 0)  # games with no action yet
-        if late.any():
-            obs, info = self._partial_reset(late, seeds[late])
+        obs, info = replay_games(self._ale, self._partial_reset, seeds, log, lengths)
         reproduced = (
             np.array_equal(obs, state["obs"])
             and np.array_equal(np.asarray(info["lives"]), state["lives"])
