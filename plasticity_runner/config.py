@@ -47,12 +47,6 @@ def case_study_envs() -> tuple[str, ...]:
     return tuple(name for name, part in registry.parts("env").items() if part.extra.get("program"))
 
 
-def __getattr__(name: str) -> Any:
-    if name == "CASE_STUDY_ENVS":  # derived from the registry when read (importing envs here would load every env module)
-        return case_study_envs()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # --------------------------------------------------------------------------- architecture group
 # Each architecture's schema lives beside its body (nets/<module>.py) and registers itself there
 # (registry.register("architecture", ...)); schemas() below adds them to the ConfigStore.

@@ -9,12 +9,11 @@ into ``numpy.random.SeedSequence`` and reads 63 bits of its state, so
 * every seed is a valid ``torch.manual_seed`` / ``torch.Generator.manual_seed`` argument.
 
 Each named stream has its function below, the one place its name and path are spelled (the
-training loop's ``global``, ``env``, ``act``, ``replay`` and ``eval`` and the interventions'
-``fresh/<name>`` are still spelled by their callers through ``stream_seed``/``generator``):
+training loop's ``act`` and ``replay`` are spelled by their callers through ``generator``):
 
 * ``global`` (``global_seed``): torch's, numpy's and Python's global RNGs (network initialisation);
-* ``env``, ``act``, ``replay`` (``stream_seed``, ``generator``): the environment, epsilon-greedy
-  actions, replay minibatches;
+* ``env`` (``env_seed``): the environment, which derives its own streams from it;
+* ``act``, ``replay`` (``generator``): epsilon-greedy actions, replay minibatches;
 * ``eval`` (``eval_seed``): an evaluation's episodes;
 * ``fresh/<intervention>`` (``fresh_init_seed``): an intervention's fresh initialisation at a step;
 * the pause (``probes/``), apart from every training stream:

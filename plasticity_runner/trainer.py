@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, fastpath, programs, registry, run_status, seeding
+from . import checkpoint, evaluation, fastpath, programs, registry, run_status, seeding
 from . import interventions as interventions_lib
 from .agents.dqn import DQNAgent, epsilon_at, frame_clock, target_update_due
 from .envs import make_env, schedule
@@ -132,7 +132,7 @@ def learn_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.T
         replay.add(result.record)
         state.obs = result.obs
         reward += result.reward.mean()
-        if "episode_returns" in result.info:  # host tensors (Atari): reading them costs no sync
+        if "episode_returns" in result.info:  # host tensors (a sync only where the env makes one: CartPole on a GPU)
             state.episode_returns.extend(result.info["episode_returns"].tolist())
     batch = replay.sample(int(agent_cfg.batch_size), state.replay_generator)
     loss = agent.learn(batch, state.step + 1, run_hooks=False)
@@ -270,9 +270,9 @@ def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
                         state.env, state.agent, cfg.env, seed=eval_seed(cfg.seed, state.step),
                         stream=1 + state.step,
                     )
-                    writer.add_many(state.step, "eval", scores)
+                    writer.add_many(state.step, evaluation.PHASE, scores)
                     writer.add(state.step, "timing", "eval_s", time.perf_counter() - t0)
-                    shown["eval_return"] = scores["episode_return"]
+                    shown["eval_return"] = scores[evaluation.EPISODE_RETURN]
                 if at_pause and probe_before_hooks:
                     summary["probe"] = run_pause(cfg, state, writer) or summary["probe"]
                 finish_step(state, agent_cfg)
@@ -292,12 +292,7 @@ def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
                 loss_sum.zero_(), reward_sum.zero_()
                 window_start, t_window = state.step, time.perf_counter()
                 if preempt.requested:  # preempted or timed out: checkpoint this step, then requeue
-
-                    def save_now() -> None:
-                        writer.flush(state.step)
-                        checkpoint.save(run_dir, state.step, state.state_dict(), int(cfg.checkpoint.keep))
-
-                    preempt.stop(save=None if at_pause or not cfg.checkpoint.enabled else save_now)
+                    preempt.stop(save=None if at_pause or not cfg.checkpoint.enabled else persist)
     finally:
         preempt.uninstall()
         progress.close()

@@ -178,7 +178,7 @@ def run_brownian(cfg: DictConfig, run: Run) -> dict[str, Any]:
         log.warning("env=brownian with optimizer=%s: the paper's trajectory is SGD (optimizer=sgd)", cfg.optimizer.name)
 
     # 1-2. the MDP, the coupled trajectories, and the measurement inputs X (fixed for the run)
-    env = make_mdp(env_cfg, device, stream_seed(cfg.seed, "env"))
+    env = make_mdp(env_cfg, device, seeding.env_seed(cfg.seed))
     env.reset()
     coupled = CoupledTrajectories(cfg, env.obs_shape, env.num_actions, device)
     act_generator = seeding.generator(device, cfg.seed, "act")

@@ -39,6 +39,8 @@ def check_eval(cfg: Any, key: str) -> None:
     protocol = OmegaConf.select(cfg, f"{key}.eval_protocol")
     if str(getattr(protocol, "value", protocol)) == "frames":
         env = cfg[key]
+        if "frame_skip" not in env:  # an env without emulator frames (CartPole) evaluates in episodes
+            raise ConfigError(f"{key}.eval_protocol", f"env={env.name} has no frames: only 'episodes', got 'frames'")
         per_step = int(env.num_envs) * int(env.frame_skip)
         if env.eval_frames <= 0 or env.eval_frames % per_step:
             raise ConfigError(

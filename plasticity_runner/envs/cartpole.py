@@ -23,7 +23,7 @@ gymnasium's ``CartPole-v1`` from the same states with the same actions.
 * **Auto-reset** as MinAtar's: a copy whose episode ended starts a new one at once; the step's
   record carries the final state as ``o_t`` and ``StepResult.obs`` the new episode's first one.
   Fresh states are drawn for every copy at every step (and used where an episode ended), so the
-  random stream never depends on which episodes ended and the step never reads the device.
+  random stream never depends on which episodes ended; the dynamics never read the device.
 * **Episode statistics** as Atari's and MinAtar's (``StepResult.info``: ``episode_returns``,
   ``episode_lengths``, ``episode_truncated``, ``episode_envs``), host tensors. They are the one
   device-to-host copy of a step (a synchronisation on a GPU): the trainer reads them every step.
@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from .. import registry
-from ..errors import ConfigError, positive
+from ..errors import positive
 from ..seeding import generator, set_generator_state
 from .base import EvalProtocol, StepResult, check_eval
 from .replay import DeviceReplay
@@ -195,10 +195,7 @@ def check_config(cfg: Any, key: str) -> None:
     """Range checks of ``env=cartpole`` at ``key``."""
     positive(cfg, f"{key}.num_envs")
     positive(cfg, f"{key}.max_episode_steps")
-    protocol = cfg[key].eval_protocol
-    if str(getattr(protocol, "value", protocol)) != "episodes":
-        raise ConfigError(f"{key}.eval_protocol", f"CartPole has no frames: only 'episodes', got {protocol!r}")
-    check_eval(cfg, key)
+    check_eval(cfg, key)  # refuses eval_protocol=frames: no frame_skip
 
 
 registry.register("env", "cartpole", CartPoleEnvConfig, build=CartPoleVectorEnv, check=check_config, episodic=True)

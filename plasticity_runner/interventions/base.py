@@ -64,12 +64,12 @@ class Intervention:
 
     def fresh_network(self, learner: Learner, step: int) -> nn.Module:
         """A fresh initialisation of the online network's architecture (``learner.build_fresh``),
-        drawn under the seed ``fresh_seed(learner.seed, self.name, step)`` in a forked RNG (the
+        drawn under the seed ``seeding.fresh_init_seed(learner.seed, self.name, step)`` in a forked RNG (the
         training RNG streams are untouched). The seed is recorded in ``last_fresh_seed``, so the
         same initialisation can be rebuilt."""
         if learner.build_fresh is None:
             raise ValueError(f"intervention {self.name} needs the learner's build_fresh to draw fresh initialisations")
-        seed = fresh_seed(learner.seed, self.name, step)
+        seed = fresh_init_seed(learner.seed, self.name, step)
         device = next(learner.online.parameters()).device
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(seed)
@@ -119,11 +119,6 @@ PHASES = {
     "target_update": "on_target_update",
 }
 
-
-def fresh_seed(run_seed: int, name: str, step: int) -> int:
-    """The seed of the fresh initialisation drawn by intervention ``name`` at training step ``step``
-    (stream ``fresh/<name>`` of the run seed)."""
-    return fresh_init_seed(run_seed, name, step)
 
 
 # Why an intervention that copies a fresh initialisation into the network cannot follow an injection.

@@ -244,7 +244,7 @@ class GradCov(Diagnostic):
         loss_kind = str(getattr(c.loss, "value", c.loss))
         if loss_kind == "td":
             losses = td_sample_losses(
-                view.agent.online, view.agent.target, batch, gamma=view.agent.gamma, double_dqn=view.agent.double_dqn
+                view.online, view.target, batch, gamma=view.agent.gamma, double_dqn=view.agent.double_dqn
             )
         else:
             eps_seed = diagnostic_seed(view.seed, self.name, view.step)
