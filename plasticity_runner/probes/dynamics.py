@@ -60,7 +60,7 @@ from .. import registry
 from ..errors import positive
 from ..seeding import churn_reference_seed, diagnostic_seed
 from .base import Diagnostic, Output, PauseView, check_cadence, copied_learner
-from .statistics import layer_of, layer_squares
+from .statistics import by_layer_name, layer_of, layer_squares
 
 log = logging.getLogger("plasticity_runner")
 
@@ -97,11 +97,6 @@ def difference_norms(
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0.0 else math.nan
-
-
-def _named(prefix: str, values: dict[Any, float]) -> dict[str, float]:
-    """``{None: total, layer: v}`` -> ``{prefix: total, prefix/layer: v}``."""
-    return {prefix if k is None else f"{prefix}/{k}": v for k, v in values.items()}
 
 
 class GradNormAccumulator:
@@ -162,7 +157,7 @@ class GradNormAccumulator:
                 sums[key] = sums.get(key, 0.0) + v
                 steps[key] = steps.get(key, 0) + n
         self._sums = {}
-        return _named(GRAD_NORM_WINDOW, {k: sums[k] / steps[k] for k in sums})
+        return by_layer_name(GRAD_NORM_WINDOW, {k: sums[k] / steps[k] for k in sums})
 
 
 class DynamicsTracker:
@@ -191,7 +186,7 @@ class DynamicsTracker:
         out = self.grad_norms.read()
         if self.theta_prev is not None:
             diff, cur, _ = difference_norms(_params(net), self.theta_prev)
-            out.update(_named(EFF_LR_WINDOW, {k: _ratio(diff[k], cur[k]) for k in diff}))
+            out.update(by_layer_name(EFF_LR_WINDOW, {k: _ratio(diff[k], cur[k]) for k in diff}))
         return out
 
     def end_window(self, net: nn.Module) -> None:
@@ -208,11 +203,11 @@ class DynamicsTracker:
         online = agent.online
         out = {}
         diff, _, init = difference_norms(_params(online), self.theta_0)
-        out.update(_named(WEIGHT_CHANGE, diff))
-        out.update(_named(WEIGHT_CHANGE_REL, {k: _ratio(diff[k], init[k]) for k in diff}))
+        out.update(by_layer_name(WEIGHT_CHANGE, diff))
+        out.update(by_layer_name(WEIGHT_CHANGE_REL, {k: _ratio(diff[k], init[k]) for k in diff}))
         out.update(self.policy_churn(online, replay, int(cfg.reference_inputs), seed))
         dropout_seed = diagnostic_seed(seed, "dynamics", step)
-        out.update(_named(GRAD_NORM_EVAL, eval_gradient_norms(agent, batch, dropout_seed)))
+        out.update(by_layer_name(GRAD_NORM_EVAL, eval_gradient_norms(agent, batch, dropout_seed)))
         return out
 
     @torch.no_grad()

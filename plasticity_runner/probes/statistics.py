@@ -122,6 +122,20 @@ def layer_of(param_name: str) -> str:
     return param_name.rsplit(".", 1)[0] if "." in param_name else ""
 
 
+def per_layer(names: Iterable[str], values: Iterable[float]) -> dict[str | None, float]:
+    """``{layer: sum, None: total}`` of one value per named parameter, added in the names' order."""
+    out: dict[str | None, float] = {}
+    for name, value in zip(names, values):
+        for key in (layer_of(name), None):
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def by_layer_name(prefix: str, values: dict[str | None, float]) -> dict[str, float]:
+    """``{None: total, layer: v}`` -> the metric names ``{prefix: total, prefix/layer: v}``."""
+    return {prefix if k is None else f"{prefix}/{k}": v for k, v in values.items()}
+
+
 def layer_squares(named: Iterable[tuple[str, torch.Tensor]]) -> dict[str | None, float]:
     """``{layer: sum of squares, None: total}`` of named tensors (parameters, their gradients or
     differences; float64 sums per tensor, added in the tensors' order), read to the host at once."""
@@ -130,11 +144,7 @@ def layer_squares(named: Iterable[tuple[str, torch.Tensor]]) -> dict[str | None,
         return {}
     with torch.no_grad():
         values = torch.stack([t.double().pow(2).sum() for _, t in named]).tolist()
-    out: dict[str | None, float] = {}
-    for (name, _), value in zip(named, values):
-        for key in (layer_of(name), None):
-            out[key] = out.get(key, 0.0) + value
-    return out
+    return per_layer((name for name, _ in named), values)
 
 
 def parameter_statistics(net: nn.Module, rank_rtol: float = 1e-3) -> dict[str, float]:

@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import registry
 from .base import Diagnostic, Output, PauseView, check_cadence
-from .statistics import layer_of
+from .statistics import by_layer_name, per_layer
 
 WEIGHT_MAGNITUDE = "weight_magnitude"
 
@@ -31,14 +31,9 @@ def weight_magnitude(net: nn.Module) -> dict[str, float]:
     """``weight_magnitude`` (all parameters) and ``weight_magnitude/<layer>``: mean ``|theta|``."""
     named = [(name, p.detach()) for name, p in net.named_parameters()]
     with torch.no_grad():
-        sums = torch.stack([p.double().abs().sum() for _, p in named]).tolist()  # one host read
-    total: dict[str | None, list[float]] = {}
-    for (name, p), s in zip(named, sums):
-        for key in (layer_of(name), None):
-            entry = total.setdefault(key, [0.0, 0])
-            entry[0] += s
-            entry[1] += p.numel()
-    return {WEIGHT_MAGNITUDE if k is None else f"{WEIGHT_MAGNITUDE}/{k}": s / n for k, (s, n) in total.items()}
+        sums = per_layer((n for n, _ in named), torch.stack([p.double().abs().sum() for _, p in named]).tolist())
+    counts = per_layer((n for n, _ in named), (p.numel() for _, p in named))
+    return by_layer_name(WEIGHT_MAGNITUDE, {k: sums[k] / counts[k] for k in sums})
 
 
 @dataclass
