@@ -60,7 +60,7 @@ from .. import registry
 from ..errors import positive
 from ..seeding import churn_reference_seed, diagnostic_seed
 from .base import Diagnostic, Output, PauseView, check_cadence, copied_learner
-from .statistics import by_layer_name, layer_of, layer_squares
+from .per_layer import by_layer_name, layer_of, layer_squares
 
 log = logging.getLogger("plasticity_runner")
 

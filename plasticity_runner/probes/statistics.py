@@ -37,7 +37,6 @@ A *unit* is a feature of a fully-connected output ``[N, U]``, a channel of a con
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -49,6 +48,7 @@ from .. import registry
 from ..errors import positive, unit
 from ..nets.layers import ACTIVATIONS, raw_weight  # nn.ReLU, nn.GELU, CReLU: the hidden activations of every body
 from .base import Diagnostic, Output, PauseView, check_cadence
+from .per_layer import layer_squares
 
 
 def _fmt(x: float) -> str:
@@ -112,39 +112,6 @@ def effective_rank(singular_values: torch.Tensor) -> float:
 
 
 # --------------------------------------------------------------------------- parameter statistics
-
-
-def layer_of(param_name: str) -> str:
-    """The layer a parameter belongs to: ``body.net.1.weight`` and a spectral-norm
-    ``body.net.1.parametrizations.weight.original`` both belong to ``body.net.1``."""
-    if ".parametrizations." in param_name:
-        return param_name.split(".parametrizations.")[0]
-    return param_name.rsplit(".", 1)[0] if "." in param_name else ""
-
-
-def per_layer(names: Iterable[str], values: Iterable[float]) -> dict[str | None, float]:
-    """``{layer: sum, None: total}`` of one value per named parameter, added in the names' order."""
-    out: dict[str | None, float] = {}
-    for name, value in zip(names, values):
-        for key in (layer_of(name), None):
-            out[key] = out.get(key, 0.0) + value
-    return out
-
-
-def by_layer_name(prefix: str, values: dict[str | None, float]) -> dict[str, float]:
-    """``{None: total, layer: v}`` -> the metric names ``{prefix: total, prefix/layer: v}``."""
-    return {prefix if k is None else f"{prefix}/{k}": v for k, v in values.items()}
-
-
-def layer_squares(named: Iterable[tuple[str, torch.Tensor]]) -> dict[str | None, float]:
-    """``{layer: sum of squares, None: total}`` of named tensors (parameters, their gradients or
-    differences; float64 sums per tensor, added in the tensors' order), read to the host at once."""
-    named = list(named)
-    if not named:
-        return {}
-    with torch.no_grad():
-        values = torch.stack([t.double().pow(2).sum() for _, t in named]).tolist()
-    return per_layer((name for name, _ in named), values)
 
 
 def parameter_statistics(net: nn.Module, rank_rtol: float = 1e-3) -> dict[str, float]:

@@ -3,7 +3,7 @@
     weight_magnitude = (1 / P) sum_i |theta_i|
 
 over all ``P`` parameters of the online network (the L1 norm divided by the parameter count), and
-``weight_magnitude/<layer>`` over a layer's own parameters (``statistics.layer_of``: weight and bias
+``weight_magnitude/<layer>`` over a layer's own parameters (``per_layer.layer_of``: weight and bias
 of a ``Linear``, a spectral-norm layer's trained ``original``). Unlike ``param_norm`` (the L2 norm,
 which grows with the square root of the parameter count) it is an average, comparable across
 widths. Sums in float64; the parameters only, no buffers and no inputs.
@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import registry
 from .base import Diagnostic, Output, PauseView, check_cadence
-from .statistics import by_layer_name, per_layer
+from .per_layer import by_layer_name, per_layer
 
 WEIGHT_MAGNITUDE = "weight_magnitude"
 
