@@ -69,16 +69,14 @@ def snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
 
 def penalty_gradients(agent, batch) -> dict[str, torch.Tensor]:
     """What the active interventions' loss penalties add to each gradient on ``batch``: the
-    gradient of the loss with them minus the gradient without them."""
+    gradient of the total loss minus the gradient of the TD term alone (``loss_terms``' first)."""
 
-    def grads(interventions) -> dict[str, torch.Tensor]:
-        saved, agent.interventions = agent.interventions, interventions
+    def grads(index: int) -> dict[str, torch.Tensor]:
         agent.online.zero_grad(set_to_none=True)
-        agent.loss(batch).backward()
-        agent.interventions = saved
+        agent.loss_terms(batch)[index].backward()
         return {n: p.grad.clone() for n, p in agent.online.named_parameters()}
 
-    with_penalty, without = grads(agent.interventions), grads([])
+    with_penalty, without = grads(-1), grads(0)
     return {n: with_penalty[n] - without[n] for n in with_penalty}
 
 
