@@ -62,7 +62,7 @@ class RelabelledImages:
     """A fixed image set whose labels are a fresh random permutation of its true labels per iteration.
 
     ``images`` never changes; ``relabel()`` replaces ``labels`` (seeded by ``label_seed``, so the
-    sequence of labellings is a function of the seed alone).
+    sequence of labellings is a function of that seed alone; ``labels_seed`` gives it).
     """
 
     def __init__(self, images: torch.Tensor, true_labels: torch.Tensor, label_seed: int):
@@ -81,15 +81,23 @@ class RelabelledImages:
         return self.images.shape[0]
 
 
-def load_images(env_cfg: Any, device: torch.device) -> RelabelledImages:
-    """The first ``num_images`` training images of the dataset (all of them if it has fewer)."""
+def labels_seed(env_cfg: Any, run_seed: int) -> int:
+    """The seed of the run's sequence of relabellings: ``env.label_seed`` when set, else the run
+    seed's stream ``memorization/labels`` (each run seed memorises its own random labels)."""
+    pinned = env_cfg.label_seed
+    return stream_seed(run_seed, "memorization/labels") if pinned is None else int(pinned)
+
+
+def load_images(env_cfg: Any, device: torch.device, run_seed: int) -> RelabelledImages:
+    """The first ``num_images`` training images of the dataset (all of them if it has fewer),
+    labelled by the sequence of ``labels_seed``."""
     dataset = str(getattr(env_cfg.dataset, "value", env_cfg.dataset))
     images, labels = load_dataset(dataset, env_cfg.data_dir, env_cfg.download)
     n = int(env_cfg.num_images)
     if n > images.shape[0]:
         log.warning("env.num_images=%d but %s has %d training images: memorising all of them",
                     n, dataset, images.shape[0])
-    return RelabelledImages(images[:n].to(device), labels[:n].to(device), int(env_cfg.label_seed))
+    return RelabelledImages(images[:n].to(device), labels[:n].to(device), labels_seed(env_cfg, run_seed))
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -137,7 +145,7 @@ def run_memorization(cfg: DictConfig, run: Run) -> dict[str, Any]:
     env_cfg, device = cfg.env, run.device
 
     # 1-2. the fixed images with their first labelling, the network and the optimizer
-    data = load_images(env_cfg, device)
+    data = load_images(env_cfg, device, int(cfg.seed))
     net = build_network(cfg.architecture, tuple(data.images.shape[1:]), NUM_CLASSES).to(device)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optimizer, params)
