@@ -29,7 +29,8 @@ training loop's ``act`` and ``replay`` are spelled by their callers through ``ge
   - ``diagnostics/<name>`` (``diagnostic_seed``): a diagnostic's own randomness (curvature's
     perturbation, whose Lanczos start vectors take ``start_vectors_seed``; gradcov's perturbation;
     dynamics' dropout);
-  - ``diagnostics/churn_reference`` (``churn_reference_seed``): policy churn's reference batch.
+  - ``diagnostics/churn_reference`` (``churn_reference_seed``): the reference batch of the
+    greedy-action change between pauses (``probes/dynamics.py``).
 
 The case studies (``case_studies/``) name their own (``memorization/...``, ``brownian/...``;
 ``memorization/labels``: figure 1's sequence of relabellings when ``env.label_seed`` is null).
@@ -161,7 +162,7 @@ def evaluation_batch_seed(run_seed: int, step: int) -> int:
 
 
 def churn_reference_seed(run_seed: int) -> int:
-    """The seed of policy churn's reference batch, drawn once per run: stream ``diagnostics/churn_reference``."""
+    """The seed of the greedy-action-change reference batch, drawn once per run: stream ``diagnostics/churn_reference``."""
     return stream_seed(run_seed, "diagnostics/churn_reference")
 
 

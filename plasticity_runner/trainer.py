@@ -256,7 +256,7 @@ def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
                     "epsilon": epsilon,
                 })
                 values.update(episode_and_frame_counts(cfg, state))
-                if state.dynamics is not None:  # grad_norm_window_mean, eff_lr_window (probes/dynamics.py)
+                if state.dynamics is not None:  # grad_norm_window_mean, rel_param_change_window (probes/dynamics.py)
                     values.update(state.dynamics.log_point(state.agent.online))
                 # wall-clock values live in phase "timing", the only phase that differs between reruns
                 timing = {"train_s": seconds, "steps_per_s": n / max(seconds, 1e-9)}
