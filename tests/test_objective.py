@@ -110,7 +110,7 @@ def test_optuna_replaces_the_summary_sweeper_cleanly():
         assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
         assert "max_batch_size" not in sweeper  # nothing of the basic sweeper's config is left
     preset = hydra_sweeper(["experiment=tune_adam_plasticity"])
-    assert preset.direction == "maximize" and set(preset.params) == {"optimizer.b2", "optimizer.eps"}
+    assert preset.direction == "maximize" and set(preset.params) == {"optimizer.b2", "optimizer.eps_root"}
     assert make_cfg(["experiment=tune_adam_plasticity"]).objective == "probe/plasticity@change"
 
 
