@@ -40,6 +40,7 @@ from . import checkpoint, evaluation, fastpath, programs, registry, run_status, 
 from . import interventions as interventions_lib
 from .agents.dqn import LOSS_TOTAL, PENALTY, TD_LOSS, DQNAgent, epsilon_at, frame_clock, target_update_due
 from .envs import make_env, schedule
+from .envs.base import return_range
 from .evaluation import evaluate_agent
 from .lifecycle import Run
 from .nets import build_network
@@ -70,8 +71,10 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
     interventions = interventions_lib.build_interventions(cfg.intervention)
     net_options = interventions_lib.network_options(interventions)
 
+    returns = return_range(getattr(env, "reward_range", None), float(cfg.agent.gamma))  # the two-hot support's
+
     def build_fresh() -> torch.nn.Module:
-        return build_network(cfg.architecture, env.obs_shape, env.num_actions, **net_options).to(device)
+        return build_network(cfg.architecture, env.obs_shape, env.num_actions, returns=returns, **net_options).to(device)
 
     online = build_fresh()
     target = copy.deepcopy(online)

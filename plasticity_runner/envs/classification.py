@@ -120,6 +120,7 @@ class ClassificationMDP:
     """``num_envs`` copies of one classification MDP (implements ``envs.base.VectorEnv``)."""
 
     num_actions = NUM_CLASSES
+    reward_range = (0.0, 1.0)  # every task's reward is 0 or 1
 
     def __init__(self, cfg: Any, device: torch.device, seed: int):
         from .schedule import classification_segments, switch_steps

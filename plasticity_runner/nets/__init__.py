@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import registry
-from .heads import InjectedHead, ScalarHead, TwoHotHead
+from .heads import InjectedHead, ScalarHead, TwoHotHead, two_hot_support
 from .layers import UnitGroup, apply_spectral_norm, first_layer
 
 registry.load_modules(__name__, __path__)  # each body module registers its architecture
@@ -28,7 +28,9 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "scalar": lambda feature_dim, num_actions, shared_bias=False, **_: ScalarHead(
         feature_dim, num_actions, shared_bias
     ),
-    "two_hot": lambda feature_dim, num_actions, **opts: TwoHotHead(feature_dim, num_actions, **opts),
+    "two_hot": lambda feature_dim, num_actions, v_min=None, v_max=None, margin=0.0, num_bins=201, returns=None, **_: TwoHotHead(
+        feature_dim, num_actions, *two_hot_support(v_min, v_max, margin, returns), num_bins=num_bins
+    ),
 }
 
 
@@ -71,9 +73,13 @@ def build_network(
     spectral_norm: dict[str, Any] | None = None,
     head: str = "scalar",
     head_options: dict[str, Any] | None = None,
+    returns: tuple[float, float] | None = None,
 ) -> QNetwork:
     """Build the Q-network named by ``arch_cfg.name`` with its initialisation (torch's default,
     or torchvision's for ResNet-18).
+
+    ``returns``: the task's range of discounted returns (``envs.base.return_range``), from which
+    a head derives what its options leave open (the two-hot support's null ends).
 
     ``spectral_norm`` (options of ``layers.SpectralNorm``, or None) parametrises the body's first
     layer, the one that reads the observation.
@@ -94,7 +100,7 @@ def build_network(
         if head != "scalar":
             raise ValueError(f"architecture.shared_bias: only the scalar head has one, not {head!r}")
         head_options["shared_bias"] = True
-    return QNetwork(body, HEADS[head](body.feature_dim, num_actions, **head_options))
+    return QNetwork(body, HEADS[head](body.feature_dim, num_actions, returns=returns, **head_options))
 
 
 __all__ = ["HEADS", "InjectedHead", "QNetwork", "UnitGroup", "build_network"]
