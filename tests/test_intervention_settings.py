@@ -64,3 +64,83 @@ def test_explicit_two_hot_ends_are_honoured_and_a_missing_reward_range_is_an_err
         from plasticity_runner.config import validate
 
         validate(make_cfg(["intervention=[two_hot]", "intervention.two_hot.margin=-1"]))
+
+
+# ------------------------------------------------------------------------------ shrink and perturb
+
+
+def optimizer_state_after_a_target_update(reset: bool):
+    """Adam's state of every online parameter right before and right after a shrink-and-perturb
+    target update (``agent.target_update_steps=3``: the update closes step 3)."""
+    from .test_interventions import agent_with
+
+    extra = ["agent.target_update_steps=3", f"intervention.shrink_perturb.reset_optimizer_state={str(reset).lower()}"]
+    state = agent_with(["shrink_perturb"], extra=extra, steps=2)
+    agent = state.agent
+    batch = state.replay.sample(16, state.replay_generator)
+    agent.learn(batch, 3)  # the optimizer has state for every parameter now
+    before = {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in agent.optimizer.state[p].items()}
+              for p in agent.online.parameters()}
+    agent.update_target(3)
+    return agent, before
+
+
+def test_shrink_perturb_keeps_the_optimizer_state_by_default():
+    agent, before = optimizer_state_after_a_target_update(reset=False)
+    for p, old in before.items():
+        new = agent.optimizer.state[p]
+        assert set(new) == set(old) and all(torch.equal(torch.as_tensor(new[k]), torch.as_tensor(old[k])) for k in old)
+
+
+def test_shrink_perturb_can_reset_the_optimizer_state_of_what_it_shrinks():
+    agent, before = optimizer_state_after_a_target_update(reset=True)
+    assert before and all(p not in agent.optimizer.state or not agent.optimizer.state[p] for p in before)
+    # the next step starts those parameters' Adam afresh: its first update is -lr * sign(g) (bias-corrected)
+    params = list(agent.online.parameters())
+    snapshot = [p.detach().clone() for p in params]
+    batch = agent.last_batch
+    agent.online.zero_grad(set_to_none=True)
+    agent.loss(batch).backward()
+    grads = [p.grad.clone() for p in params]
+    agent.learn(batch, 4)
+    lr = agent.optimizer.param_groups[0]["lr"]
+    for p, p0, g in zip(params, snapshot, grads):
+        moved = (p.detach() - p0)[g.abs() > 1e-3]  # a fresh Adam's first step: m/sqrt(v) = sign(g)
+        torch.testing.assert_close(moved, -lr * torch.sign(g[g.abs() > 1e-3]), rtol=1e-3, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------ spectral norm
+
+
+@pytest.mark.parametrize("layer,normalised,plain", [("first", "net.0", "net.5"), ("first_dense", "net.5", "net.0")])
+def test_spectral_norm_parametrises_the_layer_it_is_told_to_on_the_cnn(layer, normalised, plain):
+    """``first``: the first convolution (the layer reading the observation); ``first_dense``: the
+    first fully connected layer after the convolutions. The oracle: numpy's SVD of the layer's
+    weight as a matrix ``[out, in * kh * kw]`` is 1 once the power iteration has converged."""
+    from torch.nn.utils import parametrize
+
+    from .test_interventions import ARCH_OVERRIDES, BASE
+
+    cfg = make_cfg(BASE + ARCH_OVERRIDES["cnn"] + ["intervention=[spectral_norm]", f"intervention.spectral_norm.layer={layer}",
+                                                     "intervention.spectral_norm.n_power_iterations=200"], tiny=False)
+    net = build_run(cfg, CPU).agent.online
+    modules = dict(net.body.named_modules())
+    assert isinstance(modules["net.0"], torch.nn.Conv2d) and isinstance(modules["net.5"], torch.nn.Linear)
+    assert parametrize.is_parametrized(modules[normalised], "weight")
+    assert not parametrize.is_parametrized(modules[plain], "weight")
+    net.train()
+    with torch.no_grad():
+        weight = modules[normalised].weight  # a train-mode read runs the 200 power-iteration steps
+    top = np.linalg.svd(weight.detach().flatten(1).numpy(), compute_uv=False)[0]
+    assert top == pytest.approx(1.0, rel=1e-3)
+    plain_top = np.linalg.svd(modules[plain].weight.detach().flatten(1).numpy(), compute_uv=False)[0]
+    assert abs(plain_top - 1.0) > 1e-2  # the other layer is left as initialised
+
+
+def test_spectral_norm_on_the_first_dense_layer_of_a_body_without_one_is_a_clear_error():
+    from .test_interventions import ARCH_OVERRIDES, BASE
+
+    cfg = make_cfg(BASE + ARCH_OVERRIDES["resnet18"] + ["intervention=[spectral_norm]",
+                                                          "intervention.spectral_norm.layer=first_dense"], tiny=False)
+    with pytest.raises(ValueError, match="intervention.spectral_norm.layer=first_dense: .* has no Linear layer"):
+        build_run(cfg, CPU)

@@ -123,7 +123,8 @@ def test_the_registered_order_keeps_the_order_of_application():
 @pytest.mark.parametrize(
     "name,override",
     [
-        ("spectral_norm", "n_power_iterations=0"), ("spectral_norm", "eps=0"), ("two_hot", "num_bins=1"),
+        ("spectral_norm", "n_power_iterations=0"), ("spectral_norm", "eps=0"), ("spectral_norm", "layer=last"),
+        ("two_hot", "num_bins=1"),
         ("two_hot", "margin=-1"), ("weight_decay", "coeff=-1"), ("l2_init", "coeff=-1"),
         ("shrink_perturb", "shrink=-1"), ("shrink_perturb", "perturb=-1"), ("redo", "tau=-1"),
         ("redo", "every_steps=0"), ("continual_backprop", "replacement_rate=2"),

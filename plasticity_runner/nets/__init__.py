@@ -81,8 +81,9 @@ def build_network(
     ``returns``: the task's range of discounted returns (``envs.base.return_range``), from which
     a head derives what its options leave open (the two-hot support's null ends).
 
-    ``spectral_norm`` (options of ``layers.SpectralNorm``, or None) parametrises the body's first
-    layer, the one that reads the observation.
+    ``spectral_norm`` (options of ``layers.SpectralNorm`` and ``layer``, or None) parametrises the
+    body's first layer, the one that reads the observation (``layer: first``), or its first dense
+    layer (``layer: first_dense``).
     """
     known = registry.parts("architecture")
     if arch_cfg.name not in known:
@@ -94,7 +95,13 @@ def build_network(
     # scaling.scaled with architecture.width_multiplier (figure 5)
     body = known[arch_cfg.name].build(arch_cfg, tuple(obs_shape), layer_norm, activation)
     if spectral_norm is not None:
-        apply_spectral_norm(first_layer(body), **spectral_norm)
+        options = dict(spectral_norm)
+        which = options.pop("layer", "first")
+        try:
+            layer = first_layer(body, dense=which == "first_dense")
+        except ValueError as e:
+            raise ValueError(f"intervention.spectral_norm.layer={which}: {e}") from None
+        apply_spectral_norm(layer, **options)
     head_options = dict(head_options or {})
     if getattr(arch_cfg, "shared_bias", False):  # one output bias for all actions (DQN Zoo's Double DQN)
         if head != "scalar":
