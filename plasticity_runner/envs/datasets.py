@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import enum
 import functools
+import importlib
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+
+from ..errors import ConfigError
 
 
 class Dataset(str, enum.Enum):
@@ -168,6 +172,73 @@ def _cifar10(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
         raise _not_found("cifar10", root, "cifar-10-batches-py/data_batch_1..5 and test_batch", exc) from exc
     images = ds.data.astype(np.float32).transpose(0, 3, 1, 2) / 255.0  # NHWC uint8 -> NCHW
     return images, np.asarray(ds.targets, dtype=np.int64)
+
+
+CIFAR10_FILES = tuple(f"cifar-10-batches-py/{n}" for n in (*(f"data_batch_{b}" for b in range(1, 6)), "test_batch"))
+
+
+def expected_files(name: str) -> tuple[str, ...]:
+    """The files ``load_dataset`` reads under ``data_dir`` (none for the bundled data sets)."""
+    return {"mnist": tuple(f"MNIST/raw/{n}" for n in MNIST_TRAIN_FILES), "cifar10": CIFAR10_FILES}.get(name, ())
+
+
+def _size(name: str, root: Path) -> int:
+    """How many training images ``load_dataset(name, root)`` returns, read cheaply (labels only)."""
+    if name == "digits":
+        return len(_digits()[1])
+    if name == "mnist5k":
+        return len(_mnist5k_raw()[1])
+    if name == "mnist":
+        return len(read_idx(root / "MNIST" / "raw" / MNIST_TRAIN_FILES[1], 1))
+    total = 0
+    for rel in CIFAR10_FILES[:-1]:  # the five training batches
+        with open(root / rel, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        total += len(batch["labels"])
+    return total
+
+
+def check_data(env: Any) -> None:
+    """Before a run starts: ``env.dataset`` can be read and holds ``env.num_images`` images.
+
+    ``ConfigError`` naming ``env.data_dir`` and every file expected when a data set is not on
+    disk (and ``env.download`` is off), ``env.dataset`` when the package it is read from is not
+    installed, ``env.num_images`` when it asks for more images than the data set has. An env
+    without a ``dataset`` key (Atari, MinAtar, CartPole) passes.
+    """
+    name = getattr(env, "dataset", None)
+    if name is None:
+        return
+    name = str(getattr(name, "value", name))
+    root = Path(str(env.data_dir)).expanduser()
+    files = expected_files(name)
+    missing = [rel for rel in files if not (root / rel).is_file()]
+    if missing and bool(env.download):
+        return  # fetched (and its size known) when the run loads it; load_dataset checks num_images then
+    if missing:
+        raise ConfigError("env.data_dir", (
+            f"env.dataset={name} reads {', '.join(files)} under env.data_dir={str(root)!r} "
+            f"(resolved: {root.resolve()}); missing: {', '.join(missing)}. Put the files there, let torchvision "
+            f"download them with env.download=true (needs internet), or run on a data set that ships with "
+            f"the package: env.dataset=mnist5k (5000 MNIST training images; the mnist5k extra) or "
+            f"env.dataset=digits (scikit-learn's 8x8 digits)"))
+    if name in NEEDS_EXTRA:
+        package, extra = NEEDS_EXTRA[name]
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            raise ConfigError("env.dataset", f"env.dataset={name} is read from the package {package}, which is "
+                              f"not installed: pip install 'plasticity-runner[{extra}]'") from None
+    num_images = getattr(env, "num_images", None)
+    if num_images is not None:
+        check_num_images(int(num_images), _size(name, root), name)
+
+
+def check_num_images(num_images: int | None, size: int, name: str) -> None:
+    """``ConfigError`` naming ``env.num_images`` when it exceeds the data set's ``size``."""
+    if num_images is not None and num_images > size:
+        raise ConfigError("env.num_images", f"{num_images} images asked for, but env.dataset={name} has "
+                          f"{size} training images; set env.num_images <= {size} (or null: all of them)")
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
