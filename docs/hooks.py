@@ -195,9 +195,13 @@ def show(value: Any) -> str:
 
 
 def cell(text: str) -> str:
-    """Text for a table cell: a ``|`` outside code spans escaped (inside them the table leaves it)."""
+    """Text for a table cell: outside code spans a ``|`` is escaped and ``<``, ``>`` are entities (a
+    ``<phase>`` would be an HTML tag); inside them the table leaves both alone."""
     parts = text.replace("\n", " ").split("`")
-    return "`".join(part.replace("|", "\\|") if i % 2 == 0 else part for i, part in enumerate(parts))
+    return "`".join(
+        part.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;") if i % 2 == 0 else part
+        for i, part in enumerate(parts)
+    )
 
 
 # =============================================================================== option files
@@ -314,11 +318,12 @@ def key_rows(
     ranges,
     path: str,
     prefix: str = "",
-    skip: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
 ) -> str:
+    """The table of a schema's keys (``only``: just these dotted keys)."""
     rows = []
     for key, tp, default in schema_fields(schema):
-        if key in skip or any(key.startswith(s + ".") for s in skip):
+        if only is not None and key not in only:
             continue
         value = lookup(values, key)
         value = default if value is dataclasses.MISSING else value
@@ -359,15 +364,20 @@ def configuration_page() -> str:
         "",
         top.header,
         "",
-        key_rows(
-            config.Config,
-            top.values,
-            top.comments,
-            ranges,
-            "",
-            skip=("env", "architecture", "optimizer", "agent", "intervention", "logger"),
-        ),
     ]
+    groups = ("env", "architecture", "optimizer", "agent", "intervention", "logger")
+    sections: dict[str, list[str]] = {}  # "" (the run's own keys), "probe", "diagnostics.statistics", ...
+    for key, _, _ in schema_fields(config.Config):
+        head = key.split(".")[0]
+        if head in groups:
+            continue
+        section = ".".join(key.split(".")[:2]) if head == "diagnostics" else (head if "." in key else "")
+        sections.setdefault(section, []).append(key)
+    for section, keys in sections.items():
+        meaning, source = meaning_and_source(top.comments.get(section, ""))
+        note = f"{meaning[:1].upper()}{meaning[1:]}" + (f" ({source})" if source else "") + "." if meaning else ""
+        out += [f"### `{section}`" if section else "### The run", ""] + ([note, ""] if note else [])
+        out += [key_rows(config.Config, top.values, top.comments, ranges, "", only=tuple(keys))]
     titles = {
         "env": "The environment and the program that runs it (one option).",
         "architecture": "The network body (one option); `env` options may choose one.",

@@ -71,12 +71,15 @@ def test_every_page_is_in_the_nav():
 
 
 def rows_of(page: str) -> dict[str, list[str]]:
-    """First cell (without backticks) -> the row's cells, for every table row of a page."""
+    """First cell (without backticks) -> the row's cells (HTML entities read back), for every table row
+    of a page."""
+    import html
+
     hooks = sys.modules["docs/hooks.py"]
     out = {}
     for line in page.splitlines():
         if line.startswith("| `"):
-            cells = hooks.table_cells(line)
+            cells = [html.unescape(c) for c in hooks.table_cells(line)]
             out.setdefault(cells[0].strip("`"), cells)
     return out
 
