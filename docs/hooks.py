@@ -611,18 +611,16 @@ def array_definitions() -> dict[str, tuple[str, str]]:
 
 def metrics_page() -> str:
     defs = definitions()
-    rows, missing = [], []
+    by_producer: dict[str, list[str]] = {}
     for producer, phase, pattern in declared_metrics():
         d = find_definition(phase, pattern, defs)
+        rows = by_producer.setdefault(producer, [])
         if d is None:
-            missing.append((producer, phase, pattern))
-            rows.append(f"| `{phase}` | `{pattern}` | {cell(producer)} | **no definition in the docs** | | |")
+            rows.append(f"| `{phase}` | `{pattern}` | **no definition in the docs** | | |")
             continue
         where = f"[{d.page.removesuffix('.md')}](../{d.page}#{d.anchor})"
         cite = f"{cell(d.citation)}; " if d.citation else ""
-        rows.append(
-            f"| `{phase}` | `{pattern}` | {cell(producer)} | {cell(d.definition)} | {cell(d.unit)} | {cite}{where} |"
-        )
+        rows.append(f"| `{phase}` | `{pattern}` | {cell(d.definition)} | {cell(d.unit)} | {cite}{where} |")
     arrays = array_definitions()
     array_rows = []
     for producer, key in declared_arrays():
@@ -639,17 +637,25 @@ def metrics_page() -> str:
             "[Case studies](../case-studies.md) and [Atari and MinAtar](../atari-minatar.md)"
         ),
         "",
-        "One row per declared name. A name with `*` stands for a family: `param_norm/*` is one metric per layer "
-        "(`param_norm/body.net.1`, ...). Thresholds are part of the name (`dormant_frac_tau0.025`: the default "
-        "`diagnostics.statistics.dormant_tau`); another threshold gives another name. Every row is in the "
-        "parquet shards under `metrics/` with its *phase*; read them with `load_sweep`.",
+        "One row per declared name, one table per producer. A name with `*` stands for a family: `param_norm/*` "
+        "is one metric per layer (`param_norm/body.net.1`, ...). Thresholds are part of the name "
+        "(`dormant_frac_tau0.025`: the default `diagnostics.statistics.dormant_tau`); another threshold gives "
+        "another name. Every row is in the parquet shards under `metrics/` with its *phase*; read them with "
+        "`load_sweep`.",
         "",
         "## Scalar metrics",
         "",
-        "| phase | name | producer | definition | unit | citation; defined in |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
+    ]
+    for producer, rows in by_producer.items():
+        out += [
+            f"### {producer[:1].upper()}{producer[1:]}",
+            "",
+            "| phase | name | definition | unit | citation; defined in |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    out += [
         "## Arrays (`arrays/step_<step>.npz`)",
         "",
         "| key | producer | shape, dtype | content |",
