@@ -42,7 +42,7 @@ FINDINGS = (
             "Figure 4: later checkpoints fit new targets more slowly (flatter curves), not to higher plateaus."),
     Finding("fig5_quick", ("figure5_width", "interval_estimates"),
             "Figure 5: wider networks lose less plasticity, but none loses none."),
-    Finding("fig6_quick", ("figure6_interventions", "figure10_11_probe_loss", "interval_estimates"),
+    Finding("fig6_quick", ("figure6_interventions", "figure10_11_probe_loss", "interval_estimates", "figure12_13_returns"),
             "Figure 6: layer norm, resetting the last layer and the two-hot head reduce plasticity loss; "
             "shrink and perturb, weight decay and resetting the optimizer do not."),
 )
