@@ -14,7 +14,7 @@ from torch import nn
 
 from plasticity_runner import load_sweep
 from plasticity_runner.case_studies.brownian import CoupledTrajectories, make_mdp, next_batch
-from plasticity_runner.case_studies.memorization import RelabelledImages, accuracy, evaluate, load_images
+from plasticity_runner.case_studies.memorization import RelabelledImages, accuracy, evaluate, labels_seed, load_images
 from plasticity_runner.cli import compose_config
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.metrics import load_arrays, load_run, load_run_metadata
@@ -61,7 +61,7 @@ def run_cli(args, cwd):
 
 def test_relabelling_permutes_labels_and_keeps_inputs():
     cfg = compose_config(MEMORIZATION_TINY + ["env.num_images=500"])
-    data = load_images(cfg.env, torch.device("cpu"))
+    data = load_images(cfg.env, torch.device("cpu"), int(cfg.seed))
     images = data.images.clone()
     true_counts = torch.bincount(data.true_labels, minlength=10)
     seen = [data.labels.clone()]
@@ -72,7 +72,7 @@ def test_relabelling_permutes_labels_and_keeps_inputs():
     for before, after in zip(seen, seen[1:]):
         assert torch.equal(torch.bincount(after, minlength=10), true_counts)  # a permutation of the true labels
         assert (before != after).double().mean() > 0.7  # ~90% of labels change for 10 classes
-    again = RelabelledImages(images, data.true_labels, int(cfg.env.label_seed))
+    again = RelabelledImages(images, data.true_labels, labels_seed(cfg.env, int(cfg.seed)))
     assert torch.equal(again.labels, seen[0])  # the labellings are a function of the seed
 
 

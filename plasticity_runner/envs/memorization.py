@@ -29,7 +29,7 @@ class MemorizationEnvConfig:
     num_iterations: int = 20
     batch_size: int = 128
     eval_samples: int = 4096
-    label_seed: int = 0
+    label_seed: Optional[int] = None  # null: the run seed's stream memorization/labels
 
 
 def check(cfg: Any, key: str) -> None:
