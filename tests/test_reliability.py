@@ -177,7 +177,7 @@ def test_every_checkpoint_corrupt_is_refused(tmp_path, monkeypatch):
     with pytest.raises(checkpoint.CorruptCheckpointError) as err:
         train(make_cfg(), tmp_path)
     assert "step_0000000000/state.pt" in str(err.value) and "step_0000000020/state.pt" in str(err.value)
-    assert sorted(p.name for p in (tmp_path / "metrics").iterdir())[-1] == "step_0000000020.parquet"  # nothing deleted
+    assert sorted(p.name for p in (tmp_path / "metrics").glob("*.parquet"))[-1] == "step_0000000020.parquet"  # nothing deleted
 
 
 def test_every_checkpoint_corrupt_through_the_cli_is_exit_3_naming_the_files(tmp_path, monkeypatch):

@@ -71,7 +71,7 @@ def test_checkpoint_with_a_payload_is_refused_and_never_runs(crashed_run, tmp_pa
     assert str(state_file) in str(err.value) and "posix.system" in str(err.value)
     assert not witness.exists()
     # refused, not skipped: no fall-back to the older checkpoint, nothing deleted
-    assert sorted(p.name for p in (crashed_run / "metrics").iterdir())[-1] == "step_0000000020.parquet"
+    assert sorted(p.name for p in (crashed_run / "metrics").glob("*.parquet"))[-1] == "step_0000000020.parquet"
 
 
 def test_checkpoint_with_a_payload_through_the_cli_is_exit_3(crashed_run, tmp_path):
