@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import safe_pickle
 from ..errors import ConfigError
 
 
@@ -147,31 +148,60 @@ def _mnist(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64)
 
 
-def _cifar10(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    from torchvision.datasets import CIFAR10
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+# what a CIFAR-10 batch may hold: a dict of numpy arrays, lists, strings and bytes; any other global
+# is refused (safe_pickle), so a file dropped into env.data_dir cannot run code when it is read
+CIFAR10_PICKLE_TYPES = safe_pickle.NUMPY_ARRAYS
 
-    class _CIFAR10(CIFAR10):
-        # torchvision verifies each batch file's md5 before loading. We check that the files exist
-        # and let unpickling fail loudly on a corrupt one, so that copies re-packed by a cluster's
-        # data team (and the small fixtures of the tests) load too. download=True still verifies.
-        def _check_integrity(self) -> bool:
-            folder = Path(self.root) / self.base_folder
-            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
 
-        def _load_meta(self) -> None:
-            path = Path(self.root) / self.base_folder / self.meta["filename"]
-            if path.is_file():
-                with open(path, "rb") as f:
-                    self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-            else:
-                self.classes = [str(i) for i in range(10)]
-
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR-10 batch as ``data`` (N x 3072 uint8) and labels (N int64), unpickled so
+    that it cannot run code; ``DatasetFileError`` naming the file (and the type it would need)."""
     try:
-        ds = _CIFAR10(root=str(root), train=True, download=download)
-    except RuntimeError as exc:
-        raise _not_found("cifar10", root, "cifar-10-batches-py/data_batch_1..5 and test_batch", exc) from exc
-    images = ds.data.astype(np.float32).transpose(0, 3, 1, 2) / 255.0  # NHWC uint8 -> NCHW
-    return images, np.asarray(ds.targets, dtype=np.int64)
+        with open(path, "rb") as f:
+            entry = safe_pickle.load(f, CIFAR10_PICKLE_TYPES, path, encoding="latin1")
+    except safe_pickle.UnsafePickleError as exc:
+        raise DatasetFileError(str(exc)) from None
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise DatasetFileError(f"{path} is not a CIFAR-10 batch: {type(exc).__name__}: {exc}") from None
+    if isinstance(entry, dict):
+        entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+    data = entry.get("data") if isinstance(entry, dict) else None
+    targets = entry.get("labels", entry.get("fine_labels")) if isinstance(entry, dict) else None
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or targets is None:
+        raise DatasetFileError(f"{path} is not a CIFAR-10 batch: expected a dict with 'data' (N x 3072 uint8) "
+                               "and 'labels'")
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(targets) != len(data):
+        raise DatasetFileError(f"{path} holds {len(data)} images but {len(targets)} labels")
+    return data.astype(np.uint8, copy=False), targets
+
+
+def _cifar10(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The five training batches of ``<root>/cifar-10-batches-py/``, unpickled so that they cannot
+    run code (``safe_pickle``; a batch needing any type beyond numpy arrays and builtins is refused,
+    naming the file). torchvision's copy is used only to download (``env.download=true``), which
+    checks every file's md5. Other copies (re-packed by a cluster's data team, the tests' small
+    fixtures) load when each batch holds ``data`` (N x 3072 uint8) and ``labels``."""
+    folder = root / CIFAR10_FOLDER
+    if download:
+        from torchvision.datasets import CIFAR10
+
+        try:
+            CIFAR10(root=str(root), train=True, download=True)
+        except RuntimeError as exc:
+            raise _not_found("cifar10", root, f"{CIFAR10_FOLDER}/data_batch_1..5", exc) from exc
+    missing = [name for name in CIFAR10_TRAIN_FILES if not (folder / name).is_file()]
+    if missing:
+        raise _not_found("cifar10", root, " and ".join(f"{CIFAR10_FOLDER}/{name}" for name in missing) + " (missing)")
+    images, labels = [], []
+    for name in CIFAR10_TRAIN_FILES:
+        data, targets = read_cifar_batch(folder / name)
+        images.append(data)
+        labels.append(targets)
+    images_u8 = np.concatenate(images).reshape(-1, 3, 32, 32)  # rows are CHW already (R, G, B planes)
+    return images_u8.astype(np.float32) / 255.0, np.concatenate(labels)
 
 
 CIFAR10_FILES = tuple(f"cifar-10-batches-py/{n}" for n in (*(f"data_batch_{b}" for b in range(1, 6)), "test_batch"))
@@ -192,9 +222,7 @@ def _size(name: str, root: Path) -> int:
         return len(read_idx(root / "MNIST" / "raw" / MNIST_TRAIN_FILES[1], 1))
     total = 0
     for rel in CIFAR10_FILES[:-1]:  # the five training batches
-        with open(root / rel, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        total += len(batch["labels"])
+        total += len(read_cifar_batch(root / rel)[1])
     return total
 
 
