@@ -15,7 +15,9 @@ Two per-sample losses are provided:
 
 * ``td_sample_losses``: the agent's TD loss of each transition (eq. 1) against the fixed target
   ``agents.dqn.td_target`` of its networks, as A.1 describes for C_k ("the gradient of each transition");
-  intervention penalties are left out;
+  intervention penalties are left out. The diagnostic asks the agent for it (``sample_losses``): a
+  continual supervised protocol's learner gives its supervised loss of each sample instead
+  (``continual/learner.py``);
 * ``perturbation_sample_losses``: the probe loss of section 4.2 for each input,
   ``mean_a [f(x)_a - sg(f(x)_a + eps_a)]^2``, with ``eps`` drawn either
 
@@ -242,10 +244,8 @@ class GradCov(Diagnostic):
     def run(self, view: PauseView) -> Output:
         c, batch = self.config(view.cfg), view.batch
         loss_kind = str(getattr(c.loss, "value", c.loss))
-        if loss_kind == "td":
-            losses = td_sample_losses(
-                view.online, view.target, batch, gamma=view.agent.gamma, double_dqn=view.agent.double_dqn
-            )
+        if loss_kind == "td":  # the training loss of each sample: the agent's (``DQNAgent.sample_losses``)
+            losses = view.agent.sample_losses(batch)
         else:
             eps_seed = diagnostic_seed(view.seed, self.name, view.step)
             losses = perturbation_sample_losses(
