@@ -71,7 +71,7 @@ GOLDEN: dict[str, list[str]] = {
         "env.batch_size=16", "env.eval_samples=128", "architecture.width=32",
     ],
     "brownian": [
-        "experiment=fig2_brownian", "total_steps=40", "log_every_steps=10", "env.batch_size=32",
+        "experiment=fig2_brownian", "env.dataset=digits", "total_steps=40", "log_every_steps=10", "env.batch_size=32",
         "env.target_update_steps=10", "env.measure_every_steps=20", "architecture.width=32",
         "diagnostics.curvature.num_inputs=64", "diagnostics.curvature.iterations=8",
         "diagnostics.curvature.grid_points=64", "diagnostics.gradcov.k=32", "diagnostics.gradcov.num_clusters=4",

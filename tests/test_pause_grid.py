@@ -112,11 +112,11 @@ def one_pause(arch: str, names: tuple[str, ...], tmp_path, options: list[str] | 
     prefill(state, int(cfg.agent.learning_starts))
     dynamics = state.dynamics
     for i in range(3):  # after-step hooks, a target update and its hooks, then one more step
-        if i == 2:  # an earlier churn measurement (as a previous pause takes): the pause has one to compare with
-            dynamics.policy_churn(state.agent.online, state.replay, int(cfg.diagnostics.dynamics.reference_inputs), cfg.seed)
+        if i == 2:  # an earlier greedy-action measurement (as a previous pause takes): the pause has one to compare with
+            dynamics.greedy_action_change(state.agent.online, state.replay, int(cfg.diagnostics.dynamics.reference_inputs), cfg.seed)
         train_step(state, cfg.agent, 0.5)
     log_point = dynamics.log_point(state.agent.online)  # the window's gradient norms and effective lr
-    assert {"grad_norm_window_mean", "eff_lr_window"} <= set(log_point), sorted(log_point)
+    assert {"grad_norm_window_mean", "rel_param_change_window"} <= set(log_point), sorted(log_point)
     assert all(math.isfinite(v) for k, v in log_point.items() if "/" not in k), log_point
     writer = MetricsWriter(tmp_path, "grid")
     probe = run_pause(cfg, state, writer)
@@ -128,7 +128,7 @@ def one_pause(arch: str, names: tuple[str, ...], tmp_path, options: list[str] | 
     assert {"probe", "stats", "curvature", "gradcov", "dynamics"} <= phases, phases
     issue_15 = {"feature_norm_mean", "feature_stable_rank", "active_frac_p0.01", "activation_rate_mean",
                 "duplicate_frac_rtol0.01", "grad_norm_eval", "weight_change_from_init", "weight_change_from_init_rel",
-                "policy_churn_frac"}
+                "greedy_action_change_between_pauses"}
     assert issue_15 <= set(rows.metric), sorted(issue_15 - set(rows.metric))
     for phase in ("probe", "stats", "curvature", "gradcov", "dynamics"):
         values = rows.query("phase == @phase").value.to_numpy()

@@ -68,7 +68,7 @@ TINY = {
         "env.schedule=[{task:true_label,steps:2},{task:random_label,label_seed:1,steps:1},{permutation_seed:1,steps:1}]",
     ],
     "fig1_optimizer_instability": [
-        "env.num_images=64", "env.iteration_steps=2", "env.num_iterations=2", "env.batch_size=8",
+        "env.num_images=40", "env.iteration_steps=2", "env.num_iterations=2", "env.batch_size=8",
         "env.eval_samples=32", "architecture.width=16",
     ],
     "fig2_brownian": [
@@ -93,6 +93,10 @@ TINY["fig2_quick"] = TINY["fig2_brownian"]
 # per preset: overrides that shrink its grid for the fast test (command-line overrides win over the
 # preset's hydra.sweeper.params); a preset without an entry runs its whole grid in the fast test
 FAST = {
+    # the paper presets read MNIST / CIFAR-10 from env.data_dir; on digits with one explicit override
+    "paper_classification": ["env.dataset=digits"],
+    "fig1_optimizer_instability": ["env.dataset=digits"],
+    "fig2_brownian": ["env.dataset=digits"],
     "continual_minatar": ["intervention=[layer_norm]"],
     "continual_classification": ["intervention=[layer_norm]"],
     "fig6_interventions": ["env.dataset=digits", "architecture=mlp", "architecture.width=16", "env.task=sparse_reward"],

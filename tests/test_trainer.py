@@ -54,8 +54,8 @@ def test_probes_do_not_change_training(tmp_path):
     probed = values(tmp_path / "probed").query("phase == 'train'").reset_index(drop=True)
     unprobed = values(tmp_path / "unprobed").query("phase == 'train'").reset_index(drop=True)
     pd.testing.assert_frame_equal(probed, unprobed, check_exact=True)
-    dynamics = probed.metric.str.startswith(("grad_norm_window_mean", "eff_lr_window"))  # probes/dynamics.py
-    assert len(probed[~dynamics]) == 20  # td_loss, reward_mean, q_mean, epsilon, env_steps at 4 log points
+    dynamics = probed.metric.str.startswith(("grad_norm_window_mean", "rel_param_change_window"))  # probes/dynamics.py
+    assert len(probed[~dynamics]) == 24  # td_loss, loss_total, reward_mean, q_mean, epsilon, env_steps at 4 log points
     assert len(probed[dynamics]) == 32  # total and 3 layers of each, at 4 log points
 
 

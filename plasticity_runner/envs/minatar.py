@@ -158,6 +158,7 @@ class MinAtarVectorEnv:
         self.seed, self._stream = int(seed), int(_stream)
         self.action_set = list(_action_set) if _action_set is not None else self._union_action_set()
         self.num_actions = len(self.action_set)
+        self.reward_range = None  # the games' own rewards, no bound declared: two_hot needs an explicit support
         self.steps = 0
         self.episodes_finished = 0
         self.segment = 0

@@ -13,6 +13,7 @@ from ..data import (
     series,
 )
 from ..plotting import (
+    BAND_STD_SEEDS,
     FigureResult,
     MissingData,
     legend,
@@ -88,6 +89,8 @@ def figure1_optimizer_instability(frame: pd.DataFrame) -> FigureResult:
                 plot_group_curves(ax, sg, colors[g], g, x="iteration")
         ax.set_xlabel("iteration (labels re-randomised after each)")
         ax.set_title(title)
+        ax.set_ylabel({"accuracy": "accuracy (fraction of images)", "dead unit fraction": "dead units (fraction)",
+                       "Adam update norm": "Adam update norm (L2, parameter units)"}[title])
         if title == "Adam update norm" and (s["value"] > 0).all():
             ax.set_yscale("log")
         if title != "Adam update norm":
@@ -100,4 +103,6 @@ def figure1_optimizer_instability(frame: pd.DataFrame) -> FigureResult:
         "re-randomised. Mean over seeds (bold), +-1 std band, single runs thin.",
         figure=fig,
         tables={"final": optimizer_table(frame)},
+        bands=BAND_STD_SEEDS.replace("at each step", "at each iteration"),
+        runs=sorted(group_of.index),
     )
