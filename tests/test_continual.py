@@ -81,6 +81,11 @@ def test_bits_flip_one_at_a_time_at_the_task_switches_and_the_target_is_the_ltu_
                 tau = 0.7 * (m + 1) - n_minus
                 expected += w2[i] * float(row @ w1[i] + b1[i] > tau)
             assert value == pytest.approx(expected)
+    # the range the two-hot support derives from bounds every target: b2 + the negative / positive weights
+    lo, hi = s.target_range
+    assert (lo, hi) == (b2[0] + w2[w2 < 0].sum(), b2[0] + w2[w2 > 0].sum())
+    ys = torch.cat([s.batch(t)[1] for t in range(1, 41)])
+    assert lo <= float(ys.min()) and float(ys.max()) <= hi
 
 
 def test_the_stream_is_a_function_of_the_seed_and_the_step():

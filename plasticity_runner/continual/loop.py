@@ -122,7 +122,8 @@ def run_stream(cfg: DictConfig, run: Run, stream: Stream) -> dict[str, Any]:
     net_options = interventions_lib.network_options(interventions)
 
     def build_fresh() -> torch.nn.Module:
-        return build_network(cfg.architecture, stream.obs_shape, stream.num_outputs, **net_options).to(device)
+        return build_network(cfg.architecture, stream.obs_shape, stream.num_outputs, returns=stream.target_range,
+                             **net_options).to(device)
 
     online = build_fresh()
     optimizer = build_optimizer(cfg.optimizer, [p for p in online.parameters()])

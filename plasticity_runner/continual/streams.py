@@ -19,7 +19,6 @@ an uninterrupted one does and nothing here is checkpointed. What a stream offers
 from __future__ import annotations
 
 import bisect
-import logging
 import math
 from typing import Any
 
@@ -27,8 +26,6 @@ import torch
 
 from ..envs.datasets import load_dataset
 from ..seeding import stream_seed
-
-log = logging.getLogger("plasticity_runner")
 
 BLOCK_STEPS = 1000  # steps whose minibatch indices are drawn at once (one seed per block)
 
@@ -45,6 +42,7 @@ class Stream:
     obs_shape: tuple[int, ...] = ()
     num_outputs: int = 10
     ends: list[int] = []  # the step that closes each task, increasing; the last is total_steps
+    target_range: tuple[float, float] | None = None  # bounds of a regression target (the two-hot support's ends)
 
     def task_of(self, step: int) -> int:
         """The task of optimizer step ``step`` (step 0, before training: task 0)."""
@@ -143,6 +141,8 @@ class BitFlipRegression(Stream):
         self.ends = equal_tasks(total_steps, self.steps_per_task)
         self.target = LTUTarget(self.m, int(env_cfg.target_features), float(env_cfg.beta),
                                 _generator(seed, self.NAME, "target")).to(device)
+        w2, b2 = self.target.w2, float(self.target.b2)  # y = b2 + the sum of the firing units' weights
+        self.target_range = (b2 + float(w2.clamp(max=0).sum()), b2 + float(w2.clamp(min=0).sum()))
         g = _generator(seed, self.NAME, "flips")
         flipping = [torch.randint(0, 2, (self.f,), generator=g).float()]
         self.flipped_bit = [-1]  # the bit that flipped at the start of each task (none before task 0)
@@ -287,12 +287,11 @@ class ShuffledLabels(Stream):
 
 
 def _first_images(env_cfg: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``env.num_images`` training images and their true labels (all when fewer)."""
+    """The first ``env.num_images`` training images and their true labels (null: all of them; more
+    than the data set holds is refused before the run starts, ``datasets.check_data``)."""
     dataset = str(getattr(env_cfg.dataset, "value", env_cfg.dataset))
     images, labels = load_dataset(dataset, env_cfg.data_dir, env_cfg.download)
-    n = int(env_cfg.num_images)
-    if n > images.shape[0]:
-        log.warning("env.num_images=%d but %s has %d training images: using all of them", n, dataset, images.shape[0])
+    n = images.shape[0] if env_cfg.num_images is None else int(env_cfg.num_images)
     return images[:n].to(device), labels[:n].to(device)
 
 

@@ -61,7 +61,7 @@ class ShuffledLabelsEnvConfig:
     dataset: Dataset = Dataset.digits
     data_dir: str = "data"
     download: bool = False
-    num_images: int = 5000
+    num_images: Optional[int] = None
     steps_per_task: int = 2000
     batch_size: int = 128
     eval_samples: int = 4096
