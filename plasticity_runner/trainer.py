@@ -17,8 +17,9 @@ Reads top to bottom in the order of the paper's protocol (section 5.1, appendix 
 A *step* is one optimizer step; each step also steps the vector environment
 ``agent.update_every_env_steps`` times (``env.num_envs`` transitions each).
 
-``run_dqn`` is this loop as the program of every env that names no other (``programs``); the run
-directory's lock, config check and ``run.json`` around it are ``lifecycle``'s.
+``train`` is the way in (the CLI calls it): it runs ``run_dqn``, this loop, for every env that
+names no program of its own; the run directory's lock, config check and ``run.json`` around it are
+``lifecycle``'s.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, evaluation, fastpath, programs, registry, run_status, seeding
+from . import checkpoint, evaluation, fastpath, lifecycle, registry, run_status, seeding
 from . import interventions as interventions_lib
 from .agents.dqn import LOSS_TOTAL, PENALTY, TD_LOSS, DQNAgent, epsilon_at, frame_clock, target_update_due
 from .envs import make_env, schedule
+from .config import validate
 from .envs.base import return_range
+from .envs.datasets import check_data
 from .evaluation import evaluate_agent
-from .lifecycle import Run
 from .nets import build_network
 from .optim import build_optimizer
 from .preemption import PreemptionGuard
@@ -183,17 +185,24 @@ def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, floa
 
 
 def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Run one experiment into ``run_dir`` (``programs.run``): the program its env picks (this
-    module's ``run_dqn``, or a case study of section 4) in the run directory's lifecycle.
+    """Run one experiment into ``run_dir``: the program its env picks (``run_dqn`` below, or the case
+    study an env registers with ``program=``, section 4) inside the run directory's lifecycle.
 
-    ``on_start`` is called once the config is valid, the run directory's lock is held and the
-    directory accepts the config, before anything is written. Returns a summary: run id, steps
-    done, status and (``run_dqn``) the last probe scalars.
+    ``cfg`` is the composed config (``compose_config()`` in tests, ``@hydra.main`` from the CLI).
+    ``on_start`` is called once the config is valid and its data set readable, the run directory's
+    lock is held and the directory accepts the config, before anything is written (the CLI writes
+    Hydra's record of the run there). The run holds the directory's lock throughout (``lifecycle.opened``). A finished run
+    (``lifecycle.FINISHED``) is not run again. Returns a summary: run id, steps done, status and
+    (``run_dqn``) the last probe scalars.
     """
-    return programs.run(cfg, run_dir, on_start)
+    validate(cfg)
+    check_data(cfg.env)  # the data set is on disk and large enough: a config error now, not a crash later
+    program = registry.get("env", cfg.env.name).extra.get("program") or run_dqn
+    with lifecycle.opened(cfg, run_dir, on_start) as run:
+        return run.finished_summary() if run.finished else program(cfg, run)
 
 
-def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
+def run_dqn(cfg: DictConfig, run: lifecycle.Run) -> dict[str, Any]:
     """The DQN program (steps 1-5 of the module's list) in the run directory ``run`` holds
     (``lifecycle``), resuming from its newest complete checkpoint."""
     run_dir, device, record = run.run_dir, run.device, run.record
