@@ -1,7 +1,7 @@
 """The life of a run in its directory, the same for every program (the DQN trainer, the case studies).
 
-``programs.run`` holds the directory's lock (``run_status.RunRecord``) and a cleanup stack for
-the whole start, then:
+``opened(cfg, run_dir, on_start)`` holds the directory's lock (``run_status.RunRecord``) and a
+cleanup stack for the whole start (``trainer.train`` enters it around the program), and:
 
 1. ``open_run``: torch's thread count, the device (``resolve_device``), the resolved config as
    ``run.json`` records it (``run_config``) and the same-config check against the ``run.json``
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,15 @@ class Run:
         where = (self.run_dir / METRICS_DIR).resolve()
         log.info("run %s %s at step %d: metrics in %s", self.run_id, status, steps, where)
         return {"run_id": self.run_id, "run_dir": str(self.run_dir), "steps": steps, "status": status, **summary}
+
+
+@contextlib.contextmanager
+def opened(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | None = None) -> Iterator[Run]:
+    """The run in ``run_dir``, its lock held and its cleanup stack open until the block ends: a second
+    process on the directory is refused, and a block that raises records ``crashed`` (or
+    ``interrupted``) in ``run.json`` (``run_status.RunRecord``)."""
+    with RunRecord(run_dir) as record, contextlib.ExitStack() as cleanup:
+        yield open_run(cfg, run_dir, record, cleanup, on_start)
 
 
 def open_run(

@@ -200,7 +200,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def versions() -> dict[str, str]:
     import torch
 
-    from . import __version__
+    from .version import __version__
 
     return {
         "plasticity_runner": __version__,
