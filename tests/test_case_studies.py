@@ -34,6 +34,7 @@ MEMORIZATION_TINY = [
 ]
 BROWNIAN_TINY = [
     "experiment=fig2_brownian",
+    "env.dataset=digits",  # the preset's MNIST is not on disk here
     "total_steps=40",
     "log_every_steps=10",
     "env.batch_size=32",
@@ -210,7 +211,8 @@ def test_fig1_preset_sweeps_both_optimizers_into_the_report(tmp_path):
 
     sweep = tmp_path / "sweep"
     tiny = [a for a in MEMORIZATION_TINY if not a.startswith("env=")]
-    res = run_cli(["-m", "experiment=fig1_optimizer_instability", *tiny, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    res = run_cli(["-m", "experiment=fig1_optimizer_instability", "env.dataset=digits", *tiny, f"hydra.sweep.dir={sweep}"],
+                  cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     df = load_sweep(sweep)
     assert sorted(df["optimizer.name"].unique()) == ["adam", "adam_tuned"]
@@ -260,6 +262,8 @@ def test_finished_run_is_kept_and_interrupted_run_starts_over(tmp_path):
 # (single-threaded runs differ in the second decimal: float reductions change order with the threads)
 FIG1_CPU = [
     "experiment=fig1_optimizer_instability",
+    "env.dataset=digits",
+    "env.num_images=1797",
     "architecture.width=256",
     "env.batch_size=128",
     "env.iteration_steps=2000",

@@ -66,7 +66,16 @@ def test_figure10_11_initial_and_final_probe_loss_per_intervention(tmp_path):
         assert row["final_mean"] == pytest.approx(np.mean(final), abs=1e-12)
     axes = [ax for ax in result.figure.axes if ax.get_title()]
     assert len(axes) == 4  # 2 datasets x 2 architectures
-    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["none", "layer_norm", "layer_norm+two_hot"]
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["none (n=2)", "layer_norm (n=2)",
+                                                                  "layer_norm+two_hot (n=2)"]
+    # points with whiskers, not bars: a bar on the log axis would start at an arbitrary cut-off
+    assert axes[0].get_yscale() == "log" and not axes[0].patches
+    means = sorted(y for line in axes[0].lines for y in line.get_ydata() if line.get_marker() == "o")
+    want = [cells.loc[("cifar10" if axes[0].get_title().startswith("cifar10") else "mnist", a, i), c]
+            for (d, _, a, i) in expected for c in ("initial_mean", "final_mean")
+            if f"{d}, {a}" == axes[0].get_title()]
+    assert means == pytest.approx(sorted(want), abs=1e-12)
+    assert "squared Q units" in axes[0].get_ylabel()
 
 
 @pytest.mark.parametrize("fn,metric", [(figure12_13_returns, N.REWARD_MEAN), (figure15_16_td_loss, N.TD_LOSS)])

@@ -2,7 +2,7 @@
 
 The loop, top to bottom:
 
-1. take the first ``env.num_images`` training images of ``env.dataset``; they stay fixed for the run;
+1. take the first ``env.num_images`` training images of ``env.dataset`` (null: all); they stay fixed for the run;
    their labels are a random permutation of their true labels (``RelabelledImages``);
 2. build the network (``architecture``; its ten outputs are read as class logits) and the
    optimizer (``optimizer``: Adam of eq. 6 with the default or the tuned hyperparameters of A.1);
@@ -39,7 +39,7 @@ from torch import nn
 
 from .. import seeding
 from ..seeding import stream_seed
-from ..envs.datasets import load_dataset
+from ..envs.datasets import check_num_images, load_dataset
 from ..nets import build_network
 from ..optim import build_optimizer
 from ..probes.statistics import DEAD_FRAC, layer_activities
@@ -89,14 +89,13 @@ def labels_seed(env_cfg: Any, run_seed: int) -> int:
 
 
 def load_images(env_cfg: Any, device: torch.device, run_seed: int) -> RelabelledImages:
-    """The first ``num_images`` training images of the dataset (all of them if it has fewer),
-    labelled by the sequence of ``labels_seed``."""
+    """The first ``num_images`` training images of the dataset (null: all of them), labelled by the
+    sequence of ``labels_seed``; more than the dataset holds is a ``ConfigError`` naming
+    ``env.num_images``."""
     dataset = str(getattr(env_cfg.dataset, "value", env_cfg.dataset))
     images, labels = load_dataset(dataset, env_cfg.data_dir, env_cfg.download)
-    n = int(env_cfg.num_images)
-    if n > images.shape[0]:
-        log.warning("env.num_images=%d but %s has %d training images: memorising all of them",
-                    n, dataset, images.shape[0])
+    n = images.shape[0] if env_cfg.num_images is None else int(env_cfg.num_images)
+    check_num_images(n, images.shape[0], dataset)
     return RelabelledImages(images[:n].to(device), labels[:n].to(device), labels_seed(env_cfg, run_seed))
 
 

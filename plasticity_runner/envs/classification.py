@@ -38,7 +38,7 @@ from .. import registry
 from ..errors import positive
 from ..seeding import label_seed, set_generator_state
 from .base import Batch, StepResult
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset, check_num_images, load_dataset
 from .schedule import check_env
 
 NUM_CLASSES = 10
@@ -129,6 +129,7 @@ class ClassificationMDP:
         dataset = str(getattr(cfg.dataset, "value", cfg.dataset))
         images, true_labels = load_dataset(dataset, cfg.data_dir, cfg.download)
         if cfg.num_images is not None:
+            check_num_images(int(cfg.num_images), len(images), dataset)
             images, true_labels = images[: cfg.num_images], true_labels[: cfg.num_images]
         self.device = torch.device(device)
         self.num_envs = int(cfg.num_envs)

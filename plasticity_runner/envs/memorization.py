@@ -24,7 +24,7 @@ class MemorizationEnvConfig:
     dataset: Dataset = Dataset.digits
     data_dir: str = "data"
     download: bool = False
-    num_images: int = 5000
+    num_images: Optional[int] = None
     iteration_steps: int = 2000
     num_iterations: int = 20
     batch_size: int = 128

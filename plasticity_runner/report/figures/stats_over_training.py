@@ -17,6 +17,7 @@ import pandas as pd
 from .. import names as N
 from ..data import natural_key, series
 from ..plotting import (
+    BAND_STD_SEEDS,
     FigureResult,
     MissingData,
     curve_summary,
@@ -109,6 +110,7 @@ def stats_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels: int
         ax.tick_params(labelsize="x-small")
     for ax in axes[-ncols:]:  # the bottom panel of each column
         ax.set_xlabel("training step", fontsize="small")
+    fig.supylabel("the metric named over each panel, in its unit (docs/metrics.md)", fontsize="small")
     if len(drawn_groups) > 1:
         legend(axes[0], len(drawn_groups))
     return FigureResult(
@@ -121,4 +123,6 @@ def stats_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels: int
         figure=fig,
         tables={"statistics": curve_summary(s, ["statistic", "group"])},
         notes=notes,
+        bands=BAND_STD_SEEDS,
+        runs=sorted(s["run_dir"].unique()),
     )
