@@ -42,7 +42,7 @@ from .agents.dqn import LOSS_TOTAL, PENALTY, TD_LOSS, DQNAgent, epsilon_at, fram
 from .envs import make_env, schedule
 from .envs.base import return_range
 from .evaluation import evaluate_agent
-from .lifecycle import Run
+from .lifecycle import Run, check_parameter_memory
 from .nets import build_network
 from .optim import build_optimizer
 from .preemption import PreemptionGuard
@@ -73,9 +73,13 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
 
     returns = return_range(getattr(env, "reward_range", None), float(cfg.agent.gamma))  # the two-hot support's
 
-    def build_fresh() -> torch.nn.Module:
-        return build_network(cfg.architecture, env.obs_shape, env.num_actions, returns=returns, **net_options).to(device)
+    def build_net() -> torch.nn.Module:
+        return build_network(cfg.architecture, env.obs_shape, env.num_actions, returns=returns, **net_options)
 
+    def build_fresh() -> torch.nn.Module:
+        return build_net().to(device)
+
+    check_parameter_memory(cfg, build_net, device)  # on the meta device: before any of it is allocated
     online = build_fresh()
     target = copy.deepcopy(online)
     optimizer = build_optimizer(cfg.optimizer, online.parameters())
