@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import interventions, sinks
 from .errors import ConfigError
-from .metrics import METRICS_DIR, RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
+from .metrics import ARRAYS_DIR, METRICS_DIR, RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
 from .run_status import RunRecord
 
 log = logging.getLogger("plasticity_runner")
@@ -181,4 +181,22 @@ def open_run(
     run = Run(cfg, Path(run_dir), record, config, device, check_same_run(Path(run_dir), config), cleanup)
     if on_start is not None and not run.finished:
         on_start()
+    remove_stale_temporaries(Path(run_dir))
     return run
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporaries an earlier start left when it was killed mid-write (``run.json.<pid>-<n>.tmp``,
+    ``metrics/*.tmp``, ``arrays/*.tmp``): this start holds the directory's lock, so no writer owns them."""
+    removed = []
+    for pattern in (f"{RUN_FILE}.*.tmp", f"{METRICS_DIR}/*.tmp", f"{ARRAYS_DIR}/*.tmp"):
+        for f in Path(run_dir).glob(pattern):
+            try:
+                f.unlink()
+                removed.append(f)
+            except OSError as exc:
+                log.warning("cannot remove the stale temporary %s: %s", f, exc)
+    if removed:
+        log.info("removed %d stale temporar%s of an earlier start: %s", len(removed),
+                 "y" if len(removed) == 1 else "ies", ", ".join(str(f) for f in removed))
+    return removed

@@ -225,10 +225,19 @@ def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
 
     probe_before_hooks = str(getattr(cfg.probe.at, "value", cfg.probe.at)) == "before_interventions"
     summary: dict[str, Any] = {"probe": {}}
-    if resumed_from is None:
-        prefill(state, int(agent_cfg.learning_starts))
-        summary["probe"] = run_pause(cfg, state, writer)
-        persist()
+    # stop signals are deferred from here on: one during the prefill or the step-0 pause stops the
+    # run right after that pause's checkpoint, recorded as interrupted
+    preempt = PreemptionGuard(on_hand_over=record.interrupted, on_resume=record.resumed).install()
+    try:
+        if resumed_from is None:
+            prefill(state, int(agent_cfg.learning_starts))
+            summary["probe"] = run_pause(cfg, state, writer)
+            persist()
+            if preempt.requested:
+                preempt.stop()
+    except BaseException:
+        preempt.uninstall()
+        raise
 
     status = "complete"
     progress = Progress(cfg.progress, total, state.step)
@@ -237,7 +246,6 @@ def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
     reward_sum = torch.zeros((), device=device)
     window_start, t_window = state.step, time.perf_counter()
     env_steps_per_update = int(agent_cfg.update_every_env_steps)
-    preempt = PreemptionGuard(on_hand_over=record.interrupted, on_resume=record.resumed).install()
     try:
         while state.step < total:
             epsilon = epsilon_at(state.step, agent_cfg, state.clock)
