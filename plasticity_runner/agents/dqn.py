@@ -282,6 +282,13 @@ class DQNAgent:
         for i in self.interventions:
             i.after_step(self.learner, step)
 
+    def sample_losses(self, batch: Batch) -> Any:
+        """The TD loss of each transition of ``batch`` against the fixed target of the agent's networks
+        (``probes.gradcov.td_sample_losses``: the gradient covariance's ``loss: td``)."""
+        from ..probes.gradcov import td_sample_losses  # a probe's definition, evaluated on this agent
+
+        return td_sample_losses(self.online, self.target, batch, gamma=self.gamma, double_dqn=self.double_dqn)
+
     @torch.no_grad()
     def update_target(self, step: int) -> None:
         """Copy the online parameters and buffers into the target network, then run the hooks."""
