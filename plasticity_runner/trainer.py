@@ -360,6 +360,7 @@ def run_dqn(cfg: DictConfig, run: lifecycle.Run) -> dict[str, Any]:
             at_pause = state.step % probe_every == 0 or state.step == total or state.step in switch_pauses
             if not (state.step % log_every == 0 or at_pause):
                 finish_step(state, agent_cfg)
+                progress.tick(state.step)
                 continue
             # A log point: the only place the loop reads device values back to the host. Its
             # measurements (Q, evaluation and, with probe.at=before_interventions, the pause) see
