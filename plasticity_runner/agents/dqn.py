@@ -234,13 +234,23 @@ class DQNAgent:
         return loss
 
     def learn(self, batch: Batch, step: int, run_hooks: bool = True) -> torch.Tensor:
-        """One optimizer step, then (``run_hooks``) the interventions' ``after_step`` hooks; returns
-        the detached loss (a device scalar: no sync). The trainer defers the hooks
+        """One optimizer step (the interventions' ``before_step`` hooks between the backward and the
+        step), then (``run_hooks``) the interventions' ``after_step`` hooks; returns the detached
+        loss at the step's parameters (a device scalar: no sync). The trainer defers the hooks
         (``run_hooks=False``, then ``after_step``) so that a pause can measure the network as trained."""
         self.learner.last_batch = batch
         loss = self.step_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+
+        def recompute() -> torch.Tensor:  # the step's loss and gradients again, at the current parameters
+            self.optimizer.zero_grad(set_to_none=True)
+            again = self.step_loss(batch)
+            again.backward()
+            return again.detach()
+
+        for i in self.interventions:  # SAM replaces the gradients here
+            i.before_step(self.learner, recompute)
         self.optimizer.step()
         if run_hooks:
             self.after_step(step)

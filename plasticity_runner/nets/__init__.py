@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import registry
-from .heads import InjectedHead, ScalarHead, TwoHotHead
+from .heads import HLGaussHead, InjectedHead, ScalarHead, TwoHotHead
 from .layers import UnitGroup, apply_spectral_norm, first_layer
 
 registry.load_modules(__name__, __path__)  # each body module registers its architecture
@@ -29,6 +29,7 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
         feature_dim, num_actions, shared_bias
     ),
     "two_hot": lambda feature_dim, num_actions, **opts: TwoHotHead(feature_dim, num_actions, **opts),
+    "hl_gauss": lambda feature_dim, num_actions, **opts: HLGaussHead(feature_dim, num_actions, **opts),
 }
 
 
