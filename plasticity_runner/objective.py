@@ -1,7 +1,7 @@
 """The run's scalar objective for a Hydra sweeper (``objective=<phase>/<metric>@<reduction>``).
 
 ``plasticity-run`` returns it from its task function, so ``hydra/sweeper=optuna`` can optimise it
-(README "Optuna sweeps"). The spec names a metric of the run's parquet shards and how to reduce
+(docs/sweeps.md, "Optuna sweeps"). The spec names a metric of the run's parquet shards and how to reduce
 its values over the steps it was recorded at:
 
 - ``@last``: the value at the last step it was recorded (the default when ``@`` is left out);

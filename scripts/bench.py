@@ -38,7 +38,7 @@ Every measurement calls the project's code (``build_run``, ``prefill``, ``train_
 are medians over interleaved repeats (comparisons alternate their two sides, so load from other
 jobs hits both); the table shows the spread (min..max). Peak memory is
 ``torch.cuda.max_memory_allocated`` per row group on cuda, and the process's peak RSS so far
-(``getrusage``, a high-water mark that only grows) on cpu. ``the README (section on speed)`` explains each row.
+(``getrusage``, a high-water mark that only grows) on cpu. ``docs/performance.md`` explains each row.
 """
 
 from __future__ import annotations
@@ -725,7 +725,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cuda-graphs", action="store_true",
                    help="speed.cuda_graphs=true: compile with CUDA graphs (falls back on cpu; the table says so)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads; default 1 on cpu (see the README (section on speed)), torch's own on cuda; 0: torch's")
+                   help="torch.set_num_threads; default 1 on cpu (see docs/performance.md), torch's own on cuda; 0: torch's")
     p.add_argument("--repeats", type=int, default=None, help="interleaved repeats per measurement (default 5, quick 3)")
     p.add_argument("--block-s", type=float, default=None, help="seconds per timed block (default 1.0, quick 0.25)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls before timing (default 3, quick 1)")
@@ -771,7 +771,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else 0)
     if threads:
         # on a shared CPU, torch's OpenMP threads spin-wait against other jobs: every number comes
-        # out several times slower and noisy (the README (section on speed)); one thread measures the code
+        # out several times slower and noisy (docs/performance.md); one thread measures the code
         torch.set_num_threads(threads)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device")
@@ -800,7 +800,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if device.type == "cpu" and torch.get_num_threads() > 1 and load0[0] >= (os.cpu_count() or 1) - 0.5 \
             and os.environ.get("OMP_WAIT_POLICY", "").lower() != "passive":
         print("warning: several torch threads on a loaded CPU: OpenMP threads spin against other jobs and the "
-              "numbers come out several times slower; use --threads 1 or OMP_WAIT_POLICY=PASSIVE (the README (section on speed))")
+              "numbers come out several times slower; use --threads 1 or OMP_WAIT_POLICY=PASSIVE (docs/performance.md)")
     print(HEADER)
     print("-" * len(HEADER))
     res = Results()

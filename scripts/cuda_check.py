@@ -39,7 +39,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET_S = 480  # the whole check: 8 minutes on one GPU
-GOAL_STEPS_PER_S = 5000.0  # MLP on digits with CUDA graphs (README, speed goals)
+GOAL_STEPS_PER_S = 5000.0  # MLP on digits with CUDA graphs (docs/performance.md, speed goals)
 
 # The default run, shortened: 2000 training steps (log every 250: 8 timing windows), pauses at 0,
 # 1000 and 2000 with a 200-step probe (the diagnostics at their defaults).

@@ -1,6 +1,6 @@
 """Print the parameter counts of every architecture (default config) on every observation space.
 
-Usage: python scripts/param_counts.py   -> the markdown table of the README.
+Usage: python scripts/param_counts.py   -> the markdown table of docs/interventions.md.
 Counts are for the scalar head with 10 actions (classification MDPs) or 18 (Atari's full action
 set); the two-hot head multiplies the head's size by ``num_bins``.
 """

@@ -3,7 +3,7 @@
     python scripts/plot_tensorboard_scalars.py <run dir> docs/tensorboard_scalars.png
 
 Reads ``<run dir>/tensorboard`` with ``tbparse`` (what TensorBoard's readers see) and draws a few
-of the tags in a grid, one panel per tag, in TensorBoard's style (steps on x). Used for the README's
+of the tags in a grid, one panel per tag, in TensorBoard's style (steps on x). Used for docs/logging.md's
 figure, where no browser can take a screenshot of the TensorBoard UI.
 """
 

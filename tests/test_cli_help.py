@@ -26,8 +26,8 @@ def groups() -> list[str]:
 
 
 def readme_stable_keys() -> list[str]:
-    """The keys of the README's "Stable names that scripts may rely on" sentence."""
-    text = (ROOT / "README.md").read_text()
+    """The keys of the "Stable names that scripts may rely on" sentence of docs/index.md."""
+    text = (ROOT / "docs" / "index.md").read_text()
     sentence = text[text.index("Stable names that scripts may rely on"):]
     sentence = sentence[:sentence.index("\n\n")]
     return re.findall(r"`([a-z_.]+)`", sentence)

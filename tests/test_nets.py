@@ -290,10 +290,10 @@ def test_parameter_table_in_the_docs_matches_the_code():
     spec = importlib.util.spec_from_file_location("param_counts", root / "scripts" / "param_counts.py")
     counts = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(counts)
-    doc = (root / "README.md").read_text()
+    doc = (root / "docs" / "interventions.md").read_text()
     for name in ARCHITECTURES:
         row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}` | ") and line.endswith(" M |")), None)
-        assert row is not None, f"README's parameter table has no row for {name}: add the one scripts/param_counts.py prints"
+        assert row is not None, f"docs/interventions.md's parameter table has no row for {name}: add the one scripts/param_counts.py prints"
         expected = [f"{counts.count(name, shape, a) / 1e6:.3f} M" for shape, a in counts.OBS.values()]
         assert [c.strip() for c in row.split("|")[2:-1]] == expected
 

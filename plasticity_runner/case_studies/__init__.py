@@ -7,7 +7,7 @@
 
 Both write the same files as the trainer (``run.json``, parquet metric shards, npz arrays; see
 ``metrics.py``), so ``load_sweep`` and the report read them. They keep no checkpoint: a restart in
-an unfinished run directory starts over (``common.begin_run``). ``the README`` lists
+an unfinished run directory starts over (``common.begin_run``). ``docs/case-studies.md`` lists
 every metric.
 
 Each is registered as an env part with ``program="<module>:<function>"`` (``envs/memorization.py``,

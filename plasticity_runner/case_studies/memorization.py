@@ -20,7 +20,7 @@ norm of the parameter change one optimizer step makes; named for Adam, measured 
 ``adam_update_norm_max`` (its largest step), ``iteration`` (1-based); phase ``train``: ``loss``
 (mean minibatch cross-entropy over the iteration); phase ``timing``: ``iteration_s``.
 
-Choices A.1 leaves open (also in the README): the loss (cross-entropy), the minibatch
+Choices A.1 leaves open (also in docs/case-studies.md): the loss (cross-entropy), the minibatch
 size and steps per iteration, sampling with replacement, "randomly permuted labels" read as a
 permutation of the subset's true labels, and evaluation on the memorised images before relabelling.
 """

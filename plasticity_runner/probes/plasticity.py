@@ -13,7 +13,7 @@ Recorded per target: the loss on all of ``X`` before fitting (``initial``) and a
 the baseline ``b_j = Var[g_j(X)]`` and the training-loss curve. Losses and variances are means
 over inputs *and* actions (one squared error per Q-output), so ``P = mean_j b_j - mean_j final_j``.
 
-Choices the paper leaves open (named here and in the README): the minibatch size, the size of X,
+Choices the paper leaves open (named here and in docs/concepts.md): the minibatch size, the size of X,
 a scalar offset ``a`` (mean over inputs and actions), the same minibatch for every target at a
 step, and the curve as the mean minibatch loss over windows of ``curve_every_steps``.
 

@@ -2,7 +2,7 @@
 
 All are measured on a copy of the network in eval mode, on a fixed evaluation batch of replay
 observations; the network itself and the RNG streams are never touched. Definitions (each metric
-name carries its threshold; ``the README`` lists every name):
+name carries its threshold; ``docs/metrics.md`` lists every name):
 
 * parameter norm: the L2 norm ``sqrt(sum theta^2)`` of all parameters, and of each layer's own
   parameters (``param_norm/<layer>``);

@@ -1,4 +1,4 @@
-"""``plasticity-report PATH``: the report of a run or multirun directory (see the README)."""
+"""``plasticity-report PATH``: the report of a run or multirun directory (see docs/report.md)."""
 
 from __future__ import annotations
 

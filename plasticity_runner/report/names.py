@@ -93,7 +93,7 @@ STATISTICS = {
 }
 
 # The metrics of the field's other tools (Plasticine, Dohare et al. 2024, ReDo), display
-# name -> (phase, metric), at their default thresholds (the README defines each). ``stats`` and
+# name -> (phase, metric), at their default thresholds (docs/metrics.md defines each). ``stats`` and
 # ``dynamics`` are written at pauses, ``train`` at every log point.
 FIELD_METRICS = {
     "feature norm": (STATS_PHASE, _statistics.FEATURE_NORM),
