@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .checkpoint import CorruptCheckpointError
@@ -85,6 +86,10 @@ def _app(cfg: DictConfig) -> float | None:
     except (RunFileError, CorruptCheckpointError, DeviceMismatchError) as exc:
         fail(EXIT_OUTPUTS, f"Error reading the run's outputs: {exc}")
     print(f"plasticity-run: run {summary['run_id']} {summary['status']}; outputs in {run_dir.resolve()}")
+    if HydraConfig.get().mode == RunMode.RUN:  # a sweep says it once, at its end (hydra_plugins/)
+        from .next_steps import next_commands
+
+        print(next_commands(run_dir))
     if cfg.get("objective") is None:
         return None
     try:
@@ -97,7 +102,9 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    problem = inactive_intervention_error(sys.argv[1:])
+    from .override_check import unknown_override_error
+
+    problem = unknown_override_error(sys.argv[1:], config_dir()) or inactive_intervention_error(sys.argv[1:])
     if problem is not None:
         print(f"Error in config: {problem}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)

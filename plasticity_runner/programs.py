@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from . import lifecycle, registry, run_status
 from .config import validate
+from .envs.datasets import check_data
 
 DQN = "plasticity_runner.trainer:run_dqn"  # the program of every env registered without one
 
@@ -42,13 +43,14 @@ def run(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | Non
     """Run one experiment into ``run_dir`` with the program its env picks; returns the run's summary.
 
     ``cfg`` is the composed config (``compose()`` in tests, ``@hydra.main`` from the CLI).
-    ``on_start`` is called once the config is valid, the run directory's lock is held and the
+    ``on_start`` is called once the config is valid and its data set readable, the run directory's lock is held and the
     directory accepts the config, before anything is written (the CLI writes Hydra's record of
     the run there). The run holds the directory's lock throughout (``run_status``): a second
     process on it is refused, and a run that raises records ``crashed`` (or ``interrupted``) in
     ``run.json``. A finished run (``lifecycle.FINISHED``) is not run again.
     """
     validate(cfg)
+    check_data(cfg.env)  # the data set is on disk and large enough: a config error now, not a crash later
     program = load_program(program_path(cfg.env.name))
     with run_status.RunRecord(run_dir) as record, contextlib.ExitStack() as cleanup:
         opened = lifecycle.open_run(cfg, run_dir, record, cleanup, on_start)

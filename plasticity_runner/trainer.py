@@ -38,8 +38,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, evaluation, fastpath, programs, registry, run_status, seeding
 from . import interventions as interventions_lib
-from .agents.dqn import DQNAgent, epsilon_at, frame_clock, target_update_due
+from .agents.dqn import LOSS_TOTAL, PENALTY, TD_LOSS, DQNAgent, epsilon_at, frame_clock, target_update_due
 from .envs import make_env, schedule
+from .envs.base import return_range
 from .evaluation import evaluate_agent
 from .lifecycle import Run
 from .nets import build_network
@@ -53,8 +54,14 @@ from .seeding import env_seed, eval_seed, seed_everything
 
 log = logging.getLogger("plasticity_runner")
 
-# What the loop writes at each log point (phase ``train``); the report imports these names.
-TRAIN_PHASE, TD_LOSS, REWARD_MEAN = "train", "td_loss", "reward_mean"
+# What the loop writes at each log point (phase ``train``); the report imports these names. The
+# training loss's parts are the agent's (``DQNAgent.loss_names``): ``td_loss`` the TD term alone
+# (mean over the window's steps of the batch-mean TD loss, on the scale the agent minimises it:
+# eq. 1's squared TD error, ``agent.td_loss_scale * td^2``, or the two-hot cross-entropy),
+# ``penalty/<intervention>`` each intervention's penalty, ``loss_total`` their sum (what the optimizer
+# minimised).
+TRAIN_PHASE, REWARD_MEAN = "train", "reward_mean"
+LOG_POINT_SCALARS = (TD_LOSS, f"{PENALTY}/*", LOSS_TOTAL, REWARD_MEAN, "q_mean", "epsilon")
 
 
 def build_run(cfg: DictConfig, device: torch.device) -> RunState:
@@ -64,8 +71,10 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
     interventions = interventions_lib.build_interventions(cfg.intervention)
     net_options = interventions_lib.network_options(interventions)
 
+    returns = return_range(getattr(env, "reward_range", None), float(cfg.agent.gamma))  # the two-hot support's
+
     def build_fresh() -> torch.nn.Module:
-        return build_network(cfg.architecture, env.obs_shape, env.num_actions, **net_options).to(device)
+        return build_network(cfg.architecture, env.obs_shape, env.num_actions, returns=returns, **net_options).to(device)
 
     online = build_fresh()
     target = copy.deepcopy(online)
@@ -114,8 +123,8 @@ def train_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.T
     """One training step: act and store ``update_every_env_steps`` times, one optimizer step, then
     the step's intervention hooks and target update (``learn_step`` then ``finish_step``).
 
-    Returns the detached TD loss, the summed mean reward of the env steps (device scalars: no
-    host sync) and the batch learned from.
+    Returns the detached loss parts (``DQNAgent.loss_terms``, named by ``agent.loss_names``), the
+    summed mean reward of the env steps (device tensors: no host sync) and the batch learned from.
     """
     out = learn_step(state, agent_cfg, epsilon)
     finish_step(state, agent_cfg)
@@ -220,7 +229,8 @@ def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
 
     status = "complete"
     progress = Progress(cfg.progress, total, state.step)
-    loss_sum = torch.zeros((), device=device)
+    loss_names = state.agent.loss_names  # td_loss, penalty/<intervention>..., loss_total
+    loss_sum = torch.zeros(len(loss_names), device=device)
     reward_sum = torch.zeros((), device=device)
     window_start, t_window = state.step, time.perf_counter()
     env_steps_per_update = int(agent_cfg.update_every_env_steps)
@@ -243,14 +253,14 @@ def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
                 seconds = time.perf_counter() - t_window
                 with torch.no_grad():
                     q_mean = state.agent.online(batch.o_tm1).mean()
-                values = {
-                    TD_LOSS: float(loss_sum) / n,
+                values = {name: v / n for name, v in zip(loss_names, loss_sum.tolist())}
+                values.update({
                     REWARD_MEAN: float(reward_sum) / (n * env_steps_per_update),
                     "q_mean": float(q_mean),
                     "epsilon": epsilon,
-                }
+                })
                 values.update(episode_and_frame_counts(cfg, state))
-                if state.dynamics is not None:  # grad_norm_window_mean, eff_lr_window (probes/dynamics.py)
+                if state.dynamics is not None:  # grad_norm_window_mean, rel_param_change_window (probes/dynamics.py)
                     values.update(state.dynamics.log_point(state.agent.online))
                 # wall-clock values live in phase "timing", the only phase that differs between reruns
                 timing = {"train_s": seconds, "steps_per_s": n / max(seconds, 1e-9)}

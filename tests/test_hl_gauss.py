@@ -14,7 +14,7 @@ from scipy.stats import norm
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.interventions import build_interventions
 from plasticity_runner.nets.heads import HLGaussHead, TwoHotHead, hl_gauss
-from plasticity_runner.probes.plasticity_fit import fit_loss, two_hot_support
+from plasticity_runner.probes.plasticity_fit import categorical_head, fit_loss
 
 from .conftest import make_cfg
 from .test_interventions import agent_with
@@ -61,8 +61,8 @@ def test_an_agent_with_hl_gauss_has_that_head_and_the_probe_fits_its_histogram()
     state = agent_with(["hl_gauss"], extra=["intervention.hl_gauss.num_bins=7", "intervention.hl_gauss.sigma_ratio=1.5"], steps=1)
     head = state.agent.online.head
     assert isinstance(head, HLGaussHead) and head.num_bins == 7
-    assert head.sigma == pytest.approx(1.5 * 200.0 / 6)
-    assert two_hot_support(state.agent.online) is head
+    assert head.sigma == pytest.approx(1.5 * float(head.support[1] - head.support[0]))
+    assert categorical_head(state.agent.online) is head
     logits, y = torch.randn(2, 3, head.num_actions, 7), torch.randn(2, 3, head.num_actions) * 50
     expected = -(head.target_distribution(y) * torch.log_softmax(logits, -1)).sum(-1).mean(dim=(-2, -1))
     torch.testing.assert_close(fit_loss(logits, y, head), expected)

@@ -33,6 +33,7 @@ from plasticity_runner.report import (
 )
 from plasticity_runner.report import cli
 from plasticity_runner.report import names as N
+from plasticity_runner.report.figures.fig3_falsification import FIG3_MIN_N
 
 # ------------------------------------------------------------------------------ synthetic runs
 
@@ -130,7 +131,7 @@ def test_figure3_correlations_equal_numpy(tmp_path):
 
 
 def test_figure3_plasticity_at_the_last_pause_on_request(tmp_path):
-    expected = classification_sweep(tmp_path, np.random.default_rng(1), datasets=("mnist",))
+    expected = classification_sweep(tmp_path, np.random.default_rng(1), datasets=("mnist",), seeds=FIG3_MIN_N)
     result = figure3_falsification(load_sweep(tmp_path), y="plasticity")
     assert result.figure.axes[0].get_ylabel().startswith("plasticity P(T)")
     row = result.tables["correlations"].query("statistic == 'weight norm' and group == '(all)'")
@@ -169,7 +170,7 @@ def test_figure3_sign_flips_along_observation_spaces_and_reward_structures(tmp_p
 
 
 def test_cli_fig3_y_flag(tmp_path, capsys):
-    expected = classification_sweep(tmp_path, np.random.default_rng(3), datasets=("mnist",), seeds=3)
+    expected = classification_sweep(tmp_path, np.random.default_rng(3), datasets=("mnist",), seeds=FIG3_MIN_N)
     points_csv = tmp_path / "report" / "tables" / "figure3_falsification__points.csv"
     cases = ((None, "plasticity_loss"), ("plasticity_loss", "plasticity_loss"), ("plasticity", "plasticity"))
     for flag, field in cases:
@@ -185,22 +186,22 @@ def test_cli_fig3_y_flag(tmp_path, capsys):
 
 
 def test_figure3_plasticity_loss_needs_a_probe_at_step_0(tmp_path):
-    for seed in range(4):
-        first = 0 if seed < 3 else 5000  # the last run's first probe is not at step 0
+    for seed in range(FIG3_MIN_N + 1):
+        first = 0 if seed < FIG3_MIN_N else 5000  # the last run's first probe is not at step 0
         scalars = {first: {"probe": probe_values(0.2)},
                    10000: {"probe": probe_values(0.3 + 0.1 * seed), "stats": {"param_norm": 1.0 + seed}}}
-        make_run(tmp_path, f"r{seed}", config(seed), scalars)
+        make_run(tmp_path, "r3" if seed == FIG3_MIN_N else f"ok{seed}", config(seed), scalars)
     # a run still at its first pause: P(T) - P(0) would be an exact 0 that no training produced
-    make_run(tmp_path, "r4", config(4), {0: {"probe": probe_values(0.9), "stats": {"param_norm": 9.0}}})
+    make_run(tmp_path, "r4", config(99), {0: {"probe": probe_values(0.9), "stats": {"param_norm": 9.0}}})
     frame = load_sweep(tmp_path)
     points = falsification_points(frame, {"weight norm": ("stats", "param_norm")})
-    assert sorted(points["plasticity"]) == pytest.approx([-0.3, -0.2, -0.1])
+    assert sorted(points["plasticity"]) == pytest.approx(sorted(-0.1 - 0.1 * s for s in range(FIG3_MIN_N)))
     assert [p.rsplit("/", 1)[-1] for p in points.attrs["no_step0"]] == ["r3"]
     assert [p.rsplit("/", 1)[-1] for p in points.attrs["only_step0"]] == ["r4"]
     result = figure3_falsification(frame, {"weight norm": ("stats", "param_norm")})
     assert any("no probe at step 0" in n and "r3" in n for n in result.notes)
     assert any("step 0 only" in n and "r4" in n for n in result.notes)
-    assert len(falsification_points(frame, {"weight norm": ("stats", "param_norm")}, y="plasticity")) == 5
+    assert len(falsification_points(frame, {"weight norm": ("stats", "param_norm")}, y="plasticity")) == FIG3_MIN_N + 2
 
 
 def test_figure3_uses_statistic_nearest_last_pause_and_plasticity_loss(tmp_path):
@@ -265,8 +266,8 @@ def test_figure6_cells_are_mean_change_in_probe_loss(tmp_path):
     result = figure6_interventions(data.frame)
     ax = result.figure.axes[0]
     texts = [t.get_text() for t in ax.texts]
-    for values in changes.values():
-        assert f"{np.mean(values):.3g}" in texts
+    for values in changes.values():  # each cell: its mean, and under it the runs it averages
+        assert f"{np.mean(values):.3g}\nn={len(values)}" in texts
     assert texts.count("-") == 1  # cnn x layer_norm+two_hot has no run
     assert [t.get_text() for t in ax.get_xticklabels()][0] == "none"
     assert [t.get_text() for t in ax.get_yticklabels()] == ["mlp", "cnn"]
@@ -375,6 +376,19 @@ def test_figure1_final_accuracy_per_optimizer(tmp_path):
     assert len(result.figure.axes) == 3
     xs = result.figure.axes[0].lines[-1].get_xdata()
     assert list(xs) == [1, 2, 3, 4]  # x axis is the iteration
+    # per iteration: mean / min / max over the seeds, against the curves above
+    its = result.tables["iterations"]
+    assert its["group"].tolist() == ["optimizer.name=adam"] * 4 + ["optimizer.name=adam_tuned"] * 4
+    for opt in ("adam", "adam_tuned"):
+        rows = its[its["group"] == f"optimizer.name={opt}"].set_index("iteration")
+        for i in range(4):
+            acc = [curves[(opt, seed)][i] for seed in (0, 1)]
+            row = rows.loc[i + 1]
+            assert row["runs"] == 2
+            assert row["accuracy_mean"] == pytest.approx(np.mean(acc))
+            assert (row["accuracy_min"], row["accuracy_max"]) == pytest.approx((min(acc), max(acc)))
+            assert row["dead_frac_max"] == pytest.approx(1 - min(acc))
+            assert row["update_norm_mean"] == pytest.approx(1 + np.mean(acc))
 
 
 # ------------------------------------------------------------------------------ probe over training
@@ -485,7 +499,7 @@ def test_figures_raise_missing_data_without_their_metrics(tmp_path):
 @pytest.fixture(scope="module")
 def mixed_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("multirun")
-    classification_sweep(root / "fig3", np.random.default_rng(5), seeds=3)
+    classification_sweep(root / "fig3", np.random.default_rng(5), seeds=5)  # 10 points: figure 3 is drawn
     brownian_run(root / "fig2", 0)
     for opt in ("adam", "adam_tuned"):
         make_run(root / "fig1", opt, config(0, env="memorization", optimizer=opt),
@@ -544,9 +558,11 @@ def test_build_report_on_a_partial_sweep_reports_missing_figures(tmp_path):
     report = build_report(tmp_path, formats=["png"])
     assert report.errors == {}
     drawn = {r.name for r in report.figures}
-    assert drawn == {"plasticity_over_training", "figure3_falsification", "figure6_interventions",
+    assert drawn == {"plasticity_over_training", "figure6_interventions",
                      "interval_estimates", "stats_over_training", "figure10_11_probe_loss"}
-    assert set(report.missing) == {"figure1_optimizer_instability", "figure2_brownian", "figure4_probe_curves",
+    # three runs: no correlation is drawn from three points, and the report says why
+    assert "n = 3 point(s), fewer than 10" in report.missing["figure3_falsification"]
+    assert set(report.missing) == {"figure3_falsification", "figure1_optimizer_instability", "figure2_brownian", "figure4_probe_curves",
                                    "figure5_width", "figure7_atari_layer_norm", "figure12_13_returns",
                                    "figure14_sharpness", "figure15_16_td_loss", "figure17_18_probe_curves_ln",
                                    "figure19_20_atari_gradcov", "figure21_22_atari_hessian"}

@@ -66,7 +66,16 @@ def test_figure10_11_initial_and_final_probe_loss_per_intervention(tmp_path):
         assert row["final_mean"] == pytest.approx(np.mean(final), abs=1e-12)
     axes = [ax for ax in result.figure.axes if ax.get_title()]
     assert len(axes) == 4  # 2 datasets x 2 architectures
-    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["none", "layer_norm", "layer_norm+two_hot"]
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["none (n=2)", "layer_norm (n=2)",
+                                                                  "layer_norm+two_hot (n=2)"]
+    # points with whiskers, not bars: a bar on the log axis would start at an arbitrary cut-off
+    assert axes[0].get_yscale() == "log" and not axes[0].patches
+    means = sorted(y for line in axes[0].lines for y in line.get_ydata() if line.get_marker() == "o")
+    want = [cells.loc[("cifar10" if axes[0].get_title().startswith("cifar10") else "mnist", a, i), c]
+            for (d, _, a, i) in expected for c in ("initial_mean", "final_mean")
+            if f"{d}, {a}" == axes[0].get_title()]
+    assert means == pytest.approx(sorted(want), abs=1e-12)
+    assert "squared Q units" in axes[0].get_ylabel()
 
 
 @pytest.mark.parametrize("fn,metric", [(figure12_13_returns, N.REWARD_MEAN), (figure15_16_td_loss, N.TD_LOSS)])
@@ -214,22 +223,22 @@ def test_stats_figure_draws_the_training_dynamics_beside_the_statistics(tmp_path
         scalars = {}
         for s in STEPS:
             scalars[s] = {"stats": {"feature_norm_mean": rng.uniform()},
-                          "dynamics": {"policy_churn_frac": rng.uniform(), "weight_change_from_init/body.net.1": rng.uniform(),
+                          "dynamics": {"greedy_action_change_between_pauses": rng.uniform(), "weight_change_from_init/body.net.1": rng.uniform(),
                                        "weight_change_from_init/body.net.3": rng.uniform()},
-                          "train": {"eff_lr_window": rng.uniform(), "td_loss": rng.uniform()},
+                          "train": {"rel_param_change_window": rng.uniform(), "td_loss": rng.uniform()},
                           "probe": probe_values(0.5)}
         make_run(tmp_path, f"run_{seed}", config(seed), scalars)
         runs.append(scalars)
     result = stats_over_training(load_sweep(tmp_path))
     titles = {ax.get_title() for ax in result.figure.axes if ax.get_title()}
-    assert titles == {"feature_norm_mean", "dynamics: policy_churn_frac",
-                      "dynamics: weight_change_from_init/* (layer mean)", "train: eff_lr_window"}
+    assert titles == {"feature_norm_mean", "dynamics: greedy_action_change_between_pauses",
+                      "dynamics: weight_change_from_init/* (layer mean)", "train: rel_param_change_window"}
     table = result.tables["statistics"].set_index("statistic")
     want = np.mean([(sc[2000]["dynamics"]["weight_change_from_init/body.net.1"]
                      + sc[2000]["dynamics"]["weight_change_from_init/body.net.3"]) / 2 for sc in runs])
     assert table.loc["dynamics: weight_change_from_init/* (layer mean)", "last_mean"] == pytest.approx(want, abs=1e-12)
-    want = np.mean([sc[0]["train"]["eff_lr_window"] for sc in runs])
-    assert table.loc["train: eff_lr_window", "first_mean"] == pytest.approx(want, abs=1e-12)
+    want = np.mean([sc[0]["train"]["rel_param_change_window"] for sc in runs])
+    assert table.loc["train: rel_param_change_window", "first_mean"] == pytest.approx(want, abs=1e-12)
 
 
 def test_figure5_keys_on_the_cnn_width_multiplier(tmp_path):

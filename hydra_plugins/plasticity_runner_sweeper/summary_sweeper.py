@@ -6,14 +6,19 @@ launches every batch whatever failed, then prints one line per failed run (its j
 swept overrides, its error, its directory) and exits non-zero: with the exit status of the failed
 runs when they all share one (2: config error, 3: outputs; ``plasticity_runner.hydra_glue``),
 else 1. Every launcher works with it (basic, ``hydra/launcher=local``, ``hydra/launcher=slurm``):
-a failed run comes back as a FAILED JobReturn holding its exception.
+a failed run comes back as a FAILED JobReturn holding its exception. Every sweep ends with one line
+(jobs complete, failed, skipped because their run had finished before, and the sweep directory)
+and the commands to run next (``plasticity_runner.next_steps``).
 
 Kept free of plasticity_runner imports: Hydra imports every module under ``hydra_plugins`` at start.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, List, Sequence
 
@@ -57,6 +62,23 @@ def summary(failed: Sequence[JobReturn], swept: set[str], total: int) -> tuple[i
     return code, "\n".join(lines) + "\n"
 
 
+def finished_before(ret: JobReturn, started: float) -> bool:
+    """Whether a completed job's run had finished before ``started`` (epoch seconds): a restarted
+    sweep finds the run done and does nothing (``lifecycle``), so the job was skipped."""
+    try:
+        record = json.loads((Path(ret.hydra_cfg.hydra.runtime.output_dir) / "run.json").read_text())
+        ended = datetime.fromisoformat(record["ended_at"]).timestamp()
+    except Exception:  # noqa: BLE001 - no record or no end time: not a skip
+        return False
+    return ended < started - 1.0  # run.json keeps whole seconds
+
+
+def _next_commands(sweep_dir: Path) -> str:
+    from plasticity_runner.next_steps import next_commands  # at the end of a sweep: the package is loaded
+
+    return next_commands(sweep_dir, sweep=True)
+
+
 class SummarySweeper(BasicSweeper):
     """``BasicSweeper`` that runs every batch and ends with a summary of the failed runs."""
 
@@ -73,6 +95,7 @@ class SummarySweeper(BasicSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         initial_job_idx = 0
+        started = time.time()
         while not self.is_done():
             batch = self.get_job_batch()
             self.validate_batch_is_legal(batch)
@@ -80,14 +103,24 @@ class SummarySweeper(BasicSweeper):
             failed += [r for r in results if r.status != JobStatus.COMPLETED]
             initial_job_idx += len(batch)
             returns.append(results)
+        done = [r for batch in returns for r in batch if r.status == JobStatus.COMPLETED]
+        skipped = sum(finished_before(r, started) for r in done)
+        self.end_line = (f"plasticity-run: sweep done: {len(done) - skipped} complete, {len(failed)} failed, "
+                         f"{skipped} skipped (finished before this sweep) of {initial_job_idx} jobs; "
+                         f"sweep directory: {sweep_dir.resolve()}")
         if failed:
             self._exit_with_summary(failed, swept, total=initial_job_idx)
+        print(self.end_line)
+        print(_next_commands(sweep_dir))
         return returns
 
     def _exit_with_summary(self, failed: list[JobReturn], swept: set[str], total: int) -> None:
         code, text = summary(failed, swept, total)
         sys.stderr.write(text)
         sys.stderr.flush()
+        print(self.end_line)
+        print(_next_commands(Path(str(self.config.hydra.sweep.dir))))
+        sys.stdout.flush()
         assert self.config is not None and self.hydra_context is not None
         # Hydra calls on_multirun_end only when the sweep returns; call it before exiting instead
         self.hydra_context.callbacks.on_multirun_end(config=self.config, config_name=self.config.hydra.job.config_name)

@@ -122,7 +122,7 @@ class CoupledTrajectories:
     def step(self, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of both; returns the TD loss and the norm of the step (device scalars)."""
         before = snapshot(self.gd_params)
-        loss = self.agent.learn(batch, step)
+        loss = self.agent.learn(batch, step)[0]  # td_loss (no interventions: the total is the same)
         norm = distance(self.gd_params, before)
         brownian_step(self.b_params, norm, self.noise_generator)
         return loss, norm

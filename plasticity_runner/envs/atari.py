@@ -140,6 +140,7 @@ class AtariVectorEnv:
             autoreset_mode="NextStep",
         )
         self.num_actions = int(self._ale.single_action_space.n)
+        self.reward_range = (-1.0, 1.0) if self.cfg.clip_rewards else None  # the replay's rewards: sign(r), or unbounded
         self._rng = np.random.default_rng([self.seed, self._stream, 0xA7A12])
         self.steps = 0
         self.episodes_finished = 0

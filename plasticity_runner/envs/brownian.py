@@ -28,7 +28,7 @@ class BrownianEnvConfig:
     data_dir: str = "data"
     download: bool = False
     num_images: Optional[int] = None
-    label_seed: int = 0
+    label_seed: Optional[int] = None  # null: derived from the run seed (seeding.label_seed)
     batch_size: int = 512
     target_update_steps: int = 5000
     measure_every_steps: int = 5000

@@ -9,7 +9,7 @@ the trainer because this registration names it. Its keys are documented in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from .datasets import Dataset
 from ..errors import positive
@@ -24,12 +24,12 @@ class MemorizationEnvConfig:
     dataset: Dataset = Dataset.digits
     data_dir: str = "data"
     download: bool = False
-    num_images: int = 5000
+    num_images: Optional[int] = None
     iteration_steps: int = 2000
     num_iterations: int = 20
     batch_size: int = 128
     eval_samples: int = 4096
-    label_seed: int = 0
+    label_seed: Optional[int] = None  # null: the run seed's stream memorization/labels
 
 
 def check(cfg: Any, key: str) -> None:

@@ -1,7 +1,7 @@
 """Continual chains: ``env.schedule``, a list of segments the environment switches between.
 
 A segment is ``{game: <MinAtar game>, steps: <training steps>}`` (``env=minatar``) or
-``{task: true_label|random_label|permuted, label_seed: <int>, steps: <training steps>}``
+``{task: true_label|random_label|permuted, label_seed: <int or null>, steps: <training steps>}``
 (``env=classification``). Segment ``k`` runs for its ``steps`` training steps; at the end of the
 training step that closes it (after that step's intervention hooks and target update) the
 environment switches to segment ``k + 1``. The last segment lasts to the end of the run, however
@@ -80,9 +80,13 @@ CLASSIFICATION_TASKS = ("true_label", "random_label", "sparse_reward")
 
 def classification_segments(env_cfg: Any) -> list[dict[str, Any]]:
     """Each segment's ``task``, ``label_seed`` and ``permutation_seed`` (missing keys: ``env.task``,
-    ``env.label_seed``, no permutation); without a schedule, the one segment of ``env`` itself."""
+    ``env.label_seed``, no permutation); without a schedule, the one segment of ``env`` itself. A
+    null ``label_seed`` means the run seed's own relabelling (``seeding.label_seed``), the same one
+    for every segment that leaves it null."""
     task = env_cfg.task
-    default = {"task": str(getattr(task, "value", task)), "label_seed": int(env_cfg.label_seed), "permutation_seed": None}
+    seed = env_cfg.label_seed
+    default = {"task": str(getattr(task, "value", task)), "label_seed": None if seed is None else int(seed),
+               "permutation_seed": None}
     if getattr(env_cfg, "schedule", None) is None:
         return [dict(default, steps=None)]
     out = []
@@ -99,7 +103,7 @@ def classification_segments(env_cfg: Any) -> list[dict[str, Any]]:
         for key in ("label_seed", "permutation_seed"):
             v = full[key]
             if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-                raise ValueError(f"env.schedule.{k}.{key}: must be an integer{' or null' if key == 'permutation_seed' else ''}, got {v!r}")
+                raise ValueError(f"env.schedule.{k}.{key}: must be an integer or null, got {v!r}")
         out.append(full)
     return out
 

@@ -3,7 +3,8 @@ distributional losses"; Farebrother et al. 2024, "Stop regressing"): two-hot's h
 Gaussian histogram of the TD target instead of its two-hot projection.
 
 Build time only: selects ``nets.heads.HLGaussHead``: ``num_bins`` logits per action over two-hot's
-support ``linspace(v_min, v_max, num_bins)`` (same keys, same defaults), Q = the expectation over
+support ``linspace(v_min, v_max, num_bins)`` (same keys, same defaults: null ends derived from the
+task's return range widened by ``margin``, ``nets.heads.two_hot_support``), Q = the expectation over
 the support. The loss is the cross-entropy to ``hl_gauss(target)``: atom ``k`` stands for the bin
 ``[s_k - d/2, s_k + d/2]`` (``d`` the spacing) and gets the mass of ``N(target, sigma^2)`` on it,
 normalised over ``[v_min - d/2, v_max + d/2]``; ``sigma = sigma_ratio * d``.
@@ -22,7 +23,7 @@ head).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from .. import registry
 from ..errors import positive
@@ -32,8 +33,9 @@ from .two_hot import check as check_support
 
 @dataclass
 class HLGaussConfig:
-    v_min: float = -100.0  # lowest atom of the support (return units), as two_hot
-    v_max: float = 100.0  # highest atom of the support (return units), as two_hot
+    v_min: Optional[float] = None  # lowest atom (return units); null: derived as two_hot's
+    v_max: Optional[float] = None  # highest atom (return units); null: derived as two_hot's
+    margin: float = 0.1  # widening of a derived end, as two_hot's
     num_bins: int = 201  # atoms, linspace(v_min, v_max, num_bins), as two_hot
     sigma_ratio: float = 0.75  # sigma of the Gaussian / the support's spacing (Farebrother et al. 2024)
 
@@ -46,9 +48,11 @@ class HLGauss(Intervention):
 
     def network_options(self, options: dict[str, Any]) -> None:
         options["head"] = "hl_gauss"
-        options["head_options"] = {
-            "v_min": float(self.cfg.v_min),
-            "v_max": float(self.cfg.v_max),
+        v_min, v_max = self.cfg.v_min, self.cfg.v_max
+        options["head_options"] = {  # null ends: derived from the env's return range, as two_hot's
+            "v_min": None if v_min is None else float(v_min),
+            "v_max": None if v_max is None else float(v_max),
+            "margin": float(self.cfg.margin),
             "num_bins": int(self.cfg.num_bins),
             "sigma_ratio": float(self.cfg.sigma_ratio),
         }

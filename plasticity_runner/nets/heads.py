@@ -81,13 +81,35 @@ def two_hot(values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     return (1 - upper_weight)[..., None] * is_lower + upper_weight[..., None] * is_upper
 
 
+def two_hot_support(
+    v_min: float | None, v_max: float | None, margin: float, returns: tuple[float, float] | None,
+    key: str = "intervention.two_hot",
+) -> tuple[float, float]:
+    """The ends of a two-hot support: ``v_min`` / ``v_max`` as given, or, where None, the return
+    range ``returns = (R_min, R_max)`` widened by ``margin * (R_max - R_min)`` at that end."""
+    if v_min is not None and v_max is not None:
+        return float(v_min), float(v_max)
+    if returns is None:
+        raise ValueError(
+            f"{key}: this environment declares no reward range, so the support cannot be "
+            f"derived; set {key}.v_min and {key}.v_max (return units)"
+        )
+    low, high = returns
+    pad = margin * (high - low)
+    lo = low - pad if v_min is None else float(v_min)
+    hi = high + pad if v_max is None else float(v_max)
+    if not hi > lo:
+        raise ValueError(f"{key}: empty support [{lo}, {hi}] (returns {returns}, v_min {v_min}, v_max {v_max})")
+    return lo, hi
+
+
 class TwoHotHead(ScalarHead):
     """``num_bins`` logits per action over the support ``linspace(v_min, v_max, num_bins)``.
 
     Q(s, a) = sum_k softmax(logits(s, a))_k * support_k. The TD loss is the cross-entropy
     ``-sum_k two_hot(target)_k log softmax(logits(s, a))_k``; targets outside the support are
-    clipped to its ends (so choose the range to cover the returns: ``|r| <= 1`` and gamma = 0.99
-    give ``|Q| <= 100``, our default support).
+    clipped to its ends, so the support must cover the returns (``two_hot_support`` derives it
+    from the task's return range by default, ``interventions/two_hot.py``).
     """
 
     def __init__(

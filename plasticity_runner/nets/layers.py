@@ -122,14 +122,16 @@ def raw_weight(module: nn.Module) -> torch.Tensor:
     return module.weight
 
 
-def first_layer(body: nn.Module) -> nn.Module:
+def first_layer(body: nn.Module, dense: bool = False) -> nn.Module:
     """The first ``Linear``/``Conv2d`` registered in a body: in every body here, the layer that
     reads the observation (MLP's first layer, the CNNs' first conv, ResNet's stem, ViT's patch
-    embedding)."""
+    embedding). With ``dense``, the first ``Linear`` (a CNN's first fully connected layer after
+    its convolutions; ViT's first attention projection)."""
+    kinds = (nn.Linear,) if dense else (nn.Linear, nn.Conv2d)
     for m in body.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
+        if isinstance(m, kinds):
             return m
-    raise ValueError(f"{type(body).__name__} has no Linear or Conv2d layer")
+    raise ValueError(f"{type(body).__name__} has no {'Linear' if dense else 'Linear or Conv2d'} layer")
 
 
 def pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:

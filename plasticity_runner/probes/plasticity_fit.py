@@ -25,7 +25,7 @@ from ..optim import build_optimizer
 from ..seeding import probe_minibatch_seed
 
 
-def two_hot_support(net: nn.Module) -> nn.Module | None:
+def categorical_head(net: nn.Module) -> nn.Module | None:
     """``net``'s categorical head (two-hot or HL-Gauss; plasticity injection's wrapped head
     included), whose ``target_distribution`` the cross-entropy fit uses, or None."""
     head = getattr(net, "head", None)
@@ -51,7 +51,7 @@ def fit_loss(out: torch.Tensor, y: torch.Tensor, support: Any) -> torch.Tensor:
     error of the outputs ``out [..., B, A]`` (``support`` None), or the cross-entropy of the logits
     ``out [..., B, A, K]`` to the head's categorical target of ``y``: ``two_hot(y)`` when
     ``support`` is the support tensor, ``support.target_distribution(y)`` when it is the head
-    (two-hot or HL-Gauss, ``two_hot_support``)."""
+    (two-hot or HL-Gauss, ``categorical_head``)."""
     if support is None:
         return ((out - y) ** 2).mean(dim=(-2, -1))
     target = two_hot(y, support) if isinstance(support, torch.Tensor) else support.target_distribution(y)
@@ -113,7 +113,7 @@ def fit_targets_vectorised(
     ``speed.cuda_graphs``) for the minibatch losses; the losses on all of X stay eager.
     ``advance(1)`` is called after each probe step (progress; a Python call, no host read)."""
     T, device = targets.shape[0], inputs.device
-    support = two_hot_support(net) if two_hot_fit else None
+    support = categorical_head(net) if two_hot_fit else None
     q_net = copy.deepcopy(net)
     base = q_net if support is None else RawOutputs(q_net)
     trainable = {k: p.requires_grad for k, p in base.named_parameters()}
@@ -170,7 +170,7 @@ def fit_targets_sequential(
     """The same fit one target at a time (the reference for the vectorised fit); ``advance(1)``
     after each probe step of each target."""
     T, device = targets.shape[0], inputs.device
-    support = two_hot_support(net) if two_hot_fit else None
+    support = categorical_head(net) if two_hot_fit else None
     initial, final = torch.zeros(T, device=device), torch.zeros(T, device=device)
     curve = torch.zeros(T, -(-steps // curve_every_steps), device=device)
     for j in range(T):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import textwrap
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from .data import ReportData, load_report_data
 from .figures import FIGURES
 from .plotting import FigureResult, MissingData
 from .html import render_html, runs_table
+from .provenance import Provenance, provenance, stamp_table
 
 FORMATS = ("png", "pdf", "svg")
 REPORT_DIR = "report"
@@ -92,10 +94,16 @@ def build_report(
             for f in (out / "tables").glob(f"{name}__*.csv"):
                 f.unlink()
             continue
+        prov = provenance(data.frame, result.runs)
+        stamp_figure(result, prov)
+        result.tables = {k: stamp_table(t, prov) for k, t in result.tables.items()}
         report.figures.append(result)
+        meta = {"png": {"Title": result.title, "Description": figure_description(result, prov)},
+                "pdf": {"Title": result.title, "Subject": figure_description(result, prov)},
+                "svg": {"Title": result.title, "Description": figure_description(result, prov)}}
         # The PNG (embedded in the page) runs the constrained layout; the other formats reuse it.
         buf = io.BytesIO()
-        result.figure.savefig(buf, format="png", dpi=PNG_DPI)
+        result.figure.savefig(buf, format="png", dpi=PNG_DPI, metadata=meta["png"])
         result.figure.set_layout_engine("none")
         images[name] = buf.getvalue()
         written = []
@@ -104,7 +112,7 @@ def build_report(
             if f == "png":
                 target.write_bytes(images[name])
             else:
-                result.figure.savefig(target, format=f)
+                result.figure.savefig(target, format=f, metadata=meta[f])
             written.append(target)
         for tname, table in result.tables.items():
             target = out / "tables" / f"{name}__{tname}.csv"
@@ -116,6 +124,23 @@ def build_report(
     page = render_html(data, report.figures, images, rel, report.missing, docs=dict(FIGURES))
     atomic_write_text(report.html, page)
     return report
+
+
+def figure_description(result: FigureResult, prov: Provenance) -> str:
+    """What the figure was run on and what its bands mean: the lines under its title."""
+    return "\n".join(x for x in (prov.line(), result.bands) if x)
+
+
+def stamp_figure(result: FigureResult, prov: Provenance) -> None:
+    """Write the title, the provenance line and the meaning of the bands at the top of the figure,
+    so the image stands alone (a figure's own suptitle is kept, as the second line)."""
+    fig = result.figure
+    own = fig.get_suptitle()
+    width = max(60, int(fig.get_figwidth() * 15))  # characters per line at the small font
+    lines = [result.title, own, *textwrap.wrap(prov.line(), width)]
+    if result.bands:
+        lines += textwrap.wrap(result.bands, width)
+    fig.suptitle("\n".join(x for x in lines if x), fontsize="small")
 
 
 def make_report(

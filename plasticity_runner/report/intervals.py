@@ -2,14 +2,24 @@
 Precipice", the ``rliable`` package): IQM and mean with stratified-bootstrap confidence intervals,
 performance profiles and the probability of improvement.
 
-The statistics are rliable's definitions (``rliable.metrics``; tests/test_intervals.py checks them
-against it). The intervals are not computed by rliable itself: its latest release (1.2.0) cannot
-bootstrap with the current stack (arch 7.x does not import under pandas 3; arch 8 rejects the
-``random_state=None`` rliable passes it; and rliable draws its resamples from the global
-``np.random``, ignoring the seed). They come from ``scipy.stats.bootstrap``, the maintained
-equivalent: each task's runs are one sample, resampled with replacement independently of the other
-tasks' (rliable's stratified bootstrap: runs are resampled within each task), and the interval is
-the percentile interval (rliable's default), 95 %, 2000 resamples, from a fixed seed.
+The statistics are rliable's own functions (``rliable.metrics``: ``aggregate_iqm``,
+``aggregate_mean``, ``probability_of_improvement``), applied to each bootstrap resample. The
+resampling is not rliable's: ``rliable.library`` does not import on the current stack (rliable
+1.2.0 pins ``arch<8``, pip resolves arch 7.2, and arch 7.2 does not import under pandas 3), and
+it draws its resamples from the global ``np.random`` whatever seed it is given. The intervals come
+from ``scipy.stats.bootstrap``: each task's runs are one sample, resampled with replacement
+independently of the other tasks' (rliable's stratified bootstrap), the percentile interval
+(rliable's default), 95 %, 2000 resamples, from a fixed seed. The performance profile's
+fraction of runs above tau is written here (rliable's lives in ``rliable.library``).
+
+Small n (``MIN_INTERVAL_N``, ``MIN_IQM_N``): a percentile bootstrap interval of n runs covers the
+truth less often than it claims when n is small (normal scores, 95 % nominal: about 76 % at n = 3,
+83 % at n = 5, 90 % at n = 10); with n <= 3 every resample lies between the smallest and largest
+score, so the "interval" is the range of the data. Below ``MIN_INTERVAL_N`` runs the tables and
+the figure show the range of the runs' scores (min, max) and say so (``interval`` column:
+``n = 3: range shown``); the fraction-above and probability-of-improvement intervals are refused
+(NaN) with the reason. The IQM trims floor(n / 4) runs from each end, nothing below
+``MIN_IQM_N`` = 4, where it is the mean: it is refused (NaN) there.
 
 A score matrix here is a list of per-task 1-D arrays of run scores (seeds); tasks may have
 different numbers of runs. Atari: tasks are games, scores human-normalised; classification: one
@@ -22,6 +32,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from rliable import metrics as rly  # numpy / scipy only; rliable.library (arch) is never imported
 from scipy import stats
 
 from . import names as N
@@ -29,6 +40,7 @@ from .data import natural_key, series, with_config
 from .plotting import (
     FigureResult,
     MissingData,
+    PROBE_LOSS_UNIT,
     local_groups,
     new_figure,
     palette,
@@ -41,6 +53,8 @@ CONFIDENCE = 0.95  # coverage of the intervals
 BOOTSTRAP_SEED = 0  # seed of the resampling: the report's numbers do not change between builds
 PROFILE_TAUS = np.linspace(0.0, 2.0, 21)  # human-normalised score thresholds of the profile
 ATARI_LAST_N = 5  # a run's Atari score: the mean of its last 5 human-normalised evaluations (figure 7)
+MIN_INTERVAL_N = 10  # fewest runs (over all tasks) for a bootstrap interval; below: the range, said so
+MIN_IQM_N = 4  # fewest runs for an IQM: below, the 25 % trimmed mean trims nothing (it is the mean)
 
 Tasks = Sequence[np.ndarray]
 
@@ -48,34 +62,32 @@ Tasks = Sequence[np.ndarray]
 # ------------------------------------------------------------------------------ statistics
 
 
-def iqm(tasks: Tasks, axis: int = -1) -> np.ndarray:
+def iqm(tasks: Tasks) -> float:
     """Interquartile mean over all run-task scores: the mean of the middle 50 % after pooling
-    every task's runs (rliable ``aggregate_iqm``: ``trim_mean(scores, 0.25, axis=None)``)."""
-    return stats.trim_mean(np.concatenate([np.asarray(t, float) for t in tasks], axis=axis), 0.25, axis=axis)
+    every task's runs (rliable ``aggregate_iqm``, on the pooled scores)."""
+    return float(rly.aggregate_iqm(np.concatenate([np.asarray(t, float) for t in tasks])))
 
 
-def mean(tasks: Tasks, axis: int = -1) -> np.ndarray:
-    """Mean over tasks of each task's mean over runs (rliable ``aggregate_mean``)."""
-    return np.mean([np.mean(np.asarray(t, float), axis=axis) for t in tasks], axis=0)
+def mean(tasks: Tasks) -> float:
+    """Mean over tasks of each task's mean over runs (rliable ``aggregate_mean`` per task: its
+    score matrix must be rectangular, and tasks here may have different numbers of runs)."""
+    return float(np.mean([rly.aggregate_mean(np.asarray(t, float)[:, None]) for t in tasks]))
 
 
-def fraction_above(tau: float) -> Callable[..., np.ndarray]:
+def fraction_above(tau: float) -> Callable[..., float]:
     """Performance profile at ``tau``: the fraction of all run-task scores above ``tau``
-    (rliable ``run_score_deviation``)."""
-    def statistic(tasks: Tasks, axis: int = -1) -> np.ndarray:
-        return np.mean(np.concatenate([np.asarray(t, float) for t in tasks], axis=axis) > tau, axis=axis)
+    (rliable's run-score distribution, ``rliable.library``, which does not import: see above)."""
+    def statistic(tasks: Tasks) -> float:
+        return float(np.mean(np.concatenate([np.asarray(t, float) for t in tasks]) > tau))
     return statistic
 
 
-def probability_of_improvement(x: Tasks, y: Tasks, axis: int = -1) -> np.ndarray:
+def probability_of_improvement(x: Tasks, y: Tasks) -> float:
     """P(X > Y): per task, the probability that a run of X scores above a run of Y (ties count
     one half; the Mann-Whitney U statistic over n_x n_y), averaged over tasks (rliable
-    ``probability_of_improvement``)."""
-    out = []
-    for xt, yt in zip(x, y, strict=True):
-        xt, yt = np.asarray(xt, float)[..., :, None], np.asarray(yt, float)[..., None, :]
-        out.append(np.mean((xt > yt) + 0.5 * (xt == yt), axis=(-2, -1)))
-    return np.mean(out, axis=0)
+    ``probability_of_improvement`` per task, as rliable averages them)."""
+    return float(np.mean([rly.probability_of_improvement(np.asarray(xt, float)[:, None], np.asarray(yt, float)[:, None])
+                          for xt, yt in zip(x, y, strict=True)]))
 
 
 def _finite(tasks: Tasks) -> list[np.ndarray]:
@@ -88,44 +100,65 @@ def _finite(tasks: Tasks) -> list[np.ndarray]:
     return out
 
 
-def interval(statistic: Callable[..., np.ndarray], *samples: Tasks, reps: int = REPS,
+def interval(statistic: Callable[..., float], *samples: Tasks, reps: int = REPS,
              confidence: float = CONFIDENCE, seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
     """``(point, low, high)``: ``statistic`` of the score matrices ``samples`` and its percentile
-    stratified-bootstrap interval (each task's runs of each matrix resampled independently)."""
+    stratified-bootstrap interval (each task's runs of each matrix resampled independently).
+    No small-n rule here: the tables apply it (``small_n``)."""
     groups = [_finite(s) for s in samples]
     sizes = [len(g) for g in groups]
     flat = [t for g in groups for t in g]
     point = float(statistic(*groups))
 
     # A task with one run is the same under every resample (scipy needs two or more to resample):
-    # it is held fixed and broadcast to the resamples' batch shape.
+    # it is held fixed.
     moving = [i for i, t in enumerate(flat) if len(t) > 1]
     if not moving:  # nothing to resample: the interval is the point
         return point, point, point
 
-    def stat(*resampled, axis=-1):
-        batch = resampled[0].shape[:-1]
-        full = [np.broadcast_to(t, batch + t.shape) for t in flat]
+    def stat(*resampled):
+        full = list(flat)
         for i, r in zip(moving, resampled):
             full[i] = r
         parts, i = [], 0
         for n in sizes:
             parts.append(full[i:i + n])
             i += n
-        return statistic(*parts, axis=axis)
+        return statistic(*parts)
 
-    res = stats.bootstrap([flat[i] for i in moving], stat, n_resamples=reps, vectorized=True, paired=False,
-                          axis=-1, confidence_level=confidence, method="percentile",
-                          rng=np.random.default_rng(seed))
+    res = stats.bootstrap([flat[i] for i in moving], stat, n_resamples=reps, vectorized=False, paired=False,
+                          confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
     return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def small_n(n: int) -> str:
+    """The ``interval`` column of a table row of ``n`` runs: what its low / high are."""
+    if n >= MIN_INTERVAL_N:
+        return f"n = {n}: {int(CONFIDENCE * 100)}% percentile stratified bootstrap"
+    text = f"n = {n}: range shown (fewer than {MIN_INTERVAL_N} runs: no bootstrap interval)"
+    if n < MIN_IQM_N:
+        text += f"; IQM refused (fewer than {MIN_IQM_N} runs: it would be the mean)"
+    return text
+
+
 def aggregate_row(tasks: Tasks, **kw) -> dict[str, float]:
-    """IQM and mean of one score matrix with their intervals, and its run count."""
-    i, il, ih = interval(iqm, tasks, **kw)
-    m, ml, mh = interval(mean, tasks, **kw)
-    return {"runs": int(sum(len(t) for t in tasks)), "tasks": len(tasks), "iqm": i, "iqm_low": il,
-            "iqm_high": ih, "mean": m, "mean_low": ml, "mean_high": mh}
+    """IQM and mean of one score matrix with their intervals, its run count and what the
+    intervals are: the bootstrap from ``MIN_INTERVAL_N`` runs up, below it the range of the
+    runs' scores (both statistics lie in it); the IQM is NaN below ``MIN_IQM_N`` runs."""
+    tasks = _finite(tasks)
+    n = int(sum(len(t) for t in tasks))
+    if n >= MIN_INTERVAL_N:
+        i, il, ih = interval(iqm, tasks, **kw)
+        m, ml, mh = interval(mean, tasks, **kw)
+    else:
+        pooled = np.concatenate(tasks)
+        lo, hi = float(pooled.min()), float(pooled.max())
+        i, il, ih = iqm(tasks), lo, hi
+        m, ml, mh = mean(tasks), lo, hi
+    if n < MIN_IQM_N:
+        i, il, ih = np.nan, np.nan, np.nan
+    return {"runs": n, "tasks": len(tasks), "iqm": i, "iqm_low": il, "iqm_high": ih, "mean": m, "mean_low": ml,
+            "mean_high": mh, "interval": small_n(n)}
 
 
 # ------------------------------------------------------------------------------ tables
@@ -210,9 +243,15 @@ def performance_profiles(scores: dict[str, dict[str, np.ndarray]], taus: np.ndar
     rows = []
     for interv, games in scores.items():
         tasks = list(games.values())
+        n = int(sum(len(t) for t in tasks))
         for tau in taus:
-            p, lo, hi = interval(fraction_above(float(tau)), tasks)
-            rows.append({"intervention": interv, "tau": float(tau), "fraction_above": p, "low": lo, "high": hi})
+            if n >= MIN_INTERVAL_N:
+                p, lo, hi = interval(fraction_above(float(tau)), tasks)
+            else:  # no interval below MIN_INTERVAL_N: a range of a fraction means nothing
+                p, lo, hi = fraction_above(float(tau))(tasks), np.nan, np.nan
+            rows.append({"intervention": interv, "tau": float(tau), "fraction_above": p, "low": lo, "high": hi,
+                         "runs": n, "interval": small_n(n) if n >= MIN_INTERVAL_N else
+                         f"n = {n}: refused (fewer than {MIN_INTERVAL_N} runs)"})
     return pd.DataFrame(rows)
 
 
@@ -225,10 +264,17 @@ def improvement_table(scores: dict[str, dict[str, np.ndarray]], x: str = N.LAYER
     games = sorted(set(scores[x]) & set(scores[y]), key=natural_key)
     if not games:
         return pd.DataFrame()
-    p, lo, hi = interval(probability_of_improvement, [scores[x][g] for g in games], [scores[y][g] for g in games])
-    return pd.DataFrame([{"x": x, "y": y, "games": len(games), "runs_x": sum(len(scores[x][g]) for g in games),
-                          "runs_y": sum(len(scores[y][g]) for g in games), "probability_of_improvement": p,
-                          "low": lo, "high": hi}])
+    tx, ty = [scores[x][g] for g in games], [scores[y][g] for g in games]
+    n = min(sum(len(t) for t in tx), sum(len(t) for t in ty))
+    if n >= MIN_INTERVAL_N:
+        p, lo, hi = interval(probability_of_improvement, tx, ty)
+        why = small_n(n)
+    else:
+        p, lo, hi = probability_of_improvement(tx, ty), np.nan, np.nan
+        why = f"n = {n}: refused (fewer than {MIN_INTERVAL_N} runs of each method)"
+    return pd.DataFrame([{"x": x, "y": y, "games": len(games), "runs_x": sum(len(t) for t in tx),
+                          "runs_y": sum(len(t) for t in ty), "probability_of_improvement": p,
+                          "low": lo, "high": hi, "interval": why}])
 
 
 # ------------------------------------------------------------------------------ figure
@@ -236,12 +282,20 @@ def improvement_table(scores: dict[str, dict[str, np.ndarray]], x: str = N.LAYER
 
 def _interval_panel(ax, table: pd.DataFrame, label_cols: list[str], title: str, xlabel: str) -> None:
     t = table[table["runs"] > 0].reset_index(drop=True)
-    labels = [", ".join(str(r[c]) for c in label_cols) for _, r in t.iterrows()]
+    small = (t["runs"] < MIN_INTERVAL_N).to_numpy()
+    labels = [", ".join(str(r[c]) for c in label_cols) + f"\n(n = {int(r['runs'])}"
+              + (": range shown)" if r["runs"] < MIN_INTERVAL_N else ")") for _, r in t.iterrows()]
     y = np.arange(len(t))
     for k, (col, color) in enumerate((("iqm", "tab:blue"), ("mean", "tab:orange"))):
         off = 0.18 * (1 - 2 * k)
-        ax.errorbar(t[col], y + off, xerr=[t[col] - t[f"{col}_low"], t[f"{col}_high"] - t[col]],
-                    fmt="o", color=color, capsize=3, label=col.upper() if col == "iqm" else "mean")
+        for rows, style in ((~small, "-"), (small, ":")):  # a range is dotted, a bootstrap interval solid
+            if not rows.any():
+                continue
+            tr = t[rows]
+            bars = ax.errorbar(tr[col], y[rows] + off, xerr=[tr[col] - tr[f"{col}_low"], tr[f"{col}_high"] - tr[col]],
+                               fmt="o", color=color, capsize=3,
+                               label=(col.upper() if col == "iqm" else "mean") + (" (range)" if style == ":" else ""))
+            bars[-1][0].set_linestyle(style)
     ax.set_yticks(y, labels, fontsize="small")
     ax.invert_yaxis()
     ax.set_title(title, fontsize="small")
@@ -275,29 +329,33 @@ def figure_interval_estimates(frame: pd.DataFrame) -> FigureResult:
     for ax, key in zip(axes, panels):
         t = tables[key]
         if key == "plasticity_loss":
-            _interval_panel(ax, t, ["group"], "plasticity loss P(T) - P(0) across seeds", "P(T) - P(0)")
+            _interval_panel(ax, t, ["group"], "plasticity loss P(T) - P(0) across seeds",
+                            f"P(T) - P(0) ({PROBE_LOSS_UNIT})")
         elif key == "probe_loss_change":
             _interval_panel(ax, t, ["dataset", "architecture", "intervention"],
-                            "figure 6: change in probe loss across seeds", "probe loss (last - first pause)")
+                            "figure 6: change in probe loss across seeds",
+                            f"probe loss, last - first pause ({PROBE_LOSS_UNIT})")
         elif key == "atari_hns":
-            _interval_panel(ax, t, ["intervention"], "Atari: human-normalised score", "human-normalised score")
+            _interval_panel(ax, t, ["intervention"], "Atari: human-normalised score", "human-normalised score (1 = human)")
         else:
             interventions = list(dict.fromkeys(t["intervention"]))
             for color, interv in zip(palette(len(interventions)), interventions):
                 s = t[t["intervention"] == interv]
                 ax.plot(s["tau"], s["fraction_above"], color=color, label=interv)
-                ax.fill_between(s["tau"], s["low"], s["high"], color=color, alpha=0.2, lw=0)
+                ax.fill_between(s["tau"], s["low"], s["high"], color=color, alpha=0.2, lw=0)  # NaN (small n): none
             ax.set_xlabel("human-normalised score tau")
             ax.set_ylabel("fraction of runs with score > tau")
             ax.set_title("performance profile", fontsize="small")
             ax.legend(fontsize="x-small", frameon=False)
     notes = [f"Intervals: percentile stratified bootstrap, {REPS} resamples, {int(CONFIDENCE * 100)} %, "
-             f"seed {BOOTSTRAP_SEED} (scipy.stats.bootstrap; statistics as rliable.metrics). Runs with a "
-             "non-finite value are counted in `nonfinite` and left out."]
+             f"seed {BOOTSTRAP_SEED} (scipy.stats.bootstrap over rliable.metrics' statistics), from "
+             f"{MIN_INTERVAL_N} runs up. Below {MIN_INTERVAL_N} runs a row shows the range of its runs (min, max) "
+             f"instead, dotted, and says so in its `interval` column; below {MIN_IQM_N} runs the IQM is refused "
+             "(it would be the mean). Runs with a non-finite value are counted in `nonfinite` and left out."]
     if "probability_of_improvement" in tables:
         r = tables["probability_of_improvement"].iloc[0]
         notes.append(f"P({r['x']} > {r['y']}) = {r['probability_of_improvement']:.3f} "
-                     f"[{r['low']:.3f}, {r['high']:.3f}] over {int(r['games'])} game(s).")
+                     f"[{r['low']:.3f}, {r['high']:.3f}] over {int(r['games'])} game(s) ({r['interval']}).")
     return FigureResult(
         name="interval_estimates",
         title="Interval estimates across seeds (IQM, mean, performance profile, probability of improvement)",
@@ -306,4 +364,6 @@ def figure_interval_estimates(frame: pd.DataFrame) -> FigureResult:
         figure=fig,
         tables=tables,
         notes=notes,
+        bands=f"whisker: {int(CONFIDENCE * 100)}% percentile stratified-bootstrap interval from n = {MIN_INTERVAL_N} "
+        f"runs up; below, dotted: the range (min-max) of the runs; n per row on the axis",
     )

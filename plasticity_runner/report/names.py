@@ -26,10 +26,17 @@ WIDTH_MULTIPLIER = "architecture.width_multiplier"  # x every width of the body 
 TARGET_UPDATE = "agent.target_update_steps"
 OPTIMIZER = "optimizer.name"
 INTERVENTIONS = "interventions"
+TOTAL_STEPS = "total_steps"  # training (optimizer) steps of a run: the budget every figure names
+PROBE_ENABLED = "probe.enabled"
+PROBE_STEPS = "probe.steps"  # optimizer steps fitting each probe target
+PROBE_TARGETS = "probe.num_targets"
+MEM_ITERATIONS = "env.num_iterations"  # the memorisation study's budget: iterations x steps each
+MEM_ITERATION_STEPS = "env.iteration_steps"
 
 # Values of those keys that select the runs of a figure.
 ENV_CLASSIFICATION = "classification"
 ENV_ATARI = "atari"
+ENV_MINATAR = "minatar"
 ENV_MEMORIZATION = "memorization"
 ENV_BROWNIAN = "brownian"
 OPTIMIZER_DEFAULT_ADAM = "adam"
@@ -104,9 +111,9 @@ FIELD_METRICS = {
     "gradient norm (pause)": (DYNAMICS_PHASE, _dynamics.GRAD_NORM_EVAL),
     "weight change from init": (DYNAMICS_PHASE, _dynamics.WEIGHT_CHANGE),
     "relative weight change from init": (DYNAMICS_PHASE, _dynamics.WEIGHT_CHANGE_REL),
-    "policy churn": (DYNAMICS_PHASE, _dynamics.POLICY_CHURN),
+    "greedy-action change between pauses": (DYNAMICS_PHASE, _dynamics.GREEDY_ACTION_CHANGE),
     "gradient norm (window mean)": (_dynamics.LOG_POINT_PHASE, _dynamics.GRAD_NORM_WINDOW),
-    "effective learning rate (window)": (_dynamics.LOG_POINT_PHASE, _dynamics.EFF_LR_WINDOW),
+    "relative parameter change (window)": (_dynamics.LOG_POINT_PHASE, _dynamics.REL_PARAM_CHANGE_WINDOW),
 }
 
 # Figure 2: the two coupled processes (phase names, also the prefixes of their arrays) and the

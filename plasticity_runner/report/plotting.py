@@ -24,6 +24,14 @@ from . import names as N
 from .data import assign_groups, first_last, select, with_config
 
 
+# What the band of ``plot_group_curves`` / ``draw_curve_grid`` is (FigureResult.bands).
+BAND_STD_SEEDS = ("band: mean over seeds (bold) ±1 std over seeds at each step (sample std, n - 1), runs thin; "
+                  "n = runs per curve, in the legend")
+# Units of the quantities the figures plot: the probe regresses Q-values on targets a + sin(...),
+# so its loss (and P = b - loss) is in squared Q units; so is the TD loss.
+PROBE_LOSS_UNIT = "squared Q units"
+
+
 class MissingData(LookupError):
     """The sweep lacks the metrics or arrays a figure needs (the message says which)."""
 
@@ -36,6 +44,12 @@ class FigureResult:
     figure: Figure
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # What a band, bar or whisker of the figure is, with its n (e.g. "band: +-1 std over seeds, n
+    # per curve in the legend"); written on the figure under its title. Empty: the figure has none.
+    bands: str = ""
+    # The run directories the figure drew (None: every used run); their data set, architecture,
+    # seeds and budget are named on the figure and in its tables (report/provenance.py).
+    runs: list[str] | None = None
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -132,7 +146,8 @@ def plot_group_curves(ax, s: pd.DataFrame, color, label: str, x: str = "step") -
         ax.plot(run[x], run["value"], color=color, lw=0.7, alpha=0.3)
     agg = s.groupby(x)["value"].agg(["mean", "std", "size"]).reset_index()
     n_runs = s["run_dir"].nunique()
-    ax.plot(agg[x], agg["mean"], color=color, lw=2, label=f"{label} (n={n_runs})")
+    # one step only: a marker, or the curve would be invisible
+    ax.plot(agg[x], agg["mean"], color=color, lw=2, label=f"{label} (n={n_runs})", marker="o" if len(agg) == 1 else None)
     band = agg["std"].fillna(0.0)
     if (agg["size"] > 1).any():
         ax.fill_between(agg[x], agg["mean"] - band, agg["mean"] + band, color=color, alpha=0.2, lw=0)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import names as N
 from ..plotting import (
+    PROBE_LOSS_UNIT,
     FigureResult,
     MissingData,
     count_nonfinite,
@@ -39,7 +40,9 @@ def initial_final_table(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KEY)
         rows.append({"facet": f, "architecture": a, "intervention": i, "runs": len(g),
                      "initial_mean": im, "initial_std": is_, "final_mean": fm, "final_std": fs, **pause_span(g),
                      "nonfinite": max(count_nonfinite(g["first"]), count_nonfinite(g["last"]))})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["runs"] = sorted(fl["run_dir"].unique())
+    return out
 
 
 def figure10_11_probe_loss(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KEY) -> FigureResult:
@@ -47,9 +50,10 @@ def figure10_11_probe_loss(frame: pd.DataFrame, facet: str | None = FIG6_FACET_K
 
     Needs classification runs with ``probe/probe_loss`` at two or more pauses. One row of panels
     per ``facet`` value (the dataset: figure 10 is CIFAR-10, 11 MNIST), one panel per
-    architecture; in each, a pair of bars per intervention: the probe loss at the first pause
-    (light) and at the last (dark), mean over runs with +-1 std whiskers. Log scale when every
-    mean is positive.
+    architecture; in each, a pair of points per intervention: the probe loss at the first pause
+    (open) and at the last (filled), mean over runs with +-1 std whiskers. Points, not bars: the
+    axis is logarithmic when every mean is positive, and a bar on a log axis has no zero to start
+    from, so its height would show the ratio to an arbitrary cut-off.
     """
     table = initial_final_table(frame, facet)
     if table.empty:
@@ -65,15 +69,20 @@ def figure10_11_probe_loss(frame: pd.DataFrame, facet: str | None = FIG6_FACET_K
         for j, a in enumerate(archs):
             ax = axes[i, j]
             t = table[(table["facet"] == f) & (table["architecture"] == a)].set_index("intervention").reindex(intervs)
-            for k, (col, label, shade) in enumerate((("initial", "first pause (initial)", 0.45),
-                                                     ("final", "last pause (final)", 1.0))):
-                ax.bar(x + (k - 0.5) * 0.4, t[f"{col}_mean"], width=0.4, yerr=t[f"{col}_std"].fillna(0),
-                       color="tab:blue", alpha=shade, capsize=2, label=label, error_kw={"lw": 0.8})
-            ax.set_xticks(x, intervs, rotation=60, ha="right", fontsize="x-small")
+            for k, (col, label, face) in enumerate((("initial", "first pause (initial)", "white"),
+                                                    ("final", "last pause (final)", "tab:blue"))):
+                ax.errorbar(x + (k - 0.5) * 0.3, t[f"{col}_mean"], yerr=t[f"{col}_std"].fillna(0), fmt="o",
+                            color="tab:blue", mfc=face, capsize=2, label=label, lw=0.8, ms=5)
+            n = t["runs"].fillna(0).astype(int)
+            intervs_n = [f"{name} (n={runs})" for name, runs in zip(intervs, n)]
+            ax.set_xticks(x, intervs_n, rotation=60, ha="right", fontsize="x-small")
+            ax.set_xlim(-0.6, len(intervs) - 0.4)
+            if i == len(facets) - 1:
+                ax.set_xlabel("intervention")
             ax.set_title(f"{f}, {a}" if facet else a, fontsize="small")
             if positive:
                 ax.set_yscale("log")
-        axes[i, 0].set_ylabel("probe loss")
+        axes[i, 0].set_ylabel(f"probe loss ({PROBE_LOSS_UNIT})" + (", log scale" if positive else ""))
     axes[0, 0].legend(fontsize="x-small", frameon=False)
     return FigureResult(
         name="figure10_11_probe_loss",
@@ -82,4 +91,6 @@ def figure10_11_probe_loss(frame: pd.DataFrame, facet: str | None = FIG6_FACET_K
         "the last pause of training, per architecture and intervention; mean over runs, +-1 std.",
         figure=fig,
         tables={"cells": table},
+        bands="point: mean over runs; whisker: ±1 std over runs (sample std); n = runs, under each intervention",
+        runs=table.attrs["runs"],
     )

@@ -14,6 +14,7 @@ import pandas as pd
 from .. import names as N
 from ..data import natural_key, select, series
 from ..plotting import (
+    BAND_STD_SEEDS,
     FigureResult,
     MissingData,
     curve_summary,
@@ -80,7 +81,7 @@ def figure12_13_returns(frame: pd.DataFrame) -> FigureResult:
     s = intervention_curves(frame, N.REWARD_MEAN)
     if s.empty:
         raise MissingData(f"no classification run with {'/'.join(N.REWARD_MEAN)}")
-    fig = draw_intervention_curves(s, "mean reward per step")
+    fig = draw_intervention_curves(s, "mean reward per environment step (reward units)")
     return FigureResult(
         name="figure12_13_returns",
         title="Figures 12 / 13: performance on the easy and hard tasks per intervention",
@@ -89,4 +90,6 @@ def figure12_13_returns(frame: pd.DataFrame) -> FigureResult:
         "true_label, hard = sparse_reward), columns: architecture, lines: interventions.",
         figure=fig,
         tables={"curves": curves_table(s)},
+        bands=BAND_STD_SEEDS,
+        runs=sorted(s["run_dir"].unique()),
     )

@@ -9,6 +9,7 @@ import pandas as pd
 from .. import names as N
 from ..data import select, series
 from ..plotting import (
+    BAND_STD_SEEDS,
     FigureResult,
     MissingData,
     curve_summary,
@@ -52,7 +53,7 @@ def figure14_sharpness(frame: pd.DataFrame) -> FigureResult:
         raise MissingData(f"no classification run of architecture {FIG14_ARCH} with interventions none or "
                           f"layer_norm logging {'/'.join(N.HESSIAN_TOP_EIG)}")
     cols = sorted(s["col"].unique())
-    fig = draw_curve_grid(s, [""], cols, order_values(s["line"], FIG14_LINES), ylabel="Hessian top eigenvalue",
+    fig = draw_curve_grid(s, [""], cols, order_values(s["line"], FIG14_LINES), ylabel="top eigenvalue of the probe loss's Hessian\n(squared Q units per squared parameter unit)",
                           log=True)
     return FigureResult(
         name="figure14_sharpness",
@@ -62,4 +63,6 @@ def figure14_sharpness(frame: pd.DataFrame) -> FigureResult:
         figure=fig,
         tables={"sharpness": curve_summary(s, ["col", "line"]).rename(columns={"col": "dataset_task",
                                                                                "line": "intervention"})},
+        bands=BAND_STD_SEEDS,
+        runs=sorted(s["run_dir"].unique()),
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import names as N
-from ..plotting import FigureResult, MissingData
+from ..plotting import BAND_STD_SEEDS, FigureResult, MissingData
 from .fig12_13_returns import curves_table, draw_intervention_curves, intervention_curves
 
 
@@ -22,7 +22,7 @@ def figure15_16_td_loss(frame: pd.DataFrame) -> FigureResult:
     s = intervention_curves(frame, N.TD_LOSS)
     if s.empty:
         raise MissingData(f"no classification run with {'/'.join(N.TD_LOSS)}")
-    fig = draw_intervention_curves(s, "TD loss", log=True)
+    fig = draw_intervention_curves(s, "TD loss (squared Q units; two-hot: nats)", log=True)
     notes = []
     if s["line"].str.contains(N.TWO_HOT).any():
         notes.append("Two-hot runs log their cross-entropy as td_loss: not on the scale of the squared TD error.")
@@ -34,4 +34,6 @@ def figure15_16_td_loss(frame: pd.DataFrame) -> FigureResult:
         figure=fig,
         tables={"curves": curves_table(s)},
         notes=notes,
+        bands=BAND_STD_SEEDS,
+        runs=sorted(s["run_dir"].unique()),
     )

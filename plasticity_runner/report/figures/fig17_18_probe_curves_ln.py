@@ -8,8 +8,8 @@ import pandas as pd
 
 from .. import names as N
 from ..data import assign_groups, natural_key, select
-from ..plotting import FigureResult, MissingData, interventions_of, new_figure, step_scale, wrap_label
-from .fig4_probe_curves import probe_curves
+from ..plotting import PROBE_LOSS_UNIT, FigureResult, MissingData, interventions_of, new_figure, step_scale, wrap_label
+from .fig4_probe_curves import check_curves, probe_curves
 
 FIG17_COLUMNS = (N.NO_INTERVENTION, N.LAYER_NORM)
 
@@ -24,12 +24,15 @@ def probe_curves_by_layer_norm(frame: pd.DataFrame, max_pauses: int = 6) -> pd.D
     if frame.empty:
         return pd.DataFrame()
     rows_of = assign_groups(frame.drop(columns=[N.INTERVENTIONS], errors="ignore"))[0].groupby("run_dir")["group"].first()
-    out = []
+    out, drawn = [], []
     for (row, col), runs in rows_of.groupby([rows_of, rows_of.index.map(interv)]):
         curves = probe_curves(frame[frame["run_dir"].isin(runs.index)], max_pauses=max_pauses)
         if len(curves):
             out.append(curves.assign(row=row, column=col))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+            drawn += curves.attrs["runs"]
+    result = pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+    result.attrs["runs"] = sorted(drawn)
+    return result
 
 
 def figure17_18_probe_curves_ln(frame: pd.DataFrame, max_pauses: int = 6, max_rows: int = 6) -> FigureResult:
@@ -45,6 +48,7 @@ def figure17_18_probe_curves_ln(frame: pd.DataFrame, max_pauses: int = 6, max_ro
     if curves.empty:
         raise MissingData(f"no classification run with interventions none or layer_norm storing "
                           f"{N.PROBE_CURVE_LOSS} and {N.PROBE_CURVE_STEPS}")
+    check_curves(curves)
     rows = sorted(curves["row"].unique(), key=natural_key)
     notes = []
     if len(rows) > max_rows:
@@ -68,7 +72,7 @@ def figure17_18_probe_curves_ln(frame: pd.DataFrame, max_pauses: int = 6, max_ro
             label = "with layer norm" if c == N.LAYER_NORM else "without layer norm"
             ax.set_title(wrap_label(f"{r}, {label}", 45), fontsize="x-small")
             ax.set_xlabel("probe optimisation step")
-        axes[i, 0].set_ylabel("probe loss")
+        axes[i, 0].set_ylabel(f"probe loss ({PROBE_LOSS_UNIT})")
     fig.colorbar(scale, ax=list(axes.ravel()), label="training step of checkpoint")
     table = curves.drop(columns=["curve_steps", "curve", "std", "group"])
     return FigureResult(
@@ -80,4 +84,7 @@ def figure17_18_probe_curves_ln(frame: pd.DataFrame, max_pauses: int = 6, max_ro
         figure=fig,
         tables={"curves": table[["row", "column", *[k for k in table.columns if k not in ("row", "column")]]]},
         notes=notes,
+        bands="curves: mean over targets and seeds (n = targets x seeds per curve, column 'targets' of the table); "
+        "no band",
+        runs=curves.attrs["runs"],
     )

@@ -76,7 +76,7 @@ def figure19_20_atari_gradcov(frame: pd.DataFrame, max_heatmaps: int = 5, max_ro
         if len(r):
             plot_group_curves(ax, r, "tab:blue", label)
         ax.set_title(label, fontsize="small")
-        ax.set_ylabel("episode return", fontsize="small")
+        ax.set_ylabel("episode return (game score)", fontsize="small")
         ax.tick_params(labelsize="x-small")
         steps = spread_steps(row["steps"], n_heat)
         for j, step in enumerate(steps):
@@ -97,4 +97,6 @@ def figure19_20_atari_gradcov(frame: pd.DataFrame, max_heatmaps: int = 5, max_ro
         figure=fig,
         tables={"heatmaps": pd.DataFrame(table)},
         notes=notes,
+        bands="learning curves: mean over seeds (bold) ±1 std over seeds, n in each panel's legend; heatmaps: one run",
+        runs=sorted({r for rs in shown["runs"] for r in rs}),
     )

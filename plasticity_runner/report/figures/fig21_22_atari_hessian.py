@@ -50,7 +50,8 @@ def figure21_22_atari_hessian(frame: pd.DataFrame, max_curves: int = 10, max_pan
         if top > 0:
             ax.set_ylim(top * DENSITY_FLOOR, top * 2)
         ax.set_title(f"{row['game']}: {row['intervention']}", fontsize="small")
-        ax.set_xlabel("eigenvalue", fontsize="small")
+        ax.set_xlabel("eigenvalue (squared Q units per squared parameter unit)", fontsize="x-small")
+        ax.set_ylabel("density (log)", fontsize="small")
         ax.tick_params(labelsize="x-small")
     fig.colorbar(scale, ax=list(axes), label="training step")
     return FigureResult(
@@ -61,4 +62,6 @@ def figure21_22_atari_hessian(frame: pd.DataFrame, max_curves: int = 10, max_pan
         figure=fig,
         tables={"spectra": pd.DataFrame(table)},
         notes=notes,
+        bands="one run per panel (the first by seed); no band",
+        runs=sorted(shown["run_dir"]),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from ...probes import curvature as _curvature, gradcov as _gradcov
 from .. import names as N
 from ..data import (
     load_step_arrays,
@@ -50,6 +51,14 @@ def process_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 DENSITY_FLOOR = 1e-6  # figure 2 density axes start this far below the highest density
+
+
+# y axis of the scalar panels (names.PROCESS_METRICS' keys)
+SCALAR_UNITS = {
+    _curvature.HESSIAN_TOP_EIG: "λ1 (squared target units per squared parameter unit)",
+    _gradcov.OFFDIAG_MEAN: "mean normalised gradient dot product (-1 to 1)",
+    _gradcov.NEG_FRAC: "fraction of entries < 0",
+}
 
 
 def figure2_brownian(frame: pd.DataFrame, max_heatmaps: int = 4) -> FigureResult:
@@ -105,11 +114,12 @@ def figure2_brownian(frame: pd.DataFrame, max_heatmaps: int = 4) -> FigureResult
                     top = max(top, float(np.nanmax(d)) if d.size else 0.0)
                     ax.plot(grid, np.maximum(d, 1e-300), color=scale.to_rgba(step), lw=1)
                 ax.set_yscale("log")
-                ax.set_xlabel("eigenvalue")
+                ax.set_xlabel("eigenvalue (squared regression-target units per squared parameter unit)",
+                              fontsize="small")
                 ax.set_title(f"Hessian spectrum density: {N.PROCESSES[p]}")
                 if not dens_steps.get(p):
                     ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
-            axes[0].set_ylabel("density")
+            axes[0].set_ylabel("density (per eigenvalue unit)")
             if top > 0:
                 axes[0].set_ylim(top * DENSITY_FLOOR, top * 2)
             sub.colorbar(scale, ax=list(axes), label="training step")
@@ -122,6 +132,7 @@ def figure2_brownian(frame: pd.DataFrame, max_heatmaps: int = 4) -> FigureResult
                         plot_group_curves(ax, s, colors[p], N.PROCESSES[p])
                 ax.set_title(label, fontsize="medium")
                 ax.set_xlabel("training step")
+                ax.set_ylabel(SCALAR_UNITS.get(m, "value"), fontsize="small")
             legend(axes[0], 2)
         else:
             p = kind[1]
@@ -147,4 +158,7 @@ def figure2_brownian(frame: pd.DataFrame, max_heatmaps: int = 4) -> FigureResult
         figure=fig,
         tables={"scalars": process_table(frame)},
         notes=notes,
+        bands="scalars: mean over seeds (bold) ±1 std over seeds (sample std), n = runs per curve in the legend; "
+        "densities and heatmaps: one run (named below the figure)",
+        runs=run_dirs,
     )

@@ -29,9 +29,16 @@ from ..plotting import (
 FIG3_COLOR_KEYS = (N.ENV, N.DATASET, N.TASK)
 FIG3_CONFIG_KEYS = (N.DATASET, N.TASK, N.ARCH, N.OPTIMIZER)  # config columns copied onto each point
 FIG3_Y = {  # y axis of figure 3: name -> axis label
-    "plasticity_loss": "plasticity loss P(T) - P(0) (< 0: plasticity lost)",
-    "plasticity": "plasticity P(T) = b - probe loss",
+    "plasticity_loss": "plasticity loss P(T) - P(0), squared Q units (< 0: plasticity lost)",
+    "plasticity": "plasticity P(T) = b - probe loss, squared Q units",
 }
+FIG3_UNITS = {"weight norm": "L2 norm of all parameters", "feature rank": "count of dimensions",
+              "weight rank": "count of singular values, mean over layers", "dead units": "fraction"}
+# Fewest points a Pearson r of the figure is read at: below it, a correlation and any sign flip
+# built on it is flagged (``reliable`` = False), and the figure is not drawn when no correlation
+# reaches it. With n = 10, |r| must exceed 0.63 for p < 0.05; with n = 3 a random |r| > 0.9 has
+# probability 0.29, so signs from three points are noise.
+FIG3_MIN_N = 10
 # The two contrasts of section 5.2 / the caption of figure 3: name -> (the config key whose values
 # are the groups, the statistics the paper says flip sign along it). Every statistic is tested along
 # both; ``paper`` marks the pairs the paper names.
@@ -109,17 +116,21 @@ def falsification_table(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     ``correlations``: per statistic and group (and ``(all)``): points and Pearson r of plasticity
     against the statistic (``np.corrcoef``; NaN below 3 points or without variance) and its sign.
     ``summary``: per statistic, how many groups correlate positively / negatively and whether
-    the sign flips between groups (the paper's falsification criterion).
+    the sign flips between groups (the paper's falsification criterion). Every r carries its n;
+    ``reliable`` is False below ``FIG3_MIN_N`` points (for a sign flip: in its smallest group).
     """
     corr_rows, summary_rows = [], []
     for stat, ps in points.groupby("statistic", sort=False):
-        signs = []
+        signs, ns = [], []
         for g, pg in ps.groupby("group", sort=True):
             r = pearson(pg["value"], pg["plasticity"])
             signs.append(sign(r))
-            corr_rows.append({"statistic": stat, "group": g, "n": len(pg), "pearson_r": r, "sign": sign(r)})
+            ns.append(len(pg))
+            corr_rows.append({"statistic": stat, "group": g, "n": len(pg), "pearson_r": r, "sign": sign(r),
+                              "reliable": len(pg) >= FIG3_MIN_N})
         r_all = pearson(ps["value"], ps["plasticity"])
-        corr_rows.append({"statistic": stat, "group": "(all)", "n": len(ps), "pearson_r": r_all, "sign": sign(r_all)})
+        corr_rows.append({"statistic": stat, "group": "(all)", "n": len(ps), "pearson_r": r_all, "sign": sign(r_all),
+                          "reliable": len(ps) >= FIG3_MIN_N})
         summary_rows.append(
             {
                 "statistic": stat,
@@ -127,10 +138,13 @@ def falsification_table(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
                 "positive": signs.count("+"),
                 "negative": signs.count("-"),
                 "sign_flips": "yes" if "+" in signs and "-" in signs else "no",
+                "min_n": min(ns),
+                "reliable": min(ns) >= FIG3_MIN_N,
                 "pooled_r": r_all,
+                "pooled_n": len(ps),
             }
         )
-    cols = ["statistic", "group", "n", "pearson_r", "sign"]
+    cols = ["statistic", "group", "n", "pearson_r", "sign", "reliable"]
     return pd.DataFrame(corr_rows, columns=cols), pd.DataFrame(summary_rows)
 
 
@@ -153,18 +167,23 @@ def falsification_contrasts(
         if key not in points.columns:
             continue
         for stat, ps in points.groupby("statistic", sort=False):
-            signs = []
+            signs, ns = [], []
             for level, pl in ps.groupby(ps[key].astype(str), sort=True):
                 r = pearson(pl["value"], pl["plasticity"])
                 signs.append(sign(r))
+                if np.isfinite(r):
+                    ns.append(len(pl))
                 rows.append({"contrast": name, "key": key, "statistic": stat, "paper": stat in paper_stats,
-                             "level": level, "n": len(pl), "pearson_r": r, "sign": sign(r)})
+                             "level": level, "n": len(pl), "pearson_r": r, "sign": sign(r),
+                             "reliable": len(pl) >= FIG3_MIN_N})
             finite = [s for s in signs if s != "n/a"]
             summary.append({"contrast": name, "key": key, "statistic": stat, "paper": stat in paper_stats,
                             "levels": len(finite), "positive": finite.count("+"), "negative": finite.count("-"),
-                            "sign_flips": "yes" if "+" in finite and "-" in finite else "no"})
-    cols = ["contrast", "key", "statistic", "paper", "level", "n", "pearson_r", "sign"]
-    scols = ["contrast", "key", "statistic", "paper", "levels", "positive", "negative", "sign_flips"]
+                            "sign_flips": "yes" if "+" in finite and "-" in finite else "no",
+                            "min_n": min(ns) if ns else 0, "reliable": bool(ns) and min(ns) >= FIG3_MIN_N})
+    cols = ["contrast", "key", "statistic", "paper", "level", "n", "pearson_r", "sign", "reliable"]
+    scols = ["contrast", "key", "statistic", "paper", "levels", "positive", "negative", "sign_flips", "min_n",
+             "reliable"]
     return pd.DataFrame(rows, columns=cols), pd.DataFrame(summary, columns=scols)
 
 
@@ -192,6 +211,11 @@ def figure3_falsification(
                           + ", ".join(f"{p}/{m}" for p, m in statistics.values()) + ")")
     corr, summary = falsification_table(points)
     contrast_corr, contrast_summary = falsification_contrasts(points)
+    largest = int(corr["n"].max()) if len(corr) else 0
+    if largest < FIG3_MIN_N:
+        raise MissingData(f"too few runs for a correlation: the largest group has n = {largest} point(s), "
+                          f"fewer than {FIG3_MIN_N} (a Pearson r or its sign from so few points is noise); "
+                          f"run at least {FIG3_MIN_N} runs per group (seeds or settings)")
     stats = [s for s in statistics if s in set(points["statistic"])]
     groups = sorted(points["group"].unique(), key=natural_key)
     colors = dict(zip(groups, palette(len(groups))))
@@ -207,14 +231,16 @@ def figure3_falsification(
             if pg.empty:
                 continue
             r = corr[(corr["statistic"] == stat) & (corr["group"] == g)]["pearson_r"].iloc[0]
-            label = f"{g} (r={r:+.2f})" if np.isfinite(r) else f"{g} (r=n/a)"
+            n = len(pg)
+            flag = f" < {FIG3_MIN_N}: unreliable" if n < FIG3_MIN_N else ""
+            label = f"{g} (r={r:+.2f}, n={n}{flag})" if np.isfinite(r) else f"{g} (r=n/a, n={n})"
             pg_arch = pg["run_dir"].map(arch).astype(str) if arch is not None else pd.Series("", index=pg.index)
             for a, pa_ in pg.groupby(pg_arch, sort=True):
                 ax.scatter(pa_["value"], pa_["plasticity"], color=colors[g], marker=markers.get(a, "o"),
                            s=22, alpha=0.8, label=label)
                 label = None  # one legend entry per group
         phase, metric = statistics[stat]
-        ax.set_xlabel(f"{stat} ({metric})")
+        ax.set_xlabel(f"{stat} ({metric}; {FIG3_UNITS.get(stat, 'unitless')})")
         ax.set_title(stat)
         ax.legend(fontsize="xx-small", frameon=False)
     axes[0].set_ylabel(FIG3_Y[y])
@@ -241,4 +267,7 @@ def figure3_falsification(
         tables={"correlations": corr, "summary": summary, "contrast_correlations": contrast_corr,
                 "contrast_summary": contrast_summary, "points": points_out},
         notes=notes,
+        bands=f"one point per run; r = Pearson correlation of the group's points, n = its points "
+        f"(flagged unreliable below n = {FIG3_MIN_N})",
+        runs=sorted(points["run_dir"].unique()),
     )

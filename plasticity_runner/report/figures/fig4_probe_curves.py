@@ -13,6 +13,7 @@ from ..data import (
     steps_with_arrays,
 )
 from ..plotting import (
+    PROBE_LOSS_UNIT,
     FigureResult,
     MissingData,
     local_groups,
@@ -56,7 +57,21 @@ def probe_curves(frame: pd.DataFrame, max_pauses: int = 8) -> pd.DataFrame:
                          "curve_steps": xs, "curve": mean, "std": np.nanstd(allc, axis=0),
                          "initial_loss": float(mean[0]), "final_loss": float(mean[-1]),
                          "mean_loss": float(mean.mean())})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["runs"] = sorted(steps_of)
+    return out
+
+
+def check_curves(curves: pd.DataFrame) -> None:
+    """Refuse (``MissingData``) probe curves of one point each: they draw as empty axes."""
+    longest = max(len(np.atleast_1d(c)) for c in curves["curve_steps"])
+    if longest < 2:
+        raise MissingData("each probe curve has one point (probe.steps <= probe.curve_every_steps): a curve "
+                          "needs two or more; set probe.curve_every_steps below probe.steps")
+
+
+PROBE_CURVE_BANDS = ("band: ±1 std over targets and seeds at each probe step (n = targets x seeds per curve, "
+                     "column 'targets' of the table)")
 
 
 def figure4_probe_curves(frame: pd.DataFrame, max_pauses: int = 8, max_panels: int = 6) -> FigureResult:
@@ -71,6 +86,7 @@ def figure4_probe_curves(frame: pd.DataFrame, max_pauses: int = 8, max_panels: i
     curves = probe_curves(frame, max_pauses=max_pauses)
     if curves.empty:
         raise MissingData(f"no run stored arrays {N.PROBE_CURVE_LOSS} and {N.PROBE_CURVE_STEPS}")
+    check_curves(curves)
     groups = list(dict.fromkeys(curves["group"]))  # already in natural order
     notes = []
     if len(groups) > max_panels:
@@ -92,7 +108,7 @@ def figure4_probe_curves(frame: pd.DataFrame, max_pauses: int = 8, max_panels: i
             ax.set_yscale("log")
         ax.set_title(wrap_label(g, 50), fontsize="x-small")
         ax.set_xlabel("probe optimisation step")
-        ax.set_ylabel("probe loss")
+        ax.set_ylabel(f"probe loss ({PROBE_LOSS_UNIT})")
     fig.colorbar(scale, ax=list(axes), label="training step of checkpoint")
     table = curves.drop(columns=["curve_steps", "curve", "std"])
     return FigureResult(
@@ -103,4 +119,6 @@ def figure4_probe_curves(frame: pd.DataFrame, max_pauses: int = 8, max_panels: i
         figure=fig,
         tables={"curves": table},
         notes=notes,
+        bands=PROBE_CURVE_BANDS,
+        runs=curves.attrs["runs"],
     )

@@ -14,6 +14,7 @@ from ..data import (
     select,
 )
 from ..plotting import (
+    PROBE_LOSS_UNIT,
     FigureResult,
     MissingData,
     count_nonfinite,
@@ -83,7 +84,10 @@ def width_table(frame: pd.DataFrame) -> pd.DataFrame:
                      "plasticity_loss_mean": m, "plasticity_loss_std": s, "nonfinite": count_nonfinite(g["value"])})
     table = pd.DataFrame(rows)
     widths = table.groupby(["panel", "line"])["width"].transform("nunique")
-    return table[widths >= 2].reset_index(drop=True)
+    out = table[widths >= 2].reset_index(drop=True)
+    kept = pl.merge(out[["panel", "line", "width"]], on=["panel", "line", "width"])
+    out.attrs["runs"] = sorted(kept["run_dir"].unique())
+    return out
 
 
 def figure5_width(frame: pd.DataFrame) -> FigureResult:
@@ -113,6 +117,7 @@ def figure5_width(frame: pd.DataFrame) -> FigureResult:
             if tl.empty:
                 continue
             label = f"target update {tl['target_update_steps'].iloc[0]}" if only_period else wrap_label(line, 40)
+            label += f" (n={int(tl['runs'].min())}" + (f"-{int(tl['runs'].max())})" if tl["runs"].nunique() > 1 else ")")
             ax.errorbar(tl["width"], tl["plasticity_loss_mean"], yerr=tl["plasticity_loss_std"].fillna(0),
                         color=colors[line], marker="o", capsize=3, label=label)
         widths = sorted(t["width"].unique())
@@ -122,7 +127,7 @@ def figure5_width(frame: pd.DataFrame) -> FigureResult:
         ax.axhline(0, color="grey", lw=0.8, ls="--")
         ax.set_xlabel("width (units)" if (t["width_axis"] == "units").all() else "width multiplier")
         ax.set_title(panel, fontsize="small")
-    axes[0].set_ylabel("plasticity loss P(T) - P(0)")
+    axes[0].set_ylabel(f"plasticity loss P(T) - P(0) ({PROBE_LOSS_UNIT})")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize="x-small", frameon=False)
     return FigureResult(
@@ -132,4 +137,6 @@ def figure5_width(frame: pd.DataFrame) -> FigureResult:
         "plasticity was lost) for networks of increasing width, per target-network update period.",
         figure=fig,
         tables={"width": table},
+        bands="point: mean over runs; whisker: ±1 std over runs (sample std); n = runs per point, in the legend",
+        runs=table.attrs.get("runs"),
     )

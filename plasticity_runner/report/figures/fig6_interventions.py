@@ -15,6 +15,7 @@ from ..data import (
     select,
 )
 from ..plotting import (
+    PROBE_LOSS_UNIT,
     FigureResult,
     MissingData,
     count_nonfinite,
@@ -77,19 +78,24 @@ def figure6_interventions(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KE
     for ax, f in zip(axes, facets):
         t = table[table["facet"] == f]
         grid = np.full((len(archs), len(intervs)), np.nan)
+        count = np.zeros((len(archs), len(intervs)), dtype=int)
         for _, row in t.iterrows():
-            grid[archs.index(str(row["architecture"])), intervs.index(str(row["intervention"]))] = row["probe_loss_change_mean"]
+            cell = archs.index(str(row["architecture"])), intervs.index(str(row["intervention"]))
+            grid[cell] = row["probe_loss_change_mean"]
+            count[cell] = row["runs"] - row["nonfinite"]
         im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
         for i in range(len(archs)):
             for j in range(len(intervs)):
                 v = grid[i, j]
-                text = "-" if not np.isfinite(v) else f"{v:.3g}"
+                text = "-" if not np.isfinite(v) else f"{v:.3g}\nn={count[i, j]}"
                 color = "black" if not np.isfinite(v) or norm(v) > 0.6 else "white"
                 ax.text(j, i, text, ha="center", va="center", color=color, fontsize="small")
         ax.set_xticks(range(len(intervs)), intervs, rotation=40, ha="right")
         ax.set_yticks(range(len(archs)), archs)
+        ax.set_xlabel("intervention")
+        ax.set_ylabel("architecture")
         ax.set_title(f if facet else "all runs")
-    fig.colorbar(im, ax=list(axes), label="change in probe loss (last - first pause)")
+    fig.colorbar(im, ax=list(axes), label=f"change in probe loss, last - first pause ({PROBE_LOSS_UNIT})")
     notes = []
     used = select(frame, N.ENV, N.ENV_CLASSIFICATION)
     used = used[used["run_dir"].isin(probe_loss_change(used)["run_dir"])]
@@ -106,4 +112,7 @@ def figure6_interventions(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KE
         figure=fig,
         tables={"cells": table},
         notes=notes,
+        bands="cell: mean over runs of the change, n = finite runs per cell (written under the value); "
+        "spread in the table (std) and in the interval estimates",
+        runs=sorted(used["run_dir"].unique()),
     )

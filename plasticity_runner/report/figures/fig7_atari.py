@@ -92,6 +92,7 @@ def figure7_atari_layer_norm(frame: pd.DataFrame, last_n: int = 5) -> FigureResu
     ax.set_xticks(range(n), table["game"], rotation=90 if n > 8 else 30, fontsize="small" if n < 30 else "x-small")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("human-normalised improvement (%)")
+    ax.set_xlabel("game")
     ax.set_title("layer norm over baseline")
     if table["improvement_pct"].abs().max() > 1000:
         ax.set_yscale("symlog", linthresh=100)
@@ -112,4 +113,7 @@ def figure7_atari_layer_norm(frame: pd.DataFrame, last_n: int = 5) -> FigureResu
         figure=fig,
         tables={"games": table},
         notes=notes,
+        bands="bar (from 0): per game, the improvement of layer norm's mean score over the baseline's, each the "
+        f"mean over seeds of a run's last {last_n} evaluations; seeds per game and method in the table",
+        runs=sorted(frame["run_dir"].unique()),
     )

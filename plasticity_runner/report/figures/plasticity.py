@@ -11,6 +11,8 @@ from ..data import (
     series,
 )
 from ..plotting import (
+    BAND_STD_SEEDS,
+    PROBE_LOSS_UNIT,
     FigureResult,
     MissingData,
     count_nonfinite,
@@ -81,6 +83,8 @@ def plasticity_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels
         plast["value"] = plast["value"] - plast.groupby("run_dir")["value"].transform("first")
     panels = [(s, t) for s, t in [(loss, "probe loss (mean over targets)"),
                                   (plast, "plasticity loss P(t) - P(t0)")] if len(s)]
+    ylabels = {"probe loss (mean over targets)": f"probe loss ({PROBE_LOSS_UNIT})",
+               "plasticity loss P(t) - P(t0)": f"P(t) - P(t0) ({PROBE_LOSS_UNIT})"}
     if not panels:
         raise MissingData("no probe metrics (probe/probe_loss, probe/plasticity)")
     group_of = frame.groupby("run_dir")["group"].first()
@@ -99,6 +103,7 @@ def plasticity_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels
                 if len(sg):
                     plot_group_curves(ax, sg, colors[g], wrap_label(g, 45) if long_labels else g)
             ax.set_xlabel("training step")
+            ax.set_ylabel(ylabels[title])
             ax.set_title(title)
             if "plasticity loss" in title:
                 ax.axhline(0, color="grey", lw=0.8, ls="--")
@@ -123,6 +128,8 @@ def plasticity_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels
             if "plasticity loss" in title:
                 ax.axhline(0, color="grey", lw=0.8, ls="--")
         fig.suptitle(f"{title} against training step, one panel per group")
+        fig.supxlabel("training step", fontsize="small")
+        fig.supylabel(ylabels[title], fontsize="small")
     return FigureResult(
         name="plasticity_over_training",
         title="Probe loss and plasticity loss over training",
@@ -132,4 +139,6 @@ def plasticity_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels
         figure=fig,
         tables={"groups": plasticity_table(frame)},
         notes=notes,
+        bands=BAND_STD_SEEDS,
+        runs=sorted(runs),
     )
