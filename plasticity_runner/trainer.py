@@ -97,6 +97,7 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
         cfg.agent, online, target, optimizer, interventions, env.num_actions, build_fresh=build_fresh, seed=int(cfg.seed)
     )
     replay = env.make_replay(int(cfg.agent.replay_capacity))
+    agent.learner.replay = replay  # read-only for the interventions (C-CHAIN's reference observations)
     dyn = cfg.diagnostics.dynamics
     dynamics = DynamicsTracker(online, bool(dyn.log_point_metrics)) if dyn.enabled else None  # theta_0: as built
     act_generator = seeding.generator(device, cfg.seed, "act")
