@@ -264,14 +264,24 @@ class DQNAgent:
         return self.loss_terms(batch, learner)[-1]
 
     def learn(self, batch: Batch, step: int, run_hooks: bool = True) -> torch.Tensor:
-        """One optimizer step on the total loss, then (``run_hooks``) the interventions'
-        ``after_step`` hooks; returns the detached ``loss_terms`` (a device vector named by
+        """One optimizer step on the total loss (the interventions' ``before_step`` hooks between
+        the backward and the step), then (``run_hooks``) the interventions' ``after_step`` hooks;
+        returns the detached ``loss_terms`` at the step's parameters (a device vector named by
         ``loss_names``: no sync). The trainer defers the hooks (``run_hooks=False``, then
         ``after_step``) so that a pause can measure the network as trained."""
         self.learner.last_batch = batch
         terms = self.step_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         terms[-1].backward()
+
+        def recompute() -> torch.Tensor:  # the step's total loss and gradients again, at the current parameters
+            self.optimizer.zero_grad(set_to_none=True)
+            again = self.step_loss(batch)[-1]
+            again.backward()
+            return again.detach()
+
+        for i in self.interventions:  # SAM replaces the gradients here
+            i.before_step(self.learner, recompute)
         self.optimizer.step()
         if run_hooks:
             self.after_step(step)
@@ -281,6 +291,13 @@ class DQNAgent:
         """The interventions' ``after_step`` hooks of training step ``step``."""
         for i in self.interventions:
             i.after_step(self.learner, step)
+
+    def sample_losses(self, batch: Batch) -> Any:
+        """The TD loss of each transition of ``batch`` against the fixed target of the agent's networks
+        (``probes.gradcov.td_sample_losses``: the gradient covariance's ``loss: td``)."""
+        from ..probes.gradcov import td_sample_losses  # a probe's definition, evaluated on this agent
+
+        return td_sample_losses(self.online, self.target, batch, gamma=self.gamma, double_dqn=self.double_dqn)
 
     @torch.no_grad()
     def update_target(self, step: int) -> None:

@@ -169,7 +169,7 @@ def run_brownian(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """The figure-2 study for ``total_steps`` steps, the program of ``env=brownian``
     (``envs/brownian.py``), in the run directory ``run`` holds (``lifecycle``); returns the run's summary.
 
-    ``cfg`` is the composed config with ``env=brownian`` (already validated by ``programs.run``).
+    ``cfg`` is the composed config with ``env=brownian`` (already validated by ``trainer.train``).
     The summary holds, per process, the measured ``hessian_top_eig`` and ``gradcov_neg_frac`` (lists).
     """
     writer = begin_run(cfg, run)

@@ -137,7 +137,7 @@ def run_memorization(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """The figure-1 memorisation study, the program of ``env=memorization`` (``envs/memorization.py``),
     in the run directory ``run`` holds (``lifecycle``); returns the run's summary.
 
-    ``cfg`` is the composed config with ``env=memorization`` (already validated by ``programs.run``).
+    ``cfg`` is the composed config with ``env=memorization`` (already validated by ``trainer.train``).
     The summary holds ``accuracy`` and ``dead_frac`` per iteration (lists).
     """
     writer = begin_run(cfg, run)

@@ -140,7 +140,9 @@ def stamp_figure(result: FigureResult, prov: Provenance) -> None:
     lines = [result.title, own, *textwrap.wrap(prov.line(), width)]
     if result.bands:
         lines += textwrap.wrap(result.bands, width)
-    fig.suptitle("\n".join(x for x in lines if x), fontsize="small")
+    text = "\n".join(x for x in lines if x)
+    fig.suptitle(text, fontsize="small")
+    fig.set_figheight(fig.get_figheight() + 0.17 * (text.count("\n") + 1))  # room for the block: the axes keep theirs
 
 
 def make_report(
