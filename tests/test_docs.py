@@ -4,6 +4,7 @@ passes the range checks, and every Python snippet marked runnable runs on a tiny
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -285,7 +286,7 @@ def scalar_value(key: str, string: str):
     return OverridesParser.create().parse_override(f"{key.lstrip('+~')}={string}").value()
 
 
-def test_every_command_in_the_docs_composes():
+def compose_failures(doc_commands: list[tuple[str, list[str]]]) -> list[str]:
     """Each command composes as ``plasticity-run --cfg job`` would, Hydra's own keys included, and
     passes the range checks of a run's start; a sweep composes at every one of its values.
 
@@ -295,20 +296,24 @@ def test_every_command_in_the_docs_composes():
     from hydra._internal.utils import get_args_parser
     from hydra.core.global_hydra import GlobalHydra
 
-    from plasticity_runner.cli import config_dir
+    from plasticity_runner.cli import config_dir, inactive_intervention_error
     from plasticity_runner.config import validate
-    from plasticity_runner.hydra_glue import inactive_intervention_error
 
     failures, cache = [], {}
+    commands = []
+    for label, argv in doc_commands:
+        args, unknown = get_args_parser().parse_known_args(argv)
+        if not (args.shell_completion or args.hydra_help or unknown):
+            # the CLI's own check before Hydra (it composes when an intervention option is set)
+            problem = inactive_intervention_error(argv)
+            if problem is None:
+                commands.append((label, args))
+            else:
+                failures.append(f"{label}\n    {problem}")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        for label, argv in DOC_COMMANDS:
-            args, unknown = get_args_parser().parse_known_args(argv)
-            if args.shell_completion or args.hydra_help or unknown:
-                continue
+        for label, args in commands:
             try:
-                problem = inactive_intervention_error(argv)
-                assert problem is None, problem
                 for variant in variants(args.overrides):
                     groups = tuple(f"{k}={v}" for k, v, _ in variant if is_group(k))
                     if groups not in cache:
@@ -321,10 +326,14 @@ def test_every_command_in_the_docs_composes():
                         if string is None or key.startswith("~"):  # a range the sweeper samples; a deletion
                             assert OmegaConf.select(cfg, path, default="<missing>") != "<missing>", f"no key {path}"
                             continue
-                        if key.startswith("+"):
+                        if key.startswith("+"):  # a new key: not under a schema (the CLI's override_check)
                             assert OmegaConf.select(cfg, path, default="<missing>") == "<missing>", (
                                 f"{path} exists: drop the +"
                             )
+                            parent = OmegaConf.select(cfg, path.rpartition(".")[0]) if "." in path else cfg
+                            assert path.startswith("hydra.") or not dataclasses.is_dataclass(
+                                OmegaConf.get_type(parent)
+                            ), f"{path}: the schema has no such key"
                             with open_dict(cfg):
                                 OmegaConf.update(cfg, path, scalar_value(key, string), merge=True)
                         else:
@@ -336,7 +345,27 @@ def test_every_command_in_the_docs_composes():
             except Exception as exc:  # every failure is reported with its command
                 failures.append(f"{label}\n    {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     GlobalHydra.instance().clear()
+    return failures
+
+
+def test_every_command_in_the_docs_composes():
+    failures = compose_failures(DOC_COMMANDS)
     assert not failures, "commands in the docs that do not compose:\n" + "\n".join(failures)
+
+
+def test_a_broken_command_is_caught():
+    """The check can fail: a typo, a key added under a schema, an unknown option, a value out of
+    range, a sweep value of the wrong type, an option of an inactive intervention."""
+    broken = [
+        ["total_step=3"],
+        ["+total_step=3"],
+        ["optimizer=nosuch"],
+        ["total_steps=-1"],
+        ["-m", "seed=0,x"],
+        ["intervention.redo.tau=0.2"],
+    ]
+    failures = compose_failures([(" ".join(b), b) for b in broken] + [("fine", ["seed=1"])])
+    assert len(failures) == len(broken), failures
 
 
 # --------------------------------------------------------------------------- the snippets
@@ -360,11 +389,11 @@ SNIPPETS = runnable_snippets()
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):
     """A sweep of two tiny runs (seeds 0 and 1) as a multirun directory holds them."""
-    from plasticity_runner.programs import run
+    from plasticity_runner.trainer import train
 
     sweep = tmp_path_factory.mktemp("sweep")
     for seed in (0, 1):
-        run(
+        train(
             make_cfg(
                 [
                     f"seed={seed}",
