@@ -421,3 +421,22 @@ def test_runnable_snippet_runs_on_a_tiny_sweep(tiny_sweep, tmp_path, monkeypatch
     target.symlink_to(tiny_sweep, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     exec(compile(code, label, "exec"), {"__name__": "__doc_snippet__"})
+
+
+# --------------------------------------------------------------------------- the set-up commands
+
+
+def test_the_readme_test_command_is_what_ci_runs():
+    """README's "install and run the tests" names the extras `.ci/run` installs, and each exists."""
+    def extras(text: str) -> list[str]:
+        found = re.findall(r'pip install[^\n]*-e "\.\[([a-z0-9_,-]+)\]"', text)
+        assert found, "no pip install -e .[...] line"
+        return sorted(found[0].split(","))
+
+    readme = extras((ROOT / "README.md").read_text())
+    assert readme == extras((ROOT / ".ci" / "run").read_text())
+    assert readme == extras((ROOT / "docs" / "index.md").read_text())
+    section = (ROOT / "pyproject.toml").read_text().split("[project.optional-dependencies]")[1].split("\n[")[0]
+    declared = re.findall(r"^([a-z0-9_-]+) = \[", section, re.M)
+    assert set(readme) <= set(declared), set(readme) - set(declared)
+    assert {"test", "docs"} <= set(readme)
