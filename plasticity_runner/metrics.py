@@ -96,8 +96,9 @@ CURRENT_START: ContextVar[Mapping[str, Any]] = ContextVar("CURRENT_START", defau
 _WRITES = itertools.count()
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result to ``path``; remove the temporary on failure."""
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result to ``path``; remove the temporary on failure
+    (``MetricsWriteError`` naming ``path`` for an ``OSError``: a full disk, a missing permission)."""
     # a name of its own per write: a stop signal's handler may record the run's status while the
     # main thread is writing the same file
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{next(_WRITES)}.tmp")
@@ -147,6 +148,9 @@ def write_shard(path: Path, table: pa.Table) -> None:
     except BaseException:
         sidecar.unlink(missing_ok=True)
         raise
+
+
+_atomic_write = atomic_write
 
 
 def atomic_write_text(path: Path, text: str) -> None:
