@@ -4,11 +4,18 @@ On-disk layout of a run directory (the Hydra output directory of one job)::
 
     run.json                          run metadata: run_id, flattened config, versions, git revision
     metrics/step_0000005000.parquet   long-format scalars written at the pause of step 5000
+    metrics/step_0000005000.parquet.sha256   its SHA-256 (``sha256sum -c`` format)
     arrays/step_0000005000.npz        arrays (probe curves, spectra, matrices) of that pause
 
 Every file is written under a temporary name (``*.tmp``, ignored by the readers) and renamed into
 place, so a reader never sees a half-written shard. A shard is never appended to: each pause
-writes a new one.
+writes a new one. The arrays file and the checksum are written first and the shard last: a pause
+whose shard cannot be written removes them again, so a pause has all of its files or none.
+
+Integrity: a shard carries parquet page checksums (CRC-32 of every data page) and its SHA-256 in a
+file beside it. The readers (``load_run``, ``load_sweep``, the report) verify both and refuse a
+shard that differs (``ShardError`` naming the file); a shard without its ``.sha256`` file (written
+by an older version) is read with a ``MissingChecksumWarning``.
 
 Scalar schema (one row per value)::
 
@@ -66,6 +73,21 @@ class MissingShardsWarning(UserWarning):
     """A run lacks the metrics shard of pauses it has passed (a shard deleted, or never written)."""
 
 
+class ShardError(RunFileError):
+    """A metrics shard is corrupt: its checksum differs, or it is not a readable parquet file."""
+
+
+class MissingChecksumWarning(UserWarning):
+    """Metrics shards without their ``.sha256`` file (written by an older version): read unverified."""
+
+
+class DuplicateRunWarning(UserWarning):
+    """Two run directories hold the same ``run_id`` (a copied run): the run is counted once."""
+
+
+CHECKSUM_SUFFIX = ".sha256"  # metrics/step_<step>.parquet.sha256 beside each shard
+
+
 # ``start_token``, ``pid`` and ``started_at`` of the start of the run that holds its directory's
 # lock (``run_status.RunRecord``); ``write_run_metadata`` stamps them into ``run.json``.
 CURRENT_START: ContextVar[Mapping[str, Any]] = ContextVar("CURRENT_START", default={})
@@ -95,6 +117,35 @@ def _atomic_write(path: Path, write) -> None:
         raise MetricsWriteError(f"cannot write {path}: {exc}") from exc
     except BaseException:
         discard()
+        raise
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checksum_path(shard: Path) -> Path:
+    return Path(shard).with_name(Path(shard).name + CHECKSUM_SUFFIX)
+
+
+def write_shard(path: Path, table: pa.Table) -> None:
+    """Write ``table`` as the parquet shard ``path`` (page checksums on): the shard under a
+    temporary name, its SHA-256 beside it, then the shard renamed into place; on failure neither."""
+    path = Path(path)
+    sidecar = checksum_path(path)
+
+    def write(tmp: Path) -> None:
+        pq.write_table(table, tmp, write_page_checksum=True)
+        atomic_write_text(sidecar, f"{file_sha256(tmp)}  {path.name}\n")
+
+    try:
+        _atomic_write(path, write)
+    except BaseException:
+        sidecar.unlink(missing_ok=True)
         raise
 
 
@@ -149,7 +200,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def versions() -> dict[str, str]:
     import torch
 
-    from . import __version__
+    from .version import __version__
 
     return {
         "plasticity_runner": __version__,
@@ -216,6 +267,7 @@ class MetricsWriter:
         if not self._rows and not self._arrays:
             return None
         shard = self.run_dir / METRICS_DIR / shard_name(step, "parquet")
+        npz = self.run_dir / ARRAYS_DIR / shard_name(step, "npz")
         if self._arrays:
             arrays = dict(self._arrays)
 
@@ -223,7 +275,20 @@ class MetricsWriter:
                 with open(tmp, "wb") as f:
                     np.savez(f, **arrays)
 
-            _atomic_write(self.run_dir / ARRAYS_DIR / shard_name(step, "npz"), write_npz)
+            _atomic_write(npz, write_npz)
+        try:
+            self._write_rows(shard)
+        except BaseException:  # the pause's arrays go with its shard: both or neither
+            if self._arrays:
+                npz.unlink(missing_ok=True)
+            raise
+        if self.sinks:  # after the parquet shard: a sink that fails warns and never costs a metric
+            self.sinks.write(list(self._rows), dict(self._arrays), step)
+        self._rows.clear()
+        self._arrays.clear()
+        return shard
+
+    def _write_rows(self, shard: Path) -> None:
         if self._rows:
             steps, phases, metrics, values, walls = zip(*self._rows)
             table = pa.Table.from_arrays(
@@ -237,31 +302,117 @@ class MetricsWriter:
                 ],
                 schema=SCHEMA,
             )
-            _atomic_write(shard, lambda tmp: pq.write_table(table, tmp))
-        if self.sinks:  # after the parquet shard: a sink that fails warns and never costs a metric
-            self.sinks.write(list(self._rows), dict(self._arrays), step)
-        self._rows.clear()
-        self._arrays.clear()
-        return shard
+            write_shard(shard, table)
 
 
 # ----------------------------------------------------------------------------------------- reading
 
 
+# directories inside a run that never hold another run (not walked by ``find_runs``)
+_RUN_SUBDIRS = frozenset({METRICS_DIR, ARRAYS_DIR, "checkpoints", "report", "tensorboard", "wandb"})
+
+
 def find_runs(path: Path) -> list[Path]:
-    """Run directories (those holding ``run.json``) at or below ``path``, sorted."""
+    """Run directories (those holding ``run.json``) at or below ``path``, sorted.
+
+    Directory symlinks are followed (a sweep directory of links to runs); a directory reached twice
+    (a link loop, or a link to a directory also reached directly) is walked once, at its first path.
+    """
     path = Path(path)
     if (path / RUN_FILE).exists():
         return [path]
-    return sorted(p.parent for p in path.rglob(RUN_FILE))
+    found: list[Path] = []
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a loop, or a second path to a directory already walked
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        if RUN_FILE in files:
+            found.append(Path(root))
+            dirs[:] = [d for d in dirs if d not in _RUN_SUBDIRS]
+    return sorted(found)
+
+
+def shard_files(run_dir: Path) -> list[Path]:
+    """The complete metrics shards of a run (``metrics/step_*.parquet``), by step."""
+    d = Path(run_dir) / METRICS_DIR
+    try:
+        names = [e.name for e in os.scandir(d)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [d / n for n in sorted(n for n in names if n.startswith("step_") and n.endswith(".parquet"))]
+
+
+def _expected_digest(path: Path) -> str | None:
+    """The SHA-256 in ``path``'s checksum file (None when it has none)."""
+    sidecar = checksum_path(path)
+    try:
+        return sidecar.read_text().split()[0]
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, IndexError) as exc:
+        raise ShardError(f"cannot read the checksum {sidecar}: {exc}") from exc
+
+
+def read_shard(path: Path) -> tuple[pa.Table, bool]:
+    """One shard, verified against its SHA-256 file and its page checksums; ``ShardError`` naming
+    it when either differs or it is not a readable parquet file of the schema. Returns the table
+    and whether a checksum file was there (an older shard has none)."""
+    expected = _expected_digest(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ShardError(f"cannot read the metrics shard {path}: {exc}") from exc
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise ShardError(f"{path} is corrupt: its SHA-256 differs from the one in {checksum_path(path)}; delete the "
+                         "shard (and its checksum) and restart the run to recompute that pause, or leave the run out")
+    try:
+        table = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True).read(use_threads=False)
+        if not table.schema.equals(SCHEMA):
+            table = table.select(SCHEMA.names).cast(SCHEMA)
+    except (OSError, pa.ArrowException, ValueError, KeyError) as exc:
+        raise ShardError(f"cannot read the metrics shard {path}: {type(exc).__name__}: {exc}") from exc
+    return table, expected is not None
+
+
+FRAGMENT = "__file_index"  # which of the files read a row comes from
+
+
+def read_shards(files: list[Path], with_file_index: bool = False, stacklevel: int = 2) -> pa.Table:
+    """The shards ``files`` as one table, in their order, each verified (``read_shard``). A
+    ``MissingChecksumWarning`` counts the shards without a checksum file. ``with_file_index`` adds
+    the column ``__file_index``: each row's position in ``files``.
+
+    (One file at a time from its bytes, which the checksum reads anyway: a ``pyarrow.dataset`` scan
+    of the same 8000 small files held about twice the memory and verified no SHA-256.)"""
+    tables, unverified = [], []
+    for f in files:
+        table, verified = read_shard(f)
+        if not verified:
+            unverified.append(f)
+        if with_file_index:
+            table = table.append_column(FRAGMENT, pa.array(np.full(table.num_rows, len(tables), np.int32)))
+        tables.append(table)
+    if unverified:
+        warnings.warn(
+            f"{len(unverified)} metrics shard(s) have no {CHECKSUM_SUFFIX} file (written by an older version) "
+            f"and are read without it, e.g. {unverified[0]}", MissingChecksumWarning, stacklevel=stacklevel + 1,
+        )
+    if not tables:
+        table = SCHEMA.empty_table()
+        return table.append_column(FRAGMENT, pa.array([], pa.int32())) if with_file_index else table
+    return pa.concat_tables(tables)
 
 
 def load_run(run_dir: Path) -> pd.DataFrame:
-    """All scalar metrics of one run (complete shards only), sorted by step."""
-    files = sorted((Path(run_dir) / METRICS_DIR).glob("step_*.parquet"))
+    """All scalar metrics of one run (complete shards only, each verified), sorted by step."""
+    files = shard_files(run_dir)
+    frame = read_shards(files, stacklevel=3).to_pandas()
     if not files:
         return pd.DataFrame({f.name: pd.Series(dtype=f.type.to_pandas_dtype()) for f in SCHEMA})
-    frame = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
     return frame.sort_values(["step", "phase", "metric"], kind="stable", ignore_index=True)
 
 
@@ -287,6 +438,53 @@ def load_run_metadata(run_dir: Path) -> dict[str, Any]:
     return meta
 
 
+def unique_runs(runs: list[tuple[Path, Mapping[str, Any]]]) -> tuple[list[tuple[Path, Mapping[str, Any]]], dict[Path, Path]]:
+    """``runs`` (``(run_dir, run.json)``) without copies: a second directory with the ``run_id`` of
+    an earlier one (a copied run) is left out with a ``DuplicateRunWarning`` naming both paths.
+    Returns the runs kept and ``{left-out dir: the dir kept}``."""
+    first: dict[Any, Path] = {}
+    kept, copies = [], {}
+    for run_dir, meta in runs:
+        run_id = meta.get("run_id")
+        if run_id is not None and run_id in first:
+            copies[run_dir] = first[run_id]
+            warnings.warn(
+                f"{run_dir} holds run {run_id}, as {first[run_id]} does (a copy): counted once, from {first[run_id]}",
+                DuplicateRunWarning, stacklevel=3,
+            )
+            continue
+        if run_id is not None:
+            first[run_id] = run_dir
+        kept.append((run_dir, meta))
+    return kept, copies
+
+
+def _config_frame(runs: list[tuple[Path, Mapping[str, Any]]], config_columns: Iterable[str] | None) -> pd.DataFrame:
+    """One row per run: its config columns, as adding them to each run's frame one key at a time
+    and concatenating the runs would give them (same columns, order and dtypes), built per group of
+    runs with the same keys and value types."""
+    skip = {f.name for f in SCHEMA} | {"run_dir"}
+    groups: dict[tuple, list[int]] = {}
+    rows: list[dict[str, Any]] = []
+    for i, (_, meta) in enumerate(runs):
+        config = meta.get("config") or {}
+        keys = list(config) if config_columns is None else list(config_columns)
+        row = {k: config.get(k) for k in dict.fromkeys(keys) if k not in skip}
+        rows.append(row)
+        groups.setdefault(tuple((k, type(v)) for k, v in row.items()), []).append(i)
+    parts = []
+    for signature, members in groups.items():
+        cols = {k: [rows[i][k] for i in members] for k, _ in signature}
+        part = pd.DataFrame(cols, index=members) if cols else pd.DataFrame(index=members)
+        for k, t in signature:
+            if t is type(None):  # all None: object, as a None scalar assigned to a frame gives
+                part[k] = part[k].astype(object)
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(index=range(len(runs)))
+    return pd.concat(parts).sort_index()
+
+
 def load_sweep(path: str | os.PathLike, config_columns: Iterable[str] | None = None) -> pd.DataFrame:
     """One tidy DataFrame of every run at or below ``path`` (a run or a multirun directory).
 
@@ -294,34 +492,60 @@ def load_sweep(path: str | os.PathLike, config_columns: Iterable[str] | None = N
     flattened config key (``env.dataset``, ``architecture.width``, ``seed``, ...), or only the keys
     in ``config_columns`` when given. Runs without any metric shard yet contribute no rows. A run
     missing the shard of a pause it has passed (``missing_pause_steps``) gives a
-    ``MissingShardsWarning`` naming the run and the steps.
+    ``MissingShardsWarning`` naming the run and the steps. Directory symlinks are followed; a copy
+    of a run (a second directory with its ``run_id``) is counted once (``DuplicateRunWarning``).
+    Every shard is verified (``ShardError`` naming a corrupt one).
     """
-    runs = find_runs(Path(path))
-    if not runs:
+    found = find_runs(Path(path))
+    if not found:
         raise FileNotFoundError(f"no run (no {RUN_FILE}) found at or below {path}")
-    frames = []
-    for run_dir in runs:
-        meta = load_run_metadata(run_dir)
-        frame = load_run(run_dir)
-        missing = missing_pause_steps(run_dir, meta)
+    runs, _ = unique_runs([(run_dir, load_run_metadata(run_dir)) for run_dir in found])
+    return read_runs(runs, config_columns, stacklevel=3)
+
+
+def read_runs(runs: list[tuple[Path, Mapping[str, Any]]], config_columns: Iterable[str] | None = None,
+              stacklevel: int = 2) -> pd.DataFrame:
+    """``load_sweep``'s frame of ``runs`` (``(run_dir, run.json)``, in this order)."""
+    files, run_index = [], []
+    for i, (run_dir, meta) in enumerate(runs):
+        shards = shard_files(run_dir)
+        missing = missing_pause_steps(run_dir, meta, shards)
         if missing:
             warnings.warn(
                 f"run {meta.get('run_id')} ({run_dir}): no metrics shard for the pause step(s) {missing} "
                 "(deleted, or never written); its values at those steps are missing",
-                MissingShardsWarning, stacklevel=2,
+                MissingShardsWarning, stacklevel=stacklevel,
             )
-        frame["run_dir"] = str(run_dir)
-        config = meta.get("config", {})
-        keys = list(config) if config_columns is None else list(config_columns)
-        for key in keys:
-            if key in frame.columns:
-                continue
-            frame[key] = config.get(key)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+        files += shards
+        run_index.append(np.full(len(shards), i, dtype=np.int64))
+    metrics_frame = read_shards(files, with_file_index=True, stacklevel=stacklevel + 1).to_pandas()
+    file_run = np.concatenate(run_index) if run_index else np.zeros(0, np.int64)
+    metrics_frame["_run"] = file_run[metrics_frame[FRAGMENT].to_numpy(dtype=np.int64)]
+    # each run's rows by step, phase, metric; ties in file order, then row order (as a stable sort
+    # of the run's files read one after the other)
+    metrics_frame = metrics_frame.sort_values(["_run", "step", "phase", "metric", FRAGMENT], kind="stable",
+                                              ignore_index=True)
+    row_run = metrics_frame.pop("_run").to_numpy()
+    del metrics_frame[FRAGMENT]
+    if any(len(r) == 0 for r in run_index):  # as concatenating an empty run's frame (object columns) gives
+        for f in SCHEMA:
+            if pa.types.is_string(f.type):
+                metrics_frame[f.name] = metrics_frame[f.name].astype(object)
+    run_dirs = np.asarray([str(d) for d, _ in runs], dtype=object)
+    metrics_frame["run_dir"] = pd.Series(run_dirs[row_run], dtype=_STR)
+    # the config columns of every row: one take per block of the per-run frame (no copy after it),
+    # then the metric columns put in front
+    out = _config_frame(runs, config_columns).take(row_run)
+    out.index = pd.RangeIndex(len(out))
+    for i, name in enumerate(metrics_frame.columns):
+        out.insert(i, name, metrics_frame[name])
+    return out
 
 
-def missing_pause_steps(run_dir: Path, meta: Mapping[str, Any]) -> list[int]:
+_STR = pd.Series([""]).dtype  # pandas' default dtype of strings (what a str scalar assigned to a frame gets)
+
+
+def missing_pause_steps(run_dir: Path, meta: Mapping[str, Any], shards: list[Path] | None = None) -> list[int]:
     """Pause steps of a DQN run (0, ``probe.every_steps``, ..., and ``total_steps`` once complete) up
     to its ``steps_done`` that have no metrics shard (``metrics/step_<step>.parquet``).
 
@@ -332,7 +556,8 @@ def missing_pause_steps(run_dir: Path, meta: Mapping[str, Any]) -> list[int]:
     every, total = config.get("probe.every_steps"), config.get("total_steps")
     if config.get("env.name") in ("memorization", "brownian") or not every or total is None:
         return []
-    present = {int(f.name.split(".")[0].split("_")[1]) for f in (Path(run_dir) / METRICS_DIR).glob("step_*.parquet")}
+    shards = shard_files(run_dir) if shards is None else shards
+    present = {int(f.name.split(".")[0].split("_")[1]) for f in shards}
     done = meta.get("steps_done")
     last = int(done) if done is not None else max(present, default=-1)
     expected = set(range(int(every), min(last, int(total)) + 1, int(every)))

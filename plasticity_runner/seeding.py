@@ -12,7 +12,9 @@ Each named stream has its function below, the one place its name and path are sp
 training loop's ``act`` and ``replay`` are spelled by their callers through ``generator``):
 
 * ``global`` (``global_seed``): torch's, numpy's and Python's global RNGs (network initialisation);
-* ``env`` (``env_seed``): the environment, which derives its own streams from it;
+* ``env`` (``env_seed``): the environment, which derives its own streams from it; among them
+  ``labels`` (``label_seed``): a classification MDP's random relabelling (per segment of a chain)
+  when ``env.label_seed`` is null, so that every run seed trains on its own random labels;
 * ``act``, ``replay`` (``generator``): epsilon-greedy actions, replay minibatches;
 * ``eval`` (``eval_seed``): an evaluation's episodes;
 * ``fresh/<intervention>`` (``fresh_init_seed``): an intervention's fresh initialisation at a step;
@@ -27,9 +29,11 @@ training loop's ``act`` and ``replay`` are spelled by their callers through ``ge
   - ``diagnostics/<name>`` (``diagnostic_seed``): a diagnostic's own randomness (curvature's
     perturbation, whose Lanczos start vectors take ``start_vectors_seed``; gradcov's perturbation;
     dynamics' dropout);
-  - ``diagnostics/churn_reference`` (``churn_reference_seed``): policy churn's reference batch.
+  - ``diagnostics/churn_reference`` (``churn_reference_seed``): the reference batch of the
+    greedy-action change between pauses (``probes/dynamics.py``).
 
-The case studies (``case_studies/``) name their own (``memorization/...``, ``brownian/...``).
+The case studies (``case_studies/``) name their own (``memorization/...``, ``brownian/...``;
+``memorization/labels``: figure 1's sequence of relabellings when ``env.label_seed`` is null).
 """
 
 from __future__ import annotations
@@ -100,6 +104,14 @@ def env_seed(run_seed: int) -> int:
     return stream_seed(run_seed, "env")
 
 
+def label_seed(env_seed_: int, segment: int = 0) -> int:
+    """The seed of the random relabelling (task ``random_label``) of segment ``segment`` of a
+    classification MDP built with ``env_seed_`` (0: the MDP without a chain) when its label seed is
+    null: stream ``labels`` of the env seed. The env seed derives from the run seed, so two run seeds
+    relabel differently, one seed always the same way, and two segments of a chain differently."""
+    return stream_seed(env_seed_, "labels", segment)
+
+
 def eval_seed(run_seed: int, step: int) -> int:
     """The seed of the evaluation at training step ``step``: stream ``eval``."""
     return stream_seed(run_seed, "eval", step)
@@ -151,7 +163,7 @@ def evaluation_batch_seed(run_seed: int, step: int) -> int:
 
 
 def churn_reference_seed(run_seed: int) -> int:
-    """The seed of policy churn's reference batch, drawn once per run: stream ``diagnostics/churn_reference``."""
+    """The seed of the greedy-action-change reference batch, drawn once per run: stream ``diagnostics/churn_reference``."""
     return stream_seed(run_seed, "diagnostics/churn_reference")
 
 

@@ -12,7 +12,7 @@ median over ``--repeats``:
 * ``stable rank + feature norm``: from the singular values the statistics already compute, and
   ``||phi(x)||`` of the features;
 * ``weight change from init``: ``||theta - theta_0||`` per layer (a host read per parameter);
-* ``policy churn``: greedy actions on the reference batch (a deep copy and a forward);
+* ``greedy-action change``: greedy actions on the reference batch (a deep copy and a forward);
 * ``grad norm at the pause``: a deep copy of both networks, the training loss and its backward;
 * ``eff lr at a log point``: ``||theta - theta_prev||`` per layer, plus the snapshot after the hooks;
 * ``grad norm in the loop``: ``GradNormAccumulator.add`` per training step, next to the step's
@@ -95,7 +95,7 @@ def bench(arch: str, repeats: int) -> list[tuple[str, float, str]]:
     rows.append(("weight change from init", timed(lambda: difference_norms(_params(net), tracker.theta_0), repeats),
                  f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M params"))
     reference = state.replay.sample_obs(int(d.dynamics.reference_inputs), torch.Generator().manual_seed(1))
-    rows.append(("policy churn", timed(lambda: greedy_actions(net, reference), repeats),
+    rows.append(("greedy-action change", timed(lambda: greedy_actions(net, reference), repeats),
                  f"{int(d.dynamics.reference_inputs)} reference inputs"))
     head = state.replay.sample(int(d.dynamics.num_inputs), torch.Generator().manual_seed(2))
     rows.append(("grad norm at the pause", timed(lambda: eval_gradient_norms(state.agent, head, 0), repeats),

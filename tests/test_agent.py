@@ -224,6 +224,6 @@ def test_wrap_loss_changes_what_learn_steps_on_and_leaves_loss_alone():
         return wrapped
 
     agent.wrap_loss(wrap)
-    assert agent.loss.__func__ is DQNAgent.loss  # the method is not patched
-    expected = agent.loss(BATCH).detach()
+    assert agent.loss_terms.__func__ is DQNAgent.loss_terms  # the method is not patched
+    expected = agent.loss_terms(BATCH).detach()
     assert torch.equal(agent.learn(BATCH, 1), expected) and calls == ["wrapped"]

@@ -14,7 +14,7 @@ from torch import nn
 
 from plasticity_runner import load_sweep
 from plasticity_runner.case_studies.brownian import CoupledTrajectories, make_mdp, next_batch
-from plasticity_runner.case_studies.memorization import RelabelledImages, accuracy, evaluate, load_images
+from plasticity_runner.case_studies.memorization import RelabelledImages, accuracy, evaluate, labels_seed, load_images
 from plasticity_runner.cli import compose_config
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.metrics import load_arrays, load_run, load_run_metadata
@@ -34,6 +34,7 @@ MEMORIZATION_TINY = [
 ]
 BROWNIAN_TINY = [
     "experiment=fig2_brownian",
+    "env.dataset=digits",  # the preset's MNIST is not on disk here
     "total_steps=40",
     "log_every_steps=10",
     "env.batch_size=32",
@@ -60,7 +61,7 @@ def run_cli(args, cwd):
 
 def test_relabelling_permutes_labels_and_keeps_inputs():
     cfg = compose_config(MEMORIZATION_TINY + ["env.num_images=500"])
-    data = load_images(cfg.env, torch.device("cpu"))
+    data = load_images(cfg.env, torch.device("cpu"), int(cfg.seed))
     images = data.images.clone()
     true_counts = torch.bincount(data.true_labels, minlength=10)
     seen = [data.labels.clone()]
@@ -71,7 +72,7 @@ def test_relabelling_permutes_labels_and_keeps_inputs():
     for before, after in zip(seen, seen[1:]):
         assert torch.equal(torch.bincount(after, minlength=10), true_counts)  # a permutation of the true labels
         assert (before != after).double().mean() > 0.7  # ~90% of labels change for 10 classes
-    again = RelabelledImages(images, data.true_labels, int(cfg.env.label_seed))
+    again = RelabelledImages(images, data.true_labels, labels_seed(cfg.env, int(cfg.seed)))
     assert torch.equal(again.labels, seen[0])  # the labellings are a function of the seed
 
 
@@ -210,7 +211,8 @@ def test_fig1_preset_sweeps_both_optimizers_into_the_report(tmp_path):
 
     sweep = tmp_path / "sweep"
     tiny = [a for a in MEMORIZATION_TINY if not a.startswith("env=")]
-    res = run_cli(["-m", "experiment=fig1_optimizer_instability", *tiny, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    res = run_cli(["-m", "experiment=fig1_optimizer_instability", "env.dataset=digits", *tiny, f"hydra.sweep.dir={sweep}"],
+                  cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     df = load_sweep(sweep)
     assert sorted(df["optimizer.name"].unique()) == ["adam", "adam_tuned"]
@@ -260,6 +262,8 @@ def test_finished_run_is_kept_and_interrupted_run_starts_over(tmp_path):
 # (single-threaded runs differ in the second decimal: float reductions change order with the threads)
 FIG1_CPU = [
     "experiment=fig1_optimizer_instability",
+    "env.dataset=digits",
+    "env.num_images=1797",
     "architecture.width=256",
     "env.batch_size=128",
     "env.iteration_steps=2000",

@@ -1,5 +1,5 @@
 """Training dynamics against oracles: per-layer gradient norms by a loop over layers,
-norms of parameter differences by hand in numpy, policy churn by counting argmax changes; their
+norms of parameter differences by hand in numpy, the greedy-action change by counting argmax changes; their
 state survives a checkpoint bit for bit and they never change training."""
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def test_log_point_gradient_norms_and_effective_lr_match_a_loop():
     diff = by_layer_norms({n: theta[n] - theta_prev[n] for n in theta})
     norm = by_layer_norms(theta)
     for key in diff:
-        assert abs(out[metric("eff_lr_window", key)] - diff[key] / norm[key]) < 1e-12, key
-    assert {k for k in out if k.startswith("eff_lr_window/")} == {f"eff_lr_window/{k}" for k in diff if k}
+        assert abs(out[metric("rel_param_change_window", key)] - diff[key] / norm[key]) < 1e-12, key
+    assert {k for k in out if k.startswith("rel_param_change_window/")} == {f"rel_param_change_window/{k}" for k in diff if k}
     assert "grad_norm_window_mean" not in state.dynamics.log_point(net)  # read once, then the window restarts
 
 
@@ -116,7 +116,7 @@ def test_weight_change_from_init_and_its_state_survive_a_checkpoint():
     for key in diff:
         assert abs(out[metric("weight_change_from_init", key)] - diff[key]) < 1e-12, key
         assert abs(out[metric("weight_change_from_init_rel", key)] - diff[key] / init[key]) < 1e-12, key
-    assert "policy_churn_frac" not in out  # the first measurement has nothing to compare with
+    assert "greedy_action_change_between_pauses" not in out  # the first measurement has nothing to compare with
 
     buffer = io.BytesIO()
     torch.save(state.state_dict(), buffer)
@@ -133,10 +133,10 @@ def test_weight_change_from_init_and_its_state_survive_a_checkpoint():
     assert torch.equal(other.dynamics.previous_actions, state.dynamics.previous_actions)
 
 
-def test_policy_churn_counts_changed_greedy_actions_on_a_fixed_reference_batch():
+def test_greedy_action_change_counts_changed_greedy_actions_on_a_fixed_reference_batch():
     cfg, state = built()
     tracker, net = state.dynamics, state.agent.online
-    assert tracker.policy_churn(net, state.replay, 128, seed=3) == {}
+    assert tracker.greedy_action_change(net, state.replay, 128, seed=3) == {}
     generator = torch.Generator().manual_seed(stream_seed(3, "diagnostics/churn_reference"))
     assert torch.equal(tracker.reference, state.replay.sample_obs(128, generator))  # its own named stream
     before = net(tracker.reference).argmax(1).numpy()
@@ -146,8 +146,8 @@ def test_policy_churn_counts_changed_greedy_actions_on_a_fixed_reference_batch()
     after = net(tracker.reference).argmax(1).numpy()
     expected = sum(int(a != b) for a, b in zip(before, after)) / 128
     assert 0 < expected < 1
-    assert tracker.policy_churn(net, state.replay, 128, seed=3)["policy_churn_frac"] == expected
-    assert tracker.policy_churn(net, state.replay, 128, seed=3)["policy_churn_frac"] == 0.0  # nothing changed since
+    assert tracker.greedy_action_change(net, state.replay, 128, seed=3)["greedy_action_change_between_pauses"] == expected
+    assert tracker.greedy_action_change(net, state.replay, 128, seed=3)["greedy_action_change_between_pauses"] == 0.0  # nothing changed since
     assert torch.equal(greedy_actions(net, tracker.reference), torch.from_numpy(after))
 
 
@@ -161,13 +161,13 @@ def test_dynamics_leave_training_and_the_probe_unchanged_with_dropout(tmp_path):
     train(make_cfg(tiny + base, tiny=False), tmp_path / "on")
     train(make_cfg(tiny + base + ["diagnostics.dynamics.enabled=false"], tiny=False), tmp_path / "off")
     on, off = values(tmp_path / "on"), values(tmp_path / "off")
-    assert set(on[on.phase == "dynamics"].metric) >= {"grad_norm_eval", "weight_change_from_init", "policy_churn_frac"}
-    assert "eff_lr_window" in set(on.metric) and "grad_norm_window_mean" in set(on.metric)
-    assert not off.metric.str.startswith(("eff_lr_window", "grad_norm_window_mean")).any()
+    assert set(on[on.phase == "dynamics"].metric) >= {"grad_norm_eval", "weight_change_from_init", "greedy_action_change_between_pauses"}
+    assert "rel_param_change_window" in set(on.metric) and "grad_norm_window_mean" in set(on.metric)
+    assert not off.metric.str.startswith(("rel_param_change_window", "grad_norm_window_mean")).any()
 
     def kept(frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame[frame.phase.isin(["train", "probe"])]
-        frame = frame[~frame.metric.str.startswith(("eff_lr_window", "grad_norm_window_mean"))]
+        frame = frame[~frame.metric.str.startswith(("rel_param_change_window", "grad_norm_window_mean"))]
         return frame.reset_index(drop=True)
 
     pd.testing.assert_frame_equal(kept(on), kept(off), check_exact=True)

@@ -162,7 +162,7 @@ def test_vectorised_probe_fit_reads_nothing_back_to_the_host(monkeypatch):
 
 def test_configure_wraps_the_loss_and_leaves_the_agent_method_alone(monkeypatch):
     """``speed.compile`` wraps the agent's training loss (``agent.wrap_loss``): ``learn`` steps on
-    the compiled function, ``agent.loss`` stays the class's method (probes and copies use it)."""
+    the compiled function, ``agent.loss_terms`` stays the class's method (probes and copies use it)."""
     import torch
     from omegaconf import OmegaConf
 
@@ -186,7 +186,7 @@ def test_configure_wraps_the_loss_and_leaves_the_agent_method_alone(monkeypatch)
     speed = OmegaConf.create({"tf32": False, "cuda_graphs": False, "compile": True})
     notes = fastpath.configure(speed, state.agent, torch.device("cpu"))
     assert notes["loss"] == "torch.compile(mode=default)"
-    assert state.agent.loss.__func__ is DQNAgent.loss
-    assert isinstance(state.agent.step_loss, CompiledOrEager) and state.agent.step_loss.eager == state.agent.loss
+    assert state.agent.loss_terms.__func__ is DQNAgent.loss_terms
+    assert isinstance(state.agent.step_loss, CompiledOrEager) and state.agent.step_loss.eager == state.agent.loss_terms
     state.agent.learn(state.replay.sample(32, state.replay_generator), 1)
     assert compiled_calls == [1]

@@ -69,16 +69,14 @@ def snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
 
 def penalty_gradients(agent, batch) -> dict[str, torch.Tensor]:
     """What the active interventions' loss penalties add to each gradient on ``batch``: the
-    gradient of the loss with them minus the gradient without them."""
+    gradient of the total loss minus the gradient of the TD term alone (``loss_terms``' first)."""
 
-    def grads(interventions) -> dict[str, torch.Tensor]:
-        saved, agent.interventions = agent.interventions, interventions
+    def grads(index: int) -> dict[str, torch.Tensor]:
         agent.online.zero_grad(set_to_none=True)
-        agent.loss(batch).backward()
-        agent.interventions = saved
+        agent.loss_terms(batch)[index].backward()
         return {n: p.grad.clone() for n, p in agent.online.named_parameters()}
 
-    with_penalty, without = grads(agent.interventions), grads([])
+    with_penalty, without = grads(-1), grads(0)
     return {n: with_penalty[n] - without[n] for n in with_penalty}
 
 
@@ -125,8 +123,9 @@ def test_the_registered_order_keeps_the_order_of_application():
 @pytest.mark.parametrize(
     "name,override",
     [
-        ("spectral_norm", "n_power_iterations=0"), ("spectral_norm", "eps=0"), ("two_hot", "num_bins=1"),
-        ("two_hot", "v_max=-200"), ("weight_decay", "coeff=-1"), ("l2_init", "coeff=-1"),
+        ("spectral_norm", "n_power_iterations=0"), ("spectral_norm", "eps=0"), ("spectral_norm", "layer=last"),
+        ("two_hot", "num_bins=1"),
+        ("two_hot", "margin=-1"), ("weight_decay", "coeff=-1"), ("l2_init", "coeff=-1"),
         ("shrink_perturb", "shrink=-1"), ("shrink_perturb", "perturb=-1"), ("redo", "tau=-1"),
         ("redo", "every_steps=0"), ("continual_backprop", "replacement_rate=2"),
         ("continual_backprop", "decay_rate=1.0"), ("continual_backprop", "maturity_threshold=-1"),
@@ -191,7 +190,7 @@ def test_interventions_compose_from_the_cli_in_registry_order():
     assert interventions_lib.network_options(active) == {
         "layer_norm": True,
         "head": "two_hot",
-        "head_options": {"v_min": -100.0, "v_max": 100.0, "num_bins": 201},
+        "head_options": {"v_min": None, "v_max": None, "margin": 0.1, "num_bins": 201},
     }
     assert interventions_lib.build_interventions(make_cfg([]).intervention) == []
 
@@ -204,7 +203,9 @@ def test_unknown_intervention_keys_fail_at_composition(override):
 
 
 @pytest.mark.parametrize(
-    "pair", [("plasticity_injection", "reset_last_layer"), ("shrink_perturb", "plasticity_injection")]
+    "pair", [("plasticity_injection", "reset_last_layer"), ("shrink_perturb", "plasticity_injection"),
+             ("crelu", "fourier"), ("two_hot", "hl_gauss"), ("hare_tortoise", "plasticity_injection"),
+             ("c_chain", "plasticity_injection")]
 )
 def test_incompatible_pairs_fail_at_start_naming_both(pair, tmp_path):
     cfg = cfg_with(list(pair))
@@ -216,7 +217,8 @@ def test_incompatible_pairs_fail_at_start_naming_both(pair, tmp_path):
 
 def test_out_of_range_intervention_options_are_config_errors(tmp_path):
     for overrides in (
-        ["intervention=[two_hot]", "intervention.two_hot.v_max=-200"],
+        ["intervention=[two_hot]", "intervention.two_hot.v_min=0", "intervention.two_hot.v_max=-200"],
+        ["intervention=[two_hot]", "intervention.two_hot.margin=-0.5"],
         ["intervention=[redo]", "intervention.redo.every_steps=0"],
     ):
         with pytest.raises(ConfigError):
@@ -472,9 +474,29 @@ ARCHS = list(ARCH_OVERRIDES)
 # per intervention, the overrides that make its hooks act within the first steps of a tiny run
 # (its registration's ``test_overrides``: a new intervention brings its own)
 EXTRA = {name: list(part.extra.get("test_overrides", ())) for name, part in registry.parts("intervention").items()}
-# every intervention in two compatible sets (injection excludes shrink-perturb and the last-layer reset)
-ALL_BUT_INJECTION = [n for n in REGISTRY if n != "plasticity_injection"]
 WITH_INJECTION = ["crelu", "two_hot", "redo", "plasticity_injection", "reset_optimizer"]
+
+
+def compatible_sets(names: list[str]) -> list[list[str]]:
+    """``names`` (registry order) packed greedily into sets that compose: each joins the first set
+    that still builds with it (pairs refused at start, e.g. crelu / fourier or two_hot / hl_gauss,
+    land in different sets), so every intervention runs composed with as many others as it can."""
+    sets: list[list[str]] = []
+    for name in names:
+        for group in sets:
+            try:
+                interventions_lib.build_interventions(make_cfg([f"intervention=[{','.join(group + [name])}]"]).intervention)
+            except ConfigError:
+                continue
+            group.append(name)
+            break
+        else:
+            sets.append([name])
+    return sets
+
+
+# every intervention but injection in compatible sets (injection excludes the resets that need one head)
+ALL_BUT_INJECTION = compatible_sets([n for n in REGISTRY if n != "plasticity_injection"])
 
 
 def run_with_probe(names: list[str], arch: str) -> None:
@@ -497,7 +519,8 @@ def run_with_probe(names: list[str], arch: str) -> None:
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("names", [ALL_BUT_INJECTION, WITH_INJECTION], ids=["all_but_injection", "with_injection"])
+@pytest.mark.parametrize("names", [*ALL_BUT_INJECTION, WITH_INJECTION],
+                         ids=[f"all_but_injection_{i}" for i in range(len(ALL_BUT_INJECTION))] + ["with_injection"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_all_interventions_together_on_every_architecture_with_the_probe(arch, names):
     run_with_probe(names, arch)

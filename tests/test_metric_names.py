@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from plasticity_runner import evaluation, registry
+from plasticity_runner import evaluation, registry, trainer
 from plasticity_runner.case_studies import brownian, memorization
 from plasticity_runner.metrics import load_run
 from plasticity_runner.probes import dynamics, statistics
@@ -21,12 +21,13 @@ from .conftest import make_cfg
 
 def declared_scalars() -> dict[str, tuple[str, ...]]:
     """phase -> the name patterns its producers declare: every registered diagnostic, the dynamics'
-    log-point metrics, the trainer's evaluation and the case studies."""
+    log-point metrics, the trainer's own log-point metrics and evaluation, and the case studies."""
     out: dict[str, list[str]] = defaultdict(list)
     for part in registry.parts("diagnostic").values():
         d = part.build()
         out[d.phase].extend(d.scalars)
     out[dynamics.LOG_POINT_PHASE].extend(dynamics.LOG_POINT_SCALARS)
+    out[trainer.TRAIN_PHASE].extend(trainer.LOG_POINT_SCALARS)
     out[evaluation.PHASE].extend(evaluation.SCALARS)
     out[memorization.PHASE].extend(memorization.SCALARS)
     for process in brownian.PROCESSES:

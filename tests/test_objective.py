@@ -110,7 +110,7 @@ def test_optuna_replaces_the_summary_sweeper_cleanly():
         assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
         assert "max_batch_size" not in sweeper  # nothing of the basic sweeper's config is left
     preset = hydra_sweeper(["experiment=tune_adam_plasticity"])
-    assert preset.direction == "maximize" and set(preset.params) == {"optimizer.b2", "optimizer.eps"}
+    assert preset.direction == "maximize" and set(preset.params) == {"optimizer.b2", "optimizer.eps_root"}
     assert make_cfg(["experiment=tune_adam_plasticity"]).objective == "probe/plasticity@change"
 
 
@@ -135,12 +135,13 @@ def test_tune_adam_plasticity_preset_runs_two_trials(tmp_path):
         meta = json.loads((run / "run.json").read_text())
         assert meta["status"] == "complete"
         cfg = meta["config"]
-        assert 0.9 <= cfg["optimizer.b2"] <= 0.9999 and 1e-9 <= cfg["optimizer.eps"] <= 1e-2
-        values[(cfg["optimizer.b2"], cfg["optimizer.eps"])] = objective_value(run, "probe/plasticity@change")
+        assert 0.9 <= cfg["optimizer.b2"] <= 0.9999 and 1e-9 <= cfg["optimizer.eps_root"] <= 1e-2
+        assert cfg["optimizer.eps"] == 1e-9  # A.1's eps outside the root, not tuned
+        values[(cfg["optimizer.b2"], cfg["optimizer.eps_root"])] = objective_value(run, "probe/plasticity@change")
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     best = max(values, key=values.get)
     assert result["best_value"] == pytest.approx(values[best], abs=0)
-    assert (result["best_params"]["optimizer.b2"], result["best_params"]["optimizer.eps"]) == best
+    assert (result["best_params"]["optimizer.b2"], result["best_params"]["optimizer.eps_root"]) == best
 
 
 @pytest.mark.slow

@@ -223,22 +223,22 @@ def test_stats_figure_draws_the_training_dynamics_beside_the_statistics(tmp_path
         scalars = {}
         for s in STEPS:
             scalars[s] = {"stats": {"feature_norm_mean": rng.uniform()},
-                          "dynamics": {"policy_churn_frac": rng.uniform(), "weight_change_from_init/body.net.1": rng.uniform(),
+                          "dynamics": {"greedy_action_change_between_pauses": rng.uniform(), "weight_change_from_init/body.net.1": rng.uniform(),
                                        "weight_change_from_init/body.net.3": rng.uniform()},
-                          "train": {"eff_lr_window": rng.uniform(), "td_loss": rng.uniform()},
+                          "train": {"rel_param_change_window": rng.uniform(), "td_loss": rng.uniform()},
                           "probe": probe_values(0.5)}
         make_run(tmp_path, f"run_{seed}", config(seed), scalars)
         runs.append(scalars)
     result = stats_over_training(load_sweep(tmp_path))
     titles = {ax.get_title() for ax in result.figure.axes if ax.get_title()}
-    assert titles == {"feature_norm_mean", "dynamics: policy_churn_frac",
-                      "dynamics: weight_change_from_init/* (layer mean)", "train: eff_lr_window"}
+    assert titles == {"feature_norm_mean", "dynamics: greedy_action_change_between_pauses",
+                      "dynamics: weight_change_from_init/* (layer mean)", "train: rel_param_change_window"}
     table = result.tables["statistics"].set_index("statistic")
     want = np.mean([(sc[2000]["dynamics"]["weight_change_from_init/body.net.1"]
                      + sc[2000]["dynamics"]["weight_change_from_init/body.net.3"]) / 2 for sc in runs])
     assert table.loc["dynamics: weight_change_from_init/* (layer mean)", "last_mean"] == pytest.approx(want, abs=1e-12)
-    want = np.mean([sc[0]["train"]["eff_lr_window"] for sc in runs])
-    assert table.loc["train: eff_lr_window", "first_mean"] == pytest.approx(want, abs=1e-12)
+    want = np.mean([sc[0]["train"]["rel_param_change_window"] for sc in runs])
+    assert table.loc["train: rel_param_change_window", "first_mean"] == pytest.approx(want, abs=1e-12)
 
 
 def test_figure5_keys_on_the_cnn_width_multiplier(tmp_path):

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -23,7 +24,7 @@ from plasticity_runner import load_sweep
 from plasticity_runner.preemption import PreemptionGuard
 from plasticity_runner.trainer import train
 
-from .conftest import TINY, make_cfg
+from .conftest import TINY, make_cfg, write_idx
 from .test_trainer import values
 
 # TINY without the two costly diagnostics, one torch thread per run (2 runs share 2 cores here)
@@ -84,6 +85,16 @@ def sweep_dir(tmp_path):
     ids = job_ids(sweep)
     if ids and shutil.which("scancel"):
         subprocess.run(["scancel", *sorted({i.split("_")[0] for i in ids})], capture_output=True, timeout=30)
+
+
+def corrupt_mnist(root: Path) -> Path:
+    """A data directory whose MNIST passes the check before a run (both files, valid labels) and whose
+    images file is garbage: the run that reads it raises ``DatasetFileError`` (a crash, not a config error)."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_idx(raw / "train-labels-idx1-ubyte", np.arange(10, dtype=np.uint8))
+    (raw / "train-images-idx3-ubyte").write_bytes(b"not an idx file")
+    return root
 
 
 def multirun_cmd(sweep: Path, *overrides: str) -> list[str]:
@@ -157,19 +168,20 @@ def test_preempted_job_is_requeued_and_resumes(sweep_dir, tmp_path):
 
 @needs_cluster
 def test_failing_slurm_job_fails_the_multirun_loudly(sweep_dir):
-    # one good run (digits ignores data_dir) and one that raises: MNIST is not in /nonexistent
+    # one good run (digits ignores data_dir) and one that raises: its MNIST images file is corrupt
+    data = corrupt_mnist(sweep_dir.parent / "data")
     res = _run(
-        multirun_cmd(sweep_dir, *SLURM, "env.dataset=digits,mnist", "env.data_dir=/nonexistent"),
+        multirun_cmd(sweep_dir, *SLURM, "env.dataset=digits,mnist", f"env.data_dir={data}"),
         cwd=sweep_dir.parent, timeout=400,
     )
     assert res.returncode != 0
-    assert "DatasetNotFoundError" in res.stderr
+    assert "DatasetFileError" in res.stderr
     assert json.loads((sweep_dir / "0" / "run.json").read_text())["status"] == "complete"
     failed = [i for i in job_ids(sweep_dir) if i.endswith("_1")]
     assert failed, job_ids(sweep_dir)
     err = (sweep_dir / ".submitit" / failed[0] / f"{failed[0]}_0_log.err").read_text()
-    assert "Traceback" in err and "DatasetNotFoundError" in err, err[-2000:]
-    assert "DatasetNotFoundError" in (sweep_dir / "1" / "cli.log").read_text()
+    assert "Traceback" in err and "DatasetFileError" in err, err[-2000:]
+    assert "DatasetFileError" in (sweep_dir / "1" / "cli.log").read_text()
 
 
 @needs_cluster
@@ -186,15 +198,16 @@ def test_config_error_in_one_slurm_job_fails_it_alone(sweep_dir):
 
 
 def test_local_launcher_runs_in_parallel_and_fails_loudly(sweep_dir):
+    data = corrupt_mnist(sweep_dir.parent / "data")
     res = _run(
-        multirun_cmd(sweep_dir, "hydra/launcher=local", "env.dataset=digits,mnist", "env.data_dir=/nonexistent"),
+        multirun_cmd(sweep_dir, "hydra/launcher=local", "env.dataset=digits,mnist", f"env.data_dir={data}"),
         cwd=sweep_dir.parent, timeout=400,
     )
-    assert res.returncode != 0 and "DatasetNotFoundError" in res.stderr
+    assert res.returncode != 0 and "DatasetFileError" in res.stderr
     assert json.loads((sweep_dir / "0" / "run.json").read_text())["status"] == "complete"
     log = (sweep_dir / "1" / "cli.log").read_text()
-    assert "Traceback" in log and "DatasetNotFoundError" in log
-    assert "DatasetNotFoundError" in job_logs(sweep_dir)
+    assert "Traceback" in log and "DatasetFileError" in log
+    assert "DatasetFileError" in job_logs(sweep_dir)
 
 
 # ------------------------------------------------------------------------------ preemption guard

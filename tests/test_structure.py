@@ -1,5 +1,5 @@
 """The package's structure: no import cycle between its modules, no file past ~400 lines, and the
-program of each env picked in one place (``programs``)."""
+program of each env picked in one place (``trainer.train``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import plasticity_runner
-from plasticity_runner import config, programs, registry
+from plasticity_runner import config, registry
 
 PACKAGE = Path(plasticity_runner.__file__).resolve().parent
 MAX_LINES = 400
@@ -31,37 +31,25 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _blocks(node: ast.stmt) -> list[list[ast.stmt]]:
-    """The statement lists nested in ``node`` that run when ``node`` runs (not a function body)."""
-    if isinstance(node, ast.Try):
-        return [node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)]
-    if isinstance(node, (ast.If, ast.For, ast.While)):
-        return [node.body, node.orelse]
-    if isinstance(node, (ast.With, ast.ClassDef)):
-        return [node.body]
-    return []
-
-
-def run_at_import(body: list[ast.stmt]):
-    """The statements of ``body`` that run when the module is imported: its top level and the
-    blocks nested there (``if``, ``try``, ``with``, class bodies), not function bodies nor
-    ``if TYPE_CHECKING:`` blocks."""
+def import_statements(body: list[ast.AST]):
+    """Every import statement of ``body``, at any depth (function bodies included: an import there
+    runs when the function does, and a cycle through one is a cycle all the same), except those
+    under ``if TYPE_CHECKING:``, which never run."""
     for node in body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
         if isinstance(node, ast.If) and _is_type_checking(node.test):
-            yield from run_at_import(node.orelse)
+            yield from import_statements(node.orelse)
             continue
-        yield node
-        for block in _blocks(node):
-            yield from run_at_import(block)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        yield from import_statements(list(ast.iter_child_nodes(node)))  # except handlers too
 
 
 def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The package's modules that ``name`` imports when it is imported (relative imports resolved)."""
+    """The package's modules that ``name`` imports, at import or inside a function (relative imports
+    resolved)."""
     is_package = path.name == "__init__.py"
     out: set[str] = set()
-    for node in run_at_import(ast.parse(path.read_text(), str(path)).body):
+    for node in import_statements(ast.parse(path.read_text(), str(path)).body):
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names if alias.name in modules)
         elif isinstance(node, ast.ImportFrom):
@@ -136,15 +124,16 @@ def test_the_cycle_finder_finds_a_cycle_and_resolves_relative_imports(tmp_path):
     # trainer.py: ``from . import checkpoint`` is the submodule; a name of envs/__init__ is the package
     trainer = imports_of("plasticity_runner.trainer", modules["plasticity_runner.trainer"], modules)
     assert {"plasticity_runner.checkpoint", "plasticity_runner.envs", "plasticity_runner.envs.schedule"} <= trainer
-    # an import inside a function or under TYPE_CHECKING is not one made at import
+    # an import inside a function, a method or a nested block counts; one under TYPE_CHECKING does not
     fake = tmp_path / "fake.py"
     fake.write_text(
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import trainer\n"
-        "def f():\n    from . import config\n"
-        "try:\n    from . import seeding\nexcept ImportError:\n    pass\n"
-        "class C:\n    from .envs import base\n"
+        "def f():\n    if True:\n        from . import config\n"
+        "try:\n    from . import seeding\nexcept ImportError:\n    from . import errors\n"
+        "class C:\n    from .envs import base\n    def m(self):\n        import plasticity_runner.metrics\n"
     )
-    expected = {"plasticity_runner.seeding", "plasticity_runner.envs.base", "plasticity_runner.envs"}
+    expected = {"plasticity_runner.seeding", "plasticity_runner.envs.base", "plasticity_runner.envs",
+                "plasticity_runner.config", "plasticity_runner.metrics", "plasticity_runner.errors"}
     assert imports_of("plasticity_runner.fake", fake, modules) == expected
 
 
@@ -189,30 +178,50 @@ def test_the_line_counter_sees_a_long_module(tmp_path):
 ENVS_WITH_A_PROGRAM = sorted(name for name, part in registry.parts("env").items() if part.extra.get("program"))
 
 
+CONTINUAL = ["permuted_mnist", "shuffled_labels", "slowly_changing_regression", "warm_start"]  # continual/
+
+
 def test_case_study_envs_are_the_registered_envs_with_a_program():
-    assert ENVS_WITH_A_PROGRAM == ["brownian", "memorization"]  # the two case studies of section 4
-    assert sorted(config.case_study_envs()) == ENVS_WITH_A_PROGRAM
+    assert ENVS_WITH_A_PROGRAM == sorted(["brownian", "memorization", *CONTINUAL])
+    assert sorted(config.case_study_envs()) == ["brownian", "memorization"]  # the two case studies of section 4
+    assert sorted(config.continual_envs()) == CONTINUAL
 
 
 @pytest.mark.parametrize("name", ENVS_WITH_A_PROGRAM)
 def test_each_program_named_by_an_env_is_a_function_taking_cfg_and_run(name):
     import inspect
 
-    path = programs.program_path(name)
-    assert path == registry.get("env", name).extra["program"] and path != programs.DQN
-    function = programs.load_program(path)
+    from plasticity_runner.case_studies import brownian, memorization
+
+    function = registry.get("env", name).extra["program"]
+    assert function is {"brownian": brownian.run_brownian, "memorization": memorization.run_memorization}[name]
     assert list(inspect.signature(function).parameters) == ["cfg", "run"]
 
 
-def test_an_env_without_a_program_runs_the_dqn_trainer():
-    from plasticity_runner.trainer import run_dqn
+def test_train_runs_the_program_its_env_names_and_the_dqn_loop_otherwise(tmp_path, monkeypatch):
+    """``trainer.train`` calls the env's program (here a stand-in registered for memorization), and
+    ``run_dqn`` for an env without one, each with the opened run of ``run_dir``."""
+    import dataclasses
 
-    assert programs.program_path("classification") == programs.DQN
-    assert programs.load_program(programs.DQN) is run_dqn
+    from plasticity_runner import lifecycle, trainer
+    from plasticity_runner.cli import compose_config
+
+    calls = []
+
+    def fake(cfg, run):
+        calls.append((cfg.env.name, type(run), run.run_dir))
+        return {"fake": True}
+
+    part = registry.get("env", "memorization")
+    monkeypatch.setitem(registry._PARTS["env"], "memorization", dataclasses.replace(part, extra={**part.extra, "program": fake}))
+    monkeypatch.setattr(trainer, "run_dqn", fake)
+    assert trainer.train(compose_config(["env=memorization"]), tmp_path / "a") == {"fake": True}
+    assert trainer.train(compose_config(["env=classification"]), tmp_path / "b") == {"fake": True}
+    assert calls == [("memorization", lifecycle.Run, tmp_path / "a"), ("classification", lifecycle.Run, tmp_path / "b")]
 
 
-@pytest.mark.parametrize("name", ENVS_WITH_A_PROGRAM)
-def test_an_env_with_a_program_takes_no_intervention(name):
+@pytest.mark.parametrize("name", ["brownian", "memorization"])
+def test_a_case_study_takes_no_intervention(name):
     from plasticity_runner.cli import compose_config
 
     with pytest.raises(config.ConfigError, match="intervention.layer_norm"):

@@ -22,7 +22,7 @@ def values(run_dir, exclude_phases=("timing",)):
 def test_run_writes_shards_per_pause(tmp_path, device):
     summary = train(make_cfg(on_device(device)), tmp_path)
     shards = sorted(p.name for p in (tmp_path / "metrics").iterdir())
-    assert shards == ["step_0000000000.parquet", "step_0000000020.parquet", "step_0000000040.parquet"]
+    assert shards == [f"step_{s:010d}.parquet{c}" for s in (0, 20, 40) for c in ("", ".sha256")]  # each with its SHA-256
     assert not list(tmp_path.rglob("*.tmp"))
     df = load_sweep(tmp_path)
     assert list(df.columns[: len(SCHEMA)]) == SCHEMA.names
@@ -54,8 +54,8 @@ def test_probes_do_not_change_training(tmp_path):
     probed = values(tmp_path / "probed").query("phase == 'train'").reset_index(drop=True)
     unprobed = values(tmp_path / "unprobed").query("phase == 'train'").reset_index(drop=True)
     pd.testing.assert_frame_equal(probed, unprobed, check_exact=True)
-    dynamics = probed.metric.str.startswith(("grad_norm_window_mean", "eff_lr_window"))  # probes/dynamics.py
-    assert len(probed[~dynamics]) == 20  # td_loss, reward_mean, q_mean, epsilon, env_steps at 4 log points
+    dynamics = probed.metric.str.startswith(("grad_norm_window_mean", "rel_param_change_window"))  # probes/dynamics.py
+    assert len(probed[~dynamics]) == 24  # td_loss, loss_total, reward_mean, q_mean, epsilon, env_steps at 4 log points
     assert len(probed[dynamics]) == 32  # total and 3 layers of each, at 4 log points
 
 

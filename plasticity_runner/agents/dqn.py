@@ -6,9 +6,12 @@ the networks and the optimizer in an ``interventions.base.Learner``, the one obj
 interventions' hooks receive (never the agent itself).
 
 ``td_target`` is a plain function of the two networks: the probes compute TD losses on copies of
-the networks with it, without copying the agent. ``loss`` is the training loss (the definition);
-``learn`` steps on ``step_loss``, which is ``loss`` unless the fast path wrapped it
-(``wrap_loss``: ``torch.compile`` with an eager fallback, ``fastpath.py``).
+the networks with it, without copying the agent. ``loss_terms`` is the training loss and its parts
+(the definition): the TD term, each intervention's penalty and their sum, the total minimised, in
+the order of ``loss_names``; ``loss`` is that total. ``learn`` steps on ``step_loss``, which is
+``loss_terms`` unless the fast path wrapped it (``wrap_loss``: ``torch.compile`` with an eager
+fallback, ``fastpath.py``), and returns the detached parts, which the trainer logs under
+``loss_names`` (``td_loss``, ``penalty/<intervention>``, ``loss_total``).
 
 Network modes: both networks rest in eval mode; ``learn`` puts the online network in train mode
 for the forward of the TD loss only. So acting, TD targets (target network, and the online argmax
@@ -16,9 +19,11 @@ of Double DQN) and anything else that calls the networks (the trainer's logging,
 the deterministic network: no dropout (ViT), BatchNorm with its running statistics (ResNet-18),
 spectral norm without a power-iteration update. For MLP/CNN the two modes compute the same thing.
 
-TD loss: by default the head's (eq. 1 for the scalar head: ``(Q(s, a) - target)^2``). With
-``agent.td_loss_scale != 1`` or ``agent.td_error_clip`` set, the agent computes DQN Zoo's loss
-itself (``clipped_td_loss``); that needs a regression head (not the two-hot head).
+TD loss: by default the head's (eq. 1 for the scalar head: ``(Q(s, a) - target)^2``, the
+two-hot head's cross-entropy). With ``agent.td_loss_scale != 1`` or ``agent.td_error_clip`` set,
+the agent computes DQN Zoo's loss itself (``clipped_td_loss``: ``td_loss_scale * td^2``, e.g.
+``0.5 td^2``); that needs a regression head (not the two-hot head). The logged ``td_loss`` is this
+TD term alone, on that scale, without any penalty.
 
 Time: the target period and the epsilon decay count training (optimizer) steps
 (``target_update_steps``, ``epsilon_decay_steps``) or, as DQN Zoo does, emulator frames
@@ -36,6 +41,20 @@ from torch import nn
 
 from ..envs.base import Batch
 from ..interventions.base import Intervention, Learner
+
+# The names of the training loss's parts (``DQNAgent.loss_names``), which the trainer logs at every
+# log point (phase ``train``): the TD term alone, each intervention's penalty, the total minimised.
+TD_LOSS, LOSS_TOTAL, PENALTY = "td_loss", "loss_total", "penalty"
+
+
+def penalty_name(intervention: str) -> str:
+    """The logged name of an intervention's loss penalty, e.g. ``penalty/weight_decay``."""
+    return f"{PENALTY}/{intervention}"
+
+
+def has_penalty(intervention: Intervention) -> bool:
+    """Whether ``intervention`` adds a term to the loss (overrides ``loss_penalty``)."""
+    return type(intervention).loss_penalty is not Intervention.loss_penalty
 
 
 @dataclass(frozen=True)
@@ -169,7 +188,9 @@ class DQNAgent:
         self.learner = Learner(online, target, optimizer, build_fresh, int(seed))
         self.interventions = interventions
         self.num_actions = num_actions
-        self.step_loss: Callable[[Batch], torch.Tensor] = self.loss  # what ``learn`` steps on (``wrap_loss``)
+        self.step_loss: Callable[[Batch], torch.Tensor] = self.loss_terms  # what ``learn`` steps on (``wrap_loss``)
+        self.penalised = [i for i in interventions if has_penalty(i)]
+        self.loss_names = (TD_LOSS, *(penalty_name(i.name) for i in self.penalised), LOSS_TOTAL)
         self.gamma = float(cfg.gamma)
         self.double_dqn = bool(cfg.double_dqn)
         clip = getattr(cfg, "td_error_clip", None)
@@ -194,9 +215,9 @@ class DQNAgent:
     last_batch = property(lambda self: self.learner.last_batch, doc="The batch of the last ``learn``.")
 
     def wrap_loss(self, wrap: Callable[[Callable[[Batch], torch.Tensor]], Callable[[Batch], torch.Tensor]]) -> None:
-        """``learn`` steps on ``wrap(self.loss)`` from now on (the fast path's compiled loss, which
-        must compute what ``loss`` does); ``loss`` itself is untouched."""
-        self.step_loss = wrap(self.loss)
+        """``learn`` steps on ``wrap(self.loss_terms)`` from now on (the fast path's compiled loss,
+        which must compute what ``loss_terms`` does); ``loss_terms`` itself is untouched."""
+        self.step_loss = wrap(self.loss_terms)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, epsilon: float, generator: torch.Generator) -> torch.Tensor:
@@ -211,10 +232,13 @@ class DQNAgent:
         """``td_target`` of the agent's networks (both in eval mode)."""
         return td_target(self.online, self.target, batch, self.gamma, self.double_dqn)
 
-    def loss(self, batch: Batch, learner: Learner | None = None) -> torch.Tensor:
-        """Mean TD loss of the batch (eq. 1 for the scalar head, or ``clipped_td_loss``) plus any
-        intervention penalty, for the networks of ``learner`` (default: the agent's own; a
-        diagnostic passes one holding copies, ``probes.base.copied_learner``)."""
+    def loss_terms(self, batch: Batch, learner: Learner | None = None) -> torch.Tensor:
+        """The training loss's parts ``[len(loss_names)]``, for the networks of ``learner`` (default:
+        the agent's own; a diagnostic passes one holding copies, ``probes.base.copied_learner``):
+        the batch-mean TD term (eq. 1 for the scalar head, the two-hot head's cross-entropy, or
+        ``clipped_td_loss``), each penalising intervention's ``loss_penalty`` (registered order),
+        and last their sum, the total the optimizer minimises. One vector, so that the trainer
+        accumulates all of them in one device op per step."""
         learner = learner or self.learner
         online = learner.online
         target = td_target(online, learner.target, batch, self.gamma, self.double_dqn)  # networks in eval mode
@@ -222,34 +246,58 @@ class DQNAgent:
         try:
             if self.agent_td_loss:
                 q_sa = online(batch.o_tm1).gather(1, batch.a_tm1[:, None]).squeeze(1)
-                loss = clipped_td_loss(q_sa, target, self.td_loss_scale, self.td_error_clip)
+                td = clipped_td_loss(q_sa, target, self.td_loss_scale, self.td_error_clip)
             else:
-                loss = online.td_loss(batch.o_tm1, batch.a_tm1, target).mean()
+                td = online.td_loss(batch.o_tm1, batch.a_tm1, target).mean()
         finally:
             online.eval()
-        for i in self.interventions:
+        parts, total = [td], td
+        for i in self.penalised:
             penalty = i.loss_penalty(learner)
-            if penalty is not None:
-                loss = loss + penalty
-        return loss
+            penalty = td.new_zeros(()) if penalty is None else penalty
+            parts.append(penalty)
+            total = total + penalty
+        return torch.stack([*parts, total])
+
+    def loss(self, batch: Batch, learner: Learner | None = None) -> torch.Tensor:
+        """The total training loss (the last of ``loss_terms``): TD term plus the penalties."""
+        return self.loss_terms(batch, learner)[-1]
 
     def learn(self, batch: Batch, step: int, run_hooks: bool = True) -> torch.Tensor:
-        """One optimizer step, then (``run_hooks``) the interventions' ``after_step`` hooks; returns
-        the detached loss (a device scalar: no sync). The trainer defers the hooks
-        (``run_hooks=False``, then ``after_step``) so that a pause can measure the network as trained."""
+        """One optimizer step on the total loss (the interventions' ``before_step`` hooks between
+        the backward and the step), then (``run_hooks``) the interventions' ``after_step`` hooks;
+        returns the detached ``loss_terms`` at the step's parameters (a device vector named by
+        ``loss_names``: no sync). The trainer defers the hooks (``run_hooks=False``, then
+        ``after_step``) so that a pause can measure the network as trained."""
         self.learner.last_batch = batch
-        loss = self.step_loss(batch)
+        terms = self.step_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        terms[-1].backward()
+
+        def recompute() -> torch.Tensor:  # the step's total loss and gradients again, at the current parameters
+            self.optimizer.zero_grad(set_to_none=True)
+            again = self.step_loss(batch)[-1]
+            again.backward()
+            return again.detach()
+
+        for i in self.interventions:  # SAM replaces the gradients here
+            i.before_step(self.learner, recompute)
         self.optimizer.step()
         if run_hooks:
             self.after_step(step)
-        return loss.detach()
+        return terms.detach()
 
     def after_step(self, step: int) -> None:
         """The interventions' ``after_step`` hooks of training step ``step``."""
         for i in self.interventions:
             i.after_step(self.learner, step)
+
+    def sample_losses(self, batch: Batch) -> Any:
+        """The TD loss of each transition of ``batch`` against the fixed target of the agent's networks
+        (``probes.gradcov.td_sample_losses``: the gradient covariance's ``loss: td``)."""
+        from ..probes.gradcov import td_sample_losses  # a probe's definition, evaluated on this agent
+
+        return td_sample_losses(self.online, self.target, batch, gamma=self.gamma, double_dqn=self.double_dqn)
 
     @torch.no_grad()
     def update_target(self, step: int) -> None:

@@ -122,7 +122,7 @@ class CoupledTrajectories:
     def step(self, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of both; returns the TD loss and the norm of the step (device scalars)."""
         before = snapshot(self.gd_params)
-        loss = self.agent.learn(batch, step)
+        loss = self.agent.learn(batch, step)[0]  # td_loss (no interventions: the total is the same)
         norm = distance(self.gd_params, before)
         brownian_step(self.b_params, norm, self.noise_generator)
         return loss, norm
@@ -169,7 +169,7 @@ def run_brownian(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """The figure-2 study for ``total_steps`` steps, the program of ``env=brownian``
     (``envs/brownian.py``), in the run directory ``run`` holds (``lifecycle``); returns the run's summary.
 
-    ``cfg`` is the composed config with ``env=brownian`` (already validated by ``programs.run``).
+    ``cfg`` is the composed config with ``env=brownian`` (already validated by ``trainer.train``).
     The summary holds, per process, the measured ``hessian_top_eig`` and ``gradcov_neg_frac`` (lists).
     """
     writer = begin_run(cfg, run)

@@ -2,7 +2,7 @@
 
 The loop, top to bottom:
 
-1. take the first ``env.num_images`` training images of ``env.dataset``; they stay fixed for the run;
+1. take the first ``env.num_images`` training images of ``env.dataset`` (null: all); they stay fixed for the run;
    their labels are a random permutation of their true labels (``RelabelledImages``);
 2. build the network (``architecture``; its ten outputs are read as class logits) and the
    optimizer (``optimizer``: Adam of eq. 6 with the default or the tuned hyperparameters of A.1);
@@ -39,7 +39,7 @@ from torch import nn
 
 from .. import seeding
 from ..seeding import stream_seed
-from ..envs.datasets import load_dataset
+from ..envs.datasets import check_num_images, load_dataset
 from ..nets import build_network
 from ..optim import build_optimizer
 from ..probes.statistics import DEAD_FRAC, layer_activities
@@ -62,7 +62,7 @@ class RelabelledImages:
     """A fixed image set whose labels are a fresh random permutation of its true labels per iteration.
 
     ``images`` never changes; ``relabel()`` replaces ``labels`` (seeded by ``label_seed``, so the
-    sequence of labellings is a function of the seed alone).
+    sequence of labellings is a function of that seed alone; ``labels_seed`` gives it).
     """
 
     def __init__(self, images: torch.Tensor, true_labels: torch.Tensor, label_seed: int):
@@ -81,15 +81,22 @@ class RelabelledImages:
         return self.images.shape[0]
 
 
-def load_images(env_cfg: Any, device: torch.device) -> RelabelledImages:
-    """The first ``num_images`` training images of the dataset (all of them if it has fewer)."""
+def labels_seed(env_cfg: Any, run_seed: int) -> int:
+    """The seed of the run's sequence of relabellings: ``env.label_seed`` when set, else the run
+    seed's stream ``memorization/labels`` (each run seed memorises its own random labels)."""
+    pinned = env_cfg.label_seed
+    return stream_seed(run_seed, "memorization/labels") if pinned is None else int(pinned)
+
+
+def load_images(env_cfg: Any, device: torch.device, run_seed: int) -> RelabelledImages:
+    """The first ``num_images`` training images of the dataset (null: all of them), labelled by the
+    sequence of ``labels_seed``; more than the dataset holds is a ``ConfigError`` naming
+    ``env.num_images``."""
     dataset = str(getattr(env_cfg.dataset, "value", env_cfg.dataset))
     images, labels = load_dataset(dataset, env_cfg.data_dir, env_cfg.download)
-    n = int(env_cfg.num_images)
-    if n > images.shape[0]:
-        log.warning("env.num_images=%d but %s has %d training images: memorising all of them",
-                    n, dataset, images.shape[0])
-    return RelabelledImages(images[:n].to(device), labels[:n].to(device), int(env_cfg.label_seed))
+    n = images.shape[0] if env_cfg.num_images is None else int(env_cfg.num_images)
+    check_num_images(n, images.shape[0], dataset)
+    return RelabelledImages(images[:n].to(device), labels[:n].to(device), labels_seed(env_cfg, run_seed))
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -130,14 +137,14 @@ def run_memorization(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """The figure-1 memorisation study, the program of ``env=memorization`` (``envs/memorization.py``),
     in the run directory ``run`` holds (``lifecycle``); returns the run's summary.
 
-    ``cfg`` is the composed config with ``env=memorization`` (already validated by ``programs.run``).
+    ``cfg`` is the composed config with ``env=memorization`` (already validated by ``trainer.train``).
     The summary holds ``accuracy`` and ``dead_frac`` per iteration (lists).
     """
     writer = begin_run(cfg, run)
     env_cfg, device = cfg.env, run.device
 
     # 1-2. the fixed images with their first labelling, the network and the optimizer
-    data = load_images(env_cfg, device)
+    data = load_images(env_cfg, device, int(cfg.seed))
     net = build_network(cfg.architecture, tuple(data.images.shape[1:]), NUM_CLASSES).to(device)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optimizer, params)

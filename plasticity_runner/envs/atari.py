@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from .. import registry
-from ..errors import positive, unit
+from ..errors import ConfigError, positive, unit
 from .atari_games import ATARI_57, available_roms, human_normalized_score, resolve_game  # noqa: F401  (the names live there)
 from .atari_replay import AtariReplay, frames_to_float, next_tick
 from .atari_resume import replay_games
@@ -140,6 +140,7 @@ class AtariVectorEnv:
             autoreset_mode="NextStep",
         )
         self.num_actions = int(self._ale.single_action_space.n)
+        self.reward_range = (-1.0, 1.0) if self.cfg.clip_rewards else None  # the replay's rewards: sign(r), or unbounded
         self._rng = np.random.default_rng([self.seed, self._stream, 0xA7A12])
         self.steps = 0
         self.episodes_finished = 0
@@ -385,8 +386,16 @@ class AtariVectorEnv:
 
 
 def check_config(cfg: Any, key: str) -> None:
-    """Range checks of ``env=atari`` at ``key`` (the game name is checked when the env is built:
-    it needs ale-py's ROM list)."""
+    """Range checks of ``env=atari`` at ``key``, and the game name against ale-py's ROM list
+    (``ConfigError`` naming ``<key>.game`` and the close names)."""
+    game = getattr(cfg[key], "game", None)
+    if isinstance(game, str):
+        try:
+            resolve_game(game)
+        except ImportError:  # no ale-py: building the env says so
+            pass
+        except ValueError as exc:
+            raise ConfigError(f"{key}.game", str(exc)) from None
     for size in ("num_envs", "frame_skip", "screen_size", "stack", "max_episode_frames"):
         positive(cfg, f"{key}.{size}")
     positive(cfg, f"{key}.noop_max", allow_zero=True)

@@ -87,11 +87,26 @@ class Replay(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def return_range(reward_range: tuple[float, float] | None, gamma: float) -> tuple[float, float] | None:
+    """The range of discounted returns (and so of Q) of an env whose per-step rewards lie in
+    ``reward_range = (r_min, r_max)``: ``[min(0, r_min), max(0, r_max)] / (1 - gamma)``. The 0 covers
+    an episode that ends (a sum of finitely many rewards lies between 0 and the infinite one's
+    bound); for the never-ending classification MDPs, rewards in {0, 1}, it is ``[0, 1 / (1 - gamma)]``.
+    None when the env declares no reward range."""
+    if reward_range is None:
+        return None
+    r_min, r_max = reward_range
+    return min(0.0, float(r_min)) / (1.0 - gamma), max(0.0, float(r_max)) / (1.0 - gamma)
+
+
 class VectorEnv(Protocol):
     num_envs: int
     num_actions: int
     obs_shape: tuple[int, ...]
     device: torch.device
+    # (r_min, r_max) bounding every reward the env gives (None: no known bound); the two-hot head's
+    # default support derives from it (``return_range``)
+    reward_range: tuple[float, float] | None
 
     def reset(self) -> torch.Tensor:
         """Start every copy; returns the first observations ``[N, *obs_shape]``."""

@@ -1,8 +1,8 @@
 """``env=brownian``: gradient descent vs Brownian motion, section 4.2 / appendix A.1 (figure 2).
 
 Not an environment the DQN agent steps: a case study with its own program
-(``case_studies/brownian.py``, imported when picked), which ``programs.run`` runs instead of the
-trainer because this registration names it. It steps the classification MDP of section 3.2 itself.
+(``case_studies/brownian.py``), which ``trainer.train`` runs instead of the DQN loop because this
+registration names it. It steps the classification MDP of section 3.2 itself.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from .classification import Task
 from .datasets import Dataset
 from ..errors import ConfigError, positive
+from ..case_studies.brownian import run_brownian
 from ..registry import register
 
 
@@ -28,7 +29,7 @@ class BrownianEnvConfig:
     data_dir: str = "data"
     download: bool = False
     num_images: Optional[int] = None
-    label_seed: int = 0
+    label_seed: Optional[int] = None  # null: derived from the run seed (seeding.label_seed)
     batch_size: int = 512
     target_update_steps: int = 5000
     measure_every_steps: int = 5000
@@ -45,4 +46,4 @@ def check(cfg: Any, key: str) -> None:
 
 
 register("env", "brownian", BrownianEnvConfig, check=check,
-         program="plasticity_runner.case_studies.brownian:run_brownian")
+         program=run_brownian)

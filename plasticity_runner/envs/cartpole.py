@@ -97,6 +97,7 @@ class CartPoleVectorEnv:
     """
 
     num_actions = 2
+    reward_range = (1.0, 1.0)  # 1 per step
     obs_shape = (4,)
 
     def __init__(self, cfg: Any, device: torch.device | str, seed: int, *, _stream: int = 0):

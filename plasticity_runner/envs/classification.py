@@ -5,7 +5,10 @@ image of its class, drawn uniformly from the dataset's images of that class at e
 
 * ``true_label``: reward ``1[a == s]``; next state uniform over the ten classes.
 * ``random_label``: as ``true_label``, but every image is given a random label in ``{0..9}`` once
-  (seeded by ``env.label_seed``); state ``i`` emits images whose *random* label is ``i``.
+  (uniform and independent per image), drawn with the seed ``env.label_seed`` or, when it is null
+  (the default), with the run seed's own stream (``seeding.label_seed`` of the env seed and the
+  segment): each run seed has its own relabelling, and so has each segment of a chain; state ``i``
+  emits images whose *random* label is ``i``.
 * ``sparse_reward``: reward ``1[a == s == 9]``; next state ``s + 1`` if ``a == s`` else uniform.
   The paper leaves ``s = 9, a = 9`` open (there is no state 10): we wrap to state 0.
 
@@ -33,9 +36,9 @@ import torch
 
 from .. import registry
 from ..errors import positive
-from ..seeding import set_generator_state
+from ..seeding import label_seed, set_generator_state
 from .base import Batch, StepResult
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset, check_num_images, load_dataset
 from .schedule import check_env
 
 NUM_CLASSES = 10
@@ -58,7 +61,7 @@ class ClassificationEnvConfig:
     download: bool = False
     num_envs: int = 1
     num_images: Optional[int] = None
-    label_seed: int = 0
+    label_seed: Optional[int] = None  # null: derived from the run seed (seeding.label_seed)
     schedule: Optional[list[Any]] = None  # a chain of segments {task, label_seed, permutation_seed, steps} (envs/schedule.py)
     pause_at_switch: bool = False  # chains: a probe pause right before and right after each switch
 
@@ -118,6 +121,7 @@ class ClassificationMDP:
     """``num_envs`` copies of one classification MDP (implements ``envs.base.VectorEnv``)."""
 
     num_actions = NUM_CLASSES
+    reward_range = (0.0, 1.0)  # every task's reward is 0 or 1
 
     def __init__(self, cfg: Any, device: torch.device, seed: int):
         from .schedule import classification_segments, switch_steps
@@ -125,6 +129,7 @@ class ClassificationMDP:
         dataset = str(getattr(cfg.dataset, "value", cfg.dataset))
         images, true_labels = load_dataset(dataset, cfg.data_dir, cfg.download)
         if cfg.num_images is not None:
+            check_num_images(int(cfg.num_images), len(images), dataset)
             images, true_labels = images[: cfg.num_images], true_labels[: cfg.num_images]
         self.device = torch.device(device)
         self.num_envs = int(cfg.num_envs)
@@ -141,6 +146,7 @@ class ClassificationMDP:
         perms = [torch.arange(d)] + [torch.randperm(d, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
         self.permutations = torch.stack(perms).to(self.device)  # [variants, C*H*W]
         self.generator = torch.Generator(self.device).manual_seed(int(seed))
+        self._env_seed = int(seed)  # a null label_seed relabels from its stream (seeding.label_seed)
         self._set_segment(0)
         self.state = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
         self.obs_idx = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
@@ -151,7 +157,8 @@ class ClassificationMDP:
         self.segment, self.task = int(k), seg["task"]
         labels = self._true_labels
         if self.task == "random_label":
-            g = torch.Generator().manual_seed(int(seg["label_seed"]))
+            seed = label_seed(self._env_seed, k) if seg["label_seed"] is None else int(seg["label_seed"])
+            g = torch.Generator().manual_seed(seed)
             labels = torch.randint(NUM_CLASSES, labels.shape, generator=g)
         counts = torch.bincount(labels, minlength=NUM_CLASSES)
         if (counts == 0).any():

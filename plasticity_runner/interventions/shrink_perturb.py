@@ -7,9 +7,12 @@ the convex form used by BBF-style resets is ``perturb = 1 - shrink`` (e.g. 0.8 /
 (BatchNorm statistics, spectral-norm vectors) are kept. The target network is copied before the
 hook runs, so it keeps the unperturbed parameters until the next update.
 
-Optimizer state: kept (the parameters move but are not replaced); add ``reset_optimizer`` to
-reset it as well. The update is in place (``mul_``/``add_``), so the optimizer keeps training the
-live tensors.
+Optimizer state: kept by default (the parameters move but are not replaced): section 6.2 says
+only that S&P runs at each target update and is silent on the optimizer. Ash & Adams apply it
+once per round of training and start each round with a fresh optimizer; ``reset_optimizer_state:
+true`` comes closer to that, forgetting the optimizer state (Adam's moments and step counts) of
+every shrunk parameter at each application. The update is in place (``mul_``/``add_``), so the
+optimizer keeps training the live tensors.
 
 Order: the first target-update hook, then ``reset_last_layer`` (so the last layer ends exactly
 at a fresh initialisation), then ``reset_optimizer``.
@@ -24,6 +27,7 @@ import torch
 
 from .. import registry
 from ..errors import positive
+from ..optim import reset_state
 from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
 
 
@@ -31,6 +35,7 @@ from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
 class ShrinkPerturbConfig:
     shrink: float = 0.4  # factor on theta at each target update (Ash & Adams)
     perturb: float = 0.1  # factor on the fresh initialisation added
+    reset_optimizer_state: bool = False  # true: forget the shrunk parameters' optimizer state (Ash & Adams' fresh optimizer)
 
 
 class ShrinkPerturb(Intervention):
@@ -45,6 +50,8 @@ class ShrinkPerturb(Intervention):
         shrink, perturb = float(self.cfg.shrink), float(self.cfg.perturb)
         for name, p in learner.online.named_parameters():
             p.mul_(shrink).add_(fresh[name], alpha=perturb)
+        if self.cfg.reset_optimizer_state:
+            reset_state(learner.optimizer, learner.online.parameters())
 
 
 def check(cfg: Any, key: str) -> None:

@@ -4,7 +4,9 @@ Loss: ``(coeff / 2) * sum ||theta||^2`` over the trainable parameters of the onl
 to the TD loss at every step, so each gradient gains ``coeff * theta``. This is coupled weight
 decay (torch's ``Adam(weight_decay=coeff)``, optax's ``add_decayed_weights`` before Adam), not
 AdamW's decoupled decay. All parameters are decayed: weights, biases and norm affines.
-Optimizer state: untouched.
+Under Adam the term ``coeff * theta`` is normalised with the TD gradient, so at the paper's 1e-5
+it changes the parameters by a negligible amount (the penalty is logged apart from the TD loss as
+``train/penalty/weight_decay``). Optimizer state: untouched.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import registry
-from .heads import InjectedHead, ScalarHead, TwoHotHead
+from .heads import HLGaussHead, InjectedHead, ScalarHead, TwoHotHead, two_hot_support
 from .layers import UnitGroup, apply_spectral_norm, first_layer
 
 registry.load_modules(__name__, __path__)  # each body module registers its architecture
@@ -28,7 +28,14 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "scalar": lambda feature_dim, num_actions, shared_bias=False, **_: ScalarHead(
         feature_dim, num_actions, shared_bias
     ),
-    "two_hot": lambda feature_dim, num_actions, **opts: TwoHotHead(feature_dim, num_actions, **opts),
+    "two_hot": lambda feature_dim, num_actions, v_min=None, v_max=None, margin=0.0, num_bins=201, returns=None, **_: TwoHotHead(
+        feature_dim, num_actions, *two_hot_support(v_min, v_max, margin, returns), num_bins=num_bins
+    ),
+    "hl_gauss": lambda feature_dim, num_actions, v_min=None, v_max=None, margin=0.0, num_bins=201, sigma_ratio=0.75,
+    returns=None, **_: HLGaussHead(
+        feature_dim, num_actions, *two_hot_support(v_min, v_max, margin, returns, "intervention.hl_gauss"), num_bins=num_bins,
+        sigma_ratio=sigma_ratio
+    ),
 }
 
 
@@ -71,12 +78,17 @@ def build_network(
     spectral_norm: dict[str, Any] | None = None,
     head: str = "scalar",
     head_options: dict[str, Any] | None = None,
+    returns: tuple[float, float] | None = None,
 ) -> QNetwork:
     """Build the Q-network named by ``arch_cfg.name`` with its initialisation (torch's default,
     or torchvision's for ResNet-18).
 
-    ``spectral_norm`` (options of ``layers.SpectralNorm``, or None) parametrises the body's first
-    layer, the one that reads the observation.
+    ``returns``: the task's range of discounted returns (``envs.base.return_range``), from which
+    a head derives what its options leave open (the two-hot support's null ends).
+
+    ``spectral_norm`` (options of ``layers.SpectralNorm`` and ``layer``, or None) parametrises the
+    body's first layer, the one that reads the observation (``layer: first``), or its first dense
+    layer (``layer: first_dense``).
     """
     known = registry.parts("architecture")
     if arch_cfg.name not in known:
@@ -88,13 +100,19 @@ def build_network(
     # scaling.scaled with architecture.width_multiplier (figure 5)
     body = known[arch_cfg.name].build(arch_cfg, tuple(obs_shape), layer_norm, activation)
     if spectral_norm is not None:
-        apply_spectral_norm(first_layer(body), **spectral_norm)
+        options = dict(spectral_norm)
+        which = options.pop("layer", "first")
+        try:
+            layer = first_layer(body, dense=which == "first_dense")
+        except ValueError as e:
+            raise ValueError(f"intervention.spectral_norm.layer={which}: {e}") from None
+        apply_spectral_norm(layer, **options)
     head_options = dict(head_options or {})
     if getattr(arch_cfg, "shared_bias", False):  # one output bias for all actions (DQN Zoo's Double DQN)
         if head != "scalar":
             raise ValueError(f"architecture.shared_bias: only the scalar head has one, not {head!r}")
         head_options["shared_bias"] = True
-    return QNetwork(body, HEADS[head](body.feature_dim, num_actions, **head_options))
+    return QNetwork(body, HEADS[head](body.feature_dim, num_actions, returns=returns, **head_options))
 
 
 __all__ = ["HEADS", "InjectedHead", "QNetwork", "UnitGroup", "build_network"]

@@ -1,4 +1,4 @@
-"""Training dynamics: gradient norms, weight change, effective learning rate, policy churn.
+"""Training dynamics: gradient norms, weight change, relative parameter change, greedy-action change.
 
 Unlike the statistics of section 5.2, these need state that outlives one pause; ``DynamicsTracker``
 holds it and a checkpoint keeps it (``state_dict``), so a resumed run measures exactly what an
@@ -7,7 +7,7 @@ uninterrupted one does:
 * ``theta_0``: the parameters at initialisation (step 0), by parameter name;
 * ``theta_prev``: the parameters at the previous log point, taken after that step's hooks (the
   state the next window starts from);
-* the policy-churn reference batch: ``reference_inputs`` replay observations drawn once, at the
+* the greedy-action-change reference batch: ``reference_inputs`` replay observations drawn once, at the
   first measurement, by a generator of stream ``diagnostics/churn_reference`` (never a training
   stream), and the greedy actions on it at the previous measurement;
 * on the device only, between log points: the sum over the window's optimizer steps of each
@@ -23,8 +23,10 @@ module's own parameters, e.g. weight and bias of a ``Linear``; a spectral-norm l
     loss (the TD loss plus intervention penalties, exactly what the optimizer stepped on) w.r.t.
     the parameters that received a gradient (of the layer); a mean of norms, not the norm of the
     mean gradient;
-  - ``eff_lr_window``, ``eff_lr_window/<layer>``: ``||theta_t - theta_prev||_2 / ||theta_t||_2``,
-    the relative change of the parameters (of the layer) over the window (not per step), with
+  - ``rel_param_change_window``, ``rel_param_change_window/<layer>``:
+    ``||theta_t - theta_prev||_2 / ||theta_t||_2``, the relative change of the parameters (of the
+    layer) over the window (not per step; not Lyle et al. 2024's effective learning rate
+    ``eta / ||w||^2`` of a scale-invariant layer, which the runner does not compute), with
     ``theta_t`` as the log point measures it (before the step's hooks) and ``theta_prev`` after the
     hooks of the previous log point's step; so hooks at log-point steps (resets on a log point)
     are in no window, hooks between log points are.
@@ -35,8 +37,10 @@ module's own parameters, e.g. weight and bias of a ``Linear``; a spectral-norm l
     batch, w.r.t. the parameters that train;
   - ``weight_change_from_init``, ``.../<layer>``: ``||theta_t - theta_0||_2``; and
     ``weight_change_from_init_rel``, ``.../<layer>``: the same divided by ``||theta_0||_2``;
-  - ``policy_churn_frac``: the fraction of the reference batch whose greedy action
-    ``argmax_a Q(x, a)`` differs from the previous measurement's (absent at the first).
+  - ``greedy_action_change_between_pauses``: the fraction of the reference batch whose greedy
+    action ``argmax_a Q(x, a)`` differs from the previous measurement's (absent at the first), so
+    over the ``diagnostics.dynamics.every_steps`` optimizer steps between two pauses; not Schaul et
+    al.'s policy churn, the change caused by a single update, which the runner does not compute.
 
 A parameter created after initialisation (plasticity injection's new head) is not in ``theta_0``;
 a parameter absent from ``theta_prev`` (created within the window) has no previous value: both
@@ -66,8 +70,8 @@ log = logging.getLogger("plasticity_runner")
 
 # the names it writes (each also per layer, ``<name>/<layer>``); the report keys on them (``report/names.py``)
 GRAD_NORM_EVAL, WEIGHT_CHANGE, WEIGHT_CHANGE_REL = "grad_norm_eval", "weight_change_from_init", "weight_change_from_init_rel"
-POLICY_CHURN = "policy_churn_frac"  # no per-layer rows
-GRAD_NORM_WINDOW, EFF_LR_WINDOW = "grad_norm_window_mean", "eff_lr_window"  # log points, phase ``train``
+GREEDY_ACTION_CHANGE = "greedy_action_change_between_pauses"  # no per-layer rows
+GRAD_NORM_WINDOW, REL_PARAM_CHANGE_WINDOW = "grad_norm_window_mean", "rel_param_change_window"  # log points, phase ``train``
 
 
 def _params(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -167,7 +171,7 @@ class DynamicsTracker:
         self.theta_0 = _snapshot(net)
         # snapshots are replaced, never written in place: the first window starts from theta_0 itself
         self.theta_prev: dict[str, torch.Tensor] | None = self.theta_0 if log_point_metrics else None
-        self.reference: torch.Tensor | None = None  # the churn reference observations
+        self.reference: torch.Tensor | None = None  # the greedy-action reference observations
         self.previous_actions: torch.Tensor | None = None  # greedy actions on them at the last measurement
         self.log_point_metrics = bool(log_point_metrics)
         self.grad_norms = GradNormAccumulator()
@@ -186,7 +190,7 @@ class DynamicsTracker:
         out = self.grad_norms.read()
         if self.theta_prev is not None:
             diff, cur, _ = difference_norms(_params(net), self.theta_prev)
-            out.update(by_layer_name(EFF_LR_WINDOW, {k: _ratio(diff[k], cur[k]) for k in diff}))
+            out.update(by_layer_name(REL_PARAM_CHANGE_WINDOW, {k: _ratio(diff[k], cur[k]) for k in diff}))
         return out
 
     def end_window(self, net: nn.Module) -> None:
@@ -205,14 +209,14 @@ class DynamicsTracker:
         diff, _, init = difference_norms(_params(online), self.theta_0)
         out.update(by_layer_name(WEIGHT_CHANGE, diff))
         out.update(by_layer_name(WEIGHT_CHANGE_REL, {k: _ratio(diff[k], init[k]) for k in diff}))
-        out.update(self.policy_churn(online, replay, int(cfg.reference_inputs), seed))
+        out.update(self.greedy_action_change(online, replay, int(cfg.reference_inputs), seed))
         dropout_seed = diagnostic_seed(seed, "dynamics", step)
         out.update(by_layer_name(GRAD_NORM_EVAL, eval_gradient_norms(agent, batch, dropout_seed)))
         return out
 
     @torch.no_grad()
-    def policy_churn(self, net: nn.Module, replay: Any, reference_inputs: int, seed: int) -> dict[str, float]:
-        """``policy_churn_frac`` against the previous measurement; draws the reference batch the first time."""
+    def greedy_action_change(self, net: nn.Module, replay: Any, reference_inputs: int, seed: int) -> dict[str, float]:
+        """``greedy_action_change_between_pauses`` against the previous measurement; draws the reference batch the first time."""
         if self.reference is None:
             device = next(net.parameters()).device
             generator = torch.Generator(device).manual_seed(churn_reference_seed(seed))
@@ -220,7 +224,7 @@ class DynamicsTracker:
         actions = greedy_actions(net, self.reference)
         out = {}
         if self.previous_actions is not None:
-            out[POLICY_CHURN] = float((actions != self.previous_actions).double().mean())
+            out[GREEDY_ACTION_CHANGE] = float((actions != self.previous_actions).double().mean())
         self.previous_actions = actions
         return out
 
@@ -236,12 +240,12 @@ class DynamicsTracker:
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Restore ``state_dict()``; a checkpoint written before these metrics existed (``None``) keeps
-        the rebuilt ``theta_0`` (the same seed builds the same network) and starts churn and the
+        the rebuilt ``theta_0`` (the same seed builds the same network) and starts the greedy-action change and the
         window over."""
         if state is None:
             log.warning(
                 "the checkpoint holds no training-dynamics state (written by an older version): theta_0 is "
-                "rebuilt from the seed, eff_lr_window skips the first window and policy churn starts over"
+                "rebuilt from the seed, rel_param_change_window skips the first window and greedy_action_change_between_pauses starts over"
             )
             self.theta_prev = None
             return
@@ -283,13 +287,13 @@ def eval_gradient_norms(agent: Any, batch: Any, seed: int) -> dict[Any, float]:
 @dataclass
 class DynamicsConfig:
     """Training dynamics (config key ``diagnostics.dynamics``): gradient norms, weight change since
-    init, effective learning rate per log window, policy churn."""
+    init, relative parameter change per log window, greedy-action change between pauses."""
 
     enabled: bool = True
     every_steps: int = II("probe.every_steps")
     num_inputs: int = 512  # transitions of the evaluation batch in grad_norm_eval (the training batch: 512)
-    reference_inputs: int = 512  # replay observations of the fixed policy-churn reference batch
-    log_point_metrics: bool = True  # grad_norm_window_mean (accumulated on the device) and eff_lr_window
+    reference_inputs: int = 512  # replay observations of the fixed greedy-action-change reference batch
+    log_point_metrics: bool = True  # grad_norm_window_mean (accumulated on the device) and rel_param_change_window
 
 
 def check(cfg: Any, key: str) -> None:
@@ -299,10 +303,10 @@ def check(cfg: Any, key: str) -> None:
 
 
 PAUSE_SCALARS = tuple(n for name in (GRAD_NORM_EVAL, WEIGHT_CHANGE, WEIGHT_CHANGE_REL) for n in (name, f"{name}/*"))
-PAUSE_SCALARS += (POLICY_CHURN,)
+PAUSE_SCALARS += (GREEDY_ACTION_CHANGE,)
 # written at every log point, phase ``train`` (``DynamicsTracker.log_point``; the trainer writes them)
 LOG_POINT_PHASE = "train"
-LOG_POINT_SCALARS = (GRAD_NORM_WINDOW, f"{GRAD_NORM_WINDOW}/*", EFF_LR_WINDOW, f"{EFF_LR_WINDOW}/*")
+LOG_POINT_SCALARS = (GRAD_NORM_WINDOW, f"{GRAD_NORM_WINDOW}/*", REL_PARAM_CHANGE_WINDOW, f"{REL_PARAM_CHANGE_WINDOW}/*")
 
 
 class Dynamics(Diagnostic):

@@ -14,8 +14,11 @@ Per-sample gradients and their Gram matrix come from ``gram.py``.
 Two per-sample losses are provided:
 
 * ``td_sample_losses``: the agent's TD loss of each transition (eq. 1) against the fixed target
-  ``agents.dqn.td_target`` of its networks, as A.1 describes for C_k ("the gradient of each transition");
-  intervention penalties are left out;
+  ``agents.dqn.td_target`` of its networks; intervention penalties are left out. This is the
+  runner's choice, not the paper's: A.1 computes "the gradient of each transition" of a sampled
+  batch but names no loss, and section 4.2 measures C_k on the probe loss below, not on the TD
+  objective. The diagnostic asks the agent for it (``sample_losses``): a continual supervised
+  protocol's learner gives its supervised loss of each sample instead (``continual/learner.py``);
 * ``perturbation_sample_losses``: the probe loss of section 4.2 for each input,
   ``mean_a [f(x)_a - sg(f(x)_a + eps_a)]^2``, with ``eps`` drawn either
 
@@ -200,7 +203,7 @@ def gradient_covariance(
 
 
 class GradCovLoss(str, enum.Enum):
-    td = "td"  # the agent's TD loss of each transition (eq. 1; A.1)
+    td = "td"  # the agent's TD loss of each transition (eq. 1; the runner's choice: 4.2 uses the probe loss)
     perturbation = "perturbation"  # [f(x) - sg(f(x) + eps)]^2 of section 4.2, eps per input (signs: coin flips)
     perturbation_shared = "perturbation_shared"  # the same loss, one eps per output shared by all inputs
 
@@ -242,10 +245,8 @@ class GradCov(Diagnostic):
     def run(self, view: PauseView) -> Output:
         c, batch = self.config(view.cfg), view.batch
         loss_kind = str(getattr(c.loss, "value", c.loss))
-        if loss_kind == "td":
-            losses = td_sample_losses(
-                view.online, view.target, batch, gamma=view.agent.gamma, double_dqn=view.agent.double_dqn
-            )
+        if loss_kind == "td":  # the training loss of each sample: the agent's (``DQNAgent.sample_losses``)
+            losses = view.agent.sample_losses(batch)
         else:
             eps_seed = diagnostic_seed(view.seed, self.name, view.step)
             losses = perturbation_sample_losses(

@@ -111,9 +111,9 @@ FIELD_METRICS = {
     "gradient norm (pause)": (DYNAMICS_PHASE, _dynamics.GRAD_NORM_EVAL),
     "weight change from init": (DYNAMICS_PHASE, _dynamics.WEIGHT_CHANGE),
     "relative weight change from init": (DYNAMICS_PHASE, _dynamics.WEIGHT_CHANGE_REL),
-    "policy churn": (DYNAMICS_PHASE, _dynamics.POLICY_CHURN),
+    "greedy-action change between pauses": (DYNAMICS_PHASE, _dynamics.GREEDY_ACTION_CHANGE),
     "gradient norm (window mean)": (_dynamics.LOG_POINT_PHASE, _dynamics.GRAD_NORM_WINDOW),
-    "effective learning rate (window)": (_dynamics.LOG_POINT_PHASE, _dynamics.EFF_LR_WINDOW),
+    "relative parameter change (window)": (_dynamics.LOG_POINT_PHASE, _dynamics.REL_PARAM_CHANGE_WINDOW),
 }
 
 # Figure 2: the two coupled processes (phase names, also the prefixes of their arrays) and the

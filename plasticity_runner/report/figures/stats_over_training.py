@@ -3,8 +3,9 @@
 The statistics are found by name in the sweep, not listed here: any metric the pause writes in
 phase ``stats`` (``probes/statistics.py``: ranks, dead, active and duplicate units, feature and
 weight norms) or ``dynamics`` (``probes/dynamics.py``: gradient norm, weight change since
-initialisation, policy churn) gets a panel, and so do the log-point training dynamics of phase
-``train`` named in ``names.FIELD_METRICS`` (windowed gradient norm, effective learning rate).
+initialisation, greedy-action change between pauses) gets a panel, and so do the log-point
+training dynamics of phase ``train`` named in ``names.FIELD_METRICS`` (windowed gradient norm,
+relative parameter change).
 Panels of phases other than ``stats`` are titled ``<phase>: <metric>``. A metric named ``<family>/<layer>`` is per layer: when the family
 has no aggregate of its own (a metric named ``<family>``), its panel shows the mean over layers.
 """
@@ -116,7 +117,7 @@ def stats_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels: int
         name="stats_over_training",
         title="Network statistics over training",
         caption="Every per-pause statistic of the network (phase stats), every training dynamic (phase "
-        "dynamics, and the windowed gradient norm and effective learning rate of phase train) against "
+        "dynamics, and the windowed gradient norm and relative parameter change of phase train) against "
         "training step, one "
         "line per group: mean over seeds, +-1 std band, single runs thin.",
         figure=fig,
