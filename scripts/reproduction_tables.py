@@ -54,7 +54,7 @@ class Num:
     def value(self, data_dir: Path) -> float:
         path = data_dir / self.csv
         if not path.is_file():
-            raise TableError(f"{path}: no such table")
+            raise NoRowError(f"{path}: no such table")
         rows = [r for r in read_csv(path) if all(r.get(k) == v for k, v in self.where)]
         if not rows:
             raise NoRowError(f"{path}: no row where {dict(self.where)}")

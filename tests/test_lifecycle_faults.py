@@ -11,7 +11,7 @@ import textwrap
 
 from plasticity_runner.trainer import train
 
-from .conftest import TINY, make_cfg
+from .conftest import make_cfg
 
 FAST = ["total_steps=20", "diagnostics.curvature.enabled=false", "diagnostics.gradcov.enabled=false"]
 

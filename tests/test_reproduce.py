@@ -160,7 +160,7 @@ def test_a_block_must_name_a_table_and_every_table_needs_a_block():
     rt = load_tables()
     text = DOC.read_text()
     with pytest.raises(rt.TableError, match="does not define"):
-        rt.render_doc(text + "\n<!-- table nowhere/x (x) -->\n<!-- end table nowhere/x -->\n", DATA)
+        rt.render_doc("<!-- table nowhere/x (x) -->\n<!-- end table nowhere/x -->\n" + text, DATA)
     first = next(iter(rt.TABLES_BY_NAME))
     dropped = re.sub(rf"<!-- table {re.escape(first)} .*?<!-- end table {re.escape(first)} -->", "", text, flags=re.S)
     with pytest.raises(rt.TableError, match="no block"):

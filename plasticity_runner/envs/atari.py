@@ -53,8 +53,8 @@ import numpy as np
 import torch
 
 from .. import registry
-from ..errors import ConfigError, positive, unit
-from .atari_games import ATARI_57, available_roms, human_normalized_score, resolve_game  # noqa: F401  (the names live there)
+from ..errors import positive, unit
+from .atari_games import ATARI_57, available_roms, check_game, human_normalized_score, resolve_game  # noqa: F401  (the names live there)
 from .atari_replay import AtariReplay, frames_to_float, next_tick
 from .atari_resume import replay_games
 from .base import EvalProtocol, StepResult, check_eval
@@ -388,14 +388,7 @@ class AtariVectorEnv:
 def check_config(cfg: Any, key: str) -> None:
     """Range checks of ``env=atari`` at ``key``, and the game name against ale-py's ROM list
     (``ConfigError`` naming ``<key>.game`` and the close names)."""
-    game = getattr(cfg[key], "game", None)
-    if isinstance(game, str):
-        try:
-            resolve_game(game)
-        except ImportError:  # no ale-py: building the env says so
-            pass
-        except ValueError as exc:
-            raise ConfigError(f"{key}.game", str(exc)) from None
+    check_game(getattr(cfg[key], "game", None), f"{key}.game")
     for size in ("num_envs", "frame_skip", "screen_size", "stack", "max_episode_frames"):
         positive(cfg, f"{key}.{size}")
     positive(cfg, f"{key}.noop_max", allow_zero=True)
