@@ -428,6 +428,7 @@ def test_runnable_snippet_runs_on_a_tiny_sweep(tiny_sweep, tmp_path, monkeypatch
 
 def test_the_readme_test_command_is_what_ci_runs():
     """README's "install and run the tests" names the extras `.ci/run` installs, and each exists."""
+
     def extras(text: str) -> list[str]:
         found = re.findall(r'pip install[^\n]*-e "\.\[([a-z0-9_,-]+)\]"', text)
         assert found, "no pip install -e .[...] line"
@@ -440,3 +441,13 @@ def test_the_readme_test_command_is_what_ci_runs():
     declared = re.findall(r"^([a-z0-9_-]+) = \[", section, re.M)
     assert set(readme) <= set(declared), set(readme) - set(declared)
     assert {"test", "docs"} <= set(readme)
+
+
+@pytest.mark.parametrize("module", ["plasticity_runner.report.cli", "plasticity_runner.cli"])
+def test_the_commands_of_the_docs_start_in_a_fresh_process(module):
+    """``plasticity-report`` and ``plasticity-run`` import their entry modules first, in a process of
+    their own: an import cycle that in-process tests hide (the modules already loaded) stops them."""
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]

@@ -34,13 +34,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from ..envs.base import Batch
 from ..interventions.base import Intervention, Learner
+
+if TYPE_CHECKING:  # annotations only: importing envs here loads every env, one of which imports this module
+    from ..envs.base import Batch
 
 # The names of the training loss's parts (``DQNAgent.loss_names``), which the trainer logs at every
 # log point (phase ``train``): the TD term alone, each intervention's penalty, the total minimised.
