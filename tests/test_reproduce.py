@@ -110,12 +110,15 @@ def check_numbers(text: str, data_dir: Path) -> None:
         assert len(rows) == len(spec), name
         for doc_row, spec_row in zip(rows, spec):
             for doc_cell, spec_cell in zip(doc_row, spec_row, strict=True):
-                shown = re.findall(r"-?\d+\.\d+", doc_cell)
                 if spec_cell.absent is not None and doc_cell == spec_cell.absent:
                     continue
-                assert len(shown) == len(spec_cell.values), (name, doc_cell)
-                for text_value, num in zip(shown, spec_cell.values):
-                    decimals = len(text_value.split(".")[1])
+                # the cell's words as the spec has them, each {} a number of the doc
+                pattern = "".join(r"(-?\d+(?:\.\d+)?)" if part == "{}" else re.escape(part)
+                                  for part in re.split(r"(\{\})", spec_cell.template))
+                m = re.fullmatch(pattern, doc_cell)
+                assert m, (name, doc_cell, spec_cell.template)
+                for text_value, num in zip(m.groups(), spec_cell.values, strict=True):
+                    decimals = len(text_value.split(".")[1]) if "." in text_value else 0
                     assert abs(float(text_value) - csv_value(data_dir, num)) <= 0.5 * 10 ** -decimals + 1e-12, \
                         (name, doc_cell, num)
 
