@@ -47,8 +47,14 @@ def live_schema() -> list[dict[str, Any]]:
     for group, node in _entries(ConfigStore.instance().repo):
         if group.startswith("hydra") or node.provider == "hydra":
             continue
-        out.append({"group": group or None, "name": node.name.removesuffix(".yaml"), "package": node.package,
-                    "node": OmegaConf.to_container(node.node, resolve=False, enum_to_str=True)})
+        out.append(
+            {
+                "group": group or None,
+                "name": node.name.removesuffix(".yaml"),
+                "package": node.package,
+                "node": OmegaConf.to_container(node.node, resolve=False, enum_to_str=True),
+            }
+        )
     return sorted(out, key=lambda e: (e["group"] or "", e["name"]))
 
 
@@ -58,8 +64,9 @@ def register_snapshot() -> None:
 
     store = ConfigStore.instance()
     for e in json.loads(SNAPSHOT.read_text()):
-        store.store(name=e["name"], node=e["node"], group=e["group"], package=e["package"],
-                    provider="plasticity_runner")
+        store.store(
+            name=e["name"], node=e["node"], group=e["group"], package=e["package"], provider="plasticity_runner"
+        )
 
 
 def main() -> None:

@@ -20,15 +20,19 @@ main()
 
 def test_the_snapshot_is_the_live_schema():
     assert json.loads(SNAPSHOT.read_text()) == live_schema(), (
-        "the completion snapshot is out of date: run `python -m plasticity_runner.completion`")
+        "the completion snapshot is out of date: run `python -m plasticity_runner.completion`"
+    )
 
 
 def test_a_tab_completes_keys_and_options_without_importing_torch(tmp_path):
-    for line, want in (("plasticity-run probe.st", "probe.steps="),
-                       ("plasticity-run intervention=lay", "intervention=layer_norm"),
-                       ("plasticity-run agent.target_up", "agent.target_update_steps=")):
+    for line, want in (
+        ("plasticity-run probe.st", "probe.steps="),
+        ("plasticity-run intervention=lay", "intervention=layer_norm"),
+        ("plasticity-run agent.target_up", "agent.target_update_steps="),
+    ):
         env = {**os.environ, "COMP_LINE": line, "COMP_POINT": str(len(line))}
-        res = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=300)
+        res = subprocess.run(
+            [sys.executable, "-c", PROBE], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
         assert want in res.stdout.split(), (line, res.stdout, res.stderr)
         assert "torch imported: False" in res.stderr, res.stderr

@@ -15,8 +15,8 @@ from pathlib import Path
 from ..metrics import MetricsWriteError, atomic_write, atomic_write_text
 from .data import ReportData, load_report_data
 from .figures import FIGURES
-from .plotting import FigureResult, MissingData
 from .html import render_html, runs_table
+from .plotting import FigureResult, MissingData
 from .provenance import Provenance, provenance, stamp_table
 
 FORMATS = ("png", "pdf", "svg")

@@ -25,7 +25,6 @@ from ..plotting import (
     sign,
 )
 
-
 FIG3_COLOR_KEYS = (N.ENV, N.DATASET, N.TASK)
 FIG3_CONFIG_KEYS = (N.DATASET, N.TASK, N.ARCH, N.OPTIMIZER)  # config columns copied onto each point
 FIG3_Y = {  # y axis of figure 3: name -> axis label

@@ -27,7 +27,6 @@ from ..plotting import (
     probe_loss_runs,
 )
 
-
 # the architectures' columns: their registered order (``order=`` of each body's registration in nets/)
 ARCH_ORDER = tuple(registry.parts("architecture"))
 FIG6_FACET_KEY = N.DATASET
