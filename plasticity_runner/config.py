@@ -44,7 +44,7 @@ def case_study_envs() -> tuple[str, ...]:
     checkpoint, so validation skips those groups' cross-checks for them."""
     from . import registry
 
-    return tuple(name for name, part in registry.parts("env").items() if part.extra.get("program"))
+    return tuple(name for name, part in registry.parts("env").items() if part.spec.program is not None)
 
 
 # --------------------------------------------------------------------------- architecture group
@@ -275,7 +275,7 @@ def _check_registered(cfg: DictConfig) -> None:
     case_study = OmegaConf.select(cfg, "env.name") in case_study_envs()
     for name, part in registry.parts("diagnostic").items():
         key = part.build().config_key()  # diagnostics.<name>; the plasticity probe's: probe
-        if part.extra.get("trainer_only") and case_study:
+        if part.spec.trainer_only and case_study:
             continue  # a part the case studies' own loops never run (the probe)
         if part.check is not None and OmegaConf.select(cfg, key) is not None:
             part.check(cfg, key)

@@ -26,12 +26,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .errors import choice
+
 log = logging.getLogger("plasticity_runner")
 
 
 def resolve_mode(mode: Any) -> str:
     """``auto`` -> ``bar`` on a terminal (stderr is a tty), else ``log``."""
-    mode = str(getattr(mode, "value", mode))
+    mode = choice(mode)
     if mode == "auto":
         return "bar" if sys.stderr.isatty() else "log"
     return mode

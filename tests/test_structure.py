@@ -175,7 +175,7 @@ def test_the_line_counter_sees_a_long_module(tmp_path):
 
 # ---------------------------------------------------------------- the program of each env, picked once
 
-ENVS_WITH_A_PROGRAM = sorted(name for name, part in registry.parts("env").items() if part.extra.get("program"))
+ENVS_WITH_A_PROGRAM = sorted(name for name, part in registry.parts("env").items() if part.spec.program is not None)
 
 
 def test_case_study_envs_are_the_registered_envs_with_a_program():
@@ -189,7 +189,7 @@ def test_each_program_named_by_an_env_is_a_function_taking_cfg_and_run(name):
 
     from plasticity_runner.case_studies import brownian, memorization
 
-    function = registry.get("env", name).extra["program"]
+    function = registry.get("env", name).spec.program
     assert function is {"brownian": brownian.run_brownian, "memorization": memorization.run_memorization}[name]
     assert list(inspect.signature(function).parameters) == ["cfg", "run"]
 
@@ -209,7 +209,7 @@ def test_train_runs_the_program_its_env_names_and_the_dqn_loop_otherwise(tmp_pat
         return {"fake": True}
 
     part = registry.get("env", "memorization")
-    monkeypatch.setitem(registry._PARTS["env"], "memorization", dataclasses.replace(part, extra={**part.extra, "program": fake}))
+    monkeypatch.setitem(registry._PARTS["env"], "memorization", dataclasses.replace(part, spec=dataclasses.replace(part.spec, program=fake)))
     monkeypatch.setattr(trainer, "run_dqn", fake)
     assert trainer.train(compose_config(["env=memorization"]), tmp_path / "a") == {"fake": True}
     assert trainer.train(compose_config(["env=classification"]), tmp_path / "b") == {"fake": True}
@@ -222,6 +222,24 @@ def test_an_env_with_a_program_takes_no_intervention(name):
 
     with pytest.raises(config.ConfigError, match="intervention.layer_norm"):
         config.validate(compose_config([f"env={name}", "intervention=[layer_norm]"]))
+
+
+# ---------------------------------------------------------------- a part declares itself once, with a type
+
+
+def test_a_registration_keyword_its_group_does_not_know_is_an_error():
+    with pytest.raises(TypeError, match=r"'episodc'.*EnvSpec declares \['program', 'episodic'\]"):
+        registry.register("env", "typo_env", object, episodc=True)
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'phase'"):
+        registry.register("intervention", "no_phase", object)
+    assert "typo_env" not in registry.parts("env") and "no_phase" not in registry.parts("intervention")
+
+
+@pytest.mark.parametrize("group", sorted(registry.PACKAGES))
+def test_every_registered_part_holds_its_groups_spec(group):
+    for name, part in registry.parts(group).items():
+        assert type(part.spec) is registry.SPECS[group], name
+        assert all(isinstance(o, str) for o in getattr(part.spec, "test_overrides", ())), name
 
 
 # ---------------------------------------------------------------- every registered part has its YAML

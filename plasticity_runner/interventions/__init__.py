@@ -53,7 +53,7 @@ def _registered() -> dict[str, type[Intervention]]:
     implement that phase's hook is a programming error: raised at import."""
     out: dict[str, type[Intervention]] = {}
     for name, part in registry.parts("intervention").items():
-        cls, phase = part.build, part.extra.get("phase")
+        cls, phase = part.build, part.spec.phase
         if not (isinstance(cls, type) and issubclass(cls, Intervention)) or cls.name != name:
             raise ValueError(f"intervention {name!r}: build= must be an Intervention subclass with name {name!r}")
         if phase not in PHASES:

@@ -51,7 +51,7 @@ from omegaconf import II, OmegaConf
 from torch import nn
 
 from .. import registry
-from ..errors import ConfigError, positive
+from ..errors import ConfigError, choice, positive
 from ..seeding import diagnostic_seed, evaluation_batch_seed
 from .base import Diagnostic, Output, PauseView, check_cadence
 from .curvature import perturbation_target
@@ -243,7 +243,7 @@ class GradCov(Diagnostic):
 
     def run(self, view: PauseView) -> Output:
         c, batch = self.config(view.cfg), view.batch
-        loss_kind = str(getattr(c.loss, "value", c.loss))
+        loss_kind = choice(c.loss)
         if loss_kind == "td":
             losses = td_sample_losses(
                 view.online, view.target, batch, gamma=view.agent.gamma, double_dqn=view.agent.double_dqn
