@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 # group -> the package whose modules register that group's parts
@@ -123,6 +123,25 @@ def register(group: str, name: str, schema: type, *, build: Any = None, check: C
     part = Part(group, name, schema, build, check, float(order), typed)
     parts[name] = part
     return part
+
+
+def set_order(group: str, names: tuple[str, ...] | list[str]) -> None:
+    """Give the parts of ``group`` their order from one list (the interventions': the order of
+    application, ``interventions.ORDER``): every registered part must be in it, none registered
+    with an ``order=`` of its own, and the list may name nothing else."""
+    found = _PARTS.get(group, {})
+    own = sorted(n for n, p in found.items() if p.order != 0.0)
+    missing, unknown = sorted(set(found) - set(names)), sorted(set(names) - set(found))
+    problems = [text for text, bad in (
+        (f"registered with order= (drop it): {own}", own),
+        (f"registered but not listed (add them): {missing}", missing),
+        (f"listed but not registered: {unknown}", unknown),
+        ("a name is listed twice", len(set(names)) != len(names)),
+    ) if bad]
+    if problems:
+        raise ValueError(f"the order of the {group} parts is one list ({list(names)}): " + "; ".join(problems))
+    for k, name in enumerate(names):
+        found[name] = replace(found[name], order=float(k + 1))
 
 
 def parts(group: str) -> dict[str, Part]:

@@ -235,6 +235,29 @@ def test_a_registration_keyword_its_group_does_not_know_is_an_error():
     assert "typo_env" not in registry.parts("env") and "no_phase" not in registry.parts("intervention")
 
 
+def test_the_intervention_order_is_one_list(monkeypatch):
+    from plasticity_runner.interventions import ORDER, REGISTRY
+
+    assert list(registry.parts("intervention")) == list(REGISTRY) == list(ORDER)
+
+    def fake(*names: str, order: float = 0.0) -> None:
+        parts = {n: registry.Part("intervention", n, object, order=order) for n in names}
+        monkeypatch.setitem(registry._PARTS, "intervention", parts)
+
+    fake("a", "b")
+    registry.set_order("intervention", ("b", "a"))
+    assert {n: p.order for n, p in registry._PARTS["intervention"].items()} == {"b": 1.0, "a": 2.0}
+    for names, listed, order, problem in [
+        (("a", "b"), ("a",), 0.0, r"not listed \(add them\): \['b'\]"),
+        (("a",), ("a", "c"), 0.0, r"listed but not registered: \['c'\]"),
+        (("a",), ("a",), 5.0, r"registered with order= \(drop it\): \['a'\]"),
+        (("a",), ("a", "a"), 0.0, "listed twice"),
+    ]:
+        fake(*names, order=order)
+        with pytest.raises(ValueError, match=problem):
+            registry.set_order("intervention", listed)
+
+
 @pytest.mark.parametrize("group", sorted(registry.PACKAGES))
 def test_every_registered_part_holds_its_groups_spec(group):
     for name, part in registry.parts(group).items():
