@@ -24,8 +24,6 @@ class Device(str, enum.Enum):
     cuda = "cuda"
 
 
-
-
 class Progress(str, enum.Enum):
     auto = "auto"  # a tqdm bar on a terminal, plain log lines otherwise
     bar = "bar"

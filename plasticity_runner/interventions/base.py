@@ -120,7 +120,6 @@ PHASES = {
 }
 
 
-
 # Why an intervention that copies a fresh initialisation into the network cannot follow an injection.
 NEEDS_ONE_HEAD = {
     "plasticity_injection": "after an injection the network holds three heads that a fresh initialisation lacks",
