@@ -1,9 +1,10 @@
-"""The package's structure: no import cycle between its modules, no file past ~400 lines, and the
+"""The package's structure: no import cycle between its modules, no file past 600 lines, and the
 program of each env picked in one place (``trainer.train``)."""
 
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ import plasticity_runner
 from plasticity_runner import config, registry
 
 PACKAGE = Path(plasticity_runner.__file__).resolve().parent
-MAX_LINES = 400
+# A sign, not a rule: a module past ~400 lines is worth a look, and past MAX_LINES it fails. Do not
+# split a module only to pass it: a part that belongs with its one caller stays there.
+SIGN_LINES, MAX_LINES = 400, 600
 
 
 def module_names() -> dict[str, Path]:
@@ -152,17 +155,20 @@ def test_case_studies_import_nothing_of_the_trainer():
     assert not any(m.startswith("plasticity_runner.trainer") for m in graph["plasticity_runner.checkpoint"])
 
 
-def too_long(package: Path) -> dict[str, int]:
-    """Path -> line count of every module of ``package`` longer than ``MAX_LINES``."""
+def too_long(package: Path, limit: int = MAX_LINES) -> dict[str, int]:
+    """Path -> line count of every module of ``package`` longer than ``limit``."""
     out = {}
     for path in sorted(package.rglob("*.py")):
         n = len(path.read_text().splitlines())
-        if n > MAX_LINES:
+        if n > limit:
             out[str(path.relative_to(package.parent))] = n
     return out
 
 
-def test_no_module_is_longer_than_400_lines():
+def test_no_module_is_longer_than_600_lines():
+    long = too_long(PACKAGE, SIGN_LINES)
+    if long:
+        warnings.warn(f"modules past {SIGN_LINES} lines (worth a look, not an error): {long}", stacklevel=1)
     assert too_long(PACKAGE) == {}
 
 
