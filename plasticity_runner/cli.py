@@ -14,13 +14,12 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .checkpoint import CorruptCheckpointError
-from .config import ConfigError, register_configs
+from .completion import completing, register_snapshot
 from .hydra_glue import EXIT_CONFIG, EXIT_OUTPUTS, fail, write_hydra_record
 from .metrics import MetricsWriteError, RunFileError
-from .run_state import DeviceMismatchError
 
 log = logging.getLogger("plasticity_runner")
 
@@ -34,7 +33,12 @@ def config_dir() -> str:
     raise FileNotFoundError(f"plasticity-runner configs not found next to {here} (looked for configs/config.yaml)")
 
 
-register_configs()
+if completing(sys.argv[1:]):
+    register_snapshot()  # a TAB: the schema's snapshot, no torch (completion.py)
+else:
+    from .config import register_configs
+
+    register_configs()
 
 
 def register_sweeper() -> None:
@@ -66,7 +70,10 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> float | None:
     """One run; returns its ``objective`` (None when unset) for a sweeper such as Optuna's."""
+    from .checkpoint import CorruptCheckpointError
+    from .config import ConfigError
     from .objective import ObjectiveError, for_sweeper, objective_value
+    from .run_state import DeviceMismatchError
     from .trainer import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -86,6 +93,10 @@ def _app(cfg: DictConfig) -> float | None:
     except (RunFileError, CorruptCheckpointError, DeviceMismatchError) as exc:
         fail(EXIT_OUTPUTS, f"Error reading the run's outputs: {exc}")
     print(f"plasticity-run: run {summary['run_id']} {summary['status']}; outputs in {run_dir.resolve()}")
+    if HydraConfig.get().mode == RunMode.RUN:  # a sweep says it once, at its end (hydra_plugins/)
+        from .next_steps import next_commands
+
+        print(next_commands(run_dir))
     if cfg.get("objective") is None:
         return None
     try:
@@ -161,7 +172,9 @@ def inactive_intervention_error(argv: list[str]) -> str | None:
 
 
 def main() -> None:
-    problem = inactive_intervention_error(sys.argv[1:])
+    from .override_check import unknown_override_error
+
+    problem = unknown_override_error(sys.argv[1:], config_dir()) or inactive_intervention_error(sys.argv[1:])
     if problem is not None:
         print(f"Error in config: {problem}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)

@@ -6,6 +6,8 @@ It depends on nothing in the project, so every module (a registered part include
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -19,6 +21,27 @@ class ConfigError(ValueError):
         super().__init__(f"config key '{key}': {message}")
 
 
+# (key, range) of every range check run inside ``recording_ranges()``; None outside it
+_RECORDED: list[tuple[str, str]] | None = None
+
+
+@contextmanager
+def recording_ranges() -> Iterator[list[tuple[str, str]]]:
+    """Collect ``(key, range)`` of every ``positive`` / ``unit`` check that runs inside, whatever the
+    value: the generated configuration reference (docs/hooks.py) reads the ranges from the checks."""
+    global _RECORDED
+    saved, _RECORDED = _RECORDED, []
+    try:
+        yield _RECORDED
+    finally:
+        _RECORDED = saved
+
+
+def _record(key: str, text: str) -> None:
+    if _RECORDED is not None:
+        _RECORDED.append((key, text))
+
+
 def finite(key: str, value: Any) -> None:
     """NaN and +-inf pass every comparison-based range check (``nan < 0`` is False): refuse them."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -27,6 +50,7 @@ def finite(key: str, value: Any) -> None:
 
 def positive(cfg: Any, key: str, allow_zero: bool = False) -> None:
     """``cfg[key] > 0`` (``>= 0`` with ``allow_zero``); a missing or null key passes."""
+    _record(key, ">= 0" if allow_zero else "> 0")
     value = OmegaConf.select(cfg, key)
     if value is None:
         return
@@ -37,6 +61,7 @@ def positive(cfg: Any, key: str, allow_zero: bool = False) -> None:
 
 def unit(cfg: Any, key: str) -> None:
     """``cfg[key]`` in [0, 1]; a missing or null key passes."""
+    _record(key, "[0, 1]")
     value = OmegaConf.select(cfg, key)
     if value is None:
         return

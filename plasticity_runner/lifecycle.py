@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import interventions, sinks
 from .errors import ConfigError, choice
-from .metrics import METRICS_DIR, RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
+from .metrics import ARRAYS_DIR, METRICS_DIR, RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
 from .run_status import RunRecord
 
 log = logging.getLogger("plasticity_runner")
@@ -44,6 +45,38 @@ FINISHED = ("complete", "diverged")  # statuses after which a restart does nothi
 # set to a per-job scratch path).
 RESTART_MAY_CHANGE = {"progress", "torch_threads", "checkpoint.keep", "log_every_steps", "env.data_dir", "objective"}
 RESTART_MAY_CHANGE_PREFIXES = ("logger.",)  # the sinks mirroring the metrics (a restart may add or drop one)
+
+
+# copies of the parameters a DQN run holds at least: online and target networks, the gradient,
+# Adam's two moments (more with the training-dynamics metrics' theta_0 and last log point)
+PARAMETER_COPIES = 5
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory of ``device``: the GPU's total, or the host's physical memory for the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_parameter_memory(cfg: DictConfig, build: Callable[[], torch.nn.Module], device: torch.device) -> None:
+    """Refuse a network whose parameters cannot fit the device, before any of it is allocated:
+    ``build()`` runs on the meta device (shapes only), and ``PARAMETER_COPIES`` copies of its
+    parameters are compared with the device's memory (``ConfigError`` naming the architecture's
+    size keys, with the estimate)."""
+    with torch.device("meta"):
+        net = build()
+    params = sum(p.numel() for p in net.parameters())
+    need = sum(p.numel() * p.element_size() for p in net.parameters()) * PARAMETER_COPIES
+    have = device_memory(device)
+    if need > have:
+        arch = cfg.architecture
+        sizes = [f"architecture.{k}={arch[k]}" for k in ("width", "hidden", "channels", "depth") if k in arch]
+        key = "architecture.width" if "width" in arch else "architecture"
+        raise ConfigError(key, (
+            f"the network ({', '.join(sizes) or arch.name}) has {params:,} parameters: at least {need / 2**30:,.1f} GiB "
+            f"for the {PARAMETER_COPIES} copies a run holds (online, target, gradient, Adam's two moments), more than "
+            f"the {have / 2**30:,.1f} GiB of {device.type}; choose a smaller network"))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -157,4 +190,22 @@ def open_run(
     run = Run(cfg, Path(run_dir), record, config, device, check_same_run(Path(run_dir), config), cleanup)
     if on_start is not None and not run.finished:
         on_start()
+    remove_stale_temporaries(Path(run_dir))
     return run
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporaries an earlier start left when it was killed mid-write (``run.json.<pid>-<n>.tmp``,
+    ``metrics/*.tmp``, ``arrays/*.tmp``): this start holds the directory's lock, so no writer owns them."""
+    removed = []
+    for pattern in (f"{RUN_FILE}.*.tmp", f"{METRICS_DIR}/*.tmp", f"{ARRAYS_DIR}/*.tmp"):
+        for f in Path(run_dir).glob(pattern):
+            try:
+                f.unlink()
+                removed.append(f)
+            except OSError as exc:
+                log.warning("cannot remove the stale temporary %s: %s", f, exc)
+    if removed:
+        log.info("removed %d stale temporar%s of an earlier start: %s", len(removed),
+                 "y" if len(removed) == 1 else "ies", ", ".join(str(f) for f in removed))
+    return removed

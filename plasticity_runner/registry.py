@@ -59,10 +59,12 @@ class ArchitectureSpec:
 class EnvSpec:
     """``program``: a case study's own loop ``program(cfg, run) -> summary`` (section 4), run by
     ``trainer.train`` instead of the DQN loop; ``episodic``: its games end (the trainer logs
-    ``episodes_finished`` and ``episode_return``)."""
+    ``episodes_finished`` and ``episode_return``); ``continual``: a continual supervised protocol
+    (``envs/continual.py``: its own program, every intervention, the DQN runs' pause)."""
 
     program: Callable[..., dict[str, Any]] | None = None
     episodic: bool = False
+    continual: bool = False
 
 
 @dataclass(frozen=True)

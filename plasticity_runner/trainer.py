@@ -52,6 +52,7 @@ from .config import validate
 from .envs.base import return_range
 from .envs.datasets import check_data
 from .evaluation import evaluate_agent
+from .lifecycle import check_parameter_memory
 from .nets import build_network
 from .optim import build_optimizer
 from .preemption import PreemptionGuard
@@ -83,9 +84,13 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
 
     returns = return_range(getattr(env, "reward_range", None), float(cfg.agent.gamma))  # the two-hot support's
 
-    def build_fresh() -> torch.nn.Module:
-        return build_network(cfg.architecture, env.obs_shape, env.num_actions, returns=returns, **net_options).to(device)
+    def build_net() -> torch.nn.Module:
+        return build_network(cfg.architecture, env.obs_shape, env.num_actions, returns=returns, **net_options)
 
+    def build_fresh() -> torch.nn.Module:
+        return build_net().to(device)
+
+    check_parameter_memory(cfg, build_net, device)  # on the meta device: before any of it is allocated
     online = build_fresh()
     target = copy.deepcopy(online)
     optimizer = build_optimizer(cfg.optimizer, online.parameters())
@@ -93,6 +98,7 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
         cfg.agent, online, target, optimizer, interventions, env.num_actions, build_fresh=build_fresh, seed=int(cfg.seed)
     )
     replay = env.make_replay(int(cfg.agent.replay_capacity))
+    agent.learner.replay = replay  # read-only for the interventions (C-CHAIN's reference observations)
     dyn = cfg.diagnostics.dynamics
     dynamics = DynamicsTracker(online, bool(dyn.log_point_metrics)) if dyn.enabled else None  # theta_0: as built
     act_generator = seeding.generator(device, cfg.seed, "act")
@@ -331,15 +337,23 @@ def run_dqn(cfg: DictConfig, run: lifecycle.Run) -> dict[str, Any]:
 
     probe_before_hooks = choice(cfg.probe.at) == "before_interventions"
     summary: dict[str, Any] = {"probe": {}}
-    if resumed_from is None:
-        prefill(state, int(agent_cfg.learning_starts))
-        summary["probe"] = run_pause(cfg, state, writer)
-        persist()
+    # stop signals are deferred from here on: one during the prefill or the step-0 pause stops the
+    # run right after that pause's checkpoint, recorded as interrupted
+    preempt = PreemptionGuard(on_hand_over=record.interrupted, on_resume=record.resumed).install()
+    try:
+        if resumed_from is None:
+            prefill(state, int(agent_cfg.learning_starts))
+            summary["probe"] = run_pause(cfg, state, writer)
+            persist()
+            if preempt.requested:
+                preempt.stop()
+    except BaseException:
+        preempt.uninstall()
+        raise
 
     status = "complete"
     progress = Progress(cfg.progress, total, state.step)
     window = LogWindow(state.agent.loss_names, state.step, device)
-    preempt = PreemptionGuard(on_hand_over=record.interrupted, on_resume=record.resumed).install()
     try:
         while state.step < total:
             epsilon = epsilon_at(state.step, agent_cfg, state.clock)
@@ -348,6 +362,7 @@ def run_dqn(cfg: DictConfig, run: lifecycle.Run) -> dict[str, Any]:
             at_pause = state.step % probe_every == 0 or state.step == total or state.step in switch_pauses
             if not (state.step % log_every == 0 or at_pause):
                 finish_step(state, agent_cfg)
+                progress.tick(state.step)
                 continue
             # A log point: the only place the loop reads device values back to the host. Its
             # measurements (Q, evaluation and, with probe.at=before_interventions, the pause) see

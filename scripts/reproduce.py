@@ -8,8 +8,10 @@ docs/reproduction.md from them, in one command.
 
 Each finding is one Hydra multirun of its preset (1 torch thread by default, runs one after the
 other) into ``<runs-dir>/<preset>/``, then ``plasticity-report`` on that directory, then its
-figures copied to ``<docs-dir>/<preset>/``. A run resumes from its directory, so an interrupted
-reproduction continues where it stopped when started again.
+figures and their CSV tables copied to ``<docs-dir>/<preset>/``, then the tables of
+docs/reproduction.md rewritten from those CSVs (``reproduction_tables.py``: no number of the doc is
+typed by hand). A run resumes from its directory, so an interrupted reproduction continues where it
+stopped when started again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reproduction_tables  # noqa: E402  (the doc's tables, beside this script)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ FINDINGS = (
             "Figure 4: later checkpoints fit new targets more slowly (flatter curves), not to higher plateaus."),
     Finding("fig5_quick", ("figure5_width", "interval_estimates"),
             "Figure 5: wider networks lose less plasticity, but none loses none."),
-    Finding("fig6_quick", ("figure6_interventions", "figure10_11_probe_loss", "interval_estimates"),
+    Finding("fig6_quick", ("figure6_interventions", "figure10_11_probe_loss", "interval_estimates", "figure12_13_returns"),
             "Figure 6: layer norm, resetting the last layer and the two-hot head reduce plasticity loss; "
             "shrink and perturb, weight decay and resetting the optimizer do not."),
 )
@@ -83,11 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs-dir", type=Path, default=ROOT / "docs" / "reproduction",
                    help="where the figures of docs/reproduction.md go (default: docs/reproduction)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default: 1)")
+    p.add_argument("--doc", type=Path, default=reproduction_tables.DOC,
+                   help="the page whose tables are rewritten from the CSVs (default: docs/reproduction.md)")
     p.add_argument("--report-only", action="store_true", help="redraw from the runs on disk; run nothing")
+    p.add_argument("--tables-only", action="store_true",
+                   help="only rewrite the doc's tables from the CSVs under --docs-dir; run and draw nothing")
     p.add_argument("--dry-run", action="store_true", help="print the commands and the figures, run nothing")
     args = p.parse_args(argv)
     findings = [f for f in FINDINGS if not args.only or f.preset in args.only]
     failed = []
+    if args.tables_only:
+        findings = []
     for finding in findings:
         cmds = commands(finding, args.runs_dir, args.threads, args.report_only)
         if args.dry_run:
@@ -105,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         missing = copy_figures(finding, args.runs_dir, args.docs_dir)
         if missing:
             print(f"reproduce: {finding.preset}: not drawn: {', '.join(missing)}", file=sys.stderr)
+    if args.dry_run:
+        print(f"# then rewrite the tables of {args.doc} from {args.docs_dir}/*/*.csv")
+        return 0
+    try:
+        changed = reproduction_tables.write_doc(args.doc, args.docs_dir)
+    except reproduction_tables.TableError as exc:
+        print(f"reproduce: the tables of {args.doc} were not rewritten: {exc}", file=sys.stderr)
+        return 1
+    print(f"reproduce: tables of {args.doc} {'rewritten' if changed else 'unchanged'}")
     return 1 if failed else 0
 
 

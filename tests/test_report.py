@@ -376,6 +376,19 @@ def test_figure1_final_accuracy_per_optimizer(tmp_path):
     assert len(result.figure.axes) == 3
     xs = result.figure.axes[0].lines[-1].get_xdata()
     assert list(xs) == [1, 2, 3, 4]  # x axis is the iteration
+    # per iteration: mean / min / max over the seeds, against the curves above
+    its = result.tables["iterations"]
+    assert its["group"].tolist() == ["optimizer.name=adam"] * 4 + ["optimizer.name=adam_tuned"] * 4
+    for opt in ("adam", "adam_tuned"):
+        rows = its[its["group"] == f"optimizer.name={opt}"].set_index("iteration")
+        for i in range(4):
+            acc = [curves[(opt, seed)][i] for seed in (0, 1)]
+            row = rows.loc[i + 1]
+            assert row["runs"] == 2
+            assert row["accuracy_mean"] == pytest.approx(np.mean(acc))
+            assert (row["accuracy_min"], row["accuracy_max"]) == pytest.approx((min(acc), max(acc)))
+            assert row["dead_frac_max"] == pytest.approx(1 - min(acc))
+            assert row["update_norm_mean"] == pytest.approx(1 + np.mean(acc))
 
 
 # ------------------------------------------------------------------------------ probe over training

@@ -184,9 +184,13 @@ def test_the_line_counter_sees_a_long_module(tmp_path):
 ENVS_WITH_A_PROGRAM = sorted(name for name, part in registry.parts("env").items() if part.spec.program is not None)
 
 
+CONTINUAL = ["permuted_mnist", "shuffled_labels", "slowly_changing_regression", "warm_start"]  # continual/
+
+
 def test_case_study_envs_are_the_registered_envs_with_a_program():
-    assert ENVS_WITH_A_PROGRAM == ["brownian", "memorization"]  # the two case studies of section 4
-    assert sorted(config.case_study_envs()) == ENVS_WITH_A_PROGRAM
+    assert ENVS_WITH_A_PROGRAM == sorted(["brownian", "memorization", *CONTINUAL])
+    assert sorted(config.case_study_envs()) == ["brownian", "memorization"]  # the two case studies of section 4
+    assert sorted(config.continual_envs()) == CONTINUAL
 
 
 @pytest.mark.parametrize("name", ENVS_WITH_A_PROGRAM)
@@ -194,9 +198,12 @@ def test_each_program_named_by_an_env_is_a_function_taking_cfg_and_run(name):
     import inspect
 
     from plasticity_runner.case_studies import brownian, memorization
+    from plasticity_runner.continual import protocols
 
     function = registry.get("env", name).spec.program
-    assert function is {"brownian": brownian.run_brownian, "memorization": memorization.run_memorization}[name]
+    expected = {"brownian": brownian.run_brownian, "memorization": memorization.run_memorization,
+                **{n: getattr(protocols, f"run_{n}") for n in CONTINUAL}}
+    assert function is expected[name]
     assert list(inspect.signature(function).parameters) == ["cfg", "run"]
 
 
@@ -222,8 +229,8 @@ def test_train_runs_the_program_its_env_names_and_the_dqn_loop_otherwise(tmp_pat
     assert calls == [("memorization", lifecycle.Run, tmp_path / "a"), ("classification", lifecycle.Run, tmp_path / "b")]
 
 
-@pytest.mark.parametrize("name", ENVS_WITH_A_PROGRAM)
-def test_an_env_with_a_program_takes_no_intervention(name):
+@pytest.mark.parametrize("name", ["brownian", "memorization"])
+def test_a_case_study_takes_no_intervention(name):
     from plasticity_runner.cli import compose_config
 
     with pytest.raises(config.ConfigError, match="intervention.layer_norm"):
@@ -234,7 +241,7 @@ def test_an_env_with_a_program_takes_no_intervention(name):
 
 
 def test_a_registration_keyword_its_group_does_not_know_is_an_error():
-    with pytest.raises(TypeError, match=r"'episodc'.*EnvSpec declares \['program', 'episodic'\]"):
+    with pytest.raises(TypeError, match=r"'episodc'.*EnvSpec declares \['program', 'episodic', 'continual'\]"):
         registry.register("env", "typo_env", object, episodc=True)
     with pytest.raises(TypeError, match="missing 1 required positional argument: 'phase'"):
         registry.register("intervention", "no_phase", object)

@@ -55,7 +55,7 @@ import torch
 
 from .. import registry
 from ..errors import positive, unit
-from .atari_games import ATARI_57, available_roms, human_normalized_score, resolve_game  # noqa: F401  (the names live there)
+from .atari_games import ATARI_57, available_roms, check_game, human_normalized_score, resolve_game  # noqa: F401  (the names live there)
 from .atari_replay import AtariReplay, frames_to_float, next_tick
 from .base import EvalProtocol, StepResult, check_eval
 
@@ -418,8 +418,9 @@ def replay_games(ale: Any, partial_reset: Callable[[np.ndarray, np.ndarray], tup
 
 
 def check_config(cfg: Any, key: str) -> None:
-    """Range checks of ``env=atari`` at ``key`` (the game name is checked when the env is built:
-    it needs ale-py's ROM list)."""
+    """Range checks of ``env=atari`` at ``key``, and the game name against ale-py's ROM list
+    (``ConfigError`` naming ``<key>.game`` and the close names)."""
+    check_game(getattr(cfg[key], "game", None), f"{key}.game")
     for size in ("num_envs", "frame_skip", "screen_size", "stack", "max_episode_frames"):
         positive(cfg, f"{key}.{size}")
     positive(cfg, f"{key}.noop_max", allow_zero=True)

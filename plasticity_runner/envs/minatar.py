@@ -41,7 +41,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .. import registry
+from .. import registry, safe_pickle
 from ..errors import ConfigError, positive, unit
 from ..seeding import stream_seed
 from .base import EvalProtocol, StepResult, check_eval
@@ -49,6 +49,11 @@ from .replay import DeviceReplay
 from .schedule import check_env, segments, switch_steps
 
 GAMES: tuple[str, ...] = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+# what the pickled game objects of a checkpoint may hold: the games, numpy arrays and RandomStates;
+# anything else is refused (safe_pickle), so a tampered checkpoint cannot run code on resume
+PICKLED_GAME_TYPES = frozenset(
+    {("minatar.environment", "Environment")} | {(f"minatar.environments.{g}", "Env") for g in GAMES}
+) | safe_pickle.NUMPY_ARRAYS | safe_pickle.NUMPY_RANDOM_STATE
 CHANNELS = {"asterix": 4, "breakout": 4, "freeway": 7, "seaquest": 10, "space_invaders": 6}
 NUM_ACTIONS = 6  # n, l, u, r, d, f: the same six in every game
 SIDE = 10
@@ -320,7 +325,7 @@ class MinAtarVectorEnv:
                 f"this env is {self.games} x{self.num_envs}"
             )
         self._start(int(state["segment"]))
-        self._envs = pickle.loads(state["envs"])
+        self._envs = safe_pickle.loads(state["envs"], PICKLED_GAME_TYPES, "the MinAtar games in the checkpoint")
         self._ep_return = np.asarray(state["ep_return"], dtype=np.float64).copy()
         self._ep_length = np.asarray(state["ep_length"], dtype=np.int64).copy()
         self._obs_np = np.asarray(state["obs"], dtype=bool).copy()

@@ -68,8 +68,9 @@ CLASSIFICATION_TASKS = ("true_label", "random_label", "sparse_reward")
 def classification_segments(env_cfg: Any) -> list[dict[str, Any]]:
     """Each segment's ``task``, ``label_seed`` and ``permutation_seed`` (missing keys: ``env.task``,
     ``env.label_seed``, no permutation); without a schedule, the one segment of ``env`` itself. A
-    null ``label_seed`` means the run seed's own relabelling (``seeding.label_seed``), the same one
-    for every segment that leaves it null."""
+    null ``label_seed`` means the run seed's own relabelling of that segment (``seeding.label_seed``
+    of the env seed and the segment's index): two segments that leave it null relabel differently;
+    a chain that comes back to a relabelling names its seed."""
     task = env_cfg.task
     seed = env_cfg.label_seed
     default = {"task": choice(task), "label_seed": None if seed is None else int(seed),

@@ -18,11 +18,13 @@ order. ``phase`` names when an intervention mainly acts:
    so their order is immaterial; ``on_build`` then records what some need of the network as built);
 2. ``loss``: a penalty added to the TD loss at every optimizer step (``weight_decay``,
    ``l2_init``: sums, order immaterial);
-3. ``after_step``: after every optimizer step, in the registered order; each module's docstring
+3. ``gradient``: between the backward and the optimizer step (``sam``: the gradient at the
+   ascent point replaces the step's gradient);
+4. ``after_step``: after every optimizer step, in the registered order; each module's docstring
    says why it sits where it does (``redo`` before ``continual_backprop``, so CBP ranks the units
    after ReDo's pass; ``scheduled_reset`` after both, a reset superseding the unit surgery of the
    same step; ``nap`` last, its projection the final word of every step);
-4. ``target_update``: right after each target-network copy (in a step that also updates the
+5. ``target_update``: right after each target-network copy (in a step that also updates the
    target network, after the after-step hooks), in the registered order (``reset_optimizer``
    last, so the whole state ends empty).
 
@@ -31,7 +33,7 @@ order. ``phase`` names when an intervention mainly acts:
 the order.
 
 Decoupled weight decay (AdamW) is an optimizer option, not an intervention: ``optimizer=adamw``
-or ``optimizer.weight_decay`` (``optim.py``); it acts inside the optimizer step, before step 3.
+or ``optimizer.weight_decay`` (``optim.py``); it acts inside the optimizer step, before step 4.
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ from .base import PHASES, Intervention, Learner
 # phase meets only the interventions acting then; within a phase, each module's docstring says why it
 # sits where it does). A new intervention adds its name here.
 ORDER = (
-    "crelu", "layer_norm", "spectral_norm", "two_hot",  # build
-    "weight_decay", "l2_init",  # loss
+    "crelu", "fourier", "layer_norm", "spectral_norm", "two_hot", "hl_gauss",  # build
+    "weight_decay", "l2_init", "parseval",  # loss
+    "sam",  # gradient
     "shrink_perturb", "reset_last_layer",  # target_update
-    "redo", "continual_backprop", "scheduled_reset", "soft_shrink_perturb", "plasticity_injection",
-    "weight_clipping", "nap",  # after_step
+    "redo", "regrama", "continual_backprop", "scheduled_reset", "hare_tortoise", "soft_shrink_perturb",
+    "plasticity_injection", "weight_clipping", "nap",  # after_step
+    "c_chain",  # loss
     "reset_optimizer",  # target_update, last: the optimizer state ends empty whatever the others did
 )
 

@@ -215,7 +215,8 @@ class ProbeConfig:
 
 def check(cfg: Any, key: str) -> None:
     """Sizes positive, a minibatch within the input set, and an input set the replay holds at the
-    first pause (``min(agent.learning_starts, agent.replay_capacity)``)."""
+    first pause (``min(agent.learning_starts, agent.replay_capacity)``; a continual protocol has
+    no replay)."""
     for name in ("every_steps", "num_targets", "steps", "batch_size", "num_inputs", "curve_every_steps"):
         positive(cfg, f"{key}.{name}")
     probe = OmegaConf.select(cfg, key)
@@ -224,6 +225,9 @@ def check(cfg: Any, key: str) -> None:
             f"{key}.batch_size",
             f"the probe minibatch ({probe.batch_size}) is larger than its input set {key}.num_inputs ({probe.num_inputs})",
         )
+    env = registry.parts("env").get(OmegaConf.select(cfg, "env.name"))
+    if env is not None and env.spec.continual:
+        return  # a continual protocol draws X from its current task (``continual/``), not from a replay
     agent = cfg.agent
     replay_at_first_pause = min(agent.learning_starts, agent.replay_capacity)
     if probe.enabled and probe.num_inputs > replay_at_first_pause:

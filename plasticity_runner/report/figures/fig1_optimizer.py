@@ -61,6 +61,30 @@ def optimizer_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def iteration_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Figure 1 numbers per group (optimizer) and iteration: accuracy, dead fraction and the mean
+    update norm at the end of the iteration, mean / min / max over the group's runs."""
+    frame = local_groups(select(frame, N.ENV, N.ENV_MEMORIZATION))
+    group_of = frame.groupby("run_dir")["group"].first()
+    parts = []
+    for metric, name in ((N.ACCURACY, "accuracy"), (N.EVAL_DEAD_FRAC, "dead_frac"), (N.ADAM_UPDATE_NORM, "update_norm")):
+        s = _iterations(series(frame, metric))
+        if s.empty:
+            continue
+        s["group"] = s["run_dir"].map(group_of)
+        stats = s.groupby(["group", "iteration"])["value"].agg(["mean", "min", "max", "count"])
+        stats.columns = [f"{name}_{c}" if c != "count" else f"{name}_runs" for c in stats.columns]
+        parts.append(stats)
+    if not parts:
+        return pd.DataFrame(columns=["group", "iteration", "runs"])
+    out = pd.concat(parts, axis=1).reset_index()
+    out.insert(2, "runs", out[[c for c in out.columns if c.endswith("_runs")]].max(axis=1).astype(int))
+    out = out.drop(columns=[c for c in out.columns if c.endswith("_runs")])
+    order = sorted(out["group"].unique(), key=natural_key)
+    return out.sort_values(["group", "iteration"], key=lambda c: c.map(order.index) if c.name == "group" else c,
+                           ignore_index=True)
+
+
 def figure1_optimizer_instability(frame: pd.DataFrame) -> FigureResult:
     """Figure 1: accuracy and dead-unit fraction per iteration, default vs tuned Adam.
 
@@ -102,7 +126,7 @@ def figure1_optimizer_instability(frame: pd.DataFrame) -> FigureResult:
         caption="Memorization of randomly relabelled images; after each iteration the labels are "
         "re-randomised. Mean over seeds (bold), +-1 std band, single runs thin.",
         figure=fig,
-        tables={"final": optimizer_table(frame)},
+        tables={"final": optimizer_table(frame), "iterations": iteration_table(frame)},
         bands=BAND_STD_SEEDS.replace("at each step", "at each iteration"),
         runs=sorted(group_of.index),
     )

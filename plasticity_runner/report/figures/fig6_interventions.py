@@ -95,7 +95,7 @@ def figure6_interventions(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KE
         ax.set_xlabel("intervention")
         ax.set_ylabel("architecture")
         ax.set_title(f if facet else "all runs")
-    fig.colorbar(im, ax=list(axes), label=f"change in probe loss, last - first pause ({PROBE_LOSS_UNIT})")
+    fig.colorbar(im, ax=list(axes), label=f"change in probe loss,\nlast - first pause ({PROBE_LOSS_UNIT})")
     notes = []
     used = select(frame, N.ENV, N.ENV_CLASSIFICATION)
     used = used[used["run_dir"].isin(probe_loss_change(used)["run_dir"])]
