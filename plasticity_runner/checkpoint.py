@@ -6,8 +6,13 @@ checkpoint without its marker was cut off while being written and is never loade
 holds the state file's size and SHA-256 (JSON); a restart verifies them and, when the newest
 complete checkpoint is corrupt or truncated (a bad disk, a partial copy), warns naming the file
 and falls back to the one before it. Only the newest ``checkpoint.keep`` complete checkpoints are
-kept. A marker without a checksum (written before checksums existed) is
-loaded unverified, with a warning.
+kept. A marker without a checksum cannot be verified: that checkpoint is skipped like a corrupt one.
+
+The checksum guards against corruption, not tampering (whoever can write the directory can write a
+matching marker), so a checkpoint is loaded with ``torch.load(weights_only=True)``: tensors, plain
+Python containers and numbers, and numpy arrays (``SAFE_GLOBALS``) only. A bundle that needs any
+other type could run code when loaded and is refused before anything of it is called
+(``UnsafeCheckpointError`` naming the file and the type); the run stops there, it does not fall back.
 
 This module only writes and reads files (Dopamine's checkpointer): what a bundle holds, and how
 it is restored, is the business of the state that made it (``run_state.RunState``). Restarted with
@@ -22,14 +27,17 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .metrics import ARRAYS_DIR, METRICS_DIR, MetricsWriteError
+from .safe_pickle import UnsafePickleError
 
 log = logging.getLogger("plasticity_runner")
 
@@ -37,10 +45,61 @@ CHECKPOINT_DIR = "checkpoints"
 MARKER = "COMPLETE"
 STATE_FILE = "state.pt"
 _HASH_CHUNK = 1 << 24  # bytes read at a time when verifying
+# the only non-torch types a bundle holds (numpy arrays: MinAtar's and Atari's host state, numpy's
+# RNG state); torch's weights_only unpickler allows tensors, dicts, lists, tuples, numbers, strings
+SAFE_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype] + [
+    type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+                                np.uint64, np.float16, np.float32, np.float64)
+]
 
 
 class CorruptCheckpointError(RuntimeError):
     """No complete checkpoint of a run directory can be loaded (every one is corrupt)."""
+
+
+class UnsafeCheckpointError(CorruptCheckpointError):
+    """A checkpoint holds a type outside ``SAFE_GLOBALS``: loading it could run code; it is refused."""
+
+
+def unsafe_types(path: Path) -> list[str]:
+    """The globals ``path`` needs beyond what ``weights_only`` and ``SAFE_GLOBALS`` allow (read from
+    its pickle's opcodes: nothing is loaded or called)."""
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS}
+    allowed |= {"numpy.core.multiarray._reconstruct"}
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: the load itself names the fault
+        return []
+    return [g for g in found if g not in allowed]
+
+
+def _unsupported(exc: Exception) -> str:
+    """What torch's weights_only unpickler refused, from its message (``Unsupported global: GLOBAL x``)."""
+    for line in str(exc).splitlines():
+        if "Unsupported global" in line:
+            return line.split("GLOBAL", 1)[-1].strip()
+        if "but got" in line:
+            return line.rsplit("but got", 1)[-1].strip()
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def load_bundle(path: Path, map_location: torch.device | str) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with ``SAFE_GLOBALS``; ``UnsafeCheckpointError``
+    naming the file and the type when it needs anything else."""
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            bundle = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = unsafe_types(Path(path)) or [_unsupported(exc)]
+        raise UnsafeCheckpointError(
+            f"{path} was refused: it needs {', '.join(found)}, which is not among the types a checkpoint "
+            "holds (loading it could run code). A checkpoint written by this program never holds it: the "
+            "file was altered or comes from elsewhere. Delete the checkpoint directory, or resume from a copy "
+            "you trust"
+        ) from None
+    if not isinstance(bundle, dict):
+        raise UnsafeCheckpointError(f"{path} was refused: it holds a {type(bundle).__name__}, not a checkpoint bundle")
+    return bundle
 
 
 class _HashingWriter:
@@ -123,18 +182,15 @@ def save(run_dir: Path, step: int, bundle: dict[str, Any], keep: int) -> Path:
 
 
 def verify(d: Path) -> str | None:
-    """Why the checkpoint in ``d`` must not be loaded (size or SHA-256 differ from its marker), or None.
-
-    A marker without a checksum (an older checkpoint) passes, with a warning.
-    """
+    """Why the checkpoint in ``d`` must not be loaded (size or SHA-256 differ from its marker, or
+    the marker holds no checksum), or None."""
     path = Path(d) / STATE_FILE
     try:
         text = (Path(d) / MARKER).read_text().strip()
         if not path.is_file():
             return f"{path} is missing"
         if not text:
-            log.warning("checkpoint %s has no checksum (written by an older version): loading it unverified", path)
-            return None
+            return f"{Path(d) / MARKER} is empty: {path} cannot be verified"
         expected = json.loads(text)
         size = path.stat().st_size
         if size != expected["size"]:
@@ -156,7 +212,8 @@ def load_latest(
     checkpoint of another device type): that error propagates, there is no fall-back. A
     corrupt or truncated newer one is skipped with a warning naming the file; the caller then
     discards the metric shards written after the step it resumes from (``discard_after``), as on
-    any resume. Raises ``CorruptCheckpointError`` when checkpoints exist but none can be loaded.
+    any resume. Raises ``CorruptCheckpointError`` when checkpoints exist but none can be loaded,
+    and ``UnsafeCheckpointError`` (no fall-back) for one that needs a type a bundle never holds.
     """
     found = complete_checkpoints(run_dir)
     problems = []
@@ -164,14 +221,19 @@ def load_latest(
         problem = verify(d)
         if problem is None:
             try:
-                bundle = torch.load(d / STATE_FILE, map_location=map_location, weights_only=False)
-            except Exception as exc:  # an unverified (old) checkpoint may still be unreadable
+                bundle = load_bundle(d / STATE_FILE, map_location)
+            except UnsafeCheckpointError:
+                raise
+            except Exception as exc:  # a verified file torch cannot read (written by another torch)
                 problem = f"cannot load {d / STATE_FILE}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
         if problem is not None:
             problems.append(problem)
             log.warning("skipping checkpoint of step %d: %s; falling back to the one before it", step, problem)
             continue
-        restore(bundle, d / STATE_FILE)
+        try:
+            restore(bundle, d / STATE_FILE)
+        except UnsafePickleError as exc:  # a pickle inside the bundle (MinAtar's games)
+            raise UnsafeCheckpointError(f"{d / STATE_FILE}: {exc}") from None
         if problems:
             log.warning(
                 "resuming from the checkpoint of step %d (%s); metric shards after step %d are discarded "

@@ -24,8 +24,6 @@ class Device(str, enum.Enum):
     cuda = "cuda"
 
 
-
-
 class Progress(str, enum.Enum):
     auto = "auto"  # a tqdm bar on a terminal, plain log lines otherwise
     bar = "bar"
@@ -41,10 +39,20 @@ class Progress(str, enum.Enum):
 def case_study_envs() -> tuple[str, ...]:
     """The env options that run their own program (``registry`` parts with ``program=``: the case
     studies of section 4) instead of the DQN trainer: no agent, replay, plasticity probe or
-    checkpoint, so validation skips those groups' cross-checks for them."""
+    checkpoint, so validation skips those groups' cross-checks for them. The continual protocols
+    (``continual_envs``) run their own program too, but are not case studies."""
     from . import registry
 
-    return tuple(name for name, part in registry.parts("env").items() if part.extra.get("program"))
+    return tuple(name for name, part in registry.parts("env").items()
+                 if part.spec.program is not None and not part.spec.continual)
+
+
+def continual_envs() -> tuple[str, ...]:
+    """The continual supervised protocols (``envs/continual.py``, registered ``continual=True``):
+    their own program, every intervention, the pause of the DQN runs; no agent or replay."""
+    from . import registry
+
+    return tuple(name for name, part in registry.parts("env").items() if part.spec.continual)
 
 
 # --------------------------------------------------------------------------- architecture group
@@ -275,7 +283,7 @@ def _check_registered(cfg: DictConfig) -> None:
     case_study = OmegaConf.select(cfg, "env.name") in case_study_envs()
     for name, part in registry.parts("diagnostic").items():
         key = part.build().config_key()  # diagnostics.<name>; the plasticity probe's: probe
-        if part.extra.get("trainer_only") and case_study:
+        if part.spec.trainer_only and case_study:
             continue  # a part the case studies' own loops never run (the probe)
         if part.check is not None and OmegaConf.select(cfg, key) is not None:
             part.check(cfg, key)
@@ -316,9 +324,10 @@ def validate(cfg: DictConfig) -> None:
             parse_objective(cfg.objective)
         except ObjectiveError as exc:
             raise ConfigError("objective", str(exc)) from None
-    if OmegaConf.select(cfg, "env.name") in case_study_envs():
+    env_name = OmegaConf.select(cfg, "env.name")
+    if env_name in case_study_envs():
         _validate_case_study(cfg)
-    else:
+    elif env_name not in continual_envs():  # a continual protocol trains no agent: nothing of it to check
         _validate_agent(cfg)
     for key in ("lr", "eps", "eps_root", "momentum", "weight_decay"):
         _positive(cfg, f"optimizer.{key}", allow_zero=True)

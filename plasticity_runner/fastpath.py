@@ -37,8 +37,9 @@ class CompiledOrEager:
 
 def configure(speed_cfg: Any, agent: Any, device: torch.device) -> dict[str, str]:
     """Apply ``speed.*``: TF32, and the agent's training loss wrapped in ``compiled_loss``
-    (``agent.wrap_loss``; the agent's ``loss`` itself is left as it is). Returns what was used,
-    for ``run.json``."""
+    (``agent.wrap_loss``: its ``loss_terms``, the TD term, penalties and total in one vector, so
+    the compiled and CUDA-graph paths log the same split as the eager one; the agent's method
+    itself is left as it is). Returns what was used, for ``run.json``."""
     notes: dict[str, str] = {}
     if speed_cfg.tf32:
         if device.type == "cuda":

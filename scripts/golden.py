@@ -8,12 +8,25 @@ with one torch thread, at tiny sizes, with the default diagnostics on. What is r
 every (phase, metric, step) value of its metric shards as an exact float (``float.hex``), except
 the ``timing`` phase (wall-clock seconds), and the SHA-256 of every array in its ``arrays/*.npz``.
 
+Each array is also summarised by its minimum, maximum and L2 norm (``arraystat:`` values) for
+the tolerance mode below.
+
 ``--check`` prints, per run, the values that changed, vanished or were added. Changed or vanished
 values fail (exit 1); added ones (a new metric) are listed and do not. The set covers several
 architectures and interventions, both agents, a case study, MinAtar and Atari.
 
-Values are bit-identical only on the same machine type, torch build and thread count: record and
-check on the same machine.
+Two modes, and the check says which one it applied:
+
+- ``exact``: every value bit for bit and every array's SHA-256. Values are bit-identical only on the
+  same CPU, torch build and thread count, so this is the mode on the machine that recorded the
+  baseline: ``--write`` stores that machine's facts under ``"_machine"`` (CPU model, family, model,
+  stepping and torch's CPU capability; torch version and commit; torch threads), and ``--check``
+  picks ``exact`` when they equal this machine's.
+- ``rtol``: on any other machine (or a baseline whose machine is ``unknown``), every value and
+  every ``arraystat:`` value must agree within ``--rtol`` relative (``math.isclose``, NaN equal to
+  NaN); the arrays' hashes are not comparable and are only counted.
+
+``--exact`` or ``--rtol R`` forces a mode.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -87,6 +101,62 @@ GOLDEN: dict[str, list[str]] = {
 }
 
 
+MACHINE_KEY = "_machine"  # the baseline's record of the machine that wrote it (not a golden run)
+UNKNOWN = "unknown"
+THREADS = int(next(o for o in COMMON if o.startswith("torch_threads=")).split("=")[1])
+# Across machines, rounding differences grow through training: between two x86-64 machines (same torch
+# build, one thread) most values moved by < 1e-3 relative, the probe's values by up to 7e-2 (atari_ln's
+# probe/plasticity, a difference of two losses after the probe's training). The default admits that.
+DEFAULT_RTOL = 0.1
+
+
+def cpu_model() -> str:
+    """The CPU's model string, with family, model and stepping where ``/proc/cpuinfo`` has them (a
+    virtual machine may report only ``AMD EPYC``)."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = info.get("model name") or platform.processor() or platform.machine() or UNKNOWN
+    detail = ", ".join(f"{k} {info[k]}" for k in ("cpu family", "model", "stepping") if k in info)
+    return f"{name} ({detail})" if detail else name
+
+
+def machine() -> dict[str, str]:
+    """The facts that decide whether two machines give bit-identical values."""
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "torch": f"{torch.__version__} ({torch.version.git_version})",
+        "threads": str(THREADS),
+    }
+
+
+def check_mode(recorded: dict[str, str] | None, here: dict[str, str], rtol: float | None,
+               force_exact: bool) -> tuple[str, float | None, str]:
+    """``("exact", None, why)`` or ``("rtol", rtol, why)``: exact when forced, or when the recording
+    machine is known and equals this one; else rtol (``DEFAULT_RTOL`` unless given)."""
+    if force_exact:
+        return "exact", None, "--exact given"
+    if rtol is not None:
+        return "rtol", rtol, "--rtol given"
+    recorded = recorded or {}
+    unknown = sorted(k for k in here if recorded.get(k, UNKNOWN) == UNKNOWN)
+    if unknown:
+        return "rtol", DEFAULT_RTOL, (f"the baseline does not record the recording machine's {', '.join(unknown)} "
+                                      "(re-record it with --write to check bit for bit on that machine)")
+    differ = {k: (recorded[k], here[k]) for k in here if recorded[k] != here[k]}
+    if differ:
+        return "rtol", DEFAULT_RTOL, "recorded on another machine: " + "; ".join(
+            f"{k} {a!r} here {b!r}" for k, (a, b) in differ.items())
+    return "exact", None, "this machine is the recording machine (" + "; ".join(f"{k} {v}" for k, v in here.items()) + ")"
+
+
 def exact(value: float) -> str:
     return "nan" if math.isnan(value) else float(value).hex()
 
@@ -109,7 +179,29 @@ def record(run_dir: Path) -> dict[str, str]:
             for key in sorted(arrays.files):
                 a = np.ascontiguousarray(arrays[key])
                 out[f"array:{npz.stem}/{key}"] = hashlib.sha256(str(a.dtype).encode() + str(a.shape).encode() + a.tobytes()).hexdigest()
+                if a.size and np.issubdtype(a.dtype, np.number):
+                    f = a.astype(np.float64)
+                    for stat, v in (("min", f.min()), ("max", f.max()), ("l2", np.sqrt(np.sum(f * f)))):
+                        out[f"arraystat:{npz.stem}/{key}/{stat}"] = exact(float(v))
     return out
+
+
+def _float(value: str) -> float:
+    return math.nan if value == "nan" else float.fromhex(value)
+
+
+def close(want: str, got: str, rtol: float) -> bool:
+    """Two recorded values agree within ``rtol`` (both exact floats; NaN equals NaN)."""
+    a, b = _float(want), _float(got)
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rtol)
+
+
+def relative_change(want: str, got: str) -> float:
+    """``|got - want| / max(|want|, |got|)`` (0 when equal, inf when one is NaN)."""
+    a, b = _float(want), _float(got)
+    if a == b or (math.isnan(a) and math.isnan(b)):
+        return 0.0
+    return abs(a - b) / max(abs(a), abs(b)) if not (math.isnan(a) or math.isnan(b)) else math.inf
 
 
 def run_all(names: list[str], work: Path) -> dict[str, dict[str, str]]:
@@ -126,16 +218,35 @@ def run_all(names: list[str], work: Path) -> dict[str, dict[str, str]]:
     return results
 
 
-def compare(want: dict[str, dict[str, str]], got: dict[str, dict[str, str]]) -> bool:
+def compare(want: dict[str, dict[str, str]], got: dict[str, dict[str, str]], rtol: float | None = None) -> bool:
+    """Print per run what changed, vanished or was added; False when a value changed or vanished.
+    ``rtol`` None: bit for bit; else values within ``rtol`` relative, array hashes only counted."""
     ok = True
     for name in want:
         w, g = want[name], got.get(name, {})
-        changed = sorted(k for k in w if k in g and w[k] != g[k])
         missing = sorted(k for k in w if k not in g)
         added = sorted(k for k in g if k not in w)
+        if rtol is None:
+            changed = sorted(k for k in w if k in g and w[k] != g[k])
+            note = ""
+        else:
+            hashes = [k for k in w if k.startswith("array:")]
+            changed = sorted(k for k in w if k in g and not k.startswith("array:") and w[k] != g[k]
+                             and not close(w[k], g[k], rtol))
+            moved = sum(1 for k in w if k in g and not k.startswith("array:") and w[k] != g[k]) - len(changed)
+            hashes_differ = sum(1 for k in hashes if k in g and w[k] != g[k])
+            worst = max(((relative_change(w[k], g[k]), k) for k in w if k in g and not k.startswith("array:")),
+                        default=(0.0, ""))
+            note = (f", {moved} within rtol, largest relative change {worst[0]:.2g}"
+                    f"{f' ({worst[1]})' if worst[0] else ''}, {hashes_differ} of {len(hashes)} array hashes "
+                    "differ (not compared)")
+            if hashes and not any(k.startswith("arraystat:") for k in w):
+                print(f"[golden] {name}: the baseline has no arraystat values: its arrays go unchecked in rtol mode")
         status = "identical" if not (changed or missing) else "DIFFERS"
+        if rtol is not None and status == "identical":
+            status = f"within rtol={rtol:g}"
         print(f"[golden] {name}: {status} ({len(w) - len(changed) - len(missing)} equal, {len(changed)} changed, "
-              f"{len(missing)} missing, {len(added)} added)")
+              f"{len(missing)} missing, {len(added)} added{note})")
         for k in changed[:20]:
             print(f"    changed {k}: {w[k]} -> {g[k]}")
         for k in missing[:20]:
@@ -152,23 +263,38 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--write", metavar="JSON", help="run the golden set and record its values")
     g.add_argument("--check", metavar="JSON", help="run the golden set and compare with a recording")
     p.add_argument("--only", default=None, help="comma-separated subset of: " + ",".join(GOLDEN))
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("--exact", action="store_true", help="--check bit for bit, whatever machine recorded the baseline")
+    m.add_argument("--rtol", type=float, default=None,
+                   help=f"--check within this relative tolerance (default on a machine other than the "
+                        f"recording one: {DEFAULT_RTOL:g})")
     args = p.parse_args(argv)
+    if args.rtol is not None and not args.rtol > 0:
+        p.error(f"--rtol must be positive, got {args.rtol}")
     names = args.only.split(",") if args.only else list(GOLDEN)
     unknown = [n for n in names if n not in GOLDEN]
     if unknown:
         p.error(f"unknown golden runs: {unknown}")
+    here = machine()
+    if args.check:
+        baseline = json.loads(Path(args.check).read_text())
+        mode, rtol, why = check_mode(baseline.get(MACHINE_KEY), here, args.rtol, args.exact)
+        print(f"[golden] mode: {mode}{'' if rtol is None else f' (rtol={rtol:g})'}: {why}", flush=True)
     with tempfile.TemporaryDirectory(prefix="golden_") as work:
         got = run_all(names, Path(work))
     if args.write:
+        if set(names) != set(GOLDEN):
+            p.error("--write records the whole set (no --only)")
         path = Path(args.write)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(got, indent=1, sort_keys=True))
+        tmp.write_text(json.dumps({MACHINE_KEY: here, **got}, indent=1, sort_keys=True))
         os.replace(tmp, path)
-        print(f"[golden] wrote {path}")
+        print(f"[golden] wrote {path} (machine: {here})")
         return 0
-    want = json.loads(Path(args.check).read_text())
-    want = {k: v for k, v in want.items() if k in names}
-    return 0 if compare(want, got) else 1
+    want = {k: v for k, v in baseline.items() if k in names}
+    ok = compare(want, got, rtol)
+    print(f"[golden] {'passed' if ok else 'FAILED'} in {mode} mode{'' if rtol is None else f' (rtol={rtol:g})'}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -212,11 +212,13 @@ def test_determinism_and_seeds():
 
 
 def _roundtrip(state):
-    """Through torch.save/torch.load, as a checkpoint would go."""
+    """Through torch.save and the checkpoint's loader (weights_only), as a checkpoint would go."""
+    from plasticity_runner.checkpoint import load_bundle
+
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save({"state": state}, buf)
     buf.seek(0)
-    return torch.load(buf, weights_only=False)
+    return load_bundle(buf, "cpu")["state"]
 
 
 def test_resume_is_exact():

@@ -27,6 +27,9 @@ def test_run_from_another_directory(tmp_path):
     assert res.returncode == 0, res.stderr
     assert f"outputs in {out}" in res.stdout
     assert len(list((out / "metrics").glob("*.parquet"))) == 3
+    # what to do next, with this run's directory
+    assert f"plasticity-report {out}" in res.stdout and f"load_sweep('{out}')" in res.stdout
+    assert "wandb sync" not in res.stdout  # no W&B run here
 
 
 @pytest.mark.parametrize(
@@ -53,6 +56,9 @@ def test_multirun_loads_as_one_frame(tmp_path):
     sweep = tmp_path / "sweep"
     res = run_cli(["-m", *TINY, "total_steps=20", "seed=0,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    assert (f"plasticity-run: sweep done: 2 complete, 0 failed, 0 skipped (finished before this sweep) of 2 jobs; "
+            f"sweep directory: {sweep}") in res.stdout
+    assert res.stdout.count("plasticity-report ") == 1 and f"plasticity-report {sweep}" in res.stdout
     df = load_sweep(sweep)
     assert sorted(df.seed.unique()) == [0, 1] and df.run_id.nunique() == 2
     per_run = df[df.metric == "probe_loss"].groupby("seed").step.apply(list)

@@ -83,7 +83,7 @@ CADENCED = [name for name, part in DIAGNOSTICS.items() if part.build().config_ke
 
 
 def test_the_config_schema_has_one_entry_per_registered_diagnostic():
-    assert CADENCED == ["statistics", "curvature", "gradcov", "dynamics", "weight_magnitude"]  # registration order
+    assert CADENCED == ["statistics", "curvature", "gradcov", "dynamics", "weight_magnitude", "grama", "ntk"]  # registration order
     assert [f.name for f in __import__("dataclasses").fields(config.DiagnosticsConfig)] == CADENCED
     assert config.ProbeConfig is DIAGNOSTICS["probe"].schema  # the probe's stays at the top-level key
     cfg = make_cfg([])

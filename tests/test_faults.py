@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from plasticity_runner import load_sweep, metrics
+from plasticity_runner import load_sweep, metrics, run_files
 from plasticity_runner.metrics import MetricsWriteError
 from plasticity_runner.trainer import train
 
@@ -15,7 +15,7 @@ from .conftest import make_cfg
 
 
 def test_full_disk_leaves_no_partial_shard(tmp_path, monkeypatch):
-    real = metrics.pq.write_table
+    real = run_files.pq.write_table
     calls = {"n": 0}
 
     def failing(table, path, *a, **k):
@@ -26,7 +26,7 @@ def test_full_disk_leaves_no_partial_shard(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(table, path, *a, **k)
 
-    monkeypatch.setattr(metrics.pq, "write_table", failing)
+    monkeypatch.setattr(run_files.pq, "write_table", failing)
     with pytest.raises(MetricsWriteError) as err:
         train(make_cfg(), tmp_path)
     assert "No space left" in str(err.value) and "step_0000000020.parquet" in str(err.value)
@@ -58,3 +58,36 @@ def test_divergence_is_recorded(tmp_path, mode):
     else:  # trained on to the end, but the record says it diverged, and where
         assert summary["status"] == meta["status"] == "diverged" and summary["steps"] == meta["steps_done"] == 40
         assert meta["diverged_at_step"] == 10 and "on_divergence=continue" in meta["end_reason"]
+
+
+def test_full_disk_at_the_shard_leaves_neither_arrays_nor_shard(tmp_path, monkeypatch):
+    real = run_files.pq.write_table
+    calls = {"n": 0}
+
+    def failing(table, path, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the shard of the second pause, after its arrays file was written
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(table, path, *a, **k)
+
+    monkeypatch.setattr(run_files.pq, "write_table", failing)
+    with pytest.raises(MetricsWriteError):
+        train(make_cfg(), tmp_path)
+    assert sorted(p.name for p in (tmp_path / "arrays").iterdir()) == ["step_0000000000.npz"]
+    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == [
+        "step_0000000000.parquet", "step_0000000000.parquet.sha256"]
+
+
+def test_full_disk_at_the_checksum_leaves_neither(tmp_path, monkeypatch):
+    real = run_files.atomic_write_text
+
+    def failing(path, text):
+        if str(path).endswith("step_0000000020.parquet.sha256"):
+            raise MetricsWriteError(f"cannot write {path}: [Errno 28] No space left on device")
+        return real(path, text)
+
+    monkeypatch.setattr(run_files, "atomic_write_text", failing)
+    with pytest.raises(MetricsWriteError) as err:
+        train(make_cfg(), tmp_path)
+    assert "step_0000000020.parquet.sha256" in str(err.value)
+    assert not list(tmp_path.rglob("step_0000000020*")) and not list(tmp_path.rglob("*.tmp"))

@@ -31,9 +31,8 @@ BASE = [o for o in TINY if not o.startswith("architecture.")] + ["torch_threads=
 # each body selected with the overrides a test run on it needs (its registered ``test_overrides``,
 # nets/): a new body runs every intervention here without an edit
 ARCH_OVERRIDES = {
-    name: [f"architecture={name}", *part.extra["test_overrides"]]
+    name: [f"architecture={name}", *part.spec.test_overrides]
     for name, part in registry.parts("architecture").items()
-    if "test_overrides" in part.extra
 }
 
 
@@ -203,7 +202,9 @@ def test_unknown_intervention_keys_fail_at_composition(override):
 
 
 @pytest.mark.parametrize(
-    "pair", [("plasticity_injection", "reset_last_layer"), ("shrink_perturb", "plasticity_injection")]
+    "pair", [("plasticity_injection", "reset_last_layer"), ("shrink_perturb", "plasticity_injection"),
+             ("crelu", "fourier"), ("two_hot", "hl_gauss"), ("hare_tortoise", "plasticity_injection"),
+             ("c_chain", "plasticity_injection")]
 )
 def test_incompatible_pairs_fail_at_start_naming_both(pair, tmp_path):
     cfg = cfg_with(list(pair))
@@ -471,10 +472,30 @@ def test_order_of_application_shrink_perturb_then_reset_last_layer_then_reset_op
 ARCHS = list(ARCH_OVERRIDES)
 # per intervention, the overrides that make its hooks act within the first steps of a tiny run
 # (its registration's ``test_overrides``: a new intervention brings its own)
-EXTRA = {name: list(part.extra.get("test_overrides", ())) for name, part in registry.parts("intervention").items()}
-# every intervention in two compatible sets (injection excludes shrink-perturb and the last-layer reset)
-ALL_BUT_INJECTION = [n for n in REGISTRY if n != "plasticity_injection"]
+EXTRA = {name: list(part.spec.test_overrides) for name, part in registry.parts("intervention").items()}
 WITH_INJECTION = ["crelu", "two_hot", "redo", "plasticity_injection", "reset_optimizer"]
+
+
+def compatible_sets(names: list[str]) -> list[list[str]]:
+    """``names`` (registry order) packed greedily into sets that compose: each joins the first set
+    that still builds with it (pairs refused at start, e.g. crelu / fourier or two_hot / hl_gauss,
+    land in different sets), so every intervention runs composed with as many others as it can."""
+    sets: list[list[str]] = []
+    for name in names:
+        for group in sets:
+            try:
+                interventions_lib.build_interventions(make_cfg([f"intervention=[{','.join(group + [name])}]"]).intervention)
+            except ConfigError:
+                continue
+            group.append(name)
+            break
+        else:
+            sets.append([name])
+    return sets
+
+
+# every intervention but injection in compatible sets (injection excludes the resets that need one head)
+ALL_BUT_INJECTION = compatible_sets([n for n in REGISTRY if n != "plasticity_injection"])
 
 
 def run_with_probe(names: list[str], arch: str) -> None:
@@ -497,7 +518,8 @@ def run_with_probe(names: list[str], arch: str) -> None:
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("names", [ALL_BUT_INJECTION, WITH_INJECTION], ids=["all_but_injection", "with_injection"])
+@pytest.mark.parametrize("names", [*ALL_BUT_INJECTION, WITH_INJECTION],
+                         ids=[f"all_but_injection_{i}" for i in range(len(ALL_BUT_INJECTION))] + ["with_injection"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_all_interventions_together_on_every_architecture_with_the_probe(arch, names):
     run_with_probe(names, arch)

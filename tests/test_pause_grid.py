@@ -149,3 +149,78 @@ def test_the_non_default_options_of_the_field_interventions_through_a_pause(arch
     options = ["optimizer=adamw", "intervention.redo.restart_adam_steps=true",
                "intervention.nap.project_output_layer=true", "architecture.width_multiplier=2"]
     one_pause(arch, ("redo", "continual_backprop", "nap"), tmp_path, options)
+
+
+# ------------------------------------------------------------------ the continual supervised protocols
+
+from plasticity_runner.config import continual_envs  # noqa: E402
+from plasticity_runner.metrics import load_run as _load_run  # noqa: E402
+from plasticity_runner.trainer import train  # noqa: E402
+
+# per continual protocol: a task switch after step 2 (the target-update hooks fire), 3 steps, pauses at 0 and 3
+CONTINUAL_TINY = {
+    "slowly_changing_regression": ["env.flip_every_examples=2", "env.target_features=8"],
+    "permuted_mnist": ["env.num_images=8", "env.heldout_images=20", "env.batch_size=4", "env.eval_samples=16"],
+    "shuffled_labels": ["env.num_images=32", "env.steps_per_task=2", "env.batch_size=8", "env.eval_samples=16"],
+    "warm_start": ["env.warm_steps=2", "env.full_steps=1", "env.num_images=32", "env.heldout_images=20",
+                   "env.batch_size=8", "env.eval_samples=16"],
+}
+CLASSIFIES = {"permuted_mnist", "shuffled_labels", "warm_start"}
+
+
+def test_every_continual_protocol_is_in_the_grid():
+    assert set(CONTINUAL_TINY) == set(continual_envs())
+
+
+def continual_pause(env: str, names: tuple[str, ...], tmp_path) -> None:
+    """A 3-step run of ``env`` with ``names`` through two real pauses with every diagnostic on."""
+    extra = [o for n in names for o in EXTRA.get(n, [])]
+    overrides = ([o for o in BASE if not o.startswith(("agent.", "probe.every_steps"))] + ARCH_OVERRIDES["mlp"]
+                 + [f"env={env}", "total_steps=3", "probe.every_steps=3", "log_every_steps=1",
+                    f"intervention=[{','.join(names)}]"] + CONTINUAL_TINY[env] + extra)
+    cfg = make_cfg(overrides, tiny=False)
+    try:
+        summary = train(cfg, tmp_path)
+    except ConfigError as exc:  # refused at start, naming the part
+        assert "two_hot" in names and env in CLASSIFIES and "intervention.two_hot" in str(exc), str(exc)
+        return
+    assert summary["status"] == "complete"
+    rows = _load_run(tmp_path)
+    assert {"probe", "stats", "curvature", "gradcov", "dynamics", "task", "train"} <= set(rows.phase)
+    for phase in ("probe", "stats", "curvature", "gradcov", "dynamics", "task"):
+        values = rows.query("phase == @phase").value.to_numpy()
+        assert not np.isinf(values).any() and np.isfinite(values).any(), (phase, names)
+    probe = rows.query("phase == 'probe' and metric == 'plasticity'")
+    assert list(probe.step) == [0, 3] and np.isfinite(probe.value).all()
+
+
+def continual_sets(env: str) -> list[tuple[str, ...]]:
+    """Every intervention in two compatible sets (injection excludes shrink-perturb and the last-layer
+    reset; a classification protocol refuses two_hot, tested alone in the slow grid)."""
+    without = {"two_hot"} if env in CLASSIFIES else set()
+    first = tuple(n for n in REGISTRY if n != "plasticity_injection" and n not in without)
+    second = tuple(n for n in REGISTRY if n in {"crelu", "two_hot", "redo", "plasticity_injection", "reset_optimizer"}
+                   and n not in without)
+    return [first, second]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["all_but_injection", "with_injection"])
+@pytest.mark.parametrize("env", sorted(CONTINUAL_TINY))
+def test_every_intervention_composed_through_a_continual_pause(env, which, tmp_path):
+    continual_pause(env, continual_sets(env)[which], tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("names", [(n,) for n in REGISTRY], ids=list(REGISTRY))
+@pytest.mark.parametrize("env", sorted(CONTINUAL_TINY))
+def test_each_intervention_alone_through_a_continual_pause(env, names, tmp_path):
+    continual_pause(env, names, tmp_path)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamw", "adam_tuned"])
+def test_every_optimizer_through_a_continual_pause(optimizer, tmp_path):
+    overrides = [f"optimizer={optimizer}"]
+    extra = ARCH_OVERRIDES["mlp"] + ["env=shuffled_labels", "total_steps=3", "probe.every_steps=3"] + overrides
+    cfg = make_cfg([o for o in BASE if not o.startswith(("agent.", "probe.every_steps"))] + extra
+                   + CONTINUAL_TINY["shuffled_labels"] + ["intervention=[redo,l2_init]"] + EXTRA["redo"], tiny=False)
+    assert train(cfg, tmp_path)["status"] == "complete"

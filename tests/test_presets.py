@@ -77,6 +77,17 @@ TINY = {
         "diagnostics.curvature.grid_points=16", "diagnostics.gradcov.k=16", "diagnostics.gradcov.num_clusters=2",
     ],
 }
+CONTINUAL_TINY = ["total_steps=4", "log_every_steps=2", "probe.every_steps=4", "probe.steps=2", "probe.num_targets=2",
+                  "probe.num_inputs=32", "probe.batch_size=8", "diagnostics.statistics.enabled=false",
+                  "diagnostics.curvature.enabled=false", "diagnostics.gradcov.enabled=false"]
+TINY["continual_slowly_changing_regression"] = CONTINUAL_TINY + ["env.flip_every_examples=2"]
+TINY["continual_scr_quick"] = TINY["continual_slowly_changing_regression"]
+TINY["continual_permuted_mnist"] = CONTINUAL_TINY + ["architecture.width=8", "env.heldout_images=20", "env.num_images=8"]
+TINY["continual_permuted_mnist_quick"] = CONTINUAL_TINY + ["env.num_images=8"]
+TINY["continual_shuffled_labels"] = CONTINUAL_TINY + ["env.num_images=32", "env.steps_per_task=2", "env.batch_size=8",
+                                                     "env.eval_samples=16"]
+TINY["continual_warm_start"] = CONTINUAL_TINY + ["env.warm_steps=2", "env.full_steps=2", "env.batch_size=8",
+                                                 "env.eval_samples=16"]
 TINY["fig1_quick"] = TINY["fig1_optimizer_instability"]
 TINY["fig2_quick"] = TINY["fig2_brownian"]
 # per preset: overrides that shrink its grid for the fast test (command-line overrides win over the
@@ -94,6 +105,12 @@ FAST = {
     # the cross of figures 8 / 9 is composed and validated whole in test_preset_axes.py
     "fig8_9_output_encoding": ["env.dataset=digits", "architecture=mlp", "architecture.width=16",
                                "intervention=[layer_norm,two_hot]", "env.task=sparse_reward"],
+    "continual_permuted_mnist": ["env.dataset=digits", "intervention=[continual_backprop]", "seed=0"],
+    "continual_permuted_mnist_quick": ["intervention=[layer_norm]", "seed=0"],
+    "continual_scr_quick": ["intervention=[continual_backprop]", "seed=0"],
+    "continual_slowly_changing_regression": ["seed=0"],
+    "continual_shuffled_labels": ["intervention=[shrink_perturb]", "seed=0"],
+    "continual_warm_start": ["intervention=[shrink_perturb]", "seed=0"],
     "fig1_quick": ["seed=0"],
     "fig2_quick": ["seed=0"],
     "fig4_quick": ["seed=0"],

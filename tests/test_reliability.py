@@ -177,7 +177,7 @@ def test_every_checkpoint_corrupt_is_refused(tmp_path, monkeypatch):
     with pytest.raises(checkpoint.CorruptCheckpointError) as err:
         train(make_cfg(), tmp_path)
     assert "step_0000000000/state.pt" in str(err.value) and "step_0000000020/state.pt" in str(err.value)
-    assert sorted(p.name for p in (tmp_path / "metrics").iterdir())[-1] == "step_0000000020.parquet"  # nothing deleted
+    assert sorted(p.name for p in (tmp_path / "metrics").glob("*.parquet"))[-1] == "step_0000000020.parquet"  # nothing deleted
 
 
 def test_every_checkpoint_corrupt_through_the_cli_is_exit_3_naming_the_files(tmp_path, monkeypatch):
@@ -191,14 +191,15 @@ def test_every_checkpoint_corrupt_through_the_cli_is_exit_3_naming_the_files(tmp
     assert "Traceback" not in res.stderr
 
 
-def test_checkpoint_without_checksum_loads_with_a_warning(tmp_path, monkeypatch, reference, caplog):
+def test_checkpoint_without_checksum_is_not_loaded(tmp_path, monkeypatch, reference, caplog):
     crashed_at_33(tmp_path, monkeypatch)
     marker = tmp_path / "checkpoints" / "step_0000000020" / "COMPLETE"
-    marker.write_text("")  # an empty marker, as older versions wrote
+    marker.write_text("")  # an empty marker: the state file cannot be verified
     with caplog.at_level(logging.WARNING, logger="plasticity_runner"):
         train(make_cfg(), tmp_path)
-    assert any("no checksum" in r.getMessage() for r in caplog.records)
-    assert json.loads((tmp_path / "run.json").read_text())["resumed_from_step"] == 20
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert str(marker) in warned and "is empty" in warned and "falling back" in warned
+    assert json.loads((tmp_path / "run.json").read_text())["resumed_from_step"] == 0
     pd.testing.assert_frame_equal(values(tmp_path), reference, check_exact=True)
 
 

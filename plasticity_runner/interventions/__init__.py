@@ -3,14 +3,14 @@ peers' methods): one small module each, composed in a fixed order.
 
 Each module here defines its config dataclass and its ``Intervention`` subclass and registers
 them (``registry.register("intervention", name, <Name>Config, build=<class>, check=<range
-checks>, order=<float>, phase=<when it acts>)``); importing this package imports every module
-(``registry.load_modules``). The config schema (``config.InterventionsConfig``), the range checks
+checks>, phase=<when it acts>)``), and takes its place in ``ORDER`` below; importing this package
+imports every module (``registry.load_modules``). The config schema (``config.InterventionsConfig``), the range checks
 of ``config.validate``, the order below and the tests read those registrations: adding an
 intervention is one module here, one ``configs/intervention/<name>.yaml`` and one test file.
 
 An intervention is selected by adding its entry to the ``intervention`` config list group
 (``intervention=[layer_norm,two_hot]``); ``build_interventions`` returns the active ones in the
-registered order (``order``, then name), and every hook (``base.Intervention``) runs them in that
+order of ``ORDER``, and every hook (``base.Intervention``) runs them in that
 order. ``phase`` names when an intervention mainly acts:
 
 1. ``build``: network options before the networks are built (``crelu``, ``layer_norm``,
@@ -18,11 +18,13 @@ order. ``phase`` names when an intervention mainly acts:
    so their order is immaterial; ``on_build`` then records what some need of the network as built);
 2. ``loss``: a penalty added to the TD loss at every optimizer step (``weight_decay``,
    ``l2_init``: sums, order immaterial);
-3. ``after_step``: after every optimizer step, in the registered order; each module's docstring
+3. ``gradient``: between the backward and the optimizer step (``sam``: the gradient at the
+   ascent point replaces the step's gradient);
+4. ``after_step``: after every optimizer step, in the registered order; each module's docstring
    says why it sits where it does (``redo`` before ``continual_backprop``, so CBP ranks the units
    after ReDo's pass; ``scheduled_reset`` after both, a reset superseding the unit surgery of the
    same step; ``nap`` last, its projection the final word of every step);
-4. ``target_update``: right after each target-network copy (in a step that also updates the
+5. ``target_update``: right after each target-network copy (in a step that also updates the
    target network, after the after-step hooks), in the registered order (``reset_optimizer``
    last, so the whole state ends empty).
 
@@ -31,7 +33,7 @@ order. ``phase`` names when an intervention mainly acts:
 the order.
 
 Decoupled weight decay (AdamW) is an optimizer option, not an intervention: ``optimizer=adamw``
-or ``optimizer.weight_decay`` (``optim.py``); it acts inside the optimizer step, before step 3.
+or ``optimizer.weight_decay`` (``optim.py``); it acts inside the optimizer step, before step 4.
 """
 
 from __future__ import annotations
@@ -44,7 +46,22 @@ from .. import registry
 from ..errors import ConfigError
 from .base import PHASES, Intervention, Learner
 
+# The order of application: every hook runs the active interventions in this order (a hook of one
+# phase meets only the interventions acting then; within a phase, each module's docstring says why it
+# sits where it does). A new intervention adds its name here.
+ORDER = (
+    "crelu", "fourier", "layer_norm", "spectral_norm", "two_hot", "hl_gauss",  # build
+    "weight_decay", "l2_init", "parseval",  # loss
+    "sam",  # gradient
+    "shrink_perturb", "reset_last_layer",  # target_update
+    "redo", "regrama", "continual_backprop", "scheduled_reset", "hare_tortoise", "soft_shrink_perturb",
+    "plasticity_injection", "weight_clipping", "nap",  # after_step
+    "c_chain",  # loss
+    "reset_optimizer",  # target_update, last: the optimizer state ends empty whatever the others did
+)
+
 registry.load_modules(__name__, __path__)
+registry.set_order("intervention", ORDER)
 
 
 def _registered() -> dict[str, type[Intervention]]:
@@ -53,7 +70,7 @@ def _registered() -> dict[str, type[Intervention]]:
     implement that phase's hook is a programming error: raised at import."""
     out: dict[str, type[Intervention]] = {}
     for name, part in registry.parts("intervention").items():
-        cls, phase = part.build, part.extra.get("phase")
+        cls, phase = part.build, part.spec.phase
         if not (isinstance(cls, type) and issubclass(cls, Intervention)) or cls.name != name:
             raise ValueError(f"intervention {name!r}: build= must be an Intervention subclass with name {name!r}")
         if phase not in PHASES:

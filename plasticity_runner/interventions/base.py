@@ -2,7 +2,9 @@
 the hooks receive.
 
 When the hooks run (``agents/dqn.py``): ``network_options`` before the networks are built;
-``on_build`` once the agent holds them; ``loss_penalty`` at every optimizer step; ``after_step``
+``on_build`` once the agent holds them; ``loss_penalty`` at every optimizer step; ``before_step``
+between the backward of the step's loss and the optimizer step (it may replace the gradients);
+``after_step``
 after every optimizer step; ``on_target_update`` right after each target-network copy (in a step
 that does both, ``after_step`` comes first). Within a hook, interventions run in their registered
 order (``interventions.REGISTRY``).
@@ -35,7 +37,8 @@ class Learner:
     network's architecture (None: the interventions that draw one refuse to run); ``seed``: the run
     seed, from which fresh initialisations derive theirs; ``last_batch``: the batch of the last
     optimizer step (an ``envs.base.Batch``; None before the first), which ReDo and continual
-    backprop score units on.
+    backprop score units on; ``replay``: the run's replay buffer, read-only (C-CHAIN draws its
+    reference observations from it with its own generator; None outside a DQN run).
     """
 
     online: nn.Module
@@ -44,13 +47,14 @@ class Learner:
     build_fresh: Callable[[], nn.Module] | None = None
     seed: int = 0
     last_batch: Any = None
+    replay: Any = None
 
 
 class Intervention:
     """Base class. Hooks are called by the network builder, the agent and the trainer.
 
     A subclass registers itself in its module (``registry.register("intervention", name, schema,
-    build=<the subclass>, check=..., order=..., phase=...)``); ``cfg`` is its config entry.
+    build=<the subclass>, check=..., phase=...)``, and its name in ``interventions.ORDER``); ``cfg`` is its config entry.
 
     Every hook that touches parameters must say what happens to the optimizer state of the
     parameters it touches (kept, or reset with ``optim.reset_state``).
@@ -91,6 +95,12 @@ class Intervention:
         """A term added to the TD loss at every optimizer step (e.g. an L2 penalty)."""
         return None
 
+    def before_step(self, learner: Learner, closure: Callable[[], torch.Tensor]) -> None:
+        """After the backward of the step's loss, before the optimizer step: may replace the
+        gradients the optimizer reads. ``closure()`` zeroes the gradients, recomputes the step's
+        loss (penalties included) on the same batch at the current parameters, backpropagates it
+        and returns it detached."""
+
     def after_step(self, learner: Learner, step: int) -> None:
         """After every optimizer step (``step`` training steps done)."""
 
@@ -115,10 +125,10 @@ class Intervention:
 PHASES = {
     "build": "network_options",
     "loss": "loss_penalty",
+    "gradient": "before_step",
     "after_step": "after_step",
     "target_update": "on_target_update",
 }
-
 
 
 # Why an intervention that copies a fresh initialisation into the network cannot follow an injection.

@@ -80,3 +80,15 @@ def replace_units(
             w = raw_weight(m)
             w.index_fill_(1, cols, 0.0)
             reset_state_entries(optimizer, w, cols, dim=1, restart_steps=restart_steps)
+
+
+def gradient_scores(group: UnitGroup) -> torch.Tensor | None:
+    """GraMa scores ``[num_units]`` of ``group`` from the gradient left on its producing layer's
+    weight (``incoming[0]``, ``[units, ...]``): ``g_i = mean_j |dL/dW_ij|`` over the unit's incoming
+    weights (and kernel positions), ``s_i = g_i / mean_k g_k`` (the mean clamped at 1e-12, so a
+    layer without any gradient scores 0 everywhere). None when the weight holds no gradient."""
+    grad = raw_weight(group.incoming[0]).grad
+    if grad is None:
+        return None
+    g = grad.abs().flatten(1).mean(dim=1)
+    return g / g.mean().clamp_min(1e-12)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import registry
-from .heads import InjectedHead, ScalarHead, TwoHotHead, two_hot_support
+from .heads import HLGaussHead, InjectedHead, ScalarHead, TwoHotHead, two_hot_support
 from .layers import UnitGroup, apply_spectral_norm, first_layer
 
 registry.load_modules(__name__, __path__)  # each body module registers its architecture
@@ -30,6 +30,11 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     ),
     "two_hot": lambda feature_dim, num_actions, v_min=None, v_max=None, margin=0.0, num_bins=201, returns=None, **_: TwoHotHead(
         feature_dim, num_actions, *two_hot_support(v_min, v_max, margin, returns), num_bins=num_bins
+    ),
+    "hl_gauss": lambda feature_dim, num_actions, v_min=None, v_max=None, margin=0.0, num_bins=201, sigma_ratio=0.75,
+    returns=None, **_: HLGaussHead(
+        feature_dim, num_actions, *two_hot_support(v_min, v_max, margin, returns, "intervention.hl_gauss"), num_bins=num_bins,
+        sigma_ratio=sigma_ratio
     ),
 }
 

@@ -7,6 +7,8 @@ the raw outputs of several heads (``InjectedHead``).
 * ``scalar``: one Q-value per action and the squared TD error of equation (1) of the paper.
 * ``two_hot``: a categorical distribution over a fixed support per action (section 6.2): Q is its
   expectation, the loss is the cross-entropy to the two-hot projection of the TD target.
+* ``hl_gauss``: the same head and support; the loss is the cross-entropy to a Gaussian histogram
+  of the TD target (HL-Gauss: Imani & White 2018; Farebrother et al. 2024).
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def two_hot(values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
 
 
 def two_hot_support(
-    v_min: float | None, v_max: float | None, margin: float, returns: tuple[float, float] | None
+    v_min: float | None, v_max: float | None, margin: float, returns: tuple[float, float] | None,
+    key: str = "intervention.two_hot",
 ) -> tuple[float, float]:
     """The ends of a two-hot support: ``v_min`` / ``v_max`` as given, or, where None, the return
     range ``returns = (R_min, R_max)`` widened by ``margin * (R_max - R_min)`` at that end."""
@@ -88,15 +91,15 @@ def two_hot_support(
         return float(v_min), float(v_max)
     if returns is None:
         raise ValueError(
-            "intervention.two_hot: this environment declares no reward range, so the support cannot be "
-            "derived; set intervention.two_hot.v_min and intervention.two_hot.v_max (return units)"
+            f"{key}: this environment declares no reward range, so the support cannot be "
+            f"derived; set {key}.v_min and {key}.v_max (return units)"
         )
     low, high = returns
     pad = margin * (high - low)
     lo = low - pad if v_min is None else float(v_min)
     hi = high + pad if v_max is None else float(v_max)
     if not hi > lo:
-        raise ValueError(f"intervention.two_hot: empty support [{lo}, {hi}] (returns {returns}, v_min {v_min}, v_max {v_max})")
+        raise ValueError(f"{key}: empty support [{lo}, {hi}] (returns {returns}, v_min {v_min}, v_max {v_max})")
     return lo, hi
 
 
@@ -119,6 +122,10 @@ class TwoHotHead(ScalarHead):
         self.num_actions, self.num_bins = num_actions, num_bins
         self.register_buffer("support", torch.linspace(v_min, v_max, num_bins), persistent=False)
 
+    def target_distribution(self, target: torch.Tensor) -> torch.Tensor:
+        """The categorical target ``[..., K]`` the cross-entropy fits: ``two_hot(target)``."""
+        return two_hot(target, self.support)
+
     def raw(self, features: torch.Tensor) -> torch.Tensor:
         """Logits [B, A, K]."""
         return self.linear(features).unflatten(-1, (self.num_actions, self.num_bins))
@@ -128,7 +135,41 @@ class TwoHotHead(ScalarHead):
 
     def loss_from_raw(self, raw: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits_sa = raw[torch.arange(raw.shape[0], device=raw.device), a_tm1]  # [B, K]
-        return -(two_hot(target, self.support) * F.log_softmax(logits_sa, dim=-1)).sum(-1)
+        return -(self.target_distribution(target) * F.log_softmax(logits_sa, dim=-1)).sum(-1)
+
+
+def hl_gauss(values: torch.Tensor, support: torch.Tensor, sigma: float) -> torch.Tensor:
+    """HL-Gauss histogram ``[..., K]`` of ``values`` on an evenly spaced ``support`` ``[K]``.
+
+    Atom ``k`` is the bin ``[s_k - d/2, s_k + d/2]`` (``d`` the spacing of the support); its
+    probability is the mass of ``N(clip(v), sigma^2)`` on that bin, normalised by the mass on
+    ``[s_0 - d/2, s_{K-1} + d/2]``: ``(Phi((e_{k+1} - v) / sigma) - Phi((e_k - v) / sigma)) / Z``.
+    Values are clipped to ``[s_0, s_{K-1}]`` first (as the two-hot encoding is).
+    """
+    k = support.shape[0]
+    width = (support[-1] - support[0]) / (k - 1)
+    edges = torch.cat([support - width / 2, support[-1:] + width / 2])  # [K + 1]
+    v = values.clamp(support[0], support[-1])[..., None]
+    cdf = torch.special.ndtr((edges - v) / sigma)  # [..., K + 1]
+    return (cdf[..., 1:] - cdf[..., :-1]) / (cdf[..., -1:] - cdf[..., :1])
+
+
+class HLGaussHead(TwoHotHead):
+    """The two-hot head's logits, support and readout (Q = expectation over the support); the TD
+    loss is the cross-entropy to ``hl_gauss(target, support, sigma)``, ``sigma = sigma_ratio x``
+    the support's spacing (Farebrother et al. 2024: 0.75)."""
+
+    def __init__(
+        self, feature_dim: int, num_actions: int, v_min: float = -100.0, v_max: float = 100.0, num_bins: int = 201,
+        sigma_ratio: float = 0.75,
+    ):
+        super().__init__(feature_dim, num_actions, v_min, v_max, num_bins)
+        if not sigma_ratio > 0:
+            raise ValueError(f"hl_gauss head: need sigma_ratio > 0, got {sigma_ratio}")
+        self.sigma = float(sigma_ratio) * (float(v_max) - float(v_min)) / (num_bins - 1)
+
+    def target_distribution(self, target: torch.Tensor) -> torch.Tensor:
+        return hl_gauss(target, self.support, self.sigma)
 
 
 class InjectedHead(nn.Module):

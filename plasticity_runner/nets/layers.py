@@ -2,6 +2,8 @@
 
 * ``CReLU``: concatenated ReLU ``[relu(x), relu(-x)]`` (Shang et al. 2016; Abbas et al. 2023 for
   plasticity). It doubles the width along ``dim``; the next layer reads twice as many inputs.
+* ``Fourier``: deep Fourier features ``[sin(x), cos(x)]`` (Lewandowski et al. 2025), laid out and
+  widened as CReLU is.
 * ``SpectralNorm``: a parametrisation ``W -> W / sigma(W)`` with one power-iteration step per
   training forward (Miyato et al. 2018). torch's own ``spectral_norm`` writes its power-iteration
   vectors with ``out=`` arguments, which ``vmap`` cannot batch; this one updates its buffer with
@@ -35,6 +37,23 @@ class CReLU(nn.Module):
         return torch.cat([F.relu(x), F.relu(-x)], dim=self.dim)
 
 
+class Fourier(nn.Module):
+    """Deep Fourier features ``cat([sin(x), cos(x)], dim)`` (Lewandowski, Schuurmans & Machado 2025):
+    twice the units of its input, as CReLU; the next layer reads twice as many inputs."""
+
+    expansion = 2
+
+    def __init__(self, dim: int = 1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.sin(x), torch.cos(x)], dim=self.dim)
+
+
+ACTIVATION_NAMES = ("relu", "gelu", "crelu", "fourier")
+
+
 def make_activation(name: str | None, default: str = "relu", dim: int = 1) -> nn.Module:
     """A fresh activation module: ``name`` (or the body's ``default`` when None); CReLU cats on ``dim``."""
     name = name or default
@@ -44,15 +63,17 @@ def make_activation(name: str | None, default: str = "relu", dim: int = 1) -> nn
         return nn.GELU()
     if name == "crelu":
         return CReLU(dim)
-    raise ValueError(f"unknown activation {name!r}; known: relu, gelu, crelu")
+    if name == "fourier":
+        return Fourier(dim)
+    raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATION_NAMES)}")
 
 
 def expansion(activation: nn.Module) -> int:
-    """How many outputs an activation makes per input unit (2 for CReLU, else 1)."""
+    """How many outputs an activation makes per input unit (2 for CReLU and Fourier, else 1)."""
     return int(getattr(activation, "expansion", 1))
 
 
-ACTIVATIONS = (nn.ReLU, nn.GELU, CReLU)
+ACTIVATIONS = (nn.ReLU, nn.GELU, CReLU, Fourier)
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
 
 

@@ -25,12 +25,13 @@ from ..optim import build_optimizer
 from ..seeding import probe_minibatch_seed
 
 
-def two_hot_support(net: nn.Module) -> torch.Tensor | None:
-    """The support of ``net``'s two-hot head (plasticity injection's wrapped head included), or None."""
+def categorical_head(net: nn.Module) -> nn.Module | None:
+    """``net``'s categorical head (two-hot or HL-Gauss; plasticity injection's wrapped head
+    included), whose ``target_distribution`` the cross-entropy fit uses, or None."""
     head = getattr(net, "head", None)
     if isinstance(head, InjectedHead):
         head = head.old
-    return head.support if isinstance(head, TwoHotHead) else None
+    return head if isinstance(head, TwoHotHead) else None
 
 
 class RawOutputs(nn.Module):
@@ -45,13 +46,16 @@ class RawOutputs(nn.Module):
         return self.net.head.raw(self.net.body(x))
 
 
-def fit_loss(out: torch.Tensor, y: torch.Tensor, support: torch.Tensor | None) -> torch.Tensor:
+def fit_loss(out: torch.Tensor, y: torch.Tensor, support: Any) -> torch.Tensor:
     """The probe's fitting objective per leading index, mean over inputs and actions: the squared
-    error of the outputs ``out [..., B, A]`` (``support`` None), or the two-hot cross-entropy of the
-    logits ``out [..., B, A, K]`` to ``two_hot(y)`` on ``support``."""
+    error of the outputs ``out [..., B, A]`` (``support`` None), or the cross-entropy of the logits
+    ``out [..., B, A, K]`` to the head's categorical target of ``y``: ``two_hot(y)`` when
+    ``support`` is the support tensor, ``support.target_distribution(y)`` when it is the head
+    (two-hot or HL-Gauss, ``categorical_head``)."""
     if support is None:
         return ((out - y) ** 2).mean(dim=(-2, -1))
-    return -(two_hot(y, support) * torch.log_softmax(out, dim=-1)).sum(-1).mean(dim=(-2, -1))
+    target = two_hot(y, support) if isinstance(support, torch.Tensor) else support.target_distribution(y)
+    return -(target * torch.log_softmax(out, dim=-1)).sum(-1).mean(dim=(-2, -1))
 
 
 def chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int = 4096, dim: int = -2) -> torch.Tensor:
@@ -77,7 +81,7 @@ def _stacked_forward(
 
 def per_target_loss(
     base: nn.Module, leaves: dict[str, torch.Tensor], transposed: frozenset[str], buffers: dict[str, torch.Tensor],
-    x: torch.Tensor, y: torch.Tensor, support: torch.Tensor | None = None,
+    x: torch.Tensor, y: torch.Tensor, support: Any = None,
 ) -> torch.Tensor:
     """The fitting objective (``fit_loss``) of each of the T stacked copies on the minibatch ``x``
     against ``y`` [T, B, A]: mean squared error, or with ``support`` the two-hot cross-entropy.
@@ -109,7 +113,7 @@ def fit_targets_vectorised(
     ``speed.cuda_graphs``) for the minibatch losses; the losses on all of X stay eager.
     ``advance(1)`` is called after each probe step (progress; a Python call, no host read)."""
     T, device = targets.shape[0], inputs.device
-    support = two_hot_support(net) if two_hot_fit else None
+    support = categorical_head(net) if two_hot_fit else None
     q_net = copy.deepcopy(net)
     base = q_net if support is None else RawOutputs(q_net)
     trainable = {k: p.requires_grad for k, p in base.named_parameters()}
@@ -166,7 +170,7 @@ def fit_targets_sequential(
     """The same fit one target at a time (the reference for the vectorised fit); ``advance(1)``
     after each probe step of each target."""
     T, device = targets.shape[0], inputs.device
-    support = two_hot_support(net) if two_hot_fit else None
+    support = categorical_head(net) if two_hot_fit else None
     initial, final = torch.zeros(T, device=device), torch.zeros(T, device=device)
     curve = torch.zeros(T, -(-steps // curve_every_steps), device=device)
     for j in range(T):

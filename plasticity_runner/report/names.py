@@ -8,10 +8,18 @@ producer), the trainer's log-point metrics included (``TRAINER_METRICS``).
 
 from __future__ import annotations
 
-from .. import evaluation as _evaluation, trainer as _trainer
-from ..case_studies import brownian as _brownian, memorization as _memorization
-from ..probes import curvature as _curvature, dynamics as _dynamics, gradcov as _gradcov
-from ..probes import plasticity as _plasticity, statistics as _statistics
+# envs first: agents.dqn -> envs -> envs.brownian -> case_studies.brownian -> agents.dqn is a cycle
+# when agents.dqn (through evaluation) is imported first, as `plasticity-report` does
+from .. import envs as _envs  # noqa: F401  # isort: skip
+from .. import evaluation as _evaluation
+from .. import trainer as _trainer
+from ..case_studies import brownian as _brownian
+from ..case_studies import memorization as _memorization
+from ..probes import curvature as _curvature
+from ..probes import dynamics as _dynamics
+from ..probes import gradcov as _gradcov
+from ..probes import plasticity as _plasticity
+from ..probes import statistics as _statistics
 
 # ------------------------------------------------------------------------------ config columns
 # Dotted keys of the flattened run config, as they appear as columns of ``load_sweep``.

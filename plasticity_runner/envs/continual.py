@@ -1,0 +1,144 @@
+"""The continual supervised protocols (``continual/``): ``env=slowly_changing_regression``,
+``permuted_mnist``, ``shuffled_labels`` and ``warm_start``.
+
+Not environments the DQN agent steps: each registers its program (``continual/protocols.py``),
+which ``trainer.train`` runs instead of the DQN loop, with ``continual=True``: the program takes
+every intervention and optimizer and pauses for the plasticity probe and the diagnostics on the
+DQN runs' schedule, drawing the pause's inputs from the current task (not from a replay; the agent
+group is not used). Their keys are documented in ``configs/env/<name>.yaml``.
+
+Refused at start, naming the key: ``intervention.two_hot`` on a classification protocol (the
+two-hot head encodes a real-valued target; a class is not one), an architecture other than ``mlp``
+for the bit vectors of the regression, a ``total_steps`` other than ``warm_steps + full_steps``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from ..continual.protocols import (
+    run_permuted_mnist,
+    run_shuffled_labels,
+    run_slowly_changing_regression,
+    run_warm_start,
+)
+from ..errors import ConfigError, positive, unit
+from ..registry import register
+from .datasets import Dataset
+
+
+
+@dataclass
+class SlowlyChangingRegressionEnvConfig:
+    """Slowly-changing regression, Dohare et al. 2024 (``continual/streams.py:BitFlipRegression``)."""
+
+    name: str = "slowly_changing_regression"
+    num_bits: int = 20
+    num_flipping_bits: int = 15
+    flip_every_examples: int = 10_000
+    target_features: int = 100
+    beta: float = 0.7
+    batch_size: int = 1
+
+
+@dataclass
+class PermutedMnistEnvConfig:
+    """Online permuted MNIST, Dohare et al. 2024 (``continual/streams.py:PermutedImages``)."""
+
+    name: str = "permuted_mnist"
+    dataset: Dataset = Dataset.digits
+    data_dir: str = "data"
+    download: bool = False
+    num_images: Optional[int] = None
+    heldout_images: int = 297
+    batch_size: int = 1
+    eval_samples: int = 1024
+
+
+@dataclass
+class ShuffledLabelsEnvConfig:
+    """Shuffled-label sequences, figure 1 (``continual/streams.py:ShuffledLabels``)."""
+
+    name: str = "shuffled_labels"
+    dataset: Dataset = Dataset.digits
+    data_dir: str = "data"
+    download: bool = False
+    num_images: Optional[int] = None
+    steps_per_task: int = 2000
+    batch_size: int = 128
+    eval_samples: int = 4096
+
+
+@dataclass
+class WarmStartEnvConfig:
+    """Warm-starting, Ash & Adams 2020 (``continual/streams.py:WarmStart``)."""
+
+    name: str = "warm_start"
+    dataset: Dataset = Dataset.digits
+    data_dir: str = "data"
+    download: bool = False
+    num_images: Optional[int] = None
+    heldout_images: int = 297
+    warm_fraction: float = 0.5
+    warm_steps: int = 2000
+    full_steps: int = 2000
+    batch_size: int = 128
+    eval_samples: int = 1024
+
+
+def _no_two_hot(cfg: Any) -> None:
+    if OmegaConf.select(cfg, "intervention.two_hot") is not None:
+        raise ConfigError("intervention.two_hot", f"env={cfg.env.name} classifies: the two-hot head encodes a "
+                          "real-valued target, not a class; drop two_hot (slowly_changing_regression takes it)")
+
+
+def check_regression(cfg: Any, key: str) -> None:
+    for name in ("num_bits", "flip_every_examples", "target_features", "batch_size"):
+        positive(cfg, f"{key}.{name}")
+    env = cfg[key]
+    if not 0 <= env.num_flipping_bits <= env.num_bits:
+        raise ConfigError(f"{key}.num_flipping_bits", f"must lie in 0..{key}.num_bits ({env.num_bits}), got {env.num_flipping_bits}")
+    if env.flip_every_examples % env.batch_size:
+        raise ConfigError(f"{key}.flip_every_examples",
+                          f"must be a multiple of {key}.batch_size ({env.batch_size}), got {env.flip_every_examples}")
+    if cfg.architecture.name != "mlp":
+        raise ConfigError("architecture", f"env={env.name} feeds a vector of bits: architecture=mlp, not {cfg.architecture.name}")
+
+
+def check_permuted(cfg: Any, key: str) -> None:
+    for name in ("heldout_images", "batch_size", "eval_samples", "num_images"):
+        positive(cfg, f"{key}.{name}")
+    _no_two_hot(cfg)
+
+
+def check_shuffled(cfg: Any, key: str) -> None:
+    for name in ("num_images", "steps_per_task", "batch_size", "eval_samples"):
+        positive(cfg, f"{key}.{name}")
+    _no_two_hot(cfg)
+
+
+def check_warm_start(cfg: Any, key: str) -> None:
+    for name in ("heldout_images", "batch_size", "eval_samples", "num_images", "full_steps"):
+        positive(cfg, f"{key}.{name}")
+    positive(cfg, f"{key}.warm_steps", allow_zero=True)
+    unit(cfg, f"{key}.warm_fraction")
+    env = cfg[key]
+    if env.warm_fraction <= 0:
+        raise ConfigError(f"{key}.warm_fraction", f"must be > 0, got {env.warm_fraction}")
+    if cfg.total_steps != env.warm_steps + env.full_steps:
+        raise ConfigError("total_steps", f"must equal {key}.warm_steps + {key}.full_steps "
+                          f"({env.warm_steps} + {env.full_steps}), got {cfg.total_steps}")
+    _no_two_hot(cfg)
+
+
+register("env", "slowly_changing_regression", SlowlyChangingRegressionEnvConfig, check=check_regression,
+         program=run_slowly_changing_regression, continual=True)
+register("env", "permuted_mnist", PermutedMnistEnvConfig, check=check_permuted,
+         program=run_permuted_mnist, continual=True)
+register("env", "shuffled_labels", ShuffledLabelsEnvConfig, check=check_shuffled,
+         program=run_shuffled_labels, continual=True)
+register("env", "warm_start", WarmStartEnvConfig, check=check_warm_start,
+         program=run_warm_start, continual=True)
