@@ -151,9 +151,9 @@ def test_a_registration_that_breaks_the_hook_contract_fails_at_import(monkeypatc
 
     parts = registry._PARTS["intervention"]
     for bogus, message in [
-        (registry.Part("intervention", "bogus", CReLUConfig, CReLU, extra={"phase": "build"}), "name 'bogus'"),
-        (registry.Part("intervention", "crelu", CReLUConfig, CReLU, extra={"phase": "later"}), "phase='later'"),
-        (registry.Part("intervention", "crelu", CReLUConfig, CReLU, extra={"phase": "loss"}), "loss_penalty"),
+        (registry.Part("intervention", "bogus", CReLUConfig, CReLU, spec=registry.InterventionSpec(phase="build")), "name 'bogus'"),
+        (registry.Part("intervention", "crelu", CReLUConfig, CReLU, spec=registry.InterventionSpec(phase="later")), "phase='later'"),
+        (registry.Part("intervention", "crelu", CReLUConfig, CReLU, spec=registry.InterventionSpec(phase="loss")), "loss_penalty"),
     ]:
         monkeypatch.setitem(parts, bogus.name, bogus)
         with pytest.raises(ValueError, match=message):

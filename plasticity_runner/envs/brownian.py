@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 from .classification import Task
 from .datasets import Dataset
 from ..errors import ConfigError, choice, positive
-from ..case_studies.brownian import run_brownian
 from ..registry import register
 
 
@@ -43,6 +42,17 @@ def check(cfg: Any, key: str) -> None:
     if choice(loss) == "td":
         raise ConfigError("diagnostics.gradcov.loss", "env=brownian measures C_k on the probe loss of section "
                           "4.2, not the TD loss; choose perturbation_shared (experiment=fig2_brownian) or perturbation")
+
+
+# The program runs the case study's loop; its module is imported when the program runs, because it
+# imports this package back (the envs it steps), so importing it here would make a cycle.
+
+
+def run_brownian(cfg: Any, run: Any) -> dict[str, Any]:
+    """``case_studies.brownian.run_brownian`` (imported when it runs: that module imports this package back)."""
+    from ..case_studies.brownian import run_brownian as program
+
+    return program(cfg, run)
 
 
 register("env", "brownian", BrownianEnvConfig, check=check,

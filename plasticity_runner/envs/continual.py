@@ -19,12 +19,6 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from ..continual.protocols import (
-    run_permuted_mnist,
-    run_shuffled_labels,
-    run_slowly_changing_regression,
-    run_warm_start,
-)
 from ..errors import ConfigError, positive, unit
 from ..registry import register
 from .datasets import Dataset
@@ -132,6 +126,38 @@ def check_warm_start(cfg: Any, key: str) -> None:
         raise ConfigError("total_steps", f"must equal {key}.warm_steps + {key}.full_steps "
                           f"({env.warm_steps} + {env.full_steps}), got {cfg.total_steps}")
     _no_two_hot(cfg)
+
+
+# The program runs the case study's loop; its module is imported when the program runs, because it
+# imports this package back (the envs it steps), so importing it here would make a cycle.
+
+
+def run_slowly_changing_regression(cfg: Any, run: Any) -> dict[str, Any]:
+    """``continual.protocols.run_slowly_changing_regression`` (imported when it runs: that module imports this package back)."""
+    from ..continual.protocols import run_slowly_changing_regression as program
+
+    return program(cfg, run)
+
+
+def run_permuted_mnist(cfg: Any, run: Any) -> dict[str, Any]:
+    """``continual.protocols.run_permuted_mnist`` (imported when it runs: that module imports this package back)."""
+    from ..continual.protocols import run_permuted_mnist as program
+
+    return program(cfg, run)
+
+
+def run_shuffled_labels(cfg: Any, run: Any) -> dict[str, Any]:
+    """``continual.protocols.run_shuffled_labels`` (imported when it runs: that module imports this package back)."""
+    from ..continual.protocols import run_shuffled_labels as program
+
+    return program(cfg, run)
+
+
+def run_warm_start(cfg: Any, run: Any) -> dict[str, Any]:
+    """``continual.protocols.run_warm_start`` (imported when it runs: that module imports this package back)."""
+    from ..continual.protocols import run_warm_start as program
+
+    return program(cfg, run)
 
 
 register("env", "slowly_changing_regression", SlowlyChangingRegressionEnvConfig, check=check_regression,

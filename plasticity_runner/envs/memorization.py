@@ -13,7 +13,6 @@ from typing import Any, Optional
 
 from .datasets import Dataset
 from ..errors import positive
-from ..case_studies.memorization import run_memorization
 from ..registry import register
 
 
@@ -37,6 +36,17 @@ def check(cfg: Any, key: str) -> None:
     """Sizes and counts are positive."""
     for name in ("num_images", "iteration_steps", "num_iterations", "batch_size", "eval_samples"):
         positive(cfg, f"{key}.{name}")
+
+
+# The program runs the case study's loop; its module is imported when the program runs, because it
+# imports this package back (the envs it steps), so importing it here would make a cycle.
+
+
+def run_memorization(cfg: Any, run: Any) -> dict[str, Any]:
+    """``case_studies.memorization.run_memorization`` (imported when it runs: that module imports this package back)."""
+    from ..case_studies.memorization import run_memorization as program
+
+    return program(cfg, run)
 
 
 register("env", "memorization", MemorizationEnvConfig, check=check,
