@@ -192,9 +192,12 @@ def test_each_program_named_by_an_env_is_a_function_taking_cfg_and_run(name):
     import inspect
 
     from plasticity_runner.case_studies import brownian, memorization
+    from plasticity_runner.continual import protocols
 
     function = registry.get("env", name).extra["program"]
-    assert function is {"brownian": brownian.run_brownian, "memorization": memorization.run_memorization}[name]
+    expected = {"brownian": brownian.run_brownian, "memorization": memorization.run_memorization,
+                **{env: getattr(protocols, f"run_{env}") for env in CONTINUAL}}
+    assert function is expected[name]
     assert list(inspect.signature(function).parameters) == ["cfg", "run"]
 
 

@@ -7,8 +7,8 @@ every intervention and optimizer and pauses for the plasticity probe and the dia
 DQN runs' schedule, drawing the pause's inputs from the current task (not from a replay; the agent
 group is not used). Their keys are documented in ``configs/env/<name>.yaml``.
 
-Refused at start, naming the key: ``intervention.two_hot`` on a classification protocol (the
-two-hot head encodes a real-valued target; a class is not one), an architecture other than ``mlp``
+Refused at start, naming the key: ``intervention.two_hot`` and ``intervention.hl_gauss`` on a
+classification protocol (their heads encode a real-valued target; a class is not one), an architecture other than ``mlp``
 for the bit vectors of the regression, a ``total_steps`` other than ``warm_steps + full_steps``.
 """
 
@@ -19,11 +19,10 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from ..continual.protocols import run_permuted_mnist, run_shuffled_labels, run_slowly_changing_regression, run_warm_start
 from ..errors import ConfigError, positive, unit
 from ..registry import register
 from .datasets import Dataset
-
-PROGRAMS = "plasticity_runner.continual.protocols"
 
 
 @dataclass
@@ -84,10 +83,14 @@ class WarmStartEnvConfig:
     eval_samples: int = 1024
 
 
+SCALAR_TARGET_HEADS = ("two_hot", "hl_gauss")  # categorical heads over the range of a real-valued target
+
+
 def _no_two_hot(cfg: Any) -> None:
-    if OmegaConf.select(cfg, "intervention.two_hot") is not None:
-        raise ConfigError("intervention.two_hot", f"env={cfg.env.name} classifies: the two-hot head encodes a "
-                          "real-valued target, not a class; drop two_hot (slowly_changing_regression takes it)")
+    for name in SCALAR_TARGET_HEADS:
+        if OmegaConf.select(cfg, f"intervention.{name}") is not None:
+            raise ConfigError(f"intervention.{name}", f"env={cfg.env.name} classifies: the {name} head encodes a "
+                              f"real-valued target, not a class; drop {name} (slowly_changing_regression takes it)")
 
 
 def check_regression(cfg: Any, key: str) -> None:
@@ -130,10 +133,10 @@ def check_warm_start(cfg: Any, key: str) -> None:
 
 
 register("env", "slowly_changing_regression", SlowlyChangingRegressionEnvConfig, check=check_regression,
-         program=f"{PROGRAMS}:run_slowly_changing_regression", continual=True)
+         program=run_slowly_changing_regression, continual=True)
 register("env", "permuted_mnist", PermutedMnistEnvConfig, check=check_permuted,
-         program=f"{PROGRAMS}:run_permuted_mnist", continual=True)
+         program=run_permuted_mnist, continual=True)
 register("env", "shuffled_labels", ShuffledLabelsEnvConfig, check=check_shuffled,
-         program=f"{PROGRAMS}:run_shuffled_labels", continual=True)
+         program=run_shuffled_labels, continual=True)
 register("env", "warm_start", WarmStartEnvConfig, check=check_warm_start,
-         program=f"{PROGRAMS}:run_warm_start", continual=True)
+         program=run_warm_start, continual=True)
