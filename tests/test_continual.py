@@ -12,7 +12,12 @@ from omegaconf import OmegaConf
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.continual import learner as learner_lib
 from plasticity_runner.continual.streams import (
-    BLOCK_STEPS, BitFlipRegression, PermutedImages, ShuffledLabels, WarmStart, permute_pixels,
+    BLOCK_STEPS,
+    BitFlipRegression,
+    PermutedImages,
+    ShuffledLabels,
+    WarmStart,
+    permute_pixels,
 )
 from plasticity_runner.envs.datasets import load_dataset
 from plasticity_runner.metrics import load_run

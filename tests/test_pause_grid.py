@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from plasticity_runner.config import ConfigError
+from plasticity_runner.config import ConfigError, continual_envs
 from plasticity_runner.interventions import REGISTRY
 from plasticity_runner.metrics import MetricsWriter, load_arrays, load_run
 from plasticity_runner import registry
 from plasticity_runner.probes.pause import run_pause
-from plasticity_runner.trainer import build_run, prefill, train_step
+from plasticity_runner.trainer import build_run, prefill, train, train_step
 
 from .conftest import TINY, make_cfg
 from .test_interventions import ARCH_OVERRIDES, EXTRA
@@ -153,10 +153,6 @@ def test_the_non_default_options_of_the_field_interventions_through_a_pause(arch
 
 # ------------------------------------------------------------------ the continual supervised protocols
 
-from plasticity_runner.config import continual_envs  # noqa: E402
-from plasticity_runner.metrics import load_run as _load_run  # noqa: E402
-from plasticity_runner.trainer import train  # noqa: E402
-
 # per continual protocol: a task switch after step 2 (the target-update hooks fire), 3 steps, pauses at 0 and 3
 CONTINUAL_TINY = {
     "slowly_changing_regression": ["env.flip_every_examples=2", "env.target_features=8"],
@@ -185,7 +181,7 @@ def continual_pause(env: str, names: tuple[str, ...], tmp_path) -> None:
         assert env in CLASSIFIES and any(f"intervention.{n}" in str(exc) for n in ("two_hot", "hl_gauss")), str(exc)
         return
     assert summary["status"] == "complete"
-    rows = _load_run(tmp_path)
+    rows = load_run(tmp_path)
     assert {"probe", "stats", "curvature", "gradcov", "dynamics", "task", "train"} <= set(rows.phase)
     for phase in ("probe", "stats", "curvature", "gradcov", "dynamics", "task"):
         values = rows.query("phase == @phase").value.to_numpy()

@@ -38,7 +38,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from .. import checkpoint, interventions as interventions_lib, run_status, seeding
+from .. import checkpoint, run_status, seeding
+from .. import interventions as interventions_lib
 from ..lifecycle import Run
 from ..nets import build_network
 from ..optim import build_optimizer

@@ -15,11 +15,16 @@ for the bit vectors of the regression, a ``total_steps`` other than ``warm_steps
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..continual.protocols import run_permuted_mnist, run_shuffled_labels, run_slowly_changing_regression, run_warm_start
+from ..continual.protocols import (
+    run_permuted_mnist,
+    run_shuffled_labels,
+    run_slowly_changing_regression,
+    run_warm_start,
+)
 from ..errors import ConfigError, positive, unit
 from ..registry import register
 from .datasets import Dataset
@@ -46,7 +51,7 @@ class PermutedMnistEnvConfig:
     dataset: Dataset = Dataset.digits
     data_dir: str = "data"
     download: bool = False
-    num_images: Optional[int] = None
+    num_images: int | None = None
     heldout_images: int = 297
     batch_size: int = 1
     eval_samples: int = 1024
@@ -60,7 +65,7 @@ class ShuffledLabelsEnvConfig:
     dataset: Dataset = Dataset.digits
     data_dir: str = "data"
     download: bool = False
-    num_images: Optional[int] = None
+    num_images: int | None = None
     steps_per_task: int = 2000
     batch_size: int = 128
     eval_samples: int = 4096
@@ -74,7 +79,7 @@ class WarmStartEnvConfig:
     dataset: Dataset = Dataset.digits
     data_dir: str = "data"
     download: bool = False
-    num_images: Optional[int] = None
+    num_images: int | None = None
     heldout_images: int = 297
     warm_fraction: float = 0.5
     warm_steps: int = 2000
