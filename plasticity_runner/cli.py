@@ -108,7 +108,6 @@ def _app(cfg: DictConfig) -> float | None:
     return value
 
 
-
 def _composable(overrides: list[Any]) -> list[str] | None:
     """The overrides as compose() takes them: sweeps cut to their first value, hydra.* dropped."""
     out = []

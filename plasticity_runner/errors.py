@@ -1,4 +1,5 @@
-"""The error a bad config value raises, and the range checks every part declares with it.
+"""The error a bad config value raises, the range checks every part declares with it, and
+``choice``, the text of a config choice (an enum member or a string).
 
 It depends on nothing in the project, so every module (a registered part included) can use it."""
 
@@ -67,3 +68,9 @@ def unit(cfg: Any, key: str) -> None:
     finite(key, value)
     if not 0.0 <= value <= 1.0:
         raise ConfigError(key, f"must lie in [0, 1], got {value}")
+
+
+def choice(value: Any) -> str:
+    """A config choice as text: an enum member's value (a structured config holds ``Device.cpu``),
+    anything else ``str(value)`` (a plain config holds ``"cpu"``)."""
+    return str(getattr(value, "value", value))

@@ -32,7 +32,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import interventions, sinks
-from .errors import ConfigError
+from .errors import ConfigError, choice
 from .metrics import ARRAYS_DIR, METRICS_DIR, RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
 from .run_status import RunRecord
 
@@ -81,7 +81,7 @@ def check_parameter_memory(cfg: DictConfig, build: Callable[[], torch.nn.Module]
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    name = str(getattr(name, "value", name))
+    name = choice(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .errors import choice
+
 log = logging.getLogger("plasticity_runner")
 
 TICK_SECONDS = 2.0  # the training bar moves at least this often between log points
@@ -42,7 +44,7 @@ BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
 def resolve_mode(mode: Any) -> str:
     """``auto`` -> ``bar`` on a terminal (stderr is a tty), else ``log``."""
-    mode = str(getattr(mode, "value", mode))
+    mode = choice(mode)
     if mode == "auto":
         return "bar" if sys.stderr.isatty() else "log"
     return mode

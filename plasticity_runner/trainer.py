@@ -61,6 +61,7 @@ from .probes.pause import run_pause
 from .progress import Progress
 from .run_state import RunState
 from .seeding import env_seed, eval_seed, seed_everything
+from .errors import choice
 
 log = logging.getLogger("plasticity_runner")
 
@@ -187,7 +188,7 @@ def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, floa
     if frame_skip:
         out["frames"] = float(env_steps * int(frame_skip))
     out.update(schedule.current_segment(state))  # train/segment of a chain (env.schedule)
-    if registry.get("env", cfg.env.name).extra.get("episodic"):  # an env whose games end (registered so)
+    if registry.get("env", cfg.env.name).spec.episodic:  # an env whose games end (registered so)
         out["episodes_finished"] = float(len(state.episode_returns))
         if state.episode_returns:
             out["episode_return"] = float(np.mean(state.episode_returns))
@@ -303,7 +304,7 @@ def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | N
     """
     validate(cfg)
     check_data(cfg.env)  # the data set is on disk and large enough: a config error now, not a crash later
-    program = registry.get("env", cfg.env.name).extra.get("program") or run_dqn
+    program = registry.get("env", cfg.env.name).spec.program or run_dqn
     with lifecycle.opened(cfg, run_dir, on_start) as run:
         return run.finished_summary() if run.finished else program(cfg, run)
 
@@ -334,7 +335,7 @@ def run_dqn(cfg: DictConfig, run: lifecycle.Run) -> dict[str, Any]:
         if cfg.checkpoint.enabled:
             checkpoint.save(run_dir, state.step, state.state_dict(), int(cfg.checkpoint.keep))
 
-    probe_before_hooks = str(getattr(cfg.probe.at, "value", cfg.probe.at)) == "before_interventions"
+    probe_before_hooks = choice(cfg.probe.at) == "before_interventions"
     summary: dict[str, Any] = {"probe": {}}
     # stop signals are deferred from here on: one during the prefill or the step-0 pause stops the
     # run right after that pause's checkpoint, recorded as interrupted

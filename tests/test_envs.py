@@ -189,7 +189,6 @@ def test_mnist_images_and_labels_must_agree(mnist_dir):
     assert "50 images but" in str(err.value) and "49 labels" in str(err.value)
 
 
-
 # ------------------------------------------------------------ every registered environment (registry)
 
 CONFIGS_ENV = Path(__file__).resolve().parents[1] / "configs" / "env"

@@ -17,7 +17,6 @@ from .conftest import make_cfg
 from .test_fastpath import record_host_reads
 
 
-
 def parts(cfg) -> list[str]:
     """The registered diagnostics on in ``cfg`` (the probe first): the parts of each of its pauses."""
     names = [d.name for d in pause.diagnostics() if d.config(cfg).enabled]

@@ -336,6 +336,32 @@ class DQNAgent:
             i.on_target_update(self.learner, step)
 
 
+class _TDLoss(nn.Module):
+    """``forward(o_tm1, a_tm1, target)`` -> per-transition TD loss [B] of the wrapped network."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, o_tm1: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.net.td_loss(o_tm1, a_tm1, target)
+
+
+def td_sample_losses(
+    online: nn.Module, target: nn.Module, batch: Any, *, gamma: float, double_dqn: bool
+) -> SampleLosses:
+    """The TD loss of each transition of ``batch`` w.r.t. the parameters of ``online`` (eq. 1), for
+    per-sample gradients (``probes.gram``; the gradient covariance's ``loss: td``).
+
+    The TD target is computed once, from eval-mode copies of the online and target networks
+    (``td_target`` with the agent's ``gamma`` and ``double_dqn``), and held fixed; the losses are
+    those of the online copy (the networks passed in are never touched).
+    """
+    online, target = copy.deepcopy(online).eval(), copy.deepcopy(target).eval()
+    y = td_target(online, target, batch, float(gamma), bool(double_dqn))
+    return SampleLosses(_TDLoss(online), (batch.o_tm1, batch.a_tm1, y))
+
+
 def _check_regression_head(online: nn.Module) -> None:
     """``agent.td_loss_scale`` / ``agent.td_error_clip`` regress Q(s, a) itself: not for the two-hot head."""
     from ..nets.heads import InjectedHead, TwoHotHead

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from .classification import Task
 from .datasets import Dataset
-from ..errors import ConfigError, positive
+from ..errors import ConfigError, choice, positive
 from ..case_studies.brownian import run_brownian
 from ..registry import register
 
@@ -40,7 +40,7 @@ def check(cfg: Any, key: str) -> None:
     for name in ("num_images", "batch_size", "target_update_steps", "measure_every_steps"):
         positive(cfg, f"{key}.{name}")
     loss = OmegaConf.select(cfg, "diagnostics.gradcov.loss")
-    if str(getattr(loss, "value", loss)) == "td":
+    if choice(loss) == "td":
         raise ConfigError("diagnostics.gradcov.loss", "env=brownian measures C_k on the probe loss of section "
                           "4.2, not the TD loss; choose perturbation_shared (experiment=fig2_brownian) or perturbation")
 

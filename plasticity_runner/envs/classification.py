@@ -35,7 +35,7 @@ from typing import Any, Optional
 import torch
 
 from .. import registry
-from ..errors import positive
+from ..errors import choice, positive
 from ..seeding import label_seed, set_generator_state
 from .base import Batch, StepResult
 from .datasets import Dataset, check_num_images, load_dataset
@@ -126,7 +126,7 @@ class ClassificationMDP:
     def __init__(self, cfg: Any, device: torch.device, seed: int):
         from .schedule import classification_segments, switch_steps
 
-        dataset = str(getattr(cfg.dataset, "value", cfg.dataset))
+        dataset = choice(cfg.dataset)
         images, true_labels = load_dataset(dataset, cfg.data_dir, cfg.download)
         if cfg.num_images is not None:
             check_num_images(int(cfg.num_images), len(images), dataset)

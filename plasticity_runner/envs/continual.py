@@ -2,7 +2,7 @@
 ``permuted_mnist``, ``shuffled_labels`` and ``warm_start``.
 
 Not environments the DQN agent steps: each registers its program (``continual/protocols.py``),
-which ``programs.run`` runs instead of the trainer, with ``continual=True``: the program takes
+which ``trainer.train`` runs instead of the DQN loop, with ``continual=True``: the program takes
 every intervention and optimizer and pauses for the plasticity probe and the diagnostics on the
 DQN runs' schedule, drawing the pause's inputs from the current task (not from a replay; the agent
 group is not used). Their keys are documented in ``configs/env/<name>.yaml``.
@@ -28,6 +28,7 @@ from ..continual.protocols import (
 from ..errors import ConfigError, positive, unit
 from ..registry import register
 from .datasets import Dataset
+
 
 
 @dataclass

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .. import safe_pickle
-from ..errors import ConfigError
+from ..errors import ConfigError, choice
 
 
 class Dataset(str, enum.Enum):
@@ -255,7 +255,7 @@ def check_data(env: Any) -> None:
     name = getattr(env, "dataset", None)
     if name is None:
         return
-    name = str(getattr(name, "value", name))
+    name = choice(name)
     root = Path(str(env.data_dir)).expanduser()
     files = expected_files(name)
     missing = [rel for rel in files if not (root / rel).is_file()]

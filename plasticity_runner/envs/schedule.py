@@ -30,7 +30,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..errors import ConfigError
+from ..errors import ConfigError, choice
 
 
 def segments(env_cfg: Any) -> list[dict[str, Any]]:
@@ -73,7 +73,7 @@ def classification_segments(env_cfg: Any) -> list[dict[str, Any]]:
     a chain that comes back to a relabelling names its seed."""
     task = env_cfg.task
     seed = env_cfg.label_seed
-    default = {"task": str(getattr(task, "value", task)), "label_seed": None if seed is None else int(seed),
+    default = {"task": choice(task), "label_seed": None if seed is None else int(seed),
                "permutation_seed": None}
     if getattr(env_cfg, "schedule", None) is None:
         return [dict(default, steps=None)]

@@ -13,8 +13,8 @@ Per-sample gradients and their Gram matrix come from ``gram.py``.
 
 Two per-sample losses are provided:
 
-* ``agents.dqn.td_sample_losses``: the agent's TD loss of each transition (eq. 1) against the fixed target
-  ``agents.dqn.td_target`` of its networks; intervention penalties are left out. This is the
+* ``agents.dqn.td_sample_losses``: the agent's TD loss of each transition (eq. 1) against the fixed
+  target ``agents.dqn.td_target`` of its networks; intervention penalties are left out. This is the
   runner's choice, not the paper's: A.1 computes "the gradient of each transition" of a sampled
   batch but names no loss, and section 4.2 measures C_k on the probe loss below, not on the TD
   objective. The diagnostic asks the agent for it (``sample_losses``): a continual supervised
@@ -52,7 +52,7 @@ from omegaconf import II, OmegaConf
 from torch import nn
 
 from .. import registry
-from ..errors import ConfigError, positive
+from ..errors import ConfigError, choice, positive
 from ..seeding import diagnostic_seed, evaluation_batch_seed
 from .base import Diagnostic, Output, PauseView, check_cadence
 from .curvature import perturbation_target
@@ -163,7 +163,7 @@ def gradient_covariance(
 ) -> CovResult:
     """C_k of eq. (3) over the samples, with its k-means ordering (``seed`` seeds k-means).
 
-    Build ``losses`` with ``td_sample_losses`` or ``perturbation_sample_losses``.
+    Build ``losses`` with ``agents.dqn.td_sample_losses`` or ``perturbation_sample_losses``.
     """
     gram = gradient_gram(losses, chunk_size, max_memory_mb)
     matrix, norms = normalise(gram)
@@ -217,7 +217,7 @@ class GradCov(Diagnostic):
 
     def run(self, view: PauseView) -> Output:
         c, batch = self.config(view.cfg), view.batch
-        loss_kind = str(getattr(c.loss, "value", c.loss))
+        loss_kind = choice(c.loss)
         if loss_kind == "td":  # the training loss of each sample: the agent's (``DQNAgent.sample_losses``)
             losses = view.agent.sample_losses(batch)
         else:
