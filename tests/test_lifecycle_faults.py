@@ -31,8 +31,8 @@ def test_stale_temporaries_are_removed_at_start(tmp_path):
 
 SIGTERM_AT_STEP_0 = """
 import os, signal, sys
+from tests.conftest import make_cfg  # first: the CLI's imports, in their order
 from plasticity_runner import trainer
-from tests.conftest import make_cfg
 real = trainer.run_pause
 def pause(cfg, state, writer):
     if state.step == 0:

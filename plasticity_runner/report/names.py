@@ -8,9 +8,6 @@ producer), the trainer's log-point metrics included (``TRAINER_METRICS``).
 
 from __future__ import annotations
 
-# envs first: agents.dqn -> envs -> envs.brownian -> case_studies.brownian -> agents.dqn is a cycle
-# when agents.dqn (through evaluation) is imported first, as `plasticity-report` does
-from .. import envs as _envs  # noqa: F401  # isort: skip
 from .. import evaluation as _evaluation
 from .. import trainer as _trainer
 from ..case_studies import brownian as _brownian
