@@ -38,6 +38,12 @@ class Progress(str, enum.Enum):
 # their own modules (envs/); the case-study envs of section 4 are here.
 
 
+# ``${mul:a,b}``: the product of two integers, for a preset whose budgets scale with another key
+# (``primacy_bias_quick``: ``total_steps: ${mul:2500,${agent.replay_ratio}}`` keeps the environment
+# steps fixed while the replay ratio varies).
+OmegaConf.register_new_resolver("mul", lambda a, b: int(a) * int(b), replace=True)
+
+
 def case_study_envs() -> tuple[str, ...]:
     """The env options that run their own program (``registry`` parts with ``program=``: the case
     studies of section 4) instead of the DQN trainer: no agent, replay, plasticity probe or
