@@ -182,7 +182,8 @@ def continual_pause(env: str, names: tuple[str, ...], tmp_path) -> None:
     try:
         summary = train(cfg, tmp_path)
     except ConfigError as exc:  # refused at start, naming the part
-        assert "two_hot" in names and env in CLASSIFIES and "intervention.two_hot" in str(exc), str(exc)
+        head = next((n for n in ("two_hot", "hl_gauss") if n in names), None)
+        assert head and env in CLASSIFIES and f"intervention.{head}" in str(exc), str(exc)
         return
     assert summary["status"] == "complete"
     rows = _load_run(tmp_path)
@@ -195,16 +196,21 @@ def continual_pause(env: str, names: tuple[str, ...], tmp_path) -> None:
 
 
 def continual_sets(env: str) -> list[tuple[str, ...]]:
-    """Every intervention in two compatible sets (injection excludes shrink-perturb and the last-layer
-    reset; a classification protocol refuses two_hot, tested alone in the slow grid)."""
-    without = {"two_hot"} if env in CLASSIFIES else set()
-    first = tuple(n for n in REGISTRY if n != "plasticity_injection" and n not in without)
+    """Every intervention in compatible sets: all but injection packed greedily (pairs refused at start,
+    crelu / fourier and two_hot / hl_gauss, land in the second), then injection's (it excludes
+    shrink-perturb and the resets); a classification protocol refuses the categorical heads, tested
+    alone in the slow grid."""
+    from .test_interventions import compatible_sets
+
+    without = {"two_hot", "hl_gauss"} if env in CLASSIFIES else set()
+    packed = compatible_sets([n for n in REGISTRY if n != "plasticity_injection" and n not in without])
+    assert len(packed) == 2, packed
     second = tuple(n for n in REGISTRY if n in {"crelu", "two_hot", "redo", "plasticity_injection", "reset_optimizer"}
                    and n not in without)
-    return [first, second]
+    return [tuple(packed[0]), tuple(packed[1]), second]
 
 
-@pytest.mark.parametrize("which", [0, 1], ids=["all_but_injection", "with_injection"])
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["all_but_injection", "all_but_injection_rest", "with_injection"])
 @pytest.mark.parametrize("env", sorted(CONTINUAL_TINY))
 def test_every_intervention_composed_through_a_continual_pause(env, which, tmp_path):
     continual_pause(env, continual_sets(env)[which], tmp_path)

@@ -7,8 +7,8 @@ every intervention and optimizer and pauses for the plasticity probe and the dia
 DQN runs' schedule, drawing the pause's inputs from the current task (not from a replay; the agent
 group is not used). Their keys are documented in ``configs/env/<name>.yaml``.
 
-Refused at start, naming the key: ``intervention.two_hot`` on a classification protocol (the
-two-hot head encodes a real-valued target; a class is not one), an architecture other than ``mlp``
+Refused at start, naming the key: ``intervention.two_hot`` or ``intervention.hl_gauss`` on a
+classification protocol (their categorical heads encode a real-valued target; a class is not one), an architecture other than ``mlp``
 for the bit vectors of the regression, a ``total_steps`` other than ``warm_steps + full_steps``.
 """
 
@@ -85,9 +85,10 @@ class WarmStartEnvConfig:
 
 
 def _no_two_hot(cfg: Any) -> None:
-    if OmegaConf.select(cfg, "intervention.two_hot") is not None:
-        raise ConfigError("intervention.two_hot", f"env={cfg.env.name} classifies: the two-hot head encodes a "
-                          "real-valued target, not a class; drop two_hot (slowly_changing_regression takes it)")
+    for name in ("two_hot", "hl_gauss"):  # the categorical heads of a real-valued target
+        if OmegaConf.select(cfg, f"intervention.{name}") is not None:
+            raise ConfigError(f"intervention.{name}", f"env={cfg.env.name} classifies: the {name} head encodes a "
+                              f"real-valued target, not a class; drop {name} (slowly_changing_regression takes it)")
 
 
 def check_regression(cfg: Any, key: str) -> None:
