@@ -3,8 +3,7 @@
 Reproduces and extends Lyle et al., "Understanding Plasticity in Neural Networks" (ICML 2023).
 """
 
-__version__ = "0.1.0"
-
-from .metrics import load_arrays, load_run, load_sweep  # noqa: E402
+from .metrics import load_arrays, load_run, load_sweep
+from .version import __version__
 
 __all__ = ["load_sweep", "load_run", "load_arrays", "__version__"]

@@ -10,17 +10,16 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .checkpoint import CorruptCheckpointError
-from .config import ConfigError, register_configs
-from .hydra_glue import EXIT_CONFIG, EXIT_OUTPUTS, fail, inactive_intervention_error, write_hydra_record
+from .completion import completing, register_snapshot
+from .hydra_glue import EXIT_CONFIG, EXIT_OUTPUTS, fail, write_hydra_record
 from .metrics import MetricsWriteError, RunFileError
-from .run_state import DeviceMismatchError
 
 log = logging.getLogger("plasticity_runner")
 
@@ -34,7 +33,12 @@ def config_dir() -> str:
     raise FileNotFoundError(f"plasticity-runner configs not found next to {here} (looked for configs/config.yaml)")
 
 
-register_configs()
+if completing(sys.argv[1:]):
+    register_snapshot()  # a TAB: the schema's snapshot, no torch (completion.py)
+else:
+    from .config import register_configs
+
+    register_configs()
 
 
 def register_sweeper() -> None:
@@ -66,8 +70,11 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> float | None:
     """One run; returns its ``objective`` (None when unset) for a sweeper such as Optuna's."""
+    from .checkpoint import CorruptCheckpointError
+    from .config import ConfigError
     from .objective import ObjectiveError, for_sweeper, objective_value
-    from .programs import run
+    from .run_state import DeviceMismatchError
+    from .trainer import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     direction = HydraConfig.get().sweeper.get("direction")  # set by an optimising sweeper (Optuna)
@@ -77,7 +84,7 @@ def _app(cfg: DictConfig) -> float | None:
              "objective=probe/plasticity@change")
     try:
         # Hydra's record (.hydra/) is written only once the run directory has accepted the config
-        summary = run(cfg, run_dir, on_start=lambda: write_hydra_record(run_dir, cfg))
+        summary = train(cfg, run_dir, on_start=lambda: write_hydra_record(run_dir, cfg))
     except ConfigError as exc:
         # Hydra reports typos and wrong types itself; range errors end here, before any metric.
         fail(EXIT_CONFIG, f"Error in config: {exc}")
@@ -99,6 +106,69 @@ def _app(cfg: DictConfig) -> float | None:
     except ObjectiveError as exc:
         fail(EXIT_CONFIG, f"Error in config: config key 'objective': {exc}")
     return value
+
+
+def _composable(overrides: list[Any]) -> list[str] | None:
+    """The overrides as compose() takes them: sweeps cut to their first value, hydra.* dropped."""
+    out = []
+    for o in overrides:
+        key = o.get_key_element()
+        if key.lstrip("+~").startswith("hydra"):
+            continue
+        if o.is_sweep_override():
+            if not o.is_discrete_sweep():
+                return None
+            first = next(iter(o.sweep_string_iterator()), None)
+            if first is None:
+                return None
+            out.append(f"{key}={first}")
+        else:
+            out.append(o.input_line)
+    return out
+
+
+def inactive_intervention_error(argv: list[str]) -> str | None:
+    """The error for an option override of an intervention that is not active, or None.
+
+    Only looks when an override sets ``intervention.<name>.<option>``; then composes the config
+    without those overrides (a sweep at its first value) to see which interventions are active.
+    Anything it cannot decide is left to Hydra.
+    """
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+        if args.config_name or args.config_path or args.config_dir:
+            return None
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except (SystemExit, Exception):
+        return None
+    options = [o for o in overrides if o.key_or_group.lstrip("+~").split(".")[0] == "intervention"
+               and o.key_or_group.count(".") >= 2 and not o.is_delete()]
+    if not options:
+        return None
+    rest = _composable([o for o in overrides if o not in options])
+    if rest is None:
+        return None
+    try:
+        cfg = compose_config(rest)
+    except Exception:
+        return None
+    active = [k for k, v in cfg.intervention.items() if v is not None]
+    for o in options:
+        key = o.key_or_group.lstrip("+~")
+        name = key.split(".")[1]
+        if name not in cfg.intervention or name in active:
+            continue  # unknown (Hydra names it) or active (fine)
+        listed = ",".join([*active, name])
+        now = ", ".join(active) or "none"
+        return (
+            f"config key '{key}': the intervention '{name}' is not active (active: {now}), "
+            f"so it has no options to set; activate it with intervention=[{listed}] "
+            f"or add it to the active ones with +intervention={name}"
+        )
+    return None
 
 
 def main() -> None:

@@ -24,8 +24,6 @@ class Device(str, enum.Enum):
     cuda = "cuda"
 
 
-
-
 class Progress(str, enum.Enum):
     auto = "auto"  # a tqdm bar on a terminal, plain log lines otherwise
     bar = "bar"
@@ -52,7 +50,7 @@ def case_study_envs() -> tuple[str, ...]:
     from . import registry
 
     return tuple(name for name, part in registry.parts("env").items()
-                 if part.extra.get("program") and not part.extra.get("continual"))
+                 if part.spec.program is not None and not part.spec.continual)
 
 
 def continual_envs() -> tuple[str, ...]:
@@ -60,7 +58,7 @@ def continual_envs() -> tuple[str, ...]:
     their own program, every intervention, the pause of the DQN runs; no agent or replay."""
     from . import registry
 
-    return tuple(name for name, part in registry.parts("env").items() if part.extra.get("continual"))
+    return tuple(name for name, part in registry.parts("env").items() if part.spec.continual)
 
 
 # --------------------------------------------------------------------------- architecture group
@@ -292,7 +290,7 @@ def _check_registered(cfg: DictConfig) -> None:
     case_study = OmegaConf.select(cfg, "env.name") in case_study_envs()
     for name, part in registry.parts("diagnostic").items():
         key = part.build().config_key()  # diagnostics.<name>; the plasticity probe's: probe
-        if part.extra.get("trainer_only") and case_study:
+        if part.spec.trainer_only and case_study:
             continue  # a part the case studies' own loops never run (the probe)
         if part.check is not None and OmegaConf.select(cfg, key) is not None:
             part.check(cfg, key)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .agents.dqn import DQNAgent
+from .errors import choice
 
 # the names an evaluation's scalars carry (the trainer writes them under phase ``eval``); the
 # report keys on them (``report/names.py``)
@@ -77,7 +78,7 @@ def evaluate_frames(
 def evaluate_agent(env: Any, agent: DQNAgent, env_cfg: Any, seed: int, stream: int) -> dict[str, float]:
     """One evaluation under ``env_cfg.eval_protocol``; its scalars (see ``evaluation_scalars``)
     plus ``num_episodes``, the games that count (completed ones under ``frames``, 0 if none)."""
-    protocol = str(getattr(env_cfg.eval_protocol, "value", env_cfg.eval_protocol))
+    protocol = choice(env_cfg.eval_protocol)
     epsilon = float(env_cfg.eval_epsilon)
     if protocol == "episodes":
         returns = evaluate(env, agent, int(env_cfg.eval_episodes), epsilon, seed=seed, stream=stream)

@@ -9,9 +9,6 @@
   ``overrides.yaml``), written atomically once the trainer has accepted the run directory. Hydra's
   own writer is switched off (``hydra.output_subdir: null`` in ``configs/config.yaml``) because it
   writes before the run starts, so a refused restart would rewrite the record of the run it refused.
-- ``inactive_intervention_error``: options of an intervention that is not active
-  (``intervention.redo.tau=0.2`` without ``redo``) make Hydra fail with a bare AssertionError; this
-  check names the key and says how to activate the intervention.
 """
 
 from __future__ import annotations
@@ -115,71 +112,3 @@ def write_hydra_record(run_dir: str | os.PathLike, task_cfg: DictConfig) -> None
     }
     for name, text in files.items():
         atomic_write_text(record / name, text)
-
-
-# ------------------------------------------------------------------------------ interventions
-
-
-def _composable(overrides: list[Any]) -> list[str] | None:
-    """The overrides as compose() takes them: sweeps cut to their first value, hydra.* dropped."""
-    out = []
-    for o in overrides:
-        key = o.get_key_element()
-        if key.lstrip("+~").startswith("hydra"):
-            continue
-        if o.is_sweep_override():
-            if not o.is_discrete_sweep():
-                return None
-            first = next(iter(o.sweep_string_iterator()), None)
-            if first is None:
-                return None
-            out.append(f"{key}={first}")
-        else:
-            out.append(o.input_line)
-    return out
-
-
-def inactive_intervention_error(argv: list[str]) -> str | None:
-    """The error for an option override of an intervention that is not active, or None.
-
-    Only looks when an override sets ``intervention.<name>.<option>``; then composes the config
-    without those overrides (a sweep at its first value) to see which interventions are active.
-    Anything it cannot decide is left to Hydra.
-    """
-    from hydra._internal.utils import get_args_parser
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        args, _ = get_args_parser().parse_known_args(argv)
-        if args.config_name or args.config_path or args.config_dir:
-            return None
-        overrides = OverridesParser.create().parse_overrides(args.overrides)
-    except (SystemExit, Exception):
-        return None
-    options = [o for o in overrides if o.key_or_group.lstrip("+~").split(".")[0] == "intervention"
-               and o.key_or_group.count(".") >= 2 and not o.is_delete()]
-    if not options:
-        return None
-    rest = _composable([o for o in overrides if o not in options])
-    if rest is None:
-        return None
-    from .cli import compose_config
-
-    try:
-        cfg = compose_config(rest)
-    except Exception:
-        return None
-    active = [k for k, v in cfg.intervention.items() if v is not None]
-    for o in options:
-        key = o.key_or_group.lstrip("+~")
-        name = key.split(".")[1]
-        if name not in cfg.intervention or name in active:
-            continue  # unknown (Hydra names it) or active (fine)
-        listed = ",".join([*active, name])
-        now = ", ".join(active) or "none"
-        return (
-            f"config key '{key}': the intervention '{name}' is not active (active: {now}), "
-            f"so it has no options to set; activate it with intervention=[{listed}] "
-            f"or add it to the active ones with +intervention={name}"
-        )
-    return None

@@ -1,7 +1,7 @@
 """The life of a run in its directory, the same for every program (the DQN trainer, the case studies).
 
-``programs.run`` holds the directory's lock (``run_status.RunRecord``) and a cleanup stack for
-the whole start, then:
+``opened(cfg, run_dir, on_start)`` holds the directory's lock (``run_status.RunRecord``) and a
+cleanup stack for the whole start (``trainer.train`` enters it around the program), and:
 
 1. ``open_run``: torch's thread count, the device (``resolve_device``), the resolved config as
    ``run.json`` records it (``run_config``) and the same-config check against the ``run.json``
@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import interventions, sinks
-from .errors import ConfigError
-from .metrics import METRICS_DIR, RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
+from .errors import ConfigError, choice
+from .metrics import ARRAYS_DIR, METRICS_DIR, RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
 from .run_status import RunRecord
 
 log = logging.getLogger("plasticity_runner")
@@ -46,9 +47,41 @@ RESTART_MAY_CHANGE = {"progress", "torch_threads", "checkpoint.keep", "log_every
 RESTART_MAY_CHANGE_PREFIXES = ("logger.",)  # the sinks mirroring the metrics (a restart may add or drop one)
 
 
+# copies of the parameters a DQN run holds at least: online and target networks, the gradient,
+# Adam's two moments (more with the training-dynamics metrics' theta_0 and last log point)
+PARAMETER_COPIES = 5
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory of ``device``: the GPU's total, or the host's physical memory for the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_parameter_memory(cfg: DictConfig, build: Callable[[], torch.nn.Module], device: torch.device) -> None:
+    """Refuse a network whose parameters cannot fit the device, before any of it is allocated:
+    ``build()`` runs on the meta device (shapes only), and ``PARAMETER_COPIES`` copies of its
+    parameters are compared with the device's memory (``ConfigError`` naming the architecture's
+    size keys, with the estimate)."""
+    with torch.device("meta"):
+        net = build()
+    params = sum(p.numel() for p in net.parameters())
+    need = sum(p.numel() * p.element_size() for p in net.parameters()) * PARAMETER_COPIES
+    have = device_memory(device)
+    if need > have:
+        arch = cfg.architecture
+        sizes = [f"architecture.{k}={arch[k]}" for k in ("width", "hidden", "channels", "depth") if k in arch]
+        key = "architecture.width" if "width" in arch else "architecture"
+        raise ConfigError(key, (
+            f"the network ({', '.join(sizes) or arch.name}) has {params:,} parameters: at least {need / 2**30:,.1f} GiB "
+            f"for the {PARAMETER_COPIES} copies a run holds (online, target, gradient, Adam's two moments), more than "
+            f"the {have / 2**30:,.1f} GiB of {device.type}; choose a smaller network"))
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    name = str(getattr(name, "value", name))
+    name = choice(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -135,6 +168,15 @@ class Run:
         return {"run_id": self.run_id, "run_dir": str(self.run_dir), "steps": steps, "status": status, **summary}
 
 
+@contextlib.contextmanager
+def opened(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | None = None) -> Iterator[Run]:
+    """The run in ``run_dir``, its lock held and its cleanup stack open until the block ends: a second
+    process on the directory is refused, and a block that raises records ``crashed`` (or
+    ``interrupted``) in ``run.json`` (``run_status.RunRecord``)."""
+    with RunRecord(run_dir) as record, contextlib.ExitStack() as cleanup:
+        yield open_run(cfg, run_dir, record, cleanup, on_start)
+
+
 def open_run(
     cfg: DictConfig, run_dir: str | Path, record: RunRecord, cleanup: contextlib.ExitStack,
     on_start: Callable[[], None] | None = None,
@@ -148,4 +190,22 @@ def open_run(
     run = Run(cfg, Path(run_dir), record, config, device, check_same_run(Path(run_dir), config), cleanup)
     if on_start is not None and not run.finished:
         on_start()
+    remove_stale_temporaries(Path(run_dir))
     return run
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporaries an earlier start left when it was killed mid-write (``run.json.<pid>-<n>.tmp``,
+    ``metrics/*.tmp``, ``arrays/*.tmp``): this start holds the directory's lock, so no writer owns them."""
+    removed = []
+    for pattern in (f"{RUN_FILE}.*.tmp", f"{METRICS_DIR}/*.tmp", f"{ARRAYS_DIR}/*.tmp"):
+        for f in Path(run_dir).glob(pattern):
+            try:
+                f.unlink()
+                removed.append(f)
+            except OSError as exc:
+                log.warning("cannot remove the stale temporary %s: %s", f, exc)
+    if removed:
+        log.info("removed %d stale temporar%s of an earlier start: %s", len(removed),
+                 "y" if len(removed) == 1 else "ies", ", ".join(str(f) for f in removed))
+    return removed

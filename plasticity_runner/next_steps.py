@@ -8,7 +8,6 @@ The basic (summary) sweeper prints its own summary and these lines (``hydra_plug
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 

@@ -46,7 +46,7 @@ def _group_problem(group: str, options: list[str], override: Any) -> str | None:
             continue
         near = _nearest(value, options)
         hint = f" (did you mean `{near}`?)" if near else ""
-        return (f"config group '{group}' has no option '{value}'{hint}; its options: {', '.join(sorted(options))}")
+        return f"config group '{group}' has no option '{value}'{hint}; its options: {', '.join(sorted(options))}"
     return None
 
 
@@ -66,8 +66,10 @@ def _key_problem(cfg: DictConfig, key: str) -> str | None:
             where = ".".join(parts[:i])
             full = f"{where}.{near}" if where and near else near
             hint = f" (did you mean `{full}`?)" if near else ""
-            return (f"config key '{key}' is not in the config{hint}; a `+` does not add keys the schema does not "
-                    "know (`plasticity-run --cfg job` prints every key)")
+            return (
+                f"config key '{key}' is not in the config{hint}; a `+` does not add keys the schema does not "
+                "know (`plasticity-run --cfg job` prints every key)"
+            )
         node = node[part] if not OmegaConf.is_missing(node, part) else None
     return None
 
@@ -90,8 +92,14 @@ def unknown_override_error(argv: list[str], config_dir: str) -> str | None:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except (SystemExit, Exception):
         return None
-    mine = [o for o in overrides if not o.key_or_group.lstrip("+~").startswith("hydra") and not o.is_delete()
-            and "@" not in o.key_or_group and o.package is None]
+    mine = [
+        o
+        for o in overrides
+        if not o.key_or_group.lstrip("+~").startswith("hydra")
+        and not o.is_delete()
+        and "@" not in o.key_or_group
+        and o.package is None
+    ]
     if not mine:
         return None
     GlobalHydra.instance().clear()

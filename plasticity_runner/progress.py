@@ -2,7 +2,10 @@
 
 ``Progress`` is the loop's: a tqdm bar on a terminal (``progress=bar``, or ``auto`` on a tty),
 one log line per log point elsewhere (SLURM logs), nothing with ``progress=none``. Every program
-(the DQN trainer, the case studies) shows its steps with it.
+(the DQN trainer, the case studies) shows its steps with it. The bar moves every
+``TICK_SECONDS`` (``tick``, called each step: a clock read, no device sync), not only at log
+points; its one rate is ``steps_per_s``, training steps per second of training (the log window's,
+pauses excluded), so tqdm's own rate and time estimate, which would count pause time, are not shown.
 
 The probe's fit and each diagnostic of a pause can take minutes: ``PauseProgress`` is what
 ``probes.pause.run_pause`` drives for the probe and each diagnostic:
@@ -11,7 +14,8 @@ The probe's fit and each diagnostic of a pause can take minutes: ``PauseProgress
   bar, removed when done) during the probe's fit (one tick per probe optimizer step) and during
   each diagnostic;
 - elsewhere (``progress=log``, or ``auto`` in a SLURM log): one log line per probe and per
-  diagnostic with its wall-clock seconds, the same number as its ``timing/*_s`` row;
+  diagnostic with its wall-clock seconds, the same number as its ``timing/*_s`` row, and during a
+  long one a line every ``LOG_SECONDS`` with the steps done so far (the probe's fit: n / total);
 - ``progress=none``: nothing.
 
 The probe reports its steps from its Python loop counter, never from a tensor, so progress adds
@@ -23,15 +27,24 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
+from .errors import choice
+
 log = logging.getLogger("plasticity_runner")
+
+TICK_SECONDS = 2.0  # the training bar moves at least this often between log points
+LOG_SECONDS = 30.0  # progress=log: a line at most this often during a long part of a pause
+# tqdm's default format less its rate and time estimate (they would count pause time); the postfix
+# holds steps_per_s, the training rate
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
 
 def resolve_mode(mode: Any) -> str:
     """``auto`` -> ``bar`` on a terminal (stderr is a tty), else ``log``."""
-    mode = str(getattr(mode, "value", mode))
+    mode = choice(mode)
     if mode == "auto":
         return "bar" if sys.stderr.isatty() else "log"
     return mode
@@ -47,14 +60,25 @@ class Progress:
         if self.mode == "bar":
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, bar_format=BAR_FORMAT)
         self.postfix: dict[str, str] = {}
+        self.shown, self.next_tick = initial, time.monotonic() + TICK_SECONDS
+
+    def tick(self, step: int) -> None:
+        """Called every training step: move the bar to ``step`` when ``TICK_SECONDS`` have passed."""
+        if self.bar is None:
+            return
+        now = time.monotonic()
+        if now >= self.next_tick:
+            self.bar.update(step - self.shown)
+            self.shown, self.next_tick = step, now + TICK_SECONDS
 
     def update(self, step: int, n: int, **values: float) -> None:
         """``n`` more steps done, at ``step``; ``values`` are shown beside the bar (or in the log line)."""
         self.postfix.update({k: f"{v:.4g}" for k, v in values.items()})
         if self.bar is not None:
-            self.bar.update(n)
+            self.bar.update(step - self.shown)  # the ticks since the last log point moved it part way
+            self.shown, self.next_tick = step, time.monotonic() + TICK_SECONDS
             self.bar.set_postfix(self.postfix, refresh=False)
         elif self.mode == "log":
             fields = " ".join(f"{k}={v}" for k, v in self.postfix.items())
@@ -84,6 +108,8 @@ class PauseProgress:
                 dynamic_ncols=True, bar_format=None if total else "{desc} {elapsed}",
             )
             return self.bar.update
+        if self.mode == "log" and total:
+            return _LogAdvance(self.step, name, int(total))
         return _ignore
 
     def done(self, name: str, seconds: float, detail: str = "") -> None:
@@ -100,6 +126,22 @@ class PauseProgress:
 
 def _ignore(n: int = 1) -> None:
     return None
+
+
+class _LogAdvance:
+    """``advance(n)`` of ``progress=log``: counts the steps (Python ints), and every
+    ``LOG_SECONDS`` logs how many of ``total`` are done."""
+
+    def __init__(self, step: int, name: str, total: int):
+        self.step, self.name, self.total, self.done = step, name, total, 0
+        self.next_line = time.monotonic() + LOG_SECONDS
+
+    def __call__(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now >= self.next_line:
+            log.info("pause at step %d: %s %d/%d steps", self.step, self.name, self.done, self.total)
+            self.next_line = now + LOG_SECONDS
 
 
 class NoProgress:

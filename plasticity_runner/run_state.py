@@ -33,8 +33,8 @@ def check_device(bundle: dict[str, Any], device: torch.device, where: Any = "the
     """Refuse a bundle of another device type: its generator states (Philox on cuda, Mersenne
     Twister on the CPU) cannot seed this device's generators, so the run could not continue the
     same random streams; a run on another device would silently be a different run."""
-    saved = bundle.get("device")  # absent in checkpoints written before it was recorded
-    if saved is not None and saved != device.type:
+    saved = bundle["device"]
+    if saved != device.type:
         raise DeviceMismatchError(
             f"{where} was written by a run on {saved} and cannot be resumed on {device.type}: the random "
             f"streams of a {saved} run have no {device.type} equivalent. Resume it on {saved} "
@@ -102,12 +102,12 @@ class RunState:
         }
 
     def load_state_dict(self, bundle: dict[str, Any], where: Any = "the checkpoint") -> None:
-        """Restore ``bundle`` (``state_dict``'s, maybe of an older version); ``DeviceMismatchError``
+        """Restore ``bundle`` (``state_dict``'s); ``DeviceMismatchError``
         naming ``where`` for a bundle of another device type, before anything is restored."""
         check_device(bundle, self.device, where)
         agent = self.agent
         for i in self.interventions:  # first: an intervention may rebuild parts of the network
-            i.load_state_dict(bundle["interventions"].get(i.name, {}), agent.learner)
+            i.load_state_dict(bundle["interventions"][i.name], agent.learner)
         agent.online.load_state_dict(bundle["online"])
         agent.target.load_state_dict(bundle["target"])
         agent.optimizer.load_state_dict(bundle["optimizer"])
@@ -118,5 +118,5 @@ class RunState:
         set_generator_state(self.replay_generator, bundle["replay_generator"])
         self.step = int(bundle["step"])
         if self.dynamics is not None:  # theta_0, theta at the last log point, churn reference
-            self.dynamics.load_state_dict(bundle.get("dynamics"))
+            self.dynamics.load_state_dict(bundle["dynamics"])
         set_global_rng_state(bundle["rng"])

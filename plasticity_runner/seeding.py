@@ -13,8 +13,8 @@ training loop's ``act`` and ``replay`` are spelled by their callers through ``ge
 
 * ``global`` (``global_seed``): torch's, numpy's and Python's global RNGs (network initialisation);
 * ``env`` (``env_seed``): the environment, which derives its own streams from it; among them
-  ``labels`` (``label_seed``): a classification MDP's random relabelling when ``env.label_seed``
-  is null, so that every run seed trains on its own random labels;
+  ``labels`` (``label_seed``): a classification MDP's random relabelling (per segment of a chain)
+  when ``env.label_seed`` is null, so that every run seed trains on its own random labels;
 * ``act``, ``replay`` (``generator``): epsilon-greedy actions, replay minibatches;
 * ``eval`` (``eval_seed``): an evaluation's episodes;
 * ``fresh/<intervention>`` (``fresh_init_seed``): an intervention's fresh initialisation at a step;
@@ -104,11 +104,12 @@ def env_seed(run_seed: int) -> int:
     return stream_seed(run_seed, "env")
 
 
-def label_seed(env_seed_: int) -> int:
-    """The seed of the random relabelling (task ``random_label``) of a classification MDP built with
-    ``env_seed_`` when ``env.label_seed`` is null: stream ``labels`` of the env seed. The env seed
-    derives from the run seed, so two run seeds relabel differently and one seed always the same way."""
-    return stream_seed(env_seed_, "labels")
+def label_seed(env_seed_: int, segment: int = 0) -> int:
+    """The seed of the random relabelling (task ``random_label``) of segment ``segment`` of a
+    classification MDP built with ``env_seed_`` (0: the MDP without a chain) when its label seed is
+    null: stream ``labels`` of the env seed. The env seed derives from the run seed, so two run seeds
+    relabel differently, one seed always the same way, and two segments of a chain differently."""
+    return stream_seed(env_seed_, "labels", segment)
 
 
 def eval_seed(run_seed: int, step: int) -> int:

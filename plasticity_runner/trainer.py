@@ -9,10 +9,17 @@ Reads top to bottom in the order of the paper's protocol (section 5.1, appendix 
 4. for each training step: epsilon-greedy act in the vector env, store, sample a batch, one
    optimizer step on the TD loss (eq. 1) (``learn_step``); then the interventions' after-step
    hooks and the target-network copy with its hooks when due (``finish_step``);
-5. pause every ``probe.every_steps`` and at the end: run the probes and diagnostics on copies of
-   the network as trained, between ``learn_step`` and ``finish_step`` (``probe.at``
-   ``before_interventions``; ``after_interventions`` runs them after ``finish_step``), then write
-   the pause's metrics shard and its checkpoint (of the state after ``finish_step``).
+5. every ``log_every_steps``, a log point (``LogWindow`` holds the sums since the last one):
+   ``measure`` the window (the only host reads), stop if it ``diverged`` (``on_divergence``),
+   ``evaluate`` when due; then ``pause_around_hooks``: every ``probe.every_steps`` and at the end,
+   the probes and diagnostics on copies of the network as trained, between ``learn_step`` and
+   ``finish_step`` (``probe.at`` ``before_interventions``; ``after_interventions`` runs them after
+   ``finish_step``); ``end_window`` (the interventions' counters, after their hooks); at a pause,
+   the metrics shard and the checkpoint (of the state after ``finish_step``).
+
+The training-dynamics tracker (``diagnostics.dynamics``) follows the same steps: ``learn_step``
+adds each step's gradient norms on the device, ``measure`` reads the window, ``end_window`` starts
+the next window from the parameters as the hooks left them.
 
 A *step* is one optimizer step (one update, on its own sampled batch); each step also steps the
 vector environment ``agent.update_every_env_steps`` times (``env.num_envs`` transitions each). With
@@ -22,8 +29,9 @@ stepped ``ceil(s / K)`` times (``env_steps_done``). Everything counted in steps 
 ``total_steps``, ``probe.every_steps``, ``log_every_steps``, ``agent.target_update_steps``,
 ``agent.epsilon_decay_steps`` and the interventions' periods.
 
-``run_dqn`` is this loop as the program of every env that names no other (``programs``); the run
-directory's lock, config check and ``run.json`` around it are ``lifecycle``'s.
+``train`` is the way in (the CLI calls it): it runs ``run_dqn``, this loop, for every env that
+names no program of its own; the run directory's lock, config check and ``run.json`` around it are
+``lifecycle``'s.
 """
 
 from __future__ import annotations
@@ -41,13 +49,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, evaluation, fastpath, programs, registry, run_status, seeding
+from . import checkpoint, evaluation, fastpath, lifecycle, registry, run_status, seeding
 from . import interventions as interventions_lib
 from .agents.dqn import LOSS_TOTAL, PENALTY, TD_LOSS, DQNAgent, epsilon_at, frame_clock, target_update_due
 from .envs import make_env, schedule
+from .config import validate
 from .envs.base import return_range
+from .envs.datasets import check_data
 from .evaluation import evaluate_agent
-from .lifecycle import Run
+from .lifecycle import check_parameter_memory
 from .nets import build_network
 from .optim import build_optimizer
 from .preemption import PreemptionGuard
@@ -56,6 +66,7 @@ from .probes.pause import run_pause
 from .progress import Progress
 from .run_state import RunState
 from .seeding import env_seed, eval_seed, seed_everything
+from .errors import choice
 
 log = logging.getLogger("plasticity_runner")
 
@@ -65,7 +76,7 @@ log = logging.getLogger("plasticity_runner")
 # eq. 1's squared TD error, ``agent.td_loss_scale * td^2``, or the two-hot cross-entropy),
 # ``penalty/<intervention>`` each intervention's penalty, ``loss_total`` their sum (what the optimizer
 # minimised).
-TRAIN_PHASE, REWARD_MEAN = "train", "reward_mean"
+TRAIN_PHASE, TIMING_PHASE, REWARD_MEAN = "train", "timing", "reward_mean"
 LOG_POINT_SCALARS = (TD_LOSS, f"{PENALTY}/*", LOSS_TOTAL, REWARD_MEAN, "q_mean", "epsilon")
 
 
@@ -78,9 +89,13 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
 
     returns = return_range(getattr(env, "reward_range", None), float(cfg.agent.gamma))  # the two-hot support's
 
-    def build_fresh() -> torch.nn.Module:
-        return build_network(cfg.architecture, env.obs_shape, env.num_actions, returns=returns, **net_options).to(device)
+    def build_net() -> torch.nn.Module:
+        return build_network(cfg.architecture, env.obs_shape, env.num_actions, returns=returns, **net_options)
 
+    def build_fresh() -> torch.nn.Module:
+        return build_net().to(device)
+
+    check_parameter_memory(cfg, build_net, device)  # on the meta device: before any of it is allocated
     online = build_fresh()
     target = copy.deepcopy(online)
     optimizer = build_optimizer(cfg.optimizer, online.parameters())
@@ -188,7 +203,7 @@ def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, floa
     if frame_skip:
         out["frames"] = float(env_steps * int(frame_skip))
     out.update(schedule.current_segment(state))  # train/segment of a chain (env.schedule)
-    if registry.get("env", cfg.env.name).extra.get("episodic"):  # an env whose games end (registered so)
+    if registry.get("env", cfg.env.name).spec.episodic:  # an env whose games end (registered so)
         out["episodes_finished"] = float(len(state.episode_returns))
         if state.episode_returns:
             out["episode_return"] = float(np.mean(state.episode_returns))
@@ -196,20 +211,122 @@ def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, floa
     return out
 
 
+class LogWindow:
+    """The steps since the last log point: the sums of their loss parts (``DQNAgent.loss_names``)
+    and mean rewards, kept on the device (no host read between log points), and when it began."""
+
+    def __init__(self, loss_names: tuple[str, ...], step: int, device: torch.device):
+        self.loss_names = loss_names  # td_loss, penalty/<intervention>..., loss_total
+        self.loss_sum = torch.zeros(len(loss_names), device=device)
+        self.reward_sum = torch.zeros((), device=device)
+        self.start, self.t0 = step, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, reward: torch.Tensor) -> None:
+        self.loss_sum += loss
+        self.reward_sum += reward
+
+    def restart(self, step: int) -> None:
+        self.loss_sum.zero_(), self.reward_sum.zero_()
+        self.start, self.t0 = step, time.perf_counter()
+
+
+def measure(cfg: DictConfig, state: RunState, window: LogWindow, batch: Any, epsilon: float,
+            agent_cfg: Any) -> tuple[dict[str, float], dict[str, float]]:
+    """A log point's ``train`` values and its wall-clock ``timing``: the window's mean loss parts and
+    reward, the mean Q of the step's batch, epsilon, the env step/frame/episode counts and (with
+    ``diagnostics.dynamics``) the window's gradient norms and parameter change; the only host
+    reads of the loop."""
+    n = state.step - window.start
+    seconds = time.perf_counter() - window.t0
+    with torch.no_grad():
+        q_mean = state.agent.online(batch.o_tm1).mean()
+    values = {name: v / n for name, v in zip(window.loss_names, window.loss_sum.tolist())}
+    values.update({
+        # per environment step of the window (with replay_ratio K > 1, one in K steps steps the env)
+        REWARD_MEAN: float(window.reward_sum) / max(env_steps_done(state.step, agent_cfg)
+                                                    - env_steps_done(window.start, agent_cfg), 1),
+        "q_mean": float(q_mean),
+        "epsilon": epsilon,
+    })
+    values.update(episode_and_frame_counts(cfg, state))
+    if state.dynamics is not None:  # grad_norm_window_mean, rel_param_change_window (probes/dynamics.py)
+        values.update(state.dynamics.log_point(state.agent.online))
+    # wall-clock values live in phase "timing", the only phase that differs between reruns
+    return values, {"train_s": seconds, "steps_per_s": n / max(seconds, 1e-9)}
+
+
+def diverged(values: dict[str, float]) -> bool:
+    """The window's TD loss or the batch's mean Q is not finite."""
+    return not (math.isfinite(values[TD_LOSS]) and math.isfinite(values["q_mean"]))
+
+
+def stops_on_divergence(cfg: DictConfig, state: RunState, writer: Any, values: dict[str, float], run_id: str) -> bool:
+    """Record ``train/diverged``; with ``on_divergence=stop`` also the log point's values and its
+    metrics shard, and say so (the loop then ends with status ``diverged``)."""
+    writer.add(state.step, TRAIN_PHASE, "diverged", 1.0)
+    log.warning("run %s diverged at step %d (td_loss=%s)", run_id, state.step, values[TD_LOSS])
+    if cfg.on_divergence != "stop":
+        return False
+    writer.add_many(state.step, TRAIN_PHASE, values)
+    writer.flush(state.step)
+    return True
+
+
+def evaluate(cfg: DictConfig, state: RunState, writer: Any) -> dict[str, float] | None:
+    """Every ``env.eval_every_steps``: the agent's evaluation scores (phase ``eval``; protocol
+    ``env.eval_protocol``: episodes or DQN Zoo's frame budget) and their wall-clock time."""
+    eval_every = OmegaConf.select(cfg, "env.eval_every_steps")
+    if not (eval_every and state.step % int(eval_every) == 0):
+        return None
+    t0 = time.perf_counter()
+    scores = evaluate_agent(state.env, state.agent, cfg.env, seed=eval_seed(cfg.seed, state.step), stream=1 + state.step)
+    writer.add_many(state.step, evaluation.PHASE, scores)
+    writer.add(state.step, TIMING_PHASE, "eval_s", time.perf_counter() - t0)
+    return scores
+
+
+def pause_around_hooks(cfg: DictConfig, state: RunState, writer: Any, agent_cfg: Any, at_pause: bool,
+                       probe_before_hooks: bool) -> dict[str, Any] | None:
+    """The rest of the step (``finish_step``: its hooks and target update) and, at a pause, the
+    probes and diagnostics before those (``probe.at=before_interventions``) or after them; the
+    pause's probe scalars (None without a pause)."""
+    probe = run_pause(cfg, state, writer) if at_pause and probe_before_hooks else None
+    finish_step(state, agent_cfg)
+    if at_pause and not probe_before_hooks:
+        probe = run_pause(cfg, state, writer)
+    return probe
+
+
+def end_window(state: RunState) -> dict[str, float]:
+    """After the step's hooks: the interventions' own counters, and the dynamics window restarts
+    from the parameters as the hooks left them."""
+    values: dict[str, float] = {}
+    for intervention in state.interventions:
+        values.update(intervention.metrics())
+    if state.dynamics is not None:
+        state.dynamics.end_window(state.agent.online)
+    return values
 
 
 def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Run one experiment into ``run_dir`` (``programs.run``): the program its env picks (this
-    module's ``run_dqn``, or a case study of section 4) in the run directory's lifecycle.
+    """Run one experiment into ``run_dir``: the program its env picks (``run_dqn`` below, or the case
+    study an env registers with ``program=``, section 4) inside the run directory's lifecycle.
 
-    ``on_start`` is called once the config is valid, the run directory's lock is held and the
-    directory accepts the config, before anything is written. Returns a summary: run id, steps
-    done, status and (``run_dqn``) the last probe scalars.
+    ``cfg`` is the composed config (``compose_config()`` in tests, ``@hydra.main`` from the CLI).
+    ``on_start`` is called once the config is valid and its data set readable, the run directory's
+    lock is held and the directory accepts the config, before anything is written (the CLI writes
+    Hydra's record of the run there). The run holds the directory's lock throughout
+    (``lifecycle.opened``). A finished run (``lifecycle.FINISHED``) is not run again. Returns a summary: run id, steps done, status and
+    (``run_dqn``) the last probe scalars.
     """
-    return programs.run(cfg, run_dir, on_start)
+    validate(cfg)
+    check_data(cfg.env)  # the data set is on disk and large enough: a config error now, not a crash later
+    program = registry.get("env", cfg.env.name).spec.program or run_dqn
+    with lifecycle.opened(cfg, run_dir, on_start) as run:
+        return run.finished_summary() if run.finished else program(cfg, run)
 
 
-def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
+def run_dqn(cfg: DictConfig, run: lifecycle.Run) -> dict[str, Any]:
     """The DQN program (steps 1-5 of the module's list) in the run directory ``run`` holds
     (``lifecycle``), resuming from its newest complete checkpoint."""
     run_dir, device, record = run.run_dir, run.device, run.record
@@ -235,90 +352,60 @@ def run_dqn(cfg: DictConfig, run: Run) -> dict[str, Any]:
         if cfg.checkpoint.enabled:
             checkpoint.save(run_dir, state.step, state.state_dict(), int(cfg.checkpoint.keep))
 
-    probe_before_hooks = str(getattr(cfg.probe.at, "value", cfg.probe.at)) == "before_interventions"
+    probe_before_hooks = choice(cfg.probe.at) == "before_interventions"
     summary: dict[str, Any] = {"probe": {}}
-    if resumed_from is None:
-        prefill(state, int(agent_cfg.learning_starts))
-        summary["probe"] = run_pause(cfg, state, writer)
-        persist()
+    # stop signals are deferred from here on: one during the prefill or the step-0 pause stops the
+    # run right after that pause's checkpoint, recorded as interrupted
+    preempt = PreemptionGuard(on_hand_over=record.interrupted, on_resume=record.resumed).install()
+    try:
+        if resumed_from is None:
+            prefill(state, int(agent_cfg.learning_starts))
+            summary["probe"] = run_pause(cfg, state, writer)
+            persist()
+            if preempt.requested:
+                preempt.stop()
+    except BaseException:
+        preempt.uninstall()
+        raise
 
     status = "complete"
     progress = Progress(cfg.progress, total, state.step)
-    loss_names = state.agent.loss_names  # td_loss, penalty/<intervention>..., loss_total
-    loss_sum = torch.zeros(len(loss_names), device=device)
-    reward_sum = torch.zeros((), device=device)
-    window_start, t_window = state.step, time.perf_counter()
-    preempt = PreemptionGuard(on_hand_over=record.interrupted, on_resume=record.resumed).install()
+    window = LogWindow(state.agent.loss_names, state.step, device)
     try:
         while state.step < total:
             epsilon = epsilon_at(state.step, agent_cfg, state.clock)
             loss, reward, batch = learn_step(state, agent_cfg, epsilon)
-            loss_sum += loss
-            reward_sum += reward
-
+            window.add(loss, reward)
             at_pause = state.step % probe_every == 0 or state.step == total or state.step in switch_pauses
             if not (state.step % log_every == 0 or at_pause):
                 finish_step(state, agent_cfg)
-            else:
-                # A log point: the only place the loop reads device values back to the host. Its
-                # measurements (Q, evaluation and, with probe.at=before_interventions, the pause)
-                # see the network as trained, before this step's hooks and target update run.
-                n = state.step - window_start
-                seconds = time.perf_counter() - t_window
-                with torch.no_grad():
-                    q_mean = state.agent.online(batch.o_tm1).mean()
-                values = {name: v / n for name, v in zip(loss_names, loss_sum.tolist())}
-                values.update({
-                    REWARD_MEAN: float(reward_sum) / max(env_steps_done(state.step, agent_cfg)
-                                                         - env_steps_done(window_start, agent_cfg), 1),
-                    "q_mean": float(q_mean),
-                    "epsilon": epsilon,
-                })
-                values.update(episode_and_frame_counts(cfg, state))
-                if state.dynamics is not None:  # grad_norm_window_mean, rel_param_change_window (probes/dynamics.py)
-                    values.update(state.dynamics.log_point(state.agent.online))
-                # wall-clock values live in phase "timing", the only phase that differs between reruns
-                timing = {"train_s": seconds, "steps_per_s": n / max(seconds, 1e-9)}
-                writer.add_many(state.step, "timing", timing)
-                shown = {TD_LOSS: values[TD_LOSS], "steps_per_s": timing["steps_per_s"]}
-                if not (math.isfinite(values[TD_LOSS]) and math.isfinite(values["q_mean"])):
-                    writer.add(state.step, TRAIN_PHASE, "diverged", 1.0)
-                    log.warning("run %s diverged at step %d (td_loss=%s)", run_id, state.step, values[TD_LOSS])
-                    if cfg.on_divergence == "stop":
-                        writer.add_many(state.step, TRAIN_PHASE, values)
-                        writer.flush(state.step)
-                        status = "diverged"
-                        break
-                eval_every = OmegaConf.select(cfg, "env.eval_every_steps")
-                if eval_every and state.step % int(eval_every) == 0:
-                    t0 = time.perf_counter()
-                    scores = evaluate_agent(  # env.eval_protocol: episodes or DQN Zoo's frame budget
-                        state.env, state.agent, cfg.env, seed=eval_seed(cfg.seed, state.step),
-                        stream=1 + state.step,
-                    )
-                    writer.add_many(state.step, evaluation.PHASE, scores)
-                    writer.add(state.step, "timing", "eval_s", time.perf_counter() - t0)
-                    shown["eval_return"] = scores[evaluation.EPISODE_RETURN]
-                if at_pause and probe_before_hooks:
-                    summary["probe"] = run_pause(cfg, state, writer) or summary["probe"]
-                finish_step(state, agent_cfg)
-                if at_pause and not probe_before_hooks:
-                    summary["probe"] = run_pause(cfg, state, writer) or summary["probe"]
-                for intervention in state.interventions:  # their own counters, after their hooks ran
-                    values.update(intervention.metrics())
-                if state.dynamics is not None:  # the next window starts from the state after the hooks
-                    state.dynamics.end_window(state.agent.online)
-                writer.add_many(state.step, TRAIN_PHASE, values)
-                if at_pause:
-                    persist()
-                    if "probe_loss" in summary["probe"]:
-                        shown["probe_loss"] = summary["probe"]["probe_loss"]
-                progress.update(state.step, n, **shown)
-                record.heartbeat(state.step)
-                loss_sum.zero_(), reward_sum.zero_()
-                window_start, t_window = state.step, time.perf_counter()
-                if preempt.requested:  # preempted or timed out: checkpoint this step, then requeue
-                    preempt.stop(save=None if at_pause or not cfg.checkpoint.enabled else persist)
+                progress.tick(state.step)
+                continue
+            # A log point: the only place the loop reads device values back to the host. Its
+            # measurements (Q, evaluation and, with probe.at=before_interventions, the pause) see
+            # the network as trained, before this step's hooks and target update run.
+            values, timing = measure(cfg, state, window, batch, epsilon, agent_cfg)
+            writer.add_many(state.step, TIMING_PHASE, timing)
+            shown = {TD_LOSS: values[TD_LOSS], "steps_per_s": timing["steps_per_s"]}
+            if diverged(values) and stops_on_divergence(cfg, state, writer, values, run.run_id):
+                status = "diverged"
+                break
+            scores = evaluate(cfg, state, writer)
+            if scores is not None:
+                shown["eval_return"] = scores[evaluation.EPISODE_RETURN]
+            probe = pause_around_hooks(cfg, state, writer, agent_cfg, at_pause, probe_before_hooks)
+            summary["probe"] = probe or summary["probe"]
+            values.update(end_window(state))
+            writer.add_many(state.step, TRAIN_PHASE, values)
+            if at_pause:
+                persist()
+                if "probe_loss" in summary["probe"]:
+                    shown["probe_loss"] = summary["probe"]["probe_loss"]
+            progress.update(state.step, state.step - window.start, **shown)
+            record.heartbeat(state.step)
+            window.restart(state.step)
+            if preempt.requested:  # preempted or timed out: checkpoint this step, then requeue
+                preempt.stop(save=None if at_pause or not cfg.checkpoint.enabled else persist)
     finally:
         preempt.uninstall()
         progress.close()

@@ -35,8 +35,10 @@ gradcov >= 30% (``ROOFLINE_GOALS``).
 
 Every measurement calls the project's code (``build_run``, ``prefill``, ``train_step``,
 ``fastpath.configure``, the probe and diagnostics functions, the Atari env and replay). Timings
-are medians over interleaved repeats (comparisons alternate their two sides, so load from other
-jobs hits both); the table shows the spread (min..max). Peak memory is
+are ``torch.utils.benchmark.Timer.blocked_autorange`` medians (CUDA synchronised, the process's
+thread count, calls per block chosen to fill ``--block-s``) over interleaved repeats (comparisons
+alternate their two sides, so load from other jobs hits both); the table shows the spread
+(min..max), and ``torch.utils.benchmark.Compare``'s table of every timed block goes to stderr. Peak memory is
 ``torch.cuda.max_memory_allocated`` per row group on cuda, and the process's peak RSS so far
 (``getrusage``, a high-water mark that only grows) on cpu. ``docs/performance.md`` explains each row.
 """
@@ -56,6 +58,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.utils.benchmark as benchmark
 from omegaconf import OmegaConf
 
 from plasticity_runner import fastpath, roofline
@@ -73,34 +76,45 @@ ARCHS = ("mlp", "cnn", "resnet18", "vit")
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the device (the diagnostics rows read the pause's own ``timing/*_s`` values)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
+# Every timing goes through torch.utils.benchmark.Timer: it synchronises CUDA around each block,
+# runs with the process's torch thread count (``num_threads``; Timer's default is 1), and
+# ``blocked_autorange`` picks the calls per block. Each measurement is kept for ``Compare``'s table.
+MEASUREMENTS: list[benchmark.Measurement] = []
+
+
+def timer(fn: Callable[[], Any], label: str = "bench", sub_label: str = "", description: str = "") -> benchmark.Timer:
+    return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(), label=label,
+                           sub_label=sub_label, description=description)
+
+
 def timed(device: torch.device, fn: Callable[[], Any], n: int = 1) -> float:
-    """Seconds for ``n`` calls of ``fn`` (device work included)."""
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    sync(device)
-    return time.perf_counter() - t0
+    """Seconds for ``n`` calls of ``fn`` (device work included: ``Timer.timeit``)."""
+    return timer(fn).timeit(n).mean * n
 
 
-def calls_per_block(device: torch.device, fn: Callable[[], Any], target_s: float, cap: int = 10_000) -> int:
-    """How many calls of ``fn`` fill about ``target_s`` seconds (from one timed call)."""
-    return max(1, min(cap, int(target_s / max(timed(device, fn), 1e-6))))
+def per_call(fn: Callable[[], Any], block_s: float, label: str = "bench", sub_label: str = "",
+             description: str = "") -> float:
+    """Seconds per call of ``fn``: the median block of ``Timer.blocked_autorange`` over at least ``block_s``."""
+    m = timer(fn, label, sub_label, description).blocked_autorange(min_run_time=block_s)
+    MEASUREMENTS.append(m)
+    return m.median
 
 
 def interleaved(
-    device: torch.device, fns: dict[str, Callable[[], Any]], n: int, repeats: int
+    device: torch.device, fns: dict[str, Callable[[], Any]], block_s: float, repeats: int, label: str = "bench"
 ) -> dict[str, list[float]]:
-    """Seconds per call of each function, ``repeats`` times, the order alternating every repeat."""
+    """Seconds per call of each function (``per_call``), ``repeats`` times, the order alternating
+    every repeat (load from other jobs hits both sides of a comparison)."""
     out: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
-            out[name].append(timed(device, fns[name], n) / n)
+            out[name].append(per_call(fns[name], block_s, label, f"repeat {r}", name))
     return out
 
 
@@ -325,8 +339,7 @@ def train_arch(args: argparse.Namespace, device: torch.device, res: Results, rl:
         sup = supervised_step(state, cfg, device, mode, sup_notes)
     for _ in range(args.warmup if mode is None else max(args.warmup, 5)):  # graph trees record on call 3
         dqn(), sup()
-    n = calls_per_block(device, dqn, args.block_s)
-    t = interleaved(device, {"dqn": dqn, "sup": sup}, n, args.repeats)
+    t = interleaved(device, {"dqn": dqn, "sup": sup}, args.block_s, args.repeats, label=f"train {arch}")
     fast = ", ".join(f"{k}: {v}" for k, v in notes.items() if k != "tf32") or "eager"
     b = int(cfg.agent.batch_size)
     goal_rate = "≥ 5000 (H100, graphs)" if arch == "mlp" and device.type == "cuda" else ""
@@ -395,7 +408,7 @@ def probe_batch(args: argparse.Namespace, device: torch.device, res: Results, rl
         "vec": timed(device, fit(fit_targets_vectorised, 0)),
         "seq": timed(device, fit(fit_targets_sequential, 0)),
     }
-    t = interleaved(device, {"vec": vec, "seq": seq}, 1, args.repeats)
+    t = interleaved(device, {"vec": vec, "seq": seq}, args.block_s, args.repeats, label=f"probe batch {batch_size}")
     pause = {k: [fixed[k] + max(x - fixed[k], 0.0) * pause_steps / steps for x in v] for k, v in t.items()}
     what = f"MLP, {T} targets, probe batch {batch_size}"
     how = f", {notes['probe']}" if compiled else ""
@@ -588,8 +601,7 @@ def atari_agent(
 
     for _ in range(args.warmup if compile_mode(args, device) is None else max(args.warmup, 5)):
         step()
-    n = calls_per_block(device, step, args.block_s)
-    per_step = [timed(device, step, n) / n for _ in range(args.repeats)]
+    per_step = [per_call(step, args.block_s, "atari agent step") for _ in range(args.repeats)]
     env_steps = int(cfg.agent.update_every_env_steps) * int(cfg.env.num_envs)  # transitions per train_step
     rates = [env_steps / t for t in per_step]
     replay = state.replay
@@ -607,8 +619,7 @@ def atari_agent(
     learn_counted = rl.measure(learn)
     for _ in range(args.warmup):
         learn()
-    n_learn = calls_per_block(device, learn, args.block_s)
-    per_learn = [timed(device, learn, n_learn) / n_learn for _ in range(args.repeats)]
+    per_learn = [per_call(learn, args.block_s, "atari learner step") for _ in range(args.repeats)]
     roof["learner"] = {"per_s": [1 / t for t in per_learn], **rl.fields(learn_counted, statistics.median(per_learn))}
     state.env.close()
     return rates, replay_bytes, cfg, notes, roof
@@ -826,6 +837,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "elementwise ops count 0), one eager call per row")
     print(f"done in {meta['total_s']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}); "
           f"load avg {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    if MEASUREMENTS:  # torch.utils.benchmark's own table of every timed block (stderr: stdout is the rows)
+        print(benchmark.Compare(MEASUREMENTS), file=sys.stderr)
     out = {"meta": meta, "rows": res.rows}
     if args.json:
         with open(args.json, "w") as f:

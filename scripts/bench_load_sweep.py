@@ -6,7 +6,8 @@
 The sweep: ``--runs`` run directories, each a ``run.json`` with the flattened config of the default
 run (112 keys: ints, floats, strings, booleans, nulls) varied over seed, width and learning rate,
 and ``--shards`` metrics shards of ``--rows`` rows (metric names of a real pause). Fabrication runs
-in this process; the timing runs in a fresh child process (``--time-only``), so the peak RSS is the
+in this process; the timing (wall and CPU seconds: on a shared machine the CPU time is the
+comparable one) runs in a fresh child process (``--time-only``), so the peak RSS is the
 reader's own (Python, pandas and pyarrow included). Point ``PYTHONPATH`` at another checkout to time
 its ``load_sweep`` on the same files.
 """
@@ -73,13 +74,14 @@ def time_once(root: Path) -> dict:
     from plasticity_runner.metrics import load_sweep
 
     t_import = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         frame = load_sweep(root)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"seconds": round(seconds, 2), "import_s": round(t_import, 2), "peak_rss_mb": round(peak_mb),
+    return {"seconds": round(seconds, 2), "cpu_s": round(cpu, 2), "load_avg_1min": os.getloadavg()[0],
+            "import_s": round(t_import, 2), "peak_rss_mb": round(peak_mb),
             "rows": len(frame), "columns": frame.shape[1], "runs": int(frame["run_dir"].nunique()),
             "frame_mb": round(frame.memory_usage(deep=False).sum() / 2**20)}
 

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from plasticity_runner import registry
-from plasticity_runner.config import ConfigError, case_study_envs, schemas, validate
+from plasticity_runner.config import ConfigError, schemas, validate
 from plasticity_runner.envs import make_env
 from plasticity_runner.envs.classification import ClassificationMDP
 from plasticity_runner.envs.datasets import DatasetFileError, DatasetNotFoundError, load_dataset
@@ -189,12 +189,11 @@ def test_mnist_images_and_labels_must_agree(mnist_dir):
     assert "50 images but" in str(err.value) and "49 labels" in str(err.value)
 
 
-
 # ------------------------------------------------------------ every registered environment (registry)
 
 CONFIGS_ENV = Path(__file__).resolve().parents[1] / "configs" / "env"
 # the environments the DQN trainer steps (the case studies of section 4 run their own loops)
-VECTOR_ENVS = [name for name in registry.parts("env") if name not in case_study_envs()]
+VECTOR_ENVS = [name for name, part in registry.parts("env").items() if part.build is not None]  # not the programs' envs
 
 
 def test_every_env_option_has_a_yaml_and_a_schema():

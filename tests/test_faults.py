@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from plasticity_runner import load_sweep, metrics
+from plasticity_runner import load_sweep, metrics, run_files
 from plasticity_runner.metrics import MetricsWriteError
 from plasticity_runner.trainer import train
 
@@ -15,7 +15,7 @@ from .conftest import make_cfg
 
 
 def test_full_disk_leaves_no_partial_shard(tmp_path, monkeypatch):
-    real = metrics.pq.write_table
+    real = run_files.pq.write_table
     calls = {"n": 0}
 
     def failing(table, path, *a, **k):
@@ -26,7 +26,7 @@ def test_full_disk_leaves_no_partial_shard(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(table, path, *a, **k)
 
-    monkeypatch.setattr(metrics.pq, "write_table", failing)
+    monkeypatch.setattr(run_files.pq, "write_table", failing)
     with pytest.raises(MetricsWriteError) as err:
         train(make_cfg(), tmp_path)
     assert "No space left" in str(err.value) and "step_0000000020.parquet" in str(err.value)
@@ -61,7 +61,7 @@ def test_divergence_is_recorded(tmp_path, mode):
 
 
 def test_full_disk_at_the_shard_leaves_neither_arrays_nor_shard(tmp_path, monkeypatch):
-    real = metrics.pq.write_table
+    real = run_files.pq.write_table
     calls = {"n": 0}
 
     def failing(table, path, *a, **k):
@@ -70,7 +70,7 @@ def test_full_disk_at_the_shard_leaves_neither_arrays_nor_shard(tmp_path, monkey
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(table, path, *a, **k)
 
-    monkeypatch.setattr(metrics.pq, "write_table", failing)
+    monkeypatch.setattr(run_files.pq, "write_table", failing)
     with pytest.raises(MetricsWriteError):
         train(make_cfg(), tmp_path)
     assert sorted(p.name for p in (tmp_path / "arrays").iterdir()) == ["step_0000000000.npz"]
@@ -79,14 +79,14 @@ def test_full_disk_at_the_shard_leaves_neither_arrays_nor_shard(tmp_path, monkey
 
 
 def test_full_disk_at_the_checksum_leaves_neither(tmp_path, monkeypatch):
-    real = metrics.atomic_write_text
+    real = run_files.atomic_write_text
 
     def failing(path, text):
         if str(path).endswith("step_0000000020.parquet.sha256"):
             raise MetricsWriteError(f"cannot write {path}: [Errno 28] No space left on device")
         return real(path, text)
 
-    monkeypatch.setattr(metrics, "atomic_write_text", failing)
+    monkeypatch.setattr(run_files, "atomic_write_text", failing)
     with pytest.raises(MetricsWriteError) as err:
         train(make_cfg(), tmp_path)
     assert "step_0000000020.parquet.sha256" in str(err.value)

@@ -14,13 +14,13 @@ from plasticity_runner.agents.dqn import DQNAgent
 from plasticity_runner.envs.base import Batch
 from plasticity_runner.nets import build_network
 from plasticity_runner.probes.curvature import hessian_spectrum
+from plasticity_runner.agents.dqn import td_sample_losses
 from plasticity_runner.probes.gradcov import (
     gradient_covariance,
     gradient_gram,
     kmeans_order,
     normalise,
     perturbation_sample_losses,
-    td_sample_losses,
 )
 
 

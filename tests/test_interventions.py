@@ -31,9 +31,8 @@ BASE = [o for o in TINY if not o.startswith("architecture.")] + ["torch_threads=
 # each body selected with the overrides a test run on it needs (its registered ``test_overrides``,
 # nets/): a new body runs every intervention here without an edit
 ARCH_OVERRIDES = {
-    name: [f"architecture={name}", *part.extra["test_overrides"]]
+    name: [f"architecture={name}", *part.spec.test_overrides]
     for name, part in registry.parts("architecture").items()
-    if "test_overrides" in part.extra
 }
 
 
@@ -473,7 +472,7 @@ def test_order_of_application_shrink_perturb_then_reset_last_layer_then_reset_op
 ARCHS = list(ARCH_OVERRIDES)
 # per intervention, the overrides that make its hooks act within the first steps of a tiny run
 # (its registration's ``test_overrides``: a new intervention brings its own)
-EXTRA = {name: list(part.extra.get("test_overrides", ())) for name, part in registry.parts("intervention").items()}
+EXTRA = {name: list(part.spec.test_overrides) for name, part in registry.parts("intervention").items()}
 WITH_INJECTION = ["crelu", "two_hot", "redo", "plasticity_injection", "reset_optimizer"]
 
 

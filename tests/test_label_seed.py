@@ -72,3 +72,26 @@ def test_figure_1s_relabellings_are_the_run_seeds_own():
     true = load_images(cfg.env, CPU, 0).true_labels
     g = torch.Generator().manual_seed(5)
     assert all(torch.equal(x, true[torch.randperm(len(true), generator=g)]) for x in pinned[0])
+
+
+def test_a_chains_random_segments_relabel_per_segment_and_per_seed():
+    """Two ``random_label`` segments without a label seed: each its own relabelling (stream
+    ``labels`` of the env seed and the segment), a function of the run seed."""
+    chain = "env.schedule=[{task:random_label,steps:2},{task:random_label,steps:2},{task:random_label,label_seed:7,steps:2}]"
+
+    def segment_labels(seed: int) -> list[torch.Tensor]:
+        cfg = make_cfg([chain, f"seed={seed}"])
+        env = make_env(cfg.env, CPU, seed=seeding.env_seed(cfg.seed))
+        out = [env.labels.clone()]
+        for k in (1, 2):
+            env.switch(k)
+            out.append(env.labels.clone())
+        return out
+
+    a, b = segment_labels(0), segment_labels(1)
+    n = len(a[0])
+    for k in (0, 1):
+        assert torch.equal(a[k], oracle_labels(seeding.label_seed(seeding.env_seed(0), k), n))
+        assert not torch.equal(a[k], b[k])
+    assert not torch.equal(a[0], a[1])
+    assert torch.equal(a[2], b[2]) and torch.equal(a[2], oracle_labels(7, n))  # pinned

@@ -15,8 +15,7 @@ import pyarrow as pa
 import pytest
 
 from plasticity_runner import metrics
-from plasticity_runner.metrics import (DuplicateRunWarning, MetricsWriter, ShardError, find_runs, load_run,
-                                       load_sweep)
+from plasticity_runner.metrics import DuplicateRunWarning, MetricsWriter, ShardError, find_runs, load_run, load_sweep
 
 from .sweep_oracle import oracle_load_sweep
 

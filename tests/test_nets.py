@@ -24,7 +24,7 @@ OBS = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "atari
 # the architectures at test sizes (same code paths as the paper's sizes, a few thousand parameters):
 # the ``tiny`` sizes each body registers (nets/), so a new body is tested here without an edit
 ARCHITECTURES = registry.parts("architecture")
-TINY_ARCH = {name: {"name": name, **part.extra["tiny"]} for name, part in ARCHITECTURES.items() if "tiny" in part.extra}
+TINY_ARCH = {name: {"name": name, **part.spec.tiny} for name, part in ARCHITECTURES.items()}
 ADAM = OmegaConf.create(dict(kind="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-9, eps_root=0.0))
 
 

@@ -17,7 +17,6 @@ from .conftest import make_cfg
 from .test_fastpath import record_host_reads
 
 
-
 def parts(cfg) -> list[str]:
     """The registered diagnostics on in ``cfg`` (the probe first): the parts of each of its pauses."""
     names = [d.name for d in pause.diagnostics() if d.config(cfg).enabled]
@@ -80,3 +79,47 @@ def test_probe_progress_adds_no_host_read(monkeypatch, vectorised):
     progress.end_bar()
     if vectorised:
         assert reads == [], f"host reads in the probe's fit: {sorted(set(reads))}"
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_bar_moves_between_log_points_and_shows_the_training_rate_only(monkeypatch):
+    from plasticity_runner import progress as P
+
+    clock = FakeClock()
+    monkeypatch.setattr(P.time, "monotonic", clock)
+    bar = P.Progress("bar", total=100, initial=0)
+    bar.tick(7)
+    assert bar.bar.n == 0  # within TICK_SECONDS: no redraw
+    clock.now += P.TICK_SECONDS + 0.1
+    bar.tick(9)
+    assert bar.bar.n == 9  # moved to the step reached, before any log point
+    bar.update(20, 20, steps_per_s=123.0, td_loss=0.5)
+    assert bar.bar.n == 20  # a log point moves it to its step, not 9 + 20
+    text = str(bar.bar)
+    assert "steps_per_s=123" in text and "step/s" not in text and "it/s" not in text  # one rate: the training's
+    bar.close()
+
+
+def test_log_mode_reports_a_long_probe_fit_as_it_goes(monkeypatch, caplog):
+    from plasticity_runner import progress as P
+
+    clock = FakeClock()
+    monkeypatch.setattr(P.time, "monotonic", clock)
+    pause = P.PauseProgress("log", step=5000)
+    with caplog.at_level(logging.INFO, logger="plasticity_runner"):
+        advance = pause.start("probe", total=2000)
+        for _ in range(3):
+            advance(100)
+        assert not caplog.records  # under LOG_SECONDS: quiet
+        clock.now += P.LOG_SECONDS
+        advance(100)
+        advance(100)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["pause at step 5000: probe 400/2000 steps"]

@@ -16,6 +16,7 @@ from plasticity_runner.report.figures import figure3_falsification, figure4_prob
 from plasticity_runner.report.figures.fig3_falsification import FIG3_MIN_N
 from plasticity_runner.report.plotting import MissingData
 from plasticity_runner.report.provenance import COLUMNS
+
 from .test_report import classification_sweep, config, make_run, probe_values
 
 
@@ -28,16 +29,29 @@ def test_every_figure_names_data_arch_seeds_and_budget_in_its_files(tmp_path):
     for interv in ("none", "layer_norm"):
         for seed in range(3):
             losses = rng.uniform(0.1, 1.0, size=2)
-            make_run(tmp_path, f"{interv}_{seed}", budget(config(seed, dataset="digits", interventions=interv)),
-                     {0: {"probe": probe_values(losses[0]), "stats": {"param_norm": 1.0}},
-                      100: {"probe": probe_values(losses[1]), "stats": {"param_norm": 2.0}}},
-                     arrays={0: {"probe/curve_loss": np.ones((3, 4)), "probe/curve_steps": np.arange(4) * 5},
-                             100: {"probe/curve_loss": np.ones((3, 4)) * 2, "probe/curve_steps": np.arange(4) * 5}})
+            make_run(
+                tmp_path,
+                f"{interv}_{seed}",
+                budget(config(seed, dataset="digits", interventions=interv)),
+                {
+                    0: {"probe": probe_values(losses[0]), "stats": {"param_norm": 1.0}},
+                    100: {"probe": probe_values(losses[1]), "stats": {"param_norm": 2.0}},
+                },
+                arrays={
+                    0: {"probe/curve_loss": np.ones((3, 4)), "probe/curve_steps": np.arange(4) * 5},
+                    100: {"probe/curve_loss": np.ones((3, 4)) * 2, "probe/curve_steps": np.arange(4) * 5},
+                },
+            )
     report = build_report(tmp_path, formats=["png", "pdf"])
     assert report.errors == {}
     drawn = {r.name: r for r in report.figures}
-    assert {"plasticity_over_training", "figure4_probe_curves", "figure6_interventions", "interval_estimates",
-            "figure10_11_probe_loss"} <= set(drawn)
+    assert {
+        "plasticity_over_training",
+        "figure4_probe_curves",
+        "figure6_interventions",
+        "interval_estimates",
+        "figure10_11_probe_loss",
+    } <= set(drawn)
     want = "data: digits · architecture: mlp · 3 seeds (6 runs) · 300 training steps · probe: 3 targets x 50 steps"
     for name, result in drawn.items():
         png = Image.open(tmp_path / "report" / f"{name}.png")
@@ -57,13 +71,20 @@ def test_every_figure_names_data_arch_seeds_and_budget_in_its_files(tmp_path):
         labels = [ax.get_ylabel() for ax in drawn[name].figure.axes if ax.get_ylabel()]
         assert any("squared Q units" in label for label in labels), (name, labels)
     assert "±1 std over seeds" in drawn["plasticity_over_training"].bands
+    # the page leaves out the columns that hold one value (named in each figure's header); the CSVs keep them
+    page = report.html.read_text()
+    assert "<th>probe_steps</th>" not in page and "<th>seeds</th>" not in page
 
 
 def test_a_figure_names_only_the_runs_it_drew(tmp_path):
     # memorisation runs (figure 1) beside classification runs: figure 6 names only its own
     for seed in range(2):
-        make_run(tmp_path, f"cls{seed}", budget(config(seed, dataset="cifar10", arch="cnn")),
-                 {0: {"probe": probe_values(0.2)}, 100: {"probe": probe_values(0.3)}})
+        make_run(
+            tmp_path,
+            f"cls{seed}",
+            budget(config(seed, dataset="cifar10", arch="cnn")),
+            {0: {"probe": probe_values(0.2)}, 100: {"probe": probe_values(0.3)}},
+        )
     mem = config(0, env="memorization", optimizer="adam")
     mem["env"].update(num_iterations=4, iteration_steps=250)
     make_run(tmp_path, "mem", mem, {250 * (i + 1): {"eval": {"accuracy": 0.5}} for i in range(4)})
@@ -77,8 +98,10 @@ def test_a_figure_names_only_the_runs_it_drew(tmp_path):
 def test_small_n_shows_the_range_and_refuses_the_iqm():
     three = np.array([0.3, -0.1, 0.8])
     row = I.aggregate_row([three])
-    assert row["interval"] == "n = 3: range shown (fewer than 10 runs: no bootstrap interval); IQM refused " \
-                              "(fewer than 4 runs: it would be the mean)"
+    assert (
+        row["interval"] == "n = 3: range shown (fewer than 10 runs: no bootstrap interval); IQM refused "
+        "(fewer than 4 runs: it would be the mean)"
+    )
     assert (row["mean_low"], row["mean_high"]) == (-0.1, 0.8)  # the data's min and max
     assert row["mean"] == pytest.approx(three.mean(), abs=1e-15)
     assert np.isnan(row["iqm"]) and np.isnan(row["iqm_low"])
@@ -129,8 +152,13 @@ def test_figure3_flags_correlations_below_the_minimum_and_is_refused_without_any
 
 def test_probe_curves_of_one_point_are_not_drawn(tmp_path):
     for seed in range(2):
-        make_run(tmp_path, f"r{seed}", config(seed), {0: {"probe": probe_values(0.2)}},
-                 arrays={0: {"probe/curve_loss": np.ones((3, 1)), "probe/curve_steps": np.array([0])}})
+        make_run(
+            tmp_path,
+            f"r{seed}",
+            config(seed),
+            {0: {"probe": probe_values(0.2)}},
+            arrays={0: {"probe/curve_loss": np.ones((3, 1)), "probe/curve_steps": np.array([0])}},
+        )
     with pytest.raises(MissingData, match="one point"):
         figure4_probe_curves(load_sweep(tmp_path))
     report = build_report(tmp_path, formats=["png"], figures=["figure4_probe_curves", "figure17_18_probe_curves_ln"])

@@ -110,12 +110,15 @@ def check_numbers(text: str, data_dir: Path) -> None:
         assert len(rows) == len(spec), name
         for doc_row, spec_row in zip(rows, spec):
             for doc_cell, spec_cell in zip(doc_row, spec_row, strict=True):
-                shown = re.findall(r"-?\d+\.\d+", doc_cell)
                 if spec_cell.absent is not None and doc_cell == spec_cell.absent:
                     continue
-                assert len(shown) == len(spec_cell.values), (name, doc_cell)
-                for text_value, num in zip(shown, spec_cell.values):
-                    decimals = len(text_value.split(".")[1])
+                # the cell's words as the spec has them, each {} a number of the doc
+                pattern = "".join(r"(-?\d+(?:\.\d+)?)" if part == "{}" else re.escape(part)
+                                  for part in re.split(r"(\{\})", spec_cell.template))
+                m = re.fullmatch(pattern, doc_cell)
+                assert m, (name, doc_cell, spec_cell.template)
+                for text_value, num in zip(m.groups(), spec_cell.values, strict=True):
+                    decimals = len(text_value.split(".")[1]) if "." in text_value else 0
                     assert abs(float(text_value) - csv_value(data_dir, num)) <= 0.5 * 10 ** -decimals + 1e-12, \
                         (name, doc_cell, num)
 
@@ -160,7 +163,7 @@ def test_a_block_must_name_a_table_and_every_table_needs_a_block():
     rt = load_tables()
     text = DOC.read_text()
     with pytest.raises(rt.TableError, match="does not define"):
-        rt.render_doc(text + "\n<!-- table nowhere/x (x) -->\n<!-- end table nowhere/x -->\n", DATA)
+        rt.render_doc("<!-- table nowhere/x (x) -->\n<!-- end table nowhere/x -->\n" + text, DATA)
     first = next(iter(rt.TABLES_BY_NAME))
     dropped = re.sub(rf"<!-- table {re.escape(first)} .*?<!-- end table {re.escape(first)} -->", "", text, flags=re.S)
     with pytest.raises(rt.TableError, match="no block"):

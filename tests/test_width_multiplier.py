@@ -42,7 +42,7 @@ def arch(name: str, **overrides):
 
 
 def tiny_arch(name: str, **overrides):
-    return OmegaConf.create({"name": name, **ARCHITECTURES[name].extra["tiny"], **overrides})
+    return OmegaConf.create({"name": name, **ARCHITECTURES[name].spec.tiny, **overrides})
 
 
 def test_the_bit_for_bit_cases_are_registered_bodies():

@@ -6,27 +6,35 @@ launches every batch whatever failed, then prints one line per failed run (its j
 swept overrides, its error, its directory) and exits non-zero: with the exit status of the failed
 runs when they all share one (2: config error, 3: outputs; ``plasticity_runner.hydra_glue``),
 else 1. Every launcher works with it (basic, ``hydra/launcher=local``, ``hydra/launcher=slurm``):
-a failed run comes back as a FAILED JobReturn holding its exception. Every sweep ends with one line
-(jobs complete, failed, skipped because their run had finished before, and the sweep directory)
-and the commands to run next (``plasticity_runner.next_steps``).
+a failed run comes back as a FAILED JobReturn holding its exception. A submitit job that ended
+without a result (killed: SIGKILL, out of memory, ``scancel``) makes the submitit launcher raise
+submitit's ``UncompletedJobError`` for the whole batch; here it becomes that job's FAILED JobReturn
+(``JobKilled``: job number, overrides, run directory), and the other jobs' results are kept.
+Every sweep ends with one line (jobs complete, failed, skipped because their run had finished
+before, and the sweep directory) and the commands to run next (``plasticity_runner.next_steps``).
 
 Kept free of plasticity_runner imports: Hydra imports every module under ``hydra_plugins`` at start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, Iterator, List, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
+
+
+class JobKilled(RuntimeError):
+    """A submitit job that ended without a result (killed); the message is submitit's first line."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -99,7 +107,8 @@ class SummarySweeper(BasicSweeper):
         while not self.is_done():
             batch = self.get_job_batch()
             self.validate_batch_is_legal(batch)
-            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            with self._killed_jobs_fail_alone():
+                results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
             failed += [r for r in results if r.status != JobStatus.COMPLETED]
             initial_job_idx += len(batch)
             returns.append(results)
@@ -113,6 +122,51 @@ class SummarySweeper(BasicSweeper):
         print(self.end_line)
         print(_next_commands(sweep_dir))
         return returns
+
+    @contextlib.contextmanager
+    def _killed_jobs_fail_alone(self) -> Iterator[None]:
+        """Under a submitit launcher: a job without a result gives a FAILED JobReturn (``JobKilled``)
+        instead of raising ``UncompletedJobError`` out of the launch (losing every other result)."""
+        if not hasattr(self.launcher, "_EXECUTOR"):  # not hydra-submitit-launcher
+            yield
+            return
+        from submitit.core.core import Job
+        from submitit.core.utils import UncompletedJobError
+
+        real = Job.results
+        sweeper = self
+
+        def results(job: Any) -> Any:
+            try:
+                return real(job)
+            except UncompletedJobError as exc:
+                return [sweeper._killed_return(job, exc)]
+
+        Job.results = results  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            Job.results = real  # type: ignore[method-assign]
+
+    def _killed_return(self, job: Any, exc: BaseException) -> JobReturn:
+        """The FAILED JobReturn of a submitit job that left no result: its overrides and number from
+        its submission, its run directory as Hydra would have made it."""
+        assert self.config is not None and self.hydra_context is not None
+        args = job.submission().args  # (overrides, job_dir_key, job number, job id, Hydra's state)
+        overrides, num = list(args[0]), args[2]
+        ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
+        killed = JobKilled(f"the job ended without a result (killed?): {_first_line(exc)}; "
+                           f"its logs: {getattr(job, 'paths', None) and job.paths.stderr}")
+        ret._return_value = killed
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            with open_dict(cfg.hydra):
+                cfg.hydra.job.num = num
+                cfg.hydra.runtime.output_dir = str(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir))
+            ret.hydra_cfg = cfg
+        except Exception:  # noqa: BLE001 - the summary then says "?" for the directory
+            pass
+        return ret
 
     def _exit_with_summary(self, failed: list[JobReturn], swept: set[str], total: int) -> None:
         code, text = summary(failed, swept, total)

@@ -32,15 +32,19 @@ Time: the target period and the epsilon decay count training (optimizer) steps
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from ..envs.base import Batch
 from ..interventions.base import Intervention, Learner
+from ..probes.gram import SampleLosses
+
+if TYPE_CHECKING:  # annotations only: importing envs here loads every env, one of which imports this module
+    from ..envs.base import Batch
 
 # The names of the training loss's parts (``DQNAgent.loss_names``), which the trainer logs at every
 # log point (phase ``train``): the TD term alone, each intervention's penalty, the total minimised.
@@ -294,9 +298,7 @@ class DQNAgent:
 
     def sample_losses(self, batch: Batch) -> Any:
         """The TD loss of each transition of ``batch`` against the fixed target of the agent's networks
-        (``probes.gradcov.td_sample_losses``: the gradient covariance's ``loss: td``)."""
-        from ..probes.gradcov import td_sample_losses  # a probe's definition, evaluated on this agent
-
+        (``td_sample_losses``: the gradient covariance's ``loss: td``)."""
         return td_sample_losses(self.online, self.target, batch, gamma=self.gamma, double_dqn=self.double_dqn)
 
     @torch.no_grad()
@@ -307,6 +309,32 @@ class DQNAgent:
             b_t.copy_(b)
         for i in self.interventions:
             i.on_target_update(self.learner, step)
+
+
+class _TDLoss(nn.Module):
+    """``forward(o_tm1, a_tm1, target)`` -> per-transition TD loss [B] of the wrapped network."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, o_tm1: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.net.td_loss(o_tm1, a_tm1, target)
+
+
+def td_sample_losses(
+    online: nn.Module, target: nn.Module, batch: Any, *, gamma: float, double_dqn: bool
+) -> SampleLosses:
+    """The TD loss of each transition of ``batch`` w.r.t. the parameters of ``online`` (eq. 1), for
+    per-sample gradients (``probes.gram``; the gradient covariance's ``loss: td``).
+
+    The TD target is computed once, from eval-mode copies of the online and target networks
+    (``td_target`` with the agent's ``gamma`` and ``double_dqn``), and held fixed; the losses are
+    those of the online copy (the networks passed in are never touched).
+    """
+    online, target = copy.deepcopy(online).eval(), copy.deepcopy(target).eval()
+    y = td_target(online, target, batch, float(gamma), bool(double_dqn))
+    return SampleLosses(_TDLoss(online), (batch.o_tm1, batch.a_tm1, y))
 
 
 def _check_regression_head(online: nn.Module) -> None:

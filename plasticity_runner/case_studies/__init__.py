@@ -10,7 +10,7 @@ Both write the same files as the trainer (``run.json``, parquet metric shards, n
 an unfinished run directory starts over (``common.begin_run``). ``docs/case-studies.md`` lists
 every metric.
 
-Each is registered as an env part with ``program="<module>:<function>"`` (``envs/memorization.py``,
-``envs/brownian.py``); ``programs.run`` picks it by the env and runs it inside the run lifecycle
-(``lifecycle``), as it runs the DQN trainer for every other env.
+Each is registered as an env part with ``program=<function>`` (``envs/memorization.py``,
+``envs/brownian.py``); ``trainer.train`` picks it by the env and runs it inside the run lifecycle
+(``lifecycle.opened``), as it runs the DQN loop for every other env.
 """

@@ -58,6 +58,7 @@ from ..probes.gradcov import GradCov, gradient_covariance, perturbation_sample_l
 from ..lifecycle import Run
 from ..progress import Progress
 from .common import begin_run, distance, end_run, snapshot
+from ..errors import choice
 
 log = logging.getLogger("plasticity_runner")
 
@@ -148,7 +149,7 @@ def measure(cfg: DictConfig, net: nn.Module, inputs: torch.Tensor, seed: int) ->
             "hessian/ritz_weights": spectrum.ritz_weights.numpy(),
         })
     if d.gradcov.enabled:
-        shared = str(getattr(d.gradcov.loss, "value", d.gradcov.loss)) == "perturbation_shared"
+        shared = choice(d.gradcov.loss) == "perturbation_shared"
         losses = perturbation_sample_losses(net, inputs[: int(d.gradcov.k)], stream_seed(seed, "gradcov"), shared=shared)
         cov = gradient_covariance(
             losses, num_clusters=int(d.gradcov.num_clusters), chunk_size=int(d.gradcov.chunk_size),
@@ -169,7 +170,7 @@ def run_brownian(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """The figure-2 study for ``total_steps`` steps, the program of ``env=brownian``
     (``envs/brownian.py``), in the run directory ``run`` holds (``lifecycle``); returns the run's summary.
 
-    ``cfg`` is the composed config with ``env=brownian`` (already validated by ``programs.run``).
+    ``cfg`` is the composed config with ``env=brownian`` (already validated by ``trainer.train``).
     The summary holds, per process, the measured ``hessian_top_eig`` and ``gradcov_neg_frac`` (lists).
     """
     writer = begin_run(cfg, run)

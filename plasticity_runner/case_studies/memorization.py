@@ -46,6 +46,7 @@ from ..probes.statistics import DEAD_FRAC, layer_activities
 from ..lifecycle import Run
 from ..progress import Progress
 from .common import begin_run, distance, end_run, snapshot
+from ..errors import choice
 
 log = logging.getLogger("plasticity_runner")
 
@@ -92,7 +93,7 @@ def load_images(env_cfg: Any, device: torch.device, run_seed: int) -> Relabelled
     """The first ``num_images`` training images of the dataset (null: all of them), labelled by the
     sequence of ``labels_seed``; more than the dataset holds is a ``ConfigError`` naming
     ``env.num_images``."""
-    dataset = str(getattr(env_cfg.dataset, "value", env_cfg.dataset))
+    dataset = choice(env_cfg.dataset)
     images, labels = load_dataset(dataset, env_cfg.data_dir, env_cfg.download)
     n = images.shape[0] if env_cfg.num_images is None else int(env_cfg.num_images)
     check_num_images(n, images.shape[0], dataset)
@@ -137,7 +138,7 @@ def run_memorization(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """The figure-1 memorisation study, the program of ``env=memorization`` (``envs/memorization.py``),
     in the run directory ``run`` holds (``lifecycle``); returns the run's summary.
 
-    ``cfg`` is the composed config with ``env=memorization`` (already validated by ``programs.run``).
+    ``cfg`` is the composed config with ``env=memorization`` (already validated by ``trainer.train``).
     The summary holds ``accuracy`` and ``dead_frac`` per iteration (lists).
     """
     writer = begin_run(cfg, run)
@@ -154,7 +155,7 @@ def run_memorization(cfg: DictConfig, run: Run) -> dict[str, Any]:
     steps_per_iteration, num_iterations = int(env_cfg.iteration_steps), int(env_cfg.num_iterations)
     total = steps_per_iteration * num_iterations
     log.info("run %s on %s: memorising %d %s images, %d iterations of %d steps; outputs in %s", run.run_id,
-             device, len(data), getattr(env_cfg.dataset, "value", env_cfg.dataset), num_iterations,
+             device, len(data), choice(env_cfg.dataset), num_iterations,
              steps_per_iteration, run.run_dir.resolve())
     progress = Progress(cfg.progress, total, 0)
     history: dict[str, list[float]] = {"accuracy": [], "dead_frac": []}

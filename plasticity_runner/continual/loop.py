@@ -39,6 +39,7 @@ import torch
 from omegaconf import DictConfig
 
 from .. import checkpoint, interventions as interventions_lib, run_status, seeding
+from ..errors import choice
 from ..lifecycle import Run
 from ..nets import build_network
 from ..optim import build_optimizer
@@ -161,7 +162,7 @@ def run_stream(cfg: DictConfig, run: Run, stream: Stream) -> dict[str, Any]:
     writer = run.start(resumed_from, tasks=len(stream.ends))
     total, probe_every, log_every = int(cfg.total_steps), int(cfg.probe.every_steps), int(cfg.log_every_steps)
     ends = set(stream.ends)
-    probe_before_hooks = str(getattr(cfg.probe.at, "value", cfg.probe.at)) == "before_interventions"
+    probe_before_hooks = choice(cfg.probe.at) == "before_interventions"
     log.info("run %s on %s: %s, %d steps in %d tasks%s; outputs in %s", run.run_id, device, cfg.env.name, total,
              len(stream.ends), f", resumed at step {resumed_from}" if resumed_from is not None else "", run_dir.resolve())
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ..envs.datasets import load_dataset
+from ..errors import choice
 from ..seeding import stream_seed
 
 BLOCK_STEPS = 1000  # steps whose minibatch indices are drawn at once (one seed per block)
@@ -184,7 +185,7 @@ def load_images(env_cfg: Any, device: torch.device, heldout_images: int) -> tupl
     """``(train_x, train_y, heldout_x, heldout_y)``: the data set's training split, its last
     ``heldout_images`` images held out (never trained on); ``env.num_images`` (when set) keeps the
     first ones of the rest. The data set is ``env.dataset`` exactly: no other is tried."""
-    dataset = str(getattr(env_cfg.dataset, "value", env_cfg.dataset))
+    dataset = choice(env_cfg.dataset)
     images, labels = load_dataset(dataset, env_cfg.data_dir, env_cfg.download)
     n = images.shape[0]
     if heldout_images >= n:
@@ -289,7 +290,7 @@ class ShuffledLabels(Stream):
 def _first_images(env_cfg: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``env.num_images`` training images and their true labels (null: all of them; more
     than the data set holds is refused before the run starts, ``datasets.check_data``)."""
-    dataset = str(getattr(env_cfg.dataset, "value", env_cfg.dataset))
+    dataset = choice(env_cfg.dataset)
     images, labels = load_dataset(dataset, env_cfg.data_dir, env_cfg.download)
     n = images.shape[0] if env_cfg.num_images is None else int(env_cfg.num_images)
     return images[:n].to(device), labels[:n].to(device)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,9 +55,8 @@ import torch
 
 from .. import registry
 from ..errors import positive, unit
-from .atari_games import ATARI_57, available_roms, human_normalized_score, resolve_game  # noqa: F401  (the names live there)
+from .atari_games import ATARI_57, available_roms, check_game, human_normalized_score, resolve_game  # noqa: F401  (the names live there)
 from .atari_replay import AtariReplay, frames_to_float, next_tick
-from .atari_resume import replay_games
 from .base import EvalProtocol, StepResult, check_eval
 
 
@@ -385,9 +385,42 @@ class AtariVectorEnv:
         self._ale.close()
 
 
+# ------------------------------------------------------------------------------------- resuming
+# ale-py's vector interface has no clone/restore of the emulator, so a checkpoint keeps each copy's
+# game seed and actions and a resumed run re-plays them ("Checkpoints" above).
+
+
+def replay_games(ale: Any, partial_reset: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, dict]],
+                 seeds: np.ndarray, log: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Re-play every game in progress from its seed on ``ale`` (an ``ale_py.AtariVectorEnv``) and
+    return the last ``(obs, info)``.
+
+    ``seeds[i]`` is copy ``i``'s game seed, ``log[i, :lengths[i]]`` its actions so far. The copies
+    step in lockstep, so a game of ``L_i`` actions starts (a seeded partial reset) at step
+    ``L - L_i`` and all of them end together; before its start a copy plays no-ops in a throwaway
+    game. A game with no action yet is reset last.
+    """
+    num_envs = len(seeds)
+    total = int(lengths.max()) if lengths.size else 0
+    start = total - lengths
+    obs, info = ale.reset(seed=seeds.copy())
+    for j in range(total):
+        begin = (start == j) & (j > 0)
+        if begin.any():
+            obs, info = partial_reset(begin, seeds[begin])
+        k = np.clip(j - start, 0, None)
+        acts = np.where(j >= start, log[np.arange(num_envs), np.minimum(k, max(log.shape[1] - 1, 0))], 0)
+        obs, _, _, _, info = ale.step(acts.astype(np.int64))
+    late = (start == total) & (total > 0)  # games with no action yet
+    if late.any():
+        obs, info = partial_reset(late, seeds[late])
+    return obs, info
+
+
 def check_config(cfg: Any, key: str) -> None:
-    """Range checks of ``env=atari`` at ``key`` (the game name is checked when the env is built:
-    it needs ale-py's ROM list)."""
+    """Range checks of ``env=atari`` at ``key``, and the game name against ale-py's ROM list
+    (``ConfigError`` naming ``<key>.game`` and the close names)."""
+    check_game(getattr(cfg[key], "game", None), f"{key}.game")
     for size in ("num_envs", "frame_skip", "screen_size", "stack", "max_episode_frames"):
         positive(cfg, f"{key}.{size}")
     positive(cfg, f"{key}.noop_max", allow_zero=True)

@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+
 _SCORES_CSV = Path(__file__).with_name("atari_scores.csv")
 
 
@@ -67,6 +69,18 @@ def resolve_game(name: str) -> str:
         f"unknown Atari game {name!r} ({hint}). Games are ale-py ROM names in snake_case; "
         f"the 57 benchmark games are: {', '.join(ATARI_57)}"
     )
+
+
+def check_game(game: Any, key: str) -> None:
+    """``ConfigError`` naming ``key`` (with the close names) when ``game`` is not an ale-py ROM."""
+    if not isinstance(game, str):
+        return
+    try:
+        resolve_game(game)
+    except ImportError:  # no ale-py: building the env says so
+        pass
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
 
 
 def human_normalized_score(game: str, episode_return: Any) -> Any:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import torch
 from omegaconf import OmegaConf
 
-from ..errors import ConfigError, positive, unit
+from ..errors import ConfigError, choice, positive, unit
 
 
 class EvalProtocol(str, enum.Enum):
@@ -37,7 +37,7 @@ def check_eval(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.eval_every_steps", allow_zero=True)  # 0 or null: no evaluation
     unit(cfg, f"{key}.eval_epsilon")
     protocol = OmegaConf.select(cfg, f"{key}.eval_protocol")
-    if str(getattr(protocol, "value", protocol)) == "frames":
+    if choice(protocol) == "frames":
         env = cfg[key]
         if "frame_skip" not in env:  # an env without emulator frames (CartPole) evaluates in episodes
             raise ConfigError(f"{key}.eval_protocol", f"env={env.name} has no frames: only 'episodes', got 'frames'")

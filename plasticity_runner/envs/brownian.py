@@ -1,8 +1,8 @@
 """``env=brownian``: gradient descent vs Brownian motion, section 4.2 / appendix A.1 (figure 2).
 
 Not an environment the DQN agent steps: a case study with its own program
-(``case_studies/brownian.py``, imported when picked), which ``programs.run`` runs instead of the
-trainer because this registration names it. It steps the classification MDP of section 3.2 itself.
+(``case_studies/brownian.py``), which ``trainer.train`` runs instead of the DQN loop because this
+registration names it. It steps the classification MDP of section 3.2 itself.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 
 from .classification import Task
 from .datasets import Dataset
-from ..errors import ConfigError, positive
+from ..errors import ConfigError, choice, positive
+from ..case_studies.brownian import run_brownian
 from ..registry import register
 
 
@@ -39,10 +40,10 @@ def check(cfg: Any, key: str) -> None:
     for name in ("num_images", "batch_size", "target_update_steps", "measure_every_steps"):
         positive(cfg, f"{key}.{name}")
     loss = OmegaConf.select(cfg, "diagnostics.gradcov.loss")
-    if str(getattr(loss, "value", loss)) == "td":
+    if choice(loss) == "td":
         raise ConfigError("diagnostics.gradcov.loss", "env=brownian measures C_k on the probe loss of section "
                           "4.2, not the TD loss; choose perturbation_shared (experiment=fig2_brownian) or perturbation")
 
 
 register("env", "brownian", BrownianEnvConfig, check=check,
-         program="plasticity_runner.case_studies.brownian:run_brownian")
+         program=run_brownian)

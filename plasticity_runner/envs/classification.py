@@ -6,8 +6,9 @@ image of its class, drawn uniformly from the dataset's images of that class at e
 * ``true_label``: reward ``1[a == s]``; next state uniform over the ten classes.
 * ``random_label``: as ``true_label``, but every image is given a random label in ``{0..9}`` once
   (uniform and independent per image), drawn with the seed ``env.label_seed`` or, when it is null
-  (the default), with the run seed's own stream (``seeding.label_seed`` of the env seed): each run
-  seed has its own relabelling; state ``i`` emits images whose *random* label is ``i``.
+  (the default), with the run seed's own stream (``seeding.label_seed`` of the env seed and the
+  segment): each run seed has its own relabelling, and so has each segment of a chain; state ``i``
+  emits images whose *random* label is ``i``.
 * ``sparse_reward``: reward ``1[a == s == 9]``; next state ``s + 1`` if ``a == s`` else uniform.
   The paper leaves ``s = 9, a = 9`` open (there is no state 10): we wrap to state 0.
 
@@ -34,7 +35,7 @@ from typing import Any, Optional
 import torch
 
 from .. import registry
-from ..errors import positive
+from ..errors import choice, positive
 from ..seeding import label_seed, set_generator_state
 from .base import Batch, StepResult
 from .datasets import Dataset, check_num_images, load_dataset
@@ -125,7 +126,7 @@ class ClassificationMDP:
     def __init__(self, cfg: Any, device: torch.device, seed: int):
         from .schedule import classification_segments, switch_steps
 
-        dataset = str(getattr(cfg.dataset, "value", cfg.dataset))
+        dataset = choice(cfg.dataset)
         images, true_labels = load_dataset(dataset, cfg.data_dir, cfg.download)
         if cfg.num_images is not None:
             check_num_images(int(cfg.num_images), len(images), dataset)
@@ -145,7 +146,7 @@ class ClassificationMDP:
         perms = [torch.arange(d)] + [torch.randperm(d, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
         self.permutations = torch.stack(perms).to(self.device)  # [variants, C*H*W]
         self.generator = torch.Generator(self.device).manual_seed(int(seed))
-        self.derived_label_seed = label_seed(int(seed))  # the relabelling of a null label_seed
+        self._env_seed = int(seed)  # a null label_seed relabels from its stream (seeding.label_seed)
         self._set_segment(0)
         self.state = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
         self.obs_idx = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
@@ -156,7 +157,7 @@ class ClassificationMDP:
         self.segment, self.task = int(k), seg["task"]
         labels = self._true_labels
         if self.task == "random_label":
-            seed = self.derived_label_seed if seg["label_seed"] is None else int(seg["label_seed"])
+            seed = label_seed(self._env_seed, k) if seg["label_seed"] is None else int(seg["label_seed"])
             g = torch.Generator().manual_seed(seed)
             labels = torch.randint(NUM_CLASSES, labels.shape, generator=g)
         counts = torch.bincount(labels, minlength=NUM_CLASSES)

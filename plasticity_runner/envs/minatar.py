@@ -46,7 +46,7 @@ from ..errors import ConfigError, positive, unit
 from ..seeding import stream_seed
 from .base import EvalProtocol, StepResult, check_eval
 from .replay import DeviceReplay
-from .schedule import check_env
+from .schedule import check_env, segments, switch_steps
 
 GAMES: tuple[str, ...] = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 # what the pickled game objects of a checkpoint may hold: the games, numpy arrays and RandomStates;
@@ -88,6 +88,22 @@ def resolve_game(name: str) -> str:
     if snake in GAMES:
         return snake
     raise ValueError(f"env.game: unknown MinAtar game {name!r}; the games are: {', '.join(GAMES)}")
+
+
+def segment_games(env_cfg: Any) -> list[str]:
+    """The MinAtar game of each segment of ``env.schedule``; without a schedule, ``[env.game]``."""
+    if getattr(env_cfg, "schedule", None) is None:
+        return [resolve_game(env_cfg.game)]
+    games = []
+    for k, seg in enumerate(segments(env_cfg)):
+        unknown = set(seg) - {"game", "steps"}
+        if unknown or "game" not in seg:
+            raise ValueError(f"env.schedule.{k}: a MinAtar segment is {{game, steps}}, got keys {sorted(seg)}")
+        try:
+            games.append(resolve_game(seg["game"]))
+        except ValueError as e:
+            raise ValueError(f"env.schedule.{k}.game: {e}") from None
+    return games
 
 
 def _as_config(cfg: Any) -> MinAtarEnvConfig:
@@ -153,9 +169,7 @@ class MinAtarVectorEnv:
             raise ValueError(f"env.frame_skip: MinAtar has no frame skip, must be 1, got {c.frame_skip}")
         if not 0.0 <= c.sticky_action_prob <= 1.0:
             raise ValueError(f"env.sticky_action_prob: must lie in [0, 1], got {c.sticky_action_prob}")
-        from .schedule import segment_games, switch_steps
-
-        self.games = segment_games(c) if c.schedule is not None else [resolve_game(c.game)]
+        self.games = segment_games(c)
         self.switch_steps = switch_steps(c) if c.schedule is not None else None  # training steps
         self.device = torch.device(device)
         self.num_envs = int(c.num_envs)
@@ -326,7 +340,7 @@ def check_config(cfg: Any, key: str) -> None:
         raise ConfigError(f"{key}.frame_skip", f"MinAtar has no frame skip, must be 1, got {cfg[key].frame_skip}")
     unit(cfg, f"{key}.sticky_action_prob")
     check_eval(cfg, key)
-    check_env(cfg[key])  # the MinAtar game and env.schedule's segments
+    check_env(cfg[key], segment_games)  # the MinAtar game, or env.schedule's segments
 
 
 registry.register("env", "minatar", MinAtarEnvConfig, build=MinAtarVectorEnv, check=check_config, episodic=True)

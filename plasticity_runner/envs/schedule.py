@@ -25,9 +25,12 @@ game lacks played as the no-op.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from ..errors import ConfigError, choice
 
 
 def segments(env_cfg: Any) -> list[dict[str, Any]]:
@@ -59,33 +62,18 @@ def switch_steps(env_cfg: Any) -> list[int]:
     return ends
 
 
-def segment_games(env_cfg: Any) -> list[str]:
-    """The MinAtar game of each segment."""
-    from .minatar import resolve_game
-
-    games = []
-    for k, seg in enumerate(segments(env_cfg)):
-        unknown = set(seg) - {"game", "steps"}
-        if unknown or "game" not in seg:
-            raise ValueError(f"env.schedule.{k}: a MinAtar segment is {{game, steps}}, got keys {sorted(seg)}")
-        try:
-            games.append(resolve_game(seg["game"]))
-        except ValueError as e:
-            raise ValueError(f"env.schedule.{k}.game: {e}") from None
-    return games
-
-
 CLASSIFICATION_TASKS = ("true_label", "random_label", "sparse_reward")
 
 
 def classification_segments(env_cfg: Any) -> list[dict[str, Any]]:
     """Each segment's ``task``, ``label_seed`` and ``permutation_seed`` (missing keys: ``env.task``,
     ``env.label_seed``, no permutation); without a schedule, the one segment of ``env`` itself. A
-    null ``label_seed`` means the run seed's own relabelling (``seeding.label_seed``), the same one
-    for every segment that leaves it null."""
+    null ``label_seed`` means the run seed's own relabelling of that segment (``seeding.label_seed``
+    of the env seed and the segment's index): two segments that leave it null relabel differently;
+    a chain that comes back to a relabelling names its seed."""
     task = env_cfg.task
     seed = env_cfg.label_seed
-    default = {"task": str(getattr(task, "value", task)), "label_seed": None if seed is None else int(seed),
+    default = {"task": choice(task), "label_seed": None if seed is None else int(seed),
                "permutation_seed": None}
     if getattr(env_cfg, "schedule", None) is None:
         return [dict(default, steps=None)]
@@ -129,19 +117,14 @@ def current_segment(state: Any) -> dict[str, float]:
     return {"segment": float(state.env.segment)}
 
 
-def check_env(env_cfg: Any) -> None:
-    """Config-time checks of a MinAtar game and of ``env.schedule`` (``config.validate``): a bad one
-    is a ``ConfigError`` naming the key (``env.game``, ``env.schedule.<k>.<key>``), before anything runs."""
-    from ..errors import ConfigError
-
+def check_env(env_cfg: Any, read_segments: Callable[[Any], Any] | None = None) -> None:
+    """Config-time check of ``env.schedule`` (``config.validate``): ``read_segments(env_cfg)`` reads
+    the env's segments (by default a classification chain's; MinAtar passes its games'), and a bad
+    one is a ``ConfigError`` naming the key (``env.game``, ``env.schedule.<k>.<key>``), before
+    anything runs."""
     try:
-        if env_cfg.name == "minatar":
-            from .minatar import resolve_game
-
-            if getattr(env_cfg, "schedule", None) is None:
-                resolve_game(env_cfg.game)
-            else:
-                segment_games(env_cfg)
+        if read_segments is not None:
+            read_segments(env_cfg)
         elif getattr(env_cfg, "schedule", None) is not None:
             classification_segments(env_cfg)
     except ValueError as e:

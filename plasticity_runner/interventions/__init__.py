@@ -3,14 +3,14 @@ peers' methods): one small module each, composed in a fixed order.
 
 Each module here defines its config dataclass and its ``Intervention`` subclass and registers
 them (``registry.register("intervention", name, <Name>Config, build=<class>, check=<range
-checks>, order=<float>, phase=<when it acts>)``); importing this package imports every module
-(``registry.load_modules``). The config schema (``config.InterventionsConfig``), the range checks
+checks>, phase=<when it acts>)``), and takes its place in ``ORDER`` below; importing this package
+imports every module (``registry.load_modules``). The config schema (``config.InterventionsConfig``), the range checks
 of ``config.validate``, the order below and the tests read those registrations: adding an
 intervention is one module here, one ``configs/intervention/<name>.yaml`` and one test file.
 
 An intervention is selected by adding its entry to the ``intervention`` config list group
 (``intervention=[layer_norm,two_hot]``); ``build_interventions`` returns the active ones in the
-registered order (``order``, then name), and every hook (``base.Intervention``) runs them in that
+order of ``ORDER``, and every hook (``base.Intervention``) runs them in that
 order. ``phase`` names when an intervention mainly acts:
 
 1. ``build``: network options before the networks are built (``crelu``, ``layer_norm``,
@@ -46,7 +46,22 @@ from .. import registry
 from ..errors import ConfigError
 from .base import PHASES, Intervention, Learner
 
+# The order of application: every hook runs the active interventions in this order (a hook of one
+# phase meets only the interventions acting then; within a phase, each module's docstring says why it
+# sits where it does). A new intervention adds its name here.
+ORDER = (
+    "crelu", "fourier", "layer_norm", "spectral_norm", "two_hot", "hl_gauss",  # build
+    "weight_decay", "l2_init", "parseval",  # loss
+    "sam",  # gradient
+    "shrink_perturb", "reset_last_layer",  # target_update
+    "redo", "regrama", "continual_backprop", "scheduled_reset", "hare_tortoise", "soft_shrink_perturb",
+    "plasticity_injection", "weight_clipping", "nap",  # after_step
+    "c_chain",  # loss
+    "reset_optimizer",  # target_update, last: the optimizer state ends empty whatever the others did
+)
+
 registry.load_modules(__name__, __path__)
+registry.set_order("intervention", ORDER)
 
 
 def _registered() -> dict[str, type[Intervention]]:
@@ -55,7 +70,7 @@ def _registered() -> dict[str, type[Intervention]]:
     implement that phase's hook is a programming error: raised at import."""
     out: dict[str, type[Intervention]] = {}
     for name, part in registry.parts("intervention").items():
-        cls, phase = part.build, part.extra.get("phase")
+        cls, phase = part.build, part.spec.phase
         if not (isinstance(cls, type) and issubclass(cls, Intervention)) or cls.name != name:
             raise ValueError(f"intervention {name!r}: build= must be an Intervention subclass with name {name!r}")
         if phase not in PHASES:

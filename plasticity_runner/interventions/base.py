@@ -54,7 +54,7 @@ class Intervention:
     """Base class. Hooks are called by the network builder, the agent and the trainer.
 
     A subclass registers itself in its module (``registry.register("intervention", name, schema,
-    build=<the subclass>, check=..., order=..., phase=...)``); ``cfg`` is its config entry.
+    build=<the subclass>, check=..., phase=...)``, and its name in ``interventions.ORDER``); ``cfg`` is its config entry.
 
     Every hook that touches parameters must say what happens to the optimizer state of the
     parameters it touches (kept, or reset with ``optim.reset_state``).
@@ -129,7 +129,6 @@ PHASES = {
     "after_step": "after_step",
     "target_update": "on_target_update",
 }
-
 
 
 # Why an intervention that copies a fresh initialisation into the network cannot follow an injection.

@@ -108,4 +108,4 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.num_reference")
 
 
-registry.register("intervention", "c_chain", CChainConfig, build=CChain, check=check, order=145, phase="loss")
+registry.register("intervention", "c_chain", CChainConfig, build=CChain, check=check, phase="loss")

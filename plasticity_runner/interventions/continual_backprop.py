@@ -207,7 +207,6 @@ registry.register(
     ContinualBackpropConfig,
     build=ContinualBackprop,
     check=check,
-    order=100,
     phase="after_step",
     test_overrides=(
         "intervention.continual_backprop.maturity_threshold=0",

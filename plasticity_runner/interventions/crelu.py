@@ -28,4 +28,4 @@ class CReLU(Intervention):
         options["activation"] = "crelu"
 
 
-registry.register("intervention", "crelu", CReLUConfig, build=CReLU, order=10, phase="build")
+registry.register("intervention", "crelu", CReLUConfig, build=CReLU, phase="build")

@@ -39,4 +39,4 @@ class Fourier(Intervention):
         options["activation"] = "fourier"
 
 
-registry.register("intervention", "fourier", FourierConfig, build=Fourier, order=11, phase="build")
+registry.register("intervention", "fourier", FourierConfig, build=Fourier, phase="build")

@@ -97,5 +97,5 @@ def check(cfg: Any, key: str) -> None:
         raise ConfigError(f"{key}.ema", f"must be < 1, got {ema}")
 
 
-registry.register("intervention", "hare_tortoise", HareTortoiseConfig, build=HareTortoise, check=check, order=112,
+registry.register("intervention", "hare_tortoise", HareTortoiseConfig, build=HareTortoise, check=check,
     phase="after_step", test_overrides=("intervention.hare_tortoise.every_steps=2", "intervention.hare_tortoise.ema=0.5"))

@@ -64,5 +64,5 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.sigma_ratio")
 
 
-registry.register("intervention", "hl_gauss", HLGaussConfig, build=HLGauss, check=check, order=41,
+registry.register("intervention", "hl_gauss", HLGaussConfig, build=HLGauss, check=check,
     phase="build", test_overrides=("intervention.hl_gauss.num_bins=5",))

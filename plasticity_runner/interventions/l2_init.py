@@ -67,4 +67,4 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.coeff", allow_zero=True)
 
 
-registry.register("intervention", "l2_init", L2InitConfig, build=L2Init, check=check, order=60, phase="loss")
+registry.register("intervention", "l2_init", L2InitConfig, build=L2Init, check=check, phase="loss")

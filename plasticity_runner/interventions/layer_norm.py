@@ -28,4 +28,4 @@ class LayerNorm(Intervention):
         options["layer_norm"] = True
 
 
-registry.register("intervention", "layer_norm", LayerNormConfig, build=LayerNorm, order=20, phase="build")
+registry.register("intervention", "layer_norm", LayerNormConfig, build=LayerNorm, phase="build")

@@ -82,4 +82,4 @@ class NaP(Intervention):
             self.initial_norms[name].copy_(value)
 
 
-registry.register("intervention", "nap", NaPConfig, build=NaP, order=140, phase="after_step")
+registry.register("intervention", "nap", NaPConfig, build=NaP, phase="after_step")

@@ -80,4 +80,4 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.reference_width", allow_zero=True)
 
 
-registry.register("intervention", "parseval", ParsevalConfig, build=Parseval, check=check, order=65, phase="loss")
+registry.register("intervention", "parseval", ParsevalConfig, build=Parseval, check=check, phase="loss")

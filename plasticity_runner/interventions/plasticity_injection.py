@@ -83,5 +83,5 @@ def check(cfg: Any, key: str) -> None:
 
 
 registry.register("intervention", "plasticity_injection", PlasticityInjectionConfig,
-    build=PlasticityInjection, check=check, order=130, phase="after_step",
+    build=PlasticityInjection, check=check, phase="after_step",
     test_overrides=("intervention.plasticity_injection.at_step=2",))

@@ -125,5 +125,5 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.every_steps")
 
 
-registry.register("intervention", "redo", ReDoConfig, build=ReDo, check=check, order=90, phase="after_step",
+registry.register("intervention", "redo", ReDoConfig, build=ReDo, check=check, phase="after_step",
     test_overrides=("intervention.redo.every_steps=2", "intervention.redo.tau=0.5"))

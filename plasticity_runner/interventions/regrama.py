@@ -115,5 +115,5 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.every_steps")
 
 
-registry.register("intervention", "regrama", ReGraMaConfig, build=ReGraMa, check=check, order=91, phase="after_step",
+registry.register("intervention", "regrama", ReGraMaConfig, build=ReGraMa, check=check, phase="after_step",
     test_overrides=("intervention.regrama.every_steps=2", "intervention.regrama.tau=0.9"))

@@ -51,5 +51,4 @@ class ResetLastLayer(Intervention):
         reset_state(learner.optimizer, [p for _, p in head])
 
 
-registry.register("intervention", "reset_last_layer", ResetLastLayerConfig, build=ResetLastLayer, order=80,
-    phase="target_update")
+registry.register("intervention", "reset_last_layer", ResetLastLayerConfig, build=ResetLastLayer, phase="target_update")

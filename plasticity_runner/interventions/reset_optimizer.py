@@ -26,5 +26,4 @@ class ResetOptimizer(Intervention):
         reset_state(learner.optimizer)
 
 
-registry.register("intervention", "reset_optimizer", ResetOptimizerConfig, build=ResetOptimizer, order=150,
-    phase="target_update")
+registry.register("intervention", "reset_optimizer", ResetOptimizerConfig, build=ResetOptimizer, phase="target_update")

@@ -75,4 +75,4 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.rho", allow_zero=True)
 
 
-registry.register("intervention", "sam", SAMConfig, build=SAM, check=check, order=66, phase="gradient")
+registry.register("intervention", "sam", SAMConfig, build=SAM, check=check, phase="gradient")

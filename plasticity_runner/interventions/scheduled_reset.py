@@ -126,7 +126,6 @@ registry.register(
     ScheduledResetConfig,
     build=ScheduledReset,
     check=check,
-    order=110,
     phase="after_step",
     test_overrides=(
         "intervention.scheduled_reset.every_steps=2",

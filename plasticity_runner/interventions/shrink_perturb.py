@@ -61,4 +61,4 @@ def check(cfg: Any, key: str) -> None:
 
 
 registry.register("intervention", "shrink_perturb", ShrinkPerturbConfig, build=ShrinkPerturb, check=check,
-    order=70, phase="target_update")
+    phase="target_update")

@@ -59,5 +59,5 @@ def check(cfg: Any, key: str) -> None:
 
 
 registry.register("intervention", "soft_shrink_perturb", SoftShrinkPerturbConfig, build=SoftShrinkPerturb,
-    check=check, order=120, phase="after_step",
+    check=check, phase="after_step",
     test_overrides=("intervention.soft_shrink_perturb.shrink=0.1",))

@@ -57,4 +57,4 @@ def check(cfg: Any, key: str) -> None:
 
 
 registry.register("intervention", "spectral_norm", SpectralNormConfig, build=SpectralNorm, check=check,
-    order=30, phase="build")
+    phase="build")

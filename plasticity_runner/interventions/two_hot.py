@@ -60,5 +60,5 @@ def check(cfg: Any, key: str) -> None:
         raise ConfigError(f"{key}.v_max", f"must be > {key}.v_min ({two_hot.v_min}), got {two_hot.v_max}")
 
 
-registry.register("intervention", "two_hot", TwoHotConfig, build=TwoHot, check=check, order=40,
-    phase="build", test_overrides=("intervention.two_hot.num_bins=5",))
+registry.register("intervention", "two_hot", TwoHotConfig, build=TwoHot, check=check, phase="build",
+    test_overrides=("intervention.two_hot.num_bins=5",))

@@ -175,4 +175,4 @@ def check(cfg: Any, key: str) -> None:
 
 
 registry.register("intervention", "weight_clipping", WeightClippingConfig, build=WeightClipping, check=check,
-    order=135, phase="after_step", test_overrides=("intervention.weight_clipping.kappa=0.5",))
+    phase="after_step", test_overrides=("intervention.weight_clipping.kappa=0.5",))

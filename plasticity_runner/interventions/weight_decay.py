@@ -40,4 +40,4 @@ def check(cfg: Any, key: str) -> None:
 
 
 registry.register("intervention", "weight_decay", WeightDecayConfig, build=WeightDecay, check=check,
-    order=50, phase="loss")
+    phase="loss")

@@ -37,6 +37,7 @@ from torch import nn
 from .. import registry
 from .layers import UnitGroup, expansion, make_activation
 from .scaling import body_width, check_sizes
+from ..errors import choice
 
 
 class Stem(str, enum.Enum):
@@ -127,7 +128,7 @@ class ResNet18Body(nn.Module):
 
 
 def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> ResNet18Body:
-    stem = str(getattr(cfg.stem, "value", cfg.stem))
+    stem = choice(cfg.stem)
     return ResNet18Body(obs_shape, body_width(cfg, cfg.width), stem, layer_norm, activation)
 
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .. import registry
-from ..errors import ConfigError, unit
+from ..errors import ConfigError, choice, unit
 from .layers import UnitGroup, expansion, make_activation, pad_to
 from .scaling import body_width, check_sizes, scaled
 
@@ -146,7 +146,7 @@ class ViTBody(nn.Module):
 
 
 def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> ViTBody:
-    pool = str(getattr(cfg.pool, "value", cfg.pool))
+    pool = choice(cfg.pool)
     return ViTBody(
         obs_shape, cfg.patch_size, body_width(cfg, cfg.dim), body_width(cfg, cfg.ff_dim), cfg.num_blocks,
         cfg.num_heads, cfg.dropout, pool, layer_norm, activation,

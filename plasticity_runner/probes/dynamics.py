@@ -51,7 +51,6 @@ no row. A layer whose ``||theta||`` is 0 gets NaN as a ratio.
 from __future__ import annotations
 
 import copy
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -65,8 +64,6 @@ from ..errors import positive
 from ..seeding import churn_reference_seed, diagnostic_seed
 from .base import Diagnostic, Output, PauseView, check_cadence, copied_learner
 from .per_layer import by_layer_name, layer_of, layer_squares
-
-log = logging.getLogger("plasticity_runner")
 
 # the names it writes (each also per layer, ``<name>/<layer>``); the report keys on them (``report/names.py``)
 GRAD_NORM_EVAL, WEIGHT_CHANGE, WEIGHT_CHANGE_REL = "grad_norm_eval", "weight_change_from_init", "weight_change_from_init_rel"
@@ -238,24 +235,15 @@ class DynamicsTracker:
             "previous_actions": self.previous_actions,
         }
 
-    def load_state_dict(self, state: dict[str, Any] | None) -> None:
-        """Restore ``state_dict()``; a checkpoint written before these metrics existed (``None``) keeps
-        the rebuilt ``theta_0`` (the same seed builds the same network) and starts the greedy-action change and the
-        window over."""
-        if state is None:
-            log.warning(
-                "the checkpoint holds no training-dynamics state (written by an older version): theta_0 is "
-                "rebuilt from the seed, rel_param_change_window skips the first window and greedy_action_change_between_pauses starts over"
-            )
-            self.theta_prev = None
-            return
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``, its tensors moved to the device of the network as built."""
         device = next(iter(self.theta_0.values())).device if self.theta_0 else None
         move = (lambda t: None if t is None else t.to(device)) if device is not None else (lambda t: t)
         self.theta_0 = {k: move(v) for k, v in state["theta_0"].items()}
-        prev = state.get("theta_prev")
+        prev = state["theta_prev"]
         self.theta_prev = None if prev is None else {k: move(v) for k, v in prev.items()}
-        self.reference = move(state.get("reference"))
-        self.previous_actions = move(state.get("previous_actions"))
+        self.reference = move(state["reference"])
+        self.previous_actions = move(state["previous_actions"])
 
 
 def greedy_actions(net: nn.Module, obs: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:

@@ -13,8 +13,8 @@ Per-sample gradients and their Gram matrix come from ``gram.py``.
 
 Two per-sample losses are provided:
 
-* ``td_sample_losses``: the agent's TD loss of each transition (eq. 1) against the fixed target
-  ``agents.dqn.td_target`` of its networks; intervention penalties are left out. This is the
+* ``agents.dqn.td_sample_losses``: the agent's TD loss of each transition (eq. 1) against the fixed
+  target ``agents.dqn.td_target`` of its networks; intervention penalties are left out. This is the
   runner's choice, not the paper's: A.1 computes "the gradient of each transition" of a sampled
   batch but names no loss, and section 4.2 measures C_k on the probe loss below, not on the TD
   objective. The diagnostic asks the agent for it (``sample_losses``): a continual supervised
@@ -52,7 +52,7 @@ from omegaconf import II, OmegaConf
 from torch import nn
 
 from .. import registry
-from ..errors import ConfigError, positive
+from ..errors import ConfigError, choice, positive
 from ..seeding import diagnostic_seed, evaluation_batch_seed
 from .base import Diagnostic, Output, PauseView, check_cadence
 from .curvature import perturbation_target
@@ -100,17 +100,6 @@ class CovResult:
 # ------------------------------------------------------------------------------ per-sample losses
 
 
-class _TDLoss(nn.Module):
-    """``forward(o_tm1, a_tm1, target)`` -> per-transition TD loss [B] of the wrapped network."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, o_tm1: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.net.td_loss(o_tm1, a_tm1, target)
-
-
 class _PerturbationLoss(nn.Module):
     """``forward(x, y)`` -> per-input ``mean_a (f(x)_a - y_a)^2`` [B] of the wrapped network."""
 
@@ -120,22 +109,6 @@ class _PerturbationLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return ((self.net(x) - y) ** 2).flatten(1).mean(1)
-
-
-def td_sample_losses(
-    online: nn.Module, target: nn.Module, batch: Any, *, gamma: float, double_dqn: bool
-) -> SampleLosses:
-    """The TD loss of each transition of ``batch`` w.r.t. the parameters of ``online`` (eq. 1).
-
-    The TD target is computed once, from eval-mode copies of the online and target networks
-    (``agents.dqn.td_target`` with the agent's ``gamma`` and ``double_dqn``), and held fixed; the
-    losses are those of the online copy (the networks passed in are never touched).
-    """
-    from ..agents.dqn import td_target
-
-    online, target = copy.deepcopy(online).eval(), copy.deepcopy(target).eval()
-    y = td_target(online, target, batch, float(gamma), bool(double_dqn))
-    return SampleLosses(_TDLoss(online), (batch.o_tm1, batch.a_tm1, y))
 
 
 def perturbation_sample_losses(
@@ -190,7 +163,7 @@ def gradient_covariance(
 ) -> CovResult:
     """C_k of eq. (3) over the samples, with its k-means ordering (``seed`` seeds k-means).
 
-    Build ``losses`` with ``td_sample_losses`` or ``perturbation_sample_losses``.
+    Build ``losses`` with ``agents.dqn.td_sample_losses`` or ``perturbation_sample_losses``.
     """
     gram = gradient_gram(losses, chunk_size, max_memory_mb)
     matrix, norms = normalise(gram)
@@ -244,7 +217,7 @@ class GradCov(Diagnostic):
 
     def run(self, view: PauseView) -> Output:
         c, batch = self.config(view.cfg), view.batch
-        loss_kind = str(getattr(c.loss, "value", c.loss))
+        loss_kind = choice(c.loss)
         if loss_kind == "td":  # the training loss of each sample: the agent's (``DQNAgent.sample_losses``)
             losses = view.agent.sample_losses(batch)
         else:

@@ -47,7 +47,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from .. import registry
-from ..errors import ConfigError, positive
+from ..errors import ConfigError, choice, positive
 from ..seeding import probe_seed, probe_target_seeds
 from .base import Diagnostic, Output, PauseView
 from .plasticity_fit import chunked, fit_targets_sequential, fit_targets_vectorised
@@ -160,7 +160,7 @@ def plasticity_probe(
     targets = make_targets(build_fresh, inputs, probe_target_seeds(seed, T), offset, probe_cfg.sin_scale)
     args = (net, optimizer_cfg, inputs, targets, probe_cfg.steps, probe_cfg.batch_size, seed, probe_cfg.curve_every_steps)
     fit = getattr(probe_cfg, "two_hot_fit", "expected_q")
-    two_hot_fit = str(getattr(fit, "value", fit)) == "cross_entropy"
+    two_hot_fit = choice(fit) == "cross_entropy"
     if probe_cfg.vectorised:
         initial, final, curve_sum = fit_targets_vectorised(*args, compiled=compiled, two_hot_fit=two_hot_fit, advance=advance)
     else:
@@ -226,7 +226,7 @@ def check(cfg: Any, key: str) -> None:
             f"the probe minibatch ({probe.batch_size}) is larger than its input set {key}.num_inputs ({probe.num_inputs})",
         )
     env = registry.parts("env").get(OmegaConf.select(cfg, "env.name"))
-    if env is not None and env.extra.get("continual"):
+    if env is not None and env.spec.continual:
         return  # a continual protocol draws X from its current task (``continual/``), not from a replay
     agent = cfg.agent
     replay_at_first_pause = min(agent.learning_starts, agent.replay_capacity)

@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..metrics import atomic_write_text
+from ..metrics import MetricsWriteError, atomic_write, atomic_write_text
 from .data import ReportData, load_report_data
 from .figures import FIGURES
-from .plotting import FigureResult, MissingData
 from .html import render_html, runs_table
+from .plotting import FigureResult, MissingData
 from .provenance import Provenance, provenance, stamp_table
 
 FORMATS = ("png", "pdf", "svg")
@@ -68,8 +68,10 @@ def build_report(
     formats = _formats(formats)
     data = load_report_data(path)
     out = Path(out) if out is not None else Path(path) / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tables").mkdir(exist_ok=True)
+    try:
+        (out / "tables").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MetricsWriteError(f"cannot write {out / 'tables'}: {exc}") from exc
     wanted = None if figures is None else set(figures)
     report = Report(html=out / HTML_NAME, out=out, data=data)
     images: dict[str, bytes] = {}
@@ -109,17 +111,19 @@ def build_report(
         written = []
         for f in formats:
             target = out / f"{name}.{f}"
+            # every file under a temporary name, renamed into place (MetricsWriteError naming it)
             if f == "png":
-                target.write_bytes(images[name])
+                atomic_write(target, lambda tmp, png=images[name]: tmp.write_bytes(png))
             else:
-                result.figure.savefig(target, format=f, metadata=meta[f])
+                atomic_write(target, lambda tmp, f=f: result.figure.savefig(tmp, format=f, metadata=meta[f]))
             written.append(target)
         for tname, table in result.tables.items():
             target = out / "tables" / f"{name}__{tname}.csv"
-            table.to_csv(target, index=False)
+            atomic_write(target, lambda tmp, table=table: table.to_csv(tmp, index=False))
             written.append(target)
         report.files[name] = written
-    runs_table(data).to_csv(out / "runs.csv", index=False)
+    runs = runs_table(data)
+    atomic_write(out / "runs.csv", lambda tmp: runs.to_csv(tmp, index=False))
     rel = {name: [str(p.relative_to(out)) for p in paths if p.suffix != ".csv"] for name, paths in report.files.items()}
     page = render_html(data, report.figures, images, rel, report.missing, docs=dict(FIGURES))
     atomic_write_text(report.html, page)
@@ -140,7 +144,9 @@ def stamp_figure(result: FigureResult, prov: Provenance) -> None:
     lines = [result.title, own, *textwrap.wrap(prov.line(), width)]
     if result.bands:
         lines += textwrap.wrap(result.bands, width)
-    fig.suptitle("\n".join(x for x in lines if x), fontsize="small")
+    text = "\n".join(x for x in lines if x)
+    fig.suptitle(text, fontsize="small")
+    fig.set_figheight(fig.get_figheight() + 0.17 * (text.count("\n") + 1))  # room for the block: the axes keep theirs
 
 
 def make_report(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..metrics import MetricsWriteError
 from .builder import FORMATS, REPORT_DIR, build_report
 from .data import NoRunsError
 from .figures import FIG3_Y
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except MetricsWriteError as exc:  # the report's files cannot be written (full disk, permission)
+        print(f"{prog}: error writing the report: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
     data = report.data
     err = sys.stderr
     print(f"{prog}: {len(data.runs)} run(s) found, {len(data.used)} used, {len(data.skipped)} skipped", file=err)

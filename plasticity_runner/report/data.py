@@ -16,7 +16,7 @@ import pandas as pd
 import warnings
 
 from .. import metrics as _metrics
-from ..metrics import find_runs, load_run_metadata, load_sweep, missing_pause_steps
+from ..metrics import find_runs, load_run_metadata, missing_pause_steps, read_runs, unique_runs
 from ..run_status import effective_status
 from . import names as N
 
@@ -129,14 +129,35 @@ def assign_groups(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return frame, keys
 
 
-def load_report_data(path: str | os.PathLike) -> ReportData:
-    """Read every run at or below ``path`` (each through ``load_sweep``) and decide which to use.
+def _read(runs: list[tuple[Path, dict]]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The ``load_sweep`` frame of ``runs`` in one read, and ``{run_dir: why}`` for runs whose
+    shards cannot be read (then every run is read alone, so one corrupt shard costs only its run)."""
+    with warnings.catch_warnings():  # the gaps are in the runs table (missing_steps)
+        warnings.simplefilter("ignore", _metrics.MissingShardsWarning)
+        try:
+            return read_runs(runs), {}
+        except Exception:  # noqa: BLE001 - find the runs at fault below
+            pass
+        good, bad = [], {}
+        for run in runs:
+            try:
+                read_runs([run])
+                good.append(run)
+            except Exception as exc:  # a corrupt run must not stop the report on the others
+                bad[str(run[0])] = f"unreadable: {type(exc).__name__}: {exc}"
+        return read_runs(good), bad
 
-    A run is skipped when its ``run.json`` or a metric shard cannot be read, when its status is
-    one of ``names.SKIP_STATUSES`` (``failed``), or when it has written no metrics (the reason
-    then says whether it is still running or how it ended). Runs still going (status
-    ``running``), stale, crashed, interrupted and diverged runs are used with the pauses they have.
-    Raises ``NoRunsError`` when no run directory exists at or below ``path``.
+
+def load_report_data(path: str | os.PathLike) -> ReportData:
+    """Read every run at or below ``path`` (one ``load_sweep`` read) and decide which to use.
+
+    A run is skipped when its ``run.json`` or a metric shard cannot be read (a shard whose checksum
+    differs included), when it is a copy of a run already found (same ``run_id``: counted once,
+    with a ``DuplicateRunWarning`` naming both paths), when its status is one of
+    ``names.SKIP_STATUSES`` (``failed``), or when it has written no metrics (the reason then says
+    whether it is still running or how it ended). Runs still going (status ``running``), stale,
+    crashed, interrupted and diverged runs are used with the pauses they have. Directory symlinks
+    are followed. Raises ``NoRunsError`` when no run directory exists at or below ``path``.
     """
     path = Path(path)
     if not path.exists():
@@ -144,31 +165,44 @@ def load_report_data(path: str | os.PathLike) -> ReportData:
     run_dirs = find_runs(path)
     if not run_dirs:
         raise NoRunsError(f"no run (no {_metrics.RUN_FILE}) found at or below {path}")
-    frames, rows = [], []
+    rows, metas, readable = [], {}, []
     for run_dir in run_dirs:
         row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": None, "status": None, "used": False,
                                "reason": "", "rows": 0, "first_step": None, "last_step": None,
                                "missing_steps": [], "seed": None}
+        rows.append(row)
         try:
             meta = load_run_metadata(run_dir)
             row["run_id"] = meta.get("run_id")
             row["status"] = effective_status(run_dir, meta)
             row["seed"] = (meta.get("config") or {}).get(N.SEED)
             row["missing_steps"] = missing_pause_steps(run_dir, meta)
-            with warnings.catch_warnings():  # the gaps are in the runs table (missing_steps)
-                warnings.simplefilter("ignore", _metrics.MissingShardsWarning)
-                frame = load_sweep(run_dir)
         except Exception as exc:  # a corrupt run must not stop the report on the others
             row["reason"] = f"unreadable: {type(exc).__name__}: {exc}"
-            rows.append(row)
             continue
-        row["rows"] = len(frame)
-        if len(frame):
-            row["first_step"] = int(frame["step"].min())
-            row["last_step"] = int(frame["step"].max())
+        metas[str(run_dir)] = meta
+        readable.append((run_dir, meta))
+    kept, copies = unique_runs(readable)
+    for row in rows:
+        if Path(row["run_dir"]) in copies:
+            row["reason"] = f"a copy of {copies[Path(row['run_dir'])]} (same run_id): counted once"
+    everything, unreadable = _read(kept)
+    steps = everything.groupby("run_dir", sort=False)["step"].agg(["size", "min", "max"]) if len(everything) else None
+    used = []
+    for row in rows:
+        run_dir = row["run_dir"]
+        if run_dir in unreadable:
+            row["reason"] = unreadable[run_dir]
+        if row["reason"]:
+            continue
+        if steps is not None and run_dir in steps.index:
+            row["rows"] = int(steps.at[run_dir, "size"])
+            row["first_step"] = int(steps.at[run_dir, "min"])
+            row["last_step"] = int(steps.at[run_dir, "max"])
+        meta = metas[run_dir]
         if row["status"] in N.SKIP_STATUSES:
             row["reason"] = f"status {row['status']}"
-        elif not len(frame):
+        elif not row["rows"]:
             status = row["status"]
             if status in (None, "running"):
                 row["reason"] = "no metrics yet" + (" (still running)" if status else "")
@@ -177,11 +211,10 @@ def load_report_data(path: str | os.PathLike) -> ReportData:
                 row["reason"] = f"no metrics ({why}{': ' + meta['error'] if meta.get('error') else ''})"
         else:
             row["used"] = True
-            frames.append(frame)
-        rows.append(row)
+            used.append(run_dir)
     runs = pd.DataFrame(rows)
-    if frames:
-        frame = pd.concat(frames, ignore_index=True)
+    if used:
+        frame = everything[everything["run_dir"].isin(used)].reset_index(drop=True)
     else:
         frame = pd.DataFrame({f.name: pd.Series(dtype=f.type.to_pandas_dtype()) for f in _metrics.SCHEMA})
         frame["run_dir"] = pd.Series(dtype=object)

@@ -15,6 +15,7 @@ import pandas as pd
 from .. import __version__
 from .data import ReportData
 from .plotting import FigureResult
+from .provenance import COLUMNS
 
 LONG_TABLE = 25  # rows above which a table is folded into a <details> element
 
@@ -54,6 +55,13 @@ def _relative(run_dir: str, root: Path) -> str:
         return str(rel) if str(rel) != "." else Path(run_dir).name
     except ValueError:
         return run_dir
+
+
+def page_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """A table as the page shows it: the provenance columns (``provenance.COLUMNS``) that hold one
+    value are left out, since the figure's header names it; the CSV files keep every column."""
+    constant = [c for c in COLUMNS if c in df.columns and df[c].nunique(dropna=False) <= 1]
+    return df.drop(columns=constant)
 
 
 def runs_table(data: ReportData) -> pd.DataFrame:
@@ -119,7 +127,7 @@ def render_html(
             links = " ".join(f"<a href='{html.escape(f)}'>{html.escape(f)}</a>" for f in files[r.name])
             out.append(f"<p class='meta'>Files: {links}</p>")
         for tname, df in r.tables.items():
-            out.append(table_html(df, tname))
+            out.append(table_html(page_columns(df), tname))
         fn = docs.get(r.name)
         if fn is not None and inspect.getdoc(fn):
             out.append(f"<details><summary>what this figure shows and needs</summary>"

@@ -38,9 +38,9 @@ from scipy import stats
 from . import names as N
 from .data import natural_key, series, with_config
 from .plotting import (
+    PROBE_LOSS_UNIT,
     FigureResult,
     MissingData,
-    PROBE_LOSS_UNIT,
     local_groups,
     new_figure,
     palette,

@@ -8,10 +8,15 @@ producer), the trainer's log-point metrics included (``TRAINER_METRICS``).
 
 from __future__ import annotations
 
-from .. import evaluation as _evaluation, trainer as _trainer
-from ..case_studies import brownian as _brownian, memorization as _memorization
-from ..probes import curvature as _curvature, dynamics as _dynamics, gradcov as _gradcov
-from ..probes import plasticity as _plasticity, statistics as _statistics
+from .. import evaluation as _evaluation
+from .. import trainer as _trainer
+from ..case_studies import brownian as _brownian
+from ..case_studies import memorization as _memorization
+from ..probes import curvature as _curvature
+from ..probes import dynamics as _dynamics
+from ..probes import gradcov as _gradcov
+from ..probes import plasticity as _plasticity
+from ..probes import statistics as _statistics
 
 # ------------------------------------------------------------------------------ config columns
 # Dotted keys of the flattened run config, as they appear as columns of ``load_sweep``.

@@ -23,7 +23,6 @@ from matplotlib.figure import Figure
 from . import names as N
 from .data import assign_groups, first_last, select, with_config
 
-
 # What the band of ``plot_group_curves`` / ``draw_curve_grid`` is (FigureResult.bands).
 BAND_STD_SEEDS = ("band: mean over seeds (bold) ±1 std over seeds at each step (sample std, n - 1), runs thin; "
                   "n = runs per curve, in the legend")

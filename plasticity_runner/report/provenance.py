@@ -37,9 +37,12 @@ class Provenance:
     def line(self) -> str:
         """One line naming what the figure was run on, e.g. ``data: digits · architecture: mlp ·
         3 seeds (6 runs) · 300 training steps · probe: 3 targets x 50 steps``."""
-        parts = [f"data: {self.dataset or 'unknown'}", f"architecture: {self.architecture or 'unknown'}",
-                 f"{self.seeds} seed{'s' if self.seeds != 1 else ''} ({self.runs} run{'s' if self.runs != 1 else ''})",
-                 f"{self.total_steps} training steps"]
+        parts = [
+            f"data: {self.dataset or 'unknown'}",
+            f"architecture: {self.architecture or 'unknown'}",
+            f"{self.seeds} seed{'s' if self.seeds != 1 else ''} ({self.runs} run{'s' if self.runs != 1 else ''})",
+            f"{self.total_steps} training steps",
+        ]
         if self.probe_steps == "off":
             parts.append("probe off")
         elif self.probe_steps:
@@ -48,8 +51,14 @@ class Provenance:
         return " · ".join(parts)
 
     def columns(self) -> dict[str, object]:
-        return {"dataset": self.dataset, "architecture": self.architecture, "seeds": self.seeds,
-                "runs": self.runs, "total_steps": self.total_steps, "probe_steps": self.probe_steps}
+        return {
+            "dataset": self.dataset,
+            "architecture": self.architecture,
+            "seeds": self.seeds,
+            "runs": self.runs,
+            "total_steps": self.total_steps,
+            "probe_steps": self.probe_steps,
+        }
 
 
 def _values(values: Iterable) -> str:
@@ -62,7 +71,7 @@ def _values(values: Iterable) -> str:
     except (TypeError, ValueError):
         nums = None
     if nums is not None and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in vals):
-        fmt = (lambda x: str(int(x)) if x.is_integer() else f"{x:g}")
+        fmt = lambda x: str(int(x)) if x.is_integer() else f"{x:g}"
         return fmt(nums[0]) if len(nums) == 1 else f"{fmt(nums[0])}-{fmt(nums[-1])}"
     return ", ".join(sorted({str(v) for v in vals}, key=natural_key))
 
@@ -95,12 +104,15 @@ def provenance(frame: pd.DataFrame, runs: Iterable[str] | None = None) -> Proven
     configs = frame.groupby("run_dir", sort=True).first()
     if runs is not None:
         configs = configs.loc[configs.index.isin(set(runs))]
-    col = (lambda k: configs[k] if k in configs.columns else pd.Series(None, index=configs.index, dtype=object))
+    col = lambda k: configs[k] if k in configs.columns else pd.Series(None, index=configs.index, dtype=object)
     rows = [r for _, r in configs.iterrows()]
     seeds = col(N.SEED).dropna().nunique()
     probe_on = col(N.PROBE_ENABLED)
-    probed = [r for r in rows if r.get(N.PROBE_ENABLED) is not False and r.get(N.ENV) != N.ENV_MEMORIZATION
-              and r.get(N.ENV) != N.ENV_BROWNIAN]
+    probed = [
+        r
+        for r in rows
+        if r.get(N.PROBE_ENABLED) is not False and r.get(N.ENV) != N.ENV_MEMORIZATION and r.get(N.ENV) != N.ENV_BROWNIAN
+    ]
     probe_steps = _values(r.get(N.PROBE_STEPS) for r in probed) if probed else ("off" if probe_on.notna().any() else "")
     return Provenance(
         dataset=_values(_dataset(r) for r in rows),

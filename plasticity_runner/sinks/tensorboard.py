@@ -13,6 +13,13 @@ Resume (chosen: the steps after the checkpoint are purged, from the files and fo
   event makes a TensorBoard that is already running (and has the old events in memory) drop them.
 
 A run that starts over (no checkpoint) purges from step 0.
+
+Why not ``purge_step`` alone, the documented way: it only appends a ``SessionLog.START`` event,
+which readers that replay a whole directory in order honour (the TensorBoard UI,
+``EventAccumulator``). A reader of one file at a time does not: with ``purge_step`` alone,
+``tbparse`` reads the crashed start's tail next to the resumed values (345 rows for 251 in
+``tests/test_sinks.py::test_killed_and_resumed_run_mirrors_each_step_once``: two values at a step,
+one of them discarded from parquet). The rewrite below is what makes every reader agree.
 """
 
 from __future__ import annotations

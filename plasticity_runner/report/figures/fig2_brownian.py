@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from ...probes import curvature as _curvature, gradcov as _gradcov
+
+from ...probes import curvature as _curvature
+from ...probes import gradcov as _gradcov
 from .. import names as N
 from ..data import (
     load_step_arrays,

@@ -25,12 +25,11 @@ from ..plotting import (
     sign,
 )
 
-
 FIG3_COLOR_KEYS = (N.ENV, N.DATASET, N.TASK)
 FIG3_CONFIG_KEYS = (N.DATASET, N.TASK, N.ARCH, N.OPTIMIZER)  # config columns copied onto each point
 FIG3_Y = {  # y axis of figure 3: name -> axis label
-    "plasticity_loss": "plasticity loss P(T) - P(0), squared Q units (< 0: plasticity lost)",
-    "plasticity": "plasticity P(T) = b - probe loss, squared Q units",
+    "plasticity_loss": "plasticity loss P(T) - P(0)\n(squared Q units; < 0: plasticity lost)",
+    "plasticity": "plasticity P(T) = b - probe loss\n(squared Q units)",
 }
 FIG3_UNITS = {"weight norm": "L2 norm of all parameters", "feature rank": "count of dimensions",
               "weight rank": "count of singular values, mean over layers", "dead units": "fraction"}
@@ -240,7 +239,7 @@ def figure3_falsification(
                            s=22, alpha=0.8, label=label)
                 label = None  # one legend entry per group
         phase, metric = statistics[stat]
-        ax.set_xlabel(f"{stat} ({metric}; {FIG3_UNITS.get(stat, 'unitless')})")
+        ax.set_xlabel(f"{stat} ({metric})\n{FIG3_UNITS.get(stat, 'unitless')}", fontsize="small")
         ax.set_title(stat)
         ax.legend(fontsize="xx-small", frameon=False)
     axes[0].set_ylabel(FIG3_Y[y])
@@ -259,7 +258,7 @@ def figure3_falsification(
     return FigureResult(
         name="figure3_falsification",
         title="Figure 3: falsification of candidate explanations of plasticity loss",
-        caption=f"One point per run: {FIG3_Y[y]} at its last probe pause T against a statistic of "
+        caption=f"One point per run: {' '.join(FIG3_Y[y].split())} at its last probe pause T against a statistic of "
         "the network at that pause. A statistic whose correlation with plasticity changes sign "
         "between groups (across observation spaces, across reward structures) cannot be a "
         "consistent cause of plasticity loss.",

@@ -25,7 +25,6 @@ from ..plotting import (
     wrap_label,
 )
 
-
 FIG5_PANEL_KEYS = (N.ARCH, N.DATASET, N.TASK)
 
 

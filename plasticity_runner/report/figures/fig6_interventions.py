@@ -27,7 +27,6 @@ from ..plotting import (
     probe_loss_runs,
 )
 
-
 # the architectures' columns: their registered order (``order=`` of each body's registration in nets/)
 ARCH_ORDER = tuple(registry.parts("architecture"))
 FIG6_FACET_KEY = N.DATASET
@@ -95,7 +94,7 @@ def figure6_interventions(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KE
         ax.set_xlabel("intervention")
         ax.set_ylabel("architecture")
         ax.set_title(f if facet else "all runs")
-    fig.colorbar(im, ax=list(axes), label=f"change in probe loss, last - first pause ({PROBE_LOSS_UNIT})")
+    fig.colorbar(im, ax=list(axes), label=f"change in probe loss,\nlast - first pause ({PROBE_LOSS_UNIT})")
     notes = []
     used = select(frame, N.ENV, N.ENV_CLASSIFICATION)
     used = used[used["run_dir"].isin(probe_loss_change(used)["run_dir"])]

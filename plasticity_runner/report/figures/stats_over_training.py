@@ -29,7 +29,6 @@ from ..plotting import (
     wrap_label,
 )
 
-
 # the phases drawn whole, and the training-phase metrics drawn by name (aggregates only)
 PAUSE_PHASES = (N.STATS_PHASE, N.DYNAMICS_PHASE)
 TRAIN_DYNAMICS = tuple(m for phase, m in N.FIELD_METRICS.values() if phase == "train")
