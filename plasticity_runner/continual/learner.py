@@ -14,7 +14,8 @@ for the step's forward and rests in eval mode, as the DQN agent's.
 
 Interventions: every hook runs as in the DQN runs (``network_options``, ``on_build``,
 ``loss_penalty``, ``before_step`` between the backward and the optimizer step, ``after_step`` after
-every step); the target-update hooks (``shrink_perturb``,
+every step; the current task's inputs are the learner's ``replay``, C-CHAIN's reference
+observations); the target-update hooks (``shrink_perturb``,
 ``reset_last_layer``, ``reset_optimizer``) run at every task switch, right after the ``target``
 network (the online network as it stood at the last switch; no loss reads it) is copied from the
 online one. The batch handed to the hooks and the diagnostics is an ``envs.base.Batch`` with
