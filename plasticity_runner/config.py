@@ -36,6 +36,12 @@ class Progress(str, enum.Enum):
 # their own modules (envs/); the case-study envs of section 4 are here.
 
 
+# ``${mul:a,b}``: the product of two integers, for a preset whose budgets scale with another key
+# (``primacy_bias_quick``: ``total_steps: ${mul:2500,${agent.replay_ratio}}`` keeps the environment
+# steps fixed while the replay ratio varies).
+OmegaConf.register_new_resolver("mul", lambda a, b: int(a) * int(b), replace=True)
+
+
 def case_study_envs() -> tuple[str, ...]:
     """The env options that run their own program (``registry`` parts with ``program=``: the case
     studies of section 4) instead of the DQN trainer: no agent, replay, plasticity probe or
@@ -112,6 +118,7 @@ class DQNConfig:
     epsilon_decay_steps: Optional[int] = 2000
     epsilon_decay_frames: Optional[int] = None
     update_every_env_steps: int = 1
+    replay_ratio: int = 1
     td_loss_scale: float = 1.0
     td_error_clip: Optional[float] = None
 
@@ -354,8 +361,17 @@ def _validate_case_study(cfg: DictConfig) -> None:
 def _validate_agent(cfg: DictConfig) -> None:
     """The agent and its replay (DQN envs; the probe's own checks are in ``probes/plasticity.py``)."""
     agent = cfg.agent
-    for key in ("batch_size", "target_update_steps", "replay_capacity", "learning_starts", "update_every_env_steps"):
+    for key in ("batch_size", "target_update_steps", "replay_capacity", "learning_starts", "update_every_env_steps",
+                "replay_ratio"):
         _positive(cfg, f"agent.{key}")
+    if int(agent.replay_ratio) > 1:  # K updates per env step: a step is one update, an env step every K of them
+        if int(agent.update_every_env_steps) != 1:
+            raise ConfigError("agent.replay_ratio", f"is {agent.replay_ratio} (updates per env step), so "
+                              f"agent.update_every_env_steps must be 1, got {agent.update_every_env_steps}")
+        for key in ("target_update_frames", "epsilon_decay_frames"):
+            if OmegaConf.select(cfg, f"agent.{key}") is not None:
+                raise ConfigError("agent.replay_ratio", f"> 1 counts schedules in updates; agent.{key} counts "
+                                  f"frames: use agent.{key.replace('_frames', '_steps')}")
     _positive(cfg, "agent.epsilon_decay_steps", allow_zero=True)
     _validate_agent_time_and_loss(cfg)
     for key in ("gamma", "epsilon_start", "epsilon_end"):

@@ -21,8 +21,13 @@ The training-dynamics tracker (``diagnostics.dynamics``) follows the same steps:
 adds each step's gradient norms on the device, ``measure`` reads the window, ``end_window`` starts
 the next window from the parameters as the hooks left them.
 
-A *step* is one optimizer step; each step also steps the vector environment
-``agent.update_every_env_steps`` times (``env.num_envs`` transitions each).
+A *step* is one optimizer step (one update, on its own sampled batch); each step also steps the
+vector environment ``agent.update_every_env_steps`` times (``env.num_envs`` transitions each). With
+``agent.replay_ratio`` K > 1 (K updates per environment step; ``update_every_env_steps`` is then 1)
+only the first step of every K steps the environment: after ``s`` steps the environment has been
+stepped ``ceil(s / K)`` times (``env_steps_done``). Everything counted in steps still counts updates:
+``total_steps``, ``probe.every_steps``, ``log_every_steps``, ``agent.target_update_steps``,
+``agent.epsilon_decay_steps`` and the interventions' periods.
 
 ``train`` is the way in (the CLI calls it): it runs ``run_dqn``, this loop, for every env that
 names no program of its own; the run directory's lock, config check and ``run.json`` around it are
@@ -146,12 +151,22 @@ def train_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.T
     return out
 
 
+def env_steps_done(step: int, agent_cfg: Any) -> int:
+    """Vector-env steps taken by the first ``step`` training steps (the prefill not counted):
+    ``ceil(step / replay_ratio) * update_every_env_steps``."""
+    ratio = int(getattr(agent_cfg, "replay_ratio", 1))
+    return -(-int(step) // ratio) * int(agent_cfg.update_every_env_steps)
+
+
 def learn_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """The first part of a training step: act and store, then one optimizer step (``state.step``
-    advances), without the step's intervention hooks; what ``train_step`` returns."""
+    """The first part of a training step: act and store (``update_every_env_steps`` times; with
+    ``replay_ratio`` K > 1 only in the first of every K steps), then one optimizer step on a fresh
+    batch (``state.step`` advances), without the step's intervention hooks; what ``train_step``
+    returns."""
     env, agent, replay = state.env, state.agent, state.replay
     reward = torch.zeros((), device=state.obs.device)
-    for _ in range(int(agent_cfg.update_every_env_steps)):
+    acts = state.step % int(getattr(agent_cfg, "replay_ratio", 1)) == 0
+    for _ in range(int(agent_cfg.update_every_env_steps) if acts else 0):
         actions = agent.act(state.obs, epsilon, state.act_generator)
         result = env.step(actions)
         replay.add(result.record)
@@ -182,7 +197,7 @@ def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, floa
     point and their mean return (absent when none finished)."""
     agent_cfg, num_envs = cfg.agent, int(cfg.env.num_envs)
     prefill_steps = -(-int(agent_cfg.learning_starts) // num_envs)  # ceil: vector steps of the prefill
-    env_steps = (prefill_steps + state.step * int(agent_cfg.update_every_env_steps)) * num_envs
+    env_steps = (prefill_steps + env_steps_done(state.step, agent_cfg)) * num_envs
     out = {"env_steps": float(env_steps)}
     frame_skip = OmegaConf.select(cfg, "env.frame_skip")
     if frame_skip:
@@ -227,7 +242,9 @@ def measure(cfg: DictConfig, state: RunState, window: LogWindow, batch: Any, eps
         q_mean = state.agent.online(batch.o_tm1).mean()
     values = {name: v / n for name, v in zip(window.loss_names, window.loss_sum.tolist())}
     values.update({
-        REWARD_MEAN: float(window.reward_sum) / (n * int(agent_cfg.update_every_env_steps)),
+        # per environment step of the window (with replay_ratio K > 1, one in K steps steps the env)
+        REWARD_MEAN: float(window.reward_sum) / max(env_steps_done(state.step, agent_cfg)
+                                                    - env_steps_done(window.start, agent_cfg), 1),
         "q_mean": float(q_mean),
         "epsilon": epsilon,
     })

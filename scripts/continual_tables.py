@@ -22,7 +22,7 @@ from plasticity_runner.metrics import load_sweep
 
 def per_run(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for run_id, run in df.groupby("run_id"):
+    for _, run in df.groupby("run_id"):
         tasks = run[run.phase == "task"].pivot(index="step", columns="metric", values="value").sort_index()
         measure = "online_accuracy" if "online_accuracy" in tasks else "online_error"
         probe = run[(run.phase == "probe") & (run.metric == "plasticity")].sort_values("step")

@@ -12,7 +12,12 @@ from omegaconf import OmegaConf
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.continual import learner as learner_lib
 from plasticity_runner.continual.streams import (
-    BLOCK_STEPS, BitFlipRegression, PermutedImages, ShuffledLabels, WarmStart, permute_pixels,
+    BLOCK_STEPS,
+    BitFlipRegression,
+    PermutedImages,
+    ShuffledLabels,
+    WarmStart,
+    permute_pixels,
 )
 from plasticity_runner.envs.datasets import load_dataset
 from plasticity_runner.metrics import load_run
@@ -177,10 +182,11 @@ def test_warm_start_trains_on_the_fraction_then_on_everything():
 # ------------------------------------------------------------------------------------ refusals
 
 
+@pytest.mark.parametrize("head", ["two_hot", "hl_gauss"])
 @pytest.mark.parametrize("env", ["permuted_mnist", "shuffled_labels", "warm_start"])
-def test_two_hot_is_refused_by_name_on_a_classification_protocol(env):
-    with pytest.raises(ConfigError, match="intervention.two_hot"):
-        validate(cfg_of(env, ["intervention=[two_hot]"]))
+def test_a_scalar_target_head_is_refused_by_name_on_a_classification_protocol(env, head):
+    with pytest.raises(ConfigError, match=f"intervention.{head}"):
+        validate(cfg_of(env, [f"intervention=[{head}]"]))
 
 
 def test_the_regression_refuses_an_image_architecture_and_takes_two_hot():

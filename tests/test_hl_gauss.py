@@ -78,3 +78,9 @@ def test_two_hot_and_hl_gauss_are_refused_naming_both_and_bad_sigma_names_its_ke
         validate(make_cfg(["intervention=[hl_gauss]", "intervention.hl_gauss.sigma_ratio=0"]))
     with pytest.raises(ConfigError, match="intervention.hl_gauss.num_bins"):
         validate(make_cfg(["intervention=[hl_gauss]", "intervention.hl_gauss.num_bins=1"]))
+
+
+def test_the_probe_fits_an_hl_gauss_head_by_cross_entropy_through_a_real_pause(tmp_path):
+    from .test_pause_grid import one_pause
+
+    one_pause("mlp", ("hl_gauss",), tmp_path, ["probe.two_hot_fit=cross_entropy"])

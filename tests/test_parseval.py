@@ -69,13 +69,12 @@ def test_agent_loss_is_td_loss_plus_the_penalty():
     state = agent_with(["parseval"], steps=1)
     agent = state.agent
     batch = state.replay.sample(16, torch.Generator().manual_seed(0))
+    assert agent.loss_names == ("td_loss", "penalty/parseval", "loss_total")  # logged under its own name
     with torch.no_grad():
+        terms = agent.loss_terms(batch)
         penalty = agent.interventions[0].loss_penalty(agent.learner)
-        agent.interventions = []
-        plain = agent.loss(batch)
-        agent.interventions = [Parseval(make_cfg(["intervention=[parseval]"]).intervention.parseval)]
-        total = agent.loss(batch)
-    torch.testing.assert_close(total, plain + penalty)
+    torch.testing.assert_close(terms[1], penalty)
+    torch.testing.assert_close(terms[2], terms[0] + terms[1])
     assert penalty.item() > 0
 
 

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from plasticity_runner.config import ConfigError
+from plasticity_runner.config import ConfigError, continual_envs
 from plasticity_runner.interventions import REGISTRY
 from plasticity_runner.metrics import MetricsWriter, load_arrays, load_run
 from plasticity_runner import registry
 from plasticity_runner.probes.pause import run_pause
-from plasticity_runner.trainer import build_run, prefill, train_step
+from plasticity_runner.trainer import build_run, prefill, train, train_step
 
 from .conftest import TINY, make_cfg
 from .test_interventions import ARCH_OVERRIDES, EXTRA
@@ -153,10 +153,6 @@ def test_the_non_default_options_of_the_field_interventions_through_a_pause(arch
 
 # ------------------------------------------------------------------ the continual supervised protocols
 
-from plasticity_runner.config import continual_envs  # noqa: E402
-from plasticity_runner.metrics import load_run as _load_run  # noqa: E402
-from plasticity_runner.trainer import train  # noqa: E402
-
 # per continual protocol: a task switch after step 2 (the target-update hooks fire), 3 steps, pauses at 0 and 3
 CONTINUAL_TINY = {
     "slowly_changing_regression": ["env.flip_every_examples=2", "env.target_features=8"],
@@ -182,10 +178,10 @@ def continual_pause(env: str, names: tuple[str, ...], tmp_path) -> None:
     try:
         summary = train(cfg, tmp_path)
     except ConfigError as exc:  # refused at start, naming the part
-        assert "two_hot" in names and env in CLASSIFIES and "intervention.two_hot" in str(exc), str(exc)
+        assert env in CLASSIFIES and any(f"intervention.{n}" in str(exc) for n in ("two_hot", "hl_gauss")), str(exc)
         return
     assert summary["status"] == "complete"
-    rows = _load_run(tmp_path)
+    rows = load_run(tmp_path)
     assert {"probe", "stats", "curvature", "gradcov", "dynamics", "task", "train"} <= set(rows.phase)
     for phase in ("probe", "stats", "curvature", "gradcov", "dynamics", "task"):
         values = rows.query("phase == @phase").value.to_numpy()
@@ -195,19 +191,22 @@ def continual_pause(env: str, names: tuple[str, ...], tmp_path) -> None:
 
 
 def continual_sets(env: str) -> list[tuple[str, ...]]:
-    """Every intervention in two compatible sets (injection excludes shrink-perturb and the last-layer
-    reset; a classification protocol refuses two_hot, tested alone in the slow grid)."""
-    without = {"two_hot"} if env in CLASSIFIES else set()
-    first = tuple(n for n in REGISTRY if n != "plasticity_injection" and n not in without)
-    second = tuple(n for n in REGISTRY if n in {"crelu", "two_hot", "redo", "plasticity_injection", "reset_optimizer"}
-                   and n not in without)
-    return [first, second]
+    """Every intervention in sets that compose (``test_interventions.compatible_sets``; injection with
+    its own partners); a classification protocol refuses two_hot and hl_gauss (tested alone in the slow grid)."""
+    from .test_interventions import WITH_INJECTION, compatible_sets
+
+    without = {"two_hot", "hl_gauss"} if env in CLASSIFIES else set()
+    sets = compatible_sets([n for n in REGISTRY if n != "plasticity_injection" and n not in without])
+    sets.append([n for n in REGISTRY if n in WITH_INJECTION and n not in without])
+    return [tuple(s) for s in sets]
 
 
-@pytest.mark.parametrize("which", [0, 1], ids=["all_but_injection", "with_injection"])
 @pytest.mark.parametrize("env", sorted(CONTINUAL_TINY))
-def test_every_intervention_composed_through_a_continual_pause(env, which, tmp_path):
-    continual_pause(env, continual_sets(env)[which], tmp_path)
+def test_every_intervention_composed_through_a_continual_pause(env, tmp_path):
+    sets = continual_sets(env)
+    assert {n for s in sets for n in s} | ({"two_hot", "hl_gauss"} if env in CLASSIFIES else set()) == set(REGISTRY)
+    for k, names in enumerate(sets):
+        continual_pause(env, names, tmp_path / str(k))
 
 
 @pytest.mark.slow

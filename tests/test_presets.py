@@ -57,6 +57,8 @@ TINY = {
     "tune_adam_plasticity": RL_TINY + ["agent.target_update_steps=2"],
     "minatar_dqn": RL_TINY + ["agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4",
                               "env.eval_episodes=2"],
+    "primacy_bias_quick": RL_TINY + ["agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4",
+                                     "env.eval_episodes=2", "diagnostics.statistics.num_inputs=32"],
     "cartpole_dqn": RL_TINY + ["agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4",
                                "env.eval_episodes=2"],
     "continual_minatar": RL_TINY + [
@@ -98,6 +100,7 @@ FAST = {
     "fig1_optimizer_instability": ["env.dataset=digits"],
     "fig2_brownian": ["env.dataset=digits"],
     "continual_minatar": ["intervention=[layer_norm]"],
+    "primacy_bias_quick": ["seed=0"],
     "continual_classification": ["intervention=[layer_norm]"],
     "fig6_interventions": ["env.dataset=digits", "architecture=mlp", "architecture.width=16", "env.task=sparse_reward"],
     "fig5_width": ["env.dataset=digits", "agent.target_update_steps=2", "env.task=true_label"],

@@ -173,6 +173,31 @@ def td_target(online: nn.Module, target: nn.Module, batch: Batch, gamma: float, 
     return batch.r_t + gamma * batch.discount_t * v_t
 
 
+class _TDLoss(nn.Module):
+    """``forward(o_tm1, a_tm1, target)`` -> per-transition TD loss [B] of the wrapped network."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, o_tm1: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.net.td_loss(o_tm1, a_tm1, target)
+
+
+def td_sample_losses(
+    online: nn.Module, target: nn.Module, batch: Any, *, gamma: float, double_dqn: bool
+) -> SampleLosses:
+    """The TD loss of each transition of ``batch`` w.r.t. the parameters of ``online`` (eq. 1).
+
+    The TD target is computed once, from eval-mode copies of the online and target networks
+    (``td_target`` with the agent's ``gamma`` and ``double_dqn``), and held fixed; the
+    losses are those of the online copy (the networks passed in are never touched).
+    """
+    online, target = copy.deepcopy(online).eval(), copy.deepcopy(target).eval()
+    y = td_target(online, target, batch, float(gamma), bool(double_dqn))
+    return SampleLosses(_TDLoss(online), (batch.o_tm1, batch.a_tm1, y))
+
+
 class DQNAgent:
     def __init__(
         self,
@@ -296,7 +321,7 @@ class DQNAgent:
         for i in self.interventions:
             i.after_step(self.learner, step)
 
-    def sample_losses(self, batch: Batch) -> Any:
+    def sample_losses(self, batch: Batch) -> SampleLosses:
         """The TD loss of each transition of ``batch`` against the fixed target of the agent's networks
         (``td_sample_losses``: the gradient covariance's ``loss: td``)."""
         return td_sample_losses(self.online, self.target, batch, gamma=self.gamma, double_dqn=self.double_dqn)

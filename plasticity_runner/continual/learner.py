@@ -13,7 +13,9 @@ plus the interventions' penalties (``l2_init``, ``weight_decay``). The network t
 for the step's forward and rests in eval mode, as the DQN agent's.
 
 Interventions: every hook runs as in the DQN runs (``network_options``, ``on_build``,
-``loss_penalty``, ``after_step`` after every step); the target-update hooks (``shrink_perturb``,
+``loss_penalty``, ``before_step`` between the backward and the optimizer step, ``after_step`` after
+every step; the current task's inputs are the learner's ``replay``, C-CHAIN's reference
+observations); the target-update hooks (``shrink_perturb``,
 ``reset_last_layer``, ``reset_optimizer``) run at every task switch, right after the ``target``
 network (the online network as it stood at the last switch; no loss reads it) is copied from the
 online one. The batch handed to the hooks and the diagnostics is an ``envs.base.Batch`` with
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +120,15 @@ class SupervisedAgent:
         loss = self._penalised(per_sample.mean(), self.learner)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+
+        def recompute() -> torch.Tensor:  # the step's loss and gradients again, at the current parameters
+            self.optimizer.zero_grad(set_to_none=True)
+            again = self.loss(batch)
+            again.backward()
+            return again.detach()
+
+        for i in self.interventions:  # SAM replaces the gradients here
+            i.before_step(self.learner, recompute)
         self.optimizer.step()
         with torch.no_grad():
             if self.kind == "classification":

@@ -201,6 +201,8 @@ def run_stream(cfg: DictConfig, run: Run, stream: Stream) -> dict[str, Any]:
             at_pause, task_end = step % probe_every == 0 or step == total, step in ends
 
             def finish_step() -> None:
+                # the current task's inputs, as the "replay" an intervention may draw from (C-CHAIN's reference batch)
+                agent.learner.replay = TaskInputs(stream, stream.task_of(step))
                 agent.after_step(step)
                 if task_end and step < total:
                     agent.switch_task(step)

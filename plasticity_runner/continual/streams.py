@@ -107,7 +107,7 @@ class LTUTarget:
         s = (m - self.w1.sum(dim=1) + self.b1) / 2
         self.tau = beta * (m + 1) - s
 
-    def to(self, device: torch.device) -> "LTUTarget":
+    def to(self, device: torch.device) -> LTUTarget:
         for name in ("w1", "b1", "w2", "b2", "tau"):
             setattr(self, name, getattr(self, name).to(device))
         return self

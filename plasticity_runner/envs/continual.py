@@ -7,15 +7,15 @@ every intervention and optimizer and pauses for the plasticity probe and the dia
 DQN runs' schedule, drawing the pause's inputs from the current task (not from a replay; the agent
 group is not used). Their keys are documented in ``configs/env/<name>.yaml``.
 
-Refused at start, naming the key: ``intervention.two_hot`` on a classification protocol (the
-two-hot head encodes a real-valued target; a class is not one), an architecture other than ``mlp``
+Refused at start, naming the key: ``intervention.two_hot`` and ``intervention.hl_gauss`` on a
+classification protocol (their heads encode a real-valued target; a class is not one), an architecture other than ``mlp``
 for the bit vectors of the regression, a ``total_steps`` other than ``warm_steps + full_steps``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -46,7 +46,7 @@ class PermutedMnistEnvConfig:
     dataset: Dataset = Dataset.digits
     data_dir: str = "data"
     download: bool = False
-    num_images: Optional[int] = None
+    num_images: int | None = None
     heldout_images: int = 297
     batch_size: int = 1
     eval_samples: int = 1024
@@ -60,7 +60,7 @@ class ShuffledLabelsEnvConfig:
     dataset: Dataset = Dataset.digits
     data_dir: str = "data"
     download: bool = False
-    num_images: Optional[int] = None
+    num_images: int | None = None
     steps_per_task: int = 2000
     batch_size: int = 128
     eval_samples: int = 4096
@@ -74,7 +74,7 @@ class WarmStartEnvConfig:
     dataset: Dataset = Dataset.digits
     data_dir: str = "data"
     download: bool = False
-    num_images: Optional[int] = None
+    num_images: int | None = None
     heldout_images: int = 297
     warm_fraction: float = 0.5
     warm_steps: int = 2000
@@ -83,10 +83,14 @@ class WarmStartEnvConfig:
     eval_samples: int = 1024
 
 
+SCALAR_TARGET_HEADS = ("two_hot", "hl_gauss")  # categorical heads over the range of a real-valued target
+
+
 def _no_two_hot(cfg: Any) -> None:
-    if OmegaConf.select(cfg, "intervention.two_hot") is not None:
-        raise ConfigError("intervention.two_hot", f"env={cfg.env.name} classifies: the two-hot head encodes a "
-                          "real-valued target, not a class; drop two_hot (slowly_changing_regression takes it)")
+    for name in SCALAR_TARGET_HEADS:
+        if OmegaConf.select(cfg, f"intervention.{name}") is not None:
+            raise ConfigError(f"intervention.{name}", f"env={cfg.env.name} classifies: the {name} head encodes a "
+                              f"real-valued target, not a class; drop {name} (slowly_changing_regression takes it)")
 
 
 def check_regression(cfg: Any, key: str) -> None:
