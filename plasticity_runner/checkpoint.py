@@ -48,8 +48,21 @@ _HASH_CHUNK = 1 << 24  # bytes read at a time when verifying
 # the only non-torch types a bundle holds (numpy arrays: MinAtar's and Atari's host state, numpy's
 # RNG state); torch's weights_only unpickler allows tensors, dicts, lists, tuples, numbers, strings
 SAFE_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype] + [
-    type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
-                                np.uint64, np.float16, np.float32, np.float64)
+    type(np.dtype(t))
+    for t in (
+        np.bool_,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.float16,
+        np.float32,
+        np.float64,
+    )
 ]
 
 
@@ -237,12 +250,16 @@ def load_latest(
         if problems:
             log.warning(
                 "resuming from the checkpoint of step %d (%s); metric shards after step %d are discarded "
-                "and recomputed", step, d / STATE_FILE, step,
+                "and recomputed",
+                step,
+                d / STATE_FILE,
+                step,
             )
         return step
     if problems:
         raise CorruptCheckpointError(
-            f"no checkpoint of {run_dir} can be loaded: " + "; ".join(problems)
+            f"no checkpoint of {run_dir} can be loaded: "
+            + "; ".join(problems)
             + f". Delete {Path(run_dir) / CHECKPOINT_DIR} (and {Path(run_dir) / METRICS_DIR}) to run it again from step 0"
         )
     return None

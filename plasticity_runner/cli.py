@@ -79,9 +79,12 @@ def _app(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     direction = HydraConfig.get().sweeper.get("direction")  # set by an optimising sweeper (Optuna)
     if direction is not None and cfg.get("objective") is None:
-        fail(EXIT_CONFIG, "Error in config: config key 'objective': the sweeper optimises each run's objective "
-             "(direction " + str(direction) + "); set objective=<phase>/<metric>@<reduction>, e.g. "
-             "objective=probe/plasticity@change")
+        fail(
+            EXIT_CONFIG,
+            "Error in config: config key 'objective': the sweeper optimises each run's objective "
+            "(direction " + str(direction) + "); set objective=<phase>/<metric>@<reduction>, e.g. "
+            "objective=probe/plasticity@change",
+        )
     try:
         # Hydra's record (.hydra/) is written only once the run directory has accepted the config
         summary = train(cfg, run_dir, on_start=lambda: write_hydra_record(run_dir, cfg))
@@ -144,8 +147,13 @@ def inactive_intervention_error(argv: list[str]) -> str | None:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except (SystemExit, Exception):
         return None
-    options = [o for o in overrides if o.key_or_group.lstrip("+~").split(".")[0] == "intervention"
-               and o.key_or_group.count(".") >= 2 and not o.is_delete()]
+    options = [
+        o
+        for o in overrides
+        if o.key_or_group.lstrip("+~").split(".")[0] == "intervention"
+        and o.key_or_group.count(".") >= 2
+        and not o.is_delete()
+    ]
     if not options:
         return None
     rest = _composable([o for o in overrides if o not in options])

@@ -15,7 +15,10 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from .errors import ConfigError, finite as _finite, positive as _positive, unit as _unit  # noqa: F401  (re-exported: it lives in a module that depends on nothing)
+from .errors import ConfigError  # noqa: F401  (re-exported: it lives in a module that depends on nothing)
+from .errors import finite as _finite
+from .errors import positive as _positive
+from .errors import unit as _unit
 
 
 class Device(str, enum.Enum):
@@ -49,8 +52,11 @@ def case_study_envs() -> tuple[str, ...]:
     (``continual_envs``) run their own program too, but are not case studies."""
     from . import registry
 
-    return tuple(name for name, part in registry.parts("env").items()
-                 if part.spec.program is not None and not part.spec.continual)
+    return tuple(
+        name
+        for name, part in registry.parts("env").items()
+        if part.spec.program is not None and not part.spec.continual
+    )
 
 
 def continual_envs() -> tuple[str, ...]:
@@ -109,18 +115,18 @@ class DQNConfig:
     double_dqn: bool = False
     gamma: float = 0.99
     batch_size: int = 512
-    target_update_steps: Optional[int] = 1000
-    target_update_frames: Optional[int] = None
+    target_update_steps: int | None = 1000
+    target_update_frames: int | None = None
     replay_capacity: int = 100_000
     learning_starts: int = 2048
     epsilon_start: float = 1.0
     epsilon_end: float = 0.1
-    epsilon_decay_steps: Optional[int] = 2000
-    epsilon_decay_frames: Optional[int] = None
+    epsilon_decay_steps: int | None = 2000
+    epsilon_decay_frames: int | None = None
     update_every_env_steps: int = 1
     replay_ratio: int = 1
     td_loss_scale: float = 1.0
-    td_error_clip: Optional[float] = None
+    td_error_clip: float | None = None
 
 
 # ---------------------------------------------------------------------------- intervention group
@@ -135,7 +141,7 @@ def _interventions_config() -> type:
     from . import registry
 
     fields = [
-        (name, Optional[part.schema], field(default=None))
+        (name, Optional[part.schema], field(default=None))  # noqa: UP045 (a runtime type OmegaConf reads)
         for name, part in registry.parts("intervention").items()
     ]
     cls = make_dataclass("InterventionsConfig", fields)
@@ -157,7 +163,7 @@ InterventionsConfig = _interventions_config()
 class TensorBoardConfig:
     """Mirror every metric row to TensorBoard event files (``sinks/tensorboard.py``)."""
 
-    log_dir: Optional[str] = None  # null: <run dir>/tensorboard; else <log_dir>/<run_id>
+    log_dir: str | None = None  # null: <run dir>/tensorboard; else <log_dir>/<run_id>
     flush_secs: int = 30
 
 
@@ -166,18 +172,18 @@ class WandbConfig:
     """Mirror every metric row to a Weights & Biases run (``sinks/wandb.py``)."""
 
     project: str = "plasticity-runner"
-    entity: Optional[str] = None
-    mode: Optional[str] = None  # null: $WANDB_MODE, else offline
-    group: Optional[str] = None  # null: derived from the multirun
-    job_type: Optional[str] = None  # null: derived from the multirun
+    entity: str | None = None
+    mode: str | None = None  # null: $WANDB_MODE, else offline
+    group: str | None = None  # null: derived from the multirun
+    job_type: str | None = None  # null: derived from the multirun
 
 
 @dataclass
 class LoggersConfig:
     """One optional entry per sink; an entry that is set (not null) is active (``logger=[a,b]``)."""
 
-    tensorboard: Optional[TensorBoardConfig] = None
-    wandb: Optional[WandbConfig] = None
+    tensorboard: TensorBoardConfig | None = None
+    wandb: WandbConfig | None = None
 
 
 # --------------------------------------------------------------------------------- top level
@@ -231,9 +237,9 @@ class Config:
     total_steps: int = 5_000
     log_every_steps: int = 1000
     progress: Progress = Progress.auto
-    torch_threads: Optional[int] = None
+    torch_threads: int | None = None
     on_divergence: str = "stop"  # stop | continue (a str: `continue` cannot name an enum member)
-    objective: Optional[str] = None  # <phase>/<metric>@<reduction> returned to a sweeper (objective.py)
+    objective: str | None = None  # <phase>/<metric>@<reduction> returned to a sweeper (objective.py)
     env: Any = MISSING
     architecture: Any = MISSING
     optimizer: Any = MISSING
@@ -288,7 +294,7 @@ def _check_registered(cfg: DictConfig) -> None:
         if part.check is not None and OmegaConf.select(cfg, f"intervention.{name}") is not None:
             part.check(cfg, f"intervention.{name}")
     case_study = OmegaConf.select(cfg, "env.name") in case_study_envs()
-    for name, part in registry.parts("diagnostic").items():
+    for part in registry.parts("diagnostic").values():
         key = part.build().config_key()  # diagnostics.<name>; the plasticity probe's: probe
         if part.spec.trainer_only and case_study:
             continue  # a part the case studies' own loops never run (the probe)
@@ -361,17 +367,29 @@ def _validate_case_study(cfg: DictConfig) -> None:
 def _validate_agent(cfg: DictConfig) -> None:
     """The agent and its replay (DQN envs; the probe's own checks are in ``probes/plasticity.py``)."""
     agent = cfg.agent
-    for key in ("batch_size", "target_update_steps", "replay_capacity", "learning_starts", "update_every_env_steps",
-                "replay_ratio"):
+    for key in (
+        "batch_size",
+        "target_update_steps",
+        "replay_capacity",
+        "learning_starts",
+        "update_every_env_steps",
+        "replay_ratio",
+    ):
         _positive(cfg, f"agent.{key}")
     if int(agent.replay_ratio) > 1:  # K updates per env step: a step is one update, an env step every K of them
         if int(agent.update_every_env_steps) != 1:
-            raise ConfigError("agent.replay_ratio", f"is {agent.replay_ratio} (updates per env step), so "
-                              f"agent.update_every_env_steps must be 1, got {agent.update_every_env_steps}")
+            raise ConfigError(
+                "agent.replay_ratio",
+                f"is {agent.replay_ratio} (updates per env step), so "
+                f"agent.update_every_env_steps must be 1, got {agent.update_every_env_steps}",
+            )
         for key in ("target_update_frames", "epsilon_decay_frames"):
             if OmegaConf.select(cfg, f"agent.{key}") is not None:
-                raise ConfigError("agent.replay_ratio", f"> 1 counts schedules in updates; agent.{key} counts "
-                                  f"frames: use agent.{key.replace('_frames', '_steps')}")
+                raise ConfigError(
+                    "agent.replay_ratio",
+                    f"> 1 counts schedules in updates; agent.{key} counts "
+                    f"frames: use agent.{key.replace('_frames', '_steps')}",
+                )
     _positive(cfg, "agent.epsilon_decay_steps", allow_zero=True)
     _validate_agent_time_and_loss(cfg)
     for key in ("gamma", "epsilon_start", "epsilon_end"):
@@ -395,9 +413,7 @@ def _validate_agent_time_and_loss(cfg: DictConfig) -> None:
         if has_steps == has_frames:
             raise ConfigError(frames_key, f"set exactly one of {steps_key} and {frames_key} (the other null)")
         if has_frames and not frames:
-            raise ConfigError(
-                frames_key, f"counts emulator frames, but env={cfg.env.name} has none; use {steps_key}"
-            )
+            raise ConfigError(frames_key, f"counts emulator frames, but env={cfg.env.name} has none; use {steps_key}")
     _positive(cfg, "agent.target_update_frames")
     _positive(cfg, "agent.epsilon_decay_frames", allow_zero=True)
     _positive(cfg, "agent.td_loss_scale")

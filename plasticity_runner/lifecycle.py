@@ -73,10 +73,14 @@ def check_parameter_memory(cfg: DictConfig, build: Callable[[], torch.nn.Module]
         arch = cfg.architecture
         sizes = [f"architecture.{k}={arch[k]}" for k in ("width", "hidden", "channels", "depth") if k in arch]
         key = "architecture.width" if "width" in arch else "architecture"
-        raise ConfigError(key, (
-            f"the network ({', '.join(sizes) or arch.name}) has {params:,} parameters: at least {need / 2**30:,.1f} GiB "
-            f"for the {PARAMETER_COPIES} copies a run holds (online, target, gradient, Adam's two moments), more than "
-            f"the {have / 2**30:,.1f} GiB of {device.type}; choose a smaller network"))
+        raise ConfigError(
+            key,
+            (
+                f"the network ({', '.join(sizes) or arch.name}) has {params:,} parameters: at least {need / 2**30:,.1f} GiB "
+                f"for the {PARAMETER_COPIES} copies a run holds (online, target, gradient, Adam's two moments), more than "
+                f"the {have / 2**30:,.1f} GiB of {device.type}; choose a smaller network"
+            ),
+        )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,7 +110,8 @@ def check_same_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | No
     meta = load_run_metadata(run_dir)
     old, new = meta.get("config", {}), flatten(config)
     changed = sorted(
-        k for k in set(old) | set(new)
+        k
+        for k in set(old) | set(new)
         if k not in RESTART_MAY_CHANGE and not k.startswith(RESTART_MAY_CHANGE_PREFIXES) and old.get(k) != new.get(k)
     )
     if changed:
@@ -147,8 +152,13 @@ class Run:
         """The summary of the run that finished before (``already_finished``)."""
         previous = self.previous or {}
         log.info("run %s is already %s (%s); nothing to do", previous["run_id"], previous["status"], self.run_dir)
-        return {"run_id": previous["run_id"], "run_dir": str(self.run_dir), "steps": previous.get("steps_done"),
-                "status": previous["status"], "already_finished": True}
+        return {
+            "run_id": previous["run_id"],
+            "run_dir": str(self.run_dir),
+            "steps": previous.get("steps_done"),
+            "status": previous["status"],
+            "already_finished": True,
+        }
 
     def start(self, resumed_from: int | None, **meta: Any) -> MetricsWriter:
         """Write ``run.json`` (status ``running``, ``resumed_from_step``, ``meta``) and return the
@@ -178,7 +188,10 @@ def opened(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | 
 
 
 def open_run(
-    cfg: DictConfig, run_dir: str | Path, record: RunRecord, cleanup: contextlib.ExitStack,
+    cfg: DictConfig,
+    run_dir: str | Path,
+    record: RunRecord,
+    cleanup: contextlib.ExitStack,
     on_start: Callable[[], None] | None = None,
 ) -> Run:
     """Step 1 of the module's list, inside the directory's lock: threads, device, config check,
@@ -206,6 +219,10 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
             except OSError as exc:
                 log.warning("cannot remove the stale temporary %s: %s", f, exc)
     if removed:
-        log.info("removed %d stale temporar%s of an earlier start: %s", len(removed),
-                 "y" if len(removed) == 1 else "ies", ", ".join(str(f) for f in removed))
+        log.info(
+            "removed %d stale temporar%s of an earlier start: %s",
+            len(removed),
+            "y" if len(removed) == 1 else "ies",
+            ", ".join(str(f) for f in removed),
+        )
     return removed

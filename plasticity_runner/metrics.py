@@ -38,6 +38,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,7 @@ from .run_files import (  # noqa: F401  (re-exported: the names of run files liv
 
 # ``start_token``, ``pid`` and ``started_at`` of the start of the run that holds its directory's
 # lock (``run_status.RunRecord``); ``write_run_metadata`` stamps them into ``run.json``.
-CURRENT_START: ContextVar[Mapping[str, Any]] = ContextVar("CURRENT_START", default={})
+CURRENT_START: ContextVar[Mapping[str, Any]] = ContextVar("CURRENT_START", default=MappingProxyType({}))
 
 
 def run_id_for(run_dir: Path) -> str:
@@ -87,9 +88,7 @@ def git_revision() -> str | None:
     """The git revision of the source tree this package runs from, or None outside a checkout."""
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -285,8 +284,9 @@ def load_sweep(path: str | os.PathLike, config_columns: Iterable[str] | None = N
     return read_runs(runs, config_columns, stacklevel=3)
 
 
-def read_runs(runs: list[tuple[Path, Mapping[str, Any]]], config_columns: Iterable[str] | None = None,
-              stacklevel: int = 2) -> pd.DataFrame:
+def read_runs(
+    runs: list[tuple[Path, Mapping[str, Any]]], config_columns: Iterable[str] | None = None, stacklevel: int = 2
+) -> pd.DataFrame:
     """``load_sweep``'s frame of ``runs`` (``(run_dir, run.json)``, in this order)."""
     files, run_index = [], []
     for i, (run_dir, meta) in enumerate(runs):
@@ -296,7 +296,8 @@ def read_runs(runs: list[tuple[Path, Mapping[str, Any]]], config_columns: Iterab
             warnings.warn(
                 f"run {meta.get('run_id')} ({run_dir}): no metrics shard for the pause step(s) {missing} "
                 "(deleted, or never written); its values at those steps are missing",
-                MissingShardsWarning, stacklevel=stacklevel,
+                MissingShardsWarning,
+                stacklevel=stacklevel,
             )
         files += shards
         run_index.append(np.full(len(shards), i, dtype=np.int64))
@@ -305,8 +306,9 @@ def read_runs(runs: list[tuple[Path, Mapping[str, Any]]], config_columns: Iterab
     metrics_frame["_run"] = file_run[metrics_frame[FRAGMENT].to_numpy(dtype=np.int64)]
     # each run's rows by step, phase, metric; ties in file order, then row order (as a stable sort
     # of the run's files read one after the other)
-    metrics_frame = metrics_frame.sort_values(["_run", "step", "phase", "metric", FRAGMENT], kind="stable",
-                                              ignore_index=True)
+    metrics_frame = metrics_frame.sort_values(
+        ["_run", "step", "phase", "metric", FRAGMENT], kind="stable", ignore_index=True
+    )
     row_run = metrics_frame.pop("_run").to_numpy()
     del metrics_frame[FRAGMENT]
     if any(len(r) == 0 for r in run_index):  # as concatenating an empty run's frame (object columns) gives
@@ -343,8 +345,15 @@ def missing_pause_steps(run_dir: Path, meta: Mapping[str, Any], shards: list[Pat
     done = meta.get("steps_done")
     last = int(done) if done is not None else max(present, default=-1)
     expected = set(range(int(every), min(last, int(total)) + 1, int(every)))
-    measures_at_0 = [config.get(k) for k in ("probe.enabled", "diagnostics.statistics.enabled",
-                                             "diagnostics.curvature.enabled", "diagnostics.gradcov.enabled")]
+    measures_at_0 = [
+        config.get(k)
+        for k in (
+            "probe.enabled",
+            "diagnostics.statistics.enabled",
+            "diagnostics.curvature.enabled",
+            "diagnostics.gradcov.enabled",
+        )
+    ]
     if last >= 0 and any(measures_at_0):
         expected.add(0)
     if meta.get("status") == "complete":

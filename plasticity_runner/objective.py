@@ -82,29 +82,43 @@ def objective_value(run_dir: str | Path, spec: str | Objective) -> float:
     rows = frame[(frame["phase"] == obj.phase) & (frame["metric"] == obj.metric)]
     if rows.empty:
         have = sorted({f"{p}/{m}" for p, m in zip(frame["phase"], frame["metric"])})
-        raise ObjectiveError(f"objective {obj}: the run in {run_dir} recorded no {obj.phase}/{obj.metric}; "
-                             f"it has {', '.join(have) if have else 'no metrics'}")
+        raise ObjectiveError(
+            f"objective {obj}: the run in {run_dir} recorded no {obj.phase}/{obj.metric}; "
+            f"it has {', '.join(have) if have else 'no metrics'}"
+        )
     if metrics.load_run_metadata(run_dir).get("status") == "diverged":
         return math.nan
     per_step = rows.groupby("step", sort=True)["value"].mean()
     if obj.reduction == "step":
         if obj.step not in per_step.index:
-            raise ObjectiveError(f"objective {obj}: the run in {run_dir} recorded {obj.phase}/{obj.metric} "
-                                 f"at steps {per_step.index.tolist()}, not at {obj.step}")
+            raise ObjectiveError(
+                f"objective {obj}: the run in {run_dir} recorded {obj.phase}/{obj.metric} "
+                f"at steps {per_step.index.tolist()}, not at {obj.step}"
+            )
         values = per_step.loc[[obj.step]].to_numpy(float)
     elif obj.reduction == "last":
         values = per_step.iloc[-1:].to_numpy(float)
     elif obj.reduction == "change":
         if len(per_step) < 2:
-            raise ObjectiveError(f"objective {obj}: the run in {run_dir} recorded {obj.phase}/{obj.metric} "
-                                 f"at one step only ({per_step.index.tolist()}); @change needs two")
+            raise ObjectiveError(
+                f"objective {obj}: the run in {run_dir} recorded {obj.phase}/{obj.metric} "
+                f"at one step only ({per_step.index.tolist()}); @change needs two"
+            )
         values = per_step.iloc[[0, -1]].to_numpy(float)
     else:
         values = per_step.to_numpy(float)
     if not np.isfinite(values).all():
         return math.nan
-    return float({"last": values[-1], "step": values[-1], "mean": values.mean(), "min": values.min(),
-                  "max": values.max(), "change": values[-1] - values[0]}[obj.reduction])
+    return float(
+        {
+            "last": values[-1],
+            "step": values[-1],
+            "mean": values.mean(),
+            "min": values.min(),
+            "max": values.max(),
+            "change": values[-1] - values[0],
+        }[obj.reduction]
+    )
 
 
 def for_sweeper(value: float, direction: object | None) -> float:
@@ -121,6 +135,10 @@ def for_sweeper(value: float, direction: object | None) -> float:
     if name not in ("maximize", "minimize"):
         raise ObjectiveError(f"unknown sweeper direction {direction!r} (expected maximize or minimize)")
     worst = -math.inf if name == "maximize" else math.inf
-    log.warning("objective is NaN (the run diverged or its value is not finite): the sweeper gets %s, "
-                "the worst value when it is to %s", worst, name)
+    log.warning(
+        "objective is NaN (the run diverged or its value is not finite): the sweeper gets %s, "
+        "the worst value when it is to %s",
+        worst,
+        name,
+    )
     return worst

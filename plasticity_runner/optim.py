@@ -79,7 +79,9 @@ class Adam(Optimizer):
                 counts.append(state["step"])
                 if fused:
                     steps.append(state["step_t"])
-            if decay and (params or per_element):  # decoupled weight decay (AdamW): before the update, as torch.optim.AdamW
+            if decay and (
+                params or per_element
+            ):  # decoupled weight decay (AdamW): before the update, as torch.optim.AdamW
                 torch._foreach_mul_(params + per_element, 1 - group["lr"] * decay)
             for p in per_element:
                 self._step_per_element(p, group)
@@ -87,8 +89,22 @@ class Adam(Optimizer):
                 continue
             if fused:
                 # adds 1 to each step_t, then m, v and the parameter in one kernel per tensor group
-                adam(params, grads, ms, vs, [], steps, fused=True, amsgrad=False, beta1=b1, beta2=b2,
-                     lr=group["lr"], weight_decay=0.0, eps=group["eps"], maximize=False)
+                adam(
+                    params,
+                    grads,
+                    ms,
+                    vs,
+                    [],
+                    steps,
+                    fused=True,
+                    amsgrad=False,
+                    beta1=b1,
+                    beta2=b2,
+                    lr=group["lr"],
+                    weight_decay=0.0,
+                    eps=group["eps"],
+                    maximize=False,
+                )
                 continue
             for p in params:  # the fused kernel's count goes stale on this path: rebuild it if needed
                 self.state[p].pop("step_t", None)
@@ -123,7 +139,9 @@ class RMSProp(Optimizer):
     torch's form), optionally centred."""
 
     def __init__(self, params, lr=2.5e-4, decay=0.95, eps=1e-5, centered=True, eps_outside_root=False):
-        super().__init__(params, dict(lr=lr, decay=decay, eps=eps, centered=centered, eps_outside_root=eps_outside_root))
+        super().__init__(
+            params, dict(lr=lr, decay=decay, eps=eps, centered=centered, eps_outside_root=eps_outside_root)
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -173,13 +191,25 @@ def build_optimizer(cfg: Any, params: Iterable[torch.Tensor]) -> Optimizer:
     params = list(params)
     kind = cfg.kind
     if kind == "adam":
-        return Adam(params, lr=cfg.lr, betas=(cfg.b1, cfg.b2), eps=cfg.eps, eps_root=cfg.eps_root,
-                    weight_decay=float(getattr(cfg, "weight_decay", 0.0) or 0.0))
+        return Adam(
+            params,
+            lr=cfg.lr,
+            betas=(cfg.b1, cfg.b2),
+            eps=cfg.eps,
+            eps_root=cfg.eps_root,
+            weight_decay=float(getattr(cfg, "weight_decay", 0.0) or 0.0),
+        )
     if kind == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     if kind == "rmsprop":
-        return RMSProp(params, lr=cfg.lr, decay=cfg.decay, eps=cfg.eps, centered=cfg.centered,
-                       eps_outside_root=bool(getattr(cfg, "eps_outside_root", False)))
+        return RMSProp(
+            params,
+            lr=cfg.lr,
+            decay=cfg.decay,
+            eps=cfg.eps,
+            centered=cfg.centered,
+            eps_outside_root=bool(getattr(cfg, "eps_outside_root", False)),
+        )
     raise ValueError(f"optimizer.kind: unknown optimizer kind {kind!r}")
 
 

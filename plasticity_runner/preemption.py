@@ -79,7 +79,7 @@ class PreemptionGuard:
         self._timer: threading.Timer | None = None
 
     # ------------------------------------------------------------------ install / restore
-    def install(self) -> "PreemptionGuard":
+    def install(self) -> PreemptionGuard:
         """Put the guard's handler on the stop signals (``uninstall()`` puts the previous ones back)."""
         if threading.current_thread() is not threading.main_thread() or self._previous:
             return self
@@ -96,7 +96,7 @@ class PreemptionGuard:
         self._pending = None
         self._restore()
 
-    def __enter__(self) -> "PreemptionGuard":
+    def __enter__(self) -> PreemptionGuard:
         return self.install()
 
     def __exit__(self, *exc: object) -> None:
@@ -119,7 +119,8 @@ class PreemptionGuard:
             self._pending = signum
             log.warning(
                 "caught %s: checkpoint at the next log point, then hand the signal on (at most %.0f s from now)",
-                name, self.max_wait_s,
+                name,
+                self.max_wait_s,
             )
             self._timer = threading.Timer(self.max_wait_s, self._deadline)
             self._timer.daemon = True
@@ -129,7 +130,8 @@ class PreemptionGuard:
         else:
             log.warning(
                 "caught %s while waiting for a log point: stopping now without a new checkpoint "
-                "(a restart resumes from the last one)", name,
+                "(a restart resumes from the last one)",
+                name,
             )
             self._hand_over()
 
@@ -199,7 +201,7 @@ class LogJobFailure(Callback):  # type: ignore[misc,valid-type]
     (which then exits non-zero); without this callback the job's logs just say "completed".
     """
 
-    def on_job_end(self, config: Any, job_return: "JobReturn", **kwargs: Any) -> None:
+    def on_job_end(self, config: Any, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.FAILED:
             return
         exc = getattr(job_return, "_return_value", None)

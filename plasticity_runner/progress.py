@@ -104,8 +104,13 @@ class PauseProgress:
             from tqdm import tqdm
 
             self.bar = tqdm(
-                total=total, desc=f"pause {self.step}: {name}", unit="step", leave=False, position=1,
-                dynamic_ncols=True, bar_format=None if total else "{desc} {elapsed}",
+                total=total,
+                desc=f"pause {self.step}: {name}",
+                unit="step",
+                leave=False,
+                position=1,
+                dynamic_ncols=True,
+                bar_format=None if total else "{desc} {elapsed}",
             )
             return self.bar.update
         if self.mode == "log" and total:

@@ -104,8 +104,16 @@ class Part:
 _PARTS: dict[str, dict[str, Part]] = {}
 
 
-def register(group: str, name: str, schema: type, *, build: Any = None, check: Callable | None = None,
-             order: float = 0.0, **spec: Any) -> Part:
+def register(
+    group: str,
+    name: str,
+    schema: type,
+    *,
+    build: Any = None,
+    check: Callable | None = None,
+    order: float = 0.0,
+    **spec: Any,
+) -> Part:
     """Register one part (at import of its module); ``spec``: the keywords of its group's spec
     (``SPECS``); a keyword the spec does not know, or a second part of the same name, is an error."""
     if group not in PACKAGES:
@@ -134,12 +142,16 @@ def set_order(group: str, names: tuple[str, ...] | list[str]) -> None:
     found = _PARTS.get(group, {})
     own = sorted(n for n, p in found.items() if p.order != 0.0)
     missing, unknown = sorted(set(found) - set(names)), sorted(set(names) - set(found))
-    problems = [text for text, bad in (
-        (f"registered with order= (drop it): {own}", own),
-        (f"registered but not listed (add them): {missing}", missing),
-        (f"listed but not registered: {unknown}", unknown),
-        ("a name is listed twice", len(set(names)) != len(names)),
-    ) if bad]
+    problems = [
+        text
+        for text, bad in (
+            (f"registered with order= (drop it): {own}", own),
+            (f"registered but not listed (add them): {missing}", missing),
+            (f"listed but not registered: {unknown}", unknown),
+            ("a name is listed twice", len(set(names)) != len(names)),
+        )
+        if bad
+    ]
     if problems:
         raise ValueError(f"the order of the {group} parts is one list ({list(names)}): " + "; ".join(problems))
     for k, name in enumerate(names):

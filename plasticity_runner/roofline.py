@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -197,8 +197,7 @@ class Peaks:
     def rate(self, shape: Shape, mode: str = "fp32", fresh: bool = False) -> float:
         key = (shape, mode)
         if fresh or key not in self.measured:
-            self.measured.setdefault(key, []).append(
-                matmul_rate(shape, mode, self.device, self.block_s, self.repeats))
+            self.measured.setdefault(key, []).append(matmul_rate(shape, mode, self.device, self.block_s, self.repeats))
         return statistics.median(self.measured[key][-1])
 
 

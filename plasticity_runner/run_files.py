@@ -63,8 +63,6 @@ class DuplicateRunWarning(UserWarning):
 CHECKSUM_SUFFIX = ".sha256"  # metrics/step_<step>.parquet.sha256 beside each shard
 
 
-
-
 _WRITES = itertools.count()
 
 
@@ -139,8 +137,6 @@ def shard_name(step: int, suffix: str) -> str:
     return f"step_{int(step):010d}.{suffix}"
 
 
-
-
 _RUN_SUBDIRS = frozenset({METRICS_DIR, ARRAYS_DIR, "checkpoints", "report", "tensorboard", "wandb"})
 
 
@@ -199,8 +195,10 @@ def read_shard(path: Path) -> tuple[pa.Table, bool]:
     except OSError as exc:
         raise ShardError(f"cannot read the metrics shard {path}: {exc}") from exc
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise ShardError(f"{path} is corrupt: its SHA-256 differs from the one in {checksum_path(path)}; delete the "
-                         "shard (and its checksum) and restart the run to recompute that pause, or leave the run out")
+        raise ShardError(
+            f"{path} is corrupt: its SHA-256 differs from the one in {checksum_path(path)}; delete the "
+            "shard (and its checksum) and restart the run to recompute that pause, or leave the run out"
+        )
     try:
         table = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True).read(use_threads=False)
         if not table.schema.equals(SCHEMA):
@@ -231,7 +229,9 @@ def read_shards(files: list[Path], with_file_index: bool = False, stacklevel: in
     if unverified:
         warnings.warn(
             f"{len(unverified)} metrics shard(s) have no {CHECKSUM_SUFFIX} file (written by an older version) "
-            f"and are read without it, e.g. {unverified[0]}", MissingChecksumWarning, stacklevel=stacklevel + 1,
+            f"and are read without it, e.g. {unverified[0]}",
+            MissingChecksumWarning,
+            stacklevel=stacklevel + 1,
         )
     if not tables:
         table = SCHEMA.empty_table()
@@ -251,7 +251,9 @@ def load_run_metadata(run_dir: Path) -> dict[str, Any]:
     return meta
 
 
-def unique_runs(runs: list[tuple[Path, Mapping[str, Any]]]) -> tuple[list[tuple[Path, Mapping[str, Any]]], dict[Path, Path]]:
+def unique_runs(
+    runs: list[tuple[Path, Mapping[str, Any]]],
+) -> tuple[list[tuple[Path, Mapping[str, Any]]], dict[Path, Path]]:
     """``runs`` (``(run_dir, run.json)``) without copies: a second directory with the ``run_id`` of
     an earlier one (a copied run) is left out with a ``DuplicateRunWarning`` naming both paths.
     Returns the runs kept and ``{left-out dir: the dir kept}``."""
@@ -263,12 +265,11 @@ def unique_runs(runs: list[tuple[Path, Mapping[str, Any]]]) -> tuple[list[tuple[
             copies[run_dir] = first[run_id]
             warnings.warn(
                 f"{run_dir} holds run {run_id}, as {first[run_id]} does (a copy): counted once, from {first[run_id]}",
-                DuplicateRunWarning, stacklevel=3,
+                DuplicateRunWarning,
+                stacklevel=3,
             )
             continue
         if run_id is not None:
             first[run_id] = run_dir
         kept.append((run_dir, meta))
     return kept, copies
-
-

@@ -79,7 +79,7 @@ class RunRecord:
         self._token = None
 
     # ------------------------------------------------------------------ the lock
-    def __enter__(self) -> "RunRecord":
+    def __enter__(self) -> RunRecord:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -102,8 +102,11 @@ class RunRecord:
                     ) from None
                 time.sleep(LOCK_RETRY_S)
         self._fd = fd
-        self.start = {"start_token": f"{platform.node()}:{os.getpid()}:{time.time_ns()}", "pid": os.getpid(),
-                      "started_at": _now()}
+        self.start = {
+            "start_token": f"{platform.node()}:{os.getpid()}:{time.time_ns()}",
+            "pid": os.getpid(),
+            "started_at": _now(),
+        }
         holder = {"pid": os.getpid(), "hostname": platform.node(), "since": self.start["started_at"]}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
@@ -141,8 +144,12 @@ class RunRecord:
     def interrupted(self, signum: int) -> None:
         """Before a stop signal is handed on (the process may end at once): status ``interrupted``."""
         name = signal.Signals(signum).name
-        self._quietly(status="interrupted", signal=name, ended_at=_now(),
-                      end_reason=f"{name}: stopped after its checkpoint (under submitit: requeued)")
+        self._quietly(
+            status="interrupted",
+            signal=name,
+            ended_at=_now(),
+            end_reason=f"{name}: stopped after its checkpoint (under submitit: requeued)",
+        )
 
     def resumed(self) -> None:
         """The signal's handler returned and the run trains on: status ``running`` again."""
@@ -161,8 +168,12 @@ class RunRecord:
             elif not isinstance(exc, SystemExit):  # e.g. submitit: "Job not requeued because: ..."
                 fields["error"] = first_line(exc)
         else:
-            fields = {"status": "crashed", "error": first_line(exc), "ended_at": _now(),
-                      "end_reason": f"raised {first_line(exc)}"}
+            fields = {
+                "status": "crashed",
+                "error": first_line(exc),
+                "ended_at": _now(),
+                "end_reason": f"raised {first_line(exc)}",
+            }
         self._quietly(**fields)
 
     def _quietly(self, **fields: Any) -> None:
@@ -186,7 +197,8 @@ def end_fields(run_dir: Path, status: str, steps_done: int, on_divergence: str) 
         out.update(status="diverged", diverged_at_step=first)
         out["end_reason"] = (
             f"TD loss non-finite at step {first}; trained on to step {steps_done} (on_divergence=continue)"
-            if on_divergence == "continue" else f"TD loss non-finite at step {first} (on_divergence=stop)"
+            if on_divergence == "continue"
+            else f"TD loss non-finite at step {first} (on_divergence=stop)"
         )
     else:
         out["end_reason"] = f"reached total_steps ({steps_done})" if status == "complete" else status

@@ -17,19 +17,19 @@ from typing import Any, BinaryIO
 
 # numpy arrays, dtypes and scalars (numpy 2 names its core ``numpy._core``; older pickles say ``numpy.core``)
 NUMPY_ARRAYS = frozenset(
-    (core, name)
-    for core in ("numpy._core.multiarray", "numpy.core.multiarray")
-    for name in ("_reconstruct", "scalar")
+    (core, name) for core in ("numpy._core.multiarray", "numpy.core.multiarray") for name in ("_reconstruct", "scalar")
 ) | {("numpy", "ndarray"), ("numpy", "dtype")}
 
 # numpy's legacy RandomState (MT19937), as MinAtar's games hold them
-NUMPY_RANDOM_STATE = frozenset({
-    ("numpy.random._pickle", "__randomstate_ctor"),
-    ("numpy.random._pickle", "__bit_generator_ctor"),
-    ("numpy.random._pickle", "__generator_ctor"),
-    ("numpy.random.mtrand", "RandomState"),
-    ("numpy.random._mt19937", "MT19937"),
-})
+NUMPY_RANDOM_STATE = frozenset(
+    {
+        ("numpy.random._pickle", "__randomstate_ctor"),
+        ("numpy.random._pickle", "__bit_generator_ctor"),
+        ("numpy.random._pickle", "__generator_ctor"),
+        ("numpy.random.mtrand", "RandomState"),
+        ("numpy.random._mt19937", "MT19937"),
+    }
+)
 
 
 class UnsafePickleError(pickle.UnpicklingError):

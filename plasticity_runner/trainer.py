@@ -52,10 +52,11 @@ from omegaconf import DictConfig, OmegaConf
 from . import checkpoint, evaluation, fastpath, lifecycle, registry, run_status, seeding
 from . import interventions as interventions_lib
 from .agents.dqn import LOSS_TOTAL, PENALTY, TD_LOSS, DQNAgent, epsilon_at, frame_clock, target_update_due
-from .envs import make_env, schedule
 from .config import validate
+from .envs import make_env, schedule
 from .envs.base import return_range
 from .envs.datasets import check_data
+from .errors import choice
 from .evaluation import evaluate_agent
 from .lifecycle import check_parameter_memory
 from .nets import build_network
@@ -66,7 +67,6 @@ from .probes.pause import run_pause
 from .progress import Progress
 from .run_state import RunState
 from .seeding import env_seed, eval_seed, seed_everything
-from .errors import choice
 
 log = logging.getLogger("plasticity_runner")
 
@@ -100,7 +100,14 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
     target = copy.deepcopy(online)
     optimizer = build_optimizer(cfg.optimizer, online.parameters())
     agent = DQNAgent(
-        cfg.agent, online, target, optimizer, interventions, env.num_actions, build_fresh=build_fresh, seed=int(cfg.seed)
+        cfg.agent,
+        online,
+        target,
+        optimizer,
+        interventions,
+        env.num_actions,
+        build_fresh=build_fresh,
+        seed=int(cfg.seed),
     )
     replay = env.make_replay(int(cfg.agent.replay_capacity))
     agent.learner.replay = replay  # read-only for the interventions (C-CHAIN's reference observations)
@@ -230,8 +237,9 @@ class LogWindow:
         self.start, self.t0 = step, time.perf_counter()
 
 
-def measure(cfg: DictConfig, state: RunState, window: LogWindow, batch: Any, epsilon: float,
-            agent_cfg: Any) -> tuple[dict[str, float], dict[str, float]]:
+def measure(
+    cfg: DictConfig, state: RunState, window: LogWindow, batch: Any, epsilon: float, agent_cfg: Any
+) -> tuple[dict[str, float], dict[str, float]]:
     """A log point's ``train`` values and its wall-clock ``timing``: the window's mean loss parts and
     reward, the mean Q of the step's batch, epsilon, the env step/frame/episode counts and (with
     ``diagnostics.dynamics``) the window's gradient norms and parameter change; the only host
@@ -241,13 +249,15 @@ def measure(cfg: DictConfig, state: RunState, window: LogWindow, batch: Any, eps
     with torch.no_grad():
         q_mean = state.agent.online(batch.o_tm1).mean()
     values = {name: v / n for name, v in zip(window.loss_names, window.loss_sum.tolist())}
-    values.update({
-        # per environment step of the window (with replay_ratio K > 1, one in K steps steps the env)
-        REWARD_MEAN: float(window.reward_sum) / max(env_steps_done(state.step, agent_cfg)
-                                                    - env_steps_done(window.start, agent_cfg), 1),
-        "q_mean": float(q_mean),
-        "epsilon": epsilon,
-    })
+    values.update(
+        {
+            # per environment step of the window (with replay_ratio K > 1, one in K steps steps the env)
+            REWARD_MEAN: float(window.reward_sum)
+            / max(env_steps_done(state.step, agent_cfg) - env_steps_done(window.start, agent_cfg), 1),
+            "q_mean": float(q_mean),
+            "epsilon": epsilon,
+        }
+    )
     values.update(episode_and_frame_counts(cfg, state))
     if state.dynamics is not None:  # grad_norm_window_mean, rel_param_change_window (probes/dynamics.py)
         values.update(state.dynamics.log_point(state.agent.online))
@@ -279,14 +289,17 @@ def evaluate(cfg: DictConfig, state: RunState, writer: Any) -> dict[str, float] 
     if not (eval_every and state.step % int(eval_every) == 0):
         return None
     t0 = time.perf_counter()
-    scores = evaluate_agent(state.env, state.agent, cfg.env, seed=eval_seed(cfg.seed, state.step), stream=1 + state.step)
+    scores = evaluate_agent(
+        state.env, state.agent, cfg.env, seed=eval_seed(cfg.seed, state.step), stream=1 + state.step
+    )
     writer.add_many(state.step, evaluation.PHASE, scores)
     writer.add(state.step, TIMING_PHASE, "eval_s", time.perf_counter() - t0)
     return scores
 
 
-def pause_around_hooks(cfg: DictConfig, state: RunState, writer: Any, agent_cfg: Any, at_pause: bool,
-                       probe_before_hooks: bool) -> dict[str, Any] | None:
+def pause_around_hooks(
+    cfg: DictConfig, state: RunState, writer: Any, agent_cfg: Any, at_pause: bool, probe_before_hooks: bool
+) -> dict[str, Any] | None:
     """The rest of the step (``finish_step``: its hooks and target update) and, at a pause, the
     probes and diagnostics before those (``probe.at=before_interventions``) or after them; the
     pause's probe scalars (None without a pause)."""
@@ -342,8 +355,12 @@ def run_dqn(cfg: DictConfig, run: lifecycle.Run) -> dict[str, Any]:
     probe_every, log_every = int(cfg.probe.every_steps), int(cfg.log_every_steps)
     switch_pauses = schedule.pause_steps(cfg.env)  # env.pause_at_switch: right before and after each switch
     log.info(
-        "run %s on %s: %d training steps%s; outputs in %s", run_id, device, total,
-        f", resumed at step {resumed_from}" if resumed_from is not None else "", run_dir.resolve(),
+        "run %s on %s: %d training steps%s; outputs in %s",
+        run_id,
+        device,
+        total,
+        f", resumed at step {resumed_from}" if resumed_from is not None else "",
+        run_dir.resolve(),
     )
 
     def persist() -> None:

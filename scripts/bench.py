@@ -88,8 +88,14 @@ MEASUREMENTS: list[benchmark.Measurement] = []
 
 
 def timer(fn: Callable[[], Any], label: str = "bench", sub_label: str = "", description: str = "") -> benchmark.Timer:
-    return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(), label=label,
-                           sub_label=sub_label, description=description)
+    return benchmark.Timer(
+        stmt="fn()",
+        globals={"fn": fn},
+        num_threads=torch.get_num_threads(),
+        label=label,
+        sub_label=sub_label,
+        description=description,
+    )
 
 
 def timed(device: torch.device, fn: Callable[[], Any], n: int = 1) -> float:
@@ -97,8 +103,9 @@ def timed(device: torch.device, fn: Callable[[], Any], n: int = 1) -> float:
     return timer(fn).timeit(n).mean * n
 
 
-def per_call(fn: Callable[[], Any], block_s: float, label: str = "bench", sub_label: str = "",
-             description: str = "") -> float:
+def per_call(
+    fn: Callable[[], Any], block_s: float, label: str = "bench", sub_label: str = "", description: str = ""
+) -> float:
     """Seconds per call of ``fn``: the median block of ``Timer.blocked_autorange`` over at least ``block_s``."""
     m = timer(fn, label, sub_label, description).blocked_autorange(min_run_time=block_s)
     MEASUREMENTS.append(m)
@@ -150,8 +157,18 @@ class Results:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
 
-    def add(self, bench: str, row: str, value: float | None, unit: str, *, spread: list[float] | None = None,
-            goal: str = "", note: str = "", **extra: Any) -> None:
+    def add(
+        self,
+        bench: str,
+        row: str,
+        value: float | None,
+        unit: str,
+        *,
+        spread: list[float] | None = None,
+        goal: str = "",
+        note: str = "",
+        **extra: Any,
+    ) -> None:
         entry = {"bench": bench, "row": row, "value": value, "unit": unit, "goal": goal, "note": note, **extra}
         if spread:
             entry["min"], entry["max"], entry["repeats"] = min(spread), max(spread), len(spread)
@@ -161,7 +178,9 @@ class Results:
     def failed(self, bench: str, what: str, exc: BaseException) -> None:
         """A row that could not be measured: say why and go on."""
         first_line = str(exc).splitlines()[0] if str(exc) else ""
-        self.add(bench, f"{what} FAILED".strip(), None, "", note=f"{type(exc).__name__}: {first_line}"[:300], failed=True)
+        self.add(
+            bench, f"{what} FAILED".strip(), None, "", note=f"{type(exc).__name__}: {first_line}"[:300], failed=True
+        )
 
 
 def guarded(res: Results, bench: str, what: str, device: torch.device, fn: Callable[[], Any]) -> Any:
@@ -183,8 +202,10 @@ def _fmt(v: float | None) -> str:
     return f"{v:.3g}"
 
 
-HEADER = (f"{'bench':<12}{'row':<52}{'value':>10}  {'unit':<12}{'min..max':<18}{'goal':<24}"
-          f"{'GFLOP/s':>9}{'% peak':>8}  {'peak GFLOP/s @ shape':<28}{'roofline goal':<16}note")
+HEADER = (
+    f"{'bench':<12}{'row':<52}{'value':>10}  {'unit':<12}{'min..max':<18}{'goal':<24}"
+    f"{'GFLOP/s':>9}{'% peak':>8}  {'peak GFLOP/s @ shape':<28}{'roofline goal':<16}note"
+)
 
 
 def format_row(r: dict[str, Any]) -> str:
@@ -196,8 +217,10 @@ def format_row(r: dict[str, Any]) -> str:
     rgoal = ""
     if r.get("roofline_goal") is not None:
         rgoal = f"≥ {100 * r['roofline_goal']:.0f}%: {'met' if r['roofline_goal_met'] else 'NOT met'}"
-    return (f"{r['bench']:<12}{r['row']:<52}{value:>10}  {r['unit']:<12}{spread:<18}{r['goal']:<24}"
-            f"{flop_s:>9}{frac:>8}  {peak:<28}{rgoal:<16}{r['note']}")
+    return (
+        f"{r['bench']:<12}{r['row']:<52}{value:>10}  {r['unit']:<12}{spread:<18}{r['goal']:<24}"
+        f"{flop_s:>9}{frac:>8}  {peak:<28}{rgoal:<16}{r['note']}"
+    )
 
 
 # ------------------------------------------------------------------------------ roofline
@@ -225,8 +248,9 @@ class Roofline:
         """FLOPs and GEMM shapes of one call of ``fn`` (one eager call under the counters)."""
         return roofline.measure(fn)
 
-    def fields(self, counted: dict[str, Any] | None, seconds: float | None, goal: str | None = None,
-               flops: float | None = None) -> dict[str, Any]:
+    def fields(
+        self, counted: dict[str, Any] | None, seconds: float | None, goal: str | None = None, flops: float | None = None
+    ) -> dict[str, Any]:
         """Columns of a row whose one call of ``seconds`` does ``flops`` (default: ``counted``'s)."""
         if counted is None or not seconds:
             return {}
@@ -244,9 +268,15 @@ class Roofline:
             out["peak_error"] = f"{type(exc).__name__}: {exc}"[:200]
             return out
         peak, used = (at_shape, shape) if at_shape >= square else (square, self.square)
-        out.update(peak_flop_s=peak, peak_shape=roofline.shape_str(used), peak_precision=mode,
-                   frac_peak=out["flop_s"] / peak, dominant_shape=roofline.shape_str(shape),
-                   peak_at_dominant_shape_flop_s=at_shape, frac_peak_at_dominant_shape=out["flop_s"] / at_shape)
+        out.update(
+            peak_flop_s=peak,
+            peak_shape=roofline.shape_str(used),
+            peak_precision=mode,
+            frac_peak=out["flop_s"] / peak,
+            dominant_shape=roofline.shape_str(shape),
+            peak_at_dominant_shape_flop_s=at_shape,
+            frac_peak_at_dominant_shape=out["flop_s"] / at_shape,
+        )
         if goal is not None and self.goals:
             out.update(roofline_goal=ROOFLINE_GOALS[goal], roofline_goal_met=out["frac_peak"] >= ROOFLINE_GOALS[goal])
         return out
@@ -263,9 +293,16 @@ def bench_peak(args: argparse.Namespace, device: torch.device, res: Results, rl:
         def one(mode: str = mode, shape: roofline.Shape = shape) -> None:
             rl.peaks.rate(shape, mode, fresh=True)
             rates = rl.peaks.measured[(shape, mode)][-1]
-            res.add("peak", f"matmul peak {side}^3 {mode}", statistics.median(rates) / 1e9, "GFLOP/s", spread=[
-                r / 1e9 for r in rates], note=f"torch.mm, {torch.get_num_threads()} threads" if device.type == "cpu"
-                else "torch.mm", precision=mode, shape=roofline.shape_str(shape))
+            res.add(
+                "peak",
+                f"matmul peak {side}^3 {mode}",
+                statistics.median(rates) / 1e9,
+                "GFLOP/s",
+                spread=[r / 1e9 for r in rates],
+                note=f"torch.mm, {torch.get_num_threads()} threads" if device.type == "cpu" else "torch.mm",
+                precision=mode,
+                shape=roofline.shape_str(shape),
+            )
 
         guarded(res, "peak", f"matmul peak {side}^3 {mode}", device, one)
 
@@ -282,8 +319,9 @@ def compile_mode(args: argparse.Namespace, device: torch.device) -> str | None:
     return fastpath.compile_mode(argparse.Namespace(compile=args.compile, cuda_graphs=args.cuda_graphs), device)
 
 
-def supervised_step(state: Any, cfg: Any, device: torch.device, mode: str | None,
-                    notes: dict[str, str] | None = None) -> Callable[[], None]:
+def supervised_step(
+    state: Any, cfg: Any, device: torch.device, mode: str | None, notes: dict[str, str] | None = None
+) -> Callable[[], None]:
     """A bare supervised step of a copy of the online network on one replay batch of the run's
     size: forward (train mode, the head's squared error to fixed targets), backward, the run's
     optimizer. Compiled like the agent's loss when the fast path is on."""
@@ -319,8 +357,14 @@ def bench_train(args: argparse.Namespace, device: torch.device, res: Results, rl
 
 def train_arch(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline, arch: str) -> None:
     cfg = compose_config(
-        [f"device={device.type}", f"architecture={arch}", f"env.dataset={args.dataset}", "agent.batch_size=512",
-         *speed_overrides(args), *args.set]
+        [
+            f"device={device.type}",
+            f"architecture={arch}",
+            f"env.dataset={args.dataset}",
+            "agent.batch_size=512",
+            *speed_overrides(args),
+            *args.set,
+        ]
     )
     reset_peak(device)
     state = build_run(cfg, device)
@@ -343,19 +387,48 @@ def train_arch(args: argparse.Namespace, device: torch.device, res: Results, rl:
     fast = ", ".join(f"{k}: {v}" for k, v in notes.items() if k != "tf32") or "eager"
     b = int(cfg.agent.batch_size)
     goal_rate = "≥ 5000 (H100, graphs)" if arch == "mlp" and device.type == "cuda" else ""
-    res.add("train", f"{arch} DQN training steps/s (batch {b})", 1 / statistics.median(t["dqn"]), "steps/s",
-            spread=[1 / x for x in t["dqn"]], goal=goal_rate, note=fast, arch=arch, fast_path=notes,
-            **rl.fields(counted_dqn, statistics.median(t["dqn"]), "train"))
+    res.add(
+        "train",
+        f"{arch} DQN training steps/s (batch {b})",
+        1 / statistics.median(t["dqn"]),
+        "steps/s",
+        spread=[1 / x for x in t["dqn"]],
+        goal=goal_rate,
+        note=fast,
+        arch=arch,
+        fast_path=notes,
+        **rl.fields(counted_dqn, statistics.median(t["dqn"]), "train"),
+    )
     sup_note = "eager" if mode is None else sup_notes.get("supervised", f"torch.compile(mode={mode})")
-    res.add("train", f"{arch} supervised steps/s (batch {b})", 1 / statistics.median(t["sup"]), "steps/s",
-            spread=[1 / x for x in t["sup"]], note=sup_note, arch=arch,
-            **rl.fields(counted_sup, statistics.median(t["sup"])))
+    res.add(
+        "train",
+        f"{arch} supervised steps/s (batch {b})",
+        1 / statistics.median(t["sup"]),
+        "steps/s",
+        spread=[1 / x for x in t["sup"]],
+        note=sup_note,
+        arch=arch,
+        **rl.fields(counted_sup, statistics.median(t["sup"])),
+    )
     ratios = [a / s for a, s in zip(t["dqn"], t["sup"])]
     goal = "≤ 2.0 (cpu)" if arch == "mlp" and device.type == "cpu" else ""
-    res.add("train", f"{arch} overhead ratio (DQN step / supervised)", median_ratio(t["dqn"], t["sup"]), "x",
-            spread=ratios, goal=goal, arch=arch)
-    res.add("train", f"{arch} FLOP ratio (DQN step / supervised)", flops_dqn / max(flops_sup, 1), "x",
-            note=f"{flops_dqn / 1e9:.3g} / {flops_sup / 1e9:.3g} GFLOP", arch=arch)
+    res.add(
+        "train",
+        f"{arch} overhead ratio (DQN step / supervised)",
+        median_ratio(t["dqn"], t["sup"]),
+        "x",
+        spread=ratios,
+        goal=goal,
+        arch=arch,
+    )
+    res.add(
+        "train",
+        f"{arch} FLOP ratio (DQN step / supervised)",
+        flops_dqn / max(flops_sup, 1),
+        "x",
+        note=f"{flops_dqn / 1e9:.3g} / {flops_sup / 1e9:.3g} GFLOP",
+        arch=arch,
+    )
     res.add("train", f"{arch} peak memory", peak_mb(device), "MiB", note=peak_note(device), arch=arch)
 
 
@@ -365,7 +438,9 @@ def train_arch(args: argparse.Namespace, device: torch.device, res: Results, rl:
 def bench_probe(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline) -> None:
     from plasticity_runner.probes.plasticity import make_targets
 
-    cfg = compose_config([f"device={device.type}", "architecture=mlp", f"env.dataset={args.dataset}", *speed_overrides(args), *args.set])
+    cfg = compose_config(
+        [f"device={device.type}", "architecture=mlp", f"env.dataset={args.dataset}", *speed_overrides(args), *args.set]
+    )
     state = build_run(cfg, device)
     prefill(state, int(cfg.agent.learning_starts))
     inputs = state.replay.sample_obs(int(cfg.probe.num_inputs), torch.Generator(device).manual_seed(0))
@@ -374,13 +449,28 @@ def bench_probe(args: argparse.Namespace, device: torch.device, res: Results, rl
     notes: dict[str, str] = {}
     compiled = fastpath.probe_loss(cfg.speed, cfg.probe, device, notes)
     for batch_size in args.probe_batches:
-        guarded(res, "probe", f"probe batch {batch_size}", device,
-                lambda b=batch_size: probe_batch(args, device, res, rl, cfg, net, inputs, targets, compiled, notes, b))
+        guarded(
+            res,
+            "probe",
+            f"probe batch {batch_size}",
+            device,
+            lambda b=batch_size: probe_batch(args, device, res, rl, cfg, net, inputs, targets, compiled, notes, b),
+        )
 
 
-def probe_batch(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline, cfg: Any, net: Any,
-                inputs: torch.Tensor, targets: torch.Tensor, compiled: Any, notes: dict[str, str],
-                batch_size: int) -> None:
+def probe_batch(
+    args: argparse.Namespace,
+    device: torch.device,
+    res: Results,
+    rl: Roofline,
+    cfg: Any,
+    net: Any,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    compiled: Any,
+    notes: dict[str, str],
+    batch_size: int,
+) -> None:
     from plasticity_runner.probes.plasticity import fit_targets_sequential, fit_targets_vectorised
 
     T, pause_steps = int(targets.shape[0]), int(cfg.probe.steps)
@@ -415,17 +505,36 @@ def probe_batch(args: argparse.Namespace, device: torch.device, res: Results, rl
     note = f"{steps} steps timed, scaled to {pause_steps}"
     width = cfg.architecture.get("width", None)
     goal = "probe_vectorised" if width == 512 else None
-    res.add("probe", f"vectorised fit s/pause ({what}{how})", statistics.median(pause["vec"]), "s",
-            spread=pause["vec"], note=f"{note}; fixed part {fixed['vec']:.2f} s; "
-            f"{counted['vec']['per_step'] / 1e9:.3g} GFLOP/step", batch_size=batch_size,
-            **rl.fields(counted["vec"], statistics.median(pause["vec"]), goal))
-    res.add("probe", f"one-by-one fit s/pause ({what})", statistics.median(pause["seq"]), "s",
-            spread=pause["seq"], note=f"{note}; fixed part {fixed['seq']:.2f} s; "
-            f"{counted['seq']['per_step'] / 1e9:.3g} GFLOP/step", batch_size=batch_size,
-            **rl.fields(counted["seq"], statistics.median(pause["seq"])))
+    res.add(
+        "probe",
+        f"vectorised fit s/pause ({what}{how})",
+        statistics.median(pause["vec"]),
+        "s",
+        spread=pause["vec"],
+        note=f"{note}; fixed part {fixed['vec']:.2f} s; {counted['vec']['per_step'] / 1e9:.3g} GFLOP/step",
+        batch_size=batch_size,
+        **rl.fields(counted["vec"], statistics.median(pause["vec"]), goal),
+    )
+    res.add(
+        "probe",
+        f"one-by-one fit s/pause ({what})",
+        statistics.median(pause["seq"]),
+        "s",
+        spread=pause["seq"],
+        note=f"{note}; fixed part {fixed['seq']:.2f} s; {counted['seq']['per_step'] / 1e9:.3g} GFLOP/step",
+        batch_size=batch_size,
+        **rl.fields(counted["seq"], statistics.median(pause["seq"])),
+    )
     goal_x = "≥ 8x (gpu)" if device.type == "cuda" else "≥ 1.5x (2-core cpu)"
-    res.add("probe", f"vectorised speed-up (probe batch {batch_size})", median_ratio(pause["seq"], pause["vec"]),
-            "x", spread=[s / v for s, v in zip(pause["seq"], pause["vec"])], goal=goal_x, batch_size=batch_size)
+    res.add(
+        "probe",
+        f"vectorised speed-up (probe batch {batch_size})",
+        median_ratio(pause["seq"], pause["vec"]),
+        "x",
+        spread=[s / v for s, v in zip(pause["seq"], pause["vec"])],
+        goal=goal_x,
+        batch_size=batch_size,
+    )
     res.add("probe", f"peak memory (probe batch {batch_size})", peak_mb(device), "MiB", note=peak_note(device))
 
 
@@ -452,8 +561,13 @@ class CaptureWriter:
 def diagnostics_overrides(quick: bool) -> list[str]:
     if not quick:
         return []
-    return ["diagnostics.statistics.num_inputs=256", "diagnostics.curvature.num_inputs=64",
-            "diagnostics.curvature.iterations=10", "diagnostics.curvature.num_vectors=1", "diagnostics.gradcov.k=64"]
+    return [
+        "diagnostics.statistics.num_inputs=256",
+        "diagnostics.curvature.num_inputs=64",
+        "diagnostics.curvature.iterations=10",
+        "diagnostics.curvature.num_vectors=1",
+        "diagnostics.gradcov.k=64",
+    ]
 
 
 # the registered diagnostics but the probe, which is timed on its own (``bench_probe``)
@@ -484,20 +598,31 @@ def warm_up_diagnostics(cfg: Any, state: Any) -> None:
     from plasticity_runner.probes.pause import run_diagnostics
 
     small = only_diagnostic(cfg, None)
-    for key, value in (("statistics.num_inputs", 8), ("curvature.num_inputs", 8), ("curvature.iterations", 2),
-                       ("gradcov.k", 8)):
+    for key, value in (
+        ("statistics.num_inputs", 8),
+        ("curvature.num_inputs", 8),
+        ("curvature.iterations", 2),
+        ("gradcov.k", 8),
+    ):
         OmegaConf.update(small, f"diagnostics.{key}", value)
     run_diagnostics(small, state, CaptureWriter())
 
 
-def diagnostics_arch(args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline, arch: str,
-                     warm: list[bool]) -> None:
+def diagnostics_arch(
+    args: argparse.Namespace, device: torch.device, res: Results, rl: Roofline, arch: str, warm: list[bool]
+) -> None:
     from plasticity_runner.probes.pause import run_diagnostics
 
     sizes = diagnostics_overrides(args.diagnostics_sizes == "small")
     cfg = compose_config(
-        [f"device={device.type}", f"architecture={arch}", f"env.dataset={args.dataset}", "total_steps=0", *sizes,
-         *args.set]
+        [
+            f"device={device.type}",
+            f"architecture={arch}",
+            f"env.dataset={args.dataset}",
+            "total_steps=0",
+            *sizes,
+            *args.set,
+        ]
     )
     state = build_run(cfg, device)
     prefill(state, int(cfg.agent.learning_starts))
@@ -516,8 +641,7 @@ def diagnostics_arch(args: argparse.Namespace, device: torch.device, res: Result
     d = cfg.diagnostics
     what = {
         "statistics": f"{d.statistics.num_inputs} inputs",
-        "curvature": f"{d.curvature.num_inputs} inputs x {d.curvature.iterations} it "
-                     f"x {d.curvature.num_vectors} vec",
+        "curvature": f"{d.curvature.num_inputs} inputs x {d.curvature.iterations} it x {d.curvature.num_vectors} vec",
         "gradcov": f"k={d.gradcov.k}, budget {d.gradcov.max_memory_mb:g} MiB",
         "dynamics": f"{d.dynamics.num_inputs} transitions, {d.dynamics.reference_inputs} reference inputs",
     }
@@ -526,9 +650,16 @@ def diagnostics_arch(args: argparse.Namespace, device: torch.device, res: Result
         values = [r[("timing", f"{name}_s")] for r in runs]
         # FLOPs: one more run of this diagnostic alone, under the counters (not timed)
         counted = rl.measure(lambda: run_diagnostics(only_diagnostic(cfg, name), state, CaptureWriter()))
-        res.add("diagnostics", f"{arch} {name} s/pause", statistics.median(values), "s", spread=values,
-                note=size, arch=arch,
-                **rl.fields(counted, statistics.median(values), name if name in ROOFLINE_GOALS else None))
+        res.add(
+            "diagnostics",
+            f"{arch} {name} s/pause",
+            statistics.median(values),
+            "s",
+            spread=values,
+            note=size,
+            arch=arch,
+            **rl.fields(counted, statistics.median(values), name if name in ROOFLINE_GOALS else None),
+        )
     res.add("diagnostics", f"{arch} peak memory", peak_mb(device), "MiB", note=peak_note(device), arch=arch)
 
 
@@ -575,9 +706,18 @@ def atari_sample_rate(env: Any, steps: int, fill: int | None = None) -> float:
 # norm, DQN's max target, Adam (lr 1e-4, eps 1e-8), a target copy every 1000 env steps, and the
 # exploration it has after its decay (0.01: every step runs the network to act). Replay 100k.
 CLEANRL_SETTING = [
-    "intervention=[none]", "agent=dqn", "optimizer=adam", "optimizer.lr=1e-4", "optimizer.eps=1e-8",
-    "env.num_envs=1", "agent.update_every_env_steps=4", "agent.batch_size=32", "agent.replay_capacity=100000",
-    "agent.target_update_steps=250", "agent.epsilon_start=0.01", "agent.epsilon_end=0.01",
+    "intervention=[none]",
+    "agent=dqn",
+    "optimizer=adam",
+    "optimizer.lr=1e-4",
+    "optimizer.eps=1e-8",
+    "env.num_envs=1",
+    "agent.update_every_env_steps=4",
+    "agent.batch_size=32",
+    "agent.replay_capacity=100000",
+    "agent.target_update_steps=250",
+    "agent.epsilon_start=0.01",
+    "agent.epsilon_end=0.01",
 ]
 
 
@@ -587,8 +727,15 @@ def atari_agent(
     """Env steps/s of ``train_step`` (act, env step, store, sample, learn, target bookkeeping), and
     the roofline columns of one ``train_step`` (FLOPs counted on an eager call, before the fast path)."""
     cfg = compose_config(
-        ["experiment=atari_ln", f"env.game={args.game}", f"device={device.type}", "progress=none",
-         f"agent.learning_starts={args.atari_prefill}", *overrides, *speed_overrides(args)]
+        [
+            "experiment=atari_ln",
+            f"env.game={args.game}",
+            f"device={device.type}",
+            "progress=none",
+            f"agent.learning_starts={args.atari_prefill}",
+            *overrides,
+            *speed_overrides(args),
+        ]
     )
     state = build_run(cfg, device)
     prefill(state, int(cfg.agent.learning_starts))
@@ -638,24 +785,40 @@ def bench_atari(args: argparse.Namespace, device: torch.device, res: Results, rl
         fill = 2_000 if args.quick else None
         rates = [steps / atari_sample_rate(env, steps, fill) for _ in range(1)]
         env.close()
-        res.add("atari", "replay.sample, batch 32, capacity 100k", statistics.median(rates), "batches/s",
-                note=f"{'2k' if fill else '100k'} stored")
+        res.add(
+            "atari",
+            "replay.sample, batch 32, capacity 100k",
+            statistics.median(rates),
+            "batches/s",
+            note=f"{'2k' if fill else '100k'} stored",
+        )
 
     guarded(res, "atari", "replay.sample", device, sample_row)
 
     for n in args.envs:
+
         def ln_row(n: int = n) -> None:
             reset_peak(device)
             rates, _, cfg, notes, roof = atari_agent(args, device, [f"env.num_envs={n}"], rl)
             learner = roof.pop("learner")
-            res.add("atari", f"agent steps/s, atari_ln preset, {n} env{'s' if n > 1 else ''}",
-                    statistics.median(rates), "env steps/s", spread=rates,
-                    note=f"LN Nature CNN, Double DQN, batch {cfg.agent.batch_size}, update every "
-                         f"{cfg.agent.update_every_env_steps} vector steps; FLOP/s of train_step",
-                    num_envs=n, fast_path=notes, **roof)
-            add_learner_row(res, f"learner steps/s, atari_ln preset, {n} env{'s' if n > 1 else ''}", learner,
-                            "agent.learn alone: LN Nature CNN, Double DQN, batch "
-                            f"{cfg.agent.batch_size}, RMSProp")
+            res.add(
+                "atari",
+                f"agent steps/s, atari_ln preset, {n} env{'s' if n > 1 else ''}",
+                statistics.median(rates),
+                "env steps/s",
+                spread=rates,
+                note=f"LN Nature CNN, Double DQN, batch {cfg.agent.batch_size}, update every "
+                f"{cfg.agent.update_every_env_steps} vector steps; FLOP/s of train_step",
+                num_envs=n,
+                fast_path=notes,
+                **roof,
+            )
+            add_learner_row(
+                res,
+                f"learner steps/s, atari_ln preset, {n} env{'s' if n > 1 else ''}",
+                learner,
+                f"agent.learn alone: LN Nature CNN, Double DQN, batch {cfg.agent.batch_size}, RMSProp",
+            )
 
         guarded(res, "atari", f"agent, atari_ln, {n} envs", device, ln_row)
     guarded(res, "atari", "agent, CleanRL setting", device, lambda: atari_cleanrl_rows(args, device, res, rl))
@@ -678,8 +841,15 @@ def atari_env_rows(args: argparse.Namespace, device: torch.device, res: Results,
     env.reset()
     for name, fn, unit in rows:
         rates = [steps * n / fn(env, steps) for _ in range(max(1, args.repeats // 2))]
-        res.add("atari", f"{name}, {n} env{'s' if n > 1 else ''}", statistics.median(rates), unit,
-                spread=rates, note=f"{statistics.median(rates) * cfg.frame_skip:.0f} frames/s", num_envs=n)
+        res.add(
+            "atari",
+            f"{name}, {n} env{'s' if n > 1 else ''}",
+            statistics.median(rates),
+            unit,
+            spread=rates,
+            note=f"{statistics.median(rates) * cfg.frame_skip:.0f} frames/s",
+            num_envs=n,
+        )
     env.close()
 
 
@@ -689,18 +859,36 @@ def atari_cleanrl_rows(args: argparse.Namespace, device: torch.device, res: Resu
     reset_peak(device)
     rates, replay_bytes, cfg, notes, roof = atari_agent(args, device, CLEANRL_SETTING, rl)
     learner = roof.pop("learner")
-    res.add("atari", "agent steps/s, CleanRL dqn_atari setting", statistics.median(rates), "env steps/s",
-            spread=rates, goal="≥ 2x CleanRL (outside)",
-            note="1 env, batch 32, update every 4, Nature CNN, replay 100k, DQN, Adam 1e-4, eps-greedy 0.01; "
-                 "FLOP/s of train_step (the Atari learner step)",
-            num_envs=1, fast_path=notes, **roof)
-    add_learner_row(res, "learner steps/s, CleanRL dqn_atari setting", learner,
-                    "agent.learn alone: Nature CNN, DQN, batch 32, Adam (the Atari learner step)")
+    res.add(
+        "atari",
+        "agent steps/s, CleanRL dqn_atari setting",
+        statistics.median(rates),
+        "env steps/s",
+        spread=rates,
+        goal="≥ 2x CleanRL (outside)",
+        note="1 env, batch 32, update every 4, Nature CNN, replay 100k, DQN, Adam 1e-4, eps-greedy 0.01; "
+        "FLOP/s of train_step (the Atari learner step)",
+        num_envs=1,
+        fast_path=notes,
+        **roof,
+    )
+    add_learner_row(
+        res,
+        "learner steps/s, CleanRL dqn_atari setting",
+        learner,
+        "agent.learn alone: Nature CNN, DQN, batch 32, Adam (the Atari learner step)",
+    )
     res.add("atari", "peak memory (CleanRL setting)", peak_mb(device), "MiB", note=peak_note(device))
     dev_bytes, host = replay_bytes
     assert dev_bytes == AtariReplay.memory_bytes(int(cfg.agent.replay_capacity), 1)
-    res.add("atari", "replay bytes, 100k transitions", (dev_bytes + host) / 1e9, "GB", goal="≤ 1 GB",
-            note=f"{dev_bytes / 1e9:.3f} GB on {device.type} + {host / 1e6:.1f} MB host mirrors")
+    res.add(
+        "atari",
+        "replay bytes, 100k transitions",
+        (dev_bytes + host) / 1e9,
+        "GB",
+        goal="≤ 1 GB",
+        note=f"{dev_bytes / 1e9:.3f} GB on {device.type} + {host / 1e6:.1f} MB host mirrors",
+    )
 
 
 # ------------------------------------------------------------------------------ main
@@ -733,25 +921,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", nargs="+", default=None, help=f"subset of {','.join(BENCHES)} (commas or spaces)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows and the run's context here")
     p.add_argument("--compile", action="store_true", help="speed.compile=true: torch.compile the TD loss")
-    p.add_argument("--cuda-graphs", action="store_true",
-                   help="speed.cuda_graphs=true: compile with CUDA graphs (falls back on cpu; the table says so)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads; default 1 on cpu (see docs/performance.md), torch's own on cuda; 0: torch's")
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="speed.cuda_graphs=true: compile with CUDA graphs (falls back on cpu; the table says so)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads; default 1 on cpu (see docs/performance.md), torch's own on cuda; 0: torch's",
+    )
     p.add_argument("--repeats", type=int, default=None, help="interleaved repeats per measurement (default 5, quick 3)")
     p.add_argument("--block-s", type=float, default=None, help="seconds per timed block (default 1.0, quick 0.25)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls before timing (default 3, quick 1)")
     p.add_argument("--archs", nargs="+", default=None, help=f"subset of {','.join(ARCHS)} (train, diagnostics)")
     p.add_argument("--dataset", default="digits", help="classification data set (digits needs no files)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override for the classification runs (train, probe, diagnostics); repeatable, "
-                        "e.g. --set architecture.width=64 (the rows keep their names: read the note)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for the classification runs (train, probe, diagnostics); repeatable, "
+        "e.g. --set architecture.width=64 (the rows keep their names: read the note)",
+    )
     p.add_argument("--probe-steps", type=int, default=None, help="probe optimizer steps timed (default 200, quick 20)")
-    p.add_argument("--probe-batches", nargs="+", default=None,
-                   help="probe minibatch sizes (default 128,512; quick 128)")
-    p.add_argument("--diagnostics-sizes", choices=["config", "small"], default=None,
-                   help="config: the diagnostics block of configs/config.yaml; small: the --quick sizes "
-                        "(statistics 256 inputs, curvature 64 inputs x 10 x 1, gradcov k=64). "
-                        "Default: config, quick: small")
+    p.add_argument(
+        "--probe-batches", nargs="+", default=None, help="probe minibatch sizes (default 128,512; quick 128)"
+    )
+    p.add_argument(
+        "--diagnostics-sizes",
+        choices=["config", "small"],
+        default=None,
+        help="config: the diagnostics block of configs/config.yaml; small: the --quick sizes "
+        "(statistics 256 inputs, curvature 64 inputs x 10 x 1, gradcov k=64). "
+        "Default: config, quick: small",
+    )
     p.add_argument("--game", default="pong")
     p.add_argument("--envs", nargs="+", default=None, help="Atari num_envs of the per-env rows (default 1,4,8)")
     p.add_argument("--atari-steps", type=int, default=None, help="vector steps per env-row measurement")
@@ -803,22 +1008,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "overrides": args.set,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
-    print(f"{meta['machine']} | torch {meta['torch']} | {meta['torch_threads']} threads, {meta['cpu_count']} cpus | "
-          f"device {device.type} | compile={args.compile} cuda_graphs={args.cuda_graphs} | medians of "
-          f"{args.repeats} | load avg {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
+    print(
+        f"{meta['machine']} | torch {meta['torch']} | {meta['torch_threads']} threads, {meta['cpu_count']} cpus | "
+        f"device {device.type} | compile={args.compile} cuda_graphs={args.cuda_graphs} | medians of "
+        f"{args.repeats} | load avg {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}"
+    )
     if args.set:
         print(f"config overrides of the classification runs: {' '.join(args.set)}")
-    if device.type == "cpu" and torch.get_num_threads() > 1 and load0[0] >= (os.cpu_count() or 1) - 0.5 \
-            and os.environ.get("OMP_WAIT_POLICY", "").lower() != "passive":
-        print("warning: several torch threads on a loaded CPU: OpenMP threads spin against other jobs and the "
-              "numbers come out several times slower; use --threads 1 or OMP_WAIT_POLICY=PASSIVE (docs/performance.md)")
+    if (
+        device.type == "cpu"
+        and torch.get_num_threads() > 1
+        and load0[0] >= (os.cpu_count() or 1) - 0.5
+        and os.environ.get("OMP_WAIT_POLICY", "").lower() != "passive"
+    ):
+        print(
+            "warning: several torch threads on a loaded CPU: OpenMP threads spin against other jobs and the "
+            "numbers come out several times slower; use --threads 1 or OMP_WAIT_POLICY=PASSIVE (docs/performance.md)"
+        )
     print(HEADER)
     print("-" * len(HEADER))
     res = Results()
     rl = Roofline(device, args)
     t0 = time.perf_counter()
-    runners = {"peak": bench_peak, "train": bench_train, "probe": bench_probe, "diagnostics": bench_diagnostics,
-               "atari": bench_atari}
+    runners = {
+        "peak": bench_peak,
+        "train": bench_train,
+        "probe": bench_probe,
+        "diagnostics": bench_diagnostics,
+        "atari": bench_atari,
+    }
     seconds = {}
     for name in BENCHES:
         if name not in args.only:
@@ -830,13 +1048,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     meta.update(load_avg_end=load1, seconds=seconds, total_s=time.perf_counter() - t0)
     meta["matmul_peaks"] = [
         {"shape": roofline.shape_str(shape), "precision": mode, "flop_s": statistics.median(rates), "blocks": rates}
-        for (shape, mode), runs in rl.peaks.measured.items() for rates in runs
+        for (shape, mode), runs in rl.peaks.measured.items()
+        for rates in runs
     ]
     meta["roofline_goals"] = ROOFLINE_GOALS
-    meta["flop_counting"] = ("torch.utils.flop_counter.FlopCounterMode (GEMMs, convolutions, attention; "
-                             "elementwise ops count 0), one eager call per row")
-    print(f"done in {meta['total_s']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}); "
-          f"load avg {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    meta["flop_counting"] = (
+        "torch.utils.flop_counter.FlopCounterMode (GEMMs, convolutions, attention; "
+        "elementwise ops count 0), one eager call per row"
+    )
+    print(
+        f"done in {meta['total_s']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}); "
+        f"load avg {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}"
+    )
     if MEASUREMENTS:  # torch.utils.benchmark's own table of every timed block (stderr: stdout is the rows)
         print(benchmark.Compare(MEASUREMENTS), file=sys.stderr)
     out = {"meta": meta, "rows": res.rows}

@@ -46,16 +46,25 @@ def fabricate(root: Path, runs: int, shards: int, rows: int, config: dict | None
     for i in range(runs):
         run_dir = root / str(i)
         (run_dir / metrics.METRICS_DIR).mkdir(parents=True, exist_ok=True)
-        cfg = {**config, "seed": i % 5, "architecture.width": [64, 128, 256, 512][(i // 5) % 4],
-               "optimizer.lr": [1e-4, 3e-4][(i // 20) % 2]}
+        cfg = {
+            **config,
+            "seed": i % 5,
+            "architecture.width": [64, 128, 256, 512][(i // 5) % 4],
+            "optimizer.lr": [1e-4, 3e-4][(i // 20) % 2],
+        }
         run_id = f"run-{seed}-{i:05d}"
         (run_dir / metrics.RUN_FILE).write_text(json.dumps({"run_id": run_id, "config": cfg, "status": "complete"}))
         for k in range(shards):
             step = k * 1000
             table = pa.Table.from_arrays(
-                [pa.array([run_id] * rows), pa.array(np.full(rows, step, np.int64)),
-                 pa.array([phases[j % 4] for j in range(rows)]), pa.array(names),
-                 pa.array(rng.standard_normal(rows)), pa.array(rng.random(rows))],
+                [
+                    pa.array([run_id] * rows),
+                    pa.array(np.full(rows, step, np.int64)),
+                    pa.array([phases[j % 4] for j in range(rows)]),
+                    pa.array(names),
+                    pa.array(rng.standard_normal(rows)),
+                    pa.array(rng.random(rows)),
+                ],
                 schema=metrics.SCHEMA,
             )
             path = run_dir / metrics.METRICS_DIR / metrics.shard_name(step, "parquet")
@@ -80,10 +89,17 @@ def time_once(root: Path) -> dict:
         frame = load_sweep(root)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"seconds": round(seconds, 2), "cpu_s": round(cpu, 2), "load_avg_1min": os.getloadavg()[0],
-            "import_s": round(t_import, 2), "peak_rss_mb": round(peak_mb),
-            "rows": len(frame), "columns": frame.shape[1], "runs": int(frame["run_dir"].nunique()),
-            "frame_mb": round(frame.memory_usage(deep=False).sum() / 2**20)}
+    return {
+        "seconds": round(seconds, 2),
+        "cpu_s": round(cpu, 2),
+        "load_avg_1min": os.getloadavg()[0],
+        "import_s": round(t_import, 2),
+        "peak_rss_mb": round(peak_mb),
+        "rows": len(frame),
+        "columns": frame.shape[1],
+        "runs": int(frame["run_dir"].nunique()),
+        "frame_mb": round(frame.memory_usage(deep=False).sum() / 2**20),
+    }
 
 
 def main() -> None:
@@ -101,10 +117,17 @@ def main() -> None:
     if not args.no_fabricate:
         t0 = time.perf_counter()
         fabricate(args.dir, args.runs, args.shards, args.rows)
-        print(f"fabricated {args.runs} runs x {args.shards} shards x {args.rows} rows in "
-              f"{time.perf_counter() - t0:.0f} s under {args.dir}", file=sys.stderr)
-    out = subprocess.run([sys.executable, __file__, "--dir", str(args.dir), "--time-only"],
-                         capture_output=True, text=True, env=os.environ.copy())
+        print(
+            f"fabricated {args.runs} runs x {args.shards} shards x {args.rows} rows in "
+            f"{time.perf_counter() - t0:.0f} s under {args.dir}",
+            file=sys.stderr,
+        )
+    out = subprocess.run(
+        [sys.executable, __file__, "--dir", str(args.dir), "--time-only"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     if out.returncode:
         sys.exit(out.stderr)
     print(out.stdout.strip())

@@ -57,8 +57,11 @@ def timed(fn, repeats: int) -> float:
 def activations(net, inputs):
     """The outputs of every hidden activation module on ``inputs`` (eval mode, no grad)."""
     outs = []
-    hooks = [m.register_forward_hook(lambda _m, _i, o: outs.append(o.detach()))
-             for m in net.modules() if isinstance(m, ACTIVATIONS)]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, o: outs.append(o.detach()))
+        for m in net.modules()
+        if isinstance(m, ACTIVATIONS)
+    ]
     with torch.no_grad():
         features = net.features(inputs)
     for h in hooks:
@@ -80,8 +83,13 @@ def bench(arch: str, repeats: int) -> list[tuple[str, float, str]]:
     acts, features = activations(net, batch.o_tm1)
     rows = []
 
-    rows.append(("active units", timed(lambda: [(a > 0).sum(0) for a in acts], repeats),
-                 f"{len(acts)} layers, {int(d.statistics.num_inputs)} inputs"))
+    rows.append(
+        (
+            "active units",
+            timed(lambda: [(a > 0).sum(0) for a in acts], repeats),
+            f"{len(acts)} layers, {int(d.statistics.num_inputs)} inputs",
+        )
+    )
 
     def duplicates():
         for a in acts:
@@ -89,27 +97,56 @@ def bench(arch: str, repeats: int) -> list[tuple[str, float, str]]:
 
     rows.append(("duplicate units", timed(duplicates, repeats), "float64 Gram per layer"))
     sv = torch.linalg.svdvals(features.double())
-    rows.append(("stable rank + feature norm",
-                 timed(lambda: (stable_rank(sv), features.double().norm(dim=1).mean()), repeats), "from the SVD"))
+    rows.append(
+        (
+            "stable rank + feature norm",
+            timed(lambda: (stable_rank(sv), features.double().norm(dim=1).mean()), repeats),
+            "from the SVD",
+        )
+    )
     tracker = state.dynamics
-    rows.append(("weight change from init", timed(lambda: difference_norms(_params(net), tracker.theta_0), repeats),
-                 f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M params"))
+    rows.append(
+        (
+            "weight change from init",
+            timed(lambda: difference_norms(_params(net), tracker.theta_0), repeats),
+            f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M params",
+        )
+    )
     reference = state.replay.sample_obs(int(d.dynamics.reference_inputs), torch.Generator().manual_seed(1))
-    rows.append(("greedy-action change", timed(lambda: greedy_actions(net, reference), repeats),
-                 f"{int(d.dynamics.reference_inputs)} reference inputs"))
+    rows.append(
+        (
+            "greedy-action change",
+            timed(lambda: greedy_actions(net, reference), repeats),
+            f"{int(d.dynamics.reference_inputs)} reference inputs",
+        )
+    )
     head = state.replay.sample(int(d.dynamics.num_inputs), torch.Generator().manual_seed(2))
-    rows.append(("grad norm at the pause", timed(lambda: eval_gradient_norms(state.agent, head, 0), repeats),
-                 f"{int(d.dynamics.num_inputs)} transitions"))
-    rows.append(("eff lr at a log point",
-                 timed(lambda: (difference_norms(_params(net), tracker.theta_prev), _snapshot(net)), repeats),
-                 "norms + snapshot"))
+    rows.append(
+        (
+            "grad norm at the pause",
+            timed(lambda: eval_gradient_norms(state.agent, head, 0), repeats),
+            f"{int(d.dynamics.num_inputs)} transitions",
+        )
+    )
+    rows.append(
+        (
+            "eff lr at a log point",
+            timed(lambda: (difference_norms(_params(net), tracker.theta_prev), _snapshot(net)), repeats),
+            "norms + snapshot",
+        )
+    )
 
     accumulator = GradNormAccumulator()
     accumulator.add(net)  # the layout is built once
     per_add = timed(lambda: accumulator.add(net), 20 * repeats)
     per_step = timed(lambda: (learn_step(state, agent_cfg, 0.5), finish_step(state, agent_cfg)), 3 * repeats)
-    rows.append(("grad norm in the loop (per step)", per_add,
-                 f"{100 * per_add / per_step:.1f}% of a {per_step * 1e3:.1f} ms training step"))
+    rows.append(
+        (
+            "grad norm in the loop (per step)",
+            per_add,
+            f"{100 * per_add / per_step:.1f}% of a {per_step * 1e3:.1f} ms training step",
+        )
+    )
     return rows
 
 

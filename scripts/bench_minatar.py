@@ -58,9 +58,15 @@ def bench_env(game: str, num_envs: int, seconds: float, repeats: int, with_repla
 
 
 def bench_agent(game: str, num_envs: int, seconds: float, repeats: int) -> float:
-    cfg = compose_config([
-        "experiment=minatar_dqn", f"env.game={game}", f"env.num_envs={num_envs}", "device=cpu", "progress=none",
-    ])
+    cfg = compose_config(
+        [
+            "experiment=minatar_dqn",
+            f"env.game={game}",
+            f"env.num_envs={num_envs}",
+            "device=cpu",
+            "progress=none",
+        ]
+    )
     state = build_run(cfg, torch.device("cpu"))
     prefill(state, int(cfg.agent.learning_starts))
     agent_cfg = plain(cfg.agent)
@@ -88,10 +94,14 @@ def main() -> None:
             replay_rate = bench_env(args.game, n, args.seconds, args.repeats, with_replay=True)
             agent_rate = bench_agent(args.game, n, args.seconds, args.repeats)
             rows.append((threads, n, env_rate, env_rate * n, replay_rate * n, agent_rate, agent_rate * n))
-    print(f"# MinAtar {args.game} on {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
-    print("| torch threads | copies | env steps/s | env transitions/s | +replay transitions/s "
-          "| agent (training) steps/s | agent transitions/s |")
+    print(
+        f"# MinAtar {args.game} on {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"load average {os.getloadavg()[0]:.2f} (1 min) at the end"
+    )
+    print(
+        "| torch threads | copies | env steps/s | env transitions/s | +replay transitions/s "
+        "| agent (training) steps/s | agent transitions/s |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]:,.0f} | {r[3]:,.0f} | {r[4]:,.0f} | {r[5]:,.0f} | {r[6]:,.0f} |")

@@ -36,13 +36,13 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import DIAGNOSTICS, CaptureWriter, only_diagnostic, warm_up_diagnostics  # noqa: E402  (scripts/ is on sys.path when run)
+
 from plasticity_runner import registry  # noqa: E402
 from plasticity_runner.cli import compose_config  # noqa: E402
 from plasticity_runner.probes.pause import run_diagnostics  # noqa: E402
 from plasticity_runner.probes.plasticity import plasticity_probe  # noqa: E402
 from plasticity_runner.trainer import build_run, prefill  # noqa: E402
-
-from bench import DIAGNOSTICS, CaptureWriter, only_diagnostic, warm_up_diagnostics  # noqa: E402  (scripts/ is on sys.path when run)
 
 ARCHS = tuple(registry.parts("architecture"))  # every registered architecture, in its order
 PARTS = ("probe", *DIAGNOSTICS)
@@ -82,13 +82,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     load0 = os.getloadavg()
-    print(f"torch {torch.__version__} | {torch.get_num_threads()} threads | device {device} | load avg "
-          f"{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} | overrides: {' '.join(args.set) or 'none'}", flush=True)
+    print(
+        f"torch {torch.__version__} | {torch.get_num_threads()} threads | device {device} | load avg "
+        f"{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} | overrides: {' '.join(args.set) or 'none'}",
+        flush=True,
+    )
     rows: list[dict[str, Any]] = []
     warm = True
     for arch in args.archs:
-        cfg = compose_config([f"device={device.type}", f"architecture={arch}", f"env.dataset={args.dataset}",
-                              "total_steps=0", "progress=none", *args.set])
+        cfg = compose_config(
+            [
+                f"device={device.type}",
+                f"architecture={arch}",
+                f"env.dataset={args.dataset}",
+                "total_steps=0",
+                "progress=none",
+                *args.set,
+            ]
+        )
         state = build_run(cfg, device)
         prefill(state, int(cfg.agent.learning_starts))
         params = sum(p.numel() for p in state.agent.online.parameters())
@@ -123,12 +134,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("\n| arch | params | " + " | ".join(f"{n}_s" for n in PARTS) + " | diagnostics / probe |")
     print("|---|---|" + "---|" * len(PARTS) + "---|")
     for r in rows:
-        print(f"| {r['arch']} | {r['params'] / 1e6:.2f} M | " + " | ".join(f(r.get(f"{n}_s")) for n in PARTS)
-              + f" | {f(r.get('diagnostics_over_probe'))} |")
+        print(
+            f"| {r['arch']} | {r['params'] / 1e6:.2f} M | "
+            + " | ".join(f(r.get(f"{n}_s")) for n in PARTS)
+            + f" | {f(r.get('diagnostics_over_probe'))} |"
+        )
     print(f"load avg at the end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
-    out = {"meta": {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_avg_start": load0,
-                    "load_avg_end": load1, "overrides": args.set, "probe_steps_timed": args.probe_steps},
-           "rows": rows}
+    out = {
+        "meta": {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "load_avg_start": load0,
+            "load_avg_end": load1,
+            "overrides": args.set,
+            "probe_steps_timed": args.probe_steps,
+        },
+        "rows": rows,
+    }
     if args.json:
         tmp = Path(args.json + ".tmp")  # whole or not at all
         tmp.write_text(json.dumps(out, indent=1, default=str))

@@ -26,10 +26,17 @@ def per_run(df: pd.DataFrame) -> pd.DataFrame:
         tasks = run[run.phase == "task"].pivot(index="step", columns="metric", values="value").sort_index()
         measure = "online_accuracy" if "online_accuracy" in tasks else "online_error"
         probe = run[(run.phase == "probe") & (run.metric == "plasticity")].sort_values("step")
-        row = {"interventions": run["interventions"].iloc[0], "seed": int(run["seed"].iloc[0]), "measure": measure,
-               "first": tasks[measure].iloc[0], "middle": tasks[measure].iloc[len(tasks) // 2],
-               "last": tasks[measure].iloc[-1], "tasks": len(tasks),
-               "P0": probe.value.iloc[0], "PT": probe.value.iloc[-1]}
+        row = {
+            "interventions": run["interventions"].iloc[0],
+            "seed": int(run["seed"].iloc[0]),
+            "measure": measure,
+            "first": tasks[measure].iloc[0],
+            "middle": tasks[measure].iloc[len(tasks) // 2],
+            "last": tasks[measure].iloc[-1],
+            "tasks": len(tasks),
+            "P0": probe.value.iloc[0],
+            "PT": probe.value.iloc[-1],
+        }
         if "heldout_accuracy" in tasks:
             row["heldout_first"], row["heldout_last"] = tasks.heldout_accuracy.iloc[0], tasks.heldout_accuracy.iloc[-1]
         rows.append(row)
@@ -46,14 +53,18 @@ def fmt(values: pd.Series) -> str:
 def main(paths: list[str]) -> None:
     runs = pd.concat([per_run(load_sweep(p)) for p in paths], ignore_index=True)
     measure = runs.measure.iloc[0]
-    cols = ["first", "middle", "last"] + [c for c in ("heldout_first", "heldout_last") if c in runs] + ["P0", "PT", "dP"]
+    cols = (
+        ["first", "middle", "last"] + [c for c in ("heldout_first", "heldout_last") if c in runs] + ["P0", "PT", "dP"]
+    )
     print(f"measure: {measure}; {runs.tasks.iloc[0]} tasks; mean [min, max] over seeds")
     print("| interventions | n | " + " | ".join(cols) + " |")
     print("|---|---|" + "---|" * len(cols))
     for name, group in runs.groupby("interventions", sort=False):
         print(f"| {name} | {len(group)} | " + " | ".join(fmt(group[c]) for c in cols) + " |")
     r = np.corrcoef(runs.dP, runs.d_measure)[0, 1]
-    print(f"\nPearson r between P(T) - P(0) and {measure}(last task) - {measure}(first task) over {len(runs)} runs: {r:.3f}")
+    print(
+        f"\nPearson r between P(T) - P(0) and {measure}(last task) - {measure}(first task) over {len(runs)} runs: {r:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -97,7 +97,14 @@ def commands(work: Path, out: Path) -> dict[str, list[str]]:
     }
     for name, extra in VARIANTS.items():
         cmds[name] = python() + ["-m", "plasticity_runner", *RUN_OVERRIDES, *extra, f"hydra.run.dir={work / name}"]
-    cmds["bench"] = python() + ["scripts/bench.py", "--device", "cuda", "--quick", "--json", str(out.with_suffix(".bench.json"))]
+    cmds["bench"] = python() + [
+        "scripts/bench.py",
+        "--device",
+        "cuda",
+        "--quick",
+        "--json",
+        str(out.with_suffix(".bench.json")),
+    ]
     return cmds
 
 
@@ -109,7 +116,9 @@ def run_command(cmd: list[str], limit_s: float, log_path: Path) -> dict[str, Any
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         try:
-            rc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=limit_s).returncode
+            rc = subprocess.run(
+                cmd, check=False, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=limit_s
+            ).returncode
         except subprocess.TimeoutExpired:
             rc = None
     seconds = time.perf_counter() - t0
@@ -131,7 +140,7 @@ def pick(df, phase: str, metric: str, which: str) -> float:
         return float(v[0])
     if which == "last":
         return float(v[-1])
-    return float(v[len(v) // 2:].mean())  # last_half_mean
+    return float(v[len(v) // 2 :].mean())  # last_half_mean
 
 
 def agreement(work: Path) -> dict[str, Any]:
@@ -145,8 +154,9 @@ def agreement(work: Path) -> dict[str, Any]:
             value = pick(frames[name], phase, metric, which)
             rel = abs(value - ref) / max(abs(ref), 1e-12)
             ok = math.isfinite(value) and math.isfinite(ref) and rel <= rtol
-            checks.append({"metric": label, "run": name, "eager": ref, "value": value, "rel_diff": rel, "rtol": rtol,
-                           "ok": ok})
+            checks.append(
+                {"metric": label, "run": name, "eager": ref, "value": value, "rel_diff": rel, "rtol": rtol, "ok": ok}
+            )
             if not ok:
                 failed.append(f"{label} of {name}: {value:.6g} vs eager {ref:.6g} (rel {rel:.2e} > rtol {rtol:g})")
     out = {"checks": checks}
@@ -169,8 +179,13 @@ def goal(work: Path) -> dict[str, Any]:
     rates = {name: steps_per_s(work / name) for name in VARIANTS}
     graphs = rates["run_cuda_graphs"]["median_after_first"]
     met = graphs >= GOAL_STEPS_PER_S
-    return {"status": "passed", "goal": f">= {GOAL_STEPS_PER_S:.0f} training steps/s, MLP on digits, speed.cuda_graphs=true",
-            "steps_per_s": rates, "measured": graphs, "goal_met": met}
+    return {
+        "status": "passed",
+        "goal": f">= {GOAL_STEPS_PER_S:.0f} training steps/s, MLP on digits, speed.cuda_graphs=true",
+        "steps_per_s": rates,
+        "measured": graphs,
+        "goal_met": met,
+    }
 
 
 def fast_path_problem(run_dir: Path, name: str) -> str | None:
@@ -198,8 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="list every step, each skipped with the reason; exit 0")
     p.add_argument("--out", default="cuda_check.json", help="the JSON report (default: cuda_check.json)")
     p.add_argument("--work", default=None, help="folder for the runs and logs (default: a temporary folder)")
-    p.add_argument("--budget-s", type=float, default=BUDGET_S,
-                   help=f"seconds for the whole check (default {BUDGET_S}); each step is cut to what is left")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=BUDGET_S,
+        help=f"seconds for the whole check (default {BUDGET_S}); each step is cut to what is left",
+    )
     args = p.parse_args(argv)
     budget_s = args.budget_s
     out = Path(args.out).resolve()
@@ -255,14 +274,18 @@ def main(argv: list[str] | None = None) -> int:
                 entry["bench_json"] = str(out.with_suffix(".bench.json"))
                 rows = json.loads(out.with_suffix(".bench.json").read_text()).get("rows", [])
                 entry["bench_columns"] = sorted({k for r in rows if isinstance(r, dict) for k in r})
-                entry["bench_failed_rows"] = [r for r in rows if isinstance(r, dict) and "FAILED" in map(str, r.values())]
+                entry["bench_failed_rows"] = [
+                    r for r in rows if isinstance(r, dict) and "FAILED" in map(str, r.values())
+                ]
         else:
             try:
                 entry.update(agreement(work) if name == "agreement" else goal(work))
             except Exception as exc:  # noqa: BLE001 - report the step as failed, go on
                 entry.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
-        print(f"[cuda_check] {name}: {entry['status']}" + (f" ({entry['reason']})" if entry.get("reason") else ""),
-              flush=True)
+        print(
+            f"[cuda_check] {name}: {entry['status']}" + (f" ({entry['reason']})" if entry.get("reason") else ""),
+            flush=True,
+        )
         report["steps"][name] = entry
         write_json(out, {**report, "finished": False})  # a check killed from outside leaves its steps so far
     report["seconds"] = round(time.perf_counter() - t_start, 1)

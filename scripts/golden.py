@@ -48,55 +48,113 @@ ROOT = Path(__file__).resolve().parent.parent
 # presets): the recording must not move when a test's budget is edited.
 COMMON = ["device=cpu", "torch_threads=1", "progress=none"]
 TINY = [
-    "total_steps=40", "log_every_steps=10", "probe.every_steps=20", "probe.steps=10",
-    "probe.num_targets=3", "probe.batch_size=16", "probe.num_inputs=64", "probe.curve_every_steps=5",
-    "agent.batch_size=32", "agent.learning_starts=64", "agent.target_update_steps=10",
+    "total_steps=40",
+    "log_every_steps=10",
+    "probe.every_steps=20",
+    "probe.steps=10",
+    "probe.num_targets=3",
+    "probe.batch_size=16",
+    "probe.num_inputs=64",
+    "probe.curve_every_steps=5",
+    "agent.batch_size=32",
+    "agent.learning_starts=64",
+    "agent.target_update_steps=10",
     "agent.epsilon_decay_steps=20",
-    "diagnostics.statistics.num_inputs=64", "diagnostics.curvature.num_inputs=64",
-    "diagnostics.curvature.iterations=4", "diagnostics.curvature.num_vectors=1",
-    "diagnostics.curvature.grid_points=64", "diagnostics.gradcov.k=32", "diagnostics.gradcov.num_clusters=4",
+    "diagnostics.statistics.num_inputs=64",
+    "diagnostics.curvature.num_inputs=64",
+    "diagnostics.curvature.iterations=4",
+    "diagnostics.curvature.num_vectors=1",
+    "diagnostics.curvature.grid_points=64",
+    "diagnostics.gradcov.k=32",
+    "diagnostics.gradcov.num_clusters=4",
 ]
 
 GOLDEN: dict[str, list[str]] = {
     "mlp_none": TINY + ["architecture.width=32"],
-    "mlp_sgd_double_reset": TINY + [
-        "architecture.width=32", "optimizer=sgd", "agent=double_dqn",
+    "mlp_sgd_double_reset": TINY
+    + [
+        "architecture.width=32",
+        "optimizer=sgd",
+        "agent=double_dqn",
         "intervention=[weight_decay,shrink_perturb,reset_last_layer,reset_optimizer]",
     ],
-    "mlp_redo_injection_random_label": TINY + [
-        "architecture.width=32", "env.task=random_label", "intervention=[redo,plasticity_injection]",
-        "intervention.redo.every_steps=10", "intervention.plasticity_injection.at_step=25",
+    "mlp_redo_injection_random_label": TINY
+    + [
+        "architecture.width=32",
+        "env.task=random_label",
+        "intervention=[redo,plasticity_injection]",
+        "intervention.redo.every_steps=10",
+        "intervention.plasticity_injection.at_step=25",
     ],
-    "cnn_layer_norm_two_hot": TINY + [
-        "architecture=cnn", "architecture.channels=3", "architecture.hidden=8",
+    "cnn_layer_norm_two_hot": TINY
+    + [
+        "architecture=cnn",
+        "architecture.channels=3",
+        "architecture.hidden=8",
         "intervention=[layer_norm,two_hot]",
     ],
-    "vit_crelu_spectral": TINY + [
-        "architecture=vit", "architecture.dim=8", "architecture.ff_dim=16", "architecture.num_heads=2",
+    "vit_crelu_spectral": TINY
+    + [
+        "architecture=vit",
+        "architecture.dim=8",
+        "architecture.ff_dim=16",
+        "architecture.num_heads=2",
         "intervention=[crelu,spectral_norm]",
     ],
     "resnet18_none": TINY + ["architecture=resnet18", "architecture.width=2"],
-    "minatar_breakout": TINY + [
-        "env=minatar", "env.game=breakout", "architecture=minatar_cnn", "architecture.channels=3",
+    "minatar_breakout": TINY
+    + [
+        "env=minatar",
+        "env.game=breakout",
+        "architecture=minatar_cnn",
+        "architecture.channels=3",
         "architecture.hidden=8",
     ],
     "memorization": [
-        "env=memorization", "env.num_images=64", "env.iteration_steps=5", "env.num_iterations=3",
-        "env.batch_size=16", "env.eval_samples=128", "architecture.width=32",
+        "env=memorization",
+        "env.num_images=64",
+        "env.iteration_steps=5",
+        "env.num_iterations=3",
+        "env.batch_size=16",
+        "env.eval_samples=128",
+        "architecture.width=32",
     ],
     "brownian": [
-        "experiment=fig2_brownian", "env.dataset=digits", "total_steps=40", "log_every_steps=10", "env.batch_size=32",
-        "env.target_update_steps=10", "env.measure_every_steps=20", "architecture.width=32",
-        "diagnostics.curvature.num_inputs=64", "diagnostics.curvature.iterations=8",
-        "diagnostics.curvature.grid_points=64", "diagnostics.gradcov.k=32", "diagnostics.gradcov.num_clusters=4",
+        "experiment=fig2_brownian",
+        "env.dataset=digits",
+        "total_steps=40",
+        "log_every_steps=10",
+        "env.batch_size=32",
+        "env.target_update_steps=10",
+        "env.measure_every_steps=20",
+        "architecture.width=32",
+        "diagnostics.curvature.num_inputs=64",
+        "diagnostics.curvature.iterations=8",
+        "diagnostics.curvature.grid_points=64",
+        "diagnostics.gradcov.k=32",
+        "diagnostics.gradcov.num_clusters=4",
     ],
     "atari_ln": [
-        "experiment=atari_ln", "total_steps=12", "log_every_steps=6", "probe.every_steps=6", "probe.steps=3",
-        "probe.num_inputs=32", "probe.batch_size=8", "probe.num_targets=2", "agent.learning_starts=64",
-        "agent.batch_size=8", "agent.target_update_frames=80", "env.eval_every_steps=12",
-        "env.eval_frames=1600", "env.max_episode_frames=400", "diagnostics.curvature.num_inputs=16",
-        "diagnostics.curvature.iterations=3", "diagnostics.curvature.grid_points=16",
-        "diagnostics.gradcov.k=8", "diagnostics.gradcov.num_clusters=2", "diagnostics.statistics.num_inputs=16",
+        "experiment=atari_ln",
+        "total_steps=12",
+        "log_every_steps=6",
+        "probe.every_steps=6",
+        "probe.steps=3",
+        "probe.num_inputs=32",
+        "probe.batch_size=8",
+        "probe.num_targets=2",
+        "agent.learning_starts=64",
+        "agent.batch_size=8",
+        "agent.target_update_frames=80",
+        "env.eval_every_steps=12",
+        "env.eval_frames=1600",
+        "env.max_episode_frames=400",
+        "diagnostics.curvature.num_inputs=16",
+        "diagnostics.curvature.iterations=3",
+        "diagnostics.curvature.grid_points=16",
+        "diagnostics.gradcov.k=8",
+        "diagnostics.gradcov.num_clusters=2",
+        "diagnostics.statistics.num_inputs=16",
     ],
 }
 
@@ -137,8 +195,9 @@ def machine() -> dict[str, str]:
     }
 
 
-def check_mode(recorded: dict[str, str] | None, here: dict[str, str], rtol: float | None,
-               force_exact: bool) -> tuple[str, float | None, str]:
+def check_mode(
+    recorded: dict[str, str] | None, here: dict[str, str], rtol: float | None, force_exact: bool
+) -> tuple[str, float | None, str]:
     """``("exact", None, why)`` or ``("rtol", rtol, why)``: exact when forced, or when the recording
     machine is known and equals this one; else rtol (``DEFAULT_RTOL`` unless given)."""
     if force_exact:
@@ -148,13 +207,26 @@ def check_mode(recorded: dict[str, str] | None, here: dict[str, str], rtol: floa
     recorded = recorded or {}
     unknown = sorted(k for k in here if recorded.get(k, UNKNOWN) == UNKNOWN)
     if unknown:
-        return "rtol", DEFAULT_RTOL, (f"the baseline does not record the recording machine's {', '.join(unknown)} "
-                                      "(re-record it with --write to check bit for bit on that machine)")
+        return (
+            "rtol",
+            DEFAULT_RTOL,
+            (
+                f"the baseline does not record the recording machine's {', '.join(unknown)} "
+                "(re-record it with --write to check bit for bit on that machine)"
+            ),
+        )
     differ = {k: (recorded[k], here[k]) for k in here if recorded[k] != here[k]}
     if differ:
-        return "rtol", DEFAULT_RTOL, "recorded on another machine: " + "; ".join(
-            f"{k} {a!r} here {b!r}" for k, (a, b) in differ.items())
-    return "exact", None, "this machine is the recording machine (" + "; ".join(f"{k} {v}" for k, v in here.items()) + ")"
+        return (
+            "rtol",
+            DEFAULT_RTOL,
+            "recorded on another machine: " + "; ".join(f"{k} {a!r} here {b!r}" for k, (a, b) in differ.items()),
+        )
+    return (
+        "exact",
+        None,
+        "this machine is the recording machine (" + "; ".join(f"{k} {v}" for k, v in here.items()) + ")",
+    )
 
 
 def exact(value: float) -> str:
@@ -178,7 +250,9 @@ def record(run_dir: Path) -> dict[str, str]:
         with np.load(npz) as arrays:
             for key in sorted(arrays.files):
                 a = np.ascontiguousarray(arrays[key])
-                out[f"array:{npz.stem}/{key}"] = hashlib.sha256(str(a.dtype).encode() + str(a.shape).encode() + a.tobytes()).hexdigest()
+                out[f"array:{npz.stem}/{key}"] = hashlib.sha256(
+                    str(a.dtype).encode() + str(a.shape).encode() + a.tobytes()
+                ).hexdigest()
                 if a.size and np.issubdtype(a.dtype, np.number):
                     f = a.astype(np.float64)
                     for stat, v in (("min", f.min()), ("max", f.max()), ("l2", np.sqrt(np.sum(f * f)))):
@@ -231,22 +305,29 @@ def compare(want: dict[str, dict[str, str]], got: dict[str, dict[str, str]], rto
             note = ""
         else:
             hashes = [k for k in w if k.startswith("array:")]
-            changed = sorted(k for k in w if k in g and not k.startswith("array:") and w[k] != g[k]
-                             and not close(w[k], g[k], rtol))
+            changed = sorted(
+                k for k in w if k in g and not k.startswith("array:") and w[k] != g[k] and not close(w[k], g[k], rtol)
+            )
             moved = sum(1 for k in w if k in g and not k.startswith("array:") and w[k] != g[k]) - len(changed)
             hashes_differ = sum(1 for k in hashes if k in g and w[k] != g[k])
-            worst = max(((relative_change(w[k], g[k]), k) for k in w if k in g and not k.startswith("array:")),
-                        default=(0.0, ""))
-            note = (f", {moved} within rtol, largest relative change {worst[0]:.2g}"
-                    f"{f' ({worst[1]})' if worst[0] else ''}, {hashes_differ} of {len(hashes)} array hashes "
-                    "differ (not compared)")
+            worst = max(
+                ((relative_change(w[k], g[k]), k) for k in w if k in g and not k.startswith("array:")),
+                default=(0.0, ""),
+            )
+            note = (
+                f", {moved} within rtol, largest relative change {worst[0]:.2g}"
+                f"{f' ({worst[1]})' if worst[0] else ''}, {hashes_differ} of {len(hashes)} array hashes "
+                "differ (not compared)"
+            )
             if hashes and not any(k.startswith("arraystat:") for k in w):
                 print(f"[golden] {name}: the baseline has no arraystat values: its arrays go unchecked in rtol mode")
         status = "identical" if not (changed or missing) else "DIFFERS"
         if rtol is not None and status == "identical":
             status = f"within rtol={rtol:g}"
-        print(f"[golden] {name}: {status} ({len(w) - len(changed) - len(missing)} equal, {len(changed)} changed, "
-              f"{len(missing)} missing, {len(added)} added{note})")
+        print(
+            f"[golden] {name}: {status} ({len(w) - len(changed) - len(missing)} equal, {len(changed)} changed, "
+            f"{len(missing)} missing, {len(added)} added{note})"
+        )
         for k in changed[:20]:
             print(f"    changed {k}: {w[k]} -> {g[k]}")
         for k in missing[:20]:
@@ -265,9 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=None, help="comma-separated subset of: " + ",".join(GOLDEN))
     m = p.add_mutually_exclusive_group()
     m.add_argument("--exact", action="store_true", help="--check bit for bit, whatever machine recorded the baseline")
-    m.add_argument("--rtol", type=float, default=None,
-                   help=f"--check within this relative tolerance (default on a machine other than the "
-                        f"recording one: {DEFAULT_RTOL:g})")
+    m.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help=f"--check within this relative tolerance (default on a machine other than the "
+        f"recording one: {DEFAULT_RTOL:g})",
+    )
     args = p.parse_args(argv)
     if args.rtol is not None and not args.rtol > 0:
         p.error(f"--rtol must be positive, got {args.rtol}")

@@ -18,8 +18,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-TAGS = ("train/td_loss", "train/q_mean", "train/epsilon", "probe/plasticity", "probe/probe_loss",
-        "stats/feature_srank_delta0.01", "curvature/hessian_top_eig", "timing/steps_per_s")
+TAGS = (
+    "train/td_loss",
+    "train/q_mean",
+    "train/epsilon",
+    "probe/plasticity",
+    "probe/probe_loss",
+    "stats/feature_srank_delta0.01",
+    "curvature/hessian_top_eig",
+    "timing/steps_per_s",
+)
 
 
 def main(run_dir: str, out: str) -> None:
@@ -38,7 +46,7 @@ def main(run_dir: str, out: str) -> None:
         ax.set_title(tag, fontsize=10, loc="left")
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
-    for ax in list(axes.flat)[len(tags):]:
+    for ax in list(axes.flat)[len(tags) :]:
         ax.axis("off")
     fig.suptitle(f"TensorBoard scalars of {Path(run_dir).name} (read from its event files)", fontsize=11)
     fig.tight_layout()

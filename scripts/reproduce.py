@@ -37,28 +37,60 @@ class Finding:
 
 
 FINDINGS = (
-    Finding("fig1_quick", ("figure1_optimizer_instability",),
-            "Figure 1: under label re-randomisation default Adam loses units and accuracy; a tuned Adam does not."),
-    Finding("fig2_quick", ("figure2_brownian",),
-            "Figure 2: gradient descent, unlike a random walk of the same step sizes, sharpens the Hessian "
-            "and makes gradients interfere."),
-    Finding("fig4_quick", ("figure4_probe_curves", "plasticity_over_training"),
-            "Figure 4: later checkpoints fit new targets more slowly (flatter curves), not to higher plateaus."),
-    Finding("fig5_quick", ("figure5_width", "interval_estimates"),
-            "Figure 5: wider networks lose less plasticity, but none loses none."),
-    Finding("fig6_quick", ("figure6_interventions", "figure10_11_probe_loss", "interval_estimates", "figure12_13_returns"),
-            "Figure 6: layer norm, resetting the last layer and the two-hot head reduce plasticity loss; "
-            "shrink and perturb, weight decay and resetting the optimizer do not."),
+    Finding(
+        "fig1_quick",
+        ("figure1_optimizer_instability",),
+        "Figure 1: under label re-randomisation default Adam loses units and accuracy; a tuned Adam does not.",
+    ),
+    Finding(
+        "fig2_quick",
+        ("figure2_brownian",),
+        "Figure 2: gradient descent, unlike a random walk of the same step sizes, sharpens the Hessian "
+        "and makes gradients interfere.",
+    ),
+    Finding(
+        "fig4_quick",
+        ("figure4_probe_curves", "plasticity_over_training"),
+        "Figure 4: later checkpoints fit new targets more slowly (flatter curves), not to higher plateaus.",
+    ),
+    Finding(
+        "fig5_quick",
+        ("figure5_width", "interval_estimates"),
+        "Figure 5: wider networks lose less plasticity, but none loses none.",
+    ),
+    Finding(
+        "fig6_quick",
+        ("figure6_interventions", "figure10_11_probe_loss", "interval_estimates", "figure12_13_returns"),
+        "Figure 6: layer norm, resetting the last layer and the two-hot head reduce plasticity loss; "
+        "shrink and perturb, weight decay and resetting the optimizer do not.",
+    ),
 )
 
 
 def commands(finding: Finding, runs_dir: Path, threads: int, report_only: bool) -> list[list[str]]:
     """The run and the report command of one finding."""
     sweep = runs_dir / finding.preset
-    run = [sys.executable, "-m", "plasticity_runner", "-m", f"experiment={finding.preset}", f"torch_threads={threads}",
-           "device=cpu", "progress=log", f"hydra.sweep.dir={sweep}"]
-    report = [sys.executable, "-m", "plasticity_runner.report.cli", str(sweep), "--formats", "png",
-              "--out", str(sweep / "report")]
+    run = [
+        sys.executable,
+        "-m",
+        "plasticity_runner",
+        "-m",
+        f"experiment={finding.preset}",
+        f"torch_threads={threads}",
+        "device=cpu",
+        "progress=log",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    report = [
+        sys.executable,
+        "-m",
+        "plasticity_runner.report.cli",
+        str(sweep),
+        "--formats",
+        "png",
+        "--out",
+        str(sweep / "report"),
+    ]
     return ([] if report_only else [run]) + [report]
 
 
@@ -80,18 +112,38 @@ def copy_figures(finding: Finding, runs_dir: Path, docs_dir: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", nargs="+", metavar="PRESET", choices=[f.preset for f in FINDINGS],
-                   help="these findings only (default: all)")
-    p.add_argument("--runs-dir", type=Path, default=ROOT / "multirun" / "reproduce",
-                   help="where the sweeps go (default: multirun/reproduce, git-ignored)")
-    p.add_argument("--docs-dir", type=Path, default=ROOT / "docs" / "reproduction",
-                   help="where the figures of docs/reproduction.md go (default: docs/reproduction)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="PRESET",
+        choices=[f.preset for f in FINDINGS],
+        help="these findings only (default: all)",
+    )
+    p.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=ROOT / "multirun" / "reproduce",
+        help="where the sweeps go (default: multirun/reproduce, git-ignored)",
+    )
+    p.add_argument(
+        "--docs-dir",
+        type=Path,
+        default=ROOT / "docs" / "reproduction",
+        help="where the figures of docs/reproduction.md go (default: docs/reproduction)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default: 1)")
-    p.add_argument("--doc", type=Path, default=reproduction_tables.DOC,
-                   help="the page whose tables are rewritten from the CSVs (default: docs/reproduction.md)")
+    p.add_argument(
+        "--doc",
+        type=Path,
+        default=reproduction_tables.DOC,
+        help="the page whose tables are rewritten from the CSVs (default: docs/reproduction.md)",
+    )
     p.add_argument("--report-only", action="store_true", help="redraw from the runs on disk; run nothing")
-    p.add_argument("--tables-only", action="store_true",
-                   help="only rewrite the doc's tables from the CSVs under --docs-dir; run and draw nothing")
+    p.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="only rewrite the doc's tables from the CSVs under --docs-dir; run and draw nothing",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the commands and the figures, run nothing")
     args = p.parse_args(argv)
     findings = [f for f in FINDINGS if not args.only or f.preset in args.only]

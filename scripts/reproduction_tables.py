@@ -35,7 +35,7 @@ class NoRowError(TableError):
     """A cell's CSV has no row where its ``where`` columns hold their values."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def read_csv(path: Path) -> tuple[dict[str, str], ...]:
     with open(path, newline="") as f:
         return tuple(csv.DictReader(f))
@@ -143,8 +143,11 @@ NOT_REACHED = "not reached"
 
 
 def _f1(group: str, metric: str, it: int) -> Cell:
-    return Cell("{} [{}, {}]", tuple(n(F1, f"{metric}_{s}", group=group, iteration=it) for s in ("mean", "min", "max")),
-                absent=NOT_REACHED)
+    return Cell(
+        "{} [{}, {}]",
+        tuple(n(F1, f"{metric}_{s}", group=group, iteration=it) for s in ("mean", "min", "max")),
+        absent=NOT_REACHED,
+    )
 
 
 def _f1n(group: str, metric: str, it: int, decimals: int = 3) -> Num:
@@ -156,30 +159,61 @@ def _runs(group: str, it: int) -> Num:
 
 
 TABLES = [
-    Table("fig1_quick/iterations", ("iteration", "`adam`: seeds", "accuracy", "dead fraction",
-                                    "`adam_tuned`: seeds", "accuracy", "dead fraction"), tuple(
-        (str(i),
-         Cell("{}", (_runs(ADAM, i),), absent=NOT_REACHED), _f1(ADAM, "accuracy", i), _f1(ADAM, "dead_frac", i),
-         Cell("{}", (_runs(TUNED, i),), absent=NOT_REACHED), _f1(TUNED, "accuracy", i), _f1(TUNED, "dead_frac", i))
-        for i in F1_ITERATIONS
-    )),
-    Table("fig1_quick/claims", ("claim of the paper (4.1, A.1)", "what the runs show", "verdict"), (
-        ("default Adam's accuracy collapses as the labels are re-randomised",
-         cell("`adam` accuracy {} after the first iteration (seeds: {}), {} after the last (seeds: {})",
-              _f1n(ADAM, "accuracy", 1), _runs(ADAM, 1), _f1n(ADAM, "accuracy", FIG1_LAST), _runs(ADAM, FIG1_LAST)),
-         "**reproduced**, late: accuracy holds for the first five iterations and falls from the sixth on, in "
-         "every seed"),
-        ("most of its ReLU units die",
-         cell("`adam` dead fraction {} after the first iteration, {} after the last",
-              _f1n(ADAM, "dead_frac", 1), _f1n(ADAM, "dead_frac", FIG1_LAST)),
-         "**reproduced**: the dead fraction rises from under a tenth to over half of the units"),
-        ("a larger `eps` under the root and a faster second-moment decay (`adam_tuned`) avoid the collapse",
-         cell("`adam_tuned` accuracy {} after the first iteration; its mean step {} against `adam`'s {} ({} of it)",
-              _f1n(TUNED, "accuracy", 1), _f1n(TUNED, "update_norm", 1, 4), _f1n(ADAM, "update_norm", 1, 4),
-              Ratio(_f1n(TUNED, "update_norm", 1, 4), _f1n(ADAM, "update_norm", 1, 4), 3)),
-         "**not reproduced**: its units stay alive, but it barely fits any labelling (ten classes: chance is "
-         "one in ten), so there is no accuracy to lose"),
-    )),
+    Table(
+        "fig1_quick/iterations",
+        ("iteration", "`adam`: seeds", "accuracy", "dead fraction", "`adam_tuned`: seeds", "accuracy", "dead fraction"),
+        tuple(
+            (
+                str(i),
+                Cell("{}", (_runs(ADAM, i),), absent=NOT_REACHED),
+                _f1(ADAM, "accuracy", i),
+                _f1(ADAM, "dead_frac", i),
+                Cell("{}", (_runs(TUNED, i),), absent=NOT_REACHED),
+                _f1(TUNED, "accuracy", i),
+                _f1(TUNED, "dead_frac", i),
+            )
+            for i in F1_ITERATIONS
+        ),
+    ),
+    Table(
+        "fig1_quick/claims",
+        ("claim of the paper (4.1, A.1)", "what the runs show", "verdict"),
+        (
+            (
+                "default Adam's accuracy collapses as the labels are re-randomised",
+                cell(
+                    "`adam` accuracy {} after the first iteration (seeds: {}), {} after the last (seeds: {})",
+                    _f1n(ADAM, "accuracy", 1),
+                    _runs(ADAM, 1),
+                    _f1n(ADAM, "accuracy", FIG1_LAST),
+                    _runs(ADAM, FIG1_LAST),
+                ),
+                "**reproduced**, late: accuracy holds for the first five iterations and falls from the sixth on, in "
+                "every seed",
+            ),
+            (
+                "most of its ReLU units die",
+                cell(
+                    "`adam` dead fraction {} after the first iteration, {} after the last",
+                    _f1n(ADAM, "dead_frac", 1),
+                    _f1n(ADAM, "dead_frac", FIG1_LAST),
+                ),
+                "**reproduced**: the dead fraction rises from under a tenth to over half of the units",
+            ),
+            (
+                "a larger `eps` under the root and a faster second-moment decay (`adam_tuned`) avoid the collapse",
+                cell(
+                    "`adam_tuned` accuracy {} after the first iteration; its mean step {} against `adam`'s {} ({} of it)",
+                    _f1n(TUNED, "accuracy", 1),
+                    _f1n(TUNED, "update_norm", 1, 4),
+                    _f1n(ADAM, "update_norm", 1, 4),
+                    Ratio(_f1n(TUNED, "update_norm", 1, 4), _f1n(ADAM, "update_norm", 1, 4), 3),
+                ),
+                "**not reproduced**: its units stay alive, but it barely fits any labelling (ten classes: chance is "
+                "one in ten), so there is no accuracy to lose",
+            ),
+        ),
+    ),
 ]
 
 # ------------------------------------------------------------------------------------------ figure 2
@@ -188,66 +222,112 @@ GD, BM = "gradient descent", "Brownian motion"
 
 
 def _f2(metric: str, process: str, decimals: int = 3) -> Cell:
-    return cell("{} -> {}", n(F2, "first_mean", decimals, metric=metric, process=process),
-                n(F2, "last_mean", decimals, metric=metric, process=process))
+    return cell(
+        "{} -> {}",
+        n(F2, "first_mean", decimals, metric=metric, process=process),
+        n(F2, "last_mean", decimals, metric=metric, process=process),
+    )
 
 
 TABLES += [
-    Table("fig2_quick/scalars", ("quantity (mean over seeds)", "gradient descent, step 0 -> 12 000",
-                                 "Brownian motion, step 0 -> 12 000"), (
-        ("top Hessian eigenvalue", _f2("hessian_top_eig", GD, 2), _f2("hessian_top_eig", BM, 3)),
-        ("mean off-diagonal entry of C_512", _f2("gradcov_offdiag_mean", GD), _f2("gradcov_offdiag_mean", BM)),
-        ("fraction of negative entries of C_512", _f2("gradcov_neg_frac", GD), _f2("gradcov_neg_frac", BM)),
-    )),
-    Table("fig2_quick/claims", ("claim of the paper (4.2)", "what the runs show", "verdict"), (
-        ("the spectral norm of the Hessian grows under both processes",
-         cell("top eigenvalue: gradient descent {} -> {}; Brownian motion {} -> {}",
-              n(F2, "first_mean", 2, metric="hessian_top_eig", process=GD),
-              n(F2, "last_mean", 2, metric="hessian_top_eig", process=GD),
-              n(F2, "first_mean", 3, metric="hessian_top_eig", process=BM),
-              n(F2, "last_mean", 3, metric="hessian_top_eig", process=BM)),
-         "**not reproduced**: only gradient descent's grows; the random walk's stays where it started"),
-        ("its outliers grow much faster under gradient descent",
-         cell("gradient descent's top eigenvalue ends at {} times its start, the walk's at {}",
-              Ratio(n(F2, "last_mean", 3, metric="hessian_top_eig", process=GD),
-                    n(F2, "first_mean", 3, metric="hessian_top_eig", process=GD)),
-              Ratio(n(F2, "last_mean", 3, metric="hessian_top_eig", process=BM),
-                    n(F2, "first_mean", 3, metric="hessian_top_eig", process=BM))),
-         "**reproduced**, trivially: the walk's does not grow at all"),
-        ("only gradient descent shows negative interference between gradients",
-         cell("fraction of negative entries of C_512: gradient descent {} -> {}, Brownian motion {} -> {}; "
-              "the mean entry under gradient descent rises {} -> {}",
-              n(F2, "first_mean", 3, metric="gradcov_neg_frac", process=GD),
-              n(F2, "last_mean", 3, metric="gradcov_neg_frac", process=GD),
-              n(F2, "first_mean", 3, metric="gradcov_neg_frac", process=BM),
-              n(F2, "last_mean", 3, metric="gradcov_neg_frac", process=BM),
-              n(F2, "first_mean", 3, metric="gradcov_offdiag_mean", process=GD),
-              n(F2, "last_mean", 3, metric="gradcov_offdiag_mean", process=GD)),
-         "**not reproduced**: no entry is negative in either process; gradient descent's gradients grow "
-         "more *positively* aligned instead"),
-    )),
+    Table(
+        "fig2_quick/scalars",
+        ("quantity (mean over seeds)", "gradient descent, step 0 -> 12 000", "Brownian motion, step 0 -> 12 000"),
+        (
+            ("top Hessian eigenvalue", _f2("hessian_top_eig", GD, 2), _f2("hessian_top_eig", BM, 3)),
+            ("mean off-diagonal entry of C_512", _f2("gradcov_offdiag_mean", GD), _f2("gradcov_offdiag_mean", BM)),
+            ("fraction of negative entries of C_512", _f2("gradcov_neg_frac", GD), _f2("gradcov_neg_frac", BM)),
+        ),
+    ),
+    Table(
+        "fig2_quick/claims",
+        ("claim of the paper (4.2)", "what the runs show", "verdict"),
+        (
+            (
+                "the spectral norm of the Hessian grows under both processes",
+                cell(
+                    "top eigenvalue: gradient descent {} -> {}; Brownian motion {} -> {}",
+                    n(F2, "first_mean", 2, metric="hessian_top_eig", process=GD),
+                    n(F2, "last_mean", 2, metric="hessian_top_eig", process=GD),
+                    n(F2, "first_mean", 3, metric="hessian_top_eig", process=BM),
+                    n(F2, "last_mean", 3, metric="hessian_top_eig", process=BM),
+                ),
+                "**not reproduced**: only gradient descent's grows; the random walk's stays where it started",
+            ),
+            (
+                "its outliers grow much faster under gradient descent",
+                cell(
+                    "gradient descent's top eigenvalue ends at {} times its start, the walk's at {}",
+                    Ratio(
+                        n(F2, "last_mean", 3, metric="hessian_top_eig", process=GD),
+                        n(F2, "first_mean", 3, metric="hessian_top_eig", process=GD),
+                    ),
+                    Ratio(
+                        n(F2, "last_mean", 3, metric="hessian_top_eig", process=BM),
+                        n(F2, "first_mean", 3, metric="hessian_top_eig", process=BM),
+                    ),
+                ),
+                "**reproduced**, trivially: the walk's does not grow at all",
+            ),
+            (
+                "only gradient descent shows negative interference between gradients",
+                cell(
+                    "fraction of negative entries of C_512: gradient descent {} -> {}, Brownian motion {} -> {}; "
+                    "the mean entry under gradient descent rises {} -> {}",
+                    n(F2, "first_mean", 3, metric="gradcov_neg_frac", process=GD),
+                    n(F2, "last_mean", 3, metric="gradcov_neg_frac", process=GD),
+                    n(F2, "first_mean", 3, metric="gradcov_neg_frac", process=BM),
+                    n(F2, "last_mean", 3, metric="gradcov_neg_frac", process=BM),
+                    n(F2, "first_mean", 3, metric="gradcov_offdiag_mean", process=GD),
+                    n(F2, "last_mean", 3, metric="gradcov_offdiag_mean", process=GD),
+                ),
+                "**not reproduced**: no entry is negative in either process; gradient descent's gradients grow "
+                "more *positively* aligned instead",
+            ),
+        ),
+    ),
 ]
 
 # ------------------------------------------------------------------------------------------ figure 4
 F4 = "fig4_quick/figure4_probe_curves__curves.csv"
 F4_PAUSES = (0, 5000, 10000, 15000, 20000)
 TABLES += [
-    Table("fig4_quick/curves", ("pause step", "probe loss at probe step 0", "mean along the 2000 probe steps",
-                                "at the end (probe step 2000)"), tuple(
-        (str(step), *(cell("{}", n(F4, col, group="all runs", step=step))
-                      for col in ("initial_loss", "mean_loss", "final_loss")))
-        for step in F4_PAUSES
-    )),
-    Table("fig4_quick/claims", ("claim of the paper (5.1)", "what the runs show", "verdict"), (
-        ("later checkpoints fit new targets more slowly",
-         cell("mean probe loss along the fit: {} at step 0, {} at step 20 000; at its end: {} and {}",
-              n(F4, "mean_loss", group="all runs", step=0), n(F4, "mean_loss", group="all runs", step=20000),
-              n(F4, "final_loss", group="all runs", step=0), n(F4, "final_loss", group="all runs", step=20000)),
-         "**reproduced**: every later pause fits worse, in every seed"),
-        ("the loss is slower progress, not a higher plateau",
-         cell("no probe curve has reached a plateau within 2000 probe steps"),
-         "**not tested** at this budget"),
-    )),
+    Table(
+        "fig4_quick/curves",
+        ("pause step", "probe loss at probe step 0", "mean along the 2000 probe steps", "at the end (probe step 2000)"),
+        tuple(
+            (
+                str(step),
+                *(
+                    cell("{}", n(F4, col, group="all runs", step=step))
+                    for col in ("initial_loss", "mean_loss", "final_loss")
+                ),
+            )
+            for step in F4_PAUSES
+        ),
+    ),
+    Table(
+        "fig4_quick/claims",
+        ("claim of the paper (5.1)", "what the runs show", "verdict"),
+        (
+            (
+                "later checkpoints fit new targets more slowly",
+                cell(
+                    "mean probe loss along the fit: {} at step 0, {} at step 20 000; at its end: {} and {}",
+                    n(F4, "mean_loss", group="all runs", step=0),
+                    n(F4, "mean_loss", group="all runs", step=20000),
+                    n(F4, "final_loss", group="all runs", step=0),
+                    n(F4, "final_loss", group="all runs", step=20000),
+                ),
+                "**reproduced**: every later pause fits worse, in every seed",
+            ),
+            (
+                "the loss is slower progress, not a higher plateau",
+                cell("no probe curve has reached a plateau within 2000 probe steps"),
+                "**not tested** at this budget",
+            ),
+        ),
+    ),
 ]
 
 # ------------------------------------------------------------------------------------------ figure 5
@@ -257,8 +337,9 @@ F5_WIDTHS = (16, 32, 64, 128, 256)
 
 
 def _f5(width: int, period: int) -> Cell:
-    return interval(F5I, "mean", "mean_low", "mean_high",
-                    group=f"architecture.width={width}, agent.target_update_steps={period}")
+    return interval(
+        F5I, "mean", "mean_low", "mean_high", group=f"architecture.width={width}, agent.target_update_steps={period}"
+    )
 
 
 def _p(width: int, period: int) -> Num:
@@ -266,17 +347,35 @@ def _p(width: int, period: int) -> Num:
 
 
 TABLES += [
-    Table("fig5_quick/width", ("width", "P(T) - P(0), target update every 1000", "P(T) - P(0), every 5000"),
-          tuple((str(w), _f5(w, 1000), _f5(w, 5000)) for w in F5_WIDTHS)),
-    Table("fig5_quick/claims", ("claim of the paper (6.1)", "what the runs show", "verdict"), (
-        ("wider networks lose less plasticity",
-         cell("P(T) - P(0) at period 1000, widths 16 / 64 / 128 / 256: {} / {} / {} / {}",
-              _p(16, 1000), _p(64, 1000), _p(128, 1000), _p(256, 1000)),
-         "**not reproduced**: the loss grows from width 16 to 128 and falls only at 256"),
-        ("scaling alone does not remove the loss",
-         cell("the widest network still loses: {} (period 1000), {} (period 5000)", _p(256, 1000), _p(256, 5000)),
-         "**reproduced**: every width loses plasticity, in every seed"),
-    )),
+    Table(
+        "fig5_quick/width",
+        ("width", "P(T) - P(0), target update every 1000", "P(T) - P(0), every 5000"),
+        tuple((str(w), _f5(w, 1000), _f5(w, 5000)) for w in F5_WIDTHS),
+    ),
+    Table(
+        "fig5_quick/claims",
+        ("claim of the paper (6.1)", "what the runs show", "verdict"),
+        (
+            (
+                "wider networks lose less plasticity",
+                cell(
+                    "P(T) - P(0) at period 1000, widths 16 / 64 / 128 / 256: {} / {} / {} / {}",
+                    _p(16, 1000),
+                    _p(64, 1000),
+                    _p(128, 1000),
+                    _p(256, 1000),
+                ),
+                "**not reproduced**: the loss grows from width 16 to 128 and falls only at 256",
+            ),
+            (
+                "scaling alone does not remove the loss",
+                cell(
+                    "the widest network still loses: {} (period 1000), {} (period 5000)", _p(256, 1000), _p(256, 5000)
+                ),
+                "**reproduced**: every width loses plasticity, in every seed",
+            ),
+        ),
+    ),
 ]
 
 # ------------------------------------------------------------------------------------------ figure 6
@@ -284,8 +383,16 @@ F6 = "fig6_quick/figure6_interventions__cells.csv"
 F6I = "fig6_quick/interval_estimates__probe_loss_change.csv"
 F6P = "fig6_quick/figure10_11_probe_loss__cells.csv"
 F6R = "fig6_quick/figure12_13_returns__curves.csv"
-F6_INTERVENTIONS = ("none", "layer_norm", "weight_decay", "spectral_norm", "reset_optimizer", "reset_last_layer",
-                    "shrink_perturb", "two_hot")
+F6_INTERVENTIONS = (
+    "none",
+    "layer_norm",
+    "weight_decay",
+    "spectral_norm",
+    "reset_optimizer",
+    "reset_last_layer",
+    "shrink_perturb",
+    "two_hot",
+)
 
 
 def _chg(intervention: str) -> Num:
@@ -297,48 +404,94 @@ def _reward(intervention: str) -> Num:
 
 
 def _reward_cell(intervention: str) -> Cell:
-    return Cell("{} (std {})", (n(F6R, "last_mean", intervention=intervention),
-                                n(F6R, "last_std", intervention=intervention)), absent="not measured")
+    return Cell(
+        "{} (std {})",
+        (n(F6R, "last_mean", intervention=intervention), n(F6R, "last_std", intervention=intervention)),
+        absent="not measured",
+    )
 
 
 TABLES += [
-    Table("fig6_quick/interventions", ("intervention", "probe loss change, last - first pause",
-                                       "probe loss at step 0", "at step 20 000", "train reward per step at 20 000"),
-          tuple((f"`{i}`", interval(F6I, "mean", "mean_low", "mean_high", intervention=i),
-                 cell("{}", n(F6P, "initial_mean", intervention=i)), cell("{}", n(F6P, "final_mean", intervention=i)),
-                 _reward_cell(i)) for i in F6_INTERVENTIONS)),
-    Table("fig6_quick/claims", ("claim of the paper (6.2, B.1)", "what the runs show", "verdict"), (
-        ("layer norm, which smooths the loss landscape, preserves plasticity best",
-         cell("change {} against {} without an intervention ({} of it), the smallest of all eight; it also starts "
-              "from a far lower probe loss ({} against {})",
-              _chg("layer_norm"), _chg("none"), Ratio(_chg("layer_norm"), _chg("none")),
-              n(F6P, "initial_mean", intervention="layer_norm"), n(F6P, "initial_mean", intervention="none")),
-         "**reproduced**"),
-        ("resetting the last layer reduces plasticity loss",
-         cell("change {} against {}", _chg("reset_last_layer"), _chg("none")),
-         "**not reproduced**: it loses more than twice as much; its head is re-learnt every 1000 steps and the "
-         "last pause comes 1000 steps after a reset"),
-        ("the two-hot head reduces plasticity loss (at some cost in stability)",
-         cell("change {} against {}", _chg("two_hot"), _chg("none")),
-         "**not reproduced**, and not a fair test: the paper tuned two-hot's optimizer separately; this preset "
-         "gives every intervention the same Adam"),
-        ("shrink and perturb does not improve plasticity",
-         cell("change {} against {}; train reward {} against {}", _chg("shrink_perturb"), _chg("none"),
-              _reward("shrink_perturb"), _reward("none")),
-         "**agrees, but does not test the claim**: shrinking and perturbing at every target update (the "
-         "defaults of `intervention=[shrink_perturb]`) collapses the agent's reward, so the agent whose "
-         "plasticity is measured does not learn the task"),
-        ("weight decay does not improve plasticity",
-         cell("change {} against {}", _chg("weight_decay"), _chg("none")),
-         "**agrees, uninformative**: the penalty `coeff/2 * sum(theta^2)`, coupled into the loss, at the paper's `1e-5` is "
-         "numerically inert under Adam (the run is nearly the plain MLP's)"),
-        ("resetting only the optimizer state does not improve plasticity",
-         cell("change {} against {}", _chg("reset_optimizer"), _chg("none")),
-         "**reproduced**: it loses more"),
-        ("(spectral norm of the first layer: the paper makes no claim)",
-         cell("change {} against {}", _chg("spectral_norm"), _chg("none")),
-         "-"),
-    )),
+    Table(
+        "fig6_quick/interventions",
+        (
+            "intervention",
+            "probe loss change, last - first pause",
+            "probe loss at step 0",
+            "at step 20 000",
+            "train reward per step at 20 000",
+        ),
+        tuple(
+            (
+                f"`{i}`",
+                interval(F6I, "mean", "mean_low", "mean_high", intervention=i),
+                cell("{}", n(F6P, "initial_mean", intervention=i)),
+                cell("{}", n(F6P, "final_mean", intervention=i)),
+                _reward_cell(i),
+            )
+            for i in F6_INTERVENTIONS
+        ),
+    ),
+    Table(
+        "fig6_quick/claims",
+        ("claim of the paper (6.2, B.1)", "what the runs show", "verdict"),
+        (
+            (
+                "layer norm, which smooths the loss landscape, preserves plasticity best",
+                cell(
+                    "change {} against {} without an intervention ({} of it), the smallest of all eight; it also starts "
+                    "from a far lower probe loss ({} against {})",
+                    _chg("layer_norm"),
+                    _chg("none"),
+                    Ratio(_chg("layer_norm"), _chg("none")),
+                    n(F6P, "initial_mean", intervention="layer_norm"),
+                    n(F6P, "initial_mean", intervention="none"),
+                ),
+                "**reproduced**",
+            ),
+            (
+                "resetting the last layer reduces plasticity loss",
+                cell("change {} against {}", _chg("reset_last_layer"), _chg("none")),
+                "**not reproduced**: it loses more than twice as much; its head is re-learnt every 1000 steps and the "
+                "last pause comes 1000 steps after a reset",
+            ),
+            (
+                "the two-hot head reduces plasticity loss (at some cost in stability)",
+                cell("change {} against {}", _chg("two_hot"), _chg("none")),
+                "**not reproduced**, and not a fair test: the paper tuned two-hot's optimizer separately; this preset "
+                "gives every intervention the same Adam",
+            ),
+            (
+                "shrink and perturb does not improve plasticity",
+                cell(
+                    "change {} against {}; train reward {} against {}",
+                    _chg("shrink_perturb"),
+                    _chg("none"),
+                    _reward("shrink_perturb"),
+                    _reward("none"),
+                ),
+                "**agrees, but does not test the claim**: shrinking and perturbing at every target update (the "
+                "defaults of `intervention=[shrink_perturb]`) collapses the agent's reward, so the agent whose "
+                "plasticity is measured does not learn the task",
+            ),
+            (
+                "weight decay does not improve plasticity",
+                cell("change {} against {}", _chg("weight_decay"), _chg("none")),
+                "**agrees, uninformative**: the penalty `coeff/2 * sum(theta^2)`, coupled into the loss, at the paper's `1e-5` is "
+                "numerically inert under Adam (the run is nearly the plain MLP's)",
+            ),
+            (
+                "resetting only the optimizer state does not improve plasticity",
+                cell("change {} against {}", _chg("reset_optimizer"), _chg("none")),
+                "**reproduced**: it loses more",
+            ),
+            (
+                "(spectral norm of the first layer: the paper makes no claim)",
+                cell("change {} against {}", _chg("spectral_norm"), _chg("none")),
+                "-",
+            ),
+        ),
+    ),
 ]
 
 TABLES_BY_NAME = {t.name: t for t in TABLES}
@@ -353,8 +506,10 @@ def render_doc(text: str, data_dir: Path = DATA_DIR, skip_missing: bool = False)
     def fill(match: re.Match) -> str:
         name = match.group("name")
         if name not in TABLES_BY_NAME:
-            raise TableError(f"docs/reproduction.md: a block for table {name!r}, which scripts/reproduction_tables.py "
-                             f"does not define")
+            raise TableError(
+                f"docs/reproduction.md: a block for table {name!r}, which scripts/reproduction_tables.py "
+                f"does not define"
+            )
         seen.add(name)
         try:
             body = TABLES_BY_NAME[name].render(data_dir)
@@ -363,7 +518,7 @@ def render_doc(text: str, data_dir: Path = DATA_DIR, skip_missing: bool = False)
                 raise
             body = match.group("body")
         start, (b0, b1) = match.start(), match.span("body")
-        return match.group(0)[: b0 - start] + body + match.group(0)[b1 - start:]
+        return match.group(0)[: b0 - start] + body + match.group(0)[b1 - start :]
 
     out = BLOCK.sub(fill, text)
     missing = set(TABLES_BY_NAME) - seen

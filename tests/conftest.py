@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from plasticity_runner.cli import compose_config
 
 # A budget small enough for a 2-core CPU: every pause still runs the real probe.
@@ -80,7 +81,9 @@ def on_device(device: torch.device) -> list[str]:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "cuda: needs a CUDA device (the device fixture's cuda cases, tests/test_cuda.py)")
+    config.addinivalue_line(
+        "markers", "cuda: needs a CUDA device (the device fixture's cuda cases, tests/test_cuda.py)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):

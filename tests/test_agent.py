@@ -107,8 +107,11 @@ def test_clipped_td_loss_is_huber_of_delta_clip_times_batch():
     agent = zoo_agent(0.5, 1 / 32)
     torch.manual_seed(0)
     batch = Batch(
-        o_tm1=torch.randn(32, 2), a_tm1=torch.randint(2, (32,)), r_t=3 * torch.randn(32),
-        discount_t=torch.ones(32), o_t=torch.randn(32, 2),
+        o_tm1=torch.randn(32, 2),
+        a_tm1=torch.randint(2, (32,)),
+        r_t=3 * torch.randn(32),
+        discount_t=torch.ones(32),
+        o_t=torch.randn(32, 2),
     )
     agent.loss(batch).backward()
     ours = agent.online.w.grad.clone()
@@ -137,8 +140,9 @@ def test_epsilon_in_frames_is_dqn_zoos_schedule():
     # DQN Zoo: begin_t = 0.05 x 1M replay x 4 frames, decay over 0.02 x 200M frames; one agent step = 4
     # frames, one training step = 4 agent steps = 16 frames
     clock = FrameClock(prefill_frames=200_000, frames_per_step=16)
-    cfg = OmegaConf.create(dict(epsilon_start=1.0, epsilon_end=0.01, epsilon_decay_steps=None,
-                                epsilon_decay_frames=4_000_000))
+    cfg = OmegaConf.create(
+        dict(epsilon_start=1.0, epsilon_end=0.01, epsilon_decay_steps=None, epsilon_decay_frames=4_000_000)
+    )
     for step in (0, 1, 1000, 125_000, 249_999, 250_000, 10**6):
         expected = dqn_zoo_linear_schedule(clock.frames(step), 200_000, 4_000_000, 1.0, 0.01)
         assert abs(epsilon_at(step, cfg, clock) - expected) < 1e-12

@@ -165,7 +165,7 @@ def test_life_loss_terminal_and_full_game_returns():
     rng = np.random.default_rng(0)
     env.reset()
     raw, life_losses, lives_prev = [], 0, None
-    for t in range(3000):
+    for _ in range(3000):
         res = env.step(torch.from_numpy(rng.integers(0, env.num_actions, 1)))
         rec = res.record
         raw.append(float(res.reward[0]))

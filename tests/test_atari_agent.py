@@ -74,7 +74,11 @@ def test_env_atari_alone_is_dqn_zoos_double_dqn():
     a = cfg.agent
     assert (a.name, a.double_dqn, a.batch_size, a.update_every_env_steps) == ("dqn_zoo_double_q", True, 32, 4)
     assert (a.replay_capacity, a.learning_starts, a.target_update_steps, a.target_update_frames) == (
-        1_000_000, 50_000, None, 120_000)
+        1_000_000,
+        50_000,
+        None,
+        120_000,
+    )
     assert (a.epsilon_end, a.epsilon_decay_steps, a.epsilon_decay_frames) == (0.01, None, 4_000_000)
     assert (a.td_loss_scale, a.td_error_clip) == (0.5, 1 / 32)
     assert (cfg.env.eval_protocol.value, cfg.env.eval_frames, cfg.env.eval_epsilon) == ("frames", 500_000, 0.01)
@@ -95,10 +99,17 @@ def test_atari_ln_is_dqn_zoo_with_appendix_a3():
     cfg = make_cfg(["experiment=atari_ln"], tiny=False)
     a = cfg.agent
     assert (a.name, cfg.architecture.shared_bias, cfg.intervention.layer_norm is not None) == (
-        "dqn_zoo_double_q", True, True)
+        "dqn_zoo_double_q",
+        True,
+        True,
+    )
     assert (a.replay_capacity, a.epsilon_end, a.learning_starts) == (100_000, 0.1, 5000)  # A.3 (+ DQN Zoo's 5%)
     assert (a.target_update_frames, a.epsilon_decay_frames, a.td_error_clip, a.td_loss_scale) == (
-        120_000, 4_000_000, 1 / 32, 0.5)
+        120_000,
+        4_000_000,
+        1 / 32,
+        0.5,
+    )
     assert cfg.total_steps * 16 == 200_000_000 and cfg.env.eval_protocol.value == "frames"
     validate(cfg)
     with pytest.raises(ConfigError, match="set exactly one of agent.target_update_steps"):
@@ -162,8 +173,10 @@ class ScriptedGames:
                 self.pos[i] = [g + 1, 0]
             else:
                 self.pos[i] = [g, t + 1]
-        info = {"episode_envs": torch.tensor(envs, dtype=torch.int64),
-                "episode_returns": torch.tensor(returns, dtype=torch.float64)}
+        info = {
+            "episode_envs": torch.tensor(envs, dtype=torch.int64),
+            "episode_returns": torch.tensor(returns, dtype=torch.float64),
+        }
         return SimpleNamespace(obs=torch.zeros(self.num_envs, 2), reward=torch.tensor(rewards), info=info)
 
     def close(self):
@@ -220,16 +233,34 @@ def test_gradient_covariance_counts_the_shared_bias_once():
         torch.testing.assert_close(gradient_gram(losses, chunk_size=5, factorise_linear=factorise), expected)
 
 
-@pytest.mark.parametrize("names", [
-    ["crelu", "layer_norm", "spectral_norm", "weight_decay", "shrink_perturb", "reset_last_layer", "redo",
-     "reset_optimizer"],
-    ["redo", "plasticity_injection", "reset_optimizer"],
-], ids=["all_but_injection_and_two_hot", "with_injection"])
+@pytest.mark.parametrize(
+    "names",
+    [
+        [
+            "crelu",
+            "layer_norm",
+            "spectral_norm",
+            "weight_decay",
+            "shrink_perturb",
+            "reset_last_layer",
+            "redo",
+            "reset_optimizer",
+        ],
+        ["redo", "plasticity_injection", "reset_optimizer"],
+    ],
+    ids=["all_but_injection_and_two_hot", "with_injection"],
+)
 def test_interventions_with_dqn_zoos_network_and_loss(names, monkeypatch):
     from . import test_interventions as ti
 
-    monkeypatch.setitem(ti.ARCH_OVERRIDES, "dqn_zoo", [
-        "architecture=nature_cnn_shared_bias", "architecture.hidden=8", "agent.td_loss_scale=0.5",
-        "agent.td_error_clip=0.03125",
-    ])
+    monkeypatch.setitem(
+        ti.ARCH_OVERRIDES,
+        "dqn_zoo",
+        [
+            "architecture=nature_cnn_shared_bias",
+            "architecture.hidden=8",
+            "agent.td_loss_scale=0.5",
+            "agent.td_error_clip=0.03125",
+        ],
+    )
     ti.run_with_probe(names, "dqn_zoo")

@@ -21,7 +21,7 @@ def test_idx_header_of_4e9_cubed_is_named_without_overflow(tmp_path):
     path.write_bytes(struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">3I", *(4_000_000_000,) * 3) + b"\0" * 100)
     with pytest.raises(DatasetFileError) as err:
         read_idx(path, 3)
-    needs = 16 + 4_000_000_000 ** 3  # Python ints: the oracle of the size the header asks for
+    needs = 16 + 4_000_000_000**3  # Python ints: the oracle of the size the header asks for
     assert str(path) in str(err.value) and "is truncated" in str(err.value) and str(needs) in str(err.value)
     assert "-" not in str(err.value).split("needs")[-1]
 
@@ -51,16 +51,20 @@ def test_mnist_whose_labels_are_all_zero_through_the_cli_is_exit_2(mnist_dir, tm
     root, _, labels = mnist_dir
     path = root / "MNIST" / "raw" / "train-labels-idx1-ubyte"
     write_idx(path, np.zeros_like(labels))
-    res = run_cli([*FAST, "env.dataset=mnist", f"env.data_dir={root}", "env.num_images=50",
-                   f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    res = run_cli(
+        [*FAST, "env.dataset=mnist", f"env.data_dir={root}", "env.num_images=50", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+    )
     assert res.returncode == 2, res.stderr[-3000:]
     assert str(path) in res.stderr and "Traceback" not in res.stderr and "env.num_images" not in res.stderr
 
 
 def test_unknown_atari_game_is_a_config_error_with_close_names(tmp_path):
     pytest.importorskip("ale_py")
-    res = run_cli(["env=atari", "env.game=NotAGame", "device=cpu", "progress=none", f"hydra.run.dir={tmp_path / 'r'}"],
-                  cwd=tmp_path)
+    res = run_cli(
+        ["env=atari", "env.game=NotAGame", "device=cpu", "progress=none", f"hydra.run.dir={tmp_path / 'r'}"],
+        cwd=tmp_path,
+    )
     assert res.returncode == 2, res.stderr[-3000:]
     assert "config key 'env.game'" in res.stderr and "close matches: name_this_game" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "r" / "run.json").exists()

@@ -21,7 +21,9 @@ from .test_interventions import agent_with, learn
 
 
 def test_penalty_is_the_churn_of_the_last_update_by_hand():
-    state = agent_with(["c_chain"], extra=["intervention.c_chain.coeff=3.0", "intervention.c_chain.num_reference=5"], steps=0)
+    state = agent_with(
+        ["c_chain"], extra=["intervention.c_chain.coeff=3.0", "intervention.c_chain.num_reference=5"], steps=0
+    )
     agent, chain = state.agent, state.agent.interventions[0]
     assert isinstance(chain, CChain)
     assert chain.loss_penalty(agent.learner) is None  # no earlier network before the first step
@@ -52,7 +54,9 @@ def test_the_gradient_pulls_towards_the_previous_outputs_and_a_diagnostic_change
     with torch.no_grad():
         previous = chain.previous(x)  # theta_{t-1}'s outputs, a constant
     out = copies.online(x)
-    manual = torch.autograd.grad(float(chain.cfg.coeff) * ((out - previous) ** 2).mean(), list(copies.online.parameters()))
+    manual = torch.autograd.grad(
+        float(chain.cfg.coeff) * ((out - previous) ** 2).mean(), list(copies.online.parameters())
+    )
     for p, g in zip(copies.online.parameters(), manual):
         torch.testing.assert_close(p.grad, g)
     for t, s in zip(chain.latest, before[0]):

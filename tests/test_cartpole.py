@@ -24,9 +24,16 @@ CARTPOLE_TINY = ["env=cartpole", "env.eval_every_steps=20", "env.eval_episodes=2
 def test_constants_are_cartpole_v1s():
     ref = CartPoleEnv()
     for ours, theirs in [
-        ("GRAVITY", "gravity"), ("MASSCART", "masscart"), ("MASSPOLE", "masspole"), ("TOTAL_MASS", "total_mass"),
-        ("LENGTH", "length"), ("POLEMASS_LENGTH", "polemass_length"), ("FORCE_MAG", "force_mag"), ("TAU", "tau"),
-        ("THETA_THRESHOLD", "theta_threshold_radians"), ("X_THRESHOLD", "x_threshold"),
+        ("GRAVITY", "gravity"),
+        ("MASSCART", "masscart"),
+        ("MASSPOLE", "masspole"),
+        ("TOTAL_MASS", "total_mass"),
+        ("LENGTH", "length"),
+        ("POLEMASS_LENGTH", "polemass_length"),
+        ("FORCE_MAG", "force_mag"),
+        ("TAU", "tau"),
+        ("THETA_THRESHOLD", "theta_threshold_radians"),
+        ("X_THRESHOLD", "x_threshold"),
     ]:
         assert getattr(cartpole, ours) == getattr(ref, theirs), ours
     assert ref.kinematics_integrator == "euler"
@@ -107,12 +114,15 @@ def test_initial_states_are_uniform_and_every_stream_its_own():
     assert not torch.equal(first, CartPoleVectorEnv(small, "cpu", seed=5).make_eval_env(stream=1).reset())
 
 
-@pytest.mark.parametrize("override, key", [
-    ("env.max_episode_steps=0", "env.max_episode_steps"),
-    ("env.eval_protocol=frames", "env.eval_protocol"),
-    ("env.eval_epsilon=1.5", "env.eval_epsilon"),
-    ("agent.target_update_frames=100", "agent.target_update_frames"),  # no frames: schedules in steps
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("env.max_episode_steps=0", "env.max_episode_steps"),
+        ("env.eval_protocol=frames", "env.eval_protocol"),
+        ("env.eval_epsilon=1.5", "env.eval_epsilon"),
+        ("agent.target_update_frames=100", "agent.target_update_frames"),  # no frames: schedules in steps
+    ],
+)
 def test_bad_config_names_the_key(override, key):
     with pytest.raises(ConfigError) as info:
         validate(make_cfg(["env=cartpole", override]))
@@ -127,10 +137,17 @@ def test_a_dqn_run_through_pauses_with_every_diagnostic_and_evaluation(tmp_path)
     assert train(cfg, tmp_path)["status"] == "complete"
     df = values(tmp_path)
     names = set(zip(df.phase, df.metric))
-    for phase, metric in [("probe", "probe_loss"), ("stats", "dormant_frac_tau0.025"),
-                          ("curvature", "hessian_top_eig"), ("gradcov", "gradcov_neg_frac"), ("dynamics", "grad_norm_eval"),
-                          ("train", "episodes_finished"), ("train", "episode_return"),
-                          ("eval", "episode_return"), ("eval", "num_episodes")]:
+    for phase, metric in [
+        ("probe", "probe_loss"),
+        ("stats", "dormant_frac_tau0.025"),
+        ("curvature", "hessian_top_eig"),
+        ("gradcov", "gradcov_neg_frac"),
+        ("dynamics", "grad_norm_eval"),
+        ("train", "episodes_finished"),
+        ("train", "episode_return"),
+        ("eval", "episode_return"),
+        ("eval", "num_episodes"),
+    ]:
         assert (phase, metric) in names, (phase, metric)
     assert sorted(set(df[df.phase == "probe"].step)) == [0, 20, 40]
     assert ("train", "frames") not in names

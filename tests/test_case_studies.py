@@ -211,8 +211,10 @@ def test_fig1_preset_sweeps_both_optimizers_into_the_report(tmp_path):
 
     sweep = tmp_path / "sweep"
     tiny = [a for a in MEMORIZATION_TINY if not a.startswith("env=")]
-    res = run_cli(["-m", "experiment=fig1_optimizer_instability", "env.dataset=digits", *tiny, f"hydra.sweep.dir={sweep}"],
-                  cwd=tmp_path)
+    res = run_cli(
+        ["-m", "experiment=fig1_optimizer_instability", "env.dataset=digits", *tiny, f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     df = load_sweep(sweep)
     assert sorted(df["optimizer.name"].unique()) == ["adam", "adam_tuned"]
@@ -290,16 +292,22 @@ def test_fig1_default_adam_loses_its_accuracy(fig1_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="measured: dead fraction of the default Adam rises .09 -> .48 over 8 iterations, "
-                   "short of 'most units' (> .5) at this budget", strict=False)
+@pytest.mark.xfail(
+    reason="measured: dead fraction of the default Adam rises .09 -> .48 over 8 iterations, "
+    "short of 'most units' (> .5) at this budget",
+    strict=False,
+)
 def test_fig1_default_adam_loses_most_live_units(fig1_runs):
     assert fig1_runs["adam"]["dead_frac"][-1] > 0.5
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="measured: the tuned Adam fits none of the labellings (accuracy .15-.20 over 8 "
-                   "iterations of 2000 steps): eps_root = 1e-3 exceeds v_hat (gradient RMS <= 1e-2 for 99% "
-                   "of the parameters), so its steps are ~100x smaller than the default's", strict=False)
+@pytest.mark.xfail(
+    reason="measured: the tuned Adam fits none of the labellings (accuracy .15-.20 over 8 "
+    "iterations of 2000 steps): eps_root = 1e-3 exceeds v_hat (gradient RMS <= 1e-2 for 99% "
+    "of the parameters), so its steps are ~100x smaller than the default's",
+    strict=False,
+)
 def test_fig1_tuned_adam_keeps_fitting(fig1_runs):
     acc = fig1_runs["adam_tuned"]["accuracy"]
     assert min(acc[1:]) > 0.9

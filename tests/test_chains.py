@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from plasticity_runner.envs.classification import ClassificationMDP
 from plasticity_runner.envs.minatar import MinAtarVectorEnv
 from plasticity_runner.metrics import load_sweep
-from plasticity_runner.trainer import build_run, plain, prefill, train_step, train
+from plasticity_runner.trainer import build_run, plain, prefill, train, train_step
 
 from .conftest import make_cfg
 from .test_minatar import MINATAR_TINY
@@ -18,8 +18,9 @@ from .test_resume import assert_crash_then_restart_equals_uninterrupted
 
 CPU = torch.device("cpu")
 MINATAR_CHAIN = "env.schedule=[{game:breakout,steps:15},{game:seaquest,steps:10},{game:asterix,steps:10}]"
-DIGITS_CHAIN = ("env.schedule=[{task:true_label,steps:15},{task:random_label,label_seed:3,steps:10},"
-                "{permutation_seed:5,steps:10}]")
+DIGITS_CHAIN = (
+    "env.schedule=[{task:true_label,steps:15},{task:random_label,label_seed:3,steps:10},{permutation_seed:5,steps:10}]"
+)
 
 
 def test_minatar_chain_switches_after_the_step_that_closes_a_segment():
@@ -38,8 +39,10 @@ def test_minatar_chain_switches_after_the_step_that_closes_a_segment():
 
 
 def test_train_segment_and_pauses_around_each_switch(tmp_path):
-    cfg = make_cfg(MINATAR_TINY + [MINATAR_CHAIN, "env.pause_at_switch=true", "log_every_steps=5",
-                                   "checkpoint.enabled=false"], tiny=False)
+    cfg = make_cfg(
+        MINATAR_TINY + [MINATAR_CHAIN, "env.pause_at_switch=true", "log_every_steps=5", "checkpoint.enabled=false"],
+        tiny=False,
+    )
     assert train(cfg, tmp_path)["status"] == "complete"
     df = load_sweep(tmp_path)
     seg = df[(df.phase == "train") & (df.metric == "segment")].set_index("step").value
@@ -48,10 +51,14 @@ def test_train_segment_and_pauses_around_each_switch(tmp_path):
 
 
 def test_classification_segments_are_the_plain_tasks():
-    base = dict(dataset="digits", data_dir="data", download=False, num_envs=4, num_images=None, label_seed=0,
-                task="true_label")
-    sched = [{"task": "true_label", "steps": 3}, {"task": "random_label", "label_seed": 3, "steps": 3},
-             {"permutation_seed": 5, "steps": 3}]
+    base = dict(
+        dataset="digits", data_dir="data", download=False, num_envs=4, num_images=None, label_seed=0, task="true_label"
+    )
+    sched = [
+        {"task": "true_label", "steps": 3},
+        {"task": "random_label", "label_seed": 3, "steps": 3},
+        {"permutation_seed": 5, "steps": 3},
+    ]
     chain = ClassificationMDP(OmegaConf.create({**base, "schedule": sched}), CPU, seed=1)
     plain_env = ClassificationMDP(OmegaConf.create(base), CPU, seed=1)
     # segment 0 is the plain MDP draw for draw
@@ -86,11 +93,14 @@ def test_chain_resumes_mid_segment_bit_identically(tmp_path, monkeypatch, schedu
     assert set(reference[reference.metric == "segment"].value) == {0, 1, 2}
 
 
-@pytest.mark.parametrize("schedule, message", [
-    ([{"game": "breakout", "steps": 0}], r"env.schedule.0.steps"),
-    ([{"game": "breakout", "steps": 5}, {"game": "pong", "steps": 5}], r"env.schedule.1.game"),
-    ([{"game": "breakout", "steps": 5, "speed": 2}], r"env.schedule.0"),
-])
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        ([{"game": "breakout", "steps": 0}], r"env.schedule.0.steps"),
+        ([{"game": "breakout", "steps": 5}, {"game": "pong", "steps": 5}], r"env.schedule.1.game"),
+        ([{"game": "breakout", "steps": 5, "speed": 2}], r"env.schedule.0"),
+    ],
+)
 def test_bad_minatar_schedules_name_the_segment(schedule, message):
     with pytest.raises(ValueError, match=message):
         MinAtarVectorEnv(OmegaConf.create({"name": "minatar", "schedule": schedule}), CPU, 0)

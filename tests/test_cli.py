@@ -56,8 +56,10 @@ def test_multirun_loads_as_one_frame(tmp_path):
     sweep = tmp_path / "sweep"
     res = run_cli(["-m", *TINY, "total_steps=20", "seed=0,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert (f"plasticity-run: sweep done: 2 complete, 0 failed, 0 skipped (finished before this sweep) of 2 jobs; "
-            f"sweep directory: {sweep}") in res.stdout
+    assert (
+        f"plasticity-run: sweep done: 2 complete, 0 failed, 0 skipped (finished before this sweep) of 2 jobs; "
+        f"sweep directory: {sweep}"
+    ) in res.stdout
     assert res.stdout.count("plasticity-report ") == 1 and f"plasticity-report {sweep}" in res.stdout
     df = load_sweep(sweep)
     assert sorted(df.seed.unique()) == [0, 1] and df.run_id.nunique() == 2
@@ -74,7 +76,9 @@ def test_console_script_is_the_same_app(tmp_path):
 def test_wheel_ships_the_configs(tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr
     (wheel,) = tmp_path.glob("plasticity_runner-*.whl")
@@ -82,7 +86,9 @@ def test_wheel_ships_the_configs(tmp_path):
     package = REPO / "plasticity_runner"
     sources = {f"plasticity_runner/{p.relative_to(package)}" for p in package.rglob("*.py")}
     sources |= {str(p.relative_to(REPO)) for p in (REPO / "hydra_plugins").rglob("*.py")}
-    configs = {f"plasticity_runner/configs/{p.relative_to(REPO / 'configs')}" for p in (REPO / "configs").rglob("*.yaml")}
+    configs = {
+        f"plasticity_runner/configs/{p.relative_to(REPO / 'configs')}" for p in (REPO / "configs").rglob("*.yaml")
+    }
     assert "plasticity_runner/configs/config.yaml" in configs
     assert sources <= names, sorted(sources - names)
     assert configs <= names, sorted(configs - names)

@@ -28,8 +28,8 @@ def groups() -> list[str]:
 def readme_stable_keys() -> list[str]:
     """The keys of the "Stable names that scripts may rely on" sentence of docs/index.md."""
     text = (ROOT / "docs" / "index.md").read_text()
-    sentence = text[text.index("Stable names that scripts may rely on"):]
-    sentence = sentence[:sentence.index("\n\n")]
+    sentence = text[text.index("Stable names that scripts may rely on") :]
+    sentence = sentence[: sentence.index("\n\n")]
     return re.findall(r"`([a-z_.]+)`", sentence)
 
 
@@ -44,7 +44,7 @@ def test_help_lists_every_group_its_options_and_the_stable_keys(tmp_path):
         assert launcher in out.split("hydra/launcher=")[1].split()[0]
     assert "hydra/sweeper=optuna" in out
     cfg = make_cfg()
-    stable = out[out.index("== Stable keys"):out.index("== Config (")]
+    stable = out[out.index("== Stable keys") : out.index("== Config (")]
     for key in readme_stable_keys() + ["objective"]:
         assert re.search(rf"^\s+{re.escape(key)}\s", stable, re.M), key
         assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", key
@@ -58,16 +58,20 @@ def test_bash_completion_install_and_query(tmp_path):
     assert "complete -o nospace -o default -F hydra_bash_completion plasticity-run" in script
     # the script, sourced in a real bash, completes a group's options
     driver = tmp_path / "complete.sh"
-    driver.write_text(script + '''
+    driver.write_text(
+        script
+        + """
 complete_line() {
     COMP_LINE="$1"; COMP_POINT=${#1}; local words=($1); COMP_CWORD=$(( ${#words[@]} - 1 ))
     [[ "$1" == *" " ]] && COMP_CWORD=${#words[@]}
     COMPREPLY=(); hydra_bash_completion; printf '%s\\n' "${COMPREPLY[@]}"; echo ---
 }
 complete_line "plasticity-run intervention="
-''')
-    proc = subprocess.run([shutil.which("bash") or "/bin/bash", str(driver)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300)
+"""
+    )
+    proc = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(driver)], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     interventions, _ = proc.stdout.split("---")
     assert sorted(interventions.split()) == [f"intervention={o}" for o in options("intervention")]

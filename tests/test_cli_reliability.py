@@ -151,8 +151,9 @@ def test_negative_torch_threads_names_the_key(tmp_path):
     ],
 )
 def test_option_of_an_inactive_intervention(tmp_path, overrides, name, hint):
-    res = run_cli([*overrides, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                  cwd=tmp_path)
+    res = run_cli(
+        [*overrides, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path
+    )
     assert res.returncode == 2, res.stderr[-3000:]
     assert f"the intervention '{name}' is not active" in res.stderr and hint in res.stderr
     assert "AssertionError" not in res.stderr
@@ -170,8 +171,13 @@ def test_option_of_an_active_intervention_is_set(tmp_path):
 
 def test_data_dir_may_change_on_restart(tmp_path):
     # a requeued job may find its data staged to another scratch path; the experiment is the same
-    fast = ["probe.enabled=false", "diagnostics.statistics.enabled=false", "diagnostics.curvature.enabled=false",
-            "diagnostics.gradcov.enabled=false", "total_steps=20"]
+    fast = [
+        "probe.enabled=false",
+        "diagnostics.statistics.enabled=false",
+        "diagnostics.curvature.enabled=false",
+        "diagnostics.gradcov.enabled=false",
+        "total_steps=20",
+    ]
     first = train(make_cfg([*fast, "env.data_dir=/scratch/job1"]), tmp_path)
     again = train(make_cfg([*fast, "env.data_dir=/scratch/job2"]), tmp_path)
     assert again["already_finished"] and again["run_id"] == first["run_id"]

@@ -29,19 +29,52 @@ from .test_trainer import values
 
 CPU = torch.device("cpu")
 PAUSE = [  # every diagnostic at tiny sizes, a pause every 10 steps
-    "probe.every_steps=10", "probe.num_inputs=32", "probe.batch_size=8", "probe.steps=4", "probe.num_targets=2",
-    "diagnostics.statistics.num_inputs=32", "diagnostics.curvature.num_inputs=16", "diagnostics.gradcov.k=8",
-    "diagnostics.gradcov.num_clusters=2", "diagnostics.dynamics.num_inputs=16", "diagnostics.dynamics.reference_inputs=16",
+    "probe.every_steps=10",
+    "probe.num_inputs=32",
+    "probe.batch_size=8",
+    "probe.steps=4",
+    "probe.num_targets=2",
+    "diagnostics.statistics.num_inputs=32",
+    "diagnostics.curvature.num_inputs=16",
+    "diagnostics.gradcov.k=8",
+    "diagnostics.gradcov.num_clusters=2",
+    "diagnostics.dynamics.num_inputs=16",
+    "diagnostics.dynamics.reference_inputs=16",
 ]
 TINY = {  # 40 steps each
-    "slowly_changing_regression": ["env=slowly_changing_regression", "env.flip_every_examples=14", "env.batch_size=2",
-                                   "env.target_features=8", "architecture.width=5", "optimizer=sgd", "optimizer.lr=0.01"],
-    "permuted_mnist": ["env=permuted_mnist", "env.num_images=36", "env.heldout_images=50", "env.batch_size=4",
-                       "env.eval_samples=32"],
-    "shuffled_labels": ["env=shuffled_labels", "env.num_images=64", "env.steps_per_task=15", "env.batch_size=8",
-                        "env.eval_samples=32"],
-    "warm_start": ["env=warm_start", "env.warm_steps=15", "env.full_steps=25", "env.warm_fraction=0.25",
-                   "env.num_images=80", "env.heldout_images=50", "env.batch_size=8", "env.eval_samples=32"],
+    "slowly_changing_regression": [
+        "env=slowly_changing_regression",
+        "env.flip_every_examples=14",
+        "env.batch_size=2",
+        "env.target_features=8",
+        "architecture.width=5",
+        "optimizer=sgd",
+        "optimizer.lr=0.01",
+    ],
+    "permuted_mnist": [
+        "env=permuted_mnist",
+        "env.num_images=36",
+        "env.heldout_images=50",
+        "env.batch_size=4",
+        "env.eval_samples=32",
+    ],
+    "shuffled_labels": [
+        "env=shuffled_labels",
+        "env.num_images=64",
+        "env.steps_per_task=15",
+        "env.batch_size=8",
+        "env.eval_samples=32",
+    ],
+    "warm_start": [
+        "env=warm_start",
+        "env.warm_steps=15",
+        "env.full_steps=25",
+        "env.warm_fraction=0.25",
+        "env.num_images=80",
+        "env.heldout_images=50",
+        "env.batch_size=8",
+        "env.eval_samples=32",
+    ],
 }
 ENVS = sorted(TINY)
 
@@ -207,16 +240,21 @@ def test_warm_start_refuses_a_total_that_is_not_its_two_tasks():
 def test_a_run_writes_the_pause_phases_and_one_task_row_per_task(env, tmp_path, monkeypatch):
     switches = []
     real = learner_lib.SupervisedAgent.switch_task
-    monkeypatch.setattr(learner_lib.SupervisedAgent, "switch_task",
-                        lambda self, step: (switches.append(step), real(self, step))[1])
+    monkeypatch.setattr(
+        learner_lib.SupervisedAgent, "switch_task", lambda self, step: (switches.append(step), real(self, step))[1]
+    )
     assert train(cfg_of(env), tmp_path)["status"] == "complete"
     shards = sorted(p.name for p in (tmp_path / "metrics").glob("*.parquet"))
     assert shards == [f"step_{s:010d}.parquet" for s in (0, 10, 20, 30, 40)]
     df = load_run(tmp_path)
     assert {"probe", "stats", "curvature", "gradcov", "dynamics", "train", "task", "timing"} <= set(df.phase)
     tasks = df[df.phase == "task"].pivot(index="step", columns="metric", values="value")
-    ends = {"slowly_changing_regression": [7, 14, 21, 28, 35, 40], "permuted_mnist": [9, 18, 27, 36, 40],
-            "shuffled_labels": [15, 30, 40], "warm_start": [15, 40]}[env]
+    ends = {
+        "slowly_changing_regression": [7, 14, 21, 28, 35, 40],
+        "permuted_mnist": [9, 18, 27, 36, 40],
+        "shuffled_labels": [15, 30, 40],
+        "warm_start": [15, 40],
+    }[env]
     assert list(tasks.index) == ends and list(tasks.task) == list(range(len(ends)))
     assert switches == ends[:-1]  # the target-update hooks at every switch, none after the last step
     measure = "online_error" if env == "slowly_changing_regression" else "online_accuracy"
@@ -260,15 +298,24 @@ def crash_in_learn(monkeypatch, step: int) -> None:
     return Crash
 
 
-@pytest.mark.parametrize("env, step, where", [  # permuted_mnist and warm_start: the same loop, slow
-    ("slowly_changing_regression", 17, "learn"), pytest.param("permuted_mnist", 23, "learn", marks=pytest.mark.slow),
-    ("shuffled_labels", 20, "pause"), pytest.param("warm_start", 33, "learn", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "env, step, where",
+    [  # permuted_mnist and warm_start: the same loop, slow
+        ("slowly_changing_regression", 17, "learn"),
+        pytest.param("permuted_mnist", 23, "learn", marks=pytest.mark.slow),
+        ("shuffled_labels", 20, "pause"),
+        pytest.param("warm_start", 33, "learn", marks=pytest.mark.slow),
+    ],
+)
 def test_a_crash_then_a_restart_gives_the_metrics_of_an_uninterrupted_run(env, step, where, tmp_path, monkeypatch):
-    extra = ["intervention=[continual_backprop,shrink_perturb,l2_init]",
-             "intervention.continual_backprop.replacement_rate=0.2", "intervention.continual_backprop.maturity_threshold=2",
-             # read-only and stateless (the layout test runs them): off to keep the suite short
-             "diagnostics.curvature.enabled=false", "diagnostics.gradcov.enabled=false"]
+    extra = [
+        "intervention=[continual_backprop,shrink_perturb,l2_init]",
+        "intervention.continual_backprop.replacement_rate=0.2",
+        "intervention.continual_backprop.maturity_threshold=2",
+        # read-only and stateless (the layout test runs them): off to keep the suite short
+        "diagnostics.curvature.enabled=false",
+        "diagnostics.gradcov.enabled=false",
+    ]
     train(cfg_of(env, extra), tmp_path / "ref")
     reference = values(tmp_path / "ref")
     with monkeypatch.context() as m:

@@ -47,8 +47,9 @@ def test_generators_and_fork_rng_are_on_the_cuda_device():
     inputs = state.replay.sample(64, state.replay_generator).o_tm1
     cpu_rng, cuda_rng = torch.get_rng_state(), torch.cuda.get_rng_state()
     targets = make_targets(state.build_fresh, inputs, [1, 2], offset=0.0, sin_scale=1e5)
-    probe_cfg = OmegaConf.create({"num_targets": 2, "sin_scale": 1e5, "steps": 5, "batch_size": 16,
-                                  "curve_every_steps": 5, "vectorised": True})
+    probe_cfg = OmegaConf.create(
+        {"num_targets": 2, "sin_scale": 1e5, "steps": 5, "batch_size": 16, "curve_every_steps": 5, "vectorised": True}
+    )
     result = plasticity_probe(state.agent.online, state.build_fresh, cfg.optimizer, inputs, probe_cfg, seed=3)
     assert targets.device.type == "cuda" and result.final_loss.device.type == "cuda"
     assert torch.equal(torch.get_rng_state(), cpu_rng) and torch.equal(torch.cuda.get_rng_state(), cuda_rng)
@@ -108,7 +109,10 @@ def test_a_cuda_run_resumed_on_the_cpu_is_refused_with_a_clear_error(tmp_path, m
     # from the CLI, on a node without a GPU (CUDA_VISIBLE_DEVICES=""): exit 3 and the message
     proc = subprocess.run(
         [sys.executable, "-m", "plasticity_runner", *TINY, "device=auto", f"hydra.run.dir={auto}"],
-        check=False, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
     )
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "run on cuda and cannot be resumed on cpu" in proc.stderr

@@ -28,14 +28,26 @@ def load_script():
 
 def test_dry_run_lists_every_step_skipped_with_a_reason(tmp_path):
     out = tmp_path / "report" / "cuda_check.json"
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "cuda_check.sh"), "--dry-run", "--out", str(out)],
-                          check=False, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHON": sys.executable})
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "cuda_check.sh"), "--dry-run", "--out", str(out)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     steps = report["steps"]
-    assert list(steps) == ["tests", "run_eager", "run_compile", "run_cuda_graphs", "agreement", "bench",
-                           "steps_per_s_goal"]
+    assert list(steps) == [
+        "tests",
+        "run_eager",
+        "run_compile",
+        "run_cuda_graphs",
+        "agreement",
+        "bench",
+        "steps_per_s_goal",
+    ]
     for name, entry in steps.items():
         assert entry["status"] == "skipped" and entry["reason"].startswith("dry run; would "), name
         assert name in proc.stdout
@@ -49,8 +61,13 @@ def test_without_a_gpu_a_real_run_skips_everything_and_exits_2(tmp_path):
     if torch.cuda.is_available():
         return  # the real check would run here (scripts/cuda_check.sh on a GPU machine)
     out = tmp_path / "cuda_check.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "cuda_check.py"), "--out", str(out),
-                           "--work", str(tmp_path / "work")], check=False, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "cuda_check.py"), "--out", str(out), "--work", str(tmp_path / "work")],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
     steps = json.loads(out.read_text())["steps"]
     assert all(e["status"] == "skipped" and e["reason"].startswith("no CUDA device") for e in steps.values())

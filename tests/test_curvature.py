@@ -153,8 +153,10 @@ def test_retained_hvp_equals_the_dense_hessian_and_the_old_products():
     bodies = [
         (dict(name="cnn", channels=3, hidden=8, conv_stride=1), (1, 5, 5)),
         (dict(name="resnet18", width=2, stem="small"), (1, 6, 6)),
-        (dict(name="vit", patch_size=3, dim=8, ff_dim=12, num_blocks=1, num_heads=2, dropout=0.1, pool="cls"),
-         (1, 5, 5)),
+        (
+            dict(name="vit", patch_size=3, dim=8, ff_dim=12, num_blocks=1, num_heads=2, dropout=0.1, pool="cls"),
+            (1, 5, 5),
+        ),
     ]
     for arch, shape in bodies:
         torch.manual_seed(0)
@@ -179,8 +181,9 @@ def test_spectral_norm_hvp_is_the_dense_hessian():
     autograd Hessian) treat u, v as constants. The products do too; forward-mode products (the
     old ones) differentiated through the power iteration and missed the dense Hessian by ~0.5%."""
     torch.manual_seed(0)
-    net = build_network(OmegaConf.create(dict(name="mlp", width=6, num_layers=2)), (3,), 3, layer_norm=True,
-                        spectral_norm={}).double()
+    net = build_network(
+        OmegaConf.create(dict(name="mlp", width=6, num_layers=2)), (3,), 3, layer_norm=True, spectral_norm={}
+    ).double()
     inputs = torch.randn(10, 3, dtype=torch.float64)
     target = perturbation_target(net, inputs, eps_seed=1)
     hessian = dense_hessian(net.eval(), inputs, target)

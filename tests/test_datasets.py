@@ -19,8 +19,16 @@ from plasticity_runner.trainer import train
 
 from .conftest import TINY
 
-PAPER_PRESETS = ["paper_classification", "fig1_optimizer_instability", "fig2_brownian", "fig3_falsification",
-                 "fig5_width", "fig5_width_cnn", "fig6_interventions", "fig8_9_output_encoding"]
+PAPER_PRESETS = [
+    "paper_classification",
+    "fig1_optimizer_instability",
+    "fig2_brownian",
+    "fig3_falsification",
+    "fig5_width",
+    "fig5_width_cnn",
+    "fig6_interventions",
+    "fig8_9_output_encoding",
+]
 MNIST_FILES = ["MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/train-labels-idx1-ubyte"]
 
 
@@ -103,9 +111,21 @@ def test_data_on_disk_passes_and_missing_files_are_named_exactly(mnist_dir):
 
 def test_paper_preset_without_data_exits_2_from_the_cli(tmp_path):
     res = subprocess.run(
-        [sys.executable, "-m", "plasticity_runner", "experiment=fig1_optimizer_instability", "env.data_dir=nowhere",
-         "device=cpu", "torch_threads=1", "progress=none", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "plasticity_runner",
+            "experiment=fig1_optimizer_instability",
+            "env.data_dir=nowhere",
+            "device=cpu",
+            "torch_threads=1",
+            "progress=none",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert res.returncode == 2, res.stderr[-2000:]
     assert "config key 'env.data_dir'" in res.stderr and "Traceback" not in res.stderr
@@ -117,10 +137,13 @@ def test_paper_preset_without_data_exits_2_from_the_cli(tmp_path):
 # ------------------------------------------------------------------------------- num_images too large
 
 
-@pytest.mark.parametrize("env, extra", [
-    ("memorization", ["env.iteration_steps=1", "env.num_iterations=1", "env.batch_size=4", "env.eval_samples=4"]),
-    ("classification", TINY),
-])
+@pytest.mark.parametrize(
+    "env, extra",
+    [
+        ("memorization", ["env.iteration_steps=1", "env.num_iterations=1", "env.batch_size=4", "env.eval_samples=4"]),
+        ("classification", TINY),
+    ],
+)
 def test_more_images_than_the_data_set_is_a_config_error(env, extra, tmp_path):
     cfg = compose_config([f"env={env}", *extra, "env.dataset=digits", "env.num_images=1798"])
     with pytest.raises(ConfigError) as err:

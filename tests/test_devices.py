@@ -52,4 +52,3 @@ def test_a_checkpoint_of_another_device_type_is_refused_naming_the_file(tmp_path
     # a checkpoint of the same device type loads
     again.load_state_dict(state.state_dict())
     assert again.step == state.step
-

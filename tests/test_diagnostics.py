@@ -83,7 +83,15 @@ CADENCED = [name for name, part in DIAGNOSTICS.items() if part.build().config_ke
 
 
 def test_the_config_schema_has_one_entry_per_registered_diagnostic():
-    assert CADENCED == ["statistics", "curvature", "gradcov", "dynamics", "weight_magnitude", "grama", "ntk"]  # registration order
+    assert CADENCED == [
+        "statistics",
+        "curvature",
+        "gradcov",
+        "dynamics",
+        "weight_magnitude",
+        "grama",
+        "ntk",
+    ]  # registration order
     assert [f.name for f in __import__("dataclasses").fields(config.DiagnosticsConfig)] == CADENCED
     assert config.ProbeConfig is DIAGNOSTICS["probe"].schema  # the probe's stays at the top-level key
     cfg = make_cfg([])
@@ -115,7 +123,9 @@ def test_each_diagnostic_writes_what_it_declares(name, default_run):
     d = DIAGNOSTICS[name].build()
     written = set(rows[rows.phase == d.phase].metric)
     # a phase may be shared (statistics of one kind in ``stats``): what the phase holds, its writers declare
-    phase_declared = tuple(p for part in DIAGNOSTICS.values() if part.build().phase == d.phase for p in part.build().scalars)
+    phase_declared = tuple(
+        p for part in DIAGNOSTICS.values() if part.build().phase == d.phase for p in part.build().scalars
+    )
     assert not undeclared(phase_declared, written), sorted(undeclared(phase_declared, written))
     for pattern in d.scalars:
         assert undeclared((pattern,), written) != written, (pattern, sorted(written))  # matches a written name

@@ -75,7 +75,9 @@ def test_log_point_gradient_norms_and_effective_lr_match_a_loop():
     norm = by_layer_norms(theta)
     for key in diff:
         assert abs(out[metric("rel_param_change_window", key)] - diff[key] / norm[key]) < 1e-12, key
-    assert {k for k in out if k.startswith("rel_param_change_window/")} == {f"rel_param_change_window/{k}" for k in diff if k}
+    assert {k for k in out if k.startswith("rel_param_change_window/")} == {
+        f"rel_param_change_window/{k}" for k in diff if k
+    }
     assert "grad_norm_window_mean" not in state.dynamics.log_point(net)  # read once, then the window restarts
 
 
@@ -146,22 +148,32 @@ def test_greedy_action_change_counts_changed_greedy_actions_on_a_fixed_reference
     after = net(tracker.reference).argmax(1).numpy()
     expected = sum(int(a != b) for a, b in zip(before, after)) / 128
     assert 0 < expected < 1
-    assert tracker.greedy_action_change(net, state.replay, 128, seed=3)["greedy_action_change_between_pauses"] == expected
-    assert tracker.greedy_action_change(net, state.replay, 128, seed=3)["greedy_action_change_between_pauses"] == 0.0  # nothing changed since
+    assert (
+        tracker.greedy_action_change(net, state.replay, 128, seed=3)["greedy_action_change_between_pauses"] == expected
+    )
+    assert (
+        tracker.greedy_action_change(net, state.replay, 128, seed=3)["greedy_action_change_between_pauses"] == 0.0
+    )  # nothing changed since
     assert torch.equal(greedy_actions(net, tracker.reference), torch.from_numpy(after))
 
 
 def test_dynamics_leave_training_and_the_probe_unchanged_with_dropout(tmp_path):
     """A ViT (dropout draws from the global RNG while training): the train-mode gradient norm at
     the pause forks the RNG, so the run with the dynamics trains and probes as the run without."""
-    base = ARCH_OVERRIDES["vit"] + ["total_steps=20", "probe.every_steps=10", "log_every_steps=5"] + [
-        f"diagnostics.{d}.enabled=false" for d in ("statistics", "curvature", "gradcov")
-    ]
+    base = (
+        ARCH_OVERRIDES["vit"]
+        + ["total_steps=20", "probe.every_steps=10", "log_every_steps=5"]
+        + [f"diagnostics.{d}.enabled=false" for d in ("statistics", "curvature", "gradcov")]
+    )
     tiny = [o for o in TINY if not o.startswith("architecture.")]
     train(make_cfg(tiny + base, tiny=False), tmp_path / "on")
     train(make_cfg(tiny + base + ["diagnostics.dynamics.enabled=false"], tiny=False), tmp_path / "off")
     on, off = values(tmp_path / "on"), values(tmp_path / "off")
-    assert set(on[on.phase == "dynamics"].metric) >= {"grad_norm_eval", "weight_change_from_init", "greedy_action_change_between_pauses"}
+    assert set(on[on.phase == "dynamics"].metric) >= {
+        "grad_norm_eval",
+        "weight_change_from_init",
+        "greedy_action_change_between_pauses",
+    }
     assert "rel_param_change_window" in set(on.metric) and "grad_norm_window_mean" in set(on.metric)
     assert not off.metric.str.startswith(("rel_param_change_window", "grad_norm_window_mean")).any()
 

@@ -20,8 +20,14 @@ from .conftest import make_cfg, write_idx
 
 def env_cfg(**kw):
     base = dict(
-        name="classification", dataset="digits", task="true_label", data_dir="data", download=False,
-        num_envs=64, num_images=None, label_seed=0,
+        name="classification",
+        dataset="digits",
+        task="true_label",
+        data_dir="data",
+        download=False,
+        num_envs=64,
+        num_images=None,
+        label_seed=0,
     )
     base.update(kw)
     return OmegaConf.create(base)
@@ -91,7 +97,9 @@ def test_replay_ring_and_sampling():
     assert torch.equal(replay.o_tm1, expected)
     batch = replay.sample(8, torch.Generator().manual_seed(0))
     # every sampled transition is one that is stored, with its own reward and next observation
-    stored = {(int(o), int(a), float(r), int(n)) for o, a, r, n in zip(replay.o_tm1, replay.a_tm1, replay.r_t, replay.o_t)}
+    stored = {
+        (int(o), int(a), float(r), int(n)) for o, a, r, n in zip(replay.o_tm1, replay.a_tm1, replay.r_t, replay.o_t)
+    }
     for o, a, r, n in zip(batch.o_tm1, batch.a_tm1, batch.r_t, batch.o_t):
         i = [k for k in range(len(env.images)) if torch.equal(env.images[k], o)]
         j = [k for k in range(len(env.images)) if torch.equal(env.images[k], n)]
@@ -261,16 +269,19 @@ def test_every_registered_env_checks_num_envs(name):
         validate(make_cfg([f"env={name}", "env.num_envs=0"], tiny=False))
 
 
-@pytest.mark.parametrize("name, override, key", [
-    ("classification", "env.num_images=0", "env.num_images"),
-    ("classification", "env.schedule=[{task:nosuch,steps:5}]", "env.schedule.0.task"),
-    ("atari", "env.stack=0", "env.stack"),
-    ("atari", "env.sticky_action_prob=1.5", "env.sticky_action_prob"),
-    ("atari", "env.eval_frames=1001", "env.eval_frames"),
-    ("minatar", "env.frame_skip=4", "env.frame_skip"),
-    ("minatar", "env.game=pong", "env.game"),
-    ("minatar", "env.eval_epsilon=-0.5", "env.eval_epsilon"),
-])
+@pytest.mark.parametrize(
+    "name, override, key",
+    [
+        ("classification", "env.num_images=0", "env.num_images"),
+        ("classification", "env.schedule=[{task:nosuch,steps:5}]", "env.schedule.0.task"),
+        ("atari", "env.stack=0", "env.stack"),
+        ("atari", "env.sticky_action_prob=1.5", "env.sticky_action_prob"),
+        ("atari", "env.eval_frames=1001", "env.eval_frames"),
+        ("minatar", "env.frame_skip=4", "env.frame_skip"),
+        ("minatar", "env.game=pong", "env.game"),
+        ("minatar", "env.eval_epsilon=-0.5", "env.eval_epsilon"),
+    ],
+)
 def test_env_checks_name_the_key(name, override, key):
     """The range checks each environment registers run in ``config.validate``."""
     with pytest.raises(ConfigError) as info:

@@ -70,12 +70,15 @@ def record_host_reads(monkeypatch) -> list[str]:
     return reads
 
 
-@pytest.mark.parametrize("overrides", [
-    [],                                                   # DQN, Adam (fused kernel), MLP
-    ["agent=double_dqn", "optimizer=adam_tuned"],         # Adam's _foreach path (eps_root > 0)
-    ["optimizer=rmsprop", "env.num_envs=2", "agent.update_every_env_steps=2"],
-    ["intervention=[layer_norm,weight_decay,spectral_norm]"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],  # DQN, Adam (fused kernel), MLP
+        ["agent=double_dqn", "optimizer=adam_tuned"],  # Adam's _foreach path (eps_root > 0)
+        ["optimizer=rmsprop", "env.num_envs=2", "agent.update_every_env_steps=2"],
+        ["intervention=[layer_norm,weight_decay,spectral_norm]"],
+    ],
+)
 def test_train_step_reads_nothing_back_to_the_host(monkeypatch, overrides):
     """The hot loop keeps everything on the device: no ``.item()``, ``bool(tensor)`` and the like in
     ``train_step`` (on a GPU each would stall the step until the device catches up). Every way a
@@ -107,6 +110,7 @@ def test_probe_compile_failure_falls_back_to_the_eager_probe(tmp_path, monkeypat
     def broken_compile(fn, **kwargs):
         def compiled(*args, **kw):
             raise RuntimeError("inductor: no working C++ compiler")
+
         return compiled
 
     monkeypatch.setattr(torch, "compile", broken_compile)
@@ -122,7 +126,9 @@ def test_probe_compile_failure_falls_back_to_the_eager_probe(tmp_path, monkeypat
 
 def test_one_by_one_probe_is_not_compiled(tmp_path):
     train(make_cfg(["speed.compile=true", "probe.vectorised=false", "total_steps=20"]), tmp_path / "s")
-    assert json.loads((tmp_path / "s" / "run.json").read_text())["fast_path"]["probe"].startswith("eager (probe.vectorised=false")
+    assert json.loads((tmp_path / "s" / "run.json").read_text())["fast_path"]["probe"].startswith(
+        "eager (probe.vectorised=false"
+    )
 
 
 @pytest.mark.slow

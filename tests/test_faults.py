@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from plasticity_runner import load_sweep, metrics, run_files
+from plasticity_runner import load_sweep, run_files
 from plasticity_runner.metrics import MetricsWriteError
 from plasticity_runner.trainer import train
 
@@ -75,7 +75,9 @@ def test_full_disk_at_the_shard_leaves_neither_arrays_nor_shard(tmp_path, monkey
         train(make_cfg(), tmp_path)
     assert sorted(p.name for p in (tmp_path / "arrays").iterdir()) == ["step_0000000000.npz"]
     assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == [
-        "step_0000000000.parquet", "step_0000000000.parquet.sha256"]
+        "step_0000000000.parquet",
+        "step_0000000000.parquet.sha256",
+    ]
 
 
 def test_full_disk_at_the_checksum_leaves_neither(tmp_path, monkeypatch):

@@ -152,15 +152,22 @@ def test_targets_are_built_in_full_fp32_whatever_tf32_says():
 
         def forward(x):
             seen.append(
-                (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-                 torch.get_float32_matmul_precision())
+                (
+                    torch.backends.cuda.matmul.allow_tf32,
+                    torch.backends.cudnn.allow_tf32,
+                    torch.get_float32_matmul_precision(),
+                )
             )
             return real(x)
 
         net.forward = forward
         return net
 
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
     try:  # what speed.tf32 sets on a GPU
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

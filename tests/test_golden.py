@@ -29,8 +29,12 @@ def _golden():
 
 
 golden = _golden()
-HERE = {"cpu": "AMD EPYC (cpu family 26, model 2, stepping 1)", "cpu_capability": "AVX512",
-        "torch": "2.14.1+cu130 (abc)", "threads": "1"}
+HERE = {
+    "cpu": "AMD EPYC (cpu family 26, model 2, stepping 1)",
+    "cpu_capability": "AVX512",
+    "torch": "2.14.1+cu130 (abc)",
+    "threads": "1",
+}
 
 
 def test_the_recording_machine_checks_bit_for_bit_and_any_other_within_rtol():
@@ -61,7 +65,7 @@ def _hex(x: float) -> str:
 
 def test_compare_exact_fails_on_one_ulp_and_rtol_fails_only_past_the_tolerance(capsys):
     x = 0.123456789
-    ulp = float.fromhex(_hex(x)) + 2 ** -56  # one unit in the last place of x (x lies in [2^-4, 2^-3))
+    ulp = float.fromhex(_hex(x)) + 2**-56  # one unit in the last place of x (x lies in [2^-4, 2^-3))
     assert ulp != x
     want = {"r": {"train/q@1": _hex(x), "array:s/a": "aa", "arraystat:s/a/l2": _hex(2.0)}}
     same = {"r": dict(want["r"])}
@@ -90,20 +94,22 @@ def test_the_array_summaries_are_the_arrays_min_max_and_l2_norm(tmp_path):
 
     (tmp_path / "metrics").mkdir()
     (tmp_path / "arrays").mkdir()
-    pd.DataFrame({"phase": ["train", "timing"], "metric": ["q", "train_s"], "step": [3, 3], "value": [0.5, 9.0]}
-                 ).to_parquet(tmp_path / "metrics" / "a.parquet")
+    pd.DataFrame(
+        {"phase": ["train", "timing"], "metric": ["q", "train_s"], "step": [3, 3], "value": [0.5, 9.0]}
+    ).to_parquet(tmp_path / "metrics" / "a.parquet")
     a = np.array([[3.0, -4.0], [0.0, 1.0]], dtype=np.float32)
     np.savez(tmp_path / "arrays" / "step_0000000003.npz", m=a)
     out = golden.record(tmp_path)
     assert out["train/q@3"] == _hex(0.5) and not any(k.startswith("timing") for k in out)
     assert out["arraystat:step_0000000003/m/min"] == _hex(-4.0)
     assert out["arraystat:step_0000000003/m/max"] == _hex(3.0)
-    assert out["arraystat:step_0000000003/m/l2"] == _hex(26.0 ** 0.5)  # sqrt(9 + 16 + 0 + 1)
+    assert out["arraystat:step_0000000003/m/l2"] == _hex(26.0**0.5)  # sqrt(9 + 16 + 0 + 1)
 
 
 @pytest.mark.slow
 def test_golden_runs_reproduce_the_baseline():
-    proc = subprocess.run([sys.executable, "scripts/golden.py", "--check", str(BASELINE)],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "scripts/golden.py", "--check", str(BASELINE)], cwd=ROOT, capture_output=True, text=True
+    )
     assert "[golden] mode: " in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]

@@ -10,11 +10,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from plasticity_runner.agents.dqn import DQNAgent
+from plasticity_runner.agents.dqn import DQNAgent, td_sample_losses
 from plasticity_runner.envs.base import Batch
 from plasticity_runner.nets import build_network
 from plasticity_runner.probes.curvature import hessian_spectrum
-from plasticity_runner.agents.dqn import td_sample_losses
 from plasticity_runner.probes.gradcov import (
     gradient_covariance,
     gradient_gram,
@@ -83,7 +82,8 @@ def td_loop_gram(agent, batch):
     y = agent.td_target(batch)
     online = agent.online
     return loop_gram(
-        online, lambda i: online.td_loss(batch.o_tm1[i : i + 1], batch.a_tm1[i : i + 1], y[i : i + 1]).sum(),
+        online,
+        lambda i: online.td_loss(batch.o_tm1[i : i + 1], batch.a_tm1[i : i + 1], y[i : i + 1]).sum(),
         batch.o_tm1.shape[0],
     )
 
@@ -254,10 +254,16 @@ def _every_arch():
         (dict(name="cnn", channels=3, hidden=8, conv_stride=1), (1, 5, 5), {}),
         (dict(name="cnn", channels=3, hidden=8, conv_stride=2), (2, 6, 6), dict(layer_norm=True)),
         (dict(name="resnet18", width=2, stem="small"), (1, 6, 6), {}),
-        (dict(name="vit", patch_size=3, dim=8, ff_dim=12, num_blocks=1, num_heads=2, dropout=0.1, pool="cls"),
-         (1, 5, 5), {}),
-        (dict(name="vit", patch_size=2, dim=8, ff_dim=6, num_blocks=2, num_heads=2, dropout=0.0, pool="mean"),
-         (1, 4, 4), dict(layer_norm=True)),
+        (
+            dict(name="vit", patch_size=3, dim=8, ff_dim=12, num_blocks=1, num_heads=2, dropout=0.1, pool="cls"),
+            (1, 5, 5),
+            {},
+        ),
+        (
+            dict(name="vit", patch_size=2, dim=8, ff_dim=6, num_blocks=2, num_heads=2, dropout=0.0, pool="mean"),
+            (1, 4, 4),
+            dict(layer_norm=True),
+        ),
         (dict(name="nature_cnn", hidden=6), (1, 8, 8), {}),
         (dict(name="minatar_cnn", channels=3, hidden=5), (2, 5, 5), {}),
     ]

@@ -24,7 +24,9 @@ def run(extra: list[str], steps: int, check=None):
         state.step = step
         agent.learn(batch, step, run_hooks=False)
         theta = [p.detach().clone() for p in agent.online.parameters()]  # the hare after its update
-        kept = {id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)} for p, s in agent.optimizer.state.items()}
+        kept = {
+            id(p): {k: v.clone() for k, v in s.items() if torch.is_tensor(v)} for p, s in agent.optimizer.state.items()
+        }
         agent.after_step(step)
         if check:
             check(step, theta, kept, state)
@@ -34,8 +36,11 @@ def run(extra: list[str], steps: int, check=None):
 @pytest.mark.parametrize("reset_state", [False, True])
 def test_tortoise_is_the_ema_and_the_hare_is_reset_to_it(reset_state):
     ema, every = 0.75, 3
-    extra = [f"intervention.hare_tortoise.ema={ema}", f"intervention.hare_tortoise.every_steps={every}",
-             f"intervention.hare_tortoise.reset_optimizer_state={str(reset_state).lower()}"]
+    extra = [
+        f"intervention.hare_tortoise.ema={ema}",
+        f"intervention.hare_tortoise.every_steps={every}",
+        f"intervention.hare_tortoise.reset_optimizer_state={str(reset_state).lower()}",
+    ]
     oracle: list[torch.Tensor] = []
 
     def check(step, theta, kept, state):
@@ -60,7 +65,10 @@ def test_tortoise_is_the_ema_and_the_hare_is_reset_to_it(reset_state):
             for p, t in zip(params, theta):
                 torch.testing.assert_close(p, t, rtol=0, atol=0)
 
-    built = [p.detach().clone() for p in build_run(cfg_with(["hare_tortoise"], extra=extra), torch.device("cpu")).agent.online.parameters()]
+    built = [
+        p.detach().clone()
+        for p in build_run(cfg_with(["hare_tortoise"], extra=extra), torch.device("cpu")).agent.online.parameters()
+    ]
     state = run(extra, 7, check)
     assert state.agent.interventions[0].resets == 2
 
@@ -72,7 +80,10 @@ def test_the_tortoise_survives_a_checkpoint():
     restored.load_state_dict(state.state_dict())
     for a, b in zip(restored.agent.interventions[0].tortoise, state.agent.interventions[0].tortoise):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert any(not torch.equal(a, p) for a, p in zip(restored.agent.interventions[0].tortoise, restored.agent.online.parameters()))
+    assert any(
+        not torch.equal(a, p)
+        for a, p in zip(restored.agent.interventions[0].tortoise, restored.agent.online.parameters())
+    )
 
 
 @pytest.mark.parametrize("override, key", [("ema=1.0", "ema"), ("ema=-0.1", "ema"), ("every_steps=0", "every_steps")])

@@ -54,11 +54,15 @@ def test_head_sigma_and_loss_are_the_cross_entropy_to_the_histogram():
         expected.append(-(p * log_softmax).sum())
     np.testing.assert_allclose(head.td_loss(features, a, target).detach().numpy(), expected, rtol=1e-5)
     q = head(features).detach().double().numpy()
-    np.testing.assert_allclose(q, (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True) * np.linspace(-1, 1, 5)).sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        q, (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True) * np.linspace(-1, 1, 5)).sum(-1), rtol=1e-5
+    )
 
 
 def test_an_agent_with_hl_gauss_has_that_head_and_the_probe_fits_its_histogram():
-    state = agent_with(["hl_gauss"], extra=["intervention.hl_gauss.num_bins=7", "intervention.hl_gauss.sigma_ratio=1.5"], steps=1)
+    state = agent_with(
+        ["hl_gauss"], extra=["intervention.hl_gauss.num_bins=7", "intervention.hl_gauss.sigma_ratio=1.5"], steps=1
+    )
     head = state.agent.online.head
     assert isinstance(head, HLGaussHead) and head.num_bins == 7
     assert head.sigma == pytest.approx(1.5 * float(head.support[1] - head.support[0]))
@@ -67,7 +71,9 @@ def test_an_agent_with_hl_gauss_has_that_head_and_the_probe_fits_its_histogram()
     expected = -(head.target_distribution(y) * torch.log_softmax(logits, -1)).sum(-1).mean(dim=(-2, -1))
     torch.testing.assert_close(fit_loss(logits, y, head), expected)
     two_hot = TwoHotHead(4, 2, num_bins=7)  # a two-hot head still fits two_hot(y)
-    assert not torch.allclose(fit_loss(logits[..., :2, :], y[..., :2], two_hot), fit_loss(logits[..., :2, :], y[..., :2], head))
+    assert not torch.allclose(
+        fit_loss(logits[..., :2, :], y[..., :2], two_hot), fit_loss(logits[..., :2, :], y[..., :2], head)
+    )
 
 
 def test_two_hot_and_hl_gauss_are_refused_naming_both_and_bad_sigma_names_its_key():

@@ -29,20 +29,28 @@ def conv3x3(c_in: int, c_out: int) -> int:
     return c_in * c_out * 9 + c_out
 
 
-@pytest.mark.parametrize("shape,actions,sides,expected", [
-    ((4, 84, 84), 18, [42, 21, 11], 1_093_858),  # Atari
-    ((1, 8, 8), 10, [4, 2, 1], 108_330),  # digits
-    ((4, 10, 10), 6, [5, 3, 2], 132_310),  # MinAtar (4 channels: breakout)
-])
+@pytest.mark.parametrize(
+    "shape,actions,sides,expected",
+    [
+        ((4, 84, 84), 18, [42, 21, 11], 1_093_858),  # Atari
+        ((1, 8, 8), 10, [4, 2, 1], 108_330),  # digits
+        ((4, 10, 10), 6, [5, 3, 2], 132_310),  # MinAtar (4 channels: breakout)
+    ],
+)
 def test_parameter_count_and_sides_by_hand(shape, actions, sides, expected):
     net = build_network(compose_config(["architecture=impala_cnn"]).architecture, shape, actions)
     c = shape[0]
     by_hand = (
-        conv3x3(c, 16) + 4 * conv3x3(16, 16)  # stack 1: its conv, two blocks of two convs
-        + conv3x3(16, 32) + 4 * conv3x3(32, 32)  # stack 2
-        + conv3x3(32, 32) + 4 * conv3x3(32, 32)  # stack 3
-        + 32 * sides[-1] ** 2 * 256 + 256  # fully-connected layer of 256
-        + 256 * actions + actions  # scalar head
+        conv3x3(c, 16)
+        + 4 * conv3x3(16, 16)  # stack 1: its conv, two blocks of two convs
+        + conv3x3(16, 32)
+        + 4 * conv3x3(32, 32)  # stack 2
+        + conv3x3(32, 32)
+        + 4 * conv3x3(32, 32)  # stack 3
+        + 32 * sides[-1] ** 2 * 256
+        + 256  # fully-connected layer of 256
+        + 256 * actions
+        + actions  # scalar head
     )
     assert by_hand == expected
     assert sum(p.numel() for p in net.parameters()) == expected
@@ -129,19 +137,26 @@ def test_unit_groups_name_the_layers_that_write_and_read_each_unit(activation):
             after = net(x)
         hook.remove()
         torch.testing.assert_close(after, before, rtol=0, atol=0)
-        moved = (acts[0] - acts[1]).abs().flatten(2).sum(-1).sum(0) if acts[0].dim() == 4 else (acts[0] - acts[1]).abs().sum(0)
+        moved = (
+            (acts[0] - acts[1]).abs().flatten(2).sum(-1).sum(0)
+            if acts[0].dim() == 4
+            else (acts[0] - acts[1]).abs().sum(0)
+        )
         channels = [k * g.num_units + u for k in range(e)]
         assert moved[channels].sum() > 0, g.name
         assert moved[[c for c in range(len(moved)) if c not in channels]].sum() == 0, g.name
 
 
-@pytest.mark.parametrize("override,key", [
-    ("architecture.channels=[2,0,3]", "architecture.channels"),
-    ("architecture.channels=[]", "architecture.channels"),
-    ("architecture.blocks_per_stack=0", "architecture.blocks_per_stack"),
-    ("architecture.hidden=-1", "architecture.hidden"),
-    ("architecture.width_multiplier=0", "architecture.width_multiplier"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("architecture.channels=[2,0,3]", "architecture.channels"),
+        ("architecture.channels=[]", "architecture.channels"),
+        ("architecture.blocks_per_stack=0", "architecture.blocks_per_stack"),
+        ("architecture.hidden=-1", "architecture.hidden"),
+        ("architecture.width_multiplier=0", "architecture.width_multiplier"),
+    ],
+)
 def test_range_checks_name_the_key(override, key):
     validate(compose_config(["architecture=impala_cnn"]))
     with pytest.raises(ConfigError) as exc:
@@ -155,18 +170,25 @@ ACTIVATIONS = [f"stacks.{i}.blocks.{j}.act{k}" for i in range(3) for j in range(
 @pytest.mark.parametrize("env", [[], ["env=minatar"]], ids=["classification", "minatar"])
 def test_a_real_run_through_pauses_with_the_default_diagnostics(env, tmp_path):
     base = [o for o in TINY if not o.startswith("architecture.")]
-    cfg = make_cfg(base + env + ["architecture=impala_cnn", "architecture.channels=[2,3,3]", "architecture.hidden=8"],
-                   tiny=False)
+    cfg = make_cfg(
+        base + env + ["architecture=impala_cnn", "architecture.channels=[2,3,3]", "architecture.hidden=8"], tiny=False
+    )
     assert cfg.architecture.name == "impala_cnn"
     assert train(cfg, tmp_path)["status"] == "complete"
     df = values(tmp_path)
     assert sorted(set(df[df.phase == "probe"].step)) == [0, 20, 40]  # the pauses
     names = set(zip(df.phase, df.metric))
-    for phase, metric in [("probe", "probe_loss"), ("curvature", "hessian_top_eig"), ("gradcov", "gradcov_neg_frac"),
-                          ("dynamics", "grad_norm_eval"), ("stats", "feature_stable_rank")]:
+    for phase, metric in [
+        ("probe", "probe_loss"),
+        ("curvature", "hessian_top_eig"),
+        ("gradcov", "gradcov_neg_frac"),
+        ("dynamics", "grad_norm_eval"),
+        ("stats", "feature_stable_rank"),
+    ]:
         assert (phase, metric) in names, (phase, metric)
     for name in ACTIVATIONS:  # every activation module of the body is measured
         assert ("stats", f"dormant_frac_tau0.025/body.{name}") in names, name
-    assert not any(m.startswith("dormant_frac_tau0.025/body.") and m.split("/")[1][5:] not in ACTIVATIONS
-                   for _, m in names)
+    assert not any(
+        m.startswith("dormant_frac_tau0.025/body.") and m.split("/")[1][5:] not in ACTIVATIONS for _, m in names
+    )
     assert np.isfinite(df[df.phase == "probe"].value).all() and not np.isinf(df.value).any()

@@ -12,19 +12,18 @@ from rliable import metrics as rly_metrics
 
 from plasticity_runner.report import build_report, load_report_data
 from plasticity_runner.report import intervals as I
+
 from .test_report import config, make_run, probe_values
 
 # A hand-made score matrix: 3 runs (seeds) x 2 tasks (games).
-SCORES = np.array([[0.1, 1.0],
-                   [0.4, 3.0],
-                   [0.2, 2.0]])
+SCORES = np.array([[0.1, 1.0], [0.4, 3.0], [0.2, 2.0]])
 
 
 def numpy_iqm(matrix: np.ndarray) -> float:
     """The mean of the middle 50 % of all scores, trimming floor(n / 4) from each end."""
     v = np.sort(matrix.ravel())
     k = len(v) // 4
-    return float(v[k:len(v) - k].mean())
+    return float(v[k : len(v) - k].mean())
 
 
 def exact_bootstrap(matrix: np.ndarray, statistic) -> tuple[np.ndarray, np.ndarray]:
@@ -82,17 +81,24 @@ def test_report_has_the_interval_tables(tmp_path):
     for interv in ("none", "layer_norm"):
         for seed in range(4):
             losses = rng.uniform(0.1, 1.0, size=2)
-            make_run(tmp_path / "fig6", f"{interv}_{seed}", config(seed, interventions=interv),
-                     {0: {"probe": probe_values(losses[0])}, 100: {"probe": probe_values(losses[1])}})
+            make_run(
+                tmp_path / "fig6",
+                f"{interv}_{seed}",
+                config(seed, interventions=interv),
+                {0: {"probe": probe_values(losses[0])}, 100: {"probe": probe_values(losses[1])}},
+            )
             changes.setdefault(interv, []).append(losses[1] - losses[0])
     hns = {}
     for game in ("pong", "freeway"):
         for interv, base in (("none", 0.5), ("layer_norm", 1.0)):
             for seed in range(3):
                 v = base + 0.1 * seed + (0.3 if game == "pong" else 0.0)
-                make_run(tmp_path / "fig7", f"{game}_{interv}_{seed}",
-                         config(seed, env="atari", arch="nature_cnn", game=game, interventions=interv),
-                         {1000: {"eval": {"human_normalized_score": v}}})
+                make_run(
+                    tmp_path / "fig7",
+                    f"{game}_{interv}_{seed}",
+                    config(seed, env="atari", arch="nature_cnn", game=game, interventions=interv),
+                    {1000: {"eval": {"human_normalized_score": v}}},
+                )
                 hns.setdefault(interv, {}).setdefault(game, []).append(v)
     report = build_report(tmp_path, formats=["png"], figures=["interval_estimates"])
     assert report.errors == {}

@@ -51,8 +51,14 @@ def test_the_default_two_hot_support_holds_q_star_and_the_probe_targets_around_i
 
 
 def test_explicit_two_hot_ends_are_honoured_and_a_missing_reward_range_is_an_error():
-    cfg = make_cfg(["intervention=[two_hot]", "intervention.two_hot.v_min=-3", "intervention.two_hot.v_max=5",
-                    "intervention.two_hot.num_bins=9"])
+    cfg = make_cfg(
+        [
+            "intervention=[two_hot]",
+            "intervention.two_hot.v_min=-3",
+            "intervention.two_hot.v_max=5",
+            "intervention.two_hot.num_bins=9",
+        ]
+    )
     torch.testing.assert_close(build_run(cfg, CPU).agent.online.head.support, torch.linspace(-3, 5, 9))
     one_end = make_cfg(["intervention=[two_hot]", "intervention.two_hot.v_max=50"])
     torch.testing.assert_close(build_run(one_end, CPU).agent.online.head.support, torch.linspace(-10, 50, 201))
@@ -79,8 +85,10 @@ def optimizer_state_after_a_target_update(reset: bool):
     agent = state.agent
     batch = state.replay.sample(16, state.replay_generator)
     agent.learn(batch, 3)  # the optimizer has state for every parameter now
-    before = {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in agent.optimizer.state[p].items()}
-              for p in agent.online.parameters()}
+    before = {
+        p: {k: v.clone() if torch.is_tensor(v) else v for k, v in agent.optimizer.state[p].items()}
+        for p in agent.online.parameters()
+    }
     agent.update_target(3)
     return agent, before
 
@@ -121,8 +129,16 @@ def test_spectral_norm_parametrises_the_layer_it_is_told_to_on_the_cnn(layer, no
 
     from .test_interventions import ARCH_OVERRIDES, BASE
 
-    cfg = make_cfg(BASE + ARCH_OVERRIDES["cnn"] + ["intervention=[spectral_norm]", f"intervention.spectral_norm.layer={layer}",
-                                                     "intervention.spectral_norm.n_power_iterations=200"], tiny=False)
+    cfg = make_cfg(
+        BASE
+        + ARCH_OVERRIDES["cnn"]
+        + [
+            "intervention=[spectral_norm]",
+            f"intervention.spectral_norm.layer={layer}",
+            "intervention.spectral_norm.n_power_iterations=200",
+        ],
+        tiny=False,
+    )
     net = build_run(cfg, CPU).agent.online
     modules = dict(net.body.named_modules())
     assert isinstance(modules["net.0"], torch.nn.Conv2d) and isinstance(modules["net.5"], torch.nn.Linear)
@@ -140,7 +156,11 @@ def test_spectral_norm_parametrises_the_layer_it_is_told_to_on_the_cnn(layer, no
 def test_spectral_norm_on_the_first_dense_layer_of_a_body_without_one_is_a_clear_error():
     from .test_interventions import ARCH_OVERRIDES, BASE
 
-    cfg = make_cfg(BASE + ARCH_OVERRIDES["resnet18"] + ["intervention=[spectral_norm]",
-                                                          "intervention.spectral_norm.layer=first_dense"], tiny=False)
+    cfg = make_cfg(
+        BASE
+        + ARCH_OVERRIDES["resnet18"]
+        + ["intervention=[spectral_norm]", "intervention.spectral_norm.layer=first_dense"],
+        tiny=False,
+    )
     with pytest.raises(ValueError, match="intervention.spectral_norm.layer=first_dense: .* has no Linear layer"):
         build_run(cfg, CPU)

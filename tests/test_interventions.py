@@ -31,8 +31,7 @@ BASE = [o for o in TINY if not o.startswith("architecture.")] + ["torch_threads=
 # each body selected with the overrides a test run on it needs (its registered ``test_overrides``,
 # nets/): a new body runs every intervention here without an edit
 ARCH_OVERRIDES = {
-    name: [f"architecture={name}", *part.spec.test_overrides]
-    for name, part in registry.parts("architecture").items()
+    name: [f"architecture={name}", *part.spec.test_overrides] for name, part in registry.parts("architecture").items()
 }
 
 
@@ -104,9 +103,21 @@ def test_registry_order_is_the_config_field_order_and_every_option_has_a_yaml():
 # the order of application before the interventions registered themselves (oracle: a new
 # intervention may sit anywhere, but these keep their relative order)
 ORDER_BEFORE_REGISTRATION = [
-    "crelu", "layer_norm", "spectral_norm", "two_hot", "weight_decay", "l2_init", "shrink_perturb",
-    "reset_last_layer", "redo", "continual_backprop", "scheduled_reset", "soft_shrink_perturb",
-    "plasticity_injection", "nap", "reset_optimizer",
+    "crelu",
+    "layer_norm",
+    "spectral_norm",
+    "two_hot",
+    "weight_decay",
+    "l2_init",
+    "shrink_perturb",
+    "reset_last_layer",
+    "redo",
+    "continual_backprop",
+    "scheduled_reset",
+    "soft_shrink_perturb",
+    "plasticity_injection",
+    "nap",
+    "reset_optimizer",
 ]
 
 
@@ -116,21 +127,33 @@ def test_the_registered_order_keeps_the_order_of_application():
     assert list(parts) == list(REGISTRY)
     assert all(REGISTRY[n] is parts[n].build for n in REGISTRY)
     for f in dataclasses.fields(InterventionsConfig):  # the config schema is each registration's
-        assert f.type == Optional[parts[f.name].schema] and f.default is None
+        assert f.type == Optional[parts[f.name].schema] and f.default is None  # noqa: UP045
 
 
 @pytest.mark.parametrize(
     "name,override",
     [
-        ("spectral_norm", "n_power_iterations=0"), ("spectral_norm", "eps=0"), ("spectral_norm", "layer=last"),
+        ("spectral_norm", "n_power_iterations=0"),
+        ("spectral_norm", "eps=0"),
+        ("spectral_norm", "layer=last"),
         ("two_hot", "num_bins=1"),
-        ("two_hot", "margin=-1"), ("weight_decay", "coeff=-1"), ("l2_init", "coeff=-1"),
-        ("shrink_perturb", "shrink=-1"), ("shrink_perturb", "perturb=-1"), ("redo", "tau=-1"),
-        ("redo", "every_steps=0"), ("continual_backprop", "replacement_rate=2"),
-        ("continual_backprop", "decay_rate=1.0"), ("continual_backprop", "maturity_threshold=-1"),
-        ("scheduled_reset", "every_steps=0"), ("scheduled_reset", "last_k_layers=0"),
-        ("scheduled_reset", "shrink=-1"), ("scheduled_reset", "perturb=-1"), ("soft_shrink_perturb", "shrink=1.5"),
-        ("soft_shrink_perturb", "perturb=-1"), ("plasticity_injection", "at_step=0"),
+        ("two_hot", "margin=-1"),
+        ("weight_decay", "coeff=-1"),
+        ("l2_init", "coeff=-1"),
+        ("shrink_perturb", "shrink=-1"),
+        ("shrink_perturb", "perturb=-1"),
+        ("redo", "tau=-1"),
+        ("redo", "every_steps=0"),
+        ("continual_backprop", "replacement_rate=2"),
+        ("continual_backprop", "decay_rate=1.0"),
+        ("continual_backprop", "maturity_threshold=-1"),
+        ("scheduled_reset", "every_steps=0"),
+        ("scheduled_reset", "last_k_layers=0"),
+        ("scheduled_reset", "shrink=-1"),
+        ("scheduled_reset", "perturb=-1"),
+        ("soft_shrink_perturb", "shrink=1.5"),
+        ("soft_shrink_perturb", "perturb=-1"),
+        ("plasticity_injection", "at_step=0"),
     ],
 )
 def test_each_registered_range_check_names_its_key(name, override):
@@ -151,9 +174,18 @@ def test_a_registration_that_breaks_the_hook_contract_fails_at_import(monkeypatc
 
     parts = registry._PARTS["intervention"]
     for bogus, message in [
-        (registry.Part("intervention", "bogus", CReLUConfig, CReLU, spec=registry.InterventionSpec(phase="build")), "name 'bogus'"),
-        (registry.Part("intervention", "crelu", CReLUConfig, CReLU, spec=registry.InterventionSpec(phase="later")), "phase='later'"),
-        (registry.Part("intervention", "crelu", CReLUConfig, CReLU, spec=registry.InterventionSpec(phase="loss")), "loss_penalty"),
+        (
+            registry.Part("intervention", "bogus", CReLUConfig, CReLU, spec=registry.InterventionSpec(phase="build")),
+            "name 'bogus'",
+        ),
+        (
+            registry.Part("intervention", "crelu", CReLUConfig, CReLU, spec=registry.InterventionSpec(phase="later")),
+            "phase='later'",
+        ),
+        (
+            registry.Part("intervention", "crelu", CReLUConfig, CReLU, spec=registry.InterventionSpec(phase="loss")),
+            "loss_penalty",
+        ),
     ]:
         monkeypatch.setitem(parts, bogus.name, bogus)
         with pytest.raises(ValueError, match=message):
@@ -202,9 +234,15 @@ def test_unknown_intervention_keys_fail_at_composition(override):
 
 
 @pytest.mark.parametrize(
-    "pair", [("plasticity_injection", "reset_last_layer"), ("shrink_perturb", "plasticity_injection"),
-             ("crelu", "fourier"), ("two_hot", "hl_gauss"), ("hare_tortoise", "plasticity_injection"),
-             ("c_chain", "plasticity_injection")]
+    "pair",
+    [
+        ("plasticity_injection", "reset_last_layer"),
+        ("shrink_perturb", "plasticity_injection"),
+        ("crelu", "fourier"),
+        ("two_hot", "hl_gauss"),
+        ("hare_tortoise", "plasticity_injection"),
+        ("c_chain", "plasticity_injection"),
+    ],
 )
 def test_incompatible_pairs_fail_at_start_naming_both(pair, tmp_path):
     cfg = cfg_with(list(pair))
@@ -269,8 +307,10 @@ def test_fresh_initialisations_leave_the_training_rng_untouched(device):
 
 @pytest.mark.parametrize("shrink,perturb", [(0.4, 0.1), (0.8, 0.2)])
 def test_shrink_perturb_sets_lambda_theta_plus_sigma_fresh_and_keeps_optimizer_state(shrink, perturb):
-    state = agent_with(["shrink_perturb"], extra=[f"intervention.shrink_perturb.shrink={shrink}",
-                                                   f"intervention.shrink_perturb.perturb={perturb}"])
+    state = agent_with(
+        ["shrink_perturb"],
+        extra=[f"intervention.shrink_perturb.shrink={shrink}", f"intervention.shrink_perturb.perturb={perturb}"],
+    )
     agent = state.agent
     before = snapshot(agent.online)
     moments = {n: agent.optimizer.state[p]["exp_avg"].clone() for n, p in agent.online.named_parameters()}
@@ -484,7 +524,9 @@ def compatible_sets(names: list[str]) -> list[list[str]]:
     for name in names:
         for group in sets:
             try:
-                interventions_lib.build_interventions(make_cfg([f"intervention=[{','.join(group + [name])}]"]).intervention)
+                interventions_lib.build_interventions(
+                    make_cfg([f"intervention=[{','.join(group + [name])}]"]).intervention
+                )
             except ConfigError:
                 continue
             group.append(name)
@@ -518,8 +560,11 @@ def run_with_probe(names: list[str], arch: str) -> None:
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("names", [*ALL_BUT_INJECTION, WITH_INJECTION],
-                         ids=[f"all_but_injection_{i}" for i in range(len(ALL_BUT_INJECTION))] + ["with_injection"])
+@pytest.mark.parametrize(
+    "names",
+    [*ALL_BUT_INJECTION, WITH_INJECTION],
+    ids=[f"all_but_injection_{i}" for i in range(len(ALL_BUT_INJECTION))] + ["with_injection"],
+)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_all_interventions_together_on_every_architecture_with_the_probe(arch, names):
     run_with_probe(names, arch)
@@ -548,7 +593,12 @@ def test_a_checkpoint_after_injection_restores_the_injected_structure():
         torch.testing.assert_close(q, p)
 
 
-REDO_RUN = ["intervention=[redo]", "intervention.redo.every_steps=5", "intervention.redo.tau=0.5", "probe.enabled=false"]
+REDO_RUN = [
+    "intervention=[redo]",
+    "intervention.redo.every_steps=5",
+    "intervention.redo.tau=0.5",
+    "probe.enabled=false",
+]
 
 
 def test_redo_dormant_counts_are_train_metrics(tmp_path, monkeypatch):

@@ -20,8 +20,11 @@ def test_stale_temporaries_are_removed_at_start(tmp_path):
     run = tmp_path / "run"
     (run / "metrics").mkdir(parents=True)
     (run / "arrays").mkdir()
-    stale = [run / "run.json.4242-7.tmp", run / "metrics" / "step_0000000020.parquet.4242-8.tmp",
-             run / "arrays" / "step_0000000020.npz.4242-9.tmp"]
+    stale = [
+        run / "run.json.4242-7.tmp",
+        run / "metrics" / "step_0000000020.parquet.4242-8.tmp",
+        run / "arrays" / "step_0000000020.npz.4242-9.tmp",
+    ]
     for f in stale:
         f.write_text("{half a file")  # as a SIGKILL mid-write leaves them
     train(make_cfg(FAST), run)
@@ -45,8 +48,12 @@ trainer.train(make_cfg(sys.argv[2:]), sys.argv[1])
 
 def test_sigterm_during_the_step_0_pause_records_interrupted(tmp_path):
     run = tmp_path / "run"
-    res = subprocess.run([sys.executable, "-c", textwrap.dedent(SIGTERM_AT_STEP_0), str(run), *FAST],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SIGTERM_AT_STEP_0), str(run), *FAST],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == -signal.SIGTERM, res.stderr[-3000:]
     meta = json.loads((run / "run.json").read_text())
     assert meta["status"] == "interrupted" and meta["signal"] == "SIGTERM", meta

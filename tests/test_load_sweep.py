@@ -25,8 +25,17 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 # a config with every value type run.json holds (int, float, str, bool, null, a JSON list)
-CONFIG = {"seed": 0, "architecture.width": 64, "optimizer.lr": 1e-3, "env.dataset": "mnist", "probe.enabled": True,
-          "intervention.redo": None, "env.schedule": "[1, 2]", "speed.compile": False, "total_steps": 100}
+CONFIG = {
+    "seed": 0,
+    "architecture.width": 64,
+    "optimizer.lr": 1e-3,
+    "env.dataset": "mnist",
+    "probe.enabled": True,
+    "intervention.redo": None,
+    "env.schedule": "[1, 2]",
+    "speed.compile": False,
+    "total_steps": 100,
+}
 
 
 def heterogeneous_sweep(root: Path) -> None:

@@ -163,12 +163,15 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
             rows[cbp.last_replaced[names[1]]] = False
         assert reader.weight[rows][:, got].eq(0).all()
         keep = torch.tensor([i for i in range(width) if i not in got.tolist()])
-        torch.testing.assert_close(reader.weight[rows][:, keep], before[_pname(agent.online, reader)][rows][:, keep],
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            reader.weight[rows][:, keep], before[_pname(agent.online, reader)][rows][:, keep], rtol=0, atol=0
+        )
         st = agent.optimizer.state[layer.weight]
         assert st["exp_avg"][got].eq(0).all() and st["exp_avg_sq"][got].eq(0).all()
         assert st["unit_step"][got].eq(0).all()  # AdamGnT: counts restart
-        cols = torch.ones(layer.weight.shape[1], dtype=torch.bool)  # not the columns of an earlier layer's replaced units
+        cols = torch.ones(
+            layer.weight.shape[1], dtype=torch.bool
+        )  # not the columns of an earlier layer's replaced units
         if layer is layers[1]:
             cols[cbp.last_replaced[names[0]]] = False
         assert st["unit_step"][keep][:, cols].eq(3).all() and st["unit_step"][keep][:, ~cols].eq(0).all()
@@ -223,7 +226,10 @@ def _pname(net, module):
 
 
 def test_continual_backprop_waits_for_maturity():
-    extra = ["intervention.continual_backprop.maturity_threshold=5", "intervention.continual_backprop.replacement_rate=0.5"]
+    extra = [
+        "intervention.continual_backprop.maturity_threshold=5",
+        "intervention.continual_backprop.replacement_rate=0.5",
+    ]
     state = agent_with(["continual_backprop"], extra=extra, steps=5)
     cbp = state.agent.interventions[0]
     assert cbp.replaced_total == 0  # ages 1..5: none older than 5
@@ -292,7 +298,7 @@ def test_nap_projects_each_body_weight_to_its_initial_norm_and_nothing_else(proj
     initial = snapshot(twin.agent.online)
     for s in (nap_state, twin):
         prefill(s, 64)
-    for (n, p), (_, q) in zip(nap_state.agent.online.named_parameters(), twin.agent.online.named_parameters()):
+    for (_, p), (_, q) in zip(nap_state.agent.online.named_parameters(), twin.agent.online.named_parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)  # same network as built
     for _ in range(2):  # the second step starts from a projected network: compare one step at a time
         one_step_from_the_same_state(nap_state, twin)
@@ -312,8 +318,12 @@ def test_nap_projects_each_body_weight_to_its_initial_norm_and_nothing_else(proj
 
 
 def test_scheduled_reset_last_k_layers_fresh_rest_shrunk_optimizer_state_of_reset_params_reset():
-    extra = ["intervention.scheduled_reset.every_steps=4", "intervention.scheduled_reset.last_k_layers=2",
-             "intervention.scheduled_reset.shrink=0.5", "intervention.scheduled_reset.perturb=0.3"]
+    extra = [
+        "intervention.scheduled_reset.every_steps=4",
+        "intervention.scheduled_reset.last_k_layers=2",
+        "intervention.scheduled_reset.shrink=0.5",
+        "intervention.scheduled_reset.perturb=0.3",
+    ]
     state = agent_with(["scheduled_reset"], extra=extra, steps=3)
     agent, sr = state.agent, state.agent.interventions[0]
     assert sr.resets == 0 and sr.last_fresh_seed is None

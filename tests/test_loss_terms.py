@@ -29,11 +29,17 @@ def recorded_run(tmp_path, monkeypatch, extra=()):
         return real_learn(self, batch, step, run_hooks)
 
     monkeypatch.setattr(DQNAgent, "learn", recording_learn)
-    cfg = make_cfg([
-        "intervention=[weight_decay,l2_init]", f"intervention.weight_decay.coeff={WD}",
-        f"intervention.l2_init.coeff={L2}", "total_steps=12", "log_every_steps=1", "probe.every_steps=12",
-        *extra,
-    ])
+    cfg = make_cfg(
+        [
+            "intervention=[weight_decay,l2_init]",
+            f"intervention.weight_decay.coeff={WD}",
+            f"intervention.l2_init.coeff={L2}",
+            "total_steps=12",
+            "log_every_steps=1",
+            "probe.every_steps=12",
+            *extra,
+        ]
+    )
     train(cfg, tmp_path)
     rows = values(tmp_path).query("phase == 'train'")
     return cfg, {(int(s), m): v for s, m, v in zip(rows.step, rows.metric, rows.value)}, seen
@@ -77,8 +83,13 @@ def test_a_run_without_penalties_logs_td_loss_and_an_equal_total(tmp_path):
 def test_the_compiled_loss_logs_the_same_split(tmp_path):
     """``speed.compile`` (``fastpath``: the agent's ``loss_terms`` under ``torch.compile``) logs
     the same names and, to fp32 reordering, the same values as the eager loss."""
-    overrides = ["intervention=[weight_decay,l2_init]", f"intervention.weight_decay.coeff={WD}",
-                 f"intervention.l2_init.coeff={L2}", "total_steps=20", "probe.enabled=false"]
+    overrides = [
+        "intervention=[weight_decay,l2_init]",
+        f"intervention.weight_decay.coeff={WD}",
+        f"intervention.l2_init.coeff={L2}",
+        "total_steps=20",
+        "probe.enabled=false",
+    ]
     train(make_cfg(overrides), tmp_path / "eager")
     train(make_cfg([*overrides, "speed.compile=true"]), tmp_path / "compiled")
     eager = values(tmp_path / "eager").query("phase == 'train'")

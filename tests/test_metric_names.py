@@ -43,7 +43,8 @@ def declared_arrays() -> tuple[str, ...]:
 def undeclared_figure_metrics() -> list[tuple[str, str]]:
     declared = declared_scalars()
     return sorted(
-        (phase, metric) for phase, metric in N.figure_metrics()
+        (phase, metric)
+        for phase, metric in N.figure_metrics()
         if (phase, metric) not in N.TRAINER_METRICS and undeclared(declared.get(phase, ()), [metric])
     )
 

@@ -21,7 +21,9 @@ from .test_trainer import values
 
 # the shared tiny budget without its MLP width (architecture=minatar_cnn has no width)
 MINATAR_TINY = [o for o in TINY if not o.startswith("architecture.")] + [
-    "env=minatar", "architecture.channels=4", "architecture.hidden=16",
+    "env=minatar",
+    "architecture.channels=4",
+    "architecture.hidden=16",
 ]
 
 
@@ -138,7 +140,9 @@ def test_minatar_cnn_is_the_papers_network():
     expected = (4 * 9 * 16 + 16) + (16 * 8 * 8 * 128 + 128) + (128 * 6 + 6)
     assert sum(p.numel() for p in net.parameters()) == expected
     assert net(torch.zeros(2, 4, 10, 10)).shape == (2, 6)
-    ln = build_network(OmegaConf.create(dict(name="minatar_cnn", channels=16, hidden=128)), (4, 10, 10), 6, layer_norm=True)
+    ln = build_network(
+        OmegaConf.create(dict(name="minatar_cnn", channels=16, hidden=128)), (4, 10, 10), 6, layer_norm=True
+    )
     assert sum(isinstance(m, torch.nn.LayerNorm) for m in ln.modules()) == 2
 
 
@@ -179,8 +183,11 @@ def test_a_run_through_pauses_with_every_diagnostic_and_evaluation(tmp_path):
     assert ("probe", "probe_loss") in names and ("eval", "episode_return") in names
     assert ("train", "episodes_finished") in names and ("train", "frames") in names
     assert not any(m == "human_normalized_score" for _, m in names)
-    for phase, metric in [("stats", "dormant_frac_tau0.025/body.net.1"), ("curvature", "hessian_top_eig"),
-                          ("gradcov", "gradcov_neg_frac")]:
+    for phase, metric in [
+        ("stats", "dormant_frac_tau0.025/body.net.1"),
+        ("curvature", "hessian_top_eig"),
+        ("gradcov", "gradcov_neg_frac"),
+    ]:
         assert (phase, metric) in names
     assert np.isfinite(df.value).all()
     env_steps = df[(df.phase == "train") & (df.metric == "env_steps")].value.to_numpy()

@@ -63,8 +63,10 @@ def test_two_hot_projection_then_readout_returns_the_target_inside_the_support()
     assert ((probs > 0).sum(-1) <= 2).all()  # mass on at most two (adjacent) atoms
     torch.testing.assert_close((probs * support).sum(-1), values, rtol=0, atol=1e-12)
     # outside the support: clipped to its ends
-    torch.testing.assert_close((two_hot(torch.tensor([-50.0, 50.0], dtype=torch.float64), support) * support).sum(-1),
-                               torch.tensor([-10.0, 10.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        (two_hot(torch.tensor([-50.0, 50.0], dtype=torch.float64), support) * support).sum(-1),
+        torch.tensor([-10.0, 10.0], dtype=torch.float64),
+    )
 
 
 def test_two_hot_head_q_is_expectation_and_loss_is_cross_entropy_to_the_projection():
@@ -90,8 +92,9 @@ def test_injected_head_is_unchanged_at_injection():
     net = build_network(arch("mlp"), (1, 8, 8), 4, head="two_hot", head_options=dict(v_min=-1, v_max=1, num_bins=5))
     x = torch.rand(7, 1, 8, 8)
     before = net(x)
-    fresh = copy.deepcopy(build_network(arch("mlp"), (1, 8, 8), 4, head="two_hot",
-                                        head_options=dict(v_min=-1, v_max=1, num_bins=5)).head)
+    fresh = copy.deepcopy(
+        build_network(arch("mlp"), (1, 8, 8), 4, head="two_hot", head_options=dict(v_min=-1, v_max=1, num_bins=5)).head
+    )
     net.head = InjectedHead(net.head, fresh, copy.deepcopy(fresh))
     torch.testing.assert_close(net(x), before)
 
@@ -292,8 +295,12 @@ def test_parameter_table_in_the_docs_matches_the_code():
     spec.loader.exec_module(counts)
     doc = (root / "docs" / "interventions.md").read_text()
     for name in ARCHITECTURES:
-        row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}` | ") and line.endswith(" M |")), None)
-        assert row is not None, f"docs/interventions.md's parameter table has no row for {name}: add the one scripts/param_counts.py prints"
+        row = next(
+            (line for line in doc.splitlines() if line.startswith(f"| `{name}` | ") and line.endswith(" M |")), None
+        )
+        assert row is not None, (
+            f"docs/interventions.md's parameter table has no row for {name}: add the one scripts/param_counts.py prints"
+        )
         expected = [f"{counts.count(name, shape, a) / 1e6:.3f} M" for shape, a in counts.OBS.values()]
         assert [c.strip() for c in row.split("|")[2:-1]] == expected
 
@@ -305,19 +312,22 @@ def test_architectures_register_in_the_report_order():
     assert ARCH_ORDER == tuple(ARCHITECTURES)
 
 
-@pytest.mark.parametrize("override,key", [
-    (["architecture=mlp", "architecture.width=0"], "architecture.width"),
-    (["architecture=mlp", "architecture.num_layers=0"], "architecture.num_layers"),
-    (["architecture=cnn", "architecture.conv_stride=0"], "architecture.conv_stride"),
-    (["architecture=cnn", "architecture.hidden=-3"], "architecture.hidden"),
-    (["architecture=resnet18", "architecture.width=0"], "architecture.width"),
-    (["architecture=vit", "architecture.patch_size=0"], "architecture.patch_size"),
-    (["architecture=vit", "architecture.dropout=1.5"], "architecture.dropout"),
-    (["architecture=vit", "architecture.num_heads=3"], "architecture.num_heads"),
-    (["architecture=nature_cnn_shared_bias", "architecture.hidden=0"], "architecture.hidden"),
-    (["architecture=minatar_cnn", "architecture.channels=0"], "architecture.channels"),
-    (["architecture=minatar_cnn", "architecture.width_multiplier=-1"], "architecture.width_multiplier"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        (["architecture=mlp", "architecture.width=0"], "architecture.width"),
+        (["architecture=mlp", "architecture.num_layers=0"], "architecture.num_layers"),
+        (["architecture=cnn", "architecture.conv_stride=0"], "architecture.conv_stride"),
+        (["architecture=cnn", "architecture.hidden=-3"], "architecture.hidden"),
+        (["architecture=resnet18", "architecture.width=0"], "architecture.width"),
+        (["architecture=vit", "architecture.patch_size=0"], "architecture.patch_size"),
+        (["architecture=vit", "architecture.dropout=1.5"], "architecture.dropout"),
+        (["architecture=vit", "architecture.num_heads=3"], "architecture.num_heads"),
+        (["architecture=nature_cnn_shared_bias", "architecture.hidden=0"], "architecture.hidden"),
+        (["architecture=minatar_cnn", "architecture.channels=0"], "architecture.channels"),
+        (["architecture=minatar_cnn", "architecture.width_multiplier=-1"], "architecture.width_multiplier"),
+    ],
+)
 def test_each_architecture_checks_its_ranges_naming_the_key(override, key):
     from plasticity_runner.cli import compose_config
     from plasticity_runner.config import ConfigError, validate

@@ -6,12 +6,11 @@ definition); a network whose gradients span a known dimension has exactly that r
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
 from plasticity_runner.metrics import load_run
-from plasticity_runner.probes.ntk import NTK_RANK, NTK_RANK_FRAC, ntk_gram, ntk_rank
+from plasticity_runner.probes.ntk import ntk_gram, ntk_rank
 from plasticity_runner.trainer import train
 
 from .conftest import make_cfg
@@ -29,7 +28,9 @@ def test_gram_and_rank_against_numpy():
         net(batch.o_tm1[i : i + 1])[0, batch.a_tm1[i]].backward()
         rows.append(np.concatenate([p.grad.double().numpy().ravel() for p in net.parameters()]))
     jac = np.stack(rows)
-    np.testing.assert_allclose(gram.numpy(), jac @ jac.T, rtol=1e-5, atol=1e-6)  # float32 gradients, batched vs one by one
+    np.testing.assert_allclose(
+        gram.numpy(), jac @ jac.T, rtol=1e-5, atol=1e-6
+    )  # float32 gradients, batched vs one by one
     assert ntk_rank(gram) == np.linalg.matrix_rank((jac @ jac.T).astype(np.float32))
 
 

@@ -23,21 +23,34 @@ from .test_presets import COMMON, TINY
 from .test_report import config, make_run, probe_values
 
 
-@pytest.mark.parametrize("spec, want", [
-    ("probe/plasticity@last", Objective("probe", "plasticity", "last")),
-    ("probe/plasticity", Objective("probe", "plasticity", "last")),
-    ("eval/human_normalized_score@mean", Objective("eval", "human_normalized_score", "mean")),
-    ("stats/feature_srank_delta0.01@max", Objective("stats", "feature_srank_delta0.01", "max")),
-    ("probe/probe_loss@5000", Objective("probe", "probe_loss", "step", 5000)),
-    ("probe/plasticity@change", Objective("probe", "plasticity", "change")),
-])
+@pytest.mark.parametrize(
+    "spec, want",
+    [
+        ("probe/plasticity@last", Objective("probe", "plasticity", "last")),
+        ("probe/plasticity", Objective("probe", "plasticity", "last")),
+        ("eval/human_normalized_score@mean", Objective("eval", "human_normalized_score", "mean")),
+        ("stats/feature_srank_delta0.01@max", Objective("stats", "feature_srank_delta0.01", "max")),
+        ("probe/probe_loss@5000", Objective("probe", "probe_loss", "step", 5000)),
+        ("probe/plasticity@change", Objective("probe", "plasticity", "change")),
+    ],
+)
 def test_parse_objective(spec, want):
     assert parse_objective(spec) == want
     assert parse_objective(str(want)) == want
 
 
-@pytest.mark.parametrize("spec", ["plasticity", "probe/plasticity@median", "probe/plasticity@step",
-                                  "probe/plasticity@-3", "probe/@last", "/plasticity", "probe/a@last@mean"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "plasticity",
+        "probe/plasticity@median",
+        "probe/plasticity@step",
+        "probe/plasticity@-3",
+        "probe/@last",
+        "/plasticity",
+        "probe/a@last@mean",
+    ],
+)
 def test_malformed_objective_is_a_config_error_before_the_run(spec):
     with pytest.raises(ObjectiveError, match="expected"):
         parse_objective(spec)
@@ -62,8 +75,11 @@ def test_objective_reductions_against_hand_made_metrics(tmp_path):
     assert objective_value(run, "probe/probe_loss@1000") == pytest.approx(0.5)
     with pytest.raises(ObjectiveError, match="at steps \\[0, 1000, 2000, 3000\\], not at 1500"):
         objective_value(run, "probe/plasticity@1500")
-    with pytest.raises(ObjectiveError, match="recorded no eval/human_normalized_score; it has "
-                                             "probe/plasticity, probe/probe_baseline, probe/probe_loss"):
+    with pytest.raises(
+        ObjectiveError,
+        match="recorded no eval/human_normalized_score; it has "
+        "probe/plasticity, probe/probe_baseline, probe/probe_loss",
+    ):
         objective_value(run, "eval/human_normalized_score@last")
     one = probe_run(tmp_path, "one", [0.9])
     with pytest.raises(ObjectiveError, match="@change needs two"):
@@ -116,8 +132,18 @@ def test_optuna_replaces_the_summary_sweeper_cleanly():
 
 @pytest.mark.slow
 def test_optuna_without_an_objective_fails_before_training(tmp_path):
-    res = run_cli(["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=1", "optimizer.lr=interval(1e-4, 1e-3)",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}", *COMMON, *TINY["tune_adam_plasticity"]], cwd=tmp_path)
+    res = run_cli(
+        [
+            "-m",
+            "hydra/sweeper=optuna",
+            "hydra.sweeper.n_trials=1",
+            "optimizer.lr=interval(1e-4, 1e-3)",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            *COMMON,
+            *TINY["tune_adam_plasticity"],
+        ],
+        cwd=tmp_path,
+    )
     assert res.returncode != 0
     assert "config key 'objective': the sweeper optimises each run's objective" in res.stderr
     assert not list((tmp_path / "sweep").glob("*/metrics/*.parquet"))
@@ -125,8 +151,17 @@ def test_optuna_without_an_objective_fails_before_training(tmp_path):
 
 def test_tune_adam_plasticity_preset_runs_two_trials(tmp_path):
     sweep = tmp_path / "sweep"
-    res = run_cli(["-m", "experiment=tune_adam_plasticity", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}",
-                   *COMMON, *TINY["tune_adam_plasticity"]], cwd=tmp_path)
+    res = run_cli(
+        [
+            "-m",
+            "experiment=tune_adam_plasticity",
+            "hydra.sweeper.n_trials=2",
+            f"hydra.sweep.dir={sweep}",
+            *COMMON,
+            *TINY["tune_adam_plasticity"],
+        ],
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     runs = sorted(p.parent for p in sweep.glob("*/run.json"))
     assert len(runs) == 2
@@ -158,7 +193,7 @@ def test_a_stopped_study_resumes_by_replaying_its_finished_trials(tmp_path):
 
 
 def test_the_objective_changes_no_number_so_a_restart_may_change_it(tmp_path):
-    from plasticity_runner.report import names as N
     from plasticity_runner.lifecycle import RESTART_MAY_CHANGE
+    from plasticity_runner.report import names as N
 
     assert "objective" in RESTART_MAY_CHANGE and "objective" in N.GROUP_IGNORE_KEYS

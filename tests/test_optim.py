@@ -63,7 +63,9 @@ def test_centred_rmsprop_eps_inside_root():
 
 def test_reset_state_by_parameter_not_position():
     a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
-    opt = build_optimizer(OmegaConf.create(dict(kind="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0)), [a, b])
+    opt = build_optimizer(
+        OmegaConf.create(dict(kind="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0)), [a, b]
+    )
     a.grad, b.grad = torch.ones(2), torch.ones(3)
     opt.step()
     reset_state(opt, [b])

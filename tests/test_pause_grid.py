@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
+from plasticity_runner import registry
 from plasticity_runner.config import ConfigError, continual_envs
 from plasticity_runner.interventions import REGISTRY
 from plasticity_runner.metrics import MetricsWriter, load_arrays, load_run
-from plasticity_runner import registry
 from plasticity_runner.probes.pause import run_pause
 from plasticity_runner.trainer import build_run, prefill, train, train_step
 
@@ -112,8 +112,12 @@ def one_pause(arch: str, names: tuple[str, ...], tmp_path, options: list[str] | 
     prefill(state, int(cfg.agent.learning_starts))
     dynamics = state.dynamics
     for i in range(3):  # after-step hooks, a target update and its hooks, then one more step
-        if i == 2:  # an earlier greedy-action measurement (as a previous pause takes): the pause has one to compare with
-            dynamics.greedy_action_change(state.agent.online, state.replay, int(cfg.diagnostics.dynamics.reference_inputs), cfg.seed)
+        if (
+            i == 2
+        ):  # an earlier greedy-action measurement (as a previous pause takes): the pause has one to compare with
+            dynamics.greedy_action_change(
+                state.agent.online, state.replay, int(cfg.diagnostics.dynamics.reference_inputs), cfg.seed
+            )
         train_step(state, cfg.agent, 0.5)
     log_point = dynamics.log_point(state.agent.online)  # the window's gradient norms and effective lr
     assert {"grad_norm_window_mean", "rel_param_change_window"} <= set(log_point), sorted(log_point)
@@ -126,9 +130,17 @@ def one_pause(arch: str, names: tuple[str, ...], tmp_path, options: list[str] | 
     rows = load_run(tmp_path)
     phases = set(rows.phase)
     assert {"probe", "stats", "curvature", "gradcov", "dynamics"} <= phases, phases
-    issue_15 = {"feature_norm_mean", "feature_stable_rank", "active_frac_p0.01", "activation_rate_mean",
-                "duplicate_frac_rtol0.01", "grad_norm_eval", "weight_change_from_init", "weight_change_from_init_rel",
-                "greedy_action_change_between_pauses"}
+    issue_15 = {
+        "feature_norm_mean",
+        "feature_stable_rank",
+        "active_frac_p0.01",
+        "activation_rate_mean",
+        "duplicate_frac_rtol0.01",
+        "grad_norm_eval",
+        "weight_change_from_init",
+        "weight_change_from_init_rel",
+        "greedy_action_change_between_pauses",
+    }
     assert issue_15 <= set(rows.metric), sorted(issue_15 - set(rows.metric))
     for phase in ("probe", "stats", "curvature", "gradcov", "dynamics"):
         values = rows.query("phase == @phase").value.to_numpy()
@@ -146,8 +158,12 @@ def test_the_non_default_options_of_the_field_interventions_through_a_pause(arch
     and the probe's copies'), ReDo restarting Adam's counts of recycled units (per-element counts
     next to continual backprop's, both under the decoupled decay), NaP projecting the output layer
     too, and a width multiplier."""
-    options = ["optimizer=adamw", "intervention.redo.restart_adam_steps=true",
-               "intervention.nap.project_output_layer=true", "architecture.width_multiplier=2"]
+    options = [
+        "optimizer=adamw",
+        "intervention.redo.restart_adam_steps=true",
+        "intervention.nap.project_output_layer=true",
+        "architecture.width_multiplier=2",
+    ]
     one_pause(arch, ("redo", "continual_backprop", "nap"), tmp_path, options)
 
 
@@ -158,8 +174,14 @@ CONTINUAL_TINY = {
     "slowly_changing_regression": ["env.flip_every_examples=2", "env.target_features=8"],
     "permuted_mnist": ["env.num_images=8", "env.heldout_images=20", "env.batch_size=4", "env.eval_samples=16"],
     "shuffled_labels": ["env.num_images=32", "env.steps_per_task=2", "env.batch_size=8", "env.eval_samples=16"],
-    "warm_start": ["env.warm_steps=2", "env.full_steps=1", "env.num_images=32", "env.heldout_images=20",
-                   "env.batch_size=8", "env.eval_samples=16"],
+    "warm_start": [
+        "env.warm_steps=2",
+        "env.full_steps=1",
+        "env.num_images=32",
+        "env.heldout_images=20",
+        "env.batch_size=8",
+        "env.eval_samples=16",
+    ],
 }
 CLASSIFIES = {"permuted_mnist", "shuffled_labels", "warm_start"}
 
@@ -171,9 +193,19 @@ def test_every_continual_protocol_is_in_the_grid():
 def continual_pause(env: str, names: tuple[str, ...], tmp_path) -> None:
     """A 3-step run of ``env`` with ``names`` through two real pauses with every diagnostic on."""
     extra = [o for n in names for o in EXTRA.get(n, [])]
-    overrides = ([o for o in BASE if not o.startswith(("agent.", "probe.every_steps"))] + ARCH_OVERRIDES["mlp"]
-                 + [f"env={env}", "total_steps=3", "probe.every_steps=3", "log_every_steps=1",
-                    f"intervention=[{','.join(names)}]"] + CONTINUAL_TINY[env] + extra)
+    overrides = (
+        [o for o in BASE if not o.startswith(("agent.", "probe.every_steps"))]
+        + ARCH_OVERRIDES["mlp"]
+        + [
+            f"env={env}",
+            "total_steps=3",
+            "probe.every_steps=3",
+            "log_every_steps=1",
+            f"intervention=[{','.join(names)}]",
+        ]
+        + CONTINUAL_TINY[env]
+        + extra
+    )
     cfg = make_cfg(overrides, tiny=False)
     try:
         summary = train(cfg, tmp_path)
@@ -220,6 +252,12 @@ def test_each_intervention_alone_through_a_continual_pause(env, names, tmp_path)
 def test_every_optimizer_through_a_continual_pause(optimizer, tmp_path):
     overrides = [f"optimizer={optimizer}"]
     extra = ARCH_OVERRIDES["mlp"] + ["env=shuffled_labels", "total_steps=3", "probe.every_steps=3"] + overrides
-    cfg = make_cfg([o for o in BASE if not o.startswith(("agent.", "probe.every_steps"))] + extra
-                   + CONTINUAL_TINY["shuffled_labels"] + ["intervention=[redo,l2_init]"] + EXTRA["redo"], tiny=False)
+    cfg = make_cfg(
+        [o for o in BASE if not o.startswith(("agent.", "probe.every_steps"))]
+        + extra
+        + CONTINUAL_TINY["shuffled_labels"]
+        + ["intervention=[redo,l2_init]"]
+        + EXTRA["redo"],
+        tiny=False,
+    )
     assert train(cfg, tmp_path)["status"] == "complete"

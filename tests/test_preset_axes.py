@@ -17,10 +17,22 @@ from plasticity_runner.config import validate
 from .test_presets import PRESETS, sweep_params
 
 EASY_HARD = {"true_label", "sparse_reward"}  # B.1's 'easy' and 'hard' reward structures (our reading)
-REGRESSION = ["none", "reset_last_layer", "layer_norm", "shrink_perturb", "spectral_norm", "weight_decay",
-              "reset_optimizer"]  # the interventions of 6.2 besides the output encoding
-QUICK = {"fig1_quick": "fig1_optimizer_instability", "fig2_quick": "fig2_brownian", "fig4_quick": None,
-         "fig5_quick": "fig5_width", "fig6_quick": "fig6_interventions"}
+REGRESSION = [
+    "none",
+    "reset_last_layer",
+    "layer_norm",
+    "shrink_perturb",
+    "spectral_norm",
+    "weight_decay",
+    "reset_optimizer",
+]  # the interventions of 6.2 besides the output encoding
+QUICK = {
+    "fig1_quick": "fig1_optimizer_instability",
+    "fig2_quick": "fig2_brownian",
+    "fig4_quick": None,
+    "fig5_quick": "fig5_width",
+    "fig6_quick": "fig6_interventions",
+}
 
 
 def compose(preset: str, *overrides: str):
@@ -108,12 +120,28 @@ def test_probe_settings_agree_across_the_classification_presets():
             continue
         assert _probe(cfg) == reference, preset
         checked.append(preset)
-    assert {"fig5_width", "fig5_width_cnn", "fig6_interventions", "fig8_9_output_encoding", "fig4_quick",
-            "fig5_quick", "fig6_quick", "paper_classification"} <= set(checked)
+    assert {
+        "fig5_width",
+        "fig5_width_cnn",
+        "fig6_interventions",
+        "fig8_9_output_encoding",
+        "fig4_quick",
+        "fig5_quick",
+        "fig6_quick",
+        "paper_classification",
+    } <= set(checked)
 
 
-PAPER_PRESETS = ["paper_classification", "fig1_optimizer_instability", "fig2_brownian", "fig3_falsification",
-                 "fig5_width", "fig5_width_cnn", "fig6_interventions", "fig8_9_output_encoding"]
+PAPER_PRESETS = [
+    "paper_classification",
+    "fig1_optimizer_instability",
+    "fig2_brownian",
+    "fig3_falsification",
+    "fig5_width",
+    "fig5_width_cnn",
+    "fig6_interventions",
+    "fig8_9_output_encoding",
+]
 
 
 def _dataset(cfg) -> str:

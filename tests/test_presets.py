@@ -50,46 +50,92 @@ TINY = {
     "fig6_quick": RL_TINY + ["agent.target_update_steps=2"],
     "paper_classification": RL_TINY + ["agent.target_update_steps=2"],
     "fig3_falsification": RL_TINY + ["agent.target_update_steps=2"],
-    "atari_ln": RL_TINY + [
-        "env.eval_every_steps=4", "env.eval_frames=400", "env.max_episode_frames=200",
+    "atari_ln": RL_TINY
+    + [
+        "env.eval_every_steps=4",
+        "env.eval_frames=400",
+        "env.max_episode_frames=200",
         "agent.target_update_frames=32",  # DQN Zoo's agent counts its target period in frames: 2 training steps
     ],
     "tune_adam_plasticity": RL_TINY + ["agent.target_update_steps=2"],
-    "minatar_dqn": RL_TINY + ["agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4",
-                              "env.eval_episodes=2"],
-    "primacy_bias_quick": RL_TINY + ["agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4",
-                                     "env.eval_episodes=2", "diagnostics.statistics.num_inputs=32"],
-    "cartpole_dqn": RL_TINY + ["agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4",
-                               "env.eval_episodes=2"],
-    "continual_minatar": RL_TINY + [
-        "agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4", "env.eval_episodes=2",
+    "minatar_dqn": RL_TINY
+    + ["agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4", "env.eval_episodes=2"],
+    "primacy_bias_quick": RL_TINY
+    + [
+        "agent.target_update_steps=2",
+        "agent.epsilon_decay_steps=2",
+        "env.eval_every_steps=4",
+        "env.eval_episodes=2",
+        "diagnostics.statistics.num_inputs=32",
+    ],
+    "cartpole_dqn": RL_TINY
+    + ["agent.target_update_steps=2", "agent.epsilon_decay_steps=2", "env.eval_every_steps=4", "env.eval_episodes=2"],
+    "continual_minatar": RL_TINY
+    + [
+        "agent.target_update_steps=2",
+        "agent.epsilon_decay_steps=2",
+        "env.eval_every_steps=4",
+        "env.eval_episodes=2",
         "env.schedule=[{game:breakout,steps:2},{game:seaquest,steps:2}]",
     ],
-    "continual_classification": RL_TINY + [
+    "continual_classification": RL_TINY
+    + [
         "agent.target_update_steps=2",
         "env.schedule=[{task:true_label,steps:2},{task:random_label,label_seed:1,steps:1},{permutation_seed:1,steps:1}]",
     ],
     "fig1_optimizer_instability": [
-        "env.num_images=40", "env.iteration_steps=2", "env.num_iterations=2", "env.batch_size=8",
-        "env.eval_samples=32", "architecture.width=16",
+        "env.num_images=40",
+        "env.iteration_steps=2",
+        "env.num_iterations=2",
+        "env.batch_size=8",
+        "env.eval_samples=32",
+        "architecture.width=16",
     ],
     "fig2_brownian": [
-        "total_steps=4", "env.batch_size=16", "env.target_update_steps=2", "env.measure_every_steps=2",
-        "architecture.width=16", "diagnostics.curvature.num_inputs=16", "diagnostics.curvature.iterations=4",
-        "diagnostics.curvature.grid_points=16", "diagnostics.gradcov.k=16", "diagnostics.gradcov.num_clusters=2",
+        "total_steps=4",
+        "env.batch_size=16",
+        "env.target_update_steps=2",
+        "env.measure_every_steps=2",
+        "architecture.width=16",
+        "diagnostics.curvature.num_inputs=16",
+        "diagnostics.curvature.iterations=4",
+        "diagnostics.curvature.grid_points=16",
+        "diagnostics.gradcov.k=16",
+        "diagnostics.gradcov.num_clusters=2",
     ],
 }
-CONTINUAL_TINY = ["total_steps=4", "log_every_steps=2", "probe.every_steps=4", "probe.steps=2", "probe.num_targets=2",
-                  "probe.num_inputs=32", "probe.batch_size=8", "diagnostics.statistics.enabled=false",
-                  "diagnostics.curvature.enabled=false", "diagnostics.gradcov.enabled=false"]
+CONTINUAL_TINY = [
+    "total_steps=4",
+    "log_every_steps=2",
+    "probe.every_steps=4",
+    "probe.steps=2",
+    "probe.num_targets=2",
+    "probe.num_inputs=32",
+    "probe.batch_size=8",
+    "diagnostics.statistics.enabled=false",
+    "diagnostics.curvature.enabled=false",
+    "diagnostics.gradcov.enabled=false",
+]
 TINY["continual_slowly_changing_regression"] = CONTINUAL_TINY + ["env.flip_every_examples=2"]
 TINY["continual_scr_quick"] = TINY["continual_slowly_changing_regression"]
-TINY["continual_permuted_mnist"] = CONTINUAL_TINY + ["architecture.width=8", "env.heldout_images=20", "env.num_images=8"]
+TINY["continual_permuted_mnist"] = CONTINUAL_TINY + [
+    "architecture.width=8",
+    "env.heldout_images=20",
+    "env.num_images=8",
+]
 TINY["continual_permuted_mnist_quick"] = CONTINUAL_TINY + ["env.num_images=8"]
-TINY["continual_shuffled_labels"] = CONTINUAL_TINY + ["env.num_images=32", "env.steps_per_task=2", "env.batch_size=8",
-                                                     "env.eval_samples=16"]
-TINY["continual_warm_start"] = CONTINUAL_TINY + ["env.warm_steps=2", "env.full_steps=2", "env.batch_size=8",
-                                                 "env.eval_samples=16"]
+TINY["continual_shuffled_labels"] = CONTINUAL_TINY + [
+    "env.num_images=32",
+    "env.steps_per_task=2",
+    "env.batch_size=8",
+    "env.eval_samples=16",
+]
+TINY["continual_warm_start"] = CONTINUAL_TINY + [
+    "env.warm_steps=2",
+    "env.full_steps=2",
+    "env.batch_size=8",
+    "env.eval_samples=16",
+]
 TINY["fig1_quick"] = TINY["fig1_optimizer_instability"]
 TINY["fig2_quick"] = TINY["fig2_brownian"]
 # per preset: overrides that shrink its grid for the fast test (command-line overrides win over the
@@ -106,8 +152,13 @@ FAST = {
     "fig5_width": ["env.dataset=digits", "agent.target_update_steps=2", "env.task=true_label"],
     "fig5_width_cnn": ["env.dataset=digits", "agent.target_update_steps=2", "architecture.width_multiplier=0.25"],
     # the cross of figures 8 / 9 is composed and validated whole in test_preset_axes.py
-    "fig8_9_output_encoding": ["env.dataset=digits", "architecture=mlp", "architecture.width=16",
-                               "intervention=[layer_norm,two_hot]", "env.task=sparse_reward"],
+    "fig8_9_output_encoding": [
+        "env.dataset=digits",
+        "architecture=mlp",
+        "architecture.width=16",
+        "intervention=[layer_norm,two_hot]",
+        "env.task=sparse_reward",
+    ],
     "continual_permuted_mnist": ["env.dataset=digits", "intervention=[continual_backprop]", "seed=0"],
     "continual_permuted_mnist_quick": ["intervention=[layer_norm]", "seed=0"],
     "continual_scr_quick": ["intervention=[continual_backprop]", "seed=0"],
@@ -120,7 +171,11 @@ FAST = {
     "fig5_quick": ["architecture.width=16", "agent.target_update_steps=2", "seed=0"],
     "fig6_quick": ["intervention=[two_hot]", "seed=0"],
     "fig3_falsification": [
-        "env.dataset=digits", "architecture=mlp", "architecture.width=16", "optimizer=adam", "seed=0",
+        "env.dataset=digits",
+        "architecture=mlp",
+        "architecture.width=16",
+        "optimizer=adam",
+        "seed=0",
     ],
 }
 
@@ -138,8 +193,17 @@ def sweep_params(preset: str) -> dict[str, list[str]]:
 
 def run_multirun(preset: str, overrides: list[str], sweep_dir: Path) -> list[dict]:
     """Run ``plasticity-run -m experiment=<preset>`` as a user would; returns each job's run.json."""
-    cmd = [sys.executable, "-m", "plasticity_runner", "-m", f"experiment={preset}", *COMMON, *TINY[preset],
-           *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "plasticity_runner",
+        "-m",
+        f"experiment={preset}",
+        *COMMON,
+        *TINY[preset],
+        *overrides,
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-4000:]
     runs = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/run.json"))]
@@ -189,8 +253,9 @@ def test_every_preset_has_a_tiny_budget():
 FAST_IS_SLOW = {"fig1_quick", "fig2_quick", "fig4_quick", "fig5_quick", "fig6_quick", "fig5_width_cnn"}
 
 
-@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p in FAST_IS_SLOW else p
-                                    for p in GRID_PRESETS])
+@pytest.mark.parametrize(
+    "preset", [pytest.param(p, marks=pytest.mark.slow) if p in FAST_IS_SLOW else p for p in GRID_PRESETS]
+)
 def test_preset_multirun_fast(preset, tmp_path):
     check_grid(preset, FAST.get(preset, []), tmp_path / "sweep")
 

@@ -48,8 +48,12 @@ def test_vectorised_fit_equals_one_by_one(device):
     for opt_cfg in (ADAM, SGD):
         net, inputs, targets = setup(device=device)
         assert targets.device.type == device.type
-        vec = fit_targets_vectorised(net, opt_cfg, inputs, targets, steps=30, batch_size=16, seed=5, curve_every_steps=7)
-        seq = fit_targets_sequential(net, opt_cfg, inputs, targets, steps=30, batch_size=16, seed=5, curve_every_steps=7)
+        vec = fit_targets_vectorised(
+            net, opt_cfg, inputs, targets, steps=30, batch_size=16, seed=5, curve_every_steps=7
+        )
+        seq = fit_targets_sequential(
+            net, opt_cfg, inputs, targets, steps=30, batch_size=16, seed=5, curve_every_steps=7
+        )
         for v, s in zip(vec, seq):
             assert v.device.type == device.type
             torch.testing.assert_close(v, s, rtol=1e-4, atol=1e-5)
@@ -61,7 +65,9 @@ def test_probe_has_no_side_effects_and_defines_plasticity():
     net, inputs, _ = setup()
     before = copy.deepcopy(net.state_dict())
     rng = torch.get_rng_state()
-    cfg = OmegaConf.create(dict(num_targets=3, sin_scale=1e5, steps=12, batch_size=16, curve_every_steps=5, vectorised=True))
+    cfg = OmegaConf.create(
+        dict(num_targets=3, sin_scale=1e5, steps=12, batch_size=16, curve_every_steps=5, vectorised=True)
+    )
     result = plasticity_probe(net, fresh, ADAM, inputs, cfg, seed=3)
     assert torch.equal(torch.get_rng_state(), rng)
     for k, v in net.state_dict().items():

@@ -31,7 +31,9 @@ def test_scores_by_a_loop_over_units():
 
 def test_dormant_units_are_recycled_as_redo_recycles():
     tau = 0.9
-    state = agent_with(["regrama"], extra=["intervention.regrama.every_steps=1000", f"intervention.regrama.tau={tau}"], steps=2)
+    state = agent_with(
+        ["regrama"], extra=["intervention.regrama.every_steps=1000", f"intervention.regrama.tau={tau}"], steps=2
+    )
     agent, regrama = state.agent, state.agent.interventions[0]
     net = agent.online
     groups = net.unit_groups()
@@ -54,7 +56,10 @@ def test_dormant_units_are_recycled_as_redo_recycles():
     for g in groups:  # the optimizer state of the recycled rows is zeroed, the rest kept
         w = g.incoming[0].weight
         for i in range(g.num_units):
-            assert (float(agent.optimizer.state[w]["exp_avg"][i].abs().sum()) == 0.0) == (i in expected[g.name]), (g.name, i)
+            assert (float(agent.optimizer.state[w]["exp_avg"][i].abs().sum()) == 0.0) == (i in expected[g.name]), (
+                g.name,
+                i,
+            )
     metrics = regrama.metrics()
     assert metrics["regrama_dormant"] == found and metrics["regrama_recycled_total"] == found
     assert metrics["regrama_dormant_fraction"] == pytest.approx(found / sum(g.num_units for g in groups))

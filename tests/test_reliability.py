@@ -72,7 +72,9 @@ def test_every_float_key_refuses_nan_and_inf(overrides):
 def test_nan_learning_rate_through_the_cli(tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "plasticity_runner", *TINY, "optimizer.lr=nan", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 2, res.stderr
     assert "optimizer.lr" in res.stderr and "finite" in res.stderr
@@ -122,7 +124,10 @@ def test_full_disk_at_a_checkpoint_through_the_cli(tmp_path, small_tmpfs):
     out = small_tmpfs / "run"
     res = subprocess.run(
         [sys.executable, "-m", "plasticity_runner", *TINY, f"hydra.run.dir={out}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 3, res.stderr[-3000:]
     assert "Error writing the run's outputs: cannot write" in res.stderr and "Traceback" not in res.stderr
@@ -177,15 +182,21 @@ def test_every_checkpoint_corrupt_is_refused(tmp_path, monkeypatch):
     with pytest.raises(checkpoint.CorruptCheckpointError) as err:
         train(make_cfg(), tmp_path)
     assert "step_0000000000/state.pt" in str(err.value) and "step_0000000020/state.pt" in str(err.value)
-    assert sorted(p.name for p in (tmp_path / "metrics").glob("*.parquet"))[-1] == "step_0000000020.parquet"  # nothing deleted
+    assert (
+        sorted(p.name for p in (tmp_path / "metrics").glob("*.parquet"))[-1] == "step_0000000020.parquet"
+    )  # nothing deleted
 
 
 def test_every_checkpoint_corrupt_through_the_cli_is_exit_3_naming_the_files(tmp_path, monkeypatch):
     crashed_at_33(tmp_path, monkeypatch)
     for _, d in checkpoint.complete_checkpoints(tmp_path):
         (d / "state.pt").write_bytes(b"garbage")
-    res = subprocess.run([sys.executable, "-m", "plasticity_runner", *TINY, f"hydra.run.dir={tmp_path}"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "plasticity_runner", *TINY, f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 3, res.stderr
     assert "Error reading the run's outputs" in res.stderr and "step_0000000020/state.pt" in res.stderr
     assert "Traceback" not in res.stderr
@@ -223,8 +234,11 @@ def holder():
     procs = []
 
     def start(run_dir, write_meta=False):
-        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir), *(["meta"] if write_meta else [])],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(run_dir), *(["meta"] if write_meta else [])],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         procs.append(proc)
         assert proc.stdout.readline().strip() == "locked"
         return proc
@@ -239,8 +253,13 @@ def test_second_process_on_a_run_dir_is_refused_then_takes_over(tmp_path, holder
     run = tmp_path / "run"
     first = holder(run)
     assert run_status.lock_held(run) is True
-    res = subprocess.run([sys.executable, "-m", "plasticity_runner", *TINY, f"hydra.run.dir={run}"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "plasticity_runner", *TINY, f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     assert "in use by another process" in res.stderr and f"PID {first.pid}" in res.stderr
     assert str(run / "run.lock") in res.stderr
@@ -289,7 +308,9 @@ def test_crash_records_the_error_and_the_report_says_so(tmp_path, monkeypatch):
     assert meta["status"] == "crashed"
     assert meta["error"] == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
     row = report_data.load_report_data(tmp_path).runs.iloc[0]
-    assert row["status"] == "crashed" and "no metrics (status crashed: RuntimeError: CUDA out of memory" in row["reason"]
+    assert (
+        row["status"] == "crashed" and "no metrics (status crashed: RuntimeError: CUDA out of memory" in row["reason"]
+    )
     assert run_status.lock_held(tmp_path / "run") is False
 
 

@@ -71,8 +71,9 @@ def test_a_run_logs_env_steps_and_reward_per_env_step(tmp_path):
     assert ((reward >= 0) & (reward <= 1)).all()  # a mean per env step (classification rewards are 0 / 1)
 
 
-@pytest.mark.parametrize("overrides", [["agent.replay_ratio=2", "agent.update_every_env_steps=2"],
-                                       ["agent.replay_ratio=0"]])
+@pytest.mark.parametrize(
+    "overrides", [["agent.replay_ratio=2", "agent.update_every_env_steps=2"], ["agent.replay_ratio=0"]]
+)
 def test_bad_combinations_name_the_key(overrides):
     with pytest.raises(ConfigError) as info:
         validate(make_cfg(overrides))

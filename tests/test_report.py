@@ -14,6 +14,7 @@ from plasticity_runner.report import (
     MissingData,
     atari_table,
     build_report,
+    cli,
     falsification_points,
     falsification_table,
     figure1_optimizer_instability,
@@ -31,15 +32,24 @@ from plasticity_runner.report import (
     plasticity_table,
     width_table,
 )
-from plasticity_runner.report import cli
 from plasticity_runner.report import names as N
 from plasticity_runner.report.figures.fig3_falsification import FIG3_MIN_N
 
 # ------------------------------------------------------------------------------ synthetic runs
 
 
-def config(seed, env="classification", dataset="mnist", task="true_label", arch="mlp", width=512,
-           period=1000, optimizer="adam", interventions="none", game=None):
+def config(
+    seed,
+    env="classification",
+    dataset="mnist",
+    task="true_label",
+    arch="mlp",
+    width=512,
+    period=1000,
+    optimizer="adam",
+    interventions="none",
+    game=None,
+):
     return {
         "seed": seed,
         "env": {"name": env, "dataset": dataset, "task": task, "game": game},
@@ -94,8 +104,13 @@ def classification_sweep(root, rng, datasets=("mnist", "cifar10"), seeds=5, task
             }
             name = f"{dataset}_{seed}" if len(tasks) == 1 else f"{dataset}_{task}_{seed}"
             run = make_run(root, name, config(seed, dataset=dataset, task=task), scalars)
-            expected[str(run)] = {"dataset": dataset, "task": task, "plasticity_loss": plast_loss,
-                                  "plasticity": plast_last, **stats_last}
+            expected[str(run)] = {
+                "dataset": dataset,
+                "task": task,
+                "plasticity_loss": plast_loss,
+                "plasticity": plast_last,
+                **stats_last,
+            }
     return expected
 
 
@@ -142,8 +157,12 @@ def test_figure3_plasticity_at_the_last_pause_on_request(tmp_path):
         falsification_points(load_sweep(tmp_path), y="probe_loss")
 
 
-PAPER_CONTRASTS = {("observation space", "weight norm"), ("observation space", "weight rank"),
-                   ("reward structure", "feature rank"), ("reward structure", "dead units")}  # fig. 3 caption
+PAPER_CONTRASTS = {
+    ("observation space", "weight norm"),
+    ("observation space", "weight rank"),
+    ("reward structure", "feature rank"),
+    ("reward structure", "dead units"),
+}  # fig. 3 caption
 
 
 def test_figure3_sign_flips_along_observation_spaces_and_reward_structures(tmp_path):
@@ -152,8 +171,10 @@ def test_figure3_sign_flips_along_observation_spaces_and_reward_structures(tmp_p
     result = figure3_falsification(load_sweep(tmp_path))
     corr = result.tables["contrast_correlations"]
     summary = result.tables["contrast_summary"].set_index(["contrast", "statistic"])
-    for contrast, field, levels in (("observation space", "dataset", ("mnist", "cifar10")),
-                                    ("reward structure", "task", ("true_label", "random_label", "sparse_reward"))):
+    for contrast, field, levels in (
+        ("observation space", "dataset", ("mnist", "cifar10")),
+        ("reward structure", "task", ("true_label", "random_label", "sparse_reward")),
+    ):
         for stat, (_, metric) in N.STATISTICS.items():
             for level in levels:  # pooled over the other factor: 12 runs per dataset, 8 per task
                 runs = [v for v in expected.values() if v[field] == level]
@@ -188,8 +209,10 @@ def test_cli_fig3_y_flag(tmp_path, capsys):
 def test_figure3_plasticity_loss_needs_a_probe_at_step_0(tmp_path):
     for seed in range(FIG3_MIN_N + 1):
         first = 0 if seed < FIG3_MIN_N else 5000  # the last run's first probe is not at step 0
-        scalars = {first: {"probe": probe_values(0.2)},
-                   10000: {"probe": probe_values(0.3 + 0.1 * seed), "stats": {"param_norm": 1.0 + seed}}}
+        scalars = {
+            first: {"probe": probe_values(0.2)},
+            10000: {"probe": probe_values(0.3 + 0.1 * seed), "stats": {"param_norm": 1.0 + seed}},
+        }
         make_run(tmp_path, "r3" if seed == FIG3_MIN_N else f"ok{seed}", config(seed), scalars)
     # a run still at its first pause: P(T) - P(0) would be an exact 0 that no training produced
     make_run(tmp_path, "r4", config(99), {0: {"probe": probe_values(0.9), "stats": {"param_norm": 9.0}}})
@@ -214,8 +237,7 @@ def test_figure3_uses_statistic_nearest_last_pause_and_plasticity_loss(tmp_path)
             20000: {"stats": {"param_norm": -1.0}},
         }
         make_run(tmp_path, f"r{seed}", config(seed, optimizer=["adam", "sgd", "rmsprop"][seed]), scalars)
-    points = falsification_points(load_sweep(tmp_path), {"weight norm": ("stats", "param_norm")},
-                                  y="plasticity_loss")
+    points = falsification_points(load_sweep(tmp_path), {"weight norm": ("stats", "param_norm")}, y="plasticity_loss")
     assert sorted(points["value"]) == [100.0, 101.0, 102.0]
     assert set(points["step"]) == {9000}
     assert sorted(points["plasticity"]) == pytest.approx([-0.2, -0.1, 0.0])
@@ -224,8 +246,16 @@ def test_figure3_uses_statistic_nearest_last_pause_and_plasticity_loss(tmp_path)
 
 
 def test_pearson_needs_three_points():
-    points = pd.DataFrame({"run_dir": ["a", "b"], "statistic": ["s", "s"], "step": [1, 1],
-                           "value": [1.0, 2.0], "plasticity": [0.1, 0.3], "group": ["g", "g"]})
+    points = pd.DataFrame(
+        {
+            "run_dir": ["a", "b"],
+            "statistic": ["s", "s"],
+            "step": [1, 1],
+            "value": [1.0, 2.0],
+            "plasticity": [0.1, 0.3],
+            "group": ["g", "g"],
+        }
+    )
     corr, summary = falsification_table(points)
     assert np.isnan(corr["pearson_r"].iloc[0]) and corr["sign"].iloc[0] == "n/a"
     assert summary["sign_flips"].iloc[0] == "no"
@@ -237,7 +267,13 @@ def test_pearson_needs_three_points():
 def test_figure6_cells_are_mean_change_in_probe_loss(tmp_path):
     rng = np.random.default_rng(1)
     changes = {}
-    cells = [("mlp", "none"), ("mlp", "layer_norm"), ("mlp", "layer_norm+two_hot"), ("cnn", "none"), ("cnn", "layer_norm")]
+    cells = [
+        ("mlp", "none"),
+        ("mlp", "layer_norm"),
+        ("mlp", "layer_norm+two_hot"),
+        ("cnn", "none"),
+        ("cnn", "layer_norm"),
+    ]
     for arch, interv in cells:
         for seed in range(2):
             losses = rng.uniform(0.1, 1.0, size=3)
@@ -245,11 +281,21 @@ def test_figure6_cells_are_mean_change_in_probe_loss(tmp_path):
             make_run(tmp_path, f"{arch}_{interv}_{seed}", config(seed, arch=arch, interventions=interv), scalars)
             changes.setdefault((arch, interv), []).append(losses[-1] - losses[0])
     # a run still going (only two pauses) counts with its own last pause; a failed run is skipped
-    make_run(tmp_path, "cnn_none_running", config(7, arch="cnn"),
-             {0: {"probe": probe_values(0.5)}, 5000: {"probe": probe_values(0.9)}}, status="running")
+    make_run(
+        tmp_path,
+        "cnn_none_running",
+        config(7, arch="cnn"),
+        {0: {"probe": probe_values(0.5)}, 5000: {"probe": probe_values(0.9)}},
+        status="running",
+    )
     changes[("cnn", "none")].append(0.9 - 0.5)
-    make_run(tmp_path, "cnn_none_failed", config(8, arch="cnn"),
-             {0: {"probe": probe_values(0.5)}, 5000: {"probe": probe_values(50.0)}}, status="failed")
+    make_run(
+        tmp_path,
+        "cnn_none_failed",
+        config(8, arch="cnn"),
+        {0: {"probe": probe_values(0.5)}, 5000: {"probe": probe_values(50.0)}},
+        status="failed",
+    )
     # a run with a single pause has no change to report
     make_run(tmp_path, "cnn_none_one_pause", config(9, arch="cnn"), {0: {"probe": probe_values(0.5)}})
 
@@ -296,8 +342,11 @@ def test_figure5_plasticity_loss_per_width_and_period(tmp_path):
         for period in (1000, 5000):
             for seed in range(2):
                 p0, p1 = rng.uniform(0.5, 1.0), rng.uniform(0.0, 0.5)
-                scalars = {0: {"probe": {"plasticity": p0}}, 4000: {"probe": {"plasticity": 0.7}},
-                           8000: {"probe": {"plasticity": p1}}}
+                scalars = {
+                    0: {"probe": {"plasticity": p0}},
+                    4000: {"probe": {"plasticity": 0.7}},
+                    8000: {"probe": {"plasticity": p1}},
+                }
                 make_run(tmp_path, f"w{width}_p{period}_{seed}", config(seed, width=width, period=period), scalars)
                 expected.setdefault((period, width), []).append(p1 - p0)
     table = width_table(load_sweep(tmp_path)).set_index(["target_update_steps", "width"])
@@ -320,8 +369,10 @@ def test_figure5_needs_two_widths(tmp_path):
 
 def test_figure7_human_normalised_improvement_sorted(tmp_path):
     scores = {  # game -> intervention -> per-seed eval curves of human-normalised score
-        "pong": {"none": [[0, 0.5, 1.0, 1.5, 2.0, 2.0], [0, 0.4, 1.1, 1.4, 2.2, 2.4]],
-                 "layer_norm": [[0, 1, 2, 3, 3, 3], [0, 1, 2, 2, 3, 4]]},
+        "pong": {
+            "none": [[0, 0.5, 1.0, 1.5, 2.0, 2.0], [0, 0.4, 1.1, 1.4, 2.2, 2.4]],
+            "layer_norm": [[0, 1, 2, 3, 3, 3], [0, 1, 2, 2, 3, 4]],
+        },
         "freeway": {"none": [[0, 0, 0.1, 0.2, 0.2, 0.3]], "layer_norm": [[0, 0.2, 0.6, 0.8, 0.9, 1.0]]},
         "kangaroo": {"none": [[0, 0.3, 0.5, 0.6, 0.7, 0.8]], "layer_norm": [[0, 0.1, 0.2, 0.2, 0.3, 0.3]]},
         "breakout": {"none": [[0, 1, 2, 3, 4, 5]]},  # no layer-norm run: not in the figure
@@ -329,11 +380,16 @@ def test_figure7_human_normalised_improvement_sorted(tmp_path):
     for game, by_interv in scores.items():
         for interv, curves in by_interv.items():
             for seed, curve in enumerate(curves):
-                scalars = {1000 * (i + 1): {"eval": {"human_normalized_score": v, "episode_return": 10 * v}}
-                           for i, v in enumerate(curve)}
-                make_run(tmp_path, f"{game}_{interv}_{seed}",
-                         config(seed, env="atari", arch="nature_cnn", game=game, optimizer="rmsprop",
-                                interventions=interv), scalars)
+                scalars = {
+                    1000 * (i + 1): {"eval": {"human_normalized_score": v, "episode_return": 10 * v}}
+                    for i, v in enumerate(curve)
+                }
+                make_run(
+                    tmp_path,
+                    f"{game}_{interv}_{seed}",
+                    config(seed, env="atari", arch="nature_cnn", game=game, optimizer="rmsprop", interventions=interv),
+                    scalars,
+                )
     frame = load_sweep(tmp_path)
     table = atari_table(frame, last_n=5)
 
@@ -358,11 +414,17 @@ def test_figure7_human_normalised_improvement_sorted(tmp_path):
 
 
 def test_figure1_final_accuracy_per_optimizer(tmp_path):
-    curves = {("adam", 0): [0.9, 0.3, 0.1, 0.1], ("adam", 1): [0.95, 0.5, 0.1, 0.12],
-              ("adam_tuned", 0): [0.9, 0.92, 0.95, 0.97], ("adam_tuned", 1): [0.85, 0.9, 0.93, 0.99]}
+    curves = {
+        ("adam", 0): [0.9, 0.3, 0.1, 0.1],
+        ("adam", 1): [0.95, 0.5, 0.1, 0.12],
+        ("adam_tuned", 0): [0.9, 0.92, 0.95, 0.97],
+        ("adam_tuned", 1): [0.85, 0.9, 0.93, 0.99],
+    }
     for (opt, seed), acc in curves.items():
-        scalars = {500 * (i + 1): {"eval": {"accuracy": a, "dead_frac": 1 - a, "adam_update_norm": 1 + a}}
-                   for i, a in enumerate(acc)}
+        scalars = {
+            500 * (i + 1): {"eval": {"accuracy": a, "dead_frac": 1 - a, "adam_update_norm": 1 + a}}
+            for i, a in enumerate(acc)
+        }
         make_run(tmp_path, f"{opt}_{seed}", config(seed, env="memorization", optimizer=opt, width=1024), scalars)
     frame = load_sweep(tmp_path)
     table = optimizer_table(frame).set_index("group")
@@ -420,8 +482,13 @@ def test_group_labels_name_the_fewest_keys(tmp_path):
     for arch, arch_cfg in archs.items():
         for interv, interv_cfg in interventions.items():
             for seed in range(2):
-                cfg = {**config(seed, interventions=interv), "architecture": arch_cfg, "intervention": interv_cfg,
-                       "progress": ["bar", "log"][seed], "torch_threads": seed + 1}
+                cfg = {
+                    **config(seed, interventions=interv),
+                    "architecture": arch_cfg,
+                    "intervention": interv_cfg,
+                    "progress": ["bar", "log"][seed],
+                    "torch_threads": seed + 1,
+                }
                 cfg["env"]["label_seed"] = seed
                 make_run(tmp_path, f"{arch}_{interv}_{seed}", cfg, {0: {"probe": probe_values(0.1)}})
     data = load_report_data(tmp_path)
@@ -439,8 +506,14 @@ def brownian_run(root, seed=0, steps=(0, 1000, 2000)):
     grid = np.linspace(-1, 10, 50)
     scalars, arrays = {}, {}
     for i, step in enumerate(steps):
-        scalars[step] = {p: {"hessian_top_eig": (i + 1) * (2 if p == "gd" else 1),
-                             "gradcov_offdiag_mean": 0.1 * i, "gradcov_neg_frac": 0.05 * i} for p in N.PROCESSES}
+        scalars[step] = {
+            p: {
+                "hessian_top_eig": (i + 1) * (2 if p == "gd" else 1),
+                "gradcov_offdiag_mean": 0.1 * i,
+                "gradcov_neg_frac": 0.05 * i,
+            }
+            for p in N.PROCESSES
+        }
         arrays[step] = {}
         for p in N.PROCESSES:
             m = np.clip(rng.normal(0, 0.3, (8, 8)), -1, 1)
@@ -502,17 +575,29 @@ def mixed_sweep(tmp_path_factory):
     classification_sweep(root / "fig3", np.random.default_rng(5), seeds=5)  # 10 points: figure 3 is drawn
     brownian_run(root / "fig2", 0)
     for opt in ("adam", "adam_tuned"):
-        make_run(root / "fig1", opt, config(0, env="memorization", optimizer=opt),
-                 {500 * (i + 1): {"eval": {"accuracy": 0.9 - 0.1 * i, "dead_frac": 0.1 * i}} for i in range(3)})
+        make_run(
+            root / "fig1",
+            opt,
+            config(0, env="memorization", optimizer=opt),
+            {500 * (i + 1): {"eval": {"accuracy": 0.9 - 0.1 * i, "dead_frac": 0.1 * i}} for i in range(3)},
+        )
     for game in ("pong", "freeway"):
         for interv in ("none", "layer_norm"):
-            make_run(root / "fig7", f"{game}_{interv}", config(0, env="atari", game=game, interventions=interv),
-                     {1000: {"eval": {"human_normalized_score": 0.5 if interv == "none" else 0.8}}},
-                     arrays={1000: {"gradcov/matrix": np.eye(4)}})
+            make_run(
+                root / "fig7",
+                f"{game}_{interv}",
+                config(0, env="atari", game=game, interventions=interv),
+                {1000: {"eval": {"human_normalized_score": 0.5 if interv == "none" else 0.8}}},
+                arrays={1000: {"gradcov/matrix": np.eye(4)}},
+            )
     for width in (16, 64):
-        make_run(root / "fig5", f"w{width}", config(0, width=width, interventions="layer_norm"),
-                 {0: {"probe": probe_values(0.1)}, 100: {"probe": probe_values(0.2 if width == 64 else 0.5)}},
-                 arrays={0: {"probe/curve_loss": np.ones((2, 5)), "probe/curve_steps": np.arange(5)}})
+        make_run(
+            root / "fig5",
+            f"w{width}",
+            config(0, width=width, interventions="layer_norm"),
+            {0: {"probe": probe_values(0.1)}, 100: {"probe": probe_values(0.2 if width == 64 else 0.5)}},
+            arrays={0: {"probe/curve_loss": np.ones((2, 5)), "probe/curve_steps": np.arange(5)}},
+        )
     make_run(root / "partial", "running", config(11), {0: {"probe": probe_values(0.3)}}, status="running")
     make_run(root / "partial", "failed", config(12), {0: {"probe": probe_values(0.3)}}, status="failed")
     make_run(root / "partial", "no_metrics", config(13), {})
@@ -528,10 +613,21 @@ def test_cli_writes_every_figure_and_a_self_contained_page(mixed_sweep, capsys):
     html_path = mixed_sweep / "report" / "index.html"
     assert out.strip().splitlines()[-1] == str(html_path)
     report_dir = mixed_sweep / "report"
-    names = ["plasticity_over_training", "figure1_optimizer_instability", "figure2_brownian",
-             "figure3_falsification", "figure4_probe_curves", "figure5_width", "figure6_interventions",
-             "figure7_atari_layer_norm", "interval_estimates", "stats_over_training", "figure10_11_probe_loss",
-             "figure17_18_probe_curves_ln", "figure19_20_atari_gradcov"]
+    names = [
+        "plasticity_over_training",
+        "figure1_optimizer_instability",
+        "figure2_brownian",
+        "figure3_falsification",
+        "figure4_probe_curves",
+        "figure5_width",
+        "figure6_interventions",
+        "figure7_atari_layer_norm",
+        "interval_estimates",
+        "stats_over_training",
+        "figure10_11_probe_loss",
+        "figure17_18_probe_curves_ln",
+        "figure19_20_atari_gradcov",
+    ]
     for name in names:
         f = report_dir / f"{name}.png"
         assert f.exists() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
@@ -558,14 +654,29 @@ def test_build_report_on_a_partial_sweep_reports_missing_figures(tmp_path):
     report = build_report(tmp_path, formats=["png"])
     assert report.errors == {}
     drawn = {r.name for r in report.figures}
-    assert drawn == {"plasticity_over_training", "figure6_interventions",
-                     "interval_estimates", "stats_over_training", "figure10_11_probe_loss"}
+    assert drawn == {
+        "plasticity_over_training",
+        "figure6_interventions",
+        "interval_estimates",
+        "stats_over_training",
+        "figure10_11_probe_loss",
+    }
     # three runs: no correlation is drawn from three points, and the report says why
     assert "n = 3 point(s), fewer than 10" in report.missing["figure3_falsification"]
-    assert set(report.missing) == {"figure3_falsification", "figure1_optimizer_instability", "figure2_brownian", "figure4_probe_curves",
-                                   "figure5_width", "figure7_atari_layer_norm", "figure12_13_returns",
-                                   "figure14_sharpness", "figure15_16_td_loss", "figure17_18_probe_curves_ln",
-                                   "figure19_20_atari_gradcov", "figure21_22_atari_hessian"}
+    assert set(report.missing) == {
+        "figure3_falsification",
+        "figure1_optimizer_instability",
+        "figure2_brownian",
+        "figure4_probe_curves",
+        "figure5_width",
+        "figure7_atari_layer_norm",
+        "figure12_13_returns",
+        "figure14_sharpness",
+        "figure15_16_td_loss",
+        "figure17_18_probe_curves_ln",
+        "figure19_20_atari_gradcov",
+        "figure21_22_atari_hessian",
+    }
     assert not stale.exists()
     assert not list((tmp_path / "report").glob("*.pdf"))
     page = report.html.read_text()
@@ -609,8 +720,13 @@ def test_runs_without_metrics_only_still_give_a_page(tmp_path, capsys):
 def test_diverged_runs_are_used_and_their_nan_counted_not_replaced(tmp_path):
     for seed, status in enumerate(("complete", "complete", "diverged")):
         last = float("nan") if status == "diverged" else 0.3 + 0.1 * seed
-        make_run(tmp_path, f"r{seed}", config(seed, interventions="none"),
-                 {0: {"probe": probe_values(0.1)}, 10: {"probe": probe_values(last)}}, status=status)
+        make_run(
+            tmp_path,
+            f"r{seed}",
+            config(seed, interventions="none"),
+            {0: {"probe": probe_values(0.1)}, 10: {"probe": probe_values(last)}},
+            status=status,
+        )
     assert json.loads((tmp_path / "r2" / "run.json").read_text())["status"] == "diverged"
     data = load_report_data(tmp_path)
     assert sorted(data.used["status"]) == ["complete", "complete", "diverged"]  # diverged runs are data

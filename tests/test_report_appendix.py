@@ -27,8 +27,17 @@ from .test_report import config, make_run, probe_values
 STEPS = (0, 1000, 2000)
 
 
-def intervention_sweep(root, rng, metrics, archs=("mlp", "cnn"), intervs=("none", "layer_norm"),
-                       datasets=("mnist",), tasks=("true_label",), seeds=2, arrays=None):
+def intervention_sweep(
+    root,
+    rng,
+    metrics,
+    archs=("mlp", "cnn"),
+    intervs=("none", "layer_norm"),
+    datasets=("mnist",),
+    tasks=("true_label",),
+    seeds=2,
+    arrays=None,
+):
     """Classification runs; ``metrics`` {(phase, metric): f(rng) -> value per step}; returns
     {(dataset, task, arch, interventions): {run_dir: {step: {(phase, metric): value}}}}."""
     expected = {}
@@ -43,16 +52,22 @@ def intervention_sweep(root, rng, metrics, archs=("mlp", "cnn"), intervs=("none"
                             for (phase, metric), v in vs.items():
                                 scalars[s].setdefault(phase, {})[metric] = v
                         cfg = config(seed, dataset=d, task=t, arch=a, interventions=i)
-                        run = make_run(root, f"{d}_{t}_{a}_{i}_{seed}", cfg, scalars,
-                                       arrays=arrays(rng) if arrays else None)
+                        run = make_run(
+                            root, f"{d}_{t}_{a}_{i}_{seed}", cfg, scalars, arrays=arrays(rng) if arrays else None
+                        )
                         expected.setdefault((d, t, a, i), {})[str(run)] = values
     return expected
 
 
 def test_figure10_11_initial_and_final_probe_loss_per_intervention(tmp_path):
     rng = np.random.default_rng(0)
-    expected = intervention_sweep(tmp_path, rng, {N.PROBE_LOSS: lambda r: r.uniform(0.1, 1.0)},
-                                  datasets=("mnist", "cifar10"), intervs=("none", "layer_norm", "layer_norm+two_hot"))
+    expected = intervention_sweep(
+        tmp_path,
+        rng,
+        {N.PROBE_LOSS: lambda r: r.uniform(0.1, 1.0)},
+        datasets=("mnist", "cifar10"),
+        intervs=("none", "layer_norm", "layer_norm+two_hot"),
+    )
     result = figure10_11_probe_loss(load_sweep(tmp_path))
     cells = result.tables["cells"].set_index(["facet", "architecture", "intervention"])
     assert len(cells) == 2 * 2 * 3
@@ -66,14 +81,20 @@ def test_figure10_11_initial_and_final_probe_loss_per_intervention(tmp_path):
         assert row["final_mean"] == pytest.approx(np.mean(final), abs=1e-12)
     axes = [ax for ax in result.figure.axes if ax.get_title()]
     assert len(axes) == 4  # 2 datasets x 2 architectures
-    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["none (n=2)", "layer_norm (n=2)",
-                                                                  "layer_norm+two_hot (n=2)"]
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == [
+        "none (n=2)",
+        "layer_norm (n=2)",
+        "layer_norm+two_hot (n=2)",
+    ]
     # points with whiskers, not bars: a bar on the log axis would start at an arbitrary cut-off
     assert axes[0].get_yscale() == "log" and not axes[0].patches
     means = sorted(y for line in axes[0].lines for y in line.get_ydata() if line.get_marker() == "o")
-    want = [cells.loc[("cifar10" if axes[0].get_title().startswith("cifar10") else "mnist", a, i), c]
-            for (d, _, a, i) in expected for c in ("initial_mean", "final_mean")
-            if f"{d}, {a}" == axes[0].get_title()]
+    want = [
+        cells.loc[("cifar10" if axes[0].get_title().startswith("cifar10") else "mnist", a, i), c]
+        for (d, _, a, i) in expected
+        for c in ("initial_mean", "final_mean")
+        if f"{d}, {a}" == axes[0].get_title()
+    ]
     assert means == pytest.approx(sorted(want), abs=1e-12)
     assert "squared Q units" in axes[0].get_ylabel()
 
@@ -81,8 +102,13 @@ def test_figure10_11_initial_and_final_probe_loss_per_intervention(tmp_path):
 @pytest.mark.parametrize("fn,metric", [(figure12_13_returns, N.REWARD_MEAN), (figure15_16_td_loss, N.TD_LOSS)])
 def test_figures_12_13_and_15_16_curves_per_task_architecture_and_intervention(tmp_path, fn, metric):
     rng = np.random.default_rng(1)
-    expected = intervention_sweep(tmp_path, rng, {metric: lambda r: r.uniform(0.01, 1.0)},
-                                  tasks=("sparse_reward", "true_label"), intervs=("none", "two_hot"))
+    expected = intervention_sweep(
+        tmp_path,
+        rng,
+        {metric: lambda r: r.uniform(0.01, 1.0)},
+        tasks=("sparse_reward", "true_label"),
+        intervs=("none", "two_hot"),
+    )
     result = fn(load_sweep(tmp_path))
     table = result.tables["curves"].set_index(["dataset_task", "architecture", "intervention"])
     for (d, t, a, i), runs in expected.items():
@@ -102,9 +128,14 @@ def test_figures_12_13_and_15_16_curves_per_task_architecture_and_intervention(t
 
 def test_figure14_sharpness_cnn_with_and_without_layer_norm_regression_only(tmp_path):
     rng = np.random.default_rng(2)
-    expected = intervention_sweep(tmp_path, rng, {N.HESSIAN_TOP_EIG: lambda r: r.uniform(1, 10)},
-                                  archs=("cnn", "mlp"), intervs=("none", "layer_norm", "two_hot", "layer_norm+two_hot"),
-                                  tasks=("true_label", "sparse_reward"))
+    expected = intervention_sweep(
+        tmp_path,
+        rng,
+        {N.HESSIAN_TOP_EIG: lambda r: r.uniform(1, 10)},
+        archs=("cnn", "mlp"),
+        intervs=("none", "layer_norm", "two_hot", "layer_norm+two_hot"),
+        tasks=("true_label", "sparse_reward"),
+    )
     result = figure14_sharpness(load_sweep(tmp_path))
     table = result.tables["sharpness"]
     assert set(table["intervention"]) == {"none", "layer_norm"}  # the CNN with the regression head only
@@ -122,13 +153,21 @@ def test_figure17_18_probe_curves_without_and_with_layer_norm(tmp_path):
     curves = {}
 
     def arrays(r):
-        out = {s: {N.PROBE_CURVE_LOSS: r.uniform(0.1, 1.0, size=(3, 4)), N.PROBE_CURVE_STEPS: np.arange(1, 5) * 20}
-               for s in (0, 2000)}
+        out = {
+            s: {N.PROBE_CURVE_LOSS: r.uniform(0.1, 1.0, size=(3, 4)), N.PROBE_CURVE_STEPS: np.arange(1, 5) * 20}
+            for s in (0, 2000)
+        }
         curves[len(curves)] = out
         return out
 
-    intervention_sweep(tmp_path, rng, {N.PROBE_LOSS: lambda r: 0.5}, archs=("cnn",),
-                       intervs=("none", "layer_norm", "reset_last_layer"), arrays=arrays)
+    intervention_sweep(
+        tmp_path,
+        rng,
+        {N.PROBE_LOSS: lambda r: 0.5},
+        archs=("cnn",),
+        intervs=("none", "layer_norm", "reset_last_layer"),
+        arrays=arrays,
+    )
     result = figure17_18_probe_curves_ln(load_sweep(tmp_path))
     table = result.tables["curves"]
     assert set(table["column"]) == {"none", "layer_norm"}  # reset_last_layer is neither
@@ -148,8 +187,13 @@ def atari_sweep(root, arrays_at):
         for interv in ("none", "layer_norm"):
             for seed in (0, 1):
                 scalars = {s: {"eval": {"episode_return": float(s / 1000 + seed)}} for s in (1000, 2000, 3000)}
-                make_run(root, f"{game}_{interv}_{seed}", config(seed, env="atari", game=game, interventions=interv),
-                         scalars, arrays={s: arrays_at(game, interv, seed, s) for s in (1000, 2000, 3000)})
+                make_run(
+                    root,
+                    f"{game}_{interv}_{seed}",
+                    config(seed, env="atari", game=game, interventions=interv),
+                    scalars,
+                    arrays={s: arrays_at(game, interv, seed, s) for s in (1000, 2000, 3000)},
+                )
 
 
 def test_figure19_20_gradient_covariance_over_training_per_game(tmp_path):
@@ -193,9 +237,14 @@ def test_stats_figure_draws_any_stats_metric_by_name(tmp_path):
         for seed in (0, 1):
             scalars = {}
             for s in STEPS:
-                v = {"zebra_norm": rng.uniform(), "policy_churn": rng.uniform(), "param_norm": rng.uniform(),
-                     "param_norm/body.net.1": rng.uniform(), "grad_norm/body.net.1": rng.uniform(),
-                     "grad_norm/body.net.3": rng.uniform()}
+                v = {
+                    "zebra_norm": rng.uniform(),
+                    "policy_churn": rng.uniform(),
+                    "param_norm": rng.uniform(),
+                    "param_norm/body.net.1": rng.uniform(),
+                    "grad_norm/body.net.1": rng.uniform(),
+                    "grad_norm/body.net.3": rng.uniform(),
+                }
                 scalars[s] = {"stats": v, "probe": probe_values(0.5)}
             run = make_run(tmp_path, f"{interv}_{seed}", config(seed, interventions=interv), scalars)
             expected[str(run)] = (interv, scalars)
@@ -206,8 +255,9 @@ def test_stats_figure_draws_any_stats_metric_by_name(tmp_path):
     for interv in ("none", "layer_norm"):
         runs = [sc for i, sc in expected.values() if i == interv]
         group = f"interventions={interv}"
-        want = np.mean([(sc[2000]["stats"]["grad_norm/body.net.1"] + sc[2000]["stats"]["grad_norm/body.net.3"]) / 2
-                        for sc in runs])
+        want = np.mean(
+            [(sc[2000]["stats"]["grad_norm/body.net.1"] + sc[2000]["stats"]["grad_norm/body.net.3"]) / 2 for sc in runs]
+        )
         assert table.loc[("grad_norm/* (layer mean)", group), "last_mean"] == pytest.approx(want, abs=1e-12)
         want = np.mean([sc[0]["stats"]["zebra_norm"] for sc in runs])
         assert table.loc[("zebra_norm", group), "first_mean"] == pytest.approx(want, abs=1e-12)
@@ -222,20 +272,37 @@ def test_stats_figure_draws_the_training_dynamics_beside_the_statistics(tmp_path
     for seed in (0, 1):
         scalars = {}
         for s in STEPS:
-            scalars[s] = {"stats": {"feature_norm_mean": rng.uniform()},
-                          "dynamics": {"greedy_action_change_between_pauses": rng.uniform(), "weight_change_from_init/body.net.1": rng.uniform(),
-                                       "weight_change_from_init/body.net.3": rng.uniform()},
-                          "train": {"rel_param_change_window": rng.uniform(), "td_loss": rng.uniform()},
-                          "probe": probe_values(0.5)}
+            scalars[s] = {
+                "stats": {"feature_norm_mean": rng.uniform()},
+                "dynamics": {
+                    "greedy_action_change_between_pauses": rng.uniform(),
+                    "weight_change_from_init/body.net.1": rng.uniform(),
+                    "weight_change_from_init/body.net.3": rng.uniform(),
+                },
+                "train": {"rel_param_change_window": rng.uniform(), "td_loss": rng.uniform()},
+                "probe": probe_values(0.5),
+            }
         make_run(tmp_path, f"run_{seed}", config(seed), scalars)
         runs.append(scalars)
     result = stats_over_training(load_sweep(tmp_path))
     titles = {ax.get_title() for ax in result.figure.axes if ax.get_title()}
-    assert titles == {"feature_norm_mean", "dynamics: greedy_action_change_between_pauses",
-                      "dynamics: weight_change_from_init/* (layer mean)", "train: rel_param_change_window"}
+    assert titles == {
+        "feature_norm_mean",
+        "dynamics: greedy_action_change_between_pauses",
+        "dynamics: weight_change_from_init/* (layer mean)",
+        "train: rel_param_change_window",
+    }
     table = result.tables["statistics"].set_index("statistic")
-    want = np.mean([(sc[2000]["dynamics"]["weight_change_from_init/body.net.1"]
-                     + sc[2000]["dynamics"]["weight_change_from_init/body.net.3"]) / 2 for sc in runs])
+    want = np.mean(
+        [
+            (
+                sc[2000]["dynamics"]["weight_change_from_init/body.net.1"]
+                + sc[2000]["dynamics"]["weight_change_from_init/body.net.3"]
+            )
+            / 2
+            for sc in runs
+        ]
+    )
     assert table.loc["dynamics: weight_change_from_init/* (layer mean)", "last_mean"] == pytest.approx(want, abs=1e-12)
     want = np.mean([sc[0]["train"]["rel_param_change_window"] for sc in runs])
     assert table.loc["train: rel_param_change_window", "first_mean"] == pytest.approx(want, abs=1e-12)
@@ -248,14 +315,23 @@ def test_figure5_keys_on_the_cnn_width_multiplier(tmp_path):
             cfg = config(seed, arch="cnn")
             cfg["architecture"] = {"name": "cnn", "channels": 64, "hidden": 256, "width_multiplier": mult}
             p0, p1 = 0.5, 0.5 - 0.1 * seed - 0.2 / mult
-            make_run(tmp_path, f"cnn_{mult}_{seed}", cfg,
-                     {0: {"probe": probe_values(1 - p0)}, 1000: {"probe": probe_values(1 - p1)}})
+            make_run(
+                tmp_path,
+                f"cnn_{mult}_{seed}",
+                cfg,
+                {0: {"probe": probe_values(1 - p0)}, 1000: {"probe": probe_values(1 - p1)}},
+            )
             expected.setdefault(mult, []).append(p1 - p0)
     for width in (16, 32):  # an MLP sweep by multiplier at base width 16: its x is the width in units
         for mult in (1, 2):
             cfg = config(0, width=width)
             cfg["architecture"]["width_multiplier"] = mult
-            make_run(tmp_path, f"mlp_{width}_{mult}", cfg, {0: {"probe": probe_values(0.5)}, 1000: {"probe": probe_values(0.6)}})
+            make_run(
+                tmp_path,
+                f"mlp_{width}_{mult}",
+                cfg,
+                {0: {"probe": probe_values(0.5)}, 1000: {"probe": probe_values(0.6)}},
+            )
     table = width_table(load_sweep(tmp_path))
     cnn = table[table["panel"].str.contains("cnn")].set_index("width")
     assert set(cnn["width_axis"]) == {"multiplier"}
@@ -270,7 +346,15 @@ def test_figure5_keys_on_the_cnn_width_multiplier(tmp_path):
 def test_appendix_figures_raise_missing_data_without_their_metrics(tmp_path):
     make_run(tmp_path, "plain", config(0), {0: {"probe": probe_values(0.3)}})
     frame = load_sweep(tmp_path)
-    for fn in (figure10_11_probe_loss, figure12_13_returns, figure14_sharpness, figure15_16_td_loss,
-               figure17_18_probe_curves_ln, figure19_20_atari_gradcov, figure21_22_atari_hessian, stats_over_training):
+    for fn in (
+        figure10_11_probe_loss,
+        figure12_13_returns,
+        figure14_sharpness,
+        figure15_16_td_loss,
+        figure17_18_probe_curves_ln,
+        figure19_20_atari_gradcov,
+        figure21_22_atari_hessian,
+        stats_over_training,
+    ):
         with pytest.raises(MissingData):
             fn(frame)

@@ -13,8 +13,11 @@ MAX_LINES = 400
 
 
 def test_no_report_module_is_longer_than_400_lines():
-    long = {str(p.relative_to(REPORT_DIR)): n for p in REPORT_DIR.rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(REPORT_DIR)): n
+        for p in REPORT_DIR.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert not long, f"report modules over {MAX_LINES} lines: {long}"
 
 

@@ -23,8 +23,13 @@ def load_script():
 
 
 def test_dry_run_lists_a_multirun_and_a_report_per_finding(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--runs-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
     presets = [f.preset for f in load_script().FINDINGS]
@@ -113,14 +118,19 @@ def check_numbers(text: str, data_dir: Path) -> None:
                 if spec_cell.absent is not None and doc_cell == spec_cell.absent:
                     continue
                 # the cell's words as the spec has them, each {} a number of the doc
-                pattern = "".join(r"(-?\d+(?:\.\d+)?)" if part == "{}" else re.escape(part)
-                                  for part in re.split(r"(\{\})", spec_cell.template))
+                pattern = "".join(
+                    r"(-?\d+(?:\.\d+)?)" if part == "{}" else re.escape(part)
+                    for part in re.split(r"(\{\})", spec_cell.template)
+                )
                 m = re.fullmatch(pattern, doc_cell)
                 assert m, (name, doc_cell, spec_cell.template)
                 for text_value, num in zip(m.groups(), spec_cell.values, strict=True):
                     decimals = len(text_value.split(".")[1]) if "." in text_value else 0
-                    assert abs(float(text_value) - csv_value(data_dir, num)) <= 0.5 * 10 ** -decimals + 1e-12, \
-                        (name, doc_cell, num)
+                    assert abs(float(text_value) - csv_value(data_dir, num)) <= 0.5 * 10**-decimals + 1e-12, (
+                        name,
+                        doc_cell,
+                        num,
+                    )
 
 
 def test_each_number_of_the_doc_is_its_csv_value():

@@ -132,14 +132,20 @@ def test_sigkill_then_same_command(tmp_path, reference):
 
 # ------------------------------------------------------------------ every intervention resumes
 
+
 def _intervention_run(names: list[str]):
     """A tiny run with ``names`` active (each with the options that make its hooks act within the
     first steps, ``test_interventions.EXTRA``), crashed past its step-20 checkpoint."""
     from .test_interventions import EXTRA
 
     extra = [o for n in names for o in EXTRA.get(n, [])]
-    fast = ["diagnostics.statistics.enabled=false", "diagnostics.curvature.enabled=false",
-            "diagnostics.gradcov.enabled=false", "probe.steps=4", "probe.num_targets=2"]
+    fast = [
+        "diagnostics.statistics.enabled=false",
+        "diagnostics.curvature.enabled=false",
+        "diagnostics.gradcov.enabled=false",
+        "probe.steps=4",
+        "probe.num_targets=2",
+    ]
     return lambda: make_cfg(fast + [f"intervention=[{','.join(names)}]"] + extra)
 
 

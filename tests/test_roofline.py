@@ -92,10 +92,8 @@ def test_probe_vectorised_fit_flops_equal_the_hand_count():
     assert (two["flops"] - fixed["flops"]) / 2 == T * mlp_step_flops(sizes, b)
     # counted as batched GEMMs of the T copies
     assert all(shape[0] == T for shape in two["shapes"])
-    seq_fixed = roofline.count_flops(
-        lambda: fit_targets_sequential(net, cfg.optimizer, inputs, targets, 0, b, 0, 5))
-    seq_two = roofline.count_flops(
-        lambda: fit_targets_sequential(net, cfg.optimizer, inputs, targets, 2, b, 0, 5))
+    seq_fixed = roofline.count_flops(lambda: fit_targets_sequential(net, cfg.optimizer, inputs, targets, 0, b, 0, 5))
+    seq_two = roofline.count_flops(lambda: fit_targets_sequential(net, cfg.optimizer, inputs, targets, 2, b, 0, 5))
     assert seq_fixed == fixed["flops"] and seq_two == two["flops"]
 
 
@@ -124,8 +122,9 @@ def test_per_sample_conv_gradients_are_counted_once_not_groups_times():
 
 def test_conv_net_step_counts_agree_with_flop_counter_mode():
     """Without groups the recorder's GEMM shapes and FlopCounterMode count the same FLOPs."""
-    net = nn.Sequential(nn.Conv2d(1, 4, 5, padding=2), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.Flatten(),
-                        nn.Linear(6 * 8 * 8, 7))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 5, padding=2), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.Flatten(), nn.Linear(6 * 8 * 8, 7)
+    )
     x = torch.randn(3, 1, 8, 8)
 
     def step() -> None:

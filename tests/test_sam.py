@@ -39,7 +39,7 @@ def hand_sam_gradient(net: nn.Module, x, y, rho: float) -> list[torch.Tensor]:
 
 def tiny(norm: bool = False) -> nn.Module:
     torch.manual_seed(0)
-    layers = [nn.Linear(3, 4), *( [nn.BatchNorm1d(4)] if norm else []), nn.Tanh(), nn.Linear(4, 2)]
+    layers = [nn.Linear(3, 4), *([nn.BatchNorm1d(4)] if norm else []), nn.Tanh(), nn.Linear(4, 2)]
     return nn.Sequential(*layers)
 
 
@@ -63,7 +63,10 @@ def sam_step(net, optimizer, x, y, rho):
 @pytest.mark.parametrize("kind", ["sgd", "adam"])
 def test_one_sam_step_equals_the_hand_two_pass_step(kind):
     net = tiny()
-    x, y = torch.randn(5, 3, generator=torch.Generator().manual_seed(1)), torch.randn(5, 2, generator=torch.Generator().manual_seed(2))
+    x, y = (
+        torch.randn(5, 3, generator=torch.Generator().manual_seed(1)),
+        torch.randn(5, 2, generator=torch.Generator().manual_seed(2)),
+    )
     theta = [p.detach().clone() for p in net.parameters()]
     g_sam = hand_sam_gradient(net, x, y, rho=0.3)
     lr = 0.1
@@ -82,7 +85,10 @@ def test_one_sam_step_equals_the_hand_two_pass_step(kind):
 def test_rho_zero_is_the_plain_step_and_batchnorm_statistics_move_once():
     net, plain = tiny(norm=True), tiny(norm=True)
     net.train(), plain.train()
-    x, y = torch.randn(6, 3, generator=torch.Generator().manual_seed(3)), torch.randn(6, 2, generator=torch.Generator().manual_seed(4))
+    x, y = (
+        torch.randn(6, 3, generator=torch.Generator().manual_seed(3)),
+        torch.randn(6, 2, generator=torch.Generator().manual_seed(4)),
+    )
     opt, opt_plain = torch.optim.SGD(net.parameters(), lr=0.1), torch.optim.SGD(plain.parameters(), lr=0.1)
     sam_step(net, opt, x, y, rho=0.0)
     loss = loss_of(plain, x, y)

@@ -49,7 +49,9 @@ def reference(tmp_path_factory):
 def parquet_rows(run_dir: Path) -> pd.DataFrame:
     """The run's parquet rows as ``tag, step, value`` (tag ``phase/metric``), sorted."""
     frame = load_run(run_dir)
-    out = pd.DataFrame({"tag": frame.phase + "/" + frame.metric, "step": frame.step.astype("int64"), "value": frame.value})
+    out = pd.DataFrame(
+        {"tag": frame.phase + "/" + frame.metric, "step": frame.step.astype("int64"), "value": frame.value}
+    )
     return out.sort_values(["tag", "step"], ignore_index=True)
 
 
@@ -121,14 +123,23 @@ def wandb_offline_runs(run_dir: Path) -> list[dict]:
                 step = int(items.pop("_step"))
                 history[step] = {k: v for k, v in items.items() if not k.startswith("_")}
         config = {i.key: json.loads(i.value_json) for i in run.config.update if i.key != "_wandb"}
-        runs.append({"id": run.run_id, "group": run.run_group, "job_type": run.job_type, "config": config,
-                     "history": history, "folder": folder})
+        runs.append(
+            {
+                "id": run.run_id,
+                "group": run.run_group,
+                "job_type": run.job_type,
+                "config": config,
+                "history": history,
+                "folder": folder,
+            }
+        )
     return runs
 
 
 def wandb_scalar_rows(history: dict) -> pd.DataFrame:
-    rows = [(k, step, float(v)) for step, items in history.items() for k, v in items.items()
-            if isinstance(v, (int, float))]
+    rows = [
+        (k, step, float(v)) for step, items in history.items() for k, v in items.items() if isinstance(v, (int, float))
+    ]
     return pd.DataFrame(rows, columns=["tag", "step", "value"]).sort_values(["tag", "step"], ignore_index=True)
 
 
@@ -228,7 +239,7 @@ def test_a_logger_whose_package_does_not_import_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError) as err:
         validate(make_cfg(["logger=[tensorboard,wandb]"]))
     assert err.value.key == "logger.wandb"
-    assert "pip install -e \".[wandb]\"" in str(err.value)
+    assert 'pip install -e ".[wandb]"' in str(err.value)
     validate(make_cfg(["logger=[tensorboard]"]))  # the other sink is unaffected
     validate(make_cfg())  # the default: no sink
 
@@ -241,7 +252,11 @@ def test_cli_refuses_a_logger_that_does_not_import_before_the_run(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "plasticity_runner", *TINY, "logger=[tensorboard]", f"hydra.run.dir={run_dir}"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
     assert "config key 'logger.tensorboard'" in proc.stderr and "tensorboard is broken here" in proc.stderr
@@ -290,9 +305,23 @@ def test_multirun_gives_wandb_one_group_and_a_job_type_per_variant(tmp_path):
     sweep = tmp_path / "sweeps" / "fig6"
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
     proc = subprocess.run(
-        [sys.executable, "-m", "plasticity_runner", "-m", *TINY, "total_steps=20", "seed=0,1",
-         "optimizer.lr=0.001,0.0001", "logger=[wandb]", f"hydra.sweep.dir={sweep}"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "plasticity_runner",
+            "-m",
+            *TINY,
+            "total_steps=20",
+            "seed=0,1",
+            "optimizer.lr=0.001,0.0001",
+            "logger=[wandb]",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     runs = {}

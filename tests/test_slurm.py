@@ -172,7 +172,8 @@ def test_failing_slurm_job_fails_the_multirun_loudly(sweep_dir):
     data = corrupt_mnist(sweep_dir.parent / "data")
     res = _run(
         multirun_cmd(sweep_dir, *SLURM, "env.dataset=digits,mnist", f"env.data_dir={data}"),
-        cwd=sweep_dir.parent, timeout=400,
+        cwd=sweep_dir.parent,
+        timeout=400,
     )
     assert res.returncode != 0
     assert "DatasetFileError" in res.stderr
@@ -201,7 +202,8 @@ def test_local_launcher_runs_in_parallel_and_fails_loudly(sweep_dir):
     data = corrupt_mnist(sweep_dir.parent / "data")
     res = _run(
         multirun_cmd(sweep_dir, "hydra/launcher=local", "env.dataset=digits,mnist", f"env.data_dir={data}"),
-        cwd=sweep_dir.parent, timeout=400,
+        cwd=sweep_dir.parent,
+        timeout=400,
     )
     assert res.returncode != 0 and "DatasetFileError" in res.stderr
     assert json.loads((sweep_dir / "0" / "run.json").read_text())["status"] == "complete"

@@ -31,7 +31,8 @@ def module_names() -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def import_statements(body: list[ast.AST]):
@@ -92,7 +93,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         path.pop()
@@ -135,8 +136,14 @@ def test_the_cycle_finder_finds_a_cycle_and_resolves_relative_imports(tmp_path):
         "try:\n    from . import seeding\nexcept ImportError:\n    from . import errors\n"
         "class C:\n    from .envs import base\n    def m(self):\n        import plasticity_runner.metrics\n"
     )
-    expected = {"plasticity_runner.seeding", "plasticity_runner.envs.base", "plasticity_runner.envs",
-                "plasticity_runner.config", "plasticity_runner.metrics", "plasticity_runner.errors"}
+    expected = {
+        "plasticity_runner.seeding",
+        "plasticity_runner.envs.base",
+        "plasticity_runner.envs",
+        "plasticity_runner.config",
+        "plasticity_runner.metrics",
+        "plasticity_runner.errors",
+    }
     assert imports_of("plasticity_runner.fake", fake, modules) == expected
 
 
@@ -202,14 +209,30 @@ def test_each_program_named_by_an_env_is_a_function_taking_cfg_and_run(name, mon
 
     function = registry.get("env", name).spec.program
     assert list(inspect.signature(function).parameters) == ["cfg", "run"]
-    module = importlib.import_module("plasticity_runner.case_studies." + name if name in ("brownian", "memorization")
-                                     else "plasticity_runner.continual.protocols")
+    module = importlib.import_module(
+        "plasticity_runner.case_studies." + name
+        if name in ("brownian", "memorization")
+        else "plasticity_runner.continual.protocols"
+    )
     monkeypatch.setattr(module, f"run_{name}", lambda cfg, run: ("ran", cfg, run))
     assert function("cfg", "run") == ("ran", "cfg", "run")
 
 
-@pytest.mark.parametrize("module", ["trainer", "cli", "agents.dqn", "case_studies.brownian", "case_studies.memorization",
-                                    "continual.protocols", "envs", "probes", "interventions", "report.names"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "trainer",
+        "cli",
+        "agents.dqn",
+        "case_studies.brownian",
+        "case_studies.memorization",
+        "continual.protocols",
+        "envs",
+        "probes",
+        "interventions",
+        "report.names",
+    ],
+)
 def test_each_entry_module_imports_first_in_a_fresh_process(module):
     """An import cycle through a package that loads its modules at import (``registry.load_modules``)
     is invisible to the static graph; a fresh process importing the module first sees it."""
@@ -235,7 +258,11 @@ def test_train_runs_the_program_its_env_names_and_the_dqn_loop_otherwise(tmp_pat
         return {"fake": True}
 
     part = registry.get("env", "memorization")
-    monkeypatch.setitem(registry._PARTS["env"], "memorization", dataclasses.replace(part, spec=dataclasses.replace(part.spec, program=fake)))
+    monkeypatch.setitem(
+        registry._PARTS["env"],
+        "memorization",
+        dataclasses.replace(part, spec=dataclasses.replace(part.spec, program=fake)),
+    )
     monkeypatch.setattr(trainer, "run_dqn", fake)
     assert trainer.train(compose_config(["env=memorization"]), tmp_path / "a") == {"fake": True}
     assert trainer.train(compose_config(["env=classification"]), tmp_path / "b") == {"fake": True}

@@ -25,8 +25,17 @@ class KillJobZero(Callback):
 
 def test_killed_job_under_the_local_launcher_gets_a_summary_line(tmp_path):
     sweep = tmp_path / "sweep"
-    res = run_cli(["-m", *FAST, "hydra/launcher=local", "seed=0,1", f"hydra.sweep.dir={sweep}",
-                   f"+hydra.callbacks.killer._target_={__name__}.KillJobZero"], cwd=tmp_path)
+    res = run_cli(
+        [
+            "-m",
+            *FAST,
+            "hydra/launcher=local",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+            f"+hydra.callbacks.killer._target_={__name__}.KillJobZero",
+        ],
+        cwd=tmp_path,
+    )
     assert res.returncode == 1, res.stderr[-3000:]
     assert "UncompletedJobError" not in res.stderr.split("runs failed")[-1] and "Traceback" not in res.stderr
     assert "1 of 2 runs failed" in res.stderr

@@ -22,7 +22,9 @@ def values(run_dir, exclude_phases=("timing",)):
 def test_run_writes_shards_per_pause(tmp_path, device):
     summary = train(make_cfg(on_device(device)), tmp_path)
     shards = sorted(p.name for p in (tmp_path / "metrics").iterdir())
-    assert shards == [f"step_{s:010d}.parquet{c}" for s in (0, 20, 40) for c in ("", ".sha256")]  # each with its SHA-256
+    assert shards == [
+        f"step_{s:010d}.parquet{c}" for s in (0, 20, 40) for c in ("", ".sha256")
+    ]  # each with its SHA-256
     assert not list(tmp_path.rglob("*.tmp"))
     df = load_sweep(tmp_path)
     assert list(df.columns[: len(SCHEMA)]) == SCHEMA.names

@@ -45,8 +45,11 @@ def tamper(state_file, **extra) -> None:
     bundle = torch.load(state_file, weights_only=False)  # the test's own genuine file
     bundle.update(extra)
     torch.save(bundle, state_file)
-    marker = {"file": checkpoint.STATE_FILE, "size": state_file.stat().st_size,
-              "sha256": checkpoint.file_sha256(state_file)}
+    marker = {
+        "file": checkpoint.STATE_FILE,
+        "size": state_file.stat().st_size,
+        "sha256": checkpoint.file_sha256(state_file),
+    }
     (state_file.parent / checkpoint.MARKER).write_text(json.dumps(marker))
 
 
@@ -78,8 +81,12 @@ def test_checkpoint_with_a_payload_through_the_cli_is_exit_3(crashed_run, tmp_pa
     witness = tmp_path / "witness"
     state_file = crashed_run / "checkpoints" / "step_0000000020" / "state.pt"
     tamper(state_file, extra=Payload(witness))
-    res = subprocess.run([sys.executable, "-m", "plasticity_runner", *TINY, *FAST, f"hydra.run.dir={crashed_run}"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "plasticity_runner", *TINY, *FAST, f"hydra.run.dir={crashed_run}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 3, res.stderr[-3000:]
     assert "Error reading the run's outputs" in res.stderr and str(state_file) in res.stderr
     assert "posix.system" in res.stderr and "Traceback" not in res.stderr
@@ -91,9 +98,11 @@ def test_genuine_bundle_types_load_under_weights_only(tmp_path):
     # and Python's RNG states, plain containers
     import random
 
-    bundle = {"np": {str(t): np.zeros(3, t) for t in (np.bool_, np.uint8, np.int64, np.float32, np.float64)},
-              "rng": {"numpy": np.random.get_state(), "python": random.getstate(), "torch": torch.get_rng_state()},
-              "nested": [1, 2.5, "x", None, (1, 2)]}
+    bundle = {
+        "np": {str(t): np.zeros(3, t) for t in (np.bool_, np.uint8, np.int64, np.float32, np.float64)},
+        "rng": {"numpy": np.random.get_state(), "python": random.getstate(), "torch": torch.get_rng_state()},
+        "nested": [1, 2.5, "x", None, (1, 2)],
+    }
     path = tmp_path / "state.pt"
     torch.save(bundle, path)
     loaded = checkpoint.load_bundle(path, "cpu")

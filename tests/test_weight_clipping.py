@@ -15,11 +15,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from plasticity_runner import registry
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.interventions.base import Learner
 from plasticity_runner.interventions.weight_clipping import WeightClipping, init_bounds
 from plasticity_runner.metrics import MetricsWriter, load_arrays, load_run
-from plasticity_runner import registry
 from plasticity_runner.nets.layers import raw_weight
 from plasticity_runner.trainer import build_run, prefill, run_pause, train_step
 

@@ -47,10 +47,13 @@ def numpy_oracle(net: nn.Module) -> dict[str, float]:
     return out
 
 
-@pytest.mark.parametrize("arch", [
-    dict(name="mlp", width=24, num_layers=2),
-    dict(name="cnn", channels=3, hidden=8, conv_stride=1),
-])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        dict(name="mlp", width=24, num_layers=2),
+        dict(name="cnn", channels=3, hidden=8, conv_stride=1),
+    ],
+)
 def test_equals_numpy_on_a_tiny_network(arch):
     torch.manual_seed(0)
     net = build_network(OmegaConf.create(arch), (1, 8, 8), 3)
@@ -84,7 +87,9 @@ def test_a_run_with_the_default_diagnostics_writes_it_at_every_pause_and_changes
 
     def kept(frame):
         frame = frame[(frame.phase != "timing") & ~frame.metric.str.startswith("weight_magnitude")]
-        return frame[["step", "phase", "metric", "value"]].sort_values(["step", "phase", "metric"]).reset_index(drop=True)
+        return (
+            frame[["step", "phase", "metric", "value"]].sort_values(["step", "phase", "metric"]).reset_index(drop=True)
+        )
 
     pd.testing.assert_frame_equal(kept(rows), kept(off), check_exact=True)
     assert not off.metric.str.startswith("weight_magnitude").any()

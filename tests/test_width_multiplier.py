@@ -8,9 +8,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from plasticity_runner import registry
 from plasticity_runner.cli import compose_config
 from plasticity_runner.config import ConfigError, validate
-from plasticity_runner import registry
 from plasticity_runner.nets import build_network
 from plasticity_runner.nets.bodies import CNNBody, MLPBody
 from plasticity_runner.nets.minatar_cnn import MinAtarCNNBody
@@ -19,16 +19,24 @@ from plasticity_runner.nets.resnet import ResNet18Body
 from plasticity_runner.nets.scaling import scaled
 from plasticity_runner.nets.vit import ViTBody
 
-SHAPE = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "resnet18": (3, 8, 8), "vit": (1, 8, 8), "nature_cnn": (1, 8, 8),
-         "minatar_cnn": (4, 10, 10)}
+SHAPE = {
+    "mlp": (1, 8, 8),
+    "cnn": (1, 8, 8),
+    "resnet18": (3, 8, 8),
+    "vit": (1, 8, 8),
+    "nature_cnn": (1, 8, 8),
+    "minatar_cnn": (4, 10, 10),
+}
 # the architectures that predate width_multiplier at small sizes, and today's body built from them
 # directly (the oracle: the constructors as they were called before width_multiplier existed)
 SMALL = {
     "mlp": (dict(width=12, num_layers=2), lambda s, ln: MLPBody(s, 12, 2, ln)),
     "cnn": (dict(channels=4, hidden=12, conv_stride=1), lambda s, ln: CNNBody(s, 4, 12, 1, ln)),
     "resnet18": (dict(width=2, stem="auto"), lambda s, ln: ResNet18Body(s, 2, "auto", ln)),
-    "vit": (dict(patch_size=3, dim=8, ff_dim=16, num_blocks=1, num_heads=2, dropout=0.1, pool="cls"),
-            lambda s, ln: ViTBody(s, 3, 8, 16, 1, 2, 0.1, "cls", ln)),
+    "vit": (
+        dict(patch_size=3, dim=8, ff_dim=16, num_blocks=1, num_heads=2, dropout=0.1, pool="cls"),
+        lambda s, ln: ViTBody(s, 3, 8, 16, 1, 2, 0.1, "cls", ln),
+    ),
     "nature_cnn": (dict(hidden=12), lambda s, ln: NatureCNNBody(s, 12, ln)),
     "minatar_cnn": (dict(channels=4, hidden=12), lambda s, ln: MinAtarCNNBody(s, 4, 12, ln)),
 }
@@ -90,8 +98,9 @@ def test_width_multiplier_2_doubles_every_scaled_width(name):
 
 
 def test_the_paper_cnn_at_multiplier_2_has_128_channels_and_512_units():
-    body = build_network(compose_config(["architecture=cnn", "architecture.width_multiplier=2"]).architecture,
-                         (1, 8, 8), 10).body
+    body = build_network(
+        compose_config(["architecture=cnn", "architecture.width_multiplier=2"]).architecture, (1, 8, 8), 10
+    ).body
     assert _widths(body) == [128, 128, 512, 512]
 
 

@@ -22,9 +22,10 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, List, Sequence
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
@@ -90,12 +91,12 @@ def _next_commands(sweep_dir: Path) -> str:
 class SummarySweeper(BasicSweeper):
     """``BasicSweeper`` that runs every batch and ends with a summary of the failed runs."""
 
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         params = self._parse_config() + list(arguments)
         parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(params)
         swept = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
-        returns: List[Sequence[JobReturn]] = []
+        returns: list[Sequence[JobReturn]] = []
         failed: list[JobReturn] = []
         # the batches and the sweep directory as BasicSweeper.sweep makes them
         self.overrides = self.split_arguments(parsed, self.max_batch_size)
@@ -114,9 +115,11 @@ class SummarySweeper(BasicSweeper):
             returns.append(results)
         done = [r for batch in returns for r in batch if r.status == JobStatus.COMPLETED]
         skipped = sum(finished_before(r, started) for r in done)
-        self.end_line = (f"plasticity-run: sweep done: {len(done) - skipped} complete, {len(failed)} failed, "
-                         f"{skipped} skipped (finished before this sweep) of {initial_job_idx} jobs; "
-                         f"sweep directory: {sweep_dir.resolve()}")
+        self.end_line = (
+            f"plasticity-run: sweep done: {len(done) - skipped} complete, {len(failed)} failed, "
+            f"{skipped} skipped (finished before this sweep) of {initial_job_idx} jobs; "
+            f"sweep directory: {sweep_dir.resolve()}"
+        )
         if failed:
             self._exit_with_summary(failed, swept, total=initial_job_idx)
         print(self.end_line)
@@ -155,8 +158,10 @@ class SummarySweeper(BasicSweeper):
         args = job.submission().args  # (overrides, job_dir_key, job number, job id, Hydra's state)
         overrides, num = list(args[0]), args[2]
         ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
-        killed = JobKilled(f"the job ended without a result (killed?): {_first_line(exc)}; "
-                           f"its logs: {getattr(job, 'paths', None) and job.paths.stderr}")
+        killed = JobKilled(
+            f"the job ended without a result (killed?): {_first_line(exc)}; "
+            f"its logs: {getattr(job, 'paths', None) and job.paths.stderr}"
+        )
         ret._return_value = killed
         try:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
@@ -185,6 +190,8 @@ class SummarySweeper(BasicSweeper):
 # a config group option, so ``hydra/sweeper=optuna`` or a preset's ``override /hydra/sweeper: optuna``
 # replaces it whole (a ``hydra.sweeper._target_`` in the primary config would outlive the override).
 ConfigStore.instance().store(
-    group="hydra/sweeper", name="basic", provider="plasticity_runner",
+    group="hydra/sweeper",
+    name="basic",
+    provider="plasticity_runner",
     node=BasicSweeperConf(_target_=f"{SummarySweeper.__module__}.{SummarySweeper.__qualname__}"),
 )

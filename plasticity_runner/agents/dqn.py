@@ -91,8 +91,10 @@ def frame_clock(cfg: Any) -> FrameClock | None:
 
 def _need_clock(clock: FrameClock | None, key: str) -> FrameClock:
     if clock is None:
-        raise ValueError(f"agent.{key} counts emulator frames, which this environment has none of; "
-                         f"use agent.{key.replace('_frames', '_steps')}")
+        raise ValueError(
+            f"agent.{key} counts emulator frames, which this environment has none of; "
+            f"use agent.{key.replace('_frames', '_steps')}"
+        )
     return clock
 
 
@@ -171,31 +173,6 @@ def td_target(online: nn.Module, target: nn.Module, batch: Batch, gamma: float, 
     else:
         v_t = q_target_t.max(dim=1).values
     return batch.r_t + gamma * batch.discount_t * v_t
-
-
-class _TDLoss(nn.Module):
-    """``forward(o_tm1, a_tm1, target)`` -> per-transition TD loss [B] of the wrapped network."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, o_tm1: torch.Tensor, a_tm1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.net.td_loss(o_tm1, a_tm1, target)
-
-
-def td_sample_losses(
-    online: nn.Module, target: nn.Module, batch: Any, *, gamma: float, double_dqn: bool
-) -> SampleLosses:
-    """The TD loss of each transition of ``batch`` w.r.t. the parameters of ``online`` (eq. 1).
-
-    The TD target is computed once, from eval-mode copies of the online and target networks
-    (``td_target`` with the agent's ``gamma`` and ``double_dqn``), and held fixed; the
-    losses are those of the online copy (the networks passed in are never touched).
-    """
-    online, target = copy.deepcopy(online).eval(), copy.deepcopy(target).eval()
-    y = td_target(online, target, batch, float(gamma), bool(double_dqn))
-    return SampleLosses(_TDLoss(online), (batch.o_tm1, batch.a_tm1, y))
 
 
 class DQNAgent:

@@ -46,19 +46,19 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from .. import seeding
 from ..agents.dqn import DQNAgent
 from ..envs.base import Batch
 from ..envs.classification import ClassificationMDP
+from ..errors import choice
+from ..lifecycle import Run
 from ..nets import build_network
 from ..optim import build_optimizer
 from ..probes.curvature import Curvature, hessian_spectrum
-from .. import seeding
-from ..seeding import stream_seed
 from ..probes.gradcov import GradCov, gradient_covariance, perturbation_sample_losses
-from ..lifecycle import Run
 from ..progress import Progress
+from ..seeding import stream_seed
 from .common import begin_run, distance, end_run, snapshot
-from ..errors import choice
 
 log = logging.getLogger("plasticity_runner")
 
@@ -71,8 +71,13 @@ ARRAYS = (*Curvature.arrays, *GradCov.arrays)
 def make_mdp(env_cfg: Any, device: torch.device, seed: int) -> ClassificationMDP:
     """The classification MDP with one copy per transition of a batch (``env.batch_size`` copies)."""
     mdp_cfg = SimpleNamespace(
-        dataset=env_cfg.dataset, task=env_cfg.task, data_dir=env_cfg.data_dir, download=env_cfg.download,
-        num_images=env_cfg.num_images, label_seed=env_cfg.label_seed, num_envs=int(env_cfg.batch_size),
+        dataset=env_cfg.dataset,
+        task=env_cfg.task,
+        data_dir=env_cfg.data_dir,
+        download=env_cfg.download,
+        num_images=env_cfg.num_images,
+        label_seed=env_cfg.label_seed,
+        num_envs=int(env_cfg.batch_size),
     )
     return ClassificationMDP(mdp_cfg, device, seed)
 
@@ -129,7 +134,9 @@ class CoupledTrajectories:
         return loss, norm
 
 
-def measure(cfg: DictConfig, net: nn.Module, inputs: torch.Tensor, seed: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def measure(
+    cfg: DictConfig, net: nn.Module, inputs: torch.Tensor, seed: int
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Hessian spectrum and C_k of the probe loss of section 4.2 at ``net``; (scalars, arrays).
 
     ``inputs`` holds at least ``max(curvature.num_inputs, gradcov.k)`` images; the first of them go
@@ -142,27 +149,36 @@ def measure(cfg: DictConfig, net: nn.Module, inputs: torch.Tensor, seed: int) ->
     if d.curvature.enabled:
         spectrum = hessian_spectrum(net, inputs[: int(d.curvature.num_inputs)], seed, d.curvature)
         scalars.update(spectrum.scalars())
-        arrays.update({
-            "hessian/density": spectrum.density.numpy(),
-            "hessian/grid": spectrum.grid.numpy(),
-            "hessian/ritz_values": spectrum.ritz_values.numpy(),
-            "hessian/ritz_weights": spectrum.ritz_weights.numpy(),
-        })
+        arrays.update(
+            {
+                "hessian/density": spectrum.density.numpy(),
+                "hessian/grid": spectrum.grid.numpy(),
+                "hessian/ritz_values": spectrum.ritz_values.numpy(),
+                "hessian/ritz_weights": spectrum.ritz_weights.numpy(),
+            }
+        )
     if d.gradcov.enabled:
         shared = choice(d.gradcov.loss) == "perturbation_shared"
-        losses = perturbation_sample_losses(net, inputs[: int(d.gradcov.k)], stream_seed(seed, "gradcov"), shared=shared)
+        losses = perturbation_sample_losses(
+            net, inputs[: int(d.gradcov.k)], stream_seed(seed, "gradcov"), shared=shared
+        )
         cov = gradient_covariance(
-            losses, num_clusters=int(d.gradcov.num_clusters), chunk_size=int(d.gradcov.chunk_size),
-            max_memory_mb=float(d.gradcov.max_memory_mb), seed=seed,
+            losses,
+            num_clusters=int(d.gradcov.num_clusters),
+            chunk_size=int(d.gradcov.chunk_size),
+            max_memory_mb=float(d.gradcov.max_memory_mb),
+            seed=seed,
         )
         scalars.update(cov.scalars())
         off = ~torch.eye(cov.matrix.shape[0], dtype=torch.bool)
         scalars["gradcov_offdiag_abs_mean"] = float(cov.matrix[off].abs().mean())  # alignment, either sign
-        arrays.update({
-            "gradcov/matrix": cov.ordered().numpy().astype(np.float32),
-            "gradcov/order": cov.order.numpy(),
-            "gradcov/labels": cov.labels[cov.order].numpy(),
-        })
+        arrays.update(
+            {
+                "gradcov/matrix": cov.ordered().numpy().astype(np.float32),
+                "gradcov/order": cov.order.numpy(),
+                "gradcov/labels": cov.labels[cov.order].numpy(),
+            }
+        )
     return scalars, arrays
 
 
@@ -188,7 +204,9 @@ def run_brownian(cfg: DictConfig, run: Run) -> dict[str, Any]:
     x_generator = torch.Generator(device).manual_seed(seed)
     inputs = env.images[torch.randint(env.images.shape[0], (num_inputs,), generator=x_generator, device=device)]
 
-    history: dict[str, list[float]] = {f"{p}/{m}": [] for p in PROCESSES for m in ("hessian_top_eig", "gradcov_neg_frac")}
+    history: dict[str, list[float]] = {
+        f"{p}/{m}": [] for p in PROCESSES for m in ("hessian_top_eig", "gradcov_neg_frac")
+    }
 
     def measure_both(step: int) -> None:
         for name, net in coupled.networks().items():
@@ -207,8 +225,14 @@ def run_brownian(cfg: DictConfig, run: Run) -> dict[str, Any]:
         writer.flush(step)
 
     total, every = int(cfg.total_steps), int(env_cfg.measure_every_steps)
-    log.info("run %s on %s: %d steps of gradient descent and Brownian motion, measured every %d; outputs in %s",
-             run.run_id, device, total, every, run.run_dir.resolve())
+    log.info(
+        "run %s on %s: %d steps of gradient descent and Brownian motion, measured every %d; outputs in %s",
+        run.run_id,
+        device,
+        total,
+        every,
+        run.run_dir.resolve(),
+    )
     measure_both(0)
 
     # 3-4. lockstep updates; measurements at the cadence

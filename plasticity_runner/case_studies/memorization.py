@@ -38,15 +38,15 @@ from omegaconf import DictConfig
 from torch import nn
 
 from .. import seeding
-from ..seeding import stream_seed
 from ..envs.datasets import check_num_images, load_dataset
+from ..errors import choice
+from ..lifecycle import Run
 from ..nets import build_network
 from ..optim import build_optimizer
 from ..probes.statistics import DEAD_FRAC, layer_activities
-from ..lifecycle import Run
 from ..progress import Progress
+from ..seeding import stream_seed
 from .common import begin_run, distance, end_run, snapshot
-from ..errors import choice
 
 log = logging.getLogger("plasticity_runner")
 
@@ -154,9 +154,16 @@ def run_memorization(cfg: DictConfig, run: Run) -> dict[str, Any]:
 
     steps_per_iteration, num_iterations = int(env_cfg.iteration_steps), int(env_cfg.num_iterations)
     total = steps_per_iteration * num_iterations
-    log.info("run %s on %s: memorising %d %s images, %d iterations of %d steps; outputs in %s", run.run_id,
-             device, len(data), choice(env_cfg.dataset), num_iterations,
-             steps_per_iteration, run.run_dir.resolve())
+    log.info(
+        "run %s on %s: memorising %d %s images, %d iterations of %d steps; outputs in %s",
+        run.run_id,
+        device,
+        len(data),
+        choice(env_cfg.dataset),
+        num_iterations,
+        steps_per_iteration,
+        run.run_dir.resolve(),
+    )
     progress = Progress(cfg.progress, total, 0)
     history: dict[str, list[float]] = {"accuracy": [], "dead_frac": []}
     status, step = "complete", 0
@@ -185,11 +192,13 @@ def run_memorization(cfg: DictConfig, run: Run) -> dict[str, Any]:
             g = torch.Generator(device).manual_seed(eval_seed(cfg.seed, iteration))
             idx = torch.randint(len(data), (int(env_cfg.eval_samples),), generator=g, device=device)
             scalars = evaluate(net, data.images[idx], data.labels[idx])
-            scalars.update({
-                UPDATE_NORM: float(update_sum) / steps_per_iteration,
-                "adam_update_norm_max": float(update_max),
-                "iteration": iteration,
-            })
+            scalars.update(
+                {
+                    UPDATE_NORM: float(update_sum) / steps_per_iteration,
+                    "adam_update_norm_max": float(update_max),
+                    "iteration": iteration,
+                }
+            )
             train_loss = float(loss_sum) / steps_per_iteration
             writer.add_many(step, PHASE, scalars)
             writer.add(step, "train", "loss", train_loss)

@@ -42,8 +42,9 @@ def make_batch(x: torch.Tensor, y: torch.Tensor, kind: str) -> Batch:
     zeros = torch.zeros(x.shape[0], device=x.device)
     if kind == "classification":
         return Batch(o_tm1=x, a_tm1=y, r_t=zeros, discount_t=zeros, o_t=x)
-    return Batch(o_tm1=x, a_tm1=torch.zeros(x.shape[0], dtype=torch.long, device=x.device), r_t=y,
-                 discount_t=zeros, o_t=x)
+    return Batch(
+        o_tm1=x, a_tm1=torch.zeros(x.shape[0], dtype=torch.long, device=x.device), r_t=y, discount_t=zeros, o_t=x
+    )
 
 
 def per_sample_loss(net: nn.Module, batch: Batch, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,8 +73,15 @@ class _SampleLoss(nn.Module):
 class SupervisedAgent:
     """The network, its optimizer and the interventions of a continual protocol (module docstring)."""
 
-    def __init__(self, kind: str, online: nn.Module, optimizer: torch.optim.Optimizer,
-                 interventions: list[Intervention], build_fresh: Callable[[], nn.Module], seed: int):
+    def __init__(
+        self,
+        kind: str,
+        online: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        interventions: list[Intervention],
+        build_fresh: Callable[[], nn.Module],
+        seed: int,
+    ):
         self.kind = kind
         target = copy.deepcopy(online)
         self.learner = Learner(online, target, optimizer, build_fresh, int(seed))

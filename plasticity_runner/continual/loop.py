@@ -38,7 +38,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from .. import checkpoint, interventions as interventions_lib, run_status, seeding
+from .. import checkpoint, run_status, seeding
+from .. import interventions as interventions_lib
 from ..errors import choice
 from ..lifecycle import Run
 from ..nets import build_network
@@ -123,8 +124,9 @@ def run_stream(cfg: DictConfig, run: Run, stream: Stream) -> dict[str, Any]:
     net_options = interventions_lib.network_options(interventions)
 
     def build_fresh() -> torch.nn.Module:
-        return build_network(cfg.architecture, stream.obs_shape, stream.num_outputs, returns=stream.target_range,
-                             **net_options).to(device)
+        return build_network(
+            cfg.architecture, stream.obs_shape, stream.num_outputs, returns=stream.target_range, **net_options
+        ).to(device)
 
     online = build_fresh()
     optimizer = build_optimizer(cfg.optimizer, [p for p in online.parameters()])
@@ -136,11 +138,15 @@ def run_stream(cfg: DictConfig, run: Run, stream: Stream) -> dict[str, Any]:
 
     def state_dict() -> dict[str, Any]:
         return {
-            "step": step, "online": agent.online.state_dict(), "target": agent.target.state_dict(),
-            "optimizer": agent.optimizer.state_dict(), "interventions": {i.name: i.state_dict() for i in interventions},
+            "step": step,
+            "online": agent.online.state_dict(),
+            "target": agent.target.state_dict(),
+            "optimizer": agent.optimizer.state_dict(),
+            "interventions": {i.name: i.state_dict() for i in interventions},
             "dynamics": None if dynamics is None else dynamics.state_dict(),
             "task_sums": {"measure": sums.measure, "examples": sums.examples},
-            "rng": global_rng_state(), "device": device.type,
+            "rng": global_rng_state(),
+            "device": device.type,
         }
 
     def load_state_dict(bundle: dict[str, Any], where: Any) -> None:
@@ -163,8 +169,16 @@ def run_stream(cfg: DictConfig, run: Run, stream: Stream) -> dict[str, Any]:
     total, probe_every, log_every = int(cfg.total_steps), int(cfg.probe.every_steps), int(cfg.log_every_steps)
     ends = set(stream.ends)
     probe_before_hooks = choice(cfg.probe.at) == "before_interventions"
-    log.info("run %s on %s: %s, %d steps in %d tasks%s; outputs in %s", run.run_id, device, cfg.env.name, total,
-             len(stream.ends), f", resumed at step {resumed_from}" if resumed_from is not None else "", run_dir.resolve())
+    log.info(
+        "run %s on %s: %s, %d steps in %d tasks%s; outputs in %s",
+        run.run_id,
+        device,
+        cfg.env.name,
+        total,
+        len(stream.ends),
+        f", resumed at step {resumed_from}" if resumed_from is not None else "",
+        run_dir.resolve(),
+    )
 
     def pause() -> dict[str, float]:
         state = PauseState(step, agent, TaskInputs(stream, stream.task_of(step)), sums.measure, build_fresh, dynamics)
@@ -213,8 +227,11 @@ def run_stream(cfg: DictConfig, run: Run, stream: Stream) -> dict[str, Any]:
             n = step - window_start
             seconds = time.perf_counter() - t_window
             name = ACCURACY if stream.kind == "classification" else ERROR
-            values = {"loss": float(loss_sum) / n, name: float(window_measure) / window_examples,
-                      "task": float(stream.task_of(step))}
+            values = {
+                "loss": float(loss_sum) / n,
+                name: float(window_measure) / window_examples,
+                "task": float(stream.task_of(step)),
+            }
             if dynamics is not None:
                 values.update(dynamics.log_point(agent.online))
             writer.add_many(step, "timing", {"train_s": seconds, "steps_per_s": n / max(seconds, 1e-9)})

@@ -140,8 +140,9 @@ class BitFlipRegression(Stream):
         self.steps_per_task = self.examples_per_task // self.batch_size
         self.obs_shape = (self.m,)
         self.ends = equal_tasks(total_steps, self.steps_per_task)
-        self.target = LTUTarget(self.m, int(env_cfg.target_features), float(env_cfg.beta),
-                                _generator(seed, self.NAME, "target")).to(device)
+        self.target = LTUTarget(
+            self.m, int(env_cfg.target_features), float(env_cfg.beta), _generator(seed, self.NAME, "target")
+        ).to(device)
         w2, b2 = self.target.w2, float(self.target.b2)  # y = b2 + the sum of the firing units' weights
         self.target_range = (b2 + float(w2.clamp(max=0).sum()), b2 + float(w2.clamp(min=0).sum()))
         g = _generator(seed, self.NAME, "flips")

@@ -46,8 +46,8 @@ Game names and human-normalised scores: ``atari_games.py``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -140,7 +140,9 @@ class AtariVectorEnv:
             autoreset_mode="NextStep",
         )
         self.num_actions = int(self._ale.single_action_space.n)
-        self.reward_range = (-1.0, 1.0) if self.cfg.clip_rewards else None  # the replay's rewards: sign(r), or unbounded
+        self.reward_range = (
+            (-1.0, 1.0) if self.cfg.clip_rewards else None
+        )  # the replay's rewards: sign(r), or unbounded
         self._rng = np.random.default_rng([self.seed, self._stream, 0xA7A12])
         self.steps = 0
         self.episodes_finished = 0
@@ -301,7 +303,7 @@ class AtariVectorEnv:
             device=self.device,
         )
 
-    def make_eval_env(self, num_envs: int | None = None, stream: int = 1) -> "AtariVectorEnv":
+    def make_eval_env(self, num_envs: int | None = None, stream: int = 1) -> AtariVectorEnv:
         """A second environment on the same game for evaluation, with its own seed stream.
 
         ``terminal_on_life_loss`` is irrelevant there (only returns matter); ``num_envs`` defaults
@@ -318,8 +320,14 @@ class AtariVectorEnv:
     def state_dict(self) -> dict[str, Any]:
         """Host state only (a few KB per copy): seeds and actions of the games in progress."""
         if self._must_reset:
-            return {"game": self.game, "num_envs": self.num_envs, "rng": self._rng.bit_generator.state,
-                    "steps": self.steps, "episodes_finished": self.episodes_finished, "started": False}
+            return {
+                "game": self.game,
+                "num_envs": self.num_envs,
+                "rng": self._rng.bit_generator.state,
+                "steps": self.steps,
+                "episodes_finished": self.episodes_finished,
+                "started": False,
+            }
         longest = int(self._ep_length.max())
         return {
             "game": self.game,
@@ -390,8 +398,13 @@ class AtariVectorEnv:
 # game seed and actions and a resumed run re-plays them ("Checkpoints" above).
 
 
-def replay_games(ale: Any, partial_reset: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, dict]],
-                 seeds: np.ndarray, log: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, dict]:
+def replay_games(
+    ale: Any,
+    partial_reset: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, dict]],
+    seeds: np.ndarray,
+    log: np.ndarray,
+    lengths: np.ndarray,
+) -> tuple[np.ndarray, dict]:
     """Re-play every game in progress from its seed on ``ale`` (an ``ale_py.AtariVectorEnv``) and
     return the last ``(obs, info)``.
 

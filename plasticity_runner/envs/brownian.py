@@ -8,14 +8,14 @@ registration names it. It steps the classification MDP of section 3.2 itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import OmegaConf
 
-from .classification import Task
-from .datasets import Dataset
 from ..errors import ConfigError, choice, positive
 from ..registry import register
+from .classification import Task
+from .datasets import Dataset
 
 
 @dataclass
@@ -27,8 +27,8 @@ class BrownianEnvConfig:
     task: Task = Task.true_label
     data_dir: str = "data"
     download: bool = False
-    num_images: Optional[int] = None
-    label_seed: Optional[int] = None  # null: derived from the run seed (seeding.label_seed)
+    num_images: int | None = None
+    label_seed: int | None = None  # null: derived from the run seed (seeding.label_seed)
     batch_size: int = 512
     target_update_steps: int = 5000
     measure_every_steps: int = 5000
@@ -40,8 +40,11 @@ def check(cfg: Any, key: str) -> None:
         positive(cfg, f"{key}.{name}")
     loss = OmegaConf.select(cfg, "diagnostics.gradcov.loss")
     if choice(loss) == "td":
-        raise ConfigError("diagnostics.gradcov.loss", "env=brownian measures C_k on the probe loss of section "
-                          "4.2, not the TD loss; choose perturbation_shared (experiment=fig2_brownian) or perturbation")
+        raise ConfigError(
+            "diagnostics.gradcov.loss",
+            "env=brownian measures C_k on the probe loss of section "
+            "4.2, not the TD loss; choose perturbation_shared (experiment=fig2_brownian) or perturbation",
+        )
 
 
 # The program runs the case study's loop; its module is imported when the program runs, because it
@@ -55,5 +58,4 @@ def run_brownian(cfg: Any, run: Any) -> dict[str, Any]:
     return program(cfg, run)
 
 
-register("env", "brownian", BrownianEnvConfig, check=check,
-         program=run_brownian)
+register("env", "brownian", BrownianEnvConfig, check=check, program=run_brownian)

@@ -84,7 +84,9 @@ def physics_step(state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     force = torch.where(actions == 1, FORCE_MAG, -FORCE_MAG).to(state.dtype)  # +-10 exactly in any float type
     costheta, sintheta = torch.cos(theta), torch.sin(theta)
     temp = (force + POLEMASS_LENGTH * theta_dot.square() * sintheta) / TOTAL_MASS
-    thetaacc = (GRAVITY * sintheta - costheta * temp) / (LENGTH * (4.0 / 3.0 - MASSPOLE * costheta.square() / TOTAL_MASS))
+    thetaacc = (GRAVITY * sintheta - costheta * temp) / (
+        LENGTH * (4.0 / 3.0 - MASSPOLE * costheta.square() / TOTAL_MASS)
+    )
     xacc = temp - POLEMASS_LENGTH * thetaacc * costheta / TOTAL_MASS
     return torch.stack((x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc), 1)
 
@@ -103,8 +105,9 @@ class CartPoleVectorEnv:
     def __init__(self, cfg: Any, device: torch.device | str, seed: int, *, _stream: int = 0):
         self.num_envs, self.max_episode_steps = int(cfg.num_envs), int(cfg.max_episode_steps)
         if self.num_envs <= 0 or self.max_episode_steps <= 0:
-            raise ValueError(f"env: num_envs and max_episode_steps must be positive, got {self.num_envs}, "
-                             f"{self.max_episode_steps}")
+            raise ValueError(
+                f"env: num_envs and max_episode_steps must be positive, got {self.num_envs}, {self.max_episode_steps}"
+            )
         self.device = torch.device(device)
         self.seed, self._stream = int(seed), int(_stream)
         self.generator = generator(self.device, self.seed, "cartpole", self._stream)
@@ -133,7 +136,9 @@ class CartPoleVectorEnv:
 
     def step(self, actions: torch.Tensor) -> StepResult:
         if actions.shape != (self.num_envs,):
-            raise ValueError(f"CartPoleVectorEnv.step: actions must have shape ({self.num_envs},), got {tuple(actions.shape)}")
+            raise ValueError(
+                f"CartPoleVectorEnv.step: actions must have shape ({self.num_envs},), got {tuple(actions.shape)}"
+            )
         o_tm1 = self.obs
         s_t = physics_step(self.state, actions)
         x, theta = s_t[:, 0], s_t[:, 2]
@@ -166,7 +171,7 @@ class CartPoleVectorEnv:
     def make_replay(self, capacity: int) -> DeviceReplay:
         return DeviceReplay(capacity, self.obs_shape, self.device)
 
-    def make_eval_env(self, num_envs: int | None = None, stream: int = 1) -> "CartPoleVectorEnv":
+    def make_eval_env(self, num_envs: int | None = None, stream: int = 1) -> CartPoleVectorEnv:
         """A second environment for evaluation, with its own seed stream ``stream >= 1``."""
         if stream < 1:
             raise ValueError("make_eval_env: stream must be >= 1 (stream 0 is the training env's)")
@@ -177,14 +182,21 @@ class CartPoleVectorEnv:
         pass
 
     def state_dict(self) -> dict[str, Any]:
-        return {"state": self.state.clone(), "ep_length": self.ep_length.clone(), "ep_return": self.ep_return.clone(),
-                "generator": self.generator.get_state(), "steps": self.steps,
-                "episodes_finished": self.episodes_finished}
+        return {
+            "state": self.state.clone(),
+            "ep_length": self.ep_length.clone(),
+            "ep_return": self.ep_return.clone(),
+            "generator": self.generator.get_state(),
+            "steps": self.steps,
+            "episodes_finished": self.episodes_finished,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if tuple(state["state"].shape) != (self.num_envs, 4):
-            raise ValueError(f"CartPoleVectorEnv.load_state_dict: state is for {state['state'].shape[0]} copies, "
-                             f"this env has {self.num_envs}")
+            raise ValueError(
+                f"CartPoleVectorEnv.load_state_dict: state is for {state['state'].shape[0]} copies, "
+                f"this env has {self.num_envs}"
+            )
         self.state = state["state"].to(self.device, torch.float64)
         self.ep_length = state["ep_length"].to(self.device)
         self.ep_return = state["ep_return"].to(self.device)

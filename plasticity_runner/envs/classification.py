@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -60,9 +60,11 @@ class ClassificationEnvConfig:
     data_dir: str = "data"
     download: bool = False
     num_envs: int = 1
-    num_images: Optional[int] = None
-    label_seed: Optional[int] = None  # null: derived from the run seed (seeding.label_seed)
-    schedule: Optional[list[Any]] = None  # a chain of segments {task, label_seed, permutation_seed, steps} (envs/schedule.py)
+    num_images: int | None = None
+    label_seed: int | None = None  # null: derived from the run seed (seeding.label_seed)
+    schedule: list[Any] | None = (
+        None  # a chain of segments {task, label_seed, permutation_seed, steps} (envs/schedule.py)
+    )
     pause_at_switch: bool = False  # chains: a probe pause right before and right after each switch
 
 
@@ -223,8 +225,12 @@ class ClassificationMDP:
         return IndexReplay(self.images, capacity, lookup=self.lookup)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"state": self.state.clone(), "obs_idx": self.obs_idx.clone(), "generator": self.generator.get_state(),
-                "segment": self.segment}
+        return {
+            "state": self.state.clone(),
+            "obs_idx": self.obs_idx.clone(),
+            "generator": self.generator.get_state(),
+            "segment": self.segment,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._set_segment(int(state.get("segment", 0)))

@@ -24,7 +24,6 @@ from ..registry import register
 from .datasets import Dataset
 
 
-
 @dataclass
 class SlowlyChangingRegressionEnvConfig:
     """Slowly-changing regression, Dohare et al. 2024 (``continual/streams.py:BitFlipRegression``)."""
@@ -89,8 +88,11 @@ SCALAR_TARGET_HEADS = ("two_hot", "hl_gauss")  # categorical heads over the rang
 def _no_two_hot(cfg: Any) -> None:
     for name in SCALAR_TARGET_HEADS:
         if OmegaConf.select(cfg, f"intervention.{name}") is not None:
-            raise ConfigError(f"intervention.{name}", f"env={cfg.env.name} classifies: the {name} head encodes a "
-                              f"real-valued target, not a class; drop {name} (slowly_changing_regression takes it)")
+            raise ConfigError(
+                f"intervention.{name}",
+                f"env={cfg.env.name} classifies: the {name} head encodes a "
+                f"real-valued target, not a class; drop {name} (slowly_changing_regression takes it)",
+            )
 
 
 def check_regression(cfg: Any, key: str) -> None:
@@ -98,12 +100,18 @@ def check_regression(cfg: Any, key: str) -> None:
         positive(cfg, f"{key}.{name}")
     env = cfg[key]
     if not 0 <= env.num_flipping_bits <= env.num_bits:
-        raise ConfigError(f"{key}.num_flipping_bits", f"must lie in 0..{key}.num_bits ({env.num_bits}), got {env.num_flipping_bits}")
+        raise ConfigError(
+            f"{key}.num_flipping_bits", f"must lie in 0..{key}.num_bits ({env.num_bits}), got {env.num_flipping_bits}"
+        )
     if env.flip_every_examples % env.batch_size:
-        raise ConfigError(f"{key}.flip_every_examples",
-                          f"must be a multiple of {key}.batch_size ({env.batch_size}), got {env.flip_every_examples}")
+        raise ConfigError(
+            f"{key}.flip_every_examples",
+            f"must be a multiple of {key}.batch_size ({env.batch_size}), got {env.flip_every_examples}",
+        )
     if cfg.architecture.name != "mlp":
-        raise ConfigError("architecture", f"env={env.name} feeds a vector of bits: architecture=mlp, not {cfg.architecture.name}")
+        raise ConfigError(
+            "architecture", f"env={env.name} feeds a vector of bits: architecture=mlp, not {cfg.architecture.name}"
+        )
 
 
 def check_permuted(cfg: Any, key: str) -> None:
@@ -127,8 +135,11 @@ def check_warm_start(cfg: Any, key: str) -> None:
     if env.warm_fraction <= 0:
         raise ConfigError(f"{key}.warm_fraction", f"must be > 0, got {env.warm_fraction}")
     if cfg.total_steps != env.warm_steps + env.full_steps:
-        raise ConfigError("total_steps", f"must equal {key}.warm_steps + {key}.full_steps "
-                          f"({env.warm_steps} + {env.full_steps}), got {cfg.total_steps}")
+        raise ConfigError(
+            "total_steps",
+            f"must equal {key}.warm_steps + {key}.full_steps "
+            f"({env.warm_steps} + {env.full_steps}), got {cfg.total_steps}",
+        )
     _no_two_hot(cfg)
 
 
@@ -164,11 +175,18 @@ def run_warm_start(cfg: Any, run: Any) -> dict[str, Any]:
     return program(cfg, run)
 
 
-register("env", "slowly_changing_regression", SlowlyChangingRegressionEnvConfig, check=check_regression,
-         program=run_slowly_changing_regression, continual=True)
-register("env", "permuted_mnist", PermutedMnistEnvConfig, check=check_permuted,
-         program=run_permuted_mnist, continual=True)
-register("env", "shuffled_labels", ShuffledLabelsEnvConfig, check=check_shuffled,
-         program=run_shuffled_labels, continual=True)
-register("env", "warm_start", WarmStartEnvConfig, check=check_warm_start,
-         program=run_warm_start, continual=True)
+register(
+    "env",
+    "slowly_changing_regression",
+    SlowlyChangingRegressionEnvConfig,
+    check=check_regression,
+    program=run_slowly_changing_regression,
+    continual=True,
+)
+register(
+    "env", "permuted_mnist", PermutedMnistEnvConfig, check=check_permuted, program=run_permuted_mnist, continual=True
+)
+register(
+    "env", "shuffled_labels", ShuffledLabelsEnvConfig, check=check_shuffled, program=run_shuffled_labels, continual=True
+)
+register("env", "warm_start", WarmStartEnvConfig, check=check_warm_start, program=run_warm_start, continual=True)

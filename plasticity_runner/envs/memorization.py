@@ -9,11 +9,11 @@ this registration names it. Its keys are documented in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
-from .datasets import Dataset
 from ..errors import positive
 from ..registry import register
+from .datasets import Dataset
 
 
 @dataclass
@@ -24,12 +24,12 @@ class MemorizationEnvConfig:
     dataset: Dataset = Dataset.digits
     data_dir: str = "data"
     download: bool = False
-    num_images: Optional[int] = None
+    num_images: int | None = None
     iteration_steps: int = 2000
     num_iterations: int = 20
     batch_size: int = 128
     eval_samples: int = 4096
-    label_seed: Optional[int] = None  # null: the run seed's stream memorization/labels
+    label_seed: int | None = None  # null: the run seed's stream memorization/labels
 
 
 def check(cfg: Any, key: str) -> None:
@@ -49,5 +49,4 @@ def run_memorization(cfg: Any, run: Any) -> dict[str, Any]:
     return program(cfg, run)
 
 
-register("env", "memorization", MemorizationEnvConfig, check=check,
-         program=run_memorization)
+register("env", "memorization", MemorizationEnvConfig, check=check, program=run_memorization)

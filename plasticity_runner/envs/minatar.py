@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,9 +51,11 @@ from .schedule import check_env, segments, switch_steps
 GAMES: tuple[str, ...] = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 # what the pickled game objects of a checkpoint may hold: the games, numpy arrays and RandomStates;
 # anything else is refused (safe_pickle), so a tampered checkpoint cannot run code on resume
-PICKLED_GAME_TYPES = frozenset(
-    {("minatar.environment", "Environment")} | {(f"minatar.environments.{g}", "Env") for g in GAMES}
-) | safe_pickle.NUMPY_ARRAYS | safe_pickle.NUMPY_RANDOM_STATE
+PICKLED_GAME_TYPES = (
+    frozenset({("minatar.environment", "Environment")} | {(f"minatar.environments.{g}", "Env") for g in GAMES})
+    | safe_pickle.NUMPY_ARRAYS
+    | safe_pickle.NUMPY_RANDOM_STATE
+)
 CHANNELS = {"asterix": 4, "breakout": 4, "freeway": 7, "seaquest": 10, "space_invaders": 6}
 NUM_ACTIONS = 6  # n, l, u, r, d, f: the same six in every game
 SIDE = 10
@@ -70,10 +72,12 @@ class MinAtarEnvConfig:
     difficulty_ramping: bool = True  # games speed up over time (MinAtar paper: on)
     minimal_action_set: bool = False  # the game's minimal action set instead of all 6 (MinAtar DQN: all 6)
     frame_skip: int = 1  # fixed: MinAtar has no frame skip, a frame is an agent step
-    schedule: Optional[list[Any]] = None  # a chain: segments {game, steps} (envs/schedule.py); null: env.game only
+    schedule: list[Any] | None = None  # a chain: segments {game, steps} (envs/schedule.py); null: env.game only
     pause_at_switch: bool = False  # chains: a probe pause right before and right after each switch
     eval_protocol: EvalProtocol = EvalProtocol.episodes  # how an evaluation is played (evaluation.py)
-    eval_episodes: int = 10  # games per evaluation under eval_protocol=episodes (paper: none, it reports training returns)
+    eval_episodes: int = (
+        10  # games per evaluation under eval_protocol=episodes (paper: none, it reports training returns)
+    )
     eval_frames: int = 10_000  # frames (agent steps) per evaluation under eval_protocol=frames
     eval_every_steps: int = 50_000  # training steps between evaluations
     eval_epsilon: float = 0.01  # epsilon-greedy epsilon in evaluation (paper: no evaluation; DQN Zoo's 0.01)
@@ -83,7 +87,7 @@ def resolve_game(name: str) -> str:
     """The MinAtar game name (``SpaceInvaders``, ``space-invaders`` and ``MinAtar/Breakout-v1`` work too)."""
     key = str(name).strip()
     if key.startswith("MinAtar/"):
-        key = key[len("MinAtar/"):].split("-v")[0]
+        key = key[len("MinAtar/") :].split("-v")[0]
     snake = "".join("_" + c.lower() if c.isupper() else c for c in key).lstrip("_").replace("-", "_")
     if snake in GAMES:
         return snake
@@ -243,7 +247,9 @@ class MinAtarVectorEnv:
 
     def step(self, actions: torch.Tensor) -> StepResult:
         if actions.shape != (self.num_envs,):
-            raise ValueError(f"MinAtarVectorEnv.step: actions must have shape ({self.num_envs},), got {tuple(actions.shape)}")
+            raise ValueError(
+                f"MinAtarVectorEnv.step: actions must have shape ({self.num_envs},), got {tuple(actions.shape)}"
+            )
         a_host = self._map[actions.detach().to("cpu", torch.int64).numpy()]
         n = self.num_envs
         reward = np.zeros(n, dtype=np.float64)
@@ -288,15 +294,21 @@ class MinAtarVectorEnv:
     def make_replay(self, capacity: int) -> DeviceReplay:
         return DeviceReplay(capacity, self.obs_shape, self.device, obs_dtype=torch.bool)  # bool grids
 
-    def make_eval_env(self, num_envs: int | None = None, stream: int = 1) -> "MinAtarVectorEnv":
+    def make_eval_env(self, num_envs: int | None = None, stream: int = 1) -> MinAtarVectorEnv:
         """An environment on the game now played (a chain: the current segment's), own seed stream ``stream >= 1``."""
         if stream < 1:
             raise ValueError("make_eval_env: stream must be >= 1 (stream 0 is the training env's)")
-        cfg = dataclasses.replace(self.cfg, num_envs=int(num_envs or self.num_envs), game=self.minatar_game, schedule=None)
+        cfg = dataclasses.replace(
+            self.cfg, num_envs=int(num_envs or self.num_envs), game=self.minatar_game, schedule=None
+        )
         # the same observation shape and action meaning as the training env (a chain pads channels, maps actions)
         return MinAtarVectorEnv(
-            cfg, self.device, self.seed, _stream=self._stream + int(stream),
-            _channels=self.obs_shape[0], _action_set=self.action_set,
+            cfg,
+            self.device,
+            self.seed,
+            _stream=self._stream + int(stream),
+            _channels=self.obs_shape[0],
+            _action_set=self.action_set,
         )
 
     def close(self) -> None:

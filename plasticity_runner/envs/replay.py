@@ -18,8 +18,9 @@ class DeviceReplay:
 
     NAMES = ("o_tm1", "a_tm1", "r_t", "discount_t", "o_t")
 
-    def __init__(self, capacity: int, obs_shape: tuple[int, ...], device: torch.device,
-                 obs_dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, capacity: int, obs_shape: tuple[int, ...], device: torch.device, obs_dtype: torch.dtype = torch.float32
+    ):
         self.capacity = int(capacity)
         self.device = torch.device(device)
         self.o_tm1 = torch.zeros((self.capacity, *obs_shape), dtype=obs_dtype, device=self.device)
@@ -43,8 +44,13 @@ class DeviceReplay:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         i = self._indices(batch_size, generator)
-        return Batch(o_tm1=self.o_tm1[i].float(), a_tm1=self.a_tm1[i], r_t=self.r_t[i],
-                     discount_t=self.discount_t[i], o_t=self.o_t[i].float())
+        return Batch(
+            o_tm1=self.o_tm1[i].float(),
+            a_tm1=self.a_tm1[i],
+            r_t=self.r_t[i],
+            discount_t=self.discount_t[i],
+            o_t=self.o_t[i].float(),
+        )
 
     def sample_obs(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.o_tm1[self._indices(n, generator)].float()

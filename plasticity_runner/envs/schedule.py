@@ -45,7 +45,9 @@ def segments(env_cfg: Any) -> list[dict[str, Any]]:
     out = []
     for k, seg in enumerate(raw):
         if not isinstance(seg, dict):
-            raise ValueError(f"env.schedule.{k}: a segment is a mapping like {{game: breakout, steps: 1000}}, got {seg!r}")
+            raise ValueError(
+                f"env.schedule.{k}: a segment is a mapping like {{game: breakout, steps: 1000}}, got {seg!r}"
+            )
         steps = seg.get("steps")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
             raise ValueError(f"env.schedule.{k}.steps: must be a positive number of training steps, got {steps!r}")
@@ -73,8 +75,7 @@ def classification_segments(env_cfg: Any) -> list[dict[str, Any]]:
     a chain that comes back to a relabelling names its seed."""
     task = env_cfg.task
     seed = env_cfg.label_seed
-    default = {"task": choice(task), "label_seed": None if seed is None else int(seed),
-               "permutation_seed": None}
+    default = {"task": choice(task), "label_seed": None if seed is None else int(seed), "permutation_seed": None}
     if getattr(env_cfg, "schedule", None) is None:
         return [dict(default, steps=None)]
     out = []
@@ -87,7 +88,9 @@ def classification_segments(env_cfg: Any) -> list[dict[str, Any]]:
             )
         full = {**default, **seg}
         if full["task"] not in CLASSIFICATION_TASKS:
-            raise ValueError(f"env.schedule.{k}.task: must be one of {', '.join(CLASSIFICATION_TASKS)}, got {full['task']!r}")
+            raise ValueError(
+                f"env.schedule.{k}.task: must be one of {', '.join(CLASSIFICATION_TASKS)}, got {full['task']!r}"
+            )
         for key in ("label_seed", "permutation_seed"):
             v = full[key]
             if v is not None and (isinstance(v, bool) or not isinstance(v, int)):

@@ -50,12 +50,27 @@ from .base import PHASES, Intervention, Learner
 # phase meets only the interventions acting then; within a phase, each module's docstring says why it
 # sits where it does). A new intervention adds its name here.
 ORDER = (
-    "crelu", "fourier", "layer_norm", "spectral_norm", "two_hot", "hl_gauss",  # build
-    "weight_decay", "l2_init", "parseval",  # loss
+    "crelu",
+    "fourier",
+    "layer_norm",
+    "spectral_norm",
+    "two_hot",
+    "hl_gauss",  # build
+    "weight_decay",
+    "l2_init",
+    "parseval",  # loss
     "sam",  # gradient
-    "shrink_perturb", "reset_last_layer",  # target_update
-    "redo", "regrama", "continual_backprop", "scheduled_reset", "hare_tortoise", "soft_shrink_perturb",
-    "plasticity_injection", "weight_clipping", "nap",  # after_step
+    "shrink_perturb",
+    "reset_last_layer",  # target_update
+    "redo",
+    "regrama",
+    "continual_backprop",
+    "scheduled_reset",
+    "hare_tortoise",
+    "soft_shrink_perturb",
+    "plasticity_injection",
+    "weight_clipping",
+    "nap",  # after_step
     "c_chain",  # loss
     "reset_optimizer",  # target_update, last: the optimizer state ends empty whatever the others did
 )

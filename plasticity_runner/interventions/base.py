@@ -81,7 +81,7 @@ class Intervention:
         self.last_fresh_seed = seed
         return fresh
 
-    def check_compatible(self, active: list["Intervention"]) -> None:
+    def check_compatible(self, active: list[Intervention]) -> None:
         """Raise ``ConfigError`` naming the conflict if this cannot compose with ``active``
         (use ``incompatible``)."""
 

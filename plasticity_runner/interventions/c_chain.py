@@ -43,7 +43,9 @@ from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
 
 @dataclass
 class CChainConfig:
-    coeff: float = 50.0  # lambda on the churn loss (the authors' starting value; their adaptive rule is not implemented)
+    coeff: float = (
+        50.0  # lambda on the churn loss (the authors' starting value; their adaptive rule is not implemented)
+    )
     num_reference: int = 32  # observations of the reference batch (the authors: a second batch of their batch size, 32)
 
 
@@ -53,7 +55,9 @@ class CChain(Intervention):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.previous: torch.nn.Module | None = None  # theta_{t-1}: frozen, eval mode
-        self.latest: list[torch.Tensor] = []  # theta_t's parameters and buffers (the online network after the last step)
+        self.latest: list[
+            torch.Tensor
+        ] = []  # theta_t's parameters and buffers (the online network after the last step)
         self.reference: torch.Tensor | None = None  # X_ref for the next step
         self.generator: torch.Generator | None = None
 

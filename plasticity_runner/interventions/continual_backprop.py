@@ -122,7 +122,9 @@ class ContinualBackprop(Intervention):
         self.mature: dict[str, MatureCount] = {}  # group -> how many a > maturity_threshold (host)
         self.pending: dict[str, float] = {}  # group -> accumulated fractional replacements
         self.replaced_total = 0
-        self.last_replaced: dict[str, torch.Tensor] = {}  # group -> units replaced at the last step that replaced any (device)
+        self.last_replaced: dict[
+            str, torch.Tensor
+        ] = {}  # group -> units replaced at the last step that replaced any (device)
 
     def metrics(self) -> dict[str, float]:
         return {"cbp_replaced_total": float(self.replaced_total)}

@@ -80,7 +80,9 @@ class HareTortoise(Intervention):
         saved = state.get("tortoise")
         if saved is not None:
             if len(saved) != len(self.tortoise):
-                raise ValueError(f"hare_tortoise: the checkpoint holds {len(saved)} tortoise tensors, the network {len(self.tortoise)}")
+                raise ValueError(
+                    f"hare_tortoise: the checkpoint holds {len(saved)} tortoise tensors, the network {len(self.tortoise)}"
+                )
             for t, s in zip(self.tortoise, saved):
                 t.copy_(s)
         self.resets = int(state.get("resets", 0))
@@ -97,5 +99,12 @@ def check(cfg: Any, key: str) -> None:
         raise ConfigError(f"{key}.ema", f"must be < 1, got {ema}")
 
 
-registry.register("intervention", "hare_tortoise", HareTortoiseConfig, build=HareTortoise, check=check,
-    phase="after_step", test_overrides=("intervention.hare_tortoise.every_steps=2", "intervention.hare_tortoise.ema=0.5"))
+registry.register(
+    "intervention",
+    "hare_tortoise",
+    HareTortoiseConfig,
+    build=HareTortoise,
+    check=check,
+    phase="after_step",
+    test_overrides=("intervention.hare_tortoise.every_steps=2", "intervention.hare_tortoise.ema=0.5"),
+)

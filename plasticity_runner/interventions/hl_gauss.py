@@ -23,7 +23,7 @@ head).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from .. import registry
 from ..errors import positive
@@ -33,8 +33,8 @@ from .two_hot import check as check_support
 
 @dataclass
 class HLGaussConfig:
-    v_min: Optional[float] = None  # lowest atom (return units); null: derived as two_hot's
-    v_max: Optional[float] = None  # highest atom (return units); null: derived as two_hot's
+    v_min: float | None = None  # lowest atom (return units); null: derived as two_hot's
+    v_max: float | None = None  # highest atom (return units); null: derived as two_hot's
     margin: float = 0.1  # widening of a derived end, as two_hot's
     num_bins: int = 201  # atoms, linspace(v_min, v_max, num_bins), as two_hot
     sigma_ratio: float = 0.75  # sigma of the Gaussian / the support's spacing (Farebrother et al. 2024)
@@ -64,5 +64,12 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.sigma_ratio")
 
 
-registry.register("intervention", "hl_gauss", HLGaussConfig, build=HLGauss, check=check,
-    phase="build", test_overrides=("intervention.hl_gauss.num_bins=5",))
+registry.register(
+    "intervention",
+    "hl_gauss",
+    HLGaussConfig,
+    build=HLGauss,
+    check=check,
+    phase="build",
+    test_overrides=("intervention.hl_gauss.num_bins=5",),
+)

@@ -57,7 +57,9 @@ class L2Init(Intervention):
         if saved is None:
             return
         if len(saved) != len(self.initial):
-            raise ValueError(f"l2_init: the checkpoint holds {len(saved)} initial tensors, the network {len(self.initial)}")
+            raise ValueError(
+                f"l2_init: the checkpoint holds {len(saved)} initial tensors, the network {len(self.initial)}"
+            )
         for t, s in zip(self.initial, saved):
             t.copy_(s)
 

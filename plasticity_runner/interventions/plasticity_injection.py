@@ -82,6 +82,12 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.at_step")
 
 
-registry.register("intervention", "plasticity_injection", PlasticityInjectionConfig,
-    build=PlasticityInjection, check=check, phase="after_step",
-    test_overrides=("intervention.plasticity_injection.at_step=2",))
+registry.register(
+    "intervention",
+    "plasticity_injection",
+    PlasticityInjectionConfig,
+    build=PlasticityInjection,
+    check=check,
+    phase="after_step",
+    test_overrides=("intervention.plasticity_injection.at_step=2",),
+)

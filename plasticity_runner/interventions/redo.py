@@ -83,8 +83,11 @@ class ReDo(Intervention):
         }
 
     def state_dict(self) -> dict:
-        return {"last_dormant": dict(self.last_dormant), "last_units": dict(self.last_units),
-                "recycled_total": self.recycled_total}
+        return {
+            "last_dormant": dict(self.last_dormant),
+            "last_units": dict(self.last_units),
+            "recycled_total": self.recycled_total,
+        }
 
     def load_state_dict(self, state: dict, learner: Learner) -> None:
         self.last_dormant = dict(state.get("last_dormant", {}))
@@ -125,5 +128,12 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.every_steps")
 
 
-registry.register("intervention", "redo", ReDoConfig, build=ReDo, check=check, phase="after_step",
-    test_overrides=("intervention.redo.every_steps=2", "intervention.redo.tau=0.5"))
+registry.register(
+    "intervention",
+    "redo",
+    ReDoConfig,
+    build=ReDo,
+    check=check,
+    phase="after_step",
+    test_overrides=("intervention.redo.every_steps=2", "intervention.redo.tau=0.5"),
+)

@@ -70,8 +70,11 @@ class ReGraMa(Intervention):
         }
 
     def state_dict(self) -> dict:
-        return {"last_dormant": dict(self.last_dormant), "last_units": dict(self.last_units),
-                "recycled_total": self.recycled_total}
+        return {
+            "last_dormant": dict(self.last_dormant),
+            "last_units": dict(self.last_units),
+            "recycled_total": self.recycled_total,
+        }
 
     def load_state_dict(self, state: dict, learner: Learner) -> None:
         self.last_dormant = dict(state.get("last_dormant", {}))
@@ -102,8 +105,11 @@ class ReGraMa(Intervention):
         self.recycled_total += found
         if not found:
             return 0
-        chosen = [(g, chosen_idx[g.name], out) for g, out in group_activations(net, learner.last_batch.o_tm1)
-                  if g.name in chosen_idx]
+        chosen = [
+            (g, chosen_idx[g.name], out)
+            for g, out in group_activations(net, learner.last_batch.o_tm1)
+            if g.name in chosen_idx
+        ]
         fresh = self.fresh_network(learner, step)
         replace_units(learner, chosen, fresh, restart_steps=bool(self.cfg.restart_adam_steps))
         return found
@@ -115,5 +121,12 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.every_steps")
 
 
-registry.register("intervention", "regrama", ReGraMaConfig, build=ReGraMa, check=check, phase="after_step",
-    test_overrides=("intervention.regrama.every_steps=2", "intervention.regrama.tau=0.9"))
+registry.register(
+    "intervention",
+    "regrama",
+    ReGraMaConfig,
+    build=ReGraMa,
+    check=check,
+    phase="after_step",
+    test_overrides=("intervention.regrama.every_steps=2", "intervention.regrama.tau=0.9"),
+)

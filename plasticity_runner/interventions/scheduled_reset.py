@@ -33,7 +33,7 @@ same step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,7 +47,7 @@ from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
 @dataclass
 class ScheduledResetConfig:
     every_steps: int = 40_000  # training steps between resets (BBF: 40k gradient steps)
-    last_k_layers: Optional[int] = None  # reset the last k Linear/Conv2d layers onwards; null: the whole network
+    last_k_layers: int | None = None  # reset the last k Linear/Conv2d layers onwards; null: the whole network
     shrink: float = 1.0  # factor on the parameters not reset
     perturb: float = 0.0  # factor on the fresh initialisation added to them
 

@@ -35,7 +35,9 @@ from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
 class ShrinkPerturbConfig:
     shrink: float = 0.4  # factor on theta at each target update (Ash & Adams)
     perturb: float = 0.1  # factor on the fresh initialisation added
-    reset_optimizer_state: bool = False  # true: forget the shrunk parameters' optimizer state (Ash & Adams' fresh optimizer)
+    reset_optimizer_state: bool = (
+        False  # true: forget the shrunk parameters' optimizer state (Ash & Adams' fresh optimizer)
+    )
 
 
 class ShrinkPerturb(Intervention):
@@ -60,5 +62,6 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.perturb", allow_zero=True)
 
 
-registry.register("intervention", "shrink_perturb", ShrinkPerturbConfig, build=ShrinkPerturb, check=check,
-    phase="target_update")
+registry.register(
+    "intervention", "shrink_perturb", ShrinkPerturbConfig, build=ShrinkPerturb, check=check, phase="target_update"
+)

@@ -58,6 +58,12 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.perturb", allow_zero=True)
 
 
-registry.register("intervention", "soft_shrink_perturb", SoftShrinkPerturbConfig, build=SoftShrinkPerturb,
-    check=check, phase="after_step",
-    test_overrides=("intervention.soft_shrink_perturb.shrink=0.1",))
+registry.register(
+    "intervention",
+    "soft_shrink_perturb",
+    SoftShrinkPerturbConfig,
+    build=SoftShrinkPerturb,
+    check=check,
+    phase="after_step",
+    test_overrides=("intervention.soft_shrink_perturb.shrink=0.1",),
+)

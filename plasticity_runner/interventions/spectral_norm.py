@@ -27,7 +27,6 @@ from .. import registry
 from ..errors import ConfigError, positive
 from .base import Intervention
 
-
 LAYERS = ("first", "first_dense")
 
 
@@ -43,7 +42,9 @@ class SpectralNorm(Intervention):
 
     def network_options(self, options: dict[str, Any]) -> None:
         options["spectral_norm"] = {
-            "n_power_iterations": int(self.cfg.n_power_iterations), "eps": float(self.cfg.eps), "layer": str(self.cfg.layer),
+            "n_power_iterations": int(self.cfg.n_power_iterations),
+            "eps": float(self.cfg.eps),
+            "layer": str(self.cfg.layer),
         }
 
 
@@ -56,5 +57,4 @@ def check(cfg: Any, key: str) -> None:
         raise ConfigError(f"{key}.layer", f"must be one of {', '.join(LAYERS)}, got {layer!r}")
 
 
-registry.register("intervention", "spectral_norm", SpectralNormConfig, build=SpectralNorm, check=check,
-    phase="build")
+registry.register("intervention", "spectral_norm", SpectralNormConfig, build=SpectralNorm, check=check, phase="build")

@@ -18,7 +18,7 @@ Atari with ``clip_rewards: false``) needs both ends set.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -29,8 +29,8 @@ from .base import Intervention
 
 @dataclass
 class TwoHotConfig:
-    v_min: Optional[float] = None  # lowest atom (return units); null: R_min - margin * (R_max - R_min)
-    v_max: Optional[float] = None  # highest atom (return units); null: R_max + margin * (R_max - R_min)
+    v_min: float | None = None  # lowest atom (return units); null: R_min - margin * (R_max - R_min)
+    v_max: float | None = None  # highest atom (return units); null: R_max + margin * (R_max - R_min)
     margin: float = 0.1  # widening of a derived end, as a fraction of the return range's span
     num_bins: int = 201  # atoms of the support, linspace(v_min, v_max, num_bins)
 
@@ -60,5 +60,12 @@ def check(cfg: Any, key: str) -> None:
         raise ConfigError(f"{key}.v_max", f"must be > {key}.v_min ({two_hot.v_min}), got {two_hot.v_max}")
 
 
-registry.register("intervention", "two_hot", TwoHotConfig, build=TwoHot, check=check, phase="build",
-    test_overrides=("intervention.two_hot.num_bins=5",))
+registry.register(
+    "intervention",
+    "two_hot",
+    TwoHotConfig,
+    build=TwoHot,
+    check=check,
+    phase="build",
+    test_overrides=("intervention.two_hot.num_bins=5",),
+)

@@ -174,5 +174,12 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.kappa")
 
 
-registry.register("intervention", "weight_clipping", WeightClippingConfig, build=WeightClipping, check=check,
-    phase="after_step", test_overrides=("intervention.weight_clipping.kappa=0.5",))
+registry.register(
+    "intervention",
+    "weight_clipping",
+    WeightClippingConfig,
+    build=WeightClipping,
+    check=check,
+    phase="after_step",
+    test_overrides=("intervention.weight_clipping.kappa=0.5",),
+)

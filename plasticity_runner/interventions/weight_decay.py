@@ -39,5 +39,4 @@ def check(cfg: Any, key: str) -> None:
     positive(cfg, f"{key}.coeff", allow_zero=True)
 
 
-registry.register("intervention", "weight_decay", WeightDecayConfig, build=WeightDecay, check=check,
-    phase="loss")
+registry.register("intervention", "weight_decay", WeightDecayConfig, build=WeightDecay, check=check, phase="loss")

@@ -12,7 +12,8 @@ every module on import (``registry.load_modules``), so nothing else lists the bo
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,13 +29,17 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "scalar": lambda feature_dim, num_actions, shared_bias=False, **_: ScalarHead(
         feature_dim, num_actions, shared_bias
     ),
-    "two_hot": lambda feature_dim, num_actions, v_min=None, v_max=None, margin=0.0, num_bins=201, returns=None, **_: TwoHotHead(
-        feature_dim, num_actions, *two_hot_support(v_min, v_max, margin, returns), num_bins=num_bins
+    "two_hot": lambda feature_dim, num_actions, v_min=None, v_max=None, margin=0.0, num_bins=201, returns=None, **_: (
+        TwoHotHead(feature_dim, num_actions, *two_hot_support(v_min, v_max, margin, returns), num_bins=num_bins)
     ),
-    "hl_gauss": lambda feature_dim, num_actions, v_min=None, v_max=None, margin=0.0, num_bins=201, sigma_ratio=0.75,
-    returns=None, **_: HLGaussHead(
-        feature_dim, num_actions, *two_hot_support(v_min, v_max, margin, returns, "intervention.hl_gauss"), num_bins=num_bins,
-        sigma_ratio=sigma_ratio
+    "hl_gauss": lambda feature_dim, num_actions, v_min=None, v_max=None, margin=0.0, num_bins=201, sigma_ratio=0.75, returns=None, **_: (
+        HLGaussHead(
+            feature_dim,
+            num_actions,
+            *two_hot_support(v_min, v_max, margin, returns, "intervention.hl_gauss"),
+            num_bins=num_bins,
+            sigma_ratio=sigma_ratio,
+        )
     ),
 }
 

@@ -99,11 +99,22 @@ def build_cnn(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation
     )
 
 
-registry.register("architecture", "mlp", MLPConfig, build=build_mlp, order=1,
-    check=lambda cfg, key: check_sizes(cfg, key, "width", "num_layers"), tiny=dict(width=8, num_layers=2),
-    test_overrides=["architecture.width=16"])
 registry.register(
-    "architecture", "cnn", CNNConfig, build=build_cnn, order=2,
+    "architecture",
+    "mlp",
+    MLPConfig,
+    build=build_mlp,
+    order=1,
+    check=lambda cfg, key: check_sizes(cfg, key, "width", "num_layers"),
+    tiny=dict(width=8, num_layers=2),
+    test_overrides=["architecture.width=16"],
+)
+registry.register(
+    "architecture",
+    "cnn",
+    CNNConfig,
+    build=build_cnn,
+    order=2,
     check=lambda cfg, key: check_sizes(cfg, key, "channels", "hidden", "conv_stride"),
     tiny=dict(channels=3, hidden=8, conv_stride=1),
     test_overrides=["architecture.channels=3", "architecture.hidden=8"],

@@ -82,7 +82,10 @@ def two_hot(values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
 
 
 def two_hot_support(
-    v_min: float | None, v_max: float | None, margin: float, returns: tuple[float, float] | None,
+    v_min: float | None,
+    v_max: float | None,
+    margin: float,
+    returns: tuple[float, float] | None,
     key: str = "intervention.two_hot",
 ) -> tuple[float, float]:
     """The ends of a two-hot support: ``v_min`` / ``v_max`` as given, or, where None, the return
@@ -160,7 +163,12 @@ class HLGaussHead(TwoHotHead):
     the support's spacing (Farebrother et al. 2024: 0.75)."""
 
     def __init__(
-        self, feature_dim: int, num_actions: int, v_min: float = -100.0, v_max: float = 100.0, num_bins: int = 201,
+        self,
+        feature_dim: int,
+        num_actions: int,
+        v_min: float = -100.0,
+        v_max: float = 100.0,
+        num_bins: int = 201,
         sigma_ratio: float = 0.75,
     ):
         super().__init__(feature_dim, num_actions, v_min, v_max, num_bins)

@@ -81,8 +81,9 @@ class ResidualBlock(nn.Module):
 class ConvStack(nn.Module):
     """3x3 conv, [norm], 3x3 stride-2 max-pool, then the residual blocks."""
 
-    def __init__(self, c_in: int, channels: int, hw: tuple[int, int], num_blocks: int, layer_norm: bool,
-                 activation: str | None):
+    def __init__(
+        self, c_in: int, channels: int, hw: tuple[int, int], num_blocks: int, layer_norm: bool, activation: str | None
+    ):
         super().__init__()
         self.conv = nn.Conv2d(c_in, channels, 3, padding=1)
         self.norm = _norm(layer_norm, (channels, *hw))
@@ -149,9 +150,18 @@ def check(cfg: Any, key: str) -> None:
     check_sizes(cfg, key, "blocks_per_stack", "hidden")
     channels = list(cfg[key].channels)
     if not channels or any(not isinstance(c, int) or c <= 0 for c in channels):
-        raise ConfigError(f"{key}.channels", f"must be a non-empty list of channels > 0 (one per stack), got {channels}")
+        raise ConfigError(
+            f"{key}.channels", f"must be a non-empty list of channels > 0 (one per stack), got {channels}"
+        )
 
 
-registry.register("architecture", "impala_cnn", ImpalaCNNConfig, build=build, check=check, order=7,
+registry.register(
+    "architecture",
+    "impala_cnn",
+    ImpalaCNNConfig,
+    build=build,
+    check=check,
+    order=7,
     tiny=dict(channels=[2, 3, 3], blocks_per_stack=2, hidden=8),
-    test_overrides=["architecture.channels=[2,3,3]", "architecture.hidden=8"])
+    test_overrides=["architecture.channels=[2,3,3]", "architecture.hidden=8"],
+)

@@ -52,6 +52,13 @@ def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: st
     return MinAtarCNNBody(obs_shape, body_width(cfg, cfg.channels), body_width(cfg, cfg.hidden), layer_norm, activation)
 
 
-registry.register("architecture", "minatar_cnn", MinAtarCNNConfig, build=build, order=6,
-    check=lambda cfg, key: check_sizes(cfg, key, "channels", "hidden"), tiny=dict(channels=3, hidden=8),
-    test_overrides=["architecture.channels=3", "architecture.hidden=8"])
+registry.register(
+    "architecture",
+    "minatar_cnn",
+    MinAtarCNNConfig,
+    build=build,
+    order=6,
+    check=lambda cfg, key: check_sizes(cfg, key, "channels", "hidden"),
+    tiny=dict(channels=3, hidden=8),
+    test_overrides=["architecture.channels=3", "architecture.hidden=8"],
+)

@@ -68,6 +68,13 @@ def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: st
     return NatureCNNBody(obs_shape, body_width(cfg, cfg.hidden), layer_norm, activation, conv_channels=channels)
 
 
-registry.register("architecture", "nature_cnn", NatureCNNConfig, build=build, order=5,
-    check=lambda cfg, key: check_sizes(cfg, key, "hidden"), tiny=dict(hidden=8),
-    test_overrides=["architecture.hidden=8"])
+registry.register(
+    "architecture",
+    "nature_cnn",
+    NatureCNNConfig,
+    build=build,
+    order=5,
+    check=lambda cfg, key: check_sizes(cfg, key, "hidden"),
+    tiny=dict(hidden=8),
+    test_overrides=["architecture.hidden=8"],
+)

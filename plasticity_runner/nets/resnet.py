@@ -35,9 +35,9 @@ import torch
 from torch import nn
 
 from .. import registry
+from ..errors import choice
 from .layers import UnitGroup, expansion, make_activation
 from .scaling import body_width, check_sizes
-from ..errors import choice
 
 
 class Stem(str, enum.Enum):
@@ -121,10 +121,7 @@ class ResNet18Body(nn.Module):
 
     def unit_groups(self) -> list[UnitGroup]:
         """The units between the two convs of each block (the residual stream is left alone)."""
-        return [
-            UnitGroup(f"blocks.{i}.act1", [b.conv1, b.norm1], b.act1, [b.conv2])
-            for i, b in enumerate(self.blocks)
-        ]
+        return [UnitGroup(f"blocks.{i}.act1", [b.conv1, b.norm1], b.act1, [b.conv2]) for i, b in enumerate(self.blocks)]
 
 
 def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> ResNet18Body:
@@ -132,6 +129,13 @@ def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: st
     return ResNet18Body(obs_shape, body_width(cfg, cfg.width), stem, layer_norm, activation)
 
 
-registry.register("architecture", "resnet18", ResNet18Config, build=build, order=3,
-    check=lambda cfg, key: check_sizes(cfg, key, "width"), tiny=dict(width=2, stem="auto"),
-    test_overrides=["architecture.width=2"])
+registry.register(
+    "architecture",
+    "resnet18",
+    ResNet18Config,
+    build=build,
+    order=3,
+    check=lambda cfg, key: check_sizes(cfg, key, "width"),
+    tiny=dict(width=2, stem="auto"),
+    test_overrides=["architecture.width=2"],
+)

@@ -148,8 +148,16 @@ class ViTBody(nn.Module):
 def build(cfg: Any, obs_shape: tuple[int, ...], layer_norm: bool, activation: str | None = None) -> ViTBody:
     pool = choice(cfg.pool)
     return ViTBody(
-        obs_shape, cfg.patch_size, body_width(cfg, cfg.dim), body_width(cfg, cfg.ff_dim), cfg.num_blocks,
-        cfg.num_heads, cfg.dropout, pool, layer_norm, activation,
+        obs_shape,
+        cfg.patch_size,
+        body_width(cfg, cfg.dim),
+        body_width(cfg, cfg.ff_dim),
+        cfg.num_blocks,
+        cfg.num_heads,
+        cfg.dropout,
+        pool,
+        layer_norm,
+        activation,
     )
 
 
@@ -160,11 +168,16 @@ def check(cfg: Any, key: str) -> None:
     arch = cfg[key]
     dim = scaled(arch.dim, arch.width_multiplier)
     if dim % arch.num_heads:
-        raise ConfigError(
-            f"{key}.num_heads", f"must divide {key}.dim x width_multiplier ({dim}), got {arch.num_heads}"
-        )
+        raise ConfigError(f"{key}.num_heads", f"must divide {key}.dim x width_multiplier ({dim}), got {arch.num_heads}")
 
 
-registry.register("architecture", "vit", ViTConfig, build=build, check=check, order=4,
+registry.register(
+    "architecture",
+    "vit",
+    ViTConfig,
+    build=build,
+    check=check,
+    order=4,
     tiny=dict(patch_size=3, dim=8, ff_dim=16, num_blocks=1, num_heads=2, dropout=0.1, pool="cls"),
-    test_overrides=["architecture.dim=8", "architecture.ff_dim=16", "architecture.num_heads=2"])
+    test_overrides=["architecture.dim=8", "architecture.ff_dim=16", "architecture.num_heads=2"],
+)

@@ -151,4 +151,6 @@ def check_cadence(cfg: Any, key: str) -> None:
         raise ConfigError("probe.every_steps", f"must be > 0, got {pause}")
     every = OmegaConf.select(cfg, f"{key}.every_steps")
     if every is None or every <= 0 or every % pause:
-        raise ConfigError(f"{key}.every_steps", f"must be a positive multiple of probe.every_steps ({pause}), got {every}")
+        raise ConfigError(
+            f"{key}.every_steps", f"must be a positive multiple of probe.every_steps ({pause}), got {every}"
+        )

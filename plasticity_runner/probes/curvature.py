@@ -35,7 +35,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from omegaconf import II, OmegaConf
@@ -137,8 +137,13 @@ def _grad_dot(
     out: tuple[torch.Tensor | None, ...] = (None,) * len(names)
     live = [i for i, g in enumerate(grads) if g.requires_grad]
     if live:
-        out = torch.autograd.grad([grads[i] for i in live], list(leaves.values()), [tangent[names[i]] for i in live],
-                                  retain_graph=retain, allow_unused=True)
+        out = torch.autograd.grad(
+            [grads[i] for i in live],
+            list(leaves.values()),
+            [tangent[names[i]] for i in live],
+            retain_graph=retain,
+            allow_unused=True,
+        )
     hv = [torch.zeros_like(leaves[n]) if o is None else o for n, o in zip(names, out)]
     return torch.cat([h.reshape(-1).double() for h in hv])
 
@@ -182,7 +187,9 @@ def perturbation_hvp(
         tangent = _flat_to_dict(v, params)
         total = torch.zeros(d, dtype=torch.float64, device=v.device)
         for i in range(0, inputs.shape[0], chunk_size):
-            leaves, grads = _gradient_with_graph(chunk_loss, params, inputs[i : i + chunk_size], target[i : i + chunk_size])
+            leaves, grads = _gradient_with_graph(
+                chunk_loss, params, inputs[i : i + chunk_size], target[i : i + chunk_size]
+            )
             total += _grad_dot(leaves, grads, tangent, retain=False)
         return total
 
@@ -313,8 +320,8 @@ class CurvatureConfig:
     num_vectors: int = 2
     sigma_rel: float = 0.01
     grid_points: int = 512
-    grid_min: Optional[float] = None
-    grid_max: Optional[float] = None
+    grid_min: float | None = None
+    grid_max: float | None = None
     chunk_size: int = 512
 
 

@@ -66,9 +66,16 @@ from .base import Diagnostic, Output, PauseView, check_cadence, copied_learner
 from .per_layer import by_layer_name, layer_of, layer_squares
 
 # the names it writes (each also per layer, ``<name>/<layer>``); the report keys on them (``report/names.py``)
-GRAD_NORM_EVAL, WEIGHT_CHANGE, WEIGHT_CHANGE_REL = "grad_norm_eval", "weight_change_from_init", "weight_change_from_init_rel"
+GRAD_NORM_EVAL, WEIGHT_CHANGE, WEIGHT_CHANGE_REL = (
+    "grad_norm_eval",
+    "weight_change_from_init",
+    "weight_change_from_init_rel",
+)
 GREEDY_ACTION_CHANGE = "greedy_action_change_between_pauses"  # no per-layer rows
-GRAD_NORM_WINDOW, REL_PARAM_CHANGE_WINDOW = "grad_norm_window_mean", "rel_param_change_window"  # log points, phase ``train``
+GRAD_NORM_WINDOW, REL_PARAM_CHANGE_WINDOW = (
+    "grad_norm_window_mean",
+    "rel_param_change_window",
+)  # log points, phase ``train``
 
 
 def _params(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -308,8 +315,12 @@ class Dynamics(Diagnostic):
 
     def run(self, view: PauseView) -> Output:
         if view.dynamics is None:
-            raise RuntimeError("diagnostics.dynamics is due but the run has no DynamicsTracker (trainer.build_run makes one)")
-        return Output(view.dynamics.pause(view.agent, view.replay, view.batch, self.config(view.cfg), view.seed, view.step))
+            raise RuntimeError(
+                "diagnostics.dynamics is due but the run has no DynamicsTracker (trainer.build_run makes one)"
+            )
+        return Output(
+            view.dynamics.pause(view.agent, view.replay, view.batch, self.config(view.cfg), view.seed, view.step)
+        )
 
 
 registry.register("diagnostic", "dynamics", DynamicsConfig, build=Dynamics, check=check, order=40)

@@ -226,8 +226,11 @@ class GradCov(Diagnostic):
                 view.online, batch.o_tm1, eps_seed, shared=loss_kind == "perturbation_shared"
             )
         cov = gradient_covariance(
-            losses, num_clusters=int(c.num_clusters), chunk_size=int(c.chunk_size),
-            max_memory_mb=float(c.max_memory_mb), seed=evaluation_batch_seed(view.seed, view.step),
+            losses,
+            num_clusters=int(c.num_clusters),
+            chunk_size=int(c.chunk_size),
+            max_memory_mb=float(c.max_memory_mb),
+            seed=evaluation_batch_seed(view.seed, view.step),
         )
         return Output(cov.scalars(), cov.arrays())
 

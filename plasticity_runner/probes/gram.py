@@ -231,8 +231,11 @@ def _layer_gram(losses: SampleLosses, chunk_size: int, budget: int = 512 * 2**20
                 b = d.sum(1)
                 gram += (b @ b.T).double()
         else:  # BatchNorm2d, LayerNorm: per-sample gradients are small vectors
-            channel_dims = (1,) if isinstance(m, nn.BatchNorm2d) else tuple(range(x.dim() - len(m.normalized_shape), x.dim()))
+            channel_dims = (
+                (1,) if isinstance(m, nn.BatchNorm2d) else tuple(range(x.dim() - len(m.normalized_shape), x.dim()))
+            )
             summed = [dim for dim in range(1, x.dim()) if dim not in channel_dims]
+
             def over_positions(t: torch.Tensor) -> torch.Tensor:
                 return (t.sum(summed) if summed else t).reshape(k, -1)  # sum([]) would sum everything
 
@@ -264,9 +267,7 @@ def _groups(params: dict[str, torch.Tensor], rows: int, budget_bytes: int) -> li
     return groups
 
 
-def _vmap_gram(
-    losses: SampleLosses, names: list[str], chunk_size: int, budget: int
-) -> torch.Tensor:
+def _vmap_gram(losses: SampleLosses, names: list[str], chunk_size: int, budget: int) -> torch.Tensor:
     """Gram of the per-sample gradients w.r.t. the parameters ``names``, by ``vmap(grad)``."""
     model = losses.model
     samples = losses.samples

@@ -67,7 +67,9 @@ class GraMaConfig:
 
     enabled: bool = True
     every_steps: int = II("probe.every_steps")
-    num_inputs: int = II("diagnostics.dynamics.num_inputs")  # transitions of the evaluation batch (default: grad_norm_eval's)
+    num_inputs: int = II(
+        "diagnostics.dynamics.num_inputs"
+    )  # transitions of the evaluation batch (default: grad_norm_eval's)
     tau: float = 0.1  # a unit is GraMa-dormant when its normalised gradient score is <= tau (ReDo's threshold)
 
 

@@ -80,15 +80,23 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any, progress: Any = None) -> 
         generator = torch.Generator(device).manual_seed(seeding.evaluation_batch_seed(run_seed, step))
         batch = state.replay.sample(size, generator)
     base = PauseView(
-        cfg=cfg, seed=run_seed, step=step, agent=state.agent, replay=state.replay, build_fresh=state.build_fresh,
-        dynamics=state.dynamics, probe_loss=state.probe_loss,
+        cfg=cfg,
+        seed=run_seed,
+        step=step,
+        agent=state.agent,
+        replay=state.replay,
+        build_fresh=state.build_fresh,
+        dynamics=state.dynamics,
+        probe_loss=state.probe_loss,
     )
     outputs: dict[str, Output] = {}
     for d in todo:
         t0 = time.perf_counter()
         advance = progress.start(d.name, d.steps(cfg))
         n, n_own = int(d.inputs(cfg)), int(d.own_inputs(cfg))
-        own = state.replay.sample_obs(n_own, seeding.inputs_generator(device, run_seed, d.name, step)) if n_own else None
+        own = (
+            state.replay.sample_obs(n_own, seeding.inputs_generator(device, run_seed, d.name, step)) if n_own else None
+        )
         view = dataclasses.replace(base, batch=batch_head(batch, n) if n else None, own_inputs=own, advance=advance)
         out = d.run(view)
         writer.add_many(step, d.phase, out.scalars)

@@ -52,7 +52,6 @@ from ..seeding import probe_seed, probe_target_seeds
 from .base import Diagnostic, Output, PauseView
 from .plasticity_fit import chunked, fit_targets_sequential, fit_targets_vectorised
 
-
 # the names it writes (phase ``probe``); the report keys on them (``report/names.py``)
 PROBE_LOSS, PROBE_BASELINE, PLASTICITY = "probe_loss", "probe_baseline", "plasticity"
 CURVE_LOSS, CURVE_STEPS = "probe/curve_loss", "probe/curve_steps"
@@ -158,11 +157,22 @@ def plasticity_probe(
     net.train(was_training)
     T = int(probe_cfg.num_targets)
     targets = make_targets(build_fresh, inputs, probe_target_seeds(seed, T), offset, probe_cfg.sin_scale)
-    args = (net, optimizer_cfg, inputs, targets, probe_cfg.steps, probe_cfg.batch_size, seed, probe_cfg.curve_every_steps)
+    args = (
+        net,
+        optimizer_cfg,
+        inputs,
+        targets,
+        probe_cfg.steps,
+        probe_cfg.batch_size,
+        seed,
+        probe_cfg.curve_every_steps,
+    )
     fit = getattr(probe_cfg, "two_hot_fit", "expected_q")
     two_hot_fit = choice(fit) == "cross_entropy"
     if probe_cfg.vectorised:
-        initial, final, curve_sum = fit_targets_vectorised(*args, compiled=compiled, two_hot_fit=two_hot_fit, advance=advance)
+        initial, final, curve_sum = fit_targets_vectorised(
+            *args, compiled=compiled, two_hot_fit=two_hot_fit, advance=advance
+        )
     else:
         initial, final, curve_sum = fit_targets_sequential(*args, two_hot_fit=two_hot_fit, advance=advance)
     every, steps = int(probe_cfg.curve_every_steps), int(probe_cfg.steps)
@@ -260,8 +270,14 @@ class Probe(Diagnostic):
     def run(self, view: PauseView) -> Output:
         cfg = view.cfg
         result = plasticity_probe(
-            view.online, view.build_fresh, cfg.optimizer, view.own_inputs, cfg.probe, probe_seed(view.seed, view.step),
-            compiled=view.probe_loss, advance=view.advance,
+            view.online,
+            view.build_fresh,
+            cfg.optimizer,
+            view.own_inputs,
+            cfg.probe,
+            probe_seed(view.seed, view.step),
+            compiled=view.probe_loss,
+            advance=view.advance,
         )
         arrays = {CURVE_LOSS: result.curve.cpu().numpy(), CURVE_STEPS: result.curve_steps.cpu().numpy()}
         return Output(result.scalars(), arrays)

@@ -58,7 +58,9 @@ def fit_loss(out: torch.Tensor, y: torch.Tensor, support: Any) -> torch.Tensor:
     return -(target * torch.log_softmax(out, dim=-1)).sum(-1).mean(dim=(-2, -1))
 
 
-def chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int = 4096, dim: int = -2) -> torch.Tensor:
+def chunked(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int = 4096, dim: int = -2
+) -> torch.Tensor:
     """``fn(x)`` in chunks of inputs, concatenated along the outputs' input dimension ``dim``."""
     return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)], dim=dim)
 
@@ -69,7 +71,10 @@ def _is_linear_weight(base: nn.Module, name: str, stacked: torch.Tensor) -> bool
 
 
 def _stacked_forward(
-    base: nn.Module, leaves: dict[str, torch.Tensor], transposed: frozenset[str], buffers: dict[str, torch.Tensor],
+    base: nn.Module,
+    leaves: dict[str, torch.Tensor],
+    transposed: frozenset[str],
+    buffers: dict[str, torch.Tensor],
     x: torch.Tensor,
 ) -> torch.Tensor:
     """The outputs [T, B, A] of the T stacked copies on the same inputs ``x``."""
@@ -80,8 +85,13 @@ def _stacked_forward(
 
 
 def per_target_loss(
-    base: nn.Module, leaves: dict[str, torch.Tensor], transposed: frozenset[str], buffers: dict[str, torch.Tensor],
-    x: torch.Tensor, y: torch.Tensor, support: Any = None,
+    base: nn.Module,
+    leaves: dict[str, torch.Tensor],
+    transposed: frozenset[str],
+    buffers: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    support: Any = None,
 ) -> torch.Tensor:
     """The fitting objective (``fit_loss``) of each of the T stacked copies on the minibatch ``x``
     against ``y`` [T, B, A]: mean squared error, or with ``support`` the two-hot cross-entropy.

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from omegaconf import II
@@ -76,7 +76,12 @@ def duplicate_name(rtol: float) -> str:
     return f"duplicate_frac_rtol{_fmt(rtol)}"
 
 
-PARAM_NORM, WEIGHT_RANK_MEAN, DEAD_FRAC, ACTIVATION_RATE = "param_norm", "weight_rank_mean", "dead_frac", "activation_rate_mean"
+PARAM_NORM, WEIGHT_RANK_MEAN, DEAD_FRAC, ACTIVATION_RATE = (
+    "param_norm",
+    "weight_rank_mean",
+    "dead_frac",
+    "activation_rate_mean",
+)
 FEATURE_NORM, FEATURE_STABLE_RANK = "feature_norm_mean", "feature_stable_rank"
 
 
@@ -336,7 +341,7 @@ class StatisticsConfig:
     dormant_tau: float = 0.025
     active_min_frac: float = 0.01  # active_frac_p<p>: output > 0 on at least this fraction of inputs
     # duplicate_frac_rtol<rtol>: ||h_u - h_v|| <= rtol * max(||h_u||, ||h_v||); null: not computed
-    duplicate_rtol: Optional[float] = 0.01
+    duplicate_rtol: float | None = 0.01
 
 
 # the names written at the default thresholds (the report's; ``<family>/*``: one per layer)
@@ -344,8 +349,14 @@ _D = StatisticsConfig
 FEATURE_SRANK, DORMANT = srank_name(_D.srank_delta), dormant_name(_D.dormant_tau)
 ACTIVE, DUPLICATE = active_name(_D.active_min_frac), duplicate_name(_D.duplicate_rtol)
 SCALARS = (
-    PARAM_NORM, f"{PARAM_NORM}/*", WEIGHT_RANK_MEAN, f"{weight_rank_name(_D.weight_rank_rtol)}/*", FEATURE_SRANK,
-    "feature_effective_rank", FEATURE_STABLE_RANK, FEATURE_NORM,
+    PARAM_NORM,
+    f"{PARAM_NORM}/*",
+    WEIGHT_RANK_MEAN,
+    f"{weight_rank_name(_D.weight_rank_rtol)}/*",
+    FEATURE_SRANK,
+    "feature_effective_rank",
+    FEATURE_STABLE_RANK,
+    FEATURE_NORM,
     *(n for name in (DEAD_FRAC, DORMANT, ACTIVE, ACTIVATION_RATE, DUPLICATE) for n in (name, f"{name}/*")),
 )
 

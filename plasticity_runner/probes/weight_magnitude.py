@@ -53,4 +53,5 @@ class WeightMagnitude(Diagnostic):
 
 
 registry.register(
-    "diagnostic", "weight_magnitude", WeightMagnitudeConfig, build=WeightMagnitude, check=check_cadence, order=50)
+    "diagnostic", "weight_magnitude", WeightMagnitudeConfig, build=WeightMagnitude, check=check_cadence, order=50
+)

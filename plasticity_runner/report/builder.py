@@ -100,9 +100,11 @@ def build_report(
         stamp_figure(result, prov)
         result.tables = {k: stamp_table(t, prov) for k, t in result.tables.items()}
         report.figures.append(result)
-        meta = {"png": {"Title": result.title, "Description": figure_description(result, prov)},
-                "pdf": {"Title": result.title, "Subject": figure_description(result, prov)},
-                "svg": {"Title": result.title, "Description": figure_description(result, prov)}}
+        meta = {
+            "png": {"Title": result.title, "Description": figure_description(result, prov)},
+            "pdf": {"Title": result.title, "Subject": figure_description(result, prov)},
+            "svg": {"Title": result.title, "Description": figure_description(result, prov)},
+        }
         # The PNG (embedded in the page) runs the constrained layout; the other formats reuse it.
         buf = io.BytesIO()
         result.figure.savefig(buf, format="png", dpi=PNG_DPI, metadata=meta["png"])

@@ -19,12 +19,19 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", metavar="PATH", help="a run directory or a multirun directory holding runs")
     p.add_argument("--out", metavar="DIR", default=None, help=f"output directory (default: PATH/{REPORT_DIR})")
-    p.add_argument("--formats", default="png,pdf",
-                   help=f"comma-separated figure file formats among {','.join(FORMATS)} (default: png,pdf); "
-                   "the HTML page always embeds PNG")
-    p.add_argument("--fig3-y", choices=list(FIG3_Y), default="plasticity_loss",
-                   help="y axis of figure 3: plasticity_loss = P(T) - P(0) per run, the paper's "
-                   "quantity (default), or plasticity = P(T) at the last probe pause")
+    p.add_argument(
+        "--formats",
+        default="png,pdf",
+        help=f"comma-separated figure file formats among {','.join(FORMATS)} (default: png,pdf); "
+        "the HTML page always embeds PNG",
+    )
+    p.add_argument(
+        "--fig3-y",
+        choices=list(FIG3_Y),
+        default="plasticity_loss",
+        help="y axis of figure 3: plasticity_loss = P(T) - P(0) per run, the paper's "
+        "quantity (default), or plasticity = P(T) at the last probe pause",
+    )
     return p
 
 
@@ -32,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     prog = "plasticity-report"
     try:
-        report = build_report(args.path, out=args.out, formats=args.formats.split(","),
-                              figure_options={"figure3_falsification": {"y": args.fig3_y}})
+        report = build_report(
+            args.path,
+            out=args.out,
+            formats=args.formats.split(","),
+            figure_options={"figure3_falsification": {"y": args.fig3_y}},
+        )
     except NoRunsError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -6,14 +6,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-
-import warnings
 
 from .. import metrics as _metrics
 from ..metrics import find_runs, load_run_metadata, missing_pause_steps, read_runs, unique_runs
@@ -167,9 +166,18 @@ def load_report_data(path: str | os.PathLike) -> ReportData:
         raise NoRunsError(f"no run (no {_metrics.RUN_FILE}) found at or below {path}")
     rows, metas, readable = [], {}, []
     for run_dir in run_dirs:
-        row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": None, "status": None, "used": False,
-                               "reason": "", "rows": 0, "first_step": None, "last_step": None,
-                               "missing_steps": [], "seed": None}
+        row: dict[str, Any] = {
+            "run_dir": str(run_dir),
+            "run_id": None,
+            "status": None,
+            "used": False,
+            "reason": "",
+            "rows": 0,
+            "first_step": None,
+            "last_step": None,
+            "missing_steps": [],
+            "seed": None,
+        }
         rows.append(row)
         try:
             meta = load_run_metadata(run_dir)

@@ -107,8 +107,10 @@ def render_html(
     if "status" in used.columns:
         running = used[used["status"].isin(["running"])]
         if len(running):
-            out.append(f"<p class='note'>{len(running)} used run(s) are still running; their numbers "
-                       "stop at their last pause (see last_step below).</p>")
+            out.append(
+                f"<p class='note'>{len(running)} used run(s) are still running; their numbers "
+                "stop at their last pause (see last_step below).</p>"
+            )
     out.append("<h2>Contents</h2><ul>")
     for r in results:
         out.append(f"<li><a href='#{r.name}'>{html.escape(r.title)}</a></li>")
@@ -130,8 +132,10 @@ def render_html(
             out.append(table_html(page_columns(df), tname))
         fn = docs.get(r.name)
         if fn is not None and inspect.getdoc(fn):
-            out.append(f"<details><summary>what this figure shows and needs</summary>"
-                       f"<pre class='doc'>{html.escape(inspect.getdoc(fn))}</pre></details>")
+            out.append(
+                f"<details><summary>what this figure shows and needs</summary>"
+                f"<pre class='doc'>{html.escape(inspect.getdoc(fn))}</pre></details>"
+            )
     if missing:
         out.append("<h2 id='not-drawn'>Figures not drawn</h2><ul>")
         for name, why in missing.items():

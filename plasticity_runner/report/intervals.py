@@ -77,8 +77,10 @@ def mean(tasks: Tasks) -> float:
 def fraction_above(tau: float) -> Callable[..., float]:
     """Performance profile at ``tau``: the fraction of all run-task scores above ``tau``
     (rliable's run-score distribution, ``rliable.library``, which does not import: see above)."""
+
     def statistic(tasks: Tasks) -> float:
         return float(np.mean(np.concatenate([np.asarray(t, float) for t in tasks]) > tau))
+
     return statistic
 
 
@@ -86,8 +88,14 @@ def probability_of_improvement(x: Tasks, y: Tasks) -> float:
     """P(X > Y): per task, the probability that a run of X scores above a run of Y (ties count
     one half; the Mann-Whitney U statistic over n_x n_y), averaged over tasks (rliable
     ``probability_of_improvement`` per task, as rliable averages them)."""
-    return float(np.mean([rly.probability_of_improvement(np.asarray(xt, float)[:, None], np.asarray(yt, float)[:, None])
-                          for xt, yt in zip(x, y, strict=True)]))
+    return float(
+        np.mean(
+            [
+                rly.probability_of_improvement(np.asarray(xt, float)[:, None], np.asarray(yt, float)[:, None])
+                for xt, yt in zip(x, y, strict=True)
+            ]
+        )
+    )
 
 
 def _finite(tasks: Tasks) -> list[np.ndarray]:
@@ -100,8 +108,13 @@ def _finite(tasks: Tasks) -> list[np.ndarray]:
     return out
 
 
-def interval(statistic: Callable[..., float], *samples: Tasks, reps: int = REPS,
-             confidence: float = CONFIDENCE, seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+def interval(
+    statistic: Callable[..., float],
+    *samples: Tasks,
+    reps: int = REPS,
+    confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float, float]:
     """``(point, low, high)``: ``statistic`` of the score matrices ``samples`` and its percentile
     stratified-bootstrap interval (each task's runs of each matrix resampled independently).
     No small-n rule here: the tables apply it (``small_n``)."""
@@ -122,12 +135,20 @@ def interval(statistic: Callable[..., float], *samples: Tasks, reps: int = REPS,
             full[i] = r
         parts, i = [], 0
         for n in sizes:
-            parts.append(full[i:i + n])
+            parts.append(full[i : i + n])
             i += n
         return statistic(*parts)
 
-    res = stats.bootstrap([flat[i] for i in moving], stat, n_resamples=reps, vectorized=False, paired=False,
-                          confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    res = stats.bootstrap(
+        [flat[i] for i in moving],
+        stat,
+        n_resamples=reps,
+        vectorized=False,
+        paired=False,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
@@ -157,8 +178,17 @@ def aggregate_row(tasks: Tasks, **kw) -> dict[str, float]:
         m, ml, mh = mean(tasks), lo, hi
     if n < MIN_IQM_N:
         i, il, ih = np.nan, np.nan, np.nan
-    return {"runs": n, "tasks": len(tasks), "iqm": i, "iqm_low": il, "iqm_high": ih, "mean": m, "mean_low": ml,
-            "mean_high": mh, "interval": small_n(n)}
+    return {
+        "runs": n,
+        "tasks": len(tasks),
+        "iqm": i,
+        "iqm_low": il,
+        "iqm_high": ih,
+        "mean": m,
+        "mean_low": ml,
+        "mean_high": mh,
+        "interval": small_n(n),
+    }
 
 
 # ------------------------------------------------------------------------------ tables
@@ -203,8 +233,9 @@ def probe_loss_change_intervals(frame: pd.DataFrame) -> pd.DataFrame:
     ch[N.INTERVENTIONS] = ch[N.INTERVENTIONS].fillna(N.NO_INTERVENTION).astype(str)
     ch[N.DATASET] = ch[N.DATASET].astype(str)
     rows = _per_run_rows(ch, [N.DATASET, N.ARCH, N.INTERVENTIONS])
-    return pd.DataFrame(rows).rename(columns={N.DATASET: "dataset", N.ARCH: "architecture",
-                                              N.INTERVENTIONS: "intervention"})
+    return pd.DataFrame(rows).rename(
+        columns={N.DATASET: "dataset", N.ARCH: "architecture", N.INTERVENTIONS: "intervention"}
+    )
 
 
 def atari_scores(frame: pd.DataFrame, last_n: int = ATARI_LAST_N) -> dict[str, dict[str, np.ndarray]]:
@@ -249,14 +280,25 @@ def performance_profiles(scores: dict[str, dict[str, np.ndarray]], taus: np.ndar
                 p, lo, hi = interval(fraction_above(float(tau)), tasks)
             else:  # no interval below MIN_INTERVAL_N: a range of a fraction means nothing
                 p, lo, hi = fraction_above(float(tau))(tasks), np.nan, np.nan
-            rows.append({"intervention": interv, "tau": float(tau), "fraction_above": p, "low": lo, "high": hi,
-                         "runs": n, "interval": small_n(n) if n >= MIN_INTERVAL_N else
-                         f"n = {n}: refused (fewer than {MIN_INTERVAL_N} runs)"})
+            rows.append(
+                {
+                    "intervention": interv,
+                    "tau": float(tau),
+                    "fraction_above": p,
+                    "low": lo,
+                    "high": hi,
+                    "runs": n,
+                    "interval": small_n(n)
+                    if n >= MIN_INTERVAL_N
+                    else f"n = {n}: refused (fewer than {MIN_INTERVAL_N} runs)",
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def improvement_table(scores: dict[str, dict[str, np.ndarray]], x: str = N.LAYER_NORM,
-                      y: str = N.NO_INTERVENTION) -> pd.DataFrame:
+def improvement_table(
+    scores: dict[str, dict[str, np.ndarray]], x: str = N.LAYER_NORM, y: str = N.NO_INTERVENTION
+) -> pd.DataFrame:
     """Figure 7 pair: P(``x`` > ``y``) over the games both have, with its stratified-bootstrap 95 %
     interval (each method's runs resampled independently within each game)."""
     if x not in scores or y not in scores:
@@ -272,9 +314,21 @@ def improvement_table(scores: dict[str, dict[str, np.ndarray]], x: str = N.LAYER
     else:
         p, lo, hi = probability_of_improvement(tx, ty), np.nan, np.nan
         why = f"n = {n}: refused (fewer than {MIN_INTERVAL_N} runs of each method)"
-    return pd.DataFrame([{"x": x, "y": y, "games": len(games), "runs_x": sum(len(t) for t in tx),
-                          "runs_y": sum(len(t) for t in ty), "probability_of_improvement": p,
-                          "low": lo, "high": hi, "interval": why}])
+    return pd.DataFrame(
+        [
+            {
+                "x": x,
+                "y": y,
+                "games": len(games),
+                "runs_x": sum(len(t) for t in tx),
+                "runs_y": sum(len(t) for t in ty),
+                "probability_of_improvement": p,
+                "low": lo,
+                "high": hi,
+                "interval": why,
+            }
+        ]
+    )
 
 
 # ------------------------------------------------------------------------------ figure
@@ -283,8 +337,12 @@ def improvement_table(scores: dict[str, dict[str, np.ndarray]], x: str = N.LAYER
 def _interval_panel(ax, table: pd.DataFrame, label_cols: list[str], title: str, xlabel: str) -> None:
     t = table[table["runs"] > 0].reset_index(drop=True)
     small = (t["runs"] < MIN_INTERVAL_N).to_numpy()
-    labels = [", ".join(str(r[c]) for c in label_cols) + f"\n(n = {int(r['runs'])}"
-              + (": range shown)" if r["runs"] < MIN_INTERVAL_N else ")") for _, r in t.iterrows()]
+    labels = [
+        ", ".join(str(r[c]) for c in label_cols)
+        + f"\n(n = {int(r['runs'])}"
+        + (": range shown)" if r["runs"] < MIN_INTERVAL_N else ")")
+        for _, r in t.iterrows()
+    ]
     y = np.arange(len(t))
     for k, (col, color) in enumerate((("iqm", "tab:blue"), ("mean", "tab:orange"))):
         off = 0.18 * (1 - 2 * k)
@@ -292,9 +350,15 @@ def _interval_panel(ax, table: pd.DataFrame, label_cols: list[str], title: str, 
             if not rows.any():
                 continue
             tr = t[rows]
-            bars = ax.errorbar(tr[col], y[rows] + off, xerr=[tr[col] - tr[f"{col}_low"], tr[f"{col}_high"] - tr[col]],
-                               fmt="o", color=color, capsize=3,
-                               label=(col.upper() if col == "iqm" else "mean") + (" (range)" if style == ":" else ""))
+            bars = ax.errorbar(
+                tr[col],
+                y[rows] + off,
+                xerr=[tr[col] - tr[f"{col}_low"], tr[f"{col}_high"] - tr[col]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=(col.upper() if col == "iqm" else "mean") + (" (range)" if style == ":" else ""),
+            )
             bars[-1][0].set_linestyle(style)
     ax.set_yticks(y, labels, fontsize="small")
     ax.invert_yaxis()
@@ -308,7 +372,10 @@ def figure_interval_estimates(frame: pd.DataFrame) -> FigureResult:
     the plasticity loss per group, the figure-6 change in probe loss, and on Atari the aggregate
     human-normalised score, its performance profile and P(layer norm > none)."""
     tables: dict[str, pd.DataFrame] = {}
-    for name, fn in (("plasticity_loss", plasticity_loss_intervals), ("probe_loss_change", probe_loss_change_intervals)):
+    for name, fn in (
+        ("plasticity_loss", plasticity_loss_intervals),
+        ("probe_loss_change", probe_loss_change_intervals),
+    ):
         t = fn(frame)
         if len(t):
             tables[name] = t
@@ -320,8 +387,10 @@ def figure_interval_estimates(frame: pd.DataFrame) -> FigureResult:
         if len(pi):
             tables["probability_of_improvement"] = pi
     if not tables:
-        raise MissingData("needs probe/plasticity or probe/probe_loss at two or more pauses, or atari runs "
-                          "with env.game and eval/human_normalized_score")
+        raise MissingData(
+            "needs probe/plasticity or probe/probe_loss at two or more pauses, or atari runs "
+            "with env.game and eval/human_normalized_score"
+        )
     panels = [k for k in ("plasticity_loss", "probe_loss_change", "atari_hns", "performance_profile") if k in tables]
     rows = max([len(tables[k]) for k in panels if k != "performance_profile"] or [4])
     fig = new_figure(4.8 * len(panels), 0.3 * rows + 2.6)
@@ -329,14 +398,21 @@ def figure_interval_estimates(frame: pd.DataFrame) -> FigureResult:
     for ax, key in zip(axes, panels):
         t = tables[key]
         if key == "plasticity_loss":
-            _interval_panel(ax, t, ["group"], "plasticity loss P(T) - P(0) across seeds",
-                            f"P(T) - P(0) ({PROBE_LOSS_UNIT})")
+            _interval_panel(
+                ax, t, ["group"], "plasticity loss P(T) - P(0) across seeds", f"P(T) - P(0) ({PROBE_LOSS_UNIT})"
+            )
         elif key == "probe_loss_change":
-            _interval_panel(ax, t, ["dataset", "architecture", "intervention"],
-                            "figure 6: change in probe loss across seeds",
-                            f"probe loss, last - first pause ({PROBE_LOSS_UNIT})")
+            _interval_panel(
+                ax,
+                t,
+                ["dataset", "architecture", "intervention"],
+                "figure 6: change in probe loss across seeds",
+                f"probe loss, last - first pause ({PROBE_LOSS_UNIT})",
+            )
         elif key == "atari_hns":
-            _interval_panel(ax, t, ["intervention"], "Atari: human-normalised score", "human-normalised score (1 = human)")
+            _interval_panel(
+                ax, t, ["intervention"], "Atari: human-normalised score", "human-normalised score (1 = human)"
+            )
         else:
             interventions = list(dict.fromkeys(t["intervention"]))
             for color, interv in zip(palette(len(interventions)), interventions):
@@ -347,15 +423,19 @@ def figure_interval_estimates(frame: pd.DataFrame) -> FigureResult:
             ax.set_ylabel("fraction of runs with score > tau")
             ax.set_title("performance profile", fontsize="small")
             ax.legend(fontsize="x-small", frameon=False)
-    notes = [f"Intervals: percentile stratified bootstrap, {REPS} resamples, {int(CONFIDENCE * 100)} %, "
-             f"seed {BOOTSTRAP_SEED} (scipy.stats.bootstrap over rliable.metrics' statistics), from "
-             f"{MIN_INTERVAL_N} runs up. Below {MIN_INTERVAL_N} runs a row shows the range of its runs (min, max) "
-             f"instead, dotted, and says so in its `interval` column; below {MIN_IQM_N} runs the IQM is refused "
-             "(it would be the mean). Runs with a non-finite value are counted in `nonfinite` and left out."]
+    notes = [
+        f"Intervals: percentile stratified bootstrap, {REPS} resamples, {int(CONFIDENCE * 100)} %, "
+        f"seed {BOOTSTRAP_SEED} (scipy.stats.bootstrap over rliable.metrics' statistics), from "
+        f"{MIN_INTERVAL_N} runs up. Below {MIN_INTERVAL_N} runs a row shows the range of its runs (min, max) "
+        f"instead, dotted, and says so in its `interval` column; below {MIN_IQM_N} runs the IQM is refused "
+        "(it would be the mean). Runs with a non-finite value are counted in `nonfinite` and left out."
+    ]
     if "probability_of_improvement" in tables:
         r = tables["probability_of_improvement"].iloc[0]
-        notes.append(f"P({r['x']} > {r['y']}) = {r['probability_of_improvement']:.3f} "
-                     f"[{r['low']:.3f}, {r['high']:.3f}] over {int(r['games'])} game(s) ({r['interval']}).")
+        notes.append(
+            f"P({r['x']} > {r['y']}) = {r['probability_of_improvement']:.3f} "
+            f"[{r['low']:.3f}, {r['high']:.3f}] over {int(r['games'])} game(s) ({r['interval']})."
+        )
     return FigureResult(
         name="interval_estimates",
         title="Interval estimates across seeds (IQM, mean, performance profile, probability of improvement)",

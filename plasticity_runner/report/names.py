@@ -52,10 +52,21 @@ LAYER_NORM = "layer_norm"
 # Config keys that never separate two runs into different groups (a group is the set of runs
 # whose config is equal except for these): the seed and anything derived from it, and settings of
 # where and how a run executes that do not change its numbers.
-GROUP_IGNORE_KEYS = frozenset({
-    SEED, "device", "run_dir", "output_dir", "resume", "progress", "torch_threads",
-    "log_every_steps", "env.data_dir", "env.download", "objective",
-})
+GROUP_IGNORE_KEYS = frozenset(
+    {
+        SEED,
+        "device",
+        "run_dir",
+        "output_dir",
+        "resume",
+        "progress",
+        "torch_threads",
+        "log_every_steps",
+        "env.data_dir",
+        "env.download",
+        "objective",
+    }
+)
 GROUP_IGNORE_PREFIXES = ("hydra.", "logging.", "paths.", "checkpoint.")
 GROUP_IGNORE_SUFFIXES = ("seed",)  # e.g. ``env.label_seed``, ``probe.seed``
 
@@ -140,7 +151,9 @@ GRADCOV_MATRIX = _gradcov.MATRIX  # [k, k], rows already k-means ordered
 
 def figure_metrics() -> set[tuple[str, str]]:
     """Every (phase, metric) a figure reads (the constants above)."""
-    pairs = {v for v in globals().values() if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, str) for x in v)}
+    pairs = {
+        v for v in globals().values() if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, str) for x in v)
+    }
     pairs |= set(STATISTICS.values()) | set(FIELD_METRICS.values())
     pairs |= {(process, metric) for process in PROCESSES for metric in PROCESS_METRICS}
     return pairs

@@ -24,8 +24,10 @@ from . import names as N
 from .data import assign_groups, first_last, select, with_config
 
 # What the band of ``plot_group_curves`` / ``draw_curve_grid`` is (FigureResult.bands).
-BAND_STD_SEEDS = ("band: mean over seeds (bold) ±1 std over seeds at each step (sample std, n - 1), runs thin; "
-                  "n = runs per curve, in the legend")
+BAND_STD_SEEDS = (
+    "band: mean over seeds (bold) ±1 std over seeds at each step (sample std, n - 1), runs thin; "
+    "n = runs per curve, in the legend"
+)
 # Units of the quantities the figures plot: the probe regresses Q-values on targets a + sin(...),
 # so its loss (and P = b - loss) is in squared Q units; so is the TD loss.
 PROBE_LOSS_UNIT = "squared Q units"
@@ -58,8 +60,9 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def panel_grid(n: int, max_cols: int, panel: tuple[float, float], margin: tuple[float, float] = (0.0, 0.0),
-               **subplots_kw) -> tuple[Figure, np.ndarray]:
+def panel_grid(
+    n: int, max_cols: int, panel: tuple[float, float], margin: tuple[float, float] = (0.0, 0.0), **subplots_kw
+) -> tuple[Figure, np.ndarray]:
     """A figure of ``n`` panels in rows of at most ``max_cols``, each ``panel`` inches (plus
     ``margin`` inches for the whole figure); returns it and the ``n`` axes, flat, the grid's
     unused cells switched off. ``subplots_kw`` go to ``Figure.subplots`` (sharex, sharey)."""
@@ -146,7 +149,9 @@ def plot_group_curves(ax, s: pd.DataFrame, color, label: str, x: str = "step") -
     agg = s.groupby(x)["value"].agg(["mean", "std", "size"]).reset_index()
     n_runs = s["run_dir"].nunique()
     # one step only: a marker, or the curve would be invisible
-    ax.plot(agg[x], agg["mean"], color=color, lw=2, label=f"{label} (n={n_runs})", marker="o" if len(agg) == 1 else None)
+    ax.plot(
+        agg[x], agg["mean"], color=color, lw=2, label=f"{label} (n={n_runs})", marker="o" if len(agg) == 1 else None
+    )
     band = agg["std"].fillna(0.0)
     if (agg["size"] > 1).any():
         ax.fill_between(agg[x], agg["mean"] - band, agg["mean"] + band, color=color, alpha=0.2, lw=0)
@@ -198,8 +203,11 @@ def probe_loss_runs(frame: pd.DataFrame, facet: str | None) -> pd.DataFrame:
 
 def pause_span(runs: pd.DataFrame) -> dict[str, int]:
     """Of per-run rows with first_step and last_step: the earliest first pause and the range of last pauses."""
-    return {"first_step": int(runs["first_step"].min()), "last_step_min": int(runs["last_step"].min()),
-            "last_step_max": int(runs["last_step"].max())}
+    return {
+        "first_step": int(runs["first_step"].min()),
+        "last_step_min": int(runs["last_step"].min()),
+        "last_step_max": int(runs["last_step"].max()),
+    }
 
 
 def interventions_of(frame: pd.DataFrame) -> pd.Series:
@@ -271,7 +279,17 @@ def curve_summary(s: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         fm, fs = mean_std(first)
         lm, ls = mean_std(last)
         steps = per_run["step"].last()
-        rows.append({**dict(zip(keys, values)), "runs": len(first), "first_mean": fm, "first_std": fs,
-                     "last_mean": lm, "last_std": ls, "last_step_min": int(steps.min()),
-                     "last_step_max": int(steps.max()), "nonfinite": count_nonfinite(last)})
+        rows.append(
+            {
+                **dict(zip(keys, values)),
+                "runs": len(first),
+                "first_mean": fm,
+                "first_std": fs,
+                "last_mean": lm,
+                "last_std": ls,
+                "last_step_min": int(steps.min()),
+                "last_step_max": int(steps.max()),
+                "nonfinite": count_nonfinite(last),
+            }
+        )
     return pd.DataFrame(rows)

@@ -70,7 +70,7 @@ def check_loggers(cfg: Any) -> None:
             raise ConfigError(
                 f"logger.{name}",
                 f"logger={name} needs the package '{package}', which does not import ({type(exc).__name__}: {exc}); "
-                f"install it with pip install -e \".[{extra}]\" or drop {name} from logger=[...]",
+                f'install it with pip install -e ".[{extra}]" or drop {name} from logger=[...]',
             ) from exc
     mode = OmegaConf.select(cfg, "logger.wandb.mode") if isinstance(cfg, DictConfig) else None
     if mode is not None and mode not in ("online", "offline", "disabled"):
@@ -86,7 +86,7 @@ class Sinks:
     def __bool__(self) -> bool:
         return bool(self.sinks)
 
-    def __enter__(self) -> "Sinks":
+    def __enter__(self) -> Sinks:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -122,9 +122,7 @@ class Sinks:
                 pass
 
 
-def open_sinks(
-    cfg: Any, run_dir: Path, run_id: str, config: Mapping[str, Any], resumed_from: int | None
-) -> Sinks:
+def open_sinks(cfg: Any, run_dir: Path, run_id: str, config: Mapping[str, Any], resumed_from: int | None) -> Sinks:
     """Open every sink of ``cfg.logger`` for the run in ``run_dir``.
 
     ``config``: the resolved config as written to ``run.json`` (W&B logs it flattened);

@@ -90,9 +90,15 @@ class TensorBoardSink:
             counts, edges = histogram
             centres = (edges[:-1] + edges[1:]) / 2
             w.add_histogram_raw(
-                "curvature/hessian_spectrum", min=float(edges[0]), max=float(edges[-1]), num=float(counts.sum()),
-                sum=float((counts * centres).sum()), sum_squares=float((counts * centres**2).sum()),
-                bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(), global_step=int(step),
+                "curvature/hessian_spectrum",
+                min=float(edges[0]),
+                max=float(edges[-1]),
+                num=float(counts.sum()),
+                sum=float((counts * centres).sum()),
+                sum_squares=float((counts * centres**2).sum()),
+                bucket_limits=edges[1:].tolist(),
+                bucket_counts=counts.tolist(),
+                global_step=int(step),
             )
         w.flush()  # a pause's values are on disk with its shard (a live tensorboard shows them at once)
 
@@ -100,7 +106,9 @@ class TensorBoardSink:
         self.writer.close()
 
 
-def open_sink(cfg: Any, run_dir: Path, run_id: str, config: Mapping[str, Any], resumed_from: int | None) -> TensorBoardSink:
+def open_sink(
+    cfg: Any, run_dir: Path, run_id: str, config: Mapping[str, Any], resumed_from: int | None
+) -> TensorBoardSink:
     # a folder of its own per run: the resume purge rewrites every event file in it
     log_dir = Path(cfg.log_dir) / run_id if cfg.log_dir else run_dir / TB_DIR
     purge_events_after(log_dir, resumed_from)

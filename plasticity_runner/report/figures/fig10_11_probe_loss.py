@@ -37,9 +37,20 @@ def initial_final_table(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KEY)
     for (f, a, i), g in fl.groupby(["facet", "architecture", N.INTERVENTIONS], sort=True):
         im, is_ = mean_std(g["first"])
         fm, fs = mean_std(g["last"])
-        rows.append({"facet": f, "architecture": a, "intervention": i, "runs": len(g),
-                     "initial_mean": im, "initial_std": is_, "final_mean": fm, "final_std": fs, **pause_span(g),
-                     "nonfinite": max(count_nonfinite(g["first"]), count_nonfinite(g["last"]))})
+        rows.append(
+            {
+                "facet": f,
+                "architecture": a,
+                "intervention": i,
+                "runs": len(g),
+                "initial_mean": im,
+                "initial_std": is_,
+                "final_mean": fm,
+                "final_std": fs,
+                **pause_span(g),
+                "nonfinite": max(count_nonfinite(g["first"]), count_nonfinite(g["last"])),
+            }
+        )
     out = pd.DataFrame(rows)
     out.attrs["runs"] = sorted(fl["run_dir"].unique())
     return out
@@ -69,10 +80,21 @@ def figure10_11_probe_loss(frame: pd.DataFrame, facet: str | None = FIG6_FACET_K
         for j, a in enumerate(archs):
             ax = axes[i, j]
             t = table[(table["facet"] == f) & (table["architecture"] == a)].set_index("intervention").reindex(intervs)
-            for k, (col, label, face) in enumerate((("initial", "first pause (initial)", "white"),
-                                                    ("final", "last pause (final)", "tab:blue"))):
-                ax.errorbar(x + (k - 0.5) * 0.3, t[f"{col}_mean"], yerr=t[f"{col}_std"].fillna(0), fmt="o",
-                            color="tab:blue", mfc=face, capsize=2, label=label, lw=0.8, ms=5)
+            for k, (col, label, face) in enumerate(
+                (("initial", "first pause (initial)", "white"), ("final", "last pause (final)", "tab:blue"))
+            ):
+                ax.errorbar(
+                    x + (k - 0.5) * 0.3,
+                    t[f"{col}_mean"],
+                    yerr=t[f"{col}_std"].fillna(0),
+                    fmt="o",
+                    color="tab:blue",
+                    mfc=face,
+                    capsize=2,
+                    label=label,
+                    lw=0.8,
+                    ms=5,
+                )
             n = t["runs"].fillna(0).astype(int)
             intervs_n = [f"{name} (n={runs})" for name, runs in zip(intervs, n)]
             ax.set_xticks(x, intervs_n, rotation=60, ha="right", fontsize="x-small")

@@ -57,13 +57,14 @@ def intervention_curves(frame: pd.DataFrame, metric: tuple[str, str]) -> pd.Data
 def curves_table(s: pd.DataFrame) -> pd.DataFrame:
     """``curve_summary`` of ``intervention_curves`` per panel and line, its columns named."""
     return curve_summary(s, ["row", "col", "line"]).rename(
-        columns={"row": "dataset_task", "col": "architecture", "line": "intervention"})
+        columns={"row": "dataset_task", "col": "architecture", "line": "intervention"}
+    )
 
 
 def draw_intervention_curves(s: pd.DataFrame, ylabel: str, log: bool = False):
     """``draw_curve_grid`` of ``intervention_curves``: rows sorted (easy before hard), architectures
     in the paper's order, the baseline ``none`` first among the lines."""
-    rows = sorted(s["row"].unique(), key=lambda r: (natural_key(r.replace("easy", "0").replace("hard", "1"))))
+    rows = sorted(s["row"].unique(), key=lambda r: natural_key(r.replace("easy", "0").replace("hard", "1")))
     cols = order_values(s["col"], ARCH_ORDER)
     lines = order_values(s["line"], (N.NO_INTERVENTION,))
     return draw_curve_grid(s, rows, cols, lines, ylabel=ylabel, log=log)

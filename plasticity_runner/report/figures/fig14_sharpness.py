@@ -50,19 +50,30 @@ def figure14_sharpness(frame: pd.DataFrame) -> FigureResult:
     """
     s = sharpness_curves(frame)
     if s.empty:
-        raise MissingData(f"no classification run of architecture {FIG14_ARCH} with interventions none or "
-                          f"layer_norm logging {'/'.join(N.HESSIAN_TOP_EIG)}")
+        raise MissingData(
+            f"no classification run of architecture {FIG14_ARCH} with interventions none or "
+            f"layer_norm logging {'/'.join(N.HESSIAN_TOP_EIG)}"
+        )
     cols = sorted(s["col"].unique())
-    fig = draw_curve_grid(s, [""], cols, order_values(s["line"], FIG14_LINES), ylabel="top eigenvalue of the probe loss's Hessian\n(squared Q units per squared parameter unit)",
-                          log=True)
+    fig = draw_curve_grid(
+        s,
+        [""],
+        cols,
+        order_values(s["line"], FIG14_LINES),
+        ylabel="top eigenvalue of the probe loss's Hessian\n(squared Q units per squared parameter unit)",
+        log=True,
+    )
     return FigureResult(
         name="figure14_sharpness",
         title="Figure 14: layer norm and the sharpness of the CNN (regression)",
         caption="Largest Hessian eigenvalue of the probe loss over training, the CNN with the "
         "regression head with and without layer normalisation, per dataset and task.",
         figure=fig,
-        tables={"sharpness": curve_summary(s, ["col", "line"]).rename(columns={"col": "dataset_task",
-                                                                               "line": "intervention"})},
+        tables={
+            "sharpness": curve_summary(s, ["col", "line"]).rename(
+                columns={"col": "dataset_task", "line": "intervention"}
+            )
+        },
         bands=BAND_STD_SEEDS,
         runs=sorted(s["run_dir"].unique()),
     )

@@ -23,7 +23,9 @@ def probe_curves_by_layer_norm(frame: pd.DataFrame, max_pauses: int = 6) -> pd.D
     frame = frame[frame["run_dir"].map(interv).isin(FIG17_COLUMNS)]
     if frame.empty:
         return pd.DataFrame()
-    rows_of = assign_groups(frame.drop(columns=[N.INTERVENTIONS], errors="ignore"))[0].groupby("run_dir")["group"].first()
+    rows_of = (
+        assign_groups(frame.drop(columns=[N.INTERVENTIONS], errors="ignore"))[0].groupby("run_dir")["group"].first()
+    )
     out, drawn = [], []
     for (row, col), runs in rows_of.groupby([rows_of, rows_of.index.map(interv)]):
         curves = probe_curves(frame[frame["run_dir"].isin(runs.index)], max_pauses=max_pauses)
@@ -46,13 +48,17 @@ def figure17_18_probe_curves_ln(frame: pd.DataFrame, max_pauses: int = 6, max_ro
     """
     curves = probe_curves_by_layer_norm(frame, max_pauses=max_pauses)
     if curves.empty:
-        raise MissingData(f"no classification run with interventions none or layer_norm storing "
-                          f"{N.PROBE_CURVE_LOSS} and {N.PROBE_CURVE_STEPS}")
+        raise MissingData(
+            f"no classification run with interventions none or layer_norm storing "
+            f"{N.PROBE_CURVE_LOSS} and {N.PROBE_CURVE_STEPS}"
+        )
     check_curves(curves)
     rows = sorted(curves["row"].unique(), key=natural_key)
     notes = []
     if len(rows) > max_rows:
-        notes.append(f"{len(rows) - max_rows} of {len(rows)} rows not drawn (max_rows={max_rows}); all are in the table.")
+        notes.append(
+            f"{len(rows) - max_rows} of {len(rows)} rows not drawn (max_rows={max_rows}); all are in the table."
+        )
         rows = rows[:max_rows]
     cols = [c for c in FIG17_COLUMNS if (curves["column"] == c).any()]
     fig = new_figure(4.0 * len(cols) + 1.2, 3.0 * len(rows) + 0.5)

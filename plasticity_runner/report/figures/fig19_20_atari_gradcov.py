@@ -82,9 +82,17 @@ def figure19_20_atari_gradcov(frame: pd.DataFrame, max_heatmaps: int = 5, max_ro
         for j, step in enumerate(steps):
             mat = load_step_arrays(row["run_dir"], step, [N.GRADCOV_MATRIX])[N.GRADCOV_MATRIX]
             im = draw_gradcov(axes[i, j + 1], mat, f"step {step}", fontsize="x-small")
-            table.append({"game": row["game"], "intervention": row["intervention"], "run": run_name(row["run_dir"]),
-                          "step": step, "k": mat.shape[0], "offdiag_mean": offdiag_mean(mat)})
-        for a in axes[i, len(steps) + 1:]:
+            table.append(
+                {
+                    "game": row["game"],
+                    "intervention": row["intervention"],
+                    "run": run_name(row["run_dir"]),
+                    "step": step,
+                    "k": mat.shape[0],
+                    "offdiag_mean": offdiag_mean(mat),
+                }
+            )
+        for a in axes[i, len(steps) + 1 :]:
             a.set_axis_off()
     axes[-1, 0].set_xlabel("training step", fontsize="small")
     if im is not None:

@@ -49,8 +49,12 @@ def optimizer_table(frame: pd.DataFrame) -> pd.DataFrame:
             {
                 "group": g,
                 "runs": len(set(a["run_dir"]) | set(d["run_dir"])),
-                "iterations": int(max(a.groupby("run_dir").size().max() if len(a) else 0,
-                                      d.groupby("run_dir").size().max() if len(d) else 0)),
+                "iterations": int(
+                    max(
+                        a.groupby("run_dir").size().max() if len(a) else 0,
+                        d.groupby("run_dir").size().max() if len(d) else 0,
+                    )
+                ),
                 "final_accuracy_mean": am,
                 "final_accuracy_std": as_,
                 "min_accuracy_mean": mean_std(a.groupby("run_dir")["value"].min())[0] if len(a) else math.nan,
@@ -67,7 +71,11 @@ def iteration_table(frame: pd.DataFrame) -> pd.DataFrame:
     frame = local_groups(select(frame, N.ENV, N.ENV_MEMORIZATION))
     group_of = frame.groupby("run_dir")["group"].first()
     parts = []
-    for metric, name in ((N.ACCURACY, "accuracy"), (N.EVAL_DEAD_FRAC, "dead_frac"), (N.ADAM_UPDATE_NORM, "update_norm")):
+    for metric, name in (
+        (N.ACCURACY, "accuracy"),
+        (N.EVAL_DEAD_FRAC, "dead_frac"),
+        (N.ADAM_UPDATE_NORM, "update_norm"),
+    ):
         s = _iterations(series(frame, metric))
         if s.empty:
             continue
@@ -81,8 +89,9 @@ def iteration_table(frame: pd.DataFrame) -> pd.DataFrame:
     out.insert(2, "runs", out[[c for c in out.columns if c.endswith("_runs")]].max(axis=1).astype(int))
     out = out.drop(columns=[c for c in out.columns if c.endswith("_runs")])
     order = sorted(out["group"].unique(), key=natural_key)
-    return out.sort_values(["group", "iteration"], key=lambda c: c.map(order.index) if c.name == "group" else c,
-                           ignore_index=True)
+    return out.sort_values(
+        ["group", "iteration"], key=lambda c: c.map(order.index) if c.name == "group" else c, ignore_index=True
+    )
 
 
 def figure1_optimizer_instability(frame: pd.DataFrame) -> FigureResult:
@@ -94,8 +103,11 @@ def figure1_optimizer_instability(frame: pd.DataFrame) -> FigureResult:
     group, normally ``optimizer.name`` = adam (default) vs adam_tuned; mean over seeds, +-1 std.
     """
     frame = local_groups(select(frame, N.ENV, N.ENV_MEMORIZATION))
-    metrics = [(N.ACCURACY, "accuracy"), (N.EVAL_DEAD_FRAC, "dead unit fraction"),
-               (N.ADAM_UPDATE_NORM, "Adam update norm")]
+    metrics = [
+        (N.ACCURACY, "accuracy"),
+        (N.EVAL_DEAD_FRAC, "dead unit fraction"),
+        (N.ADAM_UPDATE_NORM, "Adam update norm"),
+    ]
     panels = [(series(frame, m), t) for m, t in metrics]
     panels = [(s, t) for s, t in panels if len(s)]
     if not any(t in ("accuracy", "dead unit fraction") for _, t in panels):
@@ -113,8 +125,13 @@ def figure1_optimizer_instability(frame: pd.DataFrame) -> FigureResult:
                 plot_group_curves(ax, sg, colors[g], g, x="iteration")
         ax.set_xlabel("iteration (labels re-randomised after each)")
         ax.set_title(title)
-        ax.set_ylabel({"accuracy": "accuracy (fraction of images)", "dead unit fraction": "dead units (fraction)",
-                       "Adam update norm": "Adam update norm (L2, parameter units)"}[title])
+        ax.set_ylabel(
+            {
+                "accuracy": "accuracy (fraction of images)",
+                "dead unit fraction": "dead units (fraction)",
+                "Adam update norm": "Adam update norm (L2, parameter units)",
+            }[title]
+        )
         if title == "Adam update norm" and (s["value"] > 0).all():
             ax.set_yscale("log")
         if title != "Adam update norm":

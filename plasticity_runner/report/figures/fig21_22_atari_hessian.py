@@ -30,7 +30,9 @@ def figure21_22_atari_hessian(frame: pd.DataFrame, max_curves: int = 10, max_pan
         raise MissingData(f"no atari run stored {N.HESSIAN_DENSITY} and {N.HESSIAN_GRID}")
     notes = []
     if len(runs) > max_panels:
-        notes.append(f"{len(runs) - max_panels} of {len(runs)} game / intervention panels not drawn (max_panels={max_panels}).")
+        notes.append(
+            f"{len(runs) - max_panels} of {len(runs)} game / intervention panels not drawn (max_panels={max_panels})."
+        )
     shown = runs.head(max_panels)
     scale = step_scale(set().union(*shown["steps"]))
     fig, axes = panel_grid(len(shown), 4, (3.6, 2.9), (1.2, 0.4))
@@ -44,8 +46,15 @@ def figure21_22_atari_hessian(frame: pd.DataFrame, max_curves: int = 10, max_pan
             top = max(top, peak)
             ax.plot(grid, np.maximum(d, 1e-300), color=scale.to_rgba(step), lw=1)
             support = grid[d > peak * DENSITY_FLOOR] if peak > 0 else grid[:0]
-            table.append({"game": row["game"], "intervention": row["intervention"], "run": run_name(row["run_dir"]),
-                          "step": step, "max_eigenvalue_on_grid": float(support.max()) if support.size else math.nan})
+            table.append(
+                {
+                    "game": row["game"],
+                    "intervention": row["intervention"],
+                    "run": run_name(row["run_dir"]),
+                    "step": step,
+                    "max_eigenvalue_on_grid": float(support.max()) if support.size else math.nan,
+                }
+            )
         ax.set_yscale("log")
         if top > 0:
             ax.set_ylim(top * DENSITY_FLOOR, top * 2)

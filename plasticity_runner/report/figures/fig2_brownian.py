@@ -32,7 +32,7 @@ def process_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Figure 2 scalars: per process and metric, the mean over seeds at the first and last step."""
     frame = select(frame, N.ENV, N.ENV_BROWNIAN)
     rows = []
-    for metric, label in N.PROCESS_METRICS.items():
+    for metric in N.PROCESS_METRICS:
         for process, pname in N.PROCESSES.items():
             s = series(frame, (process, metric))
             if s.empty:
@@ -77,7 +77,9 @@ def figure2_brownian(frame: pd.DataFrame, max_heatmaps: int = 4) -> FigureResult
     if frame.empty:
         raise MissingData("no env.name=brownian run")
     seeds = frame.groupby("run_dir")[N.SEED].first() if N.SEED in frame.columns else None
-    run_dirs = sorted(frame["run_dir"].unique(), key=lambda r: natural_key(f"{seeds[r] if seeds is not None else ''} {r}"))
+    run_dirs = sorted(
+        frame["run_dir"].unique(), key=lambda r: natural_key(f"{seeds[r] if seeds is not None else ''} {r}")
+    )
     dens_keys = {p: [N.process_array(p, N.HESSIAN_DENSITY), N.process_array(p, N.HESSIAN_GRID)] for p in N.PROCESSES}
     cov_keys = {p: [N.process_array(p, N.GRADCOV_MATRIX)] for p in N.PROCESSES}
 
@@ -116,8 +118,9 @@ def figure2_brownian(frame: pd.DataFrame, max_heatmaps: int = 4) -> FigureResult
                     top = max(top, float(np.nanmax(d)) if d.size else 0.0)
                     ax.plot(grid, np.maximum(d, 1e-300), color=scale.to_rgba(step), lw=1)
                 ax.set_yscale("log")
-                ax.set_xlabel("eigenvalue (squared regression-target units per squared parameter unit)",
-                              fontsize="small")
+                ax.set_xlabel(
+                    "eigenvalue (squared regression-target units per squared parameter unit)", fontsize="small"
+                )
                 ax.set_title(f"Hessian spectrum density: {N.PROCESSES[p]}")
                 if not dens_steps.get(p):
                     ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
@@ -144,7 +147,7 @@ def figure2_brownian(frame: pd.DataFrame, max_heatmaps: int = 4) -> FigureResult
             for ax, step in zip(axes, steps):
                 mat = load_step_arrays(cov_run, step, cov_keys[p])[cov_keys[p][0]]
                 im = draw_gradcov(ax, mat, f"step {step}")
-            for ax in axes[len(steps):]:
+            for ax in axes[len(steps) :]:
                 ax.set_axis_off()
             axes[0].set_ylabel(N.PROCESSES[p])
             sub.suptitle(f"gradient covariance C_k: {N.PROCESSES[p]}", fontsize="medium")

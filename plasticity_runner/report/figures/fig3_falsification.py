@@ -31,8 +31,12 @@ FIG3_Y = {  # y axis of figure 3: name -> axis label
     "plasticity_loss": "plasticity loss P(T) - P(0)\n(squared Q units; < 0: plasticity lost)",
     "plasticity": "plasticity P(T) = b - probe loss\n(squared Q units)",
 }
-FIG3_UNITS = {"weight norm": "L2 norm of all parameters", "feature rank": "count of dimensions",
-              "weight rank": "count of singular values, mean over layers", "dead units": "fraction"}
+FIG3_UNITS = {
+    "weight norm": "L2 norm of all parameters",
+    "feature rank": "count of dimensions",
+    "weight rank": "count of singular values, mean over layers",
+    "dead units": "fraction",
+}
 # Fewest points a Pearson r of the figure is read at: below it, a correlation and any sign flip
 # built on it is flagged (``reliable`` = False), and the figure is not drawn when no correlation
 # reaches it. With n = 10, |r| must exceed 0.63 for p < 0.05; with n = 3 a random |r| > 0.9 has
@@ -90,14 +94,25 @@ def falsification_points(
                 continue
             target = last.loc[run_dir, "step"]
             i = int(np.argmin(np.abs(rs["step"].to_numpy() - target)))
-            rows.append({"run_dir": run_dir, "statistic": stat, "step": int(rs["step"].iloc[i]),
-                         "value": float(rs["value"].iloc[i]), "plasticity": float(last.loc[run_dir, "value"])})
+            rows.append(
+                {
+                    "run_dir": run_dir,
+                    "statistic": stat,
+                    "step": int(rs["step"].iloc[i]),
+                    "value": float(rs["value"].iloc[i]),
+                    "plasticity": float(last.loc[run_dir, "value"]),
+                }
+            )
     points = pd.DataFrame(rows, columns=["run_dir", "statistic", "step", "value", "plasticity"])
     keys = [k for k in color_keys if k in frame.columns]
     cfg = frame.groupby("run_dir")[keys].first() if keys else pd.DataFrame(index=frame["run_dir"].unique())
     cfg = cfg.loc[cfg.index.isin(points["run_dir"])]
     varying = [k for k in keys if cfg[k].astype(str).nunique() > 1]
-    labels = cfg.apply(lambda r: ", ".join(str(r[k]) for k in varying) or "all runs", axis=1) if len(cfg) else pd.Series(dtype=str)
+    labels = (
+        cfg.apply(lambda r: ", ".join(str(r[k]) for k in varying) or "all runs", axis=1)
+        if len(cfg)
+        else pd.Series(dtype=str)
+    )
     points["group"] = points["run_dir"].map(labels)
     config_keys = [k for k in FIG3_CONFIG_KEYS if k in frame.columns]
     if config_keys:
@@ -125,11 +140,27 @@ def falsification_table(points: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
             r = pearson(pg["value"], pg["plasticity"])
             signs.append(sign(r))
             ns.append(len(pg))
-            corr_rows.append({"statistic": stat, "group": g, "n": len(pg), "pearson_r": r, "sign": sign(r),
-                              "reliable": len(pg) >= FIG3_MIN_N})
+            corr_rows.append(
+                {
+                    "statistic": stat,
+                    "group": g,
+                    "n": len(pg),
+                    "pearson_r": r,
+                    "sign": sign(r),
+                    "reliable": len(pg) >= FIG3_MIN_N,
+                }
+            )
         r_all = pearson(ps["value"], ps["plasticity"])
-        corr_rows.append({"statistic": stat, "group": "(all)", "n": len(ps), "pearson_r": r_all, "sign": sign(r_all),
-                          "reliable": len(ps) >= FIG3_MIN_N})
+        corr_rows.append(
+            {
+                "statistic": stat,
+                "group": "(all)",
+                "n": len(ps),
+                "pearson_r": r_all,
+                "sign": sign(r_all),
+                "reliable": len(ps) >= FIG3_MIN_N,
+            }
+        )
         summary_rows.append(
             {
                 "statistic": stat,
@@ -172,17 +203,47 @@ def falsification_contrasts(
                 signs.append(sign(r))
                 if np.isfinite(r):
                     ns.append(len(pl))
-                rows.append({"contrast": name, "key": key, "statistic": stat, "paper": stat in paper_stats,
-                             "level": level, "n": len(pl), "pearson_r": r, "sign": sign(r),
-                             "reliable": len(pl) >= FIG3_MIN_N})
+                rows.append(
+                    {
+                        "contrast": name,
+                        "key": key,
+                        "statistic": stat,
+                        "paper": stat in paper_stats,
+                        "level": level,
+                        "n": len(pl),
+                        "pearson_r": r,
+                        "sign": sign(r),
+                        "reliable": len(pl) >= FIG3_MIN_N,
+                    }
+                )
             finite = [s for s in signs if s != "n/a"]
-            summary.append({"contrast": name, "key": key, "statistic": stat, "paper": stat in paper_stats,
-                            "levels": len(finite), "positive": finite.count("+"), "negative": finite.count("-"),
-                            "sign_flips": "yes" if "+" in finite and "-" in finite else "no",
-                            "min_n": min(ns) if ns else 0, "reliable": bool(ns) and min(ns) >= FIG3_MIN_N})
+            summary.append(
+                {
+                    "contrast": name,
+                    "key": key,
+                    "statistic": stat,
+                    "paper": stat in paper_stats,
+                    "levels": len(finite),
+                    "positive": finite.count("+"),
+                    "negative": finite.count("-"),
+                    "sign_flips": "yes" if "+" in finite and "-" in finite else "no",
+                    "min_n": min(ns) if ns else 0,
+                    "reliable": bool(ns) and min(ns) >= FIG3_MIN_N,
+                }
+            )
     cols = ["contrast", "key", "statistic", "paper", "level", "n", "pearson_r", "sign", "reliable"]
-    scols = ["contrast", "key", "statistic", "paper", "levels", "positive", "negative", "sign_flips", "min_n",
-             "reliable"]
+    scols = [
+        "contrast",
+        "key",
+        "statistic",
+        "paper",
+        "levels",
+        "positive",
+        "negative",
+        "sign_flips",
+        "min_n",
+        "reliable",
+    ]
     return pd.DataFrame(rows, columns=cols), pd.DataFrame(summary, columns=scols)
 
 
@@ -206,15 +267,20 @@ def figure3_falsification(
     statistics = dict(N.STATISTICS if statistics is None else statistics)
     points = falsification_points(frame, statistics, y=y)
     if points.empty:
-        raise MissingData("no classification run with probe/plasticity and a statistic ("
-                          + ", ".join(f"{p}/{m}" for p, m in statistics.values()) + ")")
+        raise MissingData(
+            "no classification run with probe/plasticity and a statistic ("
+            + ", ".join(f"{p}/{m}" for p, m in statistics.values())
+            + ")"
+        )
     corr, summary = falsification_table(points)
     contrast_corr, contrast_summary = falsification_contrasts(points)
     largest = int(corr["n"].max()) if len(corr) else 0
     if largest < FIG3_MIN_N:
-        raise MissingData(f"too few runs for a correlation: the largest group has n = {largest} point(s), "
-                          f"fewer than {FIG3_MIN_N} (a Pearson r or its sign from so few points is noise); "
-                          f"run at least {FIG3_MIN_N} runs per group (seeds or settings)")
+        raise MissingData(
+            f"too few runs for a correlation: the largest group has n = {largest} point(s), "
+            f"fewer than {FIG3_MIN_N} (a Pearson r or its sign from so few points is noise); "
+            f"run at least {FIG3_MIN_N} runs per group (seeds or settings)"
+        )
     stats = [s for s in statistics if s in set(points["statistic"])]
     groups = sorted(points["group"].unique(), key=natural_key)
     colors = dict(zip(groups, palette(len(groups))))
@@ -235,8 +301,15 @@ def figure3_falsification(
             label = f"{g} (r={r:+.2f}, n={n}{flag})" if np.isfinite(r) else f"{g} (r=n/a, n={n})"
             pg_arch = pg["run_dir"].map(arch).astype(str) if arch is not None else pd.Series("", index=pg.index)
             for a, pa_ in pg.groupby(pg_arch, sort=True):
-                ax.scatter(pa_["value"], pa_["plasticity"], color=colors[g], marker=markers.get(a, "o"),
-                           s=22, alpha=0.8, label=label)
+                ax.scatter(
+                    pa_["value"],
+                    pa_["plasticity"],
+                    color=colors[g],
+                    marker=markers.get(a, "o"),
+                    s=22,
+                    alpha=0.8,
+                    label=label,
+                )
                 label = None  # one legend entry per group
         phase, metric = statistics[stat]
         ax.set_xlabel(f"{stat} ({metric})\n{FIG3_UNITS.get(stat, 'unitless')}", fontsize="small")
@@ -246,12 +319,20 @@ def figure3_falsification(
     notes = []
     if points.attrs.get("no_step0"):
         skipped = points.attrs["no_step0"]
-        notes.append(f"Left out, no probe at step 0 (no P(0)): {len(skipped)} run(s): "
-                     + ", ".join(run_name(r) for r in skipped[:10]) + (" ..." if len(skipped) > 10 else "") + ".")
+        notes.append(
+            f"Left out, no probe at step 0 (no P(0)): {len(skipped)} run(s): "
+            + ", ".join(run_name(r) for r in skipped[:10])
+            + (" ..." if len(skipped) > 10 else "")
+            + "."
+        )
     if points.attrs.get("only_step0"):
         skipped = points.attrs["only_step0"]
-        notes.append(f"Left out, probed at step 0 only (no P(T) with T > 0 yet): {len(skipped)} run(s): "
-                     + ", ".join(run_name(r) for r in skipped[:10]) + (" ..." if len(skipped) > 10 else "") + ".")
+        notes.append(
+            f"Left out, probed at step 0 only (no P(T) with T > 0 yet): {len(skipped)} run(s): "
+            + ", ".join(run_name(r) for r in skipped[:10])
+            + (" ..." if len(skipped) > 10 else "")
+            + "."
+        )
     if len(archs) > 1:
         notes.append("Marker shape is the architecture: " + ", ".join(f"{a} {markers[a]}" for a in archs) + ".")
     points_out = points.assign(run=points["run_dir"].map(run_name)).drop(columns="run_dir")
@@ -263,8 +344,13 @@ def figure3_falsification(
         "between groups (across observation spaces, across reward structures) cannot be a "
         "consistent cause of plasticity loss.",
         figure=fig,
-        tables={"correlations": corr, "summary": summary, "contrast_correlations": contrast_corr,
-                "contrast_summary": contrast_summary, "points": points_out},
+        tables={
+            "correlations": corr,
+            "summary": summary,
+            "contrast_correlations": contrast_corr,
+            "contrast_summary": contrast_summary,
+            "points": points_out,
+        },
         notes=notes,
         bands=f"one point per run; r = Pearson correlation of the group's points, n = its points "
         f"(flagged unreliable below n = {FIG3_MIN_N})",

@@ -53,10 +53,20 @@ def probe_curves(frame: pd.DataFrame, max_pauses: int = 8) -> pd.DataFrame:
                 continue
             allc = np.concatenate(curves, axis=0)
             mean = np.nanmean(allc, axis=0)
-            rows.append({"group": g, "step": int(step), "runs": len(curves), "targets": allc.shape[0],
-                         "curve_steps": xs, "curve": mean, "std": np.nanstd(allc, axis=0),
-                         "initial_loss": float(mean[0]), "final_loss": float(mean[-1]),
-                         "mean_loss": float(mean.mean())})
+            rows.append(
+                {
+                    "group": g,
+                    "step": int(step),
+                    "runs": len(curves),
+                    "targets": allc.shape[0],
+                    "curve_steps": xs,
+                    "curve": mean,
+                    "std": np.nanstd(allc, axis=0),
+                    "initial_loss": float(mean[0]),
+                    "final_loss": float(mean[-1]),
+                    "mean_loss": float(mean.mean()),
+                }
+            )
     out = pd.DataFrame(rows)
     out.attrs["runs"] = sorted(steps_of)
     return out
@@ -66,12 +76,16 @@ def check_curves(curves: pd.DataFrame) -> None:
     """Refuse (``MissingData``) probe curves of one point each: they draw as empty axes."""
     longest = max(len(np.atleast_1d(c)) for c in curves["curve_steps"])
     if longest < 2:
-        raise MissingData("each probe curve has one point (probe.steps <= probe.curve_every_steps): a curve "
-                          "needs two or more; set probe.curve_every_steps below probe.steps")
+        raise MissingData(
+            "each probe curve has one point (probe.steps <= probe.curve_every_steps): a curve "
+            "needs two or more; set probe.curve_every_steps below probe.steps"
+        )
 
 
-PROBE_CURVE_BANDS = ("band: ±1 std over targets and seeds at each probe step (n = targets x seeds per curve, "
-                     "column 'targets' of the table)")
+PROBE_CURVE_BANDS = (
+    "band: ±1 std over targets and seeds at each probe step (n = targets x seeds per curve, "
+    "column 'targets' of the table)"
+)
 
 
 def figure4_probe_curves(frame: pd.DataFrame, max_pauses: int = 8, max_panels: int = 6) -> FigureResult:
@@ -90,8 +104,10 @@ def figure4_probe_curves(frame: pd.DataFrame, max_pauses: int = 8, max_panels: i
     groups = list(dict.fromkeys(curves["group"]))  # already in natural order
     notes = []
     if len(groups) > max_panels:
-        notes.append(f"{len(groups) - max_panels} of {len(groups)} groups not drawn (max_panels={max_panels}); "
-                     "their numbers are in the table.")
+        notes.append(
+            f"{len(groups) - max_panels} of {len(groups)} groups not drawn (max_panels={max_panels}); "
+            "their numbers are in the table."
+        )
     shown = groups[:max_panels]
     fig, axes = panel_grid(len(shown), 3, (4.3, 3.4), (1, 0))
     scale = step_scale(curves["step"])

@@ -63,13 +63,17 @@ def width_table(frame: pd.DataFrame) -> pd.DataFrame:
     panel_keys = label_keys(configs, [k for k in FIG5_PANEL_KEYS if k in configs.columns], first=FIG5_PANEL_KEYS)
     others = [k for k in configs.columns if k not in panel_keys and k not in width_keys]
     # the lines: runs equal in everything but the width (the period first, as in the paper's legend)
-    line_keys = [k for k in label_keys(configs, [*panel_keys, *others], first=(*panel_keys, N.TARGET_UPDATE))
-                 if k not in panel_keys]
+    line_keys = [
+        k
+        for k in label_keys(configs, [*panel_keys, *others], first=(*panel_keys, N.TARGET_UPDATE))
+        if k not in panel_keys
+    ]
     pl = pl.merge(configs, left_on="run_dir", right_index=True)
     pl["panel"] = pl.apply(lambda r: ", ".join(str(r[k]) for k in panel_keys) or "all runs", axis=1)
     pl["line"] = pl.apply(lambda r: group_label(r, line_keys) if line_keys else "all runs", axis=1)
-    pl["target_update_steps"] = (pl[N.TARGET_UPDATE].map(lambda v: None if pd.isna(v) else int(v))
-                                 if N.TARGET_UPDATE in pl.columns else None)
+    pl["target_update_steps"] = (
+        pl[N.TARGET_UPDATE].map(lambda v: None if pd.isna(v) else int(v)) if N.TARGET_UPDATE in pl.columns else None
+    )
     pl["width"] = pl.apply(_effective_width, axis=1)
     has_units = pl[N.WIDTH].notna() if N.WIDTH in pl.columns else pd.Series(False, index=pl.index)
     pl["width_axis"] = has_units.map({True: "units", False: "multiplier"})
@@ -78,9 +82,19 @@ def width_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (panel, line, width), g in pl.groupby(["panel", "line", "width"], sort=True):
         m, s = mean_std(g["value"])
-        rows.append({"panel": panel, "line": line, "target_update_steps": g["target_update_steps"].iloc[0],
-                     "width": width, "width_axis": g["width_axis"].iloc[0], "runs": len(g),
-                     "plasticity_loss_mean": m, "plasticity_loss_std": s, "nonfinite": count_nonfinite(g["value"])})
+        rows.append(
+            {
+                "panel": panel,
+                "line": line,
+                "target_update_steps": g["target_update_steps"].iloc[0],
+                "width": width,
+                "width_axis": g["width_axis"].iloc[0],
+                "runs": len(g),
+                "plasticity_loss_mean": m,
+                "plasticity_loss_std": s,
+                "nonfinite": count_nonfinite(g["value"]),
+            }
+        )
     table = pd.DataFrame(rows)
     widths = table.groupby(["panel", "line"])["width"].transform("nunique")
     out = table[widths >= 2].reset_index(drop=True)
@@ -101,8 +115,10 @@ def figure5_width(frame: pd.DataFrame) -> FigureResult:
     """
     table = width_table(frame)
     if table.empty:
-        raise MissingData(f"needs classification runs at two or more {N.WIDTH} or {N.WIDTH_MULTIPLIER} values "
-                          "with probe/plasticity at two pauses")
+        raise MissingData(
+            f"needs classification runs at two or more {N.WIDTH} or {N.WIDTH_MULTIPLIER} values "
+            "with probe/plasticity at two pauses"
+        )
     panels = sorted(table["panel"].unique(), key=natural_key)
     fig = new_figure(4.2 * len(panels) + 1.5, 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
@@ -116,9 +132,18 @@ def figure5_width(frame: pd.DataFrame) -> FigureResult:
             if tl.empty:
                 continue
             label = f"target update {tl['target_update_steps'].iloc[0]}" if only_period else wrap_label(line, 40)
-            label += f" (n={int(tl['runs'].min())}" + (f"-{int(tl['runs'].max())})" if tl["runs"].nunique() > 1 else ")")
-            ax.errorbar(tl["width"], tl["plasticity_loss_mean"], yerr=tl["plasticity_loss_std"].fillna(0),
-                        color=colors[line], marker="o", capsize=3, label=label)
+            label += f" (n={int(tl['runs'].min())}" + (
+                f"-{int(tl['runs'].max())})" if tl["runs"].nunique() > 1 else ")"
+            )
+            ax.errorbar(
+                tl["width"],
+                tl["plasticity_loss_mean"],
+                yerr=tl["plasticity_loss_std"].fillna(0),
+                color=colors[line],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
         widths = sorted(t["width"].unique())
         ax.set_xscale("log", base=2)
         ax.set_xticks(widths, [f"{w:g}" for w in widths])

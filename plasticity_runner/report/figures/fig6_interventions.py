@@ -43,9 +43,18 @@ def intervention_table(frame: pd.DataFrame, facet: str | None = FIG6_FACET_KEY) 
     rows = []
     for (f, a, i), g in ch.groupby(["facet", N.ARCH, N.INTERVENTIONS], sort=True):
         m, s = mean_std(g["value"])
-        rows.append({"facet": f, "architecture": a, "intervention": i, "runs": len(g),
-                     "probe_loss_change_mean": m, "probe_loss_change_std": s, "nonfinite": count_nonfinite(g["value"]),
-                     **pause_span(g)})
+        rows.append(
+            {
+                "facet": f,
+                "architecture": a,
+                "intervention": i,
+                "runs": len(g),
+                "probe_loss_change_mean": m,
+                "probe_loss_change_std": s,
+                "nonfinite": count_nonfinite(g["value"]),
+                **pause_span(g),
+            }
+        )
     return pd.DataFrame(rows)
 
 

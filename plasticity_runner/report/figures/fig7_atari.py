@@ -45,8 +45,16 @@ def atari_table(frame: pd.DataFrame, last_n: int = 5) -> pd.DataFrame:
         if base.empty or ln.empty:
             continue
         hb, hl = float(base.mean()), float(ln.mean())
-        rows.append({"game": game, "baseline_hns": hb, "layer_norm_hns": hl, "baseline_runs": len(base),
-                     "layer_norm_runs": len(ln), "improvement_pct": 100.0 * (hl - hb) / max(1.0, hb)})
+        rows.append(
+            {
+                "game": game,
+                "baseline_hns": hb,
+                "layer_norm_hns": hl,
+                "baseline_runs": len(base),
+                "layer_norm_runs": len(ln),
+                "improvement_pct": 100.0 * (hl - hb) / max(1.0, hb),
+            }
+        )
     table = pd.DataFrame(rows)
     if len(table):
         table = table.sort_values("improvement_pct", kind="stable", ignore_index=True)
@@ -64,8 +72,10 @@ def figure7_atari_layer_norm(frame: pd.DataFrame, last_n: int = 5) -> FigureResu
     """
     table = atari_table(frame, last_n=last_n)
     if table.empty:
-        raise MissingData(f"needs atari runs with {N.GAME} and eval/human_normalized_score for both "
-                          f"interventions={N.NO_INTERVENTION} and {N.LAYER_NORM} on a game")
+        raise MissingData(
+            f"needs atari runs with {N.GAME} and eval/human_normalized_score for both "
+            f"interventions={N.NO_INTERVENTION} and {N.LAYER_NORM} on a game"
+        )
     frame = select(frame, N.ENV, N.ENV_ATARI)
     runs = with_config(pd.DataFrame({"run_dir": sorted(frame["run_dir"].unique())}), frame, [N.GAME, N.INTERVENTIONS])
     runs[N.INTERVENTIONS] = runs[N.INTERVENTIONS].fillna(N.NO_INTERVENTION)

@@ -81,10 +81,13 @@ def plasticity_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels
     plast = series(frame, N.PLASTICITY)
     if len(plast):
         plast["value"] = plast["value"] - plast.groupby("run_dir")["value"].transform("first")
-    panels = [(s, t) for s, t in [(loss, "probe loss (mean over targets)"),
-                                  (plast, "plasticity loss P(t) - P(t0)")] if len(s)]
-    ylabels = {"probe loss (mean over targets)": f"probe loss ({PROBE_LOSS_UNIT})",
-               "plasticity loss P(t) - P(t0)": f"P(t) - P(t0) ({PROBE_LOSS_UNIT})"}
+    panels = [
+        (s, t) for s, t in [(loss, "probe loss (mean over targets)"), (plast, "plasticity loss P(t) - P(t0)")] if len(s)
+    ]
+    ylabels = {
+        "probe loss (mean over targets)": f"probe loss ({PROBE_LOSS_UNIT})",
+        "plasticity loss P(t) - P(t0)": f"P(t) - P(t0) ({PROBE_LOSS_UNIT})",
+    }
     if not panels:
         raise MissingData("no probe metrics (probe/probe_loss, probe/plasticity)")
     group_of = frame.groupby("run_dir")["group"].first()
@@ -117,8 +120,10 @@ def plasticity_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels
         s = s.assign(group=s["run_dir"].map(group_of))
         shown = [g for g in groups if (s["group"] == g).any()]
         if len(shown) > max_panels:
-            notes.append(f"{len(shown) - max_panels} of {len(shown)} groups not drawn (max_panels={max_panels}); "
-                         "all are in the table.")
+            notes.append(
+                f"{len(shown) - max_panels} of {len(shown)} groups not drawn (max_panels={max_panels}); "
+                "all are in the table."
+            )
             shown = shown[:max_panels]
         fig, axes = panel_grid(len(shown), 5, (3.2, 2.5), (0, 0.4), sharex=True, sharey=True)
         for ax, g in zip(axes, shown):

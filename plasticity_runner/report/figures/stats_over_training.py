@@ -91,10 +91,14 @@ def stats_over_training(frame: pd.DataFrame, max_lines: int = 8, max_panels: int
     groups = sorted(s["group"].unique(), key=natural_key)
     notes = []
     if len(groups) > max_lines:
-        notes.append(f"{len(groups) - max_lines} of {len(groups)} groups not drawn (max_lines={max_lines}); all are in the table.")
+        notes.append(
+            f"{len(groups) - max_lines} of {len(groups)} groups not drawn (max_lines={max_lines}); all are in the table."
+        )
     if len(stats) > max_panels:
-        notes.append(f"{len(stats) - max_panels} of {len(stats)} statistics not drawn (max_panels={max_panels}); "
-                     "all are in the table.")
+        notes.append(
+            f"{len(stats) - max_panels} of {len(stats)} statistics not drawn (max_panels={max_panels}); "
+            "all are in the table."
+        )
     drawn_groups, drawn_stats = groups[:max_lines], stats[:max_panels]
     colors = dict(zip(drawn_groups, palette(len(drawn_groups))))
     ncols = min(4, len(drawn_stats))
