@@ -77,9 +77,9 @@ class ReDo(Intervention):
             return {}
         dormant = sum(self.last_dormant.values())
         return {
-            "redo_dormant": float(dormant),
-            "redo_dormant_fraction": dormant / max(sum(self.last_units.values()), 1),
-            "redo_recycled_total": float(self.recycled_total),
+            f"{self.name}_dormant": float(dormant),
+            f"{self.name}_dormant_fraction": dormant / max(sum(self.last_units.values()), 1),
+            f"{self.name}_recycled_total": float(self.recycled_total),
         }
 
     def state_dict(self) -> dict:

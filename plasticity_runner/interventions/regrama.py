@@ -39,7 +39,8 @@ import torch
 
 from .. import registry
 from ..errors import positive
-from .base import Intervention, Learner
+from .base import Learner
+from .redo import ReDo
 from .units import gradient_scores, group_activations, replace_units
 
 
@@ -50,36 +51,11 @@ class ReGraMaConfig:
     restart_adam_steps: bool = False  # restart Adam's step count of recycled rows/columns (per-element counts)
 
 
-class ReGraMa(Intervention):
+class ReGraMa(ReDo):
+    """ReDo's pass with the gradient score: its counters, metrics (under ``regrama_``) and state are
+    ReDo's."""
+
     name = "regrama"
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.last_dormant: dict[str, int] = {}
-        self.last_units: dict[str, int] = {}
-        self.recycled_total = 0
-
-    def metrics(self) -> dict[str, float]:
-        if not self.last_units:
-            return {}
-        dormant = sum(self.last_dormant.values())
-        return {
-            "regrama_dormant": float(dormant),
-            "regrama_dormant_fraction": dormant / max(sum(self.last_units.values()), 1),
-            "regrama_recycled_total": float(self.recycled_total),
-        }
-
-    def state_dict(self) -> dict:
-        return {
-            "last_dormant": dict(self.last_dormant),
-            "last_units": dict(self.last_units),
-            "recycled_total": self.recycled_total,
-        }
-
-    def load_state_dict(self, state: dict, learner: Learner) -> None:
-        self.last_dormant = dict(state.get("last_dormant", {}))
-        self.last_units = dict(state.get("last_units", {}))
-        self.recycled_total = int(state.get("recycled_total", 0))
 
     def after_step(self, learner: Learner, step: int) -> None:
         if step % int(self.cfg.every_steps) == 0 and learner.last_batch is not None:
