@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from plasticity_runner.metrics import load_run
-from plasticity_runner.probes.ntk import ntk_gram, ntk_rank
+from plasticity_runner.probes.ntk import NTK_RANK, NTK_RANK_FRAC, ntk_gram, ntk_rank
 from plasticity_runner.trainer import train
 
 from .conftest import make_cfg
@@ -48,8 +48,8 @@ def test_a_linear_model_has_the_rank_of_its_inputs():
 def test_a_run_writes_it_at_every_pause(tmp_path):
     train(make_cfg(["total_steps=20", "probe.every_steps=10", "diagnostics.ntk.num_inputs=8"]), tmp_path)
     rows = load_run(tmp_path)
-    rank = rows.query("metric == @NTK_RANK")
+    rank = rows[rows.metric == NTK_RANK]
     assert sorted(rank.step.tolist()) == [0, 10, 20] and set(rank.phase) == {"stats"}
     assert ((rank.value >= 1) & (rank.value <= 8)).all()
-    frac = rows.query("metric == @NTK_RANK_FRAC").value.to_numpy()
+    frac = rows[rows.metric == NTK_RANK_FRAC].value.to_numpy()
     np.testing.assert_allclose(frac, rank.value.to_numpy() / 8)

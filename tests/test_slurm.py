@@ -205,11 +205,13 @@ def test_local_launcher_runs_in_parallel_and_fails_loudly(sweep_dir):
         cwd=sweep_dir.parent,
         timeout=400,
     )
-    assert res.returncode != 0 and "DatasetFileError" in res.stderr
+    # the corrupt file is refused at start as a config error naming the key and the file (exit 2)
+    why = "config key 'env.data_dir'"
+    assert res.returncode != 0 and why in res.stderr and "train-images-idx3-ubyte" in res.stderr
     assert json.loads((sweep_dir / "0" / "run.json").read_text())["status"] == "complete"
     log = (sweep_dir / "1" / "cli.log").read_text()
-    assert "Traceback" in log and "DatasetFileError" in log
-    assert "DatasetFileError" in job_logs(sweep_dir)
+    assert "run failed" in log and why in log
+    assert why in job_logs(sweep_dir)
 
 
 # ------------------------------------------------------------------------------ preemption guard
