@@ -5,14 +5,25 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 try:
     from hydra.experimental.callback import Callback
 except ImportError:  # pragma: no cover
     Callback = object
 
-from .test_cli import run_cli
 from .test_cli_reliability import FAST
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args, cwd):
+    """The CLI in a fresh process that can import this module (the callback's ``_target_``)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "plasticity_runner", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 class KillJobZero(Callback):
