@@ -60,6 +60,30 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
+def learner_state_dict(agent: Any, interventions: list, dynamics: Any) -> dict[str, Any]:
+    """The learning half of a checkpoint bundle, shared by every program: the networks, the
+    optimizer, each intervention's state and the training-dynamics tracker's."""
+    return {
+        "online": agent.online.state_dict(),
+        "target": agent.target.state_dict(),
+        "optimizer": agent.optimizer.state_dict(),
+        "interventions": {i.name: i.state_dict() for i in interventions},
+        "dynamics": None if dynamics is None else dynamics.state_dict(),
+    }
+
+
+def load_learner_state_dict(bundle: dict[str, Any], agent: Any, interventions: list, dynamics: Any) -> None:
+    """Restore ``learner_state_dict``'s part of ``bundle``; every intervention must find its own
+    entry. The interventions come first: one may rebuild parts of the network."""
+    for i in interventions:
+        i.load_state_dict(bundle["interventions"][i.name], agent.learner)
+    agent.online.load_state_dict(bundle["online"])
+    agent.target.load_state_dict(bundle["target"])
+    agent.optimizer.load_state_dict(bundle["optimizer"])
+    if dynamics is not None:  # theta_0, theta at the last log point, churn reference
+        dynamics.load_state_dict(bundle["dynamics"])
+
+
 @dataclass
 class RunState:
     """Everything the loop mutates; what a checkpoint must hold."""
@@ -84,19 +108,14 @@ class RunState:
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint bundle (its keys and layout are those of every checkpoint written so far)."""
-        agent = self.agent
         return {
             "step": self.step,
-            "online": agent.online.state_dict(),
-            "target": agent.target.state_dict(),
-            "optimizer": agent.optimizer.state_dict(),
+            **learner_state_dict(self.agent, self.interventions, self.dynamics),
             "replay": self.replay.state_dict(),
             "env": self.env.state_dict(),
             "obs": self.obs,
             "act_generator": self.act_generator.get_state(),
             "replay_generator": self.replay_generator.get_state(),
-            "interventions": {i.name: i.state_dict() for i in self.interventions},
-            "dynamics": None if self.dynamics is None else self.dynamics.state_dict(),
             "rng": global_rng_state(),
             "device": self.device.type,  # the generators' states only fit generators of this device type
         }
@@ -105,18 +124,11 @@ class RunState:
         """Restore ``bundle`` (``state_dict``'s); ``DeviceMismatchError``
         naming ``where`` for a bundle of another device type, before anything is restored."""
         check_device(bundle, self.device, where)
-        agent = self.agent
-        for i in self.interventions:  # first: an intervention may rebuild parts of the network
-            i.load_state_dict(bundle["interventions"][i.name], agent.learner)
-        agent.online.load_state_dict(bundle["online"])
-        agent.target.load_state_dict(bundle["target"])
-        agent.optimizer.load_state_dict(bundle["optimizer"])
+        load_learner_state_dict(bundle, self.agent, self.interventions, self.dynamics)
         self.replay.load_state_dict(bundle["replay"])
         self.env.load_state_dict(bundle["env"])
         self.obs = bundle["obs"].to(self.obs.device)
         set_generator_state(self.act_generator, bundle["act_generator"])
         set_generator_state(self.replay_generator, bundle["replay_generator"])
         self.step = int(bundle["step"])
-        if self.dynamics is not None:  # theta_0, theta at the last log point, churn reference
-            self.dynamics.load_state_dict(bundle["dynamics"])
         set_global_rng_state(bundle["rng"])

@@ -48,7 +48,13 @@ from ..preemption import PreemptionGuard
 from ..probes.dynamics import DynamicsTracker
 from ..probes.pause import run_pause
 from ..progress import Progress
-from ..run_state import check_device, global_rng_state, set_global_rng_state
+from ..run_state import (
+    check_device,
+    global_rng_state,
+    learner_state_dict,
+    load_learner_state_dict,
+    set_global_rng_state,
+)
 from .learner import SupervisedAgent, make_batch
 from .streams import Stream
 
@@ -139,11 +145,7 @@ def run_stream(cfg: DictConfig, run: Run, stream: Stream) -> dict[str, Any]:
     def state_dict() -> dict[str, Any]:
         return {
             "step": step,
-            "online": agent.online.state_dict(),
-            "target": agent.target.state_dict(),
-            "optimizer": agent.optimizer.state_dict(),
-            "interventions": {i.name: i.state_dict() for i in interventions},
-            "dynamics": None if dynamics is None else dynamics.state_dict(),
+            **learner_state_dict(agent, interventions, dynamics),
             "task_sums": {"measure": sums.measure, "examples": sums.examples},
             "rng": global_rng_state(),
             "device": device.type,
@@ -152,13 +154,7 @@ def run_stream(cfg: DictConfig, run: Run, stream: Stream) -> dict[str, Any]:
     def load_state_dict(bundle: dict[str, Any], where: Any) -> None:
         nonlocal step
         check_device(bundle, device, where)
-        for i in interventions:  # first: an intervention may rebuild parts of the network
-            i.load_state_dict(bundle["interventions"].get(i.name, {}), agent.learner)
-        agent.online.load_state_dict(bundle["online"])
-        agent.target.load_state_dict(bundle["target"])
-        agent.optimizer.load_state_dict(bundle["optimizer"])
-        if dynamics is not None:
-            dynamics.load_state_dict(bundle["dynamics"])
+        load_learner_state_dict(bundle, agent, interventions, dynamics)
         sums.measure, sums.examples = bundle["task_sums"]["measure"].to(device), int(bundle["task_sums"]["examples"])
         set_global_rng_state(bundle["rng"])
         step = int(bundle["step"])

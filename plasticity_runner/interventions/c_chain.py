@@ -97,8 +97,6 @@ class CChain(Intervention):
         }
 
     def load_state_dict(self, state: dict, learner: Learner) -> None:
-        if "previous" not in state:
-            return
         self.previous.load_state_dict(state["previous"])
         for t, s in zip(self.latest, state["latest"]):
             t.copy_(s)
