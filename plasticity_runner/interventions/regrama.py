@@ -57,13 +57,11 @@ class ReGraMa(ReDo):
 
     name = "regrama"
 
-    def after_step(self, learner: Learner, step: int) -> None:
-        if step % int(self.cfg.every_steps) == 0 and learner.last_batch is not None:
-            self.recycle(learner, step)
-
     @torch.no_grad()
-    def recycle(self, learner: Learner, step: int) -> int:
-        """Recycle the GraMa-dormant units of the online network; returns how many."""
+    def recycle(self, learner: Learner, obs: torch.Tensor, step: int) -> int:
+        """Recycle the GraMa-dormant units of the online network (scored by the gradients of the
+        step just taken; ``obs`` only locates each unit's activations for the surgery), as ReDo's
+        ``after_step`` calls it; returns how many."""
         net = learner.online
         groups = net.unit_groups()
         chosen_idx = {}
@@ -81,11 +79,7 @@ class ReGraMa(ReDo):
         self.recycled_total += found
         if not found:
             return 0
-        chosen = [
-            (g, chosen_idx[g.name], out)
-            for g, out in group_activations(net, learner.last_batch.o_tm1)
-            if g.name in chosen_idx
-        ]
+        chosen = [(g, chosen_idx[g.name], out) for g, out in group_activations(net, obs) if g.name in chosen_idx]
         fresh = self.fresh_network(learner, step)
         replace_units(learner, chosen, fresh, restart_steps=bool(self.cfg.restart_adam_steps))
         return found
