@@ -161,7 +161,7 @@ def train_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.T
 def env_steps_done(step: int, agent_cfg: Any) -> int:
     """Vector-env steps taken by the first ``step`` training steps (the prefill not counted):
     ``ceil(step / replay_ratio) * update_every_env_steps``."""
-    ratio = int(getattr(agent_cfg, "replay_ratio", 1))
+    ratio = int(agent_cfg.replay_ratio)
     return -(-int(step) // ratio) * int(agent_cfg.update_every_env_steps)
 
 
@@ -172,7 +172,7 @@ def learn_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.T
     returns."""
     env, agent, replay = state.env, state.agent, state.replay
     reward = torch.zeros((), device=state.obs.device)
-    acts = state.step % int(getattr(agent_cfg, "replay_ratio", 1)) == 0
+    acts = state.step % int(agent_cfg.replay_ratio) == 0
     for _ in range(int(agent_cfg.update_every_env_steps) if acts else 0):
         actions = agent.act(state.obs, epsilon, state.act_generator)
         result = env.step(actions)
