@@ -1,6 +1,6 @@
 """Checkpoint files: resume is a property of the run directory.
 
-At every pause the trainer writes its bundle (``RunState.state_dict``) as
+At every pause the trainer writes its bundle (``TrainState.state_dict``) as
 ``checkpoints/step_<step>/state.pt`` and then a ``COMPLETE`` marker (Dopamine's pattern): a
 checkpoint without its marker was cut off while being written and is never loaded. The marker
 holds the state file's size and SHA-256 (JSON); a restart verifies them and, when the newest
@@ -15,7 +15,7 @@ other type could run code when loaded and is refused before anything of it is ca
 (``UnsafeCheckpointError`` naming the file and the type); the run stops there, it does not fall back.
 
 This module only writes and reads files (Dopamine's checkpointer): what a bundle holds, and how
-it is restored, is the business of the state that made it (``run_state.RunState``). Restarted with
+it is restored, is the business of the state that made it (``train_state.TrainState``). Restarted with
 the same command in the same directory, a run loads its newest complete checkpoint, deletes the
 metric shards written after it (``discard_after``), and continues; on a CPU the final metrics
 equal those of an uninterrupted run bit for bit.
@@ -219,7 +219,7 @@ def load_latest(
     run_dir: Path, restore: Callable[[dict[str, Any], Path], None], map_location: torch.device | str
 ) -> int | None:
     """Hand the newest complete checkpoint that verifies and loads to ``restore(bundle, path)``
-    (e.g. ``RunState.load_state_dict``); returns its step (None if there is none).
+    (e.g. ``TrainState.load_state_dict``); returns its step (None if there is none).
 
     Tensors are loaded onto ``map_location``. ``restore`` may refuse the bundle by raising (a
     checkpoint of another device type): that error propagates, there is no fall-back. A

@@ -73,7 +73,7 @@ def _app(cfg: DictConfig) -> float | None:
     from .checkpoint import CorruptCheckpointError
     from .config import ConfigError
     from .objective import ObjectiveError, for_sweeper, objective_value
-    from .run_state import DeviceMismatchError
+    from .train_state import DeviceMismatchError
     from .trainer import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -73,7 +73,7 @@ def compile_mode(speed_cfg: Any, device: torch.device) -> str | None:
     return "default" if speed_cfg.compile else None
 
 
-def probe_loss(speed_cfg: Any, probe_cfg: Any, device: torch.device, notes: dict[str, str]) -> Any:
+def compiled_probe_fit(speed_cfg: Any, probe_cfg: Any, device: torch.device, notes: dict[str, str]) -> Any:
     """The probe's compiled minibatch loss for ``speed.*`` (None: eager), noted in ``notes["probe"]``.
 
     It compiles the vectorised fit's forward and loss (and, through AOTAutograd, their backward)

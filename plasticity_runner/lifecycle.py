@@ -1,17 +1,17 @@
 """The life of a run in its directory, the same for every program (the DQN trainer, the case studies).
 
-``opened(cfg, run_dir, on_start)`` holds the directory's lock (``run_status.RunRecord``) and a
+``opened(cfg, run_dir, on_start)`` holds the directory's lock (``status_file.StatusFile``) and a
 cleanup stack for the whole start (``trainer.train`` enters it around the program), and:
 
 1. ``open_run``: torch's thread count, the device (``resolve_device``), the resolved config as
    ``run.json`` records it (``run_config``) and the same-config check against the ``run.json``
    already there (``check_same_run``: a different config is refused, naming the first key that
    differs); then ``on_start()``, unless the run is finished (``FINISHED``);
-2. a finished run returns ``Run.finished_summary()`` and does nothing;
-3. the program seeds (``seeding.seed_everything``), builds its parts, and calls ``Run.start``:
+2. a finished run returns ``RunDir.finished_summary()`` and does nothing;
+3. the program seeds (``seeding.seed_everything``), builds its parts, and calls ``RunDir.start``:
    ``run.json`` with status ``running``, then the metrics writer with the logging sinks (closed
    when the start ends or raises);
-4. its loop (``progress.Progress`` shows it), then ``Run.finish(end_fields)``: the final
+4. its loop (``progress.Progress`` shows it), then ``RunDir.finish(end_fields)``: the final
    ``run.json`` and the run's summary.
 
 A program is ``program(cfg, run) -> summary``; it never touches the lock, the config check or
@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import interventions, sinks
 from .errors import ConfigError, choice
 from .metrics import ARRAYS_DIR, METRICS_DIR, RUN_FILE, MetricsWriter, flatten, load_run_metadata, write_run_metadata
-from .run_status import RunRecord
+from .status_file import StatusFile
 
 log = logging.getLogger("plasticity_runner")
 
@@ -125,7 +125,7 @@ def check_same_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | No
 
 
 @dataclass
-class Run:
+class RunDir:
     """One start of a run in its directory: what the lifecycle found and decided before the program ran.
 
     ``previous``: the ``run.json`` found there (None: a new run); ``meta``: the extra ``run.json``
@@ -135,7 +135,7 @@ class Run:
 
     cfg: DictConfig
     run_dir: Path
-    record: RunRecord
+    record: StatusFile
     config: dict[str, Any]
     device: torch.device
     previous: dict[str, Any] | None
@@ -170,7 +170,7 @@ class Run:
 
     def finish(self, end: Mapping[str, Any], **summary: Any) -> dict[str, Any]:
         """Write the final ``run.json`` (``end``: at least ``status`` and ``steps_done``, e.g.
-        ``run_status.end_fields``) and return the run's summary with ``summary`` added."""
+        ``status_file.end_fields``) and return the run's summary with ``summary`` added."""
         write_run_metadata(self.run_dir, self.config, extra={**self.meta, **end})
         status, steps = end["status"], end["steps_done"]
         where = (self.run_dir / METRICS_DIR).resolve()
@@ -179,28 +179,28 @@ class Run:
 
 
 @contextlib.contextmanager
-def opened(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | None = None) -> Iterator[Run]:
+def opened(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | None = None) -> Iterator[RunDir]:
     """The run in ``run_dir``, its lock held and its cleanup stack open until the block ends: a second
     process on the directory is refused, and a block that raises records ``crashed`` (or
-    ``interrupted``) in ``run.json`` (``run_status.RunRecord``)."""
-    with RunRecord(run_dir) as record, contextlib.ExitStack() as cleanup:
+    ``interrupted``) in ``run.json`` (``status_file.StatusFile``)."""
+    with StatusFile(run_dir) as record, contextlib.ExitStack() as cleanup:
         yield open_run(cfg, run_dir, record, cleanup, on_start)
 
 
 def open_run(
     cfg: DictConfig,
     run_dir: str | Path,
-    record: RunRecord,
+    record: StatusFile,
     cleanup: contextlib.ExitStack,
     on_start: Callable[[], None] | None = None,
-) -> Run:
+) -> RunDir:
     """Step 1 of the module's list, inside the directory's lock: threads, device, config check,
     then ``on_start()`` if the run will start or resume (not refused, not finished)."""
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     device = resolve_device(cfg.device)
     config = run_config(cfg)
-    run = Run(cfg, Path(run_dir), record, config, device, check_same_run(Path(run_dir), config), cleanup)
+    run = RunDir(cfg, Path(run_dir), record, config, device, check_same_run(Path(run_dir), config), cleanup)
     if on_start is not None and not run.finished:
         on_start()
     remove_stale_temporaries(Path(run_dir))

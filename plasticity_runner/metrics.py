@@ -74,7 +74,7 @@ from .run_files import (  # noqa: F401  (re-exported: the names of run files liv
 )
 
 # ``start_token``, ``pid`` and ``started_at`` of the start of the run that holds its directory's
-# lock (``run_status.RunRecord``); ``write_run_metadata`` stamps them into ``run.json``.
+# lock (``status_file.StatusFile``); ``write_run_metadata`` stamps them into ``run.json``.
 CURRENT_START: ContextVar[Mapping[str, Any]] = ContextVar("CURRENT_START", default=MappingProxyType({}))
 
 

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, evaluation, fastpath, lifecycle, registry, run_status, seeding
+from . import checkpoint, evaluation, fastpath, lifecycle, registry, seeding, status_file
 from . import interventions as interventions_lib
 from .agents.dqn import LOSS_TOTAL, PENALTY, TD_LOSS, DQNAgent, epsilon_at, frame_clock, target_update_due
 from .config import validate
@@ -65,8 +65,8 @@ from .preemption import PreemptionGuard
 from .probes.dynamics import DynamicsTracker
 from .probes.pause import run_pause
 from .progress import Progress
-from .run_state import RunState
 from .seeding import env_seed, eval_seed, seed_everything
+from .train_state import TrainState
 
 log = logging.getLogger("plasticity_runner")
 
@@ -80,7 +80,7 @@ TRAIN_PHASE, TIMING_PHASE, REWARD_MEAN = "train", "timing", "reward_mean"
 LOG_POINT_SCALARS = (TD_LOSS, f"{PENALTY}/*", LOSS_TOTAL, REWARD_MEAN, "q_mean", "epsilon")
 
 
-def build_run(cfg: DictConfig, device: torch.device) -> RunState:
+def build_train_state(cfg: DictConfig, device: torch.device) -> TrainState:
     """Build every part from the config (explicit composition: nothing hidden in globals)."""
     seed_everything(int(cfg.seed))
     env = make_env(cfg.env, device, seed=env_seed(cfg.seed))
@@ -110,12 +110,12 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
         seed=int(cfg.seed),
     )
     replay = env.make_replay(int(cfg.agent.replay_capacity))
-    agent.learner.replay = replay  # read-only for the interventions (C-CHAIN's reference observations)
+    agent.networks.replay = replay  # read-only for the interventions (C-CHAIN's reference observations)
     dyn = cfg.diagnostics.dynamics
     dynamics = DynamicsTracker(online, bool(dyn.log_point_metrics)) if dyn.enabled else None  # theta_0: as built
     act_generator = seeding.generator(device, cfg.seed, "act")
     replay_generator = seeding.generator(device, cfg.seed, "replay")
-    return RunState(
+    return TrainState(
         env=env,
         replay=replay,
         agent=agent,
@@ -129,7 +129,7 @@ def build_run(cfg: DictConfig, device: torch.device) -> RunState:
     )
 
 
-def prefill(state: RunState, num_transitions: int) -> None:
+def prefill(state: TrainState, num_transitions: int) -> None:
     """Fill the replay with uniformly random actions until it holds ``num_transitions``."""
     env = state.env
     while state.replay.size < num_transitions:
@@ -146,7 +146,7 @@ def plain(node: DictConfig) -> SimpleNamespace:
     return SimpleNamespace(**OmegaConf.to_container(node, resolve=True, enum_to_str=True))
 
 
-def train_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
+def train_step(state: TrainState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """One training step: act and store ``update_every_env_steps`` times, one optimizer step, then
     the step's intervention hooks and target update (``learn_step`` then ``finish_step``).
 
@@ -165,7 +165,7 @@ def env_steps_done(step: int, agent_cfg: Any) -> int:
     return -(-int(step) // ratio) * int(agent_cfg.update_every_env_steps)
 
 
-def learn_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
+def learn_step(state: TrainState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """The first part of a training step: act and store (``update_every_env_steps`` times; with
     ``replay_ratio`` K > 1 only in the first of every K steps), then one optimizer step on a fresh
     batch (``state.step`` advances), without the step's intervention hooks; what ``train_step``
@@ -189,7 +189,7 @@ def learn_step(state: RunState, agent_cfg: Any, epsilon: float) -> tuple[torch.T
     return loss, reward, batch
 
 
-def finish_step(state: RunState, agent_cfg: Any) -> None:
+def finish_step(state: TrainState, agent_cfg: Any) -> None:
     """The rest of training step ``state.step``: the interventions' after-step hooks, then the
     target-network copy and its hooks when due (the order of ``interventions/__init__.py``)."""
     state.agent.after_step(state.step)
@@ -198,7 +198,7 @@ def finish_step(state: RunState, agent_cfg: Any) -> None:
     schedule.after_step(state)  # a chain (env.schedule) switches segments after the step that closes one
 
 
-def episode_and_frame_counts(cfg: DictConfig, state: RunState) -> dict[str, float]:
+def episode_and_frame_counts(cfg: DictConfig, state: TrainState) -> dict[str, float]:
     """Environment steps (transitions) and, for an env with frames (Atari), emulator frames done so
     far; for an episodic env (registered ``episodic=True``), the games finished since the last log
     point and their mean return (absent when none finished)."""
@@ -238,7 +238,7 @@ class LogWindow:
 
 
 def measure(
-    cfg: DictConfig, state: RunState, window: LogWindow, batch: Any, epsilon: float, agent_cfg: Any
+    cfg: DictConfig, state: TrainState, window: LogWindow, batch: Any, epsilon: float, agent_cfg: Any
 ) -> tuple[dict[str, float], dict[str, float]]:
     """A log point's ``train`` values and its wall-clock ``timing``: the window's mean loss parts and
     reward, the mean Q of the step's batch, epsilon, the env step/frame/episode counts and (with
@@ -270,7 +270,7 @@ def diverged(values: dict[str, float]) -> bool:
     return not (math.isfinite(values[TD_LOSS]) and math.isfinite(values["q_mean"]))
 
 
-def stops_on_divergence(cfg: DictConfig, state: RunState, writer: Any, values: dict[str, float], run_id: str) -> bool:
+def stops_on_divergence(cfg: DictConfig, state: TrainState, writer: Any, values: dict[str, float], run_id: str) -> bool:
     """Record ``train/diverged``; with ``on_divergence=stop`` also the log point's values and its
     metrics shard, and say so (the loop then ends with status ``diverged``)."""
     writer.add(state.step, TRAIN_PHASE, "diverged", 1.0)
@@ -282,7 +282,7 @@ def stops_on_divergence(cfg: DictConfig, state: RunState, writer: Any, values: d
     return True
 
 
-def evaluate(cfg: DictConfig, state: RunState, writer: Any) -> dict[str, float] | None:
+def evaluate(cfg: DictConfig, state: TrainState, writer: Any) -> dict[str, float] | None:
     """Every ``env.eval_every_steps``: the agent's evaluation scores (phase ``eval``; protocol
     ``env.eval_protocol``: episodes or DQN Zoo's frame budget) and their wall-clock time."""
     eval_every = OmegaConf.select(cfg, "env.eval_every_steps")
@@ -298,7 +298,7 @@ def evaluate(cfg: DictConfig, state: RunState, writer: Any) -> dict[str, float] 
 
 
 def pause_around_hooks(
-    cfg: DictConfig, state: RunState, writer: Any, agent_cfg: Any, at_pause: bool, probe_before_hooks: bool
+    cfg: DictConfig, state: TrainState, writer: Any, agent_cfg: Any, at_pause: bool, probe_before_hooks: bool
 ) -> dict[str, Any] | None:
     """The rest of the step (``finish_step``: its hooks and target update) and, at a pause, the
     probes and diagnostics before those (``probe.at=before_interventions``) or after them; the
@@ -310,7 +310,7 @@ def pause_around_hooks(
     return probe
 
 
-def end_window(state: RunState) -> dict[str, float]:
+def end_window(state: TrainState) -> dict[str, float]:
     """After the step's hooks: the interventions' own counters, and the dynamics window restarts
     from the parameters as the hooks left them."""
     values: dict[str, float] = {}
@@ -339,13 +339,13 @@ def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | N
         return run.finished_summary() if run.finished else program(cfg, run)
 
 
-def run_dqn(cfg: DictConfig, run: lifecycle.Run) -> dict[str, Any]:
+def run_dqn(cfg: DictConfig, run: lifecycle.RunDir) -> dict[str, Any]:
     """The DQN program (steps 1-5 of the module's list) in the run directory ``run`` holds
     (``lifecycle``), resuming from its newest complete checkpoint."""
     run_dir, device, record = run.run_dir, run.device, run.record
-    state = build_run(cfg, device)
+    state = build_train_state(cfg, device)
     fast_path = fastpath.configure(cfg.speed, state.agent, device)
-    state.probe_loss = fastpath.probe_loss(cfg.speed, cfg.probe, device, fast_path)
+    state.compiled_probe_fit = fastpath.compiled_probe_fit(cfg.speed, cfg.probe, device, fast_path)
     resumed_from = checkpoint.load_latest(run_dir, state.load_state_dict, device) if cfg.checkpoint.enabled else None
     checkpoint.discard_after(run_dir, resumed_from)
     writer = run.start(resumed_from, fast_path=fast_path)
@@ -426,4 +426,4 @@ def run_dqn(cfg: DictConfig, run: lifecycle.Run) -> dict[str, Any]:
     finally:
         preempt.uninstall()
         progress.close()
-    return run.finish(run_status.end_fields(run_dir, status, state.step, cfg.on_divergence), **summary)
+    return run.finish(status_file.end_fields(run_dir, status, state.step, cfg.on_divergence), **summary)

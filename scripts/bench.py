@@ -33,7 +33,7 @@ row, in the row's precision (fp32; TF32 on cuda when ``speed.tf32`` is on). Goal
 the probe's vectorised fit >= 70% at MLP-512, the DQN training step >= 50%, curvature and
 gradcov >= 30% (``ROOFLINE_GOALS``).
 
-Every measurement calls the project's code (``build_run``, ``prefill``, ``train_step``,
+Every measurement calls the project's code (``build_train_state``, ``prefill``, ``train_step``,
 ``fastpath.configure``, the probe and diagnostics functions, the Atari env and replay). Timings
 are ``torch.utils.benchmark.Timer.blocked_autorange`` medians (CUDA synchronised, the process's
 thread count, calls per block chosen to fill ``--block-s``) over interleaved repeats (comparisons
@@ -66,7 +66,7 @@ from plasticity_runner.agents.dqn import epsilon_at
 from plasticity_runner.cli import compose_config
 from plasticity_runner.optim import build_optimizer
 from plasticity_runner.probes.pause import diagnostics as registered_diagnostics
-from plasticity_runner.trainer import build_run, prefill, train_step
+from plasticity_runner.trainer import build_train_state, prefill, train_step
 
 BENCHES = ("peak", "train", "probe", "diagnostics", "atari")
 ARCHS = ("mlp", "cnn", "resnet18", "vit")
@@ -367,7 +367,7 @@ def train_arch(args: argparse.Namespace, device: torch.device, res: Results, rl:
         ]
     )
     reset_peak(device)
-    state = build_run(cfg, device)
+    state = build_train_state(cfg, device)
     prefill(state, int(cfg.agent.learning_starts))
 
     def dqn() -> None:
@@ -441,13 +441,13 @@ def bench_probe(args: argparse.Namespace, device: torch.device, res: Results, rl
     cfg = compose_config(
         [f"device={device.type}", "architecture=mlp", f"env.dataset={args.dataset}", *speed_overrides(args), *args.set]
     )
-    state = build_run(cfg, device)
+    state = build_train_state(cfg, device)
     prefill(state, int(cfg.agent.learning_starts))
     inputs = state.replay.sample_obs(int(cfg.probe.num_inputs), torch.Generator(device).manual_seed(0))
     T, net = int(cfg.probe.num_targets), state.agent.online
     targets = make_targets(state.build_fresh, inputs, list(range(T)), 0.0, cfg.probe.sin_scale)
     notes: dict[str, str] = {}
-    compiled = fastpath.probe_loss(cfg.speed, cfg.probe, device, notes)
+    compiled = fastpath.compiled_probe_fit(cfg.speed, cfg.probe, device, notes)
     for batch_size in args.probe_batches:
         guarded(
             res,
@@ -624,7 +624,7 @@ def diagnostics_arch(
             *args.set,
         ]
     )
-    state = build_run(cfg, device)
+    state = build_train_state(cfg, device)
     prefill(state, int(cfg.agent.learning_starts))
     if warm[0]:
         warm_up_diagnostics(cfg, state)
@@ -737,7 +737,7 @@ def atari_agent(
             *speed_overrides(args),
         ]
     )
-    state = build_run(cfg, device)
+    state = build_train_state(cfg, device)
     prefill(state, int(cfg.agent.learning_starts))
 
     def step() -> None:

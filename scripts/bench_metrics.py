@@ -42,7 +42,7 @@ from plasticity_runner.probes.dynamics import (  # noqa: E402
     greedy_actions,
 )
 from plasticity_runner.probes.statistics import duplicate_mask, stable_rank, unit_activity  # noqa: E402
-from plasticity_runner.trainer import build_run, finish_step, learn_step, plain, prefill  # noqa: E402
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, plain, prefill  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
@@ -71,7 +71,7 @@ def activations(net, inputs):
 
 def bench(arch: str, repeats: int) -> list[tuple[str, float, str]]:
     cfg = compose_config([f"architecture={arch}", "device=cpu", "torch_threads=1", "total_steps=0"])
-    state = build_run(cfg, torch.device("cpu"))
+    state = build_train_state(cfg, torch.device("cpu"))
     prefill(state, int(cfg.agent.learning_starts))
     agent_cfg = plain(cfg.agent)
     for _ in range(3):

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from plasticity_runner.cli import compose_config  # noqa: E402
 from plasticity_runner.envs.minatar import MinAtarEnvConfig, MinAtarVectorEnv  # noqa: E402
-from plasticity_runner.trainer import build_run, finish_step, learn_step, plain, prefill  # noqa: E402
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, plain, prefill  # noqa: E402
 
 
 def timed(fn, seconds: float, repeats: int) -> float:
@@ -67,7 +67,7 @@ def bench_agent(game: str, num_envs: int, seconds: float, repeats: int) -> float
             "progress=none",
         ]
     )
-    state = build_run(cfg, torch.device("cpu"))
+    state = build_train_state(cfg, torch.device("cpu"))
     prefill(state, int(cfg.agent.learning_starts))
     agent_cfg = plain(cfg.agent)
 

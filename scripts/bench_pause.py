@@ -42,7 +42,7 @@ from plasticity_runner import registry  # noqa: E402
 from plasticity_runner.cli import compose_config  # noqa: E402
 from plasticity_runner.probes.pause import run_diagnostics  # noqa: E402
 from plasticity_runner.probes.plasticity import plasticity_probe  # noqa: E402
-from plasticity_runner.trainer import build_run, prefill  # noqa: E402
+from plasticity_runner.trainer import build_train_state, prefill  # noqa: E402
 
 ARCHS = tuple(registry.parts("architecture"))  # every registered architecture, in its order
 PARTS = ("probe", *DIAGNOSTICS)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 *args.set,
             ]
         )
-        state = build_run(cfg, device)
+        state = build_train_state(cfg, device)
         prefill(state, int(cfg.agent.learning_starts))
         params = sum(p.numel() for p in state.agent.online.parameters())
         row: dict[str, Any] = {"arch": arch, "params": params}

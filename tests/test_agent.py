@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from plasticity_runner.agents.dqn import DQNAgent, FrameClock, epsilon_at, target_update_due
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.envs.base import Batch
-from plasticity_runner.interventions.base import Intervention, Learner
+from plasticity_runner.interventions.base import Intervention, Networks
 
 
 class Table(torch.nn.Module):
@@ -180,22 +180,22 @@ class Recorder(Intervention):
         super().__init__(None)
         self.seen: list[tuple[str, object]] = []
 
-    def on_build(self, learner):
-        self.seen.append(("on_build", learner))
+    def on_build(self, networks):
+        self.seen.append(("on_build", networks))
 
-    def loss_penalty(self, learner):
-        self.seen.append(("loss_penalty", learner))
-        return 10.0 * learner.online.w[0, 0]
+    def loss_penalty(self, networks):
+        self.seen.append(("loss_penalty", networks))
+        return 10.0 * networks.online.w[0, 0]
 
-    def after_step(self, learner, step):
-        self.seen.append(("after_step", learner))
+    def after_step(self, networks, step):
+        self.seen.append(("after_step", networks))
 
-    def on_target_update(self, learner, step):
-        self.seen.append(("on_target_update", learner))
+    def on_target_update(self, networks, step):
+        self.seen.append(("on_target_update", networks))
 
 
 def test_hooks_receive_the_learner_not_the_agent():
-    """Every hook gets the agent's one ``Learner`` (networks, optimizer, seed, last batch), which has
+    """Every hook gets the agent's one ``Networks`` (networks, optimizer, seed, last batch), which has
     no way to act or learn; the agent's parts are the learner's."""
     cfg = OmegaConf.create(dict(gamma=0.5, double_dqn=False))
     online, target = Table([[1.0, 0.0], [0.0, 2.0]]), Table([[3.0, 0.0], [0.0, 1.0]])
@@ -204,11 +204,11 @@ def test_hooks_receive_the_learner_not_the_agent():
     agent.learn(BATCH, 1)
     agent.update_target(1)
     assert [h for h, _ in rec.seen] == ["on_build", "loss_penalty", "after_step", "on_target_update"]
-    assert all(type(x) is Learner and x is agent.learner for _, x in rec.seen)
-    learner = agent.learner
-    assert (learner.online, learner.target, learner.seed, learner.last_batch) == (online, target, 7, BATCH)
-    assert agent.online is online and agent.optimizer is learner.optimizer and agent.last_batch is BATCH
-    assert not any(hasattr(learner, a) for a in ("act", "learn", "update_target", "interventions"))
+    assert all(type(x) is Networks and x is agent.networks for _, x in rec.seen)
+    networks = agent.networks
+    assert (networks.online, networks.target, networks.seed, networks.last_batch) == (online, target, 7, BATCH)
+    assert agent.online is online and agent.optimizer is networks.optimizer and agent.last_batch is BATCH
+    assert not any(hasattr(networks, a) for a in ("act", "learn", "update_target", "interventions"))
     # SGD, lr 0.1: the penalty moves w[0,0] by -0.1 * 10; the TD error Q(o, 1) - 2.5 = 0 - 2.5 moves
     # w[1,0] by -0.1 * 2 * (-2.5) * o[0] = +0.5
     assert torch.allclose(online.w.detach(), torch.tensor([[0.0, 0.0], [0.5, 2.0]]), atol=1e-6)

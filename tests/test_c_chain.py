@@ -13,7 +13,7 @@ import torch
 
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.interventions.c_chain import CChain
-from plasticity_runner.probes.base import copied_learner
+from plasticity_runner.probes.base import copied_networks
 from plasticity_runner.seeding import generator
 
 from .conftest import make_cfg
@@ -26,19 +26,19 @@ def test_penalty_is_the_churn_of_the_last_update_by_hand():
     )
     agent, chain = state.agent, state.agent.interventions[0]
     assert isinstance(chain, CChain)
-    assert chain.loss_penalty(agent.learner) is None  # no earlier network before the first step
+    assert chain.loss_penalty(agent.networks) is None  # no earlier network before the first step
     nets = [copy.deepcopy(agent.online)]  # theta_0
     for _ in range(3):
         learn(state, 1)
         nets.append(copy.deepcopy(agent.online))  # theta_1, theta_2, theta_3
     # the reference observations of the next step: the third draw of stream c_chain/reference (one per step)
-    gen = generator(torch.device("cpu"), int(state.agent.learner.seed), "c_chain/reference")
+    gen = generator(torch.device("cpu"), int(state.agent.networks.seed), "c_chain/reference")
     for _ in range(3):
         x_ref = state.replay.sample_obs(5, gen)
     torch.testing.assert_close(chain.reference, x_ref, rtol=0, atol=0)
     with torch.no_grad():
         expected = 3.0 * ((nets[3](x_ref) - nets[2](x_ref)) ** 2).mean()  # theta_t vs theta_{t-1}
-        penalty = chain.loss_penalty(agent.learner)
+        penalty = chain.loss_penalty(agent.networks)
     torch.testing.assert_close(penalty, expected)
     assert penalty.item() > 0
 
@@ -47,7 +47,7 @@ def test_the_gradient_pulls_towards_the_previous_outputs_and_a_diagnostic_change
     state = agent_with(["c_chain"], steps=2)
     agent, chain = state.agent, state.agent.interventions[0]
     before = [t.clone() for t in chain.latest], chain.reference.clone(), chain.generator.get_state()
-    copies = copied_learner(agent.learner)
+    copies = copied_networks(agent.networks)
     penalty = chain.loss_penalty(copies)  # as a diagnostic computes a loss on copies
     penalty.backward()
     x = chain.reference

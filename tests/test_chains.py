@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from plasticity_runner.envs.classification import ClassificationMDP
 from plasticity_runner.envs.minatar import MinAtarVectorEnv
 from plasticity_runner.metrics import load_sweep
-from plasticity_runner.trainer import build_run, plain, prefill, train, train_step
+from plasticity_runner.trainer import build_train_state, plain, prefill, train, train_step
 
 from .conftest import make_cfg
 from .test_minatar import MINATAR_TINY
@@ -25,7 +25,7 @@ DIGITS_CHAIN = (
 
 def test_minatar_chain_switches_after_the_step_that_closes_a_segment():
     cfg = make_cfg(MINATAR_TINY + [MINATAR_CHAIN], tiny=False)
-    state = build_run(cfg, CPU)
+    state = build_train_state(cfg, CPU)
     assert state.env.obs_shape == (10, 10, 10) and state.env.num_actions == 6  # seaquest's channels, all 6 actions
     prefill(state, int(cfg.agent.learning_starts))
     agent_cfg = plain(cfg.agent)

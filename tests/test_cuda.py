@@ -19,8 +19,8 @@ from plasticity_runner import lifecycle
 from plasticity_runner.agents.dqn import epsilon_at
 from plasticity_runner.config import ConfigError
 from plasticity_runner.probes.plasticity import make_targets, plasticity_probe
-from plasticity_runner.run_state import DeviceMismatchError
-from plasticity_runner.trainer import build_run, plain, prefill, train, train_step
+from plasticity_runner.train_state import DeviceMismatchError
+from plasticity_runner.trainer import build_train_state, plain, prefill, train, train_step
 
 from .conftest import TINY, make_cfg
 from .test_resume import Crash, crash_at
@@ -33,7 +33,7 @@ CUDA = ["device=cuda"]
 
 def cuda_run():
     cfg = make_cfg(CUDA)
-    state = build_run(cfg, torch.device("cuda"))
+    state = build_train_state(cfg, torch.device("cuda"))
     prefill(state, int(cfg.agent.learning_starts))
     return cfg, state
 

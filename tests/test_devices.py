@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from plasticity_runner import seeding
-from plasticity_runner.trainer import build_run, prefill
+from plasticity_runner.trainer import build_train_state, prefill
 
 from .conftest import make_cfg, on_device
 
@@ -23,7 +23,7 @@ def test_stream_generators_live_on_the_device_and_repeat(device):
 
 
 def test_the_runs_generators_and_tensors_are_on_its_device(device):
-    state = build_run(make_cfg(on_device(device)), device)
+    state = build_train_state(make_cfg(on_device(device)), device)
     prefill(state, 64)
     assert state.act_generator.device.type == device.type
     assert state.replay_generator.device.type == device.type
@@ -39,12 +39,12 @@ def test_a_checkpoint_of_another_device_type_is_refused_naming_the_file(tmp_path
     import pytest
 
     from plasticity_runner import checkpoint
-    from plasticity_runner.run_state import DeviceMismatchError
+    from plasticity_runner.train_state import DeviceMismatchError
 
-    state = build_run(make_cfg(), torch.device("cpu"))
+    state = build_train_state(make_cfg(), torch.device("cpu"))
     prefill(state, 64)
     d = checkpoint.save(tmp_path, state.step, {**state.state_dict(), "device": "cuda"}, keep=1)
-    again = build_run(make_cfg(), torch.device("cpu"))
+    again = build_train_state(make_cfg(), torch.device("cpu"))
     with pytest.raises(DeviceMismatchError, match=r"run on cuda and cannot be resumed on cpu") as err:
         checkpoint.load_latest(tmp_path, again.load_state_dict, again.device)
     assert str(d / checkpoint.STATE_FILE) in str(err.value) and "device=cuda" in str(err.value)

@@ -16,7 +16,7 @@ import torch
 from plasticity_runner.agents.dqn import DQNAgent
 from plasticity_runner.probes.dynamics import eval_gradient_norms, greedy_actions
 from plasticity_runner.seeding import stream_seed
-from plasticity_runner.trainer import build_run, finish_step, learn_step, prefill, train, train_step
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, prefill, train, train_step
 
 from .conftest import TINY, make_cfg
 from .test_interventions import ARCH_OVERRIDES
@@ -27,7 +27,7 @@ CPU = torch.device("cpu")
 
 def built(overrides=(), steps: int = 2):
     cfg = make_cfg(list(overrides))
-    state = build_run(cfg, CPU)
+    state = build_train_state(cfg, CPU)
     prefill(state, int(cfg.agent.learning_starts))
     for _ in range(steps):
         train_step(state, cfg.agent, 0.5)
@@ -93,7 +93,7 @@ def test_pause_gradient_norm_matches_one_gradient_per_layer():
     squares = 0.0
     for name in layers:  # oracle: a fresh copy and one autograd call per layer, norms in numpy
         copies = dataclasses.replace(
-            state.agent.learner, online=copy.deepcopy(online), target=copy.deepcopy(state.agent.target)
+            state.agent.networks, online=copy.deepcopy(online), target=copy.deepcopy(state.agent.target)
         )
         params = [p for n, p in copies.online.named_parameters() if layer(n) == name]
         grads = torch.autograd.grad(DQNAgent.loss(state.agent, batch, copies), params)
@@ -105,7 +105,7 @@ def test_pause_gradient_norm_matches_one_gradient_per_layer():
 
 def test_weight_change_from_init_and_its_state_survive_a_checkpoint():
     cfg = make_cfg([])
-    state = build_run(cfg, CPU)
+    state = build_train_state(cfg, CPU)
     theta_0 = np_params(state.agent.online)
     prefill(state, int(cfg.agent.learning_starts))
     for _ in range(4):
@@ -123,7 +123,7 @@ def test_weight_change_from_init_and_its_state_survive_a_checkpoint():
     buffer = io.BytesIO()
     torch.save(state.state_dict(), buffer)
     buffer.seek(0)
-    other = build_run(make_cfg(["seed=5"]), CPU)  # another theta_0, to be overwritten
+    other = build_train_state(make_cfg(["seed=5"]), CPU)  # another theta_0, to be overwritten
     prefill(other, int(cfg.agent.learning_starts))
     other.load_state_dict(torch.load(buffer, weights_only=False))
     for name, value in state.dynamics.theta_0.items():

@@ -85,10 +85,10 @@ def test_train_step_reads_nothing_back_to_the_host(monkeypatch, overrides):
     tensor's value reaches Python is patched to raise while the steps run."""
     import torch
 
-    from plasticity_runner.trainer import build_run, epsilon_at, prefill, train_step
+    from plasticity_runner.trainer import build_train_state, epsilon_at, prefill, train_step
 
     cfg = make_cfg(overrides)
-    state = build_run(cfg, torch.device("cpu"))
+    state = build_train_state(cfg, torch.device("cpu"))
     prefill(state, int(cfg.agent.learning_starts))
     train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))  # first step: lazy optimizer state
     reads = record_host_reads(monkeypatch)
@@ -153,10 +153,10 @@ def test_vectorised_probe_fit_reads_nothing_back_to_the_host(monkeypatch):
     import torch
 
     from plasticity_runner.probes.plasticity import fit_targets_vectorised, make_targets
-    from plasticity_runner.trainer import build_run, prefill
+    from plasticity_runner.trainer import build_train_state, prefill
 
     cfg = make_cfg([])
-    state = build_run(cfg, torch.device("cpu"))
+    state = build_train_state(cfg, torch.device("cpu"))
     prefill(state, int(cfg.agent.learning_starts))
     inputs = state.replay.sample_obs(64, torch.Generator().manual_seed(0))
     targets = make_targets(state.build_fresh, inputs, [1, 2, 3], 0.0, 1e5)
@@ -174,7 +174,7 @@ def test_configure_wraps_the_loss_and_leaves_the_agent_method_alone(monkeypatch)
 
     from plasticity_runner import fastpath
     from plasticity_runner.agents.dqn import DQNAgent
-    from plasticity_runner.trainer import build_run, prefill
+    from plasticity_runner.trainer import build_train_state, prefill
 
     compiled_calls: list[int] = []
 
@@ -187,7 +187,7 @@ def test_configure_wraps_the_loss_and_leaves_the_agent_method_alone(monkeypatch)
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     cfg = make_cfg([])
-    state = build_run(cfg, torch.device("cpu"))
+    state = build_train_state(cfg, torch.device("cpu"))
     prefill(state, int(cfg.agent.learning_starts))
     speed = OmegaConf.create({"tf32": False, "cuda_graphs": False, "compile": True})
     notes = fastpath.configure(speed, state.agent, torch.device("cpu"))

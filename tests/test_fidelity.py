@@ -21,7 +21,7 @@ from plasticity_runner.probes import plasticity
 from plasticity_runner.probes.plasticity import make_targets
 from plasticity_runner.probes.plasticity_fit import fit_loss, fit_targets_sequential, fit_targets_vectorised
 from plasticity_runner.seeding import diagnostic_seed, probe_minibatch_seed, probe_seed, probe_target_seeds
-from plasticity_runner.trainer import build_run, train
+from plasticity_runner.trainer import build_train_state, train
 
 from .conftest import make_cfg
 from .test_trainer import values
@@ -89,7 +89,7 @@ def test_probe_at_changes_the_pause_only_never_the_training(tmp_path):
 
 def run_streams(seed: int) -> dict[str, torch.Generator]:
     """Every generator a run seeds, built through the run's own code."""
-    state = build_run(make_cfg([f"seed={seed}"]), CPU)
+    state = build_train_state(make_cfg([f"seed={seed}"]), CPU)
     global_gen = torch.Generator().manual_seed(torch.initial_seed())  # the global stream (network init)
     streams = {
         "global": global_gen,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from plasticity_runner.metrics import load_run
-from plasticity_runner.probes.base import copied_learner
+from plasticity_runner.probes.base import copied_networks
 from plasticity_runner.probes.grama import GRAMA_DORMANT, grama_dormancy
 from plasticity_runner.trainer import train
 
@@ -26,7 +26,7 @@ def test_fractions_by_a_loop_over_units(tau):
     before = copy.deepcopy(agent.online.state_dict())
     got = grama_dormancy(agent, batch, tau, seed=7)
     # the oracle: the same loss's gradient on another copy, then a loop over the units of each layer
-    copies = copied_learner(agent.learner)
+    copies = copied_networks(agent.networks)
     agent.loss(batch, copies).backward()
     dormant = total = 0
     for g in copies.online.unit_groups():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from plasticity_runner.config import ConfigError, validate
-from plasticity_runner.trainer import build_run
+from plasticity_runner.trainer import build_train_state
 
 from .conftest import make_cfg
 from .test_interventions import agent_with, cfg_with
@@ -67,7 +67,9 @@ def test_tortoise_is_the_ema_and_the_hare_is_reset_to_it(reset_state):
 
     built = [
         p.detach().clone()
-        for p in build_run(cfg_with(["hare_tortoise"], extra=extra), torch.device("cpu")).agent.online.parameters()
+        for p in build_train_state(
+            cfg_with(["hare_tortoise"], extra=extra), torch.device("cpu")
+        ).agent.online.parameters()
     ]
     state = run(extra, 7, check)
     assert state.agent.interventions[0].resets == 2
@@ -76,7 +78,7 @@ def test_tortoise_is_the_ema_and_the_hare_is_reset_to_it(reset_state):
 def test_the_tortoise_survives_a_checkpoint():
     extra = ["intervention.hare_tortoise.ema=0.5", "intervention.hare_tortoise.every_steps=100"]
     state = run(extra, 3)
-    restored = build_run(cfg_with(["hare_tortoise"], extra=extra), torch.device("cpu"))
+    restored = build_train_state(cfg_with(["hare_tortoise"], extra=extra), torch.device("cpu"))
     restored.load_state_dict(state.state_dict())
     for a, b in zip(restored.agent.interventions[0].tortoise, state.agent.interventions[0].tortoise):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

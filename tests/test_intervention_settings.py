@@ -11,7 +11,7 @@ import torch
 
 from plasticity_runner.config import ConfigError
 from plasticity_runner.envs.classification import NUM_CLASSES
-from plasticity_runner.trainer import build_run
+from plasticity_runner.trainer import build_train_state
 
 from .conftest import make_cfg
 
@@ -41,7 +41,7 @@ def test_the_default_two_hot_support_holds_q_star_and_the_probe_targets_around_i
     """The probe fits targets ``a + sin(.)`` in ``[a - 1, a + 1]``, ``a`` the network's mean
     prediction; at a network that has learnt Q*, ``a`` is anywhere in Q*'s range."""
     cfg = make_cfg(["intervention=[two_hot]", f"env.task={task}"])
-    support = build_run(cfg, CPU).agent.online.head.support
+    support = build_train_state(cfg, CPU).agent.online.head.support
     q = q_star(task, float(cfg.agent.gamma))
     if task != "sparse_reward":  # the right guess every step: 1 / (1 - gamma)
         assert q.max() == pytest.approx(100.0, rel=1e-6)
@@ -59,9 +59,9 @@ def test_explicit_two_hot_ends_are_honoured_and_a_missing_reward_range_is_an_err
             "intervention.two_hot.num_bins=9",
         ]
     )
-    torch.testing.assert_close(build_run(cfg, CPU).agent.online.head.support, torch.linspace(-3, 5, 9))
+    torch.testing.assert_close(build_train_state(cfg, CPU).agent.online.head.support, torch.linspace(-3, 5, 9))
     one_end = make_cfg(["intervention=[two_hot]", "intervention.two_hot.v_max=50"])
-    torch.testing.assert_close(build_run(one_end, CPU).agent.online.head.support, torch.linspace(-10, 50, 201))
+    torch.testing.assert_close(build_train_state(one_end, CPU).agent.online.head.support, torch.linspace(-10, 50, 201))
     from plasticity_runner.nets.heads import two_hot_support
 
     with pytest.raises(ValueError, match="intervention.two_hot.v_min and intervention.two_hot.v_max"):
@@ -139,7 +139,7 @@ def test_spectral_norm_parametrises_the_layer_it_is_told_to_on_the_cnn(layer, no
         ],
         tiny=False,
     )
-    net = build_run(cfg, CPU).agent.online
+    net = build_train_state(cfg, CPU).agent.online
     modules = dict(net.body.named_modules())
     assert isinstance(modules["net.0"], torch.nn.Conv2d) and isinstance(modules["net.5"], torch.nn.Linear)
     assert parametrize.is_parametrized(modules[normalised], "weight")
@@ -163,4 +163,4 @@ def test_spectral_norm_on_the_first_dense_layer_of_a_body_without_one_is_a_clear
         tiny=False,
     )
     with pytest.raises(ValueError, match="intervention.spectral_norm.layer=first_dense: .* has no Linear layer"):
-        build_run(cfg, CPU)
+        build_train_state(cfg, CPU)

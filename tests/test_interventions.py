@@ -22,7 +22,7 @@ from plasticity_runner.config import ConfigError, InterventionsConfig
 from plasticity_runner.interventions import REGISTRY
 from plasticity_runner.nets.heads import InjectedHead, TwoHotHead
 from plasticity_runner.nets.layers import CReLU, first_layer, raw_weight
-from plasticity_runner.trainer import build_run, prefill, train
+from plasticity_runner.trainer import build_train_state, prefill, train
 
 from .conftest import TINY, make_cfg
 
@@ -42,7 +42,7 @@ def cfg_with(names: list[str], arch: str = "mlp", extra: list[str] | None = None
 
 def agent_with(names: list[str], arch: str = "mlp", extra: list[str] | None = None, steps: int = 3, device=CPU):
     """A built run whose agent has taken ``steps`` optimizer steps (so the optimizer has state)."""
-    state = build_run(cfg_with(names, arch, extra), device)
+    state = build_train_state(cfg_with(names, arch, extra), device)
     prefill(state, 64)
     learn(state, steps)
     return state
@@ -195,7 +195,7 @@ def test_a_registration_that_breaks_the_hook_contract_fails_at_import(monkeypatc
 
 def test_the_intervention_modules_import_neither_config_nor_the_agent():
     """``config`` builds its schema from the intervention registrations, so importing them must not
-    import ``config`` back (no cycle); the hooks see a ``Learner``, never ``agents``."""
+    import ``config`` back (no cycle); the hooks see a ``Networks``, never ``agents``."""
     import ast
     import pathlib
     import subprocess
@@ -409,7 +409,7 @@ def test_redo_recycles_dormant_units_incoming_fresh_outgoing_zero_state_reset(ar
     out_state = agent.optimizer.state[out_w]["exp_avg"].clone()
     with torch.no_grad():
         q_before = agent.online(obs)
-    n = redo.recycle(agent.learner, obs, state.step)
+    n = redo.recycle(agent.networks, obs, state.step)
     expected = {other.name: (dead if other.name == g.name else []) for other in agent.online.unit_groups()}
     assert redo.last_recycled == expected
     assert n == len(dead)
@@ -580,7 +580,9 @@ def test_each_intervention_alone_on_every_architecture_with_the_probe(arch, name
 def test_a_checkpoint_after_injection_restores_the_injected_structure():
     state = agent_with(["plasticity_injection"], extra=["intervention.plasticity_injection.at_step=2"], steps=3)
     ckpt = copy.deepcopy(state.state_dict())
-    restored = build_run(cfg_with(["plasticity_injection"], extra=["intervention.plasticity_injection.at_step=2"]), CPU)
+    restored = build_train_state(
+        cfg_with(["plasticity_injection"], extra=["intervention.plasticity_injection.at_step=2"]), CPU
+    )
     restored.load_state_dict(ckpt)
     assert isinstance(restored.agent.online.head, InjectedHead) and isinstance(restored.agent.target.head, InjectedHead)
     for (n, p), (_, q) in zip(state.agent.online.named_parameters(), restored.agent.online.named_parameters()):

@@ -11,7 +11,7 @@ import torch
 
 from plasticity_runner.config import ConfigError
 from plasticity_runner.optim import Adam, build_optimizer, reset_state_entries
-from plasticity_runner.trainer import build_run, prefill, train
+from plasticity_runner.trainer import build_train_state, prefill, train
 
 from .conftest import make_cfg
 from .test_interventions import (
@@ -107,7 +107,7 @@ def test_redo_restart_adam_steps_option(restart):
     with torch.no_grad():
         layer.weight[[2, 5]] = 0.0
         layer.bias[[2, 5]] = -1.0
-    redo.recycle(agent.learner, state.replay.sample(16, state.replay_generator).o_tm1, state.step)
+    redo.recycle(agent.networks, state.replay.sample(16, state.replay_generator).o_tm1, state.step)
     st = agent.optimizer.state[layer.weight]
     if not restart:
         assert "unit_step" not in st  # today's default: the tensor's count
@@ -147,7 +147,7 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
     obs = state.replay.sample(32, state.replay_generator).o_tm1
     c = [t.detach() for t in _hand_utility(agent.online, obs)]
     before = snapshot(agent.online)
-    cbp.generate_and_test(agent.learner, obs, step=100)
+    cbp.generate_and_test(agent.networks, obs, step=100)
     fresh = rebuild_fresh(state, cbp.last_fresh_seed)
     fresh_layers = [fresh.body.net[1], fresh.body.net[3]]
     u_hand = []
@@ -185,7 +185,7 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
 
     # step B: u = eta u + (1 - eta) c; corrected u / (1 - eta^age), ages 1 (replaced) or 2; 0.5 + 2.5 -> 3
     c2 = [t.detach() for t in _hand_utility(agent.online, obs)]
-    cbp.generate_and_test(agent.learner, obs, step=101)
+    cbp.generate_and_test(agent.networks, obs, step=101)
     for name, ck, (u, replaced) in zip(names, c2, u_hand):
         u = ETA * u + (1 - ETA) * ck
         age = torch.full((width,), 2.0)
@@ -199,10 +199,10 @@ def test_continual_backprop_replaces_the_lowest_bias_corrected_utilities_with_ac
     gen = torch.Generator().manual_seed(0)
     u_start = {name: torch.rand(width, generator=gen) * 0.05 for name in names}
     ages = {name: torch.arange(width, 0, -1) for name in names}
-    cbp.load_state_dict({"utility": u_start, "age": ages, "pending": {n: 0.0 for n in names}}, agent.learner)
+    cbp.load_state_dict({"utility": u_start, "age": ages, "pending": {n: 0.0 for n in names}}, agent.networks)
     c3 = [t.detach() for t in _hand_utility(agent.online, obs)]
     cbp.cfg.replacement_rate = 3.0 / width
-    cbp.generate_and_test(agent.learner, obs, step=102)
+    cbp.generate_and_test(agent.networks, obs, step=102)
     for name, ck in zip(names, c3):
         u = ETA * u_start[name] + (1 - ETA) * ck
         age = torch.arange(width, 0, -1).double() + 1
@@ -260,7 +260,7 @@ def test_mature_count_follows_the_ages_without_reading_them(threshold):
 
 
 def test_l2_init_adds_two_lambda_theta_minus_theta0_to_every_gradient():
-    state = build_run(cfg_with(["l2_init"], extra=["intervention.l2_init.coeff=0.05"]), torch.device("cpu"))
+    state = build_train_state(cfg_with(["l2_init"], extra=["intervention.l2_init.coeff=0.05"]), torch.device("cpu"))
     theta0 = snapshot(state.agent.online)  # as built
     prefill(state, 64)
     learn(state, 3)
@@ -293,8 +293,8 @@ def test_nap_projects_each_body_weight_to_its_initial_norm_and_nothing_else(proj
     the same network): projected weights are the twin's rescaled to their norm at build; every
     other parameter equals the twin's."""
     opt = [f"intervention.nap.project_output_layer={str(project_output).lower()}"]
-    nap_state = build_run(cfg_with(["nap"], extra=opt), torch.device("cpu"))
-    twin = build_run(cfg_with(["layer_norm"]), torch.device("cpu"))
+    nap_state = build_train_state(cfg_with(["nap"], extra=opt), torch.device("cpu"))
+    twin = build_train_state(cfg_with(["layer_norm"]), torch.device("cpu"))
     initial = snapshot(twin.agent.online)
     for s in (nap_state, twin):
         prefill(s, 64)
@@ -332,9 +332,9 @@ def test_scheduled_reset_last_k_layers_fresh_rest_shrunk_optimizer_state_of_rese
     real_after_step = type(sr).after_step
     before: dict = {}
 
-    def spy(self, learner, step):  # the parameters right after step 4's optimizer step
-        before.update(snapshot(learner.online))
-        real_after_step(self, learner, step)
+    def spy(self, networks, step):  # the parameters right after step 4's optimizer step
+        before.update(snapshot(networks.online))
+        real_after_step(self, networks, step)
 
     type(sr).after_step = spy
     try:
@@ -373,8 +373,8 @@ def test_scheduled_reset_of_the_whole_network():
 
 def test_soft_shrink_perturb_every_step_against_an_untouched_twin():
     extra = ["intervention.soft_shrink_perturb.shrink=0.1", "intervention.soft_shrink_perturb.perturb=0.2"]
-    a = build_run(cfg_with(["soft_shrink_perturb"], extra=extra), torch.device("cpu"))
-    b = build_run(cfg_with([]), torch.device("cpu"))
+    a = build_train_state(cfg_with(["soft_shrink_perturb"], extra=extra), torch.device("cpu"))
+    b = build_train_state(cfg_with([]), torch.device("cpu"))
     for s in (a, b):
         prefill(s, 64)
     for _ in range(2):

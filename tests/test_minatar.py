@@ -13,7 +13,7 @@ from plasticity_runner.evaluation import evaluate_agent
 from plasticity_runner.nets import build_network
 from plasticity_runner.optim import RMSProp
 from plasticity_runner.seeding import stream_seed
-from plasticity_runner.trainer import build_run, train
+from plasticity_runner.trainer import build_train_state, train
 
 from .conftest import TINY, make_cfg
 from .test_resume import assert_crash_then_restart_equals_uninterrupted
@@ -196,7 +196,7 @@ def test_a_run_through_pauses_with_every_diagnostic_and_evaluation(tmp_path):
 
 
 def test_evaluation_scores_have_no_atari_reference():
-    state = build_run(make_cfg(MINATAR_TINY, tiny=False), torch.device("cpu"))
+    state = build_train_state(make_cfg(MINATAR_TINY, tiny=False), torch.device("cpu"))
     scores = evaluate_agent(state.env, state.agent, make_cfg(MINATAR_TINY, tiny=False).env, seed=0, stream=1)
     assert "human_normalized_score" not in scores and scores["num_episodes"] == 10
 

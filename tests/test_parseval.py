@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from plasticity_runner.config import ConfigError, validate
-from plasticity_runner.interventions.base import Learner
+from plasticity_runner.interventions.base import Networks
 from plasticity_runner.interventions.parseval import Parseval, regularised_layers
 from plasticity_runner.nets import QNetwork
 from plasticity_runner.nets.heads import ScalarHead
@@ -40,8 +40,8 @@ def hand(w: np.ndarray, s: float, factor: float) -> tuple[float, np.ndarray]:
 def test_penalty_and_gradient_by_hand():
     net = tiny()
     cfg = OmegaConf.create({"coeff": 0.3, "scale": 2.0, "reference_width": 4.0})
-    learner = Learner(net, net, torch.optim.SGD(net.parameters(), lr=0.1))
-    penalty = Parseval(cfg).loss_penalty(learner)
+    networks = Networks(net, net, torch.optim.SGD(net.parameters(), lr=0.1))
+    penalty = Parseval(cfg).loss_penalty(networks)
     penalty.backward()
     total = 0.0
     for layer in (net.body[0], net.body[2]):
@@ -60,7 +60,7 @@ def test_conv_kernel_is_read_as_rows_and_reference_width_zero_means_no_factor():
     net = QNetwork(nn.Sequential(conv, nn.ReLU(), nn.Flatten()), ScalarHead(3, 2))
     assert regularised_layers(net) == [conv]
     cfg = OmegaConf.create({"coeff": 1.0, "scale": 1.0, "reference_width": 0.0})
-    penalty = Parseval(cfg).loss_penalty(Learner(net, net, torch.optim.SGD(net.parameters(), lr=0.1)))
+    penalty = Parseval(cfg).loss_penalty(Networks(net, net, torch.optim.SGD(net.parameters(), lr=0.1)))
     value, _ = hand(conv.weight.detach().double().reshape(3, 8).numpy(), 1.0, 1.0)
     assert penalty.item() == pytest.approx(value, rel=1e-6)
 
@@ -72,7 +72,7 @@ def test_agent_loss_is_td_loss_plus_the_penalty():
     assert agent.loss_names == ("td_loss", "penalty/parseval", "loss_total")  # logged under its own name
     with torch.no_grad():
         terms = agent.loss_terms(batch)
-        penalty = agent.interventions[0].loss_penalty(agent.learner)
+        penalty = agent.interventions[0].loss_penalty(agent.networks)
     torch.testing.assert_close(terms[1], penalty)
     torch.testing.assert_close(terms[2], terms[0] + terms[1])
     assert penalty.item() > 0

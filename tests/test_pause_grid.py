@@ -22,7 +22,7 @@ from plasticity_runner.config import ConfigError, continual_envs
 from plasticity_runner.interventions import REGISTRY
 from plasticity_runner.metrics import MetricsWriter, load_arrays, load_run
 from plasticity_runner.probes.pause import run_pause
-from plasticity_runner.trainer import build_run, prefill, train, train_step
+from plasticity_runner.trainer import build_train_state, prefill, train, train_step
 
 from .conftest import TINY, make_cfg
 from .test_interventions import ARCH_OVERRIDES, EXTRA
@@ -105,7 +105,7 @@ def one_pause(arch: str, names: tuple[str, ...], tmp_path, options: list[str] | 
     overrides = BASE + ARCH_OVERRIDES[arch] + [f"intervention=[{','.join(names)}]"] + extra
     cfg = make_cfg(overrides, tiny=False)
     try:
-        state = build_run(cfg, CPU)
+        state = build_train_state(cfg, CPU)
     except ConfigError as exc:  # an incompatible pair: refused at start, naming both
         assert len(names) >= 2 and sum(n in str(exc) for n in names) >= 2, str(exc)
         return

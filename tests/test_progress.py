@@ -60,10 +60,10 @@ def test_probe_progress_adds_no_host_read(monkeypatch, vectorised):
     import torch
 
     from plasticity_runner.probes.plasticity import fit_targets_sequential, fit_targets_vectorised, make_targets
-    from plasticity_runner.trainer import build_run, prefill
+    from plasticity_runner.trainer import build_train_state, prefill
 
     cfg = make_cfg([])
-    state = build_run(cfg, torch.device("cpu"))
+    state = build_train_state(cfg, torch.device("cpu"))
     prefill(state, int(cfg.agent.learning_starts))
     inputs = state.replay.sample_obs(64, torch.Generator().manual_seed(0))
     targets = make_targets(state.build_fresh, inputs, [1, 2, 3], 0.0, 1e5)

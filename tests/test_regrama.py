@@ -40,7 +40,7 @@ def test_dormant_units_are_recycled_as_redo_recycles():
     expected = {g.name: [i for i, s in enumerate(loop_scores(g.incoming[0].weight.grad)) if s <= tau] for g in groups}
     assert any(expected.values())
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
-    found = regrama.recycle(agent.learner, agent.learner.last_batch.o_tm1, 3)
+    found = regrama.recycle(agent.networks, agent.networks.last_batch.o_tm1, 3)
     assert found == sum(len(v) for v in expected.values())
     fresh = dict(rebuild_fresh(state, regrama.last_fresh_seed).named_parameters())
     names = {id(m): n for n, m in net.named_modules()}

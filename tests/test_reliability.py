@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from plasticity_runner import checkpoint, load_sweep, run_status, trainer
+from plasticity_runner import checkpoint, load_sweep, status_file, trainer
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.metrics import MetricsWriteError, MissingShardsWarning
 from plasticity_runner.report import data as report_data
@@ -219,8 +219,8 @@ def test_checkpoint_without_checksum_is_not_loaded(tmp_path, monkeypatch, refere
 HOLDER = """
 import sys, time
 from plasticity_runner.metrics import write_run_metadata
-from plasticity_runner.run_status import RunRecord
-with RunRecord(sys.argv[1]):
+from plasticity_runner.status_file import StatusFile
+with StatusFile(sys.argv[1]):
     if len(sys.argv) > 2:
         write_run_metadata(sys.argv[1], {"seed": 0}, extra={"status": "running"})
     print("locked", flush=True)
@@ -252,7 +252,7 @@ def holder():
 def test_second_process_on_a_run_dir_is_refused_then_takes_over(tmp_path, holder):
     run = tmp_path / "run"
     first = holder(run)
-    assert run_status.lock_held(run) is True
+    assert status_file.lock_held(run) is True
     res = subprocess.run(
         [sys.executable, "-m", "plasticity_runner", *TINY, f"hydra.run.dir={run}"],
         cwd=tmp_path,
@@ -266,7 +266,7 @@ def test_second_process_on_a_run_dir_is_refused_then_takes_over(tmp_path, holder
     assert not (run / "run.json").exists() and not (run / "metrics").exists()
     first.send_signal(signal.SIGKILL)  # a crash: the kernel drops the lock, the lock file stays
     first.wait()
-    assert (run / "run.lock").exists() and run_status.lock_held(run) is False
+    assert (run / "run.lock").exists() and status_file.lock_held(run) is False
     assert train(make_cfg(["total_steps=20"]), run)["status"] == "complete"
     assert json.loads((run / "run.lock").read_text())["pid"] == os.getpid()
     assert json.loads((run / "run.json").read_text())["pid"] == os.getpid()
@@ -274,7 +274,7 @@ def test_second_process_on_a_run_dir_is_refused_then_takes_over(tmp_path, holder
 
 def test_in_process_second_start_is_refused(tmp_path, holder):
     holder(tmp_path)
-    with pytest.raises(run_status.RunDirBusyError) as err:
+    with pytest.raises(status_file.RunDirBusyError) as err:
         train(make_cfg(), tmp_path)
     assert err.value.key == "hydra.run.dir"
 
@@ -284,11 +284,11 @@ def test_running_run_whose_process_is_gone_is_stale(tmp_path, holder):
     proc = holder(run, write_meta=True)
     meta = json.loads((run / "run.json").read_text())
     assert meta["status"] == "running" and meta["pid"] == proc.pid
-    assert run_status.effective_status(run, meta) == "running"
+    assert status_file.effective_status(run, meta) == "running"
     assert report_data.load_report_data(tmp_path).runs.loc[0, "status"] == "running"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert run_status.effective_status(run, meta) == "stale"
+    assert status_file.effective_status(run, meta) == "stale"
     row = report_data.load_report_data(tmp_path).runs.iloc[0]
     assert row["status"] == "stale" and "stale: its process is gone" in row["reason"]
 
@@ -311,7 +311,7 @@ def test_crash_records_the_error_and_the_report_says_so(tmp_path, monkeypatch):
     assert (
         row["status"] == "crashed" and "no metrics (status crashed: RuntimeError: CUDA out of memory" in row["reason"]
     )
-    assert run_status.lock_held(tmp_path / "run") is False
+    assert status_file.lock_held(tmp_path / "run") is False
 
 
 def test_heartbeat_and_steps_done_of_a_crashed_run(tmp_path, monkeypatch):
@@ -352,7 +352,7 @@ def test_sigterm_through_the_cli_records_interrupted(tmp_path):
     assert proc.wait(timeout=120) == -signal.SIGTERM  # checkpointed at its next log point, then the default action
     meta = json.loads((out / "run.json").read_text())
     assert meta["status"] == "interrupted" and meta["signal"] == "SIGTERM", meta
-    assert run_status.effective_status(out, meta) == "interrupted"
+    assert status_file.effective_status(out, meta) == "interrupted"
 
 
 def test_refused_restart_leaves_the_record_unchanged(tmp_path):

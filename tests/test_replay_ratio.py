@@ -11,7 +11,7 @@ import torch
 
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.metrics import load_run
-from plasticity_runner.trainer import build_run, env_steps_done, prefill, train, train_step
+from plasticity_runner.trainer import build_train_state, env_steps_done, prefill, train, train_step
 
 from .conftest import make_cfg
 
@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 
 def counted_run(ratio: int, steps: int, target_every: int):
     cfg = make_cfg([f"agent.replay_ratio={ratio}", f"agent.target_update_steps={target_every}", "agent.batch_size=16"])
-    state = build_run(cfg, CPU)
+    state = build_train_state(cfg, CPU)
     prefill(state, int(cfg.agent.learning_starts))
     counts = {"env": [], "sample": 0, "update": 0, "target": 0}
     env_step, sample = state.env.step, state.replay.sample

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from plasticity_runner.config import ConfigError, validate
-from plasticity_runner.interventions.base import Learner
+from plasticity_runner.interventions.base import Networks
 from plasticity_runner.interventions.sam import SAM
 
 from .conftest import make_cfg
@@ -55,7 +55,7 @@ def sam_step(net, optimizer, x, y, rho):
         again.backward()
         return again.detach()
 
-    SAM(OmegaConf.create({"rho": rho})).before_step(Learner(net, net, optimizer), recompute)
+    SAM(OmegaConf.create({"rho": rho})).before_step(Networks(net, net, optimizer), recompute)
     optimizer.step()
     return loss.detach()
 
@@ -107,7 +107,7 @@ def test_the_agent_steps_on_the_gradient_at_the_ascent_point():
     batch = state.replay.sample(16, torch.Generator().manual_seed(5))
     online = agent.online
     theta = [p.detach().clone() for p in online.parameters()]
-    probe = copy.deepcopy(agent.learner)
+    probe = copy.deepcopy(agent.networks)
     params = list(probe.online.parameters())
     agent.interventions, saved = [], agent.interventions
     loss0 = agent.loss(batch, probe)

@@ -266,7 +266,10 @@ def test_train_runs_the_program_its_env_names_and_the_dqn_loop_otherwise(tmp_pat
     monkeypatch.setattr(trainer, "run_dqn", fake)
     assert trainer.train(compose_config(["env=memorization"]), tmp_path / "a") == {"fake": True}
     assert trainer.train(compose_config(["env=classification"]), tmp_path / "b") == {"fake": True}
-    assert calls == [("memorization", lifecycle.Run, tmp_path / "a"), ("classification", lifecycle.Run, tmp_path / "b")]
+    assert calls == [
+        ("memorization", lifecycle.RunDir, tmp_path / "a"),
+        ("classification", lifecycle.RunDir, tmp_path / "b"),
+    ]
 
 
 @pytest.mark.parametrize("name", ["brownian", "memorization"])

@@ -115,11 +115,11 @@ def test_genuine_bundle_types_load_under_weights_only(tmp_path):
 def test_minatar_games_in_a_checkpoint_cannot_run_code(tmp_path):
     pytest.importorskip("minatar")
     from plasticity_runner.envs import minatar
-    from plasticity_runner.trainer import build_run
+    from plasticity_runner.trainer import build_train_state
 
     from .test_minatar import MINATAR_TINY
 
-    state = build_run(make_cfg(MINATAR_TINY, tiny=False), torch.device("cpu"))
+    state = build_train_state(make_cfg(MINATAR_TINY, tiny=False), torch.device("cpu"))
     saved = state.env.state_dict()
     state.env.load_state_dict(saved)  # the genuine games load
     witness = tmp_path / "witness"

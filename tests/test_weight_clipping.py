@@ -17,11 +17,11 @@ from torch import nn
 
 from plasticity_runner import registry
 from plasticity_runner.config import ConfigError, validate
-from plasticity_runner.interventions.base import Learner
+from plasticity_runner.interventions.base import Networks
 from plasticity_runner.interventions.weight_clipping import WeightClipping, init_bounds
 from plasticity_runner.metrics import MetricsWriter, load_arrays, load_run
 from plasticity_runner.nets.layers import raw_weight
-from plasticity_runner.trainer import build_run, prefill, run_pause, train_step
+from plasticity_runner.trainer import build_train_state, prefill, run_pause, train_step
 
 from .conftest import make_cfg
 from .test_interventions import ARCH_OVERRIDES, EXTRA, agent_with, rebuild_fresh
@@ -61,9 +61,9 @@ def test_clip_bounds_and_clipped_weights_by_hand():
         assert bounds[name] == pytest.approx(s, rel=1e-15), name
 
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
-    learner = Learner(net, copy.deepcopy(net), optimizer)
+    networks = Networks(net, copy.deepcopy(net), optimizer)
     clip = WeightClipping(OmegaConf.create({"kappa": 0.8}))
-    clip.on_build(learner)
+    clip.on_build(networks)
     net(torch.ones(4, 3)).sum().backward()
     optimizer.step()  # the optimizer has state now
     state = {n: {k: v.clone() for k, v in optimizer.state[p].items()} for n, p in net.named_parameters()}
@@ -74,7 +74,7 @@ def test_clip_bounds_and_clipped_weights_by_hand():
     set_(net.norm.weight, [5.0, -5.0])
     set_(net.norm.bias, [3.0, 3.0])
     set_(net.shared_bias, [9.0])
-    clip.after_step(learner, 1)
+    clip.after_step(networks, 1)
     k1, k2 = np.float32(0.8), np.float32(0.8 * math.sqrt(3))  # kappa * s in the tensors' precision
     expected = {
         "fc1.weight": [[k1, -0.2, 0.7], [-k1, 0.1, k1]],
@@ -89,7 +89,7 @@ def test_clip_bounds_and_clipped_weights_by_hand():
         np.testing.assert_array_equal(p.detach().numpy(), np.array(expected[name], dtype=np.float32), err_msg=name)
         for key, value in optimizer.state[p].items():  # moments and step counts kept
             assert torch.equal(value, state[name][key]), (name, key)
-    target = dict(learner.target.named_parameters())
+    target = dict(networks.target.named_parameters())
     assert float(target["fc1.weight"].detach()[0, 0]) == 1.0  # the target network is not clipped
 
 
@@ -177,7 +177,7 @@ def test_weight_clipping_through_a_real_pause_on_every_architecture(arch, tmp_pa
     kappa = 0.5
     overrides = PAUSE_BASE + ARCH_OVERRIDES[arch] + ["intervention=[weight_clipping]"]
     cfg = make_cfg(overrides + [f"intervention.weight_clipping.kappa={kappa}"], tiny=False)
-    state = build_run(cfg, CPU)
+    state = build_train_state(cfg, CPU)
     online = state.agent.online
     theta_0 = {n: p.detach().double().numpy().copy() for n, p in online.named_parameters()}
     prefill(state, int(cfg.agent.learning_starts))

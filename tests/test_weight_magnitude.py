@@ -14,7 +14,7 @@ from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.metrics import load_run
 from plasticity_runner.nets import build_network
 from plasticity_runner.probes.weight_magnitude import weight_magnitude
-from plasticity_runner.trainer import build_run, train
+from plasticity_runner.trainer import build_train_state, train
 
 from .conftest import make_cfg
 
@@ -74,7 +74,7 @@ def test_a_run_with_the_default_diagnostics_writes_it_at_every_pause_and_changes
     timing = rows[(rows.phase == "timing") & (rows.metric == "weight_magnitude_s")]
     assert sorted(timing.step) == [0, 20, 40]
     # the pause at step 0 sees the network as built (prefill trains nothing): the numpy oracle on it
-    initial = numpy_oracle(build_run(cfg, torch.device("cpu")).agent.online)
+    initial = numpy_oracle(build_train_state(cfg, torch.device("cpu")).agent.online)
     at_0 = mine[mine.step == 0].set_index("metric").value
     assert set(at_0.index) == set(initial)
     for k, v in initial.items():

@@ -2,7 +2,7 @@
 
 The parts (online network, target network, optimizer, interventions) are built by the trainer and
 handed in; the agent only acts, learns from a ``Batch`` and copies the target network. It holds
-the networks and the optimizer in an ``interventions.base.Learner``, the one object the
+the networks and the optimizer in an ``interventions.base.Networks``, the one object the
 interventions' hooks receive (never the agent itself).
 
 ``td_target`` is a plain function of the two networks: the probes compute TD losses on copies of
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..interventions.base import Intervention, Learner
+from ..interventions.base import Intervention, Networks
 from ..probes.gram import SampleLosses
 
 if TYPE_CHECKING:  # annotations only: importing envs here loads every env, one of which imports this module
@@ -191,7 +191,7 @@ class DQNAgent:
         # what the interventions' hooks see: the networks, the optimizer, build_fresh (a fresh
         # initialisation of the online network, for resets), the run seed (the seeds of those fresh
         # initialisations derive from it) and the batch of the last ``learn`` (ReDo scores units on it)
-        self.learner = Learner(online, target, optimizer, build_fresh, int(seed))
+        self.networks = Networks(online, target, optimizer, build_fresh, int(seed))
         self.interventions = interventions
         self.num_actions = num_actions
         self.step_loss: Callable[[Batch], torch.Tensor] = self.loss_terms  # what ``learn`` steps on (``wrap_loss``)
@@ -210,15 +210,15 @@ class DQNAgent:
         self.target.eval()
         self.target.requires_grad_(False)
         for i in interventions:
-            i.on_build(self.learner)
+            i.on_build(self.networks)
 
     # the learner's parts, read-only here: an intervention changes them through the learner
-    online = property(lambda self: self.learner.online, doc="The online Q-network.")
-    target = property(lambda self: self.learner.target, doc="The target Q-network.")
-    optimizer = property(lambda self: self.learner.optimizer, doc="The online network's optimizer.")
-    build_fresh = property(lambda self: self.learner.build_fresh, doc="A fresh initialisation of the online network.")
-    seed = property(lambda self: self.learner.seed, doc="The run seed.")
-    last_batch = property(lambda self: self.learner.last_batch, doc="The batch of the last ``learn``.")
+    online = property(lambda self: self.networks.online, doc="The online Q-network.")
+    target = property(lambda self: self.networks.target, doc="The target Q-network.")
+    optimizer = property(lambda self: self.networks.optimizer, doc="The online network's optimizer.")
+    build_fresh = property(lambda self: self.networks.build_fresh, doc="A fresh initialisation of the online network.")
+    seed = property(lambda self: self.networks.seed, doc="The run seed.")
+    last_batch = property(lambda self: self.networks.last_batch, doc="The batch of the last ``learn``.")
 
     def wrap_loss(self, wrap: Callable[[Callable[[Batch], torch.Tensor]], Callable[[Batch], torch.Tensor]]) -> None:
         """``learn`` steps on ``wrap(self.loss_terms)`` from now on (the fast path's compiled loss,
@@ -238,16 +238,16 @@ class DQNAgent:
         """``td_target`` of the agent's networks (both in eval mode)."""
         return td_target(self.online, self.target, batch, self.gamma, self.double_dqn)
 
-    def loss_terms(self, batch: Batch, learner: Learner | None = None) -> torch.Tensor:
-        """The training loss's parts ``[len(loss_names)]``, for the networks of ``learner`` (default:
-        the agent's own; a diagnostic passes one holding copies, ``probes.base.copied_learner``):
+    def loss_terms(self, batch: Batch, networks: Networks | None = None) -> torch.Tensor:
+        """The training loss's parts ``[len(loss_names)]``, for the networks of ``networks`` (default:
+        the agent's own; a diagnostic passes one holding copies, ``probes.base.copied_networks``):
         the batch-mean TD term (eq. 1 for the scalar head, the two-hot head's cross-entropy, or
         ``clipped_td_loss``), each penalising intervention's ``loss_penalty`` (registered order),
         and last their sum, the total the optimizer minimises. One vector, so that the trainer
         accumulates all of them in one device op per step."""
-        learner = learner or self.learner
-        online = learner.online
-        target = td_target(online, learner.target, batch, self.gamma, self.double_dqn)  # networks in eval mode
+        networks = networks or self.networks
+        online = networks.online
+        target = td_target(online, networks.target, batch, self.gamma, self.double_dqn)  # networks in eval mode
         online.train()
         try:
             if self.agent_td_loss:
@@ -259,15 +259,15 @@ class DQNAgent:
             online.eval()
         parts, total = [td], td
         for i in self.penalised:
-            penalty = i.loss_penalty(learner)
+            penalty = i.loss_penalty(networks)
             penalty = td.new_zeros(()) if penalty is None else penalty
             parts.append(penalty)
             total = total + penalty
         return torch.stack([*parts, total])
 
-    def loss(self, batch: Batch, learner: Learner | None = None) -> torch.Tensor:
+    def loss(self, batch: Batch, networks: Networks | None = None) -> torch.Tensor:
         """The total training loss (the last of ``loss_terms``): TD term plus the penalties."""
-        return self.loss_terms(batch, learner)[-1]
+        return self.loss_terms(batch, networks)[-1]
 
     def learn(self, batch: Batch, step: int, run_hooks: bool = True) -> torch.Tensor:
         """One optimizer step on the total loss (the interventions' ``before_step`` hooks between
@@ -275,7 +275,7 @@ class DQNAgent:
         returns the detached ``loss_terms`` at the step's parameters (a device vector named by
         ``loss_names``: no sync). The trainer defers the hooks (``run_hooks=False``, then
         ``after_step``) so that a pause can measure the network as trained."""
-        self.learner.last_batch = batch
+        self.networks.last_batch = batch
         terms = self.step_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         terms[-1].backward()
@@ -287,7 +287,7 @@ class DQNAgent:
             return again.detach()
 
         for i in self.interventions:  # SAM replaces the gradients here
-            i.before_step(self.learner, recompute)
+            i.before_step(self.networks, recompute)
         self.optimizer.step()
         if run_hooks:
             self.after_step(step)
@@ -296,7 +296,7 @@ class DQNAgent:
     def after_step(self, step: int) -> None:
         """The interventions' ``after_step`` hooks of training step ``step``."""
         for i in self.interventions:
-            i.after_step(self.learner, step)
+            i.after_step(self.networks, step)
 
     def sample_losses(self, batch: Batch) -> SampleLosses:
         """The TD loss of each transition of ``batch`` against the fixed target of the agent's networks
@@ -310,7 +310,7 @@ class DQNAgent:
         for b_t, b in zip(self.target.buffers(), self.online.buffers()):
             b_t.copy_(b)
         for i in self.interventions:
-            i.on_target_update(self.learner, step)
+            i.on_target_update(self.networks, step)
 
 
 class _TDLoss(nn.Module):

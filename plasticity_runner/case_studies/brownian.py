@@ -51,7 +51,7 @@ from ..agents.dqn import DQNAgent
 from ..envs.base import Batch
 from ..envs.classification import ClassificationMDP
 from ..errors import choice
-from ..lifecycle import Run
+from ..lifecycle import RunDir
 from ..nets import build_network
 from ..optim import build_optimizer
 from ..probes.curvature import Curvature, hessian_spectrum
@@ -182,7 +182,7 @@ def measure(
     return scalars, arrays
 
 
-def run_brownian(cfg: DictConfig, run: Run) -> dict[str, Any]:
+def run_brownian(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     """The figure-2 study for ``total_steps`` steps, the program of ``env=brownian``
     (``envs/brownian.py``), in the run directory ``run`` holds (``lifecycle``); returns the run's summary.
 

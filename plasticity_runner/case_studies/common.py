@@ -15,14 +15,14 @@ from typing import Any
 import torch
 
 from ..checkpoint import discard_after
-from ..lifecycle import Run
+from ..lifecycle import RunDir
 from ..metrics import MetricsWriter
 from ..seeding import seed_everything
 
 log = logging.getLogger("plasticity_runner")
 
 
-def begin_run(cfg: Any, run: Run) -> MetricsWriter:
+def begin_run(cfg: Any, run: RunDir) -> MetricsWriter:
     """Start ``run`` from step 0: an interrupted run's shards are deleted (there is no checkpoint
     to resume from), the global RNGs seeded, ``run.json`` written with status ``running``."""
     if run.previous is not None:  # an interrupted run: no checkpoint to resume from, so start over
@@ -32,7 +32,7 @@ def begin_run(cfg: Any, run: Run) -> MetricsWriter:
     return run.start(resumed_from=None)  # a case study starts over: its sinks too
 
 
-def end_run(run: Run, status: str, steps: int, **summary: Any) -> dict[str, Any]:
+def end_run(run: RunDir, status: str, steps: int, **summary: Any) -> dict[str, Any]:
     """Write the final ``run.json`` (``status``, ``steps_done``) and return the run's summary."""
     return run.finish({"status": status, "steps_done": steps}, **summary)
 

@@ -40,7 +40,7 @@ from torch import nn
 from .. import seeding
 from ..envs.datasets import check_num_images, load_dataset
 from ..errors import choice
-from ..lifecycle import Run
+from ..lifecycle import RunDir
 from ..nets import build_network
 from ..optim import build_optimizer
 from ..probes.statistics import DEAD_FRAC, layer_activities
@@ -134,7 +134,7 @@ def eval_seed(seed: int, iteration: int) -> int:
     return stream_seed(seed, "memorization/eval", iteration)
 
 
-def run_memorization(cfg: DictConfig, run: Run) -> dict[str, Any]:
+def run_memorization(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     """The figure-1 memorisation study, the program of ``env=memorization`` (``envs/memorization.py``),
     in the run directory ``run`` holds (``lifecycle``); returns the run's summary.
 

@@ -1,5 +1,5 @@
 """The supervised learner of the continual protocols, with the surface the pause and the
-interventions read (``DQNAgent``'s: ``online``, ``target``, ``learner``, ``loss``,
+interventions read (``DQNAgent``'s: ``online``, ``target``, ``networks``, ``loss``,
 ``sample_losses``).
 
 The loss of a step (``loss``, what the optimizer steps on and what ``grad_norm_eval`` and the
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..envs.base import Batch
-from ..interventions.base import Intervention, Learner
+from ..interventions.base import Intervention, Networks
 from ..probes.gram import SampleLosses
 
 
@@ -84,48 +84,48 @@ class SupervisedAgent:
     ):
         self.kind = kind
         target = copy.deepcopy(online)
-        self.learner = Learner(online, target, optimizer, build_fresh, int(seed))
+        self.networks = Networks(online, target, optimizer, build_fresh, int(seed))
         self.interventions = interventions
         online.eval()
         target.eval()
         target.requires_grad_(False)
         for i in interventions:
-            i.on_build(self.learner)
+            i.on_build(self.networks)
 
-    online = property(lambda self: self.learner.online, doc="The network being trained.")
-    target = property(lambda self: self.learner.target, doc="The network as it stood at the last task switch.")
-    optimizer = property(lambda self: self.learner.optimizer, doc="The network's optimizer.")
+    online = property(lambda self: self.networks.online, doc="The network being trained.")
+    target = property(lambda self: self.networks.target, doc="The network as it stood at the last task switch.")
+    optimizer = property(lambda self: self.networks.optimizer, doc="The network's optimizer.")
 
-    def _penalised(self, loss: torch.Tensor, learner: Learner) -> torch.Tensor:
+    def _penalised(self, loss: torch.Tensor, networks: Networks) -> torch.Tensor:
         for i in self.interventions:
-            penalty = i.loss_penalty(learner)
+            penalty = i.loss_penalty(networks)
             if penalty is not None:
                 loss = loss + penalty
         return loss
 
-    def loss(self, batch: Batch, learner: Learner | None = None) -> torch.Tensor:
+    def loss(self, batch: Batch, networks: Networks | None = None) -> torch.Tensor:
         """The training loss of ``batch`` (mean supervised loss plus penalties) for the networks of
-        ``learner`` (default: the agent's own; a diagnostic passes copies)."""
-        learner = learner or self.learner
-        learner.online.train()
+        ``networks`` (default: the agent's own; a diagnostic passes copies)."""
+        networks = networks or self.networks
+        networks.online.train()
         try:
-            per_sample, _ = per_sample_loss(learner.online, batch, self.kind)
+            per_sample, _ = per_sample_loss(networks.online, batch, self.kind)
         finally:
-            learner.online.eval()
-        return self._penalised(per_sample.mean(), learner)
+            networks.online.eval()
+        return self._penalised(per_sample.mean(), networks)
 
     def learn(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on ``batch``; returns the step's online measure before the update (device
         scalars, no host sync): ``(mean loss without penalties, number correct)`` for classification,
         ``(mean loss, sum of squared errors of the prediction)`` for regression."""
-        self.learner.last_batch = batch
+        self.networks.last_batch = batch
         online = self.online
         online.train()
         try:
             per_sample, output = per_sample_loss(online, batch, self.kind)
         finally:
             online.eval()
-        loss = self._penalised(per_sample.mean(), self.learner)
+        loss = self._penalised(per_sample.mean(), self.networks)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
 
@@ -136,7 +136,7 @@ class SupervisedAgent:
             return again.detach()
 
         for i in self.interventions:  # SAM replaces the gradients here
-            i.before_step(self.learner, recompute)
+            i.before_step(self.networks, recompute)
         self.optimizer.step()
         with torch.no_grad():
             if self.kind == "classification":
@@ -148,7 +148,7 @@ class SupervisedAgent:
     def after_step(self, step: int) -> None:
         """The interventions' ``after_step`` hooks of step ``step``."""
         for i in self.interventions:
-            i.after_step(self.learner, step)
+            i.after_step(self.networks, step)
 
     @torch.no_grad()
     def switch_task(self, step: int) -> None:
@@ -158,7 +158,7 @@ class SupervisedAgent:
         for b_t, b in zip(self.target.buffers(), self.online.buffers()):
             b_t.copy_(b)
         for i in self.interventions:
-            i.on_target_update(self.learner, step)
+            i.on_target_update(self.networks, step)
 
     def sample_losses(self, batch: Batch) -> SampleLosses:
         """The supervised loss of each sample of ``batch`` on an eval-mode copy of the network (the

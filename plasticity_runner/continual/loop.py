@@ -38,17 +38,17 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from .. import checkpoint, run_status, seeding
+from .. import checkpoint, seeding, status_file
 from .. import interventions as interventions_lib
 from ..errors import choice
-from ..lifecycle import Run
+from ..lifecycle import RunDir
 from ..nets import build_network
 from ..optim import build_optimizer
 from ..preemption import PreemptionGuard
 from ..probes.dynamics import DynamicsTracker
 from ..probes.pause import run_pause
 from ..progress import Progress
-from ..run_state import (
+from ..train_state import (
     check_device,
     global_rng_state,
     learner_state_dict,
@@ -88,7 +88,7 @@ class PauseState:
     obs: torch.Tensor  # only its device is read
     build_fresh: Any
     dynamics: DynamicsTracker | None
-    probe_loss: Any = None
+    compiled_probe_fit: Any = None
 
 
 @dataclass
@@ -122,7 +122,7 @@ def task_measures(cfg: DictConfig, stream: Stream, agent: SupervisedAgent, task:
     return out
 
 
-def run_stream(cfg: DictConfig, run: Run, stream: Stream) -> dict[str, Any]:
+def run_stream(cfg: DictConfig, run: RunDir, stream: Stream) -> dict[str, Any]:
     """Steps 1-4 of the module's list for ``stream`` in the run directory ``run`` holds."""
     run_dir, device, record = run.run_dir, run.device, run.record
     seeding.seed_everything(int(cfg.seed))
@@ -212,7 +212,7 @@ def run_stream(cfg: DictConfig, run: Run, stream: Stream) -> dict[str, Any]:
 
             def finish_step() -> None:
                 # the current task's inputs, as the "replay" an intervention may draw from (C-CHAIN's reference batch)
-                agent.learner.replay = TaskInputs(stream, stream.task_of(step))
+                agent.networks.replay = TaskInputs(stream, stream.task_of(step))
                 agent.after_step(step)
                 if task_end and step < total:
                     agent.switch_task(step)
@@ -266,4 +266,4 @@ def run_stream(cfg: DictConfig, run: Run, stream: Stream) -> dict[str, Any]:
     finally:
         preempt.uninstall()
         progress.close()
-    return run.finish(run_status.end_fields(run_dir, status, step, cfg.on_divergence), **summary)
+    return run.finish(status_file.end_fields(run_dir, status, step, cfg.on_divergence), **summary)

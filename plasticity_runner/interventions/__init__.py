@@ -44,7 +44,7 @@ from omegaconf import DictConfig
 
 from .. import registry
 from ..errors import ConfigError
-from .base import PHASES, Intervention, Learner
+from .base import PHASES, Intervention, Networks
 
 # The order of application: every hook runs the active interventions in this order (a hook of one
 # phase meets only the interventions acting then; within a phase, each module's docstring says why it
@@ -140,4 +140,4 @@ def active_names(interventions: list[Intervention]) -> str:
     return "+".join(i.name for i in interventions) or "none"
 
 
-__all__ = ["REGISTRY", "Intervention", "Learner", "active_names", "build_interventions", "network_options"]
+__all__ = ["REGISTRY", "Intervention", "Networks", "active_names", "build_interventions", "network_options"]

@@ -1,4 +1,4 @@
-"""The hook interface every intervention implements (all hooks optional), and the ``Learner``
+"""The hook interface every intervention implements (all hooks optional), and the ``Networks``
 the hooks receive.
 
 When the hooks run (``agents/dqn.py``): ``network_options`` before the networks are built;
@@ -9,9 +9,9 @@ after every optimizer step; ``on_target_update`` right after each target-network
 that does both, ``after_step`` comes first). Within a hook, interventions run in their registered
 order (``interventions.REGISTRY``).
 
-A hook sees the ``Learner``, not the agent: the networks, the optimizer and what an intervention
+A hook sees the ``Networks``, not the agent: the networks, the optimizer and what an intervention
 needs to draw fresh initialisations. The agent acts, learns and copies the target network; it
-builds the ``Learner`` and hands it to every hook.
+builds the ``Networks`` and hands it to every hook.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..seeding import fresh_init_seed
 
 
 @dataclass
-class Learner:
+class Networks:
     """What an intervention's hooks may read and change.
 
     ``online`` and ``target``: the Q-networks (hooks change parameters in place; plasticity
@@ -66,18 +66,18 @@ class Intervention:
         self.cfg = cfg
         self.last_fresh_seed: int | None = None  # seed of the last fresh initialisation drawn
 
-    def fresh_network(self, learner: Learner, step: int) -> nn.Module:
-        """A fresh initialisation of the online network's architecture (``learner.build_fresh``),
-        drawn under the seed ``seeding.fresh_init_seed(learner.seed, self.name, step)`` in a forked RNG (the
+    def fresh_network(self, networks: Networks, step: int) -> nn.Module:
+        """A fresh initialisation of the online network's architecture (``networks.build_fresh``),
+        drawn under the seed ``seeding.fresh_init_seed(networks.seed, self.name, step)`` in a forked RNG (the
         training RNG streams are untouched). The seed is recorded in ``last_fresh_seed``, so the
         same initialisation can be rebuilt."""
-        if learner.build_fresh is None:
+        if networks.build_fresh is None:
             raise ValueError(f"intervention {self.name} needs the learner's build_fresh to draw fresh initialisations")
-        seed = fresh_init_seed(learner.seed, self.name, step)
-        device = next(learner.online.parameters()).device
+        seed = fresh_init_seed(networks.seed, self.name, step)
+        device = next(networks.online.parameters()).device
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            fresh = learner.build_fresh()
+            fresh = networks.build_fresh()
         self.last_fresh_seed = seed
         return fresh
 
@@ -88,23 +88,23 @@ class Intervention:
     def network_options(self, options: dict[str, Any]) -> None:
         """Build time: edit the keyword options of ``nets.build_network`` in place."""
 
-    def on_build(self, learner: Learner) -> None:
+    def on_build(self, networks: Networks) -> None:
         """After the network and optimizer are built (e.g. wrap layers, add optimizer options)."""
 
-    def loss_penalty(self, learner: Learner) -> torch.Tensor | None:
+    def loss_penalty(self, networks: Networks) -> torch.Tensor | None:
         """A term added to the TD loss at every optimizer step (e.g. an L2 penalty)."""
         return None
 
-    def before_step(self, learner: Learner, closure: Callable[[], torch.Tensor]) -> None:
+    def before_step(self, networks: Networks, closure: Callable[[], torch.Tensor]) -> None:
         """After the backward of the step's loss, before the optimizer step: may replace the
         gradients the optimizer reads. ``closure()`` zeroes the gradients, recomputes the step's
         loss (penalties included) on the same batch at the current parameters, backpropagates it
         and returns it detached."""
 
-    def after_step(self, learner: Learner, step: int) -> None:
+    def after_step(self, networks: Networks, step: int) -> None:
         """After every optimizer step (``step`` training steps done)."""
 
-    def on_target_update(self, learner: Learner, step: int) -> None:
+    def on_target_update(self, networks: Networks, step: int) -> None:
         """Right after the target network was copied from the online network."""
 
     def metrics(self) -> dict[str, float]:
@@ -116,7 +116,7 @@ class Intervention:
         """What a checkpoint must keep of this intervention (counters, structural changes)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any], learner: Learner) -> None:
+    def load_state_dict(self, state: dict[str, Any], networks: Networks) -> None:
         """Restore ``state_dict()``; called before the networks and optimizer are loaded, so an
         intervention that changed the network's structure can rebuild it first."""
 

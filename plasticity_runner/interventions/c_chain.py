@@ -38,7 +38,7 @@ import torch
 from .. import registry
 from ..errors import positive
 from ..seeding import generator
-from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
+from .base import NEEDS_ONE_HEAD, Intervention, Networks, incompatible
 
 
 @dataclass
@@ -64,29 +64,29 @@ class CChain(Intervention):
     def check_compatible(self, active: list[Intervention]) -> None:
         incompatible(self, active, NEEDS_ONE_HEAD)
 
-    def on_build(self, learner: Learner) -> None:
-        self.previous = copy.deepcopy(learner.online).eval().requires_grad_(False)
-        self.latest = [t.detach().clone() for t in self._tensors(learner.online)]
-        device = next(learner.online.parameters()).device
-        self.generator = generator(device, learner.seed, "c_chain/reference")
+    def on_build(self, networks: Networks) -> None:
+        self.previous = copy.deepcopy(networks.online).eval().requires_grad_(False)
+        self.latest = [t.detach().clone() for t in self._tensors(networks.online)]
+        device = next(networks.online.parameters()).device
+        self.generator = generator(device, networks.seed, "c_chain/reference")
 
     @staticmethod
     def _tensors(net: torch.nn.Module) -> list[torch.Tensor]:
         return [*net.parameters(), *net.buffers()]
 
-    def loss_penalty(self, learner: Learner) -> torch.Tensor | None:
+    def loss_penalty(self, networks: Networks) -> torch.Tensor | None:
         if self.reference is None:
             return None
         with torch.no_grad():
             frozen = self.previous(self.reference)
-        return float(self.cfg.coeff) * (learner.online(self.reference) - frozen).square().mean()
+        return float(self.cfg.coeff) * (networks.online(self.reference) - frozen).square().mean()
 
     @torch.no_grad()
-    def after_step(self, learner: Learner, step: int) -> None:
+    def after_step(self, networks: Networks, step: int) -> None:
         torch._foreach_copy_(self._tensors(self.previous), self.latest)
-        torch._foreach_copy_(self.latest, [t.detach() for t in self._tensors(learner.online)])
-        if learner.replay is not None:
-            self.reference = learner.replay.sample_obs(int(self.cfg.num_reference), self.generator)
+        torch._foreach_copy_(self.latest, [t.detach() for t in self._tensors(networks.online)])
+        if networks.replay is not None:
+            self.reference = networks.replay.sample_obs(int(self.cfg.num_reference), self.generator)
 
     def state_dict(self) -> dict:
         return {
@@ -96,7 +96,7 @@ class CChain(Intervention):
             "generator": self.generator.get_state(),
         }
 
-    def load_state_dict(self, state: dict, learner: Learner) -> None:
+    def load_state_dict(self, state: dict, networks: Networks) -> None:
         self.previous.load_state_dict(state["previous"])
         for t, s in zip(self.latest, state["latest"]):
             t.copy_(s)

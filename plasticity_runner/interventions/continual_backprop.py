@@ -55,7 +55,7 @@ from omegaconf import OmegaConf
 from .. import registry
 from ..errors import ConfigError, positive, unit
 from ..nets.layers import UnitGroup, expansion, raw_weight
-from .base import Intervention, Learner
+from .base import Intervention, Networks
 from .units import group_activations, replace_units, spatial_columns
 
 
@@ -137,26 +137,26 @@ class ContinualBackprop(Intervention):
             "replaced_total": self.replaced_total,
         }
 
-    def load_state_dict(self, state: dict, learner: Learner) -> None:
-        device = next(learner.online.parameters()).device
+    def load_state_dict(self, state: dict, networks: Networks) -> None:
+        device = next(networks.online.parameters()).device
         self.utility = {k: v.to(device).clone() for k, v in state.get("utility", {}).items()}
         self.age = {k: v.to(device).clone() for k, v in state.get("age", {}).items()}
         self.mature = {k: MatureCount(v, int(self.cfg.maturity_threshold)) for k, v in self.age.items()}
         self.pending = {k: float(v) for k, v in state.get("pending", {}).items()}
         self.replaced_total = int(state.get("replaced_total", 0))
 
-    def after_step(self, learner: Learner, step: int) -> None:
-        if learner.last_batch is not None:
-            self.generate_and_test(learner, learner.last_batch.o_tm1, step)
+    def after_step(self, networks: Networks, step: int) -> None:
+        if networks.last_batch is not None:
+            self.generate_and_test(networks, networks.last_batch.o_tm1, step)
 
     @torch.no_grad()
-    def generate_and_test(self, learner: Learner, obs: torch.Tensor, step: int) -> int:
+    def generate_and_test(self, networks: Networks, obs: torch.Tensor, step: int) -> int:
         """Steps 1-5 on every unit group, utilities from ``obs``; returns the units replaced. Reads
         nothing from the device: the counts are the host's (``MatureCount``), the units the device's."""
         eta, rho = float(self.cfg.decay_rate), float(self.cfg.replacement_rate)
         maturity = int(self.cfg.maturity_threshold)
         chosen: list[tuple[UnitGroup, torch.Tensor, torch.Tensor]] = []
-        for g, out in group_activations(learner.online, obs):
+        for g, out in group_activations(networks.online, obs):
             c = contribution(g, out)
             if g.name not in self.utility:
                 self.utility[g.name] = torch.zeros_like(c)
@@ -182,8 +182,8 @@ class ContinualBackprop(Intervention):
             self.mature[g.name].restart(k)
         if not chosen:
             return 0
-        fresh = self.fresh_network(learner, step)
-        replace_units(learner, chosen, fresh, restart_steps=bool(self.cfg.restart_adam_steps))
+        fresh = self.fresh_network(networks, step)
+        replace_units(networks, chosen, fresh, restart_steps=bool(self.cfg.restart_adam_steps))
         self.last_replaced = {}
         for g, idx, _ in chosen:
             self.utility[g.name][idx] = 0.0

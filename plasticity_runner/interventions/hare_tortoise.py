@@ -36,7 +36,7 @@ import torch
 from .. import registry
 from ..errors import ConfigError, positive
 from ..optim import reset_state
-from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
+from .base import NEEDS_ONE_HEAD, Intervention, Networks, incompatible
 
 
 @dataclass
@@ -57,17 +57,17 @@ class HareTortoise(Intervention):
     def check_compatible(self, active: list[Intervention]) -> None:
         incompatible(self, active, NEEDS_ONE_HEAD)
 
-    def on_build(self, learner: Learner) -> None:
-        self.tortoise = [p.detach().clone() for p in learner.online.parameters()]
+    def on_build(self, networks: Networks) -> None:
+        self.tortoise = [p.detach().clone() for p in networks.online.parameters()]
 
     @torch.no_grad()
-    def after_step(self, learner: Learner, step: int) -> None:
-        params = list(learner.online.parameters())
+    def after_step(self, networks: Networks, step: int) -> None:
+        params = list(networks.online.parameters())
         torch._foreach_lerp_(self.tortoise, params, 1.0 - float(self.cfg.ema))
         if step % int(self.cfg.every_steps) == 0:
             torch._foreach_copy_(params, self.tortoise)
             if self.cfg.reset_optimizer_state:
-                reset_state(learner.optimizer)
+                reset_state(networks.optimizer)
             self.resets += 1
 
     def metrics(self) -> dict[str, float]:
@@ -76,7 +76,7 @@ class HareTortoise(Intervention):
     def state_dict(self) -> dict:
         return {"tortoise": [t.clone() for t in self.tortoise], "resets": self.resets}
 
-    def load_state_dict(self, state: dict, learner: Learner) -> None:
+    def load_state_dict(self, state: dict, networks: Networks) -> None:
         saved = state.get("tortoise")
         if saved is not None:
             if len(saved) != len(self.tortoise):

@@ -25,7 +25,7 @@ import torch
 
 from .. import registry
 from ..errors import positive
-from .base import Intervention, Learner
+from .base import Intervention, Networks
 
 
 @dataclass
@@ -41,18 +41,18 @@ class L2Init(Intervention):
         self.params: list[torch.Tensor] = []  # the online network's parameters as built (by identity)
         self.initial: list[torch.Tensor] = []  # theta_0, one detached copy per parameter
 
-    def on_build(self, learner: Learner) -> None:
-        self.params = list(learner.online.parameters())
+    def on_build(self, networks: Networks) -> None:
+        self.params = list(networks.online.parameters())
         self.initial = [p.detach().clone() for p in self.params]
 
-    def loss_penalty(self, learner: Learner) -> torch.Tensor:
+    def loss_penalty(self, networks: Networks) -> torch.Tensor:
         squares = [(p - p0).pow(2).sum() for p, p0 in zip(self.params, self.initial) if p.requires_grad]
         return float(self.cfg.coeff) * torch.stack(squares).sum()
 
     def state_dict(self) -> dict:
         return {"initial": [t.clone() for t in self.initial]}
 
-    def load_state_dict(self, state: dict, learner: Learner) -> None:
+    def load_state_dict(self, state: dict, networks: Networks) -> None:
         saved = state.get("initial")
         if saved is None:
             return

@@ -35,7 +35,7 @@ from torch import nn
 
 from .. import registry
 from ..nets.layers import raw_weight
-from .base import Intervention, Learner
+from .base import Intervention, Networks
 
 
 @dataclass
@@ -63,12 +63,12 @@ class NaP(Intervention):
     def network_options(self, options: dict[str, Any]) -> None:
         options["layer_norm"] = True
 
-    def on_build(self, learner: Learner) -> None:
-        self.layers = projected_layers(learner.online, bool(self.cfg.project_output_layer))
+    def on_build(self, networks: Networks) -> None:
+        self.layers = projected_layers(networks.online, bool(self.cfg.project_output_layer))
         self.initial_norms = {n: raw_weight(m).detach().norm() for n, m in self.layers.items()}
 
     @torch.no_grad()
-    def after_step(self, learner: Learner, step: int) -> None:
+    def after_step(self, networks: Networks, step: int) -> None:
         weights = [raw_weight(m) for m in self.layers.values()]
         norms = torch._foreach_norm(weights)
         scales = [torch.where(n > 0, n0 / n, torch.ones_like(n)) for n, n0 in zip(norms, self.initial_norms.values())]
@@ -77,7 +77,7 @@ class NaP(Intervention):
     def state_dict(self) -> dict:
         return {"initial_norms": {n: t.clone() for n, t in self.initial_norms.items()}}
 
-    def load_state_dict(self, state: dict, learner: Learner) -> None:
+    def load_state_dict(self, state: dict, networks: Networks) -> None:
         for name, value in state.get("initial_norms", {}).items():
             self.initial_norms[name].copy_(value)
 

@@ -35,7 +35,7 @@ from torch import nn
 
 from .. import registry
 from ..errors import positive
-from .base import Intervention, Learner
+from .base import Intervention, Networks
 
 
 @dataclass
@@ -66,8 +66,8 @@ def parseval_penalty(layers: list[nn.Module], scale: float, reference_width: flo
 class Parseval(Intervention):
     name = "parseval"
 
-    def loss_penalty(self, learner: Learner) -> torch.Tensor | None:
-        layers = [m for m in regularised_layers(learner.online) if m.weight.requires_grad]
+    def loss_penalty(self, networks: Networks) -> torch.Tensor | None:
+        layers = [m for m in regularised_layers(networks.online) if m.weight.requires_grad]
         if not layers:
             return None
         return float(self.cfg.coeff) * parseval_penalty(layers, float(self.cfg.scale), float(self.cfg.reference_width))

@@ -33,7 +33,7 @@ from .. import registry
 from ..errors import positive
 from ..nets.heads import InjectedHead
 from ..optim import remove_params
-from .base import Intervention, Learner
+from .base import Intervention, Networks
 
 
 @dataclass
@@ -48,33 +48,33 @@ class PlasticityInjection(Intervention):
         super().__init__(cfg)
         self.injected_at: int | None = None
 
-    def after_step(self, learner: Learner, step: int) -> None:
+    def after_step(self, networks: Networks, step: int) -> None:
         if step == int(self.cfg.at_step) and self.injected_at is None:
-            self.inject(learner, step)
+            self.inject(networks, step)
 
     @torch.no_grad()
-    def inject(self, learner: Learner, step: int) -> None:
-        fresh_head = self.fresh_network(learner, step).head
-        for net in (learner.online, learner.target):
+    def inject(self, networks: Networks, step: int) -> None:
+        fresh_head = self.fresh_network(networks, step).head
+        for net in (networks.online, networks.target):
             old = net.head
             new, new_frozen = copy.deepcopy(fresh_head), copy.deepcopy(fresh_head)
             old.requires_grad_(False)
             new_frozen.requires_grad_(False)
             net.head = InjectedHead(old, new, new_frozen).train(net.training)
-        learner.target.requires_grad_(False)
-        remove_params(learner.optimizer, learner.online.head.old.parameters())
-        learner.optimizer.add_param_group({"params": list(learner.online.head.new.parameters())})
+        networks.target.requires_grad_(False)
+        remove_params(networks.optimizer, networks.online.head.old.parameters())
+        networks.optimizer.add_param_group({"params": list(networks.online.head.new.parameters())})
         self.injected_at = step
 
     def state_dict(self) -> dict:
         return {"injected_at": self.injected_at}
 
-    def load_state_dict(self, state: dict, learner: Learner) -> None:
+    def load_state_dict(self, state: dict, networks: Networks) -> None:
         """Rebuild the injected structure (networks, optimizer groups) before the checkpoint's
         parameters and optimizer state are loaded into it."""
         step = state.get("injected_at")
         if step is not None and self.injected_at is None:
-            self.inject(learner, int(step))
+            self.inject(networks, int(step))
 
 
 def check(cfg: Any, key: str) -> None:

@@ -44,7 +44,7 @@ from torch import nn
 from .. import registry
 from ..errors import positive
 from ..nets.layers import expansion
-from .base import Intervention, Learner
+from .base import Intervention, Networks
 from .units import group_activations, replace_units
 
 
@@ -89,14 +89,14 @@ class ReDo(Intervention):
             "recycled_total": self.recycled_total,
         }
 
-    def load_state_dict(self, state: dict, learner: Learner) -> None:
+    def load_state_dict(self, state: dict, networks: Networks) -> None:
         self.last_dormant = dict(state.get("last_dormant", {}))
         self.last_units = dict(state.get("last_units", {}))
         self.recycled_total = int(state.get("recycled_total", 0))
 
-    def after_step(self, learner: Learner, step: int) -> None:
-        if step % int(self.cfg.every_steps) == 0 and learner.last_batch is not None:
-            self.recycle(learner, learner.last_batch.o_tm1, step)
+    def after_step(self, networks: Networks, step: int) -> None:
+        if step % int(self.cfg.every_steps) == 0 and networks.last_batch is not None:
+            self.recycle(networks, networks.last_batch.o_tm1, step)
 
     def dormant_units(self, net: nn.Module, obs: torch.Tensor) -> list[tuple[object, torch.Tensor, torch.Tensor]]:
         """``(group, dormant unit indices, activation)`` per unit group of ``net`` on ``obs``."""
@@ -107,9 +107,9 @@ class ReDo(Intervention):
         return result
 
     @torch.no_grad()
-    def recycle(self, learner: Learner, obs: torch.Tensor, step: int) -> int:
+    def recycle(self, networks: Networks, obs: torch.Tensor, step: int) -> int:
         """Recycle the dormant units of the online network scored on ``obs``; returns how many."""
-        found = self.dormant_units(learner.online, obs)
+        found = self.dormant_units(networks.online, obs)
         self.last_dormant = {g.name: int(idx.numel()) for g, idx, _ in found}
         self.last_recycled = {g.name: idx.tolist() for g, idx, _ in found}
         self.last_units = {g.name: int(g.num_units) for g, _, _ in found}
@@ -117,8 +117,8 @@ class ReDo(Intervention):
         if not any(self.last_dormant.values()):
             return 0
         chosen = [(g, idx, out) for g, idx, out in found if idx.numel()]
-        fresh = self.fresh_network(learner, step)
-        replace_units(learner, chosen, fresh, restart_steps=bool(self.cfg.restart_adam_steps))
+        fresh = self.fresh_network(networks, step)
+        replace_units(networks, chosen, fresh, restart_steps=bool(self.cfg.restart_adam_steps))
         return sum(self.last_dormant.values())
 
 

@@ -39,7 +39,7 @@ import torch
 
 from .. import registry
 from ..errors import positive
-from .base import Learner
+from .base import Networks
 from .redo import ReDo
 from .units import gradient_scores, group_activations, replace_units
 
@@ -58,11 +58,11 @@ class ReGraMa(ReDo):
     name = "regrama"
 
     @torch.no_grad()
-    def recycle(self, learner: Learner, obs: torch.Tensor, step: int) -> int:
+    def recycle(self, networks: Networks, obs: torch.Tensor, step: int) -> int:
         """Recycle the GraMa-dormant units of the online network (scored by the gradients of the
         step just taken; ``obs`` only locates each unit's activations for the surgery), as ReDo's
         ``after_step`` calls it; returns how many."""
-        net = learner.online
+        net = networks.online
         groups = net.unit_groups()
         chosen_idx = {}
         self.last_dormant, self.last_units = {}, {}
@@ -80,8 +80,8 @@ class ReGraMa(ReDo):
         if not found:
             return 0
         chosen = [(g, chosen_idx[g.name], out) for g, out in group_activations(net, obs) if g.name in chosen_idx]
-        fresh = self.fresh_network(learner, step)
-        replace_units(learner, chosen, fresh, restart_steps=bool(self.cfg.restart_adam_steps))
+        fresh = self.fresh_network(networks, step)
+        replace_units(networks, chosen, fresh, restart_steps=bool(self.cfg.restart_adam_steps))
         return found
 
 

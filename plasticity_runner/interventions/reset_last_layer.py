@@ -21,7 +21,7 @@ import torch
 
 from .. import registry
 from ..optim import reset_state
-from .base import Intervention, Learner, incompatible
+from .base import Intervention, Networks, incompatible
 
 
 @dataclass
@@ -43,12 +43,12 @@ class ResetLastLayer(Intervention):
         )
 
     @torch.no_grad()
-    def on_target_update(self, learner: Learner, step: int) -> None:
-        fresh = dict(self.fresh_network(learner, step).head.named_parameters())
-        head = list(learner.online.head.named_parameters())
+    def on_target_update(self, networks: Networks, step: int) -> None:
+        fresh = dict(self.fresh_network(networks, step).head.named_parameters())
+        head = list(networks.online.head.named_parameters())
         for name, p in head:
             p.copy_(fresh[name])
-        reset_state(learner.optimizer, [p for _, p in head])
+        reset_state(networks.optimizer, [p for _, p in head])
 
 
 registry.register("intervention", "reset_last_layer", ResetLastLayerConfig, build=ResetLastLayer, phase="target_update")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .. import registry
 from ..optim import reset_state
-from .base import Intervention, Learner
+from .base import Intervention, Networks
 
 
 @dataclass
@@ -22,8 +22,8 @@ class ResetOptimizerConfig:
 class ResetOptimizer(Intervention):
     name = "reset_optimizer"
 
-    def on_target_update(self, learner: Learner, step: int) -> None:
-        reset_state(learner.optimizer)
+    def on_target_update(self, networks: Networks, step: int) -> None:
+        reset_state(networks.optimizer)
 
 
 registry.register("intervention", "reset_optimizer", ResetOptimizerConfig, build=ResetOptimizer, phase="target_update")

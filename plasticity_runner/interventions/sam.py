@@ -35,7 +35,7 @@ import torch
 
 from .. import registry
 from ..errors import positive
-from .base import Intervention, Learner
+from .base import Intervention, Networks
 
 
 @dataclass
@@ -56,8 +56,8 @@ def ascent(params: list[torch.Tensor], rho: float) -> list[torch.Tensor]:
 class SAM(Intervention):
     name = "sam"
 
-    def before_step(self, learner: Learner, closure: Callable[[], torch.Tensor]) -> None:
-        net = learner.online
+    def before_step(self, networks: Networks, closure: Callable[[], torch.Tensor]) -> None:
+        net = networks.online
         params = [p for p in net.parameters() if p.requires_grad and p.grad is not None]
         if not params:
             return

@@ -41,7 +41,7 @@ from torch import nn
 from .. import registry
 from ..errors import positive
 from ..optim import reset_state
-from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
+from .base import NEEDS_ONE_HEAD, Intervention, Networks, incompatible
 
 
 @dataclass
@@ -82,17 +82,17 @@ class ScheduledReset(Intervention):
     def state_dict(self) -> dict:
         return {"resets": self.resets}
 
-    def load_state_dict(self, state: dict, learner: Learner) -> None:
+    def load_state_dict(self, state: dict, networks: Networks) -> None:
         self.resets = int(state.get("resets", 0))
 
-    def after_step(self, learner: Learner, step: int) -> None:
+    def after_step(self, networks: Networks, step: int) -> None:
         if step % int(self.cfg.every_steps) == 0:
-            self.reset(learner, step)
+            self.reset(networks, step)
 
     @torch.no_grad()
-    def reset(self, learner: Learner, step: int) -> None:
-        net = learner.online
-        fresh_net = self.fresh_network(learner, step)
+    def reset(self, networks: Networks, step: int) -> None:
+        net = networks.online
+        fresh_net = self.fresh_network(networks, step)
         fresh = dict(fresh_net.named_parameters())
         reset_names = set(reset_parameter_names(net, self.cfg.last_k_layers))
         shrink, perturb = float(self.cfg.shrink), float(self.cfg.perturb)
@@ -108,7 +108,7 @@ class ScheduledReset(Intervention):
         for name, b in net.named_buffers():
             if self.cfg.last_k_layers is None or any(name.startswith(o) for o in owners):
                 b.copy_(fresh_buffers[name])
-        reset_state(learner.optimizer, reset_params)
+        reset_state(networks.optimizer, reset_params)
         self.resets += 1
 
 

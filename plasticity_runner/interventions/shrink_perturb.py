@@ -28,7 +28,7 @@ import torch
 from .. import registry
 from ..errors import positive
 from ..optim import reset_state
-from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
+from .base import NEEDS_ONE_HEAD, Intervention, Networks, incompatible
 
 
 @dataclass
@@ -47,13 +47,13 @@ class ShrinkPerturb(Intervention):
         incompatible(self, active, NEEDS_ONE_HEAD)
 
     @torch.no_grad()
-    def on_target_update(self, learner: Learner, step: int) -> None:
-        fresh = dict(self.fresh_network(learner, step).named_parameters())
+    def on_target_update(self, networks: Networks, step: int) -> None:
+        fresh = dict(self.fresh_network(networks, step).named_parameters())
         shrink, perturb = float(self.cfg.shrink), float(self.cfg.perturb)
-        for name, p in learner.online.named_parameters():
+        for name, p in networks.online.named_parameters():
             p.mul_(shrink).add_(fresh[name], alpha=perturb)
         if self.cfg.reset_optimizer_state:
-            reset_state(learner.optimizer, learner.online.parameters())
+            reset_state(networks.optimizer, networks.online.parameters())
 
 
 def check(cfg: Any, key: str) -> None:

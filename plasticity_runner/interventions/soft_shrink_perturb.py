@@ -28,7 +28,7 @@ import torch
 
 from .. import registry
 from ..errors import positive, unit
-from .base import NEEDS_ONE_HEAD, Intervention, Learner, incompatible
+from .base import NEEDS_ONE_HEAD, Intervention, Networks, incompatible
 
 
 @dataclass
@@ -44,10 +44,10 @@ class SoftShrinkPerturb(Intervention):
         incompatible(self, active, NEEDS_ONE_HEAD)
 
     @torch.no_grad()
-    def after_step(self, learner: Learner, step: int) -> None:
-        fresh = dict(self.fresh_network(learner, step).named_parameters())
+    def after_step(self, networks: Networks, step: int) -> None:
+        fresh = dict(self.fresh_network(networks, step).named_parameters())
         keep, perturb = 1.0 - float(self.cfg.shrink), float(self.cfg.perturb)
-        params = list(learner.online.named_parameters())
+        params = list(networks.online.named_parameters())
         torch._foreach_mul_([p for _, p in params], keep)
         torch._foreach_add_([p for _, p in params], [fresh[n] for n, _ in params], alpha=perturb)
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..nets.layers import UnitGroup, expansion, raw_weight
 from ..optim import reset_state_entries
-from .base import Learner
+from .base import Networks
 
 
 def group_activations(net: nn.Module, obs: torch.Tensor) -> list[tuple[UnitGroup, torch.Tensor]]:
@@ -56,7 +56,7 @@ def outgoing_columns(group: UnitGroup, reader: nn.Module, activation: torch.Tens
 
 @torch.no_grad()
 def replace_units(
-    learner: Learner,
+    networks: Networks,
     chosen: list[tuple[UnitGroup, torch.Tensor, torch.Tensor]],
     fresh: nn.Module,
     restart_steps: bool = False,
@@ -66,9 +66,9 @@ def replace_units(
     fresh initialisation ``fresh`` (by module name), outgoing weight columns set to zero; the
     optimizer state of exactly those rows and columns zeroed (``optim.reset_state_entries``; step
     counts restarted with ``restart_steps``)."""
-    names = {id(m): n for n, m in learner.online.named_modules()}
+    names = {id(m): n for n, m in networks.online.named_modules()}
     fresh_modules = dict(fresh.named_modules())
-    optimizer = learner.optimizer
+    optimizer = networks.optimizer
     for group, idx, activation in chosen:
         for m in group.incoming:
             fresh_params = dict(fresh_modules[names[id(m)]].named_parameters())

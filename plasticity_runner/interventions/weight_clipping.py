@@ -61,7 +61,7 @@ from torch import nn
 from .. import registry
 from ..errors import positive
 from ..nets.layers import NORMS
-from .base import Intervention, Learner
+from .base import Intervention, Networks
 
 
 @dataclass
@@ -124,9 +124,9 @@ class WeightClipping(Intervention):
         self._seen: list[int] = []  # ids of the online network's parameters at the last step
         self._clip: tuple[list[torch.Tensor], list[float], list[float]] = ([], [], [])  # tensors, -kappa s, kappa s
 
-    def on_build(self, learner: Learner) -> None:
-        self.net = learner.online
-        self._adopt(learner.online)
+    def on_build(self, networks: Networks) -> None:
+        self.net = networks.online
+        self._adopt(networks.online)
 
     def _adopt(self, net: nn.Module) -> None:
         """Record ``s_l`` of the parameters of ``net`` not seen before, from their values now."""
@@ -136,11 +136,11 @@ class WeightClipping(Intervention):
             self.params.append(by_name[name])
 
     @torch.no_grad()
-    def after_step(self, learner: Learner, step: int) -> None:
-        params = list(learner.online.parameters())
+    def after_step(self, networks: Networks, step: int) -> None:
+        params = list(networks.online.parameters())
         ids = [id(p) for p in params]
         if ids != self._seen:  # the first step, a resume or an injection: (new) parameters to clip
-            self._adopt(learner.online)
+            self._adopt(networks.online)
             kappa = float(self.cfg.kappa)
             clipped = [p for p in params if id(p) in self.bound]
             low = [-kappa * self.bound[id(p)] for p in clipped]
@@ -157,10 +157,10 @@ class WeightClipping(Intervention):
             return {}
         return {"bounds": {n: self.bound[id(p)] for n, p in self.net.named_parameters() if id(p) in self.bound}}
 
-    def load_state_dict(self, state: dict, learner: Learner) -> None:
+    def load_state_dict(self, state: dict, networks: Networks) -> None:
         """Restore ``s_l`` by name; runs after ``plasticity_injection`` rebuilt its heads (registered
         order), so the names of an injected network exist."""
-        by_name = dict(learner.online.named_parameters())
+        by_name = dict(networks.online.named_parameters())
         for name, s in state.get("bounds", {}).items():
             p = by_name[name]
             if id(p) not in self.bound:

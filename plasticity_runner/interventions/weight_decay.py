@@ -18,7 +18,7 @@ import torch
 
 from .. import registry
 from ..errors import positive
-from .base import Intervention, Learner
+from .base import Intervention, Networks
 
 
 @dataclass
@@ -29,8 +29,8 @@ class WeightDecayConfig:
 class WeightDecay(Intervention):
     name = "weight_decay"
 
-    def loss_penalty(self, learner: Learner) -> torch.Tensor:
-        squares = [p.pow(2).sum() for p in learner.online.parameters() if p.requires_grad]
+    def loss_penalty(self, networks: Networks) -> torch.Tensor:
+        squares = [p.pow(2).sum() for p in networks.online.parameters() if p.requires_grad]
         return 0.5 * float(self.cfg.coeff) * torch.stack(squares).sum()
 
 

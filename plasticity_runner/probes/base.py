@@ -35,13 +35,13 @@ class Output:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def copied_learner(learner: Any) -> Any:
-    """``learner`` (``interventions.base.Learner``) with eval-mode deep copies of its online and
+def copied_networks(networks: Any) -> Any:
+    """``networks`` (``interventions.base.Networks``) with eval-mode deep copies of its online and
     target networks: what a diagnostic computes with it (losses, gradients) never touches training's."""
     import copy
 
     return dataclasses.replace(
-        learner, online=copy.deepcopy(learner.online).eval(), target=copy.deepcopy(learner.target).eval()
+        networks, online=copy.deepcopy(networks.online).eval(), target=copy.deepcopy(networks.target).eval()
     )
 
 
@@ -49,8 +49,8 @@ def copied_learner(learner: Any) -> Any:
 class PauseView:
     """The training state as one diagnostic sees it at the pause of training step ``step``.
 
-    ``agent`` is there for its losses (``loss(batch, learner)``): a diagnostic computes them on the
-    networks of a ``copied_learner``, never on the training networks, and copies a network before
+    ``agent`` is there for its losses (``loss(batch, networks)``): a diagnostic computes them on the
+    networks of a ``copied_networks``, never on the training networks, and copies a network before
     running it in another mode. ``batch``: the first ``inputs(cfg)`` transitions of the pause's
     evaluation batch, which the diagnostics share (stream ``diagnostics/batch``); ``own_inputs``:
     the ``own_inputs(cfg)`` replay observations drawn for this diagnostic alone (stream
@@ -68,7 +68,7 @@ class PauseView:
     batch: Any = None
     own_inputs: Any = None
     dynamics: Any = None
-    probe_loss: Any = None  # the probe's compiled minibatch loss (speed.compile / speed.cuda_graphs), if any
+    compiled_probe_fit: Any = None  # the probe's compiled minibatch loss (speed.compile / speed.cuda_graphs), if any
     advance: Callable[[int], None] = lambda n=1: None
 
     @property

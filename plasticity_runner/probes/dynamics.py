@@ -62,7 +62,7 @@ from torch import nn
 from .. import registry
 from ..errors import positive
 from ..seeding import churn_reference_seed, diagnostic_seed
-from .base import Diagnostic, Output, PauseView, check_cadence, copied_learner
+from .base import Diagnostic, Output, PauseView, check_cadence, copied_networks
 from .per_layer import by_layer_name, layer_of, layer_squares
 
 # the names it writes (each also per layer, ``<name>/<layer>``); the report keys on them (``report/names.py``)
@@ -266,7 +266,7 @@ def eval_gradient_norms(agent: Any, batch: Any, seed: int) -> dict[Any, float]:
 
     The loss runs in train mode as in training (dropout, BatchNorm batch statistics on the copy);
     the global RNG is forked and seeded with ``seed`` around it, so training's streams are untouched."""
-    copies = copied_learner(agent.learner)
+    copies = copied_networks(agent.networks)
     params = {name: p for name, p in copies.online.named_parameters() if p.requires_grad}
     device = next(copies.online.parameters()).device
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
@@ -316,7 +316,7 @@ class Dynamics(Diagnostic):
     def run(self, view: PauseView) -> Output:
         if view.dynamics is None:
             raise RuntimeError(
-                "diagnostics.dynamics is due but the run has no DynamicsTracker (trainer.build_run makes one)"
+                "diagnostics.dynamics is due but the run has no DynamicsTracker (trainer.build_train_state makes one)"
             )
         return Output(
             view.dynamics.pause(view.agent, view.replay, view.batch, self.config(view.cfg), view.seed, view.step)

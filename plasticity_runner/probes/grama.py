@@ -34,7 +34,7 @@ from .. import registry
 from ..errors import positive
 from ..interventions.units import gradient_scores
 from ..seeding import diagnostic_seed
-from .base import Diagnostic, Output, PauseView, check_cadence, copied_learner
+from .base import Diagnostic, Output, PauseView, check_cadence, copied_networks
 
 GRAMA_DORMANT = "grama_dormant_frac"
 
@@ -42,7 +42,7 @@ GRAMA_DORMANT = "grama_dormant_frac"
 def grama_dormancy(agent: Any, batch: Any, tau: float, seed: int) -> dict[str, float]:
     """``grama_dormant_frac`` and ``grama_dormant_frac/<group>`` of the agent's online network on
     ``batch`` (on copies; training's networks and RNG streams untouched)."""
-    copies = copied_learner(agent.learner)
+    copies = copied_networks(agent.networks)
     net = copies.online
     device = next(net.parameters()).device
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):

@@ -48,7 +48,7 @@ def parameters_finite(net: torch.nn.Module) -> bool:
 
 
 def run_pause(cfg: Any, state: Any, writer: Any) -> dict[str, float]:
-    """The diagnostics of one pause on copies of the training state ``state`` (``trainer.RunState``);
+    """The diagnostics of one pause on copies of the training state ``state`` (``trainer.TrainState``);
     returns the probe's scalars (empty when the probe did not run).
 
     A network with non-finite parameters (a diverged run that continues) is not measured: the
@@ -87,7 +87,7 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any, progress: Any = None) -> 
         replay=state.replay,
         build_fresh=state.build_fresh,
         dynamics=state.dynamics,
-        probe_loss=state.probe_loss,
+        compiled_probe_fit=state.compiled_probe_fit,
     )
     outputs: dict[str, Output] = {}
     for d in todo:

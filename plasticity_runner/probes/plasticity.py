@@ -145,7 +145,7 @@ def plasticity_probe(
 ) -> ProbeResult:
     """Run the probe of eq. (5) from a copy of ``net`` on the input set ``inputs``.
 
-    ``compiled``: the run's compiled minibatch loss (``fastpath.probe_loss``), vectorised fit only.
+    ``compiled``: the run's compiled minibatch loss (``fastpath.compiled_probe_fit``), vectorised fit only.
     ``advance(n)``: told after each probe step (``probe_steps(probe_cfg)`` in all; progress).
     ``net`` is never modified; all randomness comes from ``seed`` (fresh initialisations under
     ``fork_rng``, minibatches from a private generator), so the caller's RNG streams are untouched.
@@ -276,7 +276,7 @@ class Probe(Diagnostic):
             view.own_inputs,
             cfg.probe,
             probe_seed(view.seed, view.step),
-            compiled=view.probe_loss,
+            compiled=view.compiled_probe_fit,
             advance=view.advance,
         )
         arrays = {CURVE_LOSS: result.curve.cpu().numpy(), CURVE_STEPS: result.curve_steps.cpu().numpy()}

@@ -97,7 +97,7 @@ def per_target_loss(
     against ``y`` [T, B, A]: mean squared error, or with ``support`` the two-hot cross-entropy.
 
     Everything comes in as an argument (the network copy, the stacked parameters), so a compiled
-    version (``fastpath.probe_loss``) is traced at the first pause and reused at every later one."""
+    version (``fastpath.compiled_probe_fit``) is traced at the first pause and reused at every later one."""
     return fit_loss(_stacked_forward(base, leaves, transposed, buffers, x), y, support)
 
 
@@ -119,7 +119,7 @@ def fit_targets_vectorised(
     ``initial`` and ``final`` are the squared errors of the Q-values on all of X; the curve is the
     minibatch objective fitted: the same squared error or, with ``two_hot_fit`` on a two-hot
     network, the two-hot cross-entropy of its logits (``fit_loss``).
-    ``compiled``: the run's compiled ``per_target_loss`` (``fastpath.probe_loss``: ``speed.compile`` /
+    ``compiled``: the run's compiled ``per_target_loss`` (``fastpath.compiled_probe_fit``: ``speed.compile`` /
     ``speed.cuda_graphs``) for the minibatch losses; the losses on all of X stay eager.
     ``advance(1)`` is called after each probe step (progress; a Python call, no host read)."""
     T, device = targets.shape[0], inputs.device

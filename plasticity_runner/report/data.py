@@ -16,7 +16,7 @@ import pandas as pd
 
 from .. import metrics as _metrics
 from ..metrics import find_runs, load_run_metadata, missing_pause_steps, read_runs, unique_runs
-from ..run_status import effective_status
+from ..status_file import effective_status
 from . import names as N
 
 # Columns of ``load_sweep`` that are not config keys.
@@ -35,7 +35,7 @@ class ReportData:
     naming the config keys that separate this run's group from the others, seed excluded).
     ``runs`` has one row per run directory found: run_dir, run_id, status, used, reason, rows,
     first_step, last_step, missing_steps, seed, group. ``status`` is ``run.json``'s, except
-    ``stale`` for a run recorded ``running`` whose process is gone (``run_status``);
+    ``stale`` for a run recorded ``running`` whose process is gone (``status_file``);
     ``missing_steps`` lists the pause steps whose metrics shard is missing (empty when none).
     """
 

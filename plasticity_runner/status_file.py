@@ -61,10 +61,10 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-class RunRecord:
+class StatusFile:
     """The lock on a run directory and the updates of its ``run.json`` by this start of the run.
 
-    ``with RunRecord(run_dir) as record:`` takes the lock (or raises ``RunDirBusyError``) and, while
+    ``with StatusFile(run_dir) as record:`` takes the lock (or raises ``RunDirBusyError``) and, while
     held, has ``write_run_metadata`` stamp ``run.json`` with this start's ``start_token``, ``pid``
     and ``started_at``. ``update`` changes only a ``run.json`` this start wrote, so a refused or
     failed start never rewrites the record of the run it found. Leaving the block by an exception
@@ -79,7 +79,7 @@ class RunRecord:
         self._token = None
 
     # ------------------------------------------------------------------ the lock
-    def __enter__(self) -> RunRecord:
+    def __enter__(self) -> StatusFile:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -1,4 +1,4 @@
-"""What the DQN trainer's loop mutates, and its checkpoint bundle (``RunState.state_dict``).
+"""What the DQN trainer's loop mutates, and its checkpoint bundle (``TrainState.state_dict``).
 
 The bundle holds everything a restart needs to continue the same run bit for bit: online and
 target networks, optimizer state, replay contents, environment state, the step counter, the
@@ -76,7 +76,7 @@ def load_learner_state_dict(bundle: dict[str, Any], agent: Any, interventions: l
     """Restore ``learner_state_dict``'s part of ``bundle``; every intervention must find its own
     entry. The interventions come first: one may rebuild parts of the network."""
     for i in interventions:
-        i.load_state_dict(bundle["interventions"][i.name], agent.learner)
+        i.load_state_dict(bundle["interventions"][i.name], agent.networks)
     agent.online.load_state_dict(bundle["online"])
     agent.target.load_state_dict(bundle["target"])
     agent.optimizer.load_state_dict(bundle["optimizer"])
@@ -85,7 +85,7 @@ def load_learner_state_dict(bundle: dict[str, Any], agent: Any, interventions: l
 
 
 @dataclass
-class RunState:
+class TrainState:
     """Everything the loop mutates; what a checkpoint must hold."""
 
     env: Any
@@ -98,7 +98,7 @@ class RunState:
     build_fresh: Any = None
     interventions: list = field(default_factory=list)
     episode_returns: list = field(default_factory=list)  # games finished since the last log point
-    probe_loss: Any = None  # the probe's compiled minibatch loss (speed.compile / speed.cuda_graphs), if any
+    compiled_probe_fit: Any = None  # the probe's compiled minibatch loss (speed.compile / speed.cuda_graphs), if any
     clock: FrameClock | None = None  # training steps -> emulator frames (Atari; from the config, not checkpointed)
     dynamics: DynamicsTracker | None = None  # theta_0, the last log point's theta, churn reference, gradient-norm sums
 
