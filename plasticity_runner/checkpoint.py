@@ -152,9 +152,9 @@ def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save(run_dir: Path, step: int, bundle: dict[str, Any], keep: int) -> Path:
+def save(run_dir: Path, step: int, bundle: dict[str, Any], keep: int | None) -> Path:
     """Write ``bundle`` as the checkpoint of ``step`` (state file, then marker with its checksum);
-    keep the newest ``keep`` complete checkpoints.
+    keep the newest ``keep`` complete checkpoints (None: delete none, ``prune`` later).
 
     Any failure to write (``OSError``, or the ``RuntimeError`` torch's writer raises on a full
     disk) removes the step's directory and raises ``MetricsWriteError`` naming it.
@@ -185,13 +185,21 @@ def save(run_dir: Path, step: int, bundle: dict[str, Any], keep: int) -> Path:
     except BaseException:
         shutil.rmtree(d, ignore_errors=True)
         raise
+    if keep is not None:
+        prune(run_dir, keep)
+    return d
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Keep the newest ``keep`` complete checkpoints of ``run_dir``; delete the older ones and any
+    without its marker (a crash mid-write). ``save`` prunes after writing; a population writes
+    every member's checkpoint of a pause first and prunes after, so that a kill between two
+    members' writes always leaves a step every member has."""
     for _, old in complete_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    # checkpoints that never got their marker (a crash mid-write) are garbage now
     for partial in (Path(run_dir) / CHECKPOINT_DIR).glob("step_*"):
-        if not (partial / MARKER).exists() and partial != d:
+        if not (partial / MARKER).exists():
             shutil.rmtree(partial, ignore_errors=True)
-    return d
 
 
 def verify(d: Path) -> str | None:
@@ -216,7 +224,10 @@ def verify(d: Path) -> str | None:
 
 
 def load_latest(
-    run_dir: Path, restore: Callable[[dict[str, Any], Path], None], map_location: torch.device | str
+    run_dir: Path,
+    restore: Callable[[dict[str, Any], Path], None],
+    map_location: torch.device | str,
+    upto: int | None = None,
 ) -> int | None:
     """Hand the newest complete checkpoint that verifies and loads to ``restore(bundle, path)``
     (e.g. ``TrainState.load_state_dict``); returns its step (None if there is none).
@@ -225,10 +236,11 @@ def load_latest(
     checkpoint of another device type): that error propagates, there is no fall-back. A
     corrupt or truncated newer one is skipped with a warning naming the file; the caller then
     discards the metric shards written after the step it resumes from (``discard_after``), as on
-    any resume. Raises ``CorruptCheckpointError`` when checkpoints exist but none can be loaded,
+    any resume. ``upto``: only checkpoints of steps up to it count (a population resumes every
+    member at the newest step all of them have). Raises ``CorruptCheckpointError`` when checkpoints exist but none can be loaded,
     and ``UnsafeCheckpointError`` (no fall-back) for one that needs a type a bundle never holds.
     """
-    found = complete_checkpoints(run_dir)
+    found = [(step, d) for step, d in complete_checkpoints(run_dir) if upto is None or step <= upto]
     problems = []
     for step, d in reversed(found):
         problem = verify(d)
@@ -263,6 +275,25 @@ def load_latest(
             + f". Delete {Path(run_dir) / CHECKPOINT_DIR} (and {Path(run_dir) / METRICS_DIR}) to run it again from step 0"
         )
     return None
+
+
+def newest_verified(run_dir: Path) -> int | None:
+    """The step of the newest complete checkpoint of ``run_dir`` whose file verifies (None: none)."""
+    for step, d in reversed(complete_checkpoints(run_dir)):
+        if verify(d) is None:
+            return step
+    return None
+
+
+def discard_checkpoints_after(run_dir: Path, step: int | None) -> list[Path]:
+    """Delete the checkpoints of steps after ``step`` (all of them when None)."""
+    removed = []
+    root = Path(run_dir) / CHECKPOINT_DIR
+    for d in root.glob("step_*") if root.exists() else []:
+        if step is None or int(d.name.split("_")[1].split(".")[0]) > step:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
 
 
 def discard_after(run_dir: Path, step: int | None) -> list[Path]:

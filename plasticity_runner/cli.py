@@ -87,7 +87,9 @@ def _app(cfg: DictConfig) -> float | None:
         )
     try:
         # Hydra's record (.hydra/) is written only once the run directory has accepted the config
-        summary = train(cfg, run_dir, on_start=lambda: write_hydra_record(run_dir, cfg))
+        summary = train(
+            cfg, run_dir, on_start=lambda: write_hydra_record(run_dir, cfg), member_start=write_hydra_record
+        )
     except ConfigError as exc:
         # Hydra reports typos and wrong types itself; range errors end here, before any metric.
         fail(EXIT_CONFIG, f"Error in config: {exc}")

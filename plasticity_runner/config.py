@@ -196,6 +196,17 @@ class SpeedConfig:
     tf32: bool = True
 
 
+class PopulationMode(str, enum.Enum):
+    vmap = "vmap"
+    sequential = "sequential"
+
+
+@dataclass
+class PopulationConfig:
+    seeds: list[int] | None = None  # the members' run seeds (population.py); None: one run of ``seed``
+    mode: PopulationMode = PopulationMode.vmap
+
+
 @dataclass
 class CheckpointConfig:
     enabled: bool = True
@@ -250,6 +261,7 @@ class Config:
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+    population: PopulationConfig = field(default_factory=PopulationConfig)
 
 
 _STATIC_SCHEMAS: dict[str, dict[str, type]] = {
@@ -337,6 +349,10 @@ def validate(cfg: DictConfig) -> None:
             parse_objective(cfg.objective)
         except ObjectiveError as exc:
             raise ConfigError("objective", str(exc)) from None
+    if OmegaConf.select(cfg, "population.seeds") is not None:
+        from .population import check_population
+
+        check_population(cfg)
     env_name = OmegaConf.select(cfg, "env.name")
     if env_name in case_study_envs():
         _validate_case_study(cfg)

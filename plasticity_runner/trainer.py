@@ -169,7 +169,17 @@ def learn_step(state: TrainState, agent_cfg: Any, epsilon: float) -> tuple[torch
     """The first part of a training step: act and store (``update_every_env_steps`` times; with
     ``replay_ratio`` K > 1 only in the first of every K steps), then one optimizer step on a fresh
     batch (``state.step`` advances), without the step's intervention hooks; what ``train_step``
-    returns."""
+    returns. Its three parts are ``collect``, ``DQNAgent.learn`` and ``after_learn`` (a population
+    runs the middle one for all its members at once)."""
+    reward, batch = collect(state, agent_cfg, epsilon)
+    loss = state.agent.learn(batch, state.step + 1, run_hooks=False)
+    after_learn(state)
+    return loss, reward, batch
+
+
+def collect(state: TrainState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, Any]:
+    """Act and store (``learn_step``'s first part), then sample the step's batch; returns the summed
+    mean reward of the env steps (a device tensor) and the batch."""
     env, agent, replay = state.env, state.agent, state.replay
     reward = torch.zeros((), device=state.obs.device)
     acts = state.step % int(agent_cfg.replay_ratio) == 0
@@ -181,12 +191,15 @@ def learn_step(state: TrainState, agent_cfg: Any, epsilon: float) -> tuple[torch
         reward += result.reward.mean()
         if "episode_returns" in result.info:  # host tensors (a sync only where the env makes one: CartPole on a GPU)
             state.episode_returns.extend(result.info["episode_returns"].tolist())
-    batch = replay.sample(int(agent_cfg.batch_size), state.replay_generator)
-    loss = agent.learn(batch, state.step + 1, run_hooks=False)
+    return reward, replay.sample(int(agent_cfg.batch_size), state.replay_generator)
+
+
+def after_learn(state: TrainState) -> None:
+    """After the optimizer step (``learn_step``'s last part): the training-dynamics tracker adds the
+    step's gradient norms (on the device), and the step counter advances."""
     if state.dynamics is not None:  # the step's gradients, summed per layer on the device (no host read)
-        state.dynamics.after_backward(agent.online)
+        state.dynamics.after_backward(state.agent.online)
     state.step += 1
-    return loss, reward, batch
 
 
 def finish_step(state: TrainState, agent_cfg: Any) -> None:
@@ -321,7 +334,12 @@ def end_window(state: TrainState) -> dict[str, float]:
     return values
 
 
-def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+def train(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    on_start: Callable[[], None] | None = None,
+    member_start: Callable[[Path, DictConfig], None] | None = None,
+) -> dict[str, Any]:
     """Run one experiment into ``run_dir``: the program its env picks (``run_dqn`` below, or the case
     study an env registers with ``program=``, section 4) inside the run directory's lifecycle.
 
@@ -331,7 +349,15 @@ def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | N
     Hydra's record of the run there). The run holds the directory's lock throughout
     (``lifecycle.opened``). A finished run (``lifecycle.FINISHED``) is not run again. Returns a summary: run id, steps done, status and
     (``run_dqn``) the last probe scalars.
+
+    With ``population.seeds`` set, ``run_dir`` holds a population (``population.train_population``:
+    one run directory per member, ``member_start(member_dir, member_cfg)`` called for each as
+    ``on_start`` is for a run).
     """
+    from .population import enabled, train_population
+
+    if enabled(cfg):
+        return train_population(cfg, run_dir, on_start, member_start)
     validate(cfg)
     check_data(cfg.env)  # the data set is on disk and large enough: a config error now, not a crash later
     program = registry.get("env", cfg.env.name).spec.program or run_dqn
@@ -341,89 +367,197 @@ def train(cfg: DictConfig, run_dir: str | Path, on_start: Callable[[], None] | N
 
 def run_dqn(cfg: DictConfig, run: lifecycle.RunDir) -> dict[str, Any]:
     """The DQN program (steps 1-5 of the module's list) in the run directory ``run`` holds
-    (``lifecycle``), resuming from its newest complete checkpoint."""
-    run_dir, device, record = run.run_dir, run.device, run.record
-    state = build_train_state(cfg, device)
-    fast_path = fastpath.configure(cfg.speed, state.agent, device)
-    state.compiled_probe_fit = fastpath.compiled_probe_fit(cfg.speed, cfg.probe, device, fast_path)
-    resumed_from = checkpoint.load_latest(run_dir, state.load_state_dict, device) if cfg.checkpoint.enabled else None
-    checkpoint.discard_after(run_dir, resumed_from)
-    writer = run.start(resumed_from, fast_path=fast_path)
-    run_id = run.run_id
-    # plain values for the hot loop: an OmegaConf attribute read costs microseconds, thousands per step
-    agent_cfg, total = plain(cfg.agent), int(cfg.total_steps)
-    probe_every, log_every = int(cfg.probe.every_steps), int(cfg.log_every_steps)
-    switch_pauses = schedule.pause_steps(cfg.env)  # env.pause_at_switch: right before and after each switch
-    log.info(
-        "run %s on %s: %d training steps%s; outputs in %s",
-        run_id,
-        device,
-        total,
-        f", resumed at step {resumed_from}" if resumed_from is not None else "",
-        run_dir.resolve(),
-    )
-
-    def persist() -> None:
-        """The pause's metrics shard, then its checkpoint (of the state after the step's hooks)."""
-        writer.flush(state.step)
-        if cfg.checkpoint.enabled:
-            checkpoint.save(run_dir, state.step, state.state_dict(), int(cfg.checkpoint.keep))
-
-    probe_before_hooks = choice(cfg.probe.at) == "before_interventions"
-    summary: dict[str, Any] = {"probe": {}}
+    (``lifecycle``), resuming from its newest complete checkpoint: one ``DQNLoop`` driven to its end."""
+    loop = DQNLoop(cfg, run)
     # stop signals are deferred from here on: one during the prefill or the step-0 pause stops the
     # run right after that pause's checkpoint, recorded as interrupted
-    preempt = PreemptionGuard(on_hand_over=record.interrupted, on_resume=record.resumed).install()
+    preempt = PreemptionGuard(on_hand_over=run.record.interrupted, on_resume=run.record.resumed).install()
     try:
-        if resumed_from is None:
-            prefill(state, int(agent_cfg.learning_starts))
-            summary["probe"] = run_pause(cfg, state, writer)
-            persist()
-            if preempt.requested:
-                preempt.stop()
+        loop.begin()
+        if preempt.requested:
+            preempt.stop()
     except BaseException:
         preempt.uninstall()
         raise
-
-    status = "complete"
-    progress = Progress(cfg.progress, total, state.step)
-    window = LogWindow(state.agent.loss_names, state.step, device)
+    loop.open_window()
     try:
-        while state.step < total:
-            epsilon = epsilon_at(state.step, agent_cfg, state.clock)
-            loss, reward, batch = learn_step(state, agent_cfg, epsilon)
-            window.add(loss, reward)
-            at_pause = state.step % probe_every == 0 or state.step == total or state.step in switch_pauses
-            if not (state.step % log_every == 0 or at_pause):
-                finish_step(state, agent_cfg)
-                progress.tick(state.step)
-                continue
-            # A log point: the only place the loop reads device values back to the host. Its
-            # measurements (Q, evaluation and, with probe.at=before_interventions, the pause) see
-            # the network as trained, before this step's hooks and target update run.
-            values, timing = measure(cfg, state, window, batch, epsilon, agent_cfg)
-            writer.add_many(state.step, TIMING_PHASE, timing)
-            shown = {TD_LOSS: values[TD_LOSS], "steps_per_s": timing["steps_per_s"]}
-            if diverged(values) and stops_on_divergence(cfg, state, writer, values, run.run_id):
-                status = "diverged"
-                break
-            scores = evaluate(cfg, state, writer)
-            if scores is not None:
-                shown["eval_return"] = scores[evaluation.EPISODE_RETURN]
-            probe = pause_around_hooks(cfg, state, writer, agent_cfg, at_pause, probe_before_hooks)
-            summary["probe"] = probe or summary["probe"]
-            values.update(end_window(state))
-            writer.add_many(state.step, TRAIN_PHASE, values)
-            if at_pause:
-                persist()
-                if "probe_loss" in summary["probe"]:
-                    shown["probe_loss"] = summary["probe"]["probe_loss"]
-            progress.update(state.step, state.step - window.start, **shown)
-            record.heartbeat(state.step)
-            window.restart(state.step)
-            if preempt.requested:  # preempted or timed out: checkpoint this step, then requeue
-                preempt.stop(save=None if at_pause or not cfg.checkpoint.enabled else persist)
+        while loop.running:
+            epsilon = loop.epsilon()
+            loss, reward, batch = learn_step(loop.state, loop.agent_cfg, epsilon)
+            if loop.end_step(loss, reward, batch, epsilon) and preempt.requested:
+                # preempted or timed out: checkpoint this step, then requeue
+                preempt.stop(save=loop.save_for_stop())
     finally:
         preempt.uninstall()
-        progress.close()
-    return run.finish(status_file.end_fields(run_dir, status, state.step, cfg.on_divergence), **summary)
+        loop.close_window()
+    return loop.finish()
+
+
+LATEST = -1  # ``DQNLoop(resume_step=LATEST)``: resume from the newest complete checkpoint
+
+
+class DQNLoop:
+    """One DQN run's loop, a step at a time: ``run_dqn`` drives one to its end; a population
+    (``population.py``) drives several in lockstep, each exactly as ``run_dqn`` would.
+
+    Construction builds the parts (``build_train_state``), applies ``speed.*``, resumes (from the newest
+    complete checkpoint, or with ``resume_step`` from that step's: None starts afresh) and starts
+    the run (``run.json`` running, the metrics writer). Then ``begin`` (prefill and the step-0
+    pause of a new run), ``open_window``, and per training step ``epsilon``, ``learn_step`` (or its
+    parts) and ``end_step`` while ``running``; ``close_window`` and ``finish`` at the end.
+    """
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run: lifecycle.RunDir,
+        resume_step: int | None = LATEST,
+        show_progress: bool = True,
+        **meta: Any,
+    ):
+        self.cfg, self.run = cfg, run
+        run_dir, device = run.run_dir, run.device
+        self.state = state = build_train_state(cfg, device)
+        self.fast_path = fastpath.configure(cfg.speed, state.agent, device)
+        state.compiled_probe_fit = fastpath.compiled_probe_fit(cfg.speed, cfg.probe, device, self.fast_path)
+        resumed_from = None
+        if cfg.checkpoint.enabled and resume_step is not None:
+            upto = None if resume_step == LATEST else int(resume_step)
+            resumed_from = checkpoint.load_latest(run_dir, state.load_state_dict, device, upto=upto)
+        checkpoint.discard_after(run_dir, resumed_from)
+        self.resumed_from = resumed_from
+        self.writer = run.start(resumed_from, fast_path=self.fast_path, **meta)
+        # plain values for the hot loop: an OmegaConf attribute read costs microseconds, thousands per step
+        self.agent_cfg, self.total = plain(cfg.agent), int(cfg.total_steps)
+        self.probe_every, self.log_every = int(cfg.probe.every_steps), int(cfg.log_every_steps)
+        self.switch_pauses = schedule.pause_steps(cfg.env)  # env.pause_at_switch: right before and after each switch
+        self.probe_before_hooks = choice(cfg.probe.at) == "before_interventions"
+        self.show_progress = show_progress
+        self.summary: dict[str, Any] = {"probe": {}}
+        self.status = "complete"
+        self.stopped = False  # diverged with on_divergence=stop
+        self.at_pause = False  # the last ``end_step`` was a pause
+        self.keep = int(cfg.checkpoint.keep)  # checkpoints kept by ``persist`` (a population prunes itself)
+        self.before_checkpoint: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        log.info(
+            "run %s on %s: %d training steps%s; outputs in %s",
+            run.run_id,
+            device,
+            self.total,
+            f", resumed at step {resumed_from}" if resumed_from is not None else "",
+            run_dir.resolve(),
+        )
+
+    @property
+    def running(self) -> bool:
+        """Steps are left and the run did not stop on a divergence."""
+        return self.state.step < self.total and not self.stopped
+
+    def persist(self) -> None:
+        """The pause's metrics shard, then its checkpoint (of the state after the step's hooks)."""
+        state = self.state
+        self.writer.flush(state.step)
+        if self.cfg.checkpoint.enabled:
+            bundle = state.state_dict()
+            if self.before_checkpoint is not None:  # a population's vmapped members: their own copies
+                bundle = self.before_checkpoint(bundle)
+            checkpoint.save(self.run.run_dir, state.step, bundle, self.keep)
+
+    def begin(self) -> None:
+        """A new run: fill the replay and pause at step 0 (its shard and checkpoint); a resumed run: nothing."""
+        if self.resumed_from is None:
+            self.prefill()
+            self.summary["probe"] = run_pause(self.cfg, self.state, self.writer)
+            self.persist()
+
+    def prefill(self) -> None:
+        prefill(self.state, int(self.agent_cfg.learning_starts))
+
+    def open_window(self) -> None:
+        """Before the first training step of this start: the progress display and the log window."""
+        state = self.state
+        self.progress = Progress(self.cfg.progress if self.show_progress else "none", self.total, state.step)
+        self.window = LogWindow(state.agent.loss_names, state.step, self.run.device)
+
+    def close_window(self) -> None:
+        if getattr(self, "progress", None) is not None:
+            self.progress.close()
+            self.progress = None
+
+    def epsilon(self) -> float:
+        return epsilon_at(self.state.step, self.agent_cfg, self.state.clock)
+
+    def due(self) -> tuple[bool, bool]:
+        """Whether the step just learned (``state.step``) is a log point, and whether it is a pause
+        (every pause is a log point)."""
+        step = self.state.step
+        at_pause = step % self.probe_every == 0 or step == self.total or step in self.switch_pauses
+        return at_pause or step % self.log_every == 0, at_pause
+
+    def end_step(self, loss: torch.Tensor, reward: torch.Tensor, batch: Any, epsilon: float) -> bool:
+        """The rest of the step after ``learn_step``: the window's sums, then ``finish_step`` or, at a
+        log point, the log point (with its pause, shard and checkpoint when due); returns whether
+        the step was a log point (where a stop signal is acted on). Its parts are ``open_log_point``,
+        ``pause_around_hooks`` and ``close_log_point`` (a population runs its members' pauses together
+        between them)."""
+        if not self.open_log_point(loss, reward, batch, epsilon):
+            return False
+        state = self.state
+        probe = pause_around_hooks(self.cfg, state, self.writer, self.agent_cfg, self.at_pause, self.probe_before_hooks)
+        return self.close_log_point(probe)
+
+    def open_log_point(self, loss: torch.Tensor, reward: torch.Tensor, batch: Any, epsilon: float) -> bool:
+        """The window's sums; off a log point, ``finish_step`` (returns False); at one, its
+        measurements up to the pause (returns True, unless the run stops on a divergence)."""
+        cfg, state, agent_cfg, writer, window = self.cfg, self.state, self.agent_cfg, self.writer, self.window
+        window.add(loss, reward)
+        step = state.step
+        log_point, at_pause = self.due()
+        self.at_pause = at_pause
+        if not log_point:
+            finish_step(state, agent_cfg)
+            self.progress.tick(step)
+            return False
+        # A log point: the only place the loop reads device values back to the host. Its
+        # measurements (Q, evaluation and, with probe.at=before_interventions, the pause) see
+        # the network as trained, before this step's hooks and target update run.
+        values, timing = measure(cfg, state, window, batch, epsilon, agent_cfg)
+        writer.add_many(step, TIMING_PHASE, timing)
+        self.shown = {TD_LOSS: values[TD_LOSS], "steps_per_s": timing["steps_per_s"]}
+        if diverged(values) and stops_on_divergence(cfg, state, writer, values, self.run.run_id):
+            self.status, self.stopped = "diverged", True
+            return False
+        scores = evaluate(cfg, state, writer)
+        if scores is not None:
+            self.shown["eval_return"] = scores[evaluation.EPISODE_RETURN]
+        self.values = values
+        return True
+
+    def close_log_point(self, probe: dict[str, Any] | None) -> bool:
+        """After the step's hooks (and the pause's ``probe`` scalars, None without a pause): the
+        interventions' counters, the train values, the shard and checkpoint of a pause, the progress
+        line and the heartbeat; returns True (a log point)."""
+        state, writer, window, shown, values = self.state, self.writer, self.window, self.shown, self.values
+        step = state.step
+        self.summary["probe"] = probe or self.summary["probe"]
+        values.update(end_window(state))
+        writer.add_many(step, TRAIN_PHASE, values)
+        if self.at_pause:
+            self.persist()
+            if "probe_loss" in self.summary["probe"]:
+                shown["probe_loss"] = self.summary["probe"]["probe_loss"]
+        self.progress.update(step, step - window.start, **shown)
+        self.run.record.heartbeat(step)
+        window.restart(step)
+        return True
+
+    def save_for_stop(self) -> Callable[[], None] | None:
+        """What a stop signal at this log point writes before it is handed on: the checkpoint of
+        the step, unless the pause just wrote it (or checkpoints are off)."""
+        return None if self.at_pause or not self.cfg.checkpoint.enabled else self.persist
+
+    def finish(self) -> dict[str, Any]:
+        """The final ``run.json`` and the run's summary."""
+        cfg, run = self.cfg, self.run
+        end = status_file.end_fields(run.run_dir, self.status, self.state.step, cfg.on_divergence)
+        return run.finish(end, **self.summary)

@@ -14,6 +14,12 @@ Steps, in order (each with a time limit; the whole stays under 8 minutes on one 
 5. ``steps_per_s_goal``: training steps/s of the three runs (median of the timing windows after the
    first, which holds the compilation); the goal, >= 5000 steps/s for MLP on digits with CUDA
    graphs, is checked on ``run_cuda_graphs``.
+6. ``population``: the same run as a population of ``POPULATION_SIZE`` members
+   (``population.seeds=[0..15]``, ``population.mode=vmap``, ``speed.cuda_graphs=true``: the whole
+   vmapped step of every member in one CUDA graph), through the real CLI.
+7. ``population_goal``: the population's aggregate training steps/s (its members' steps/s, median
+   of the windows after the first, times the number of members) against ``run_cuda_graphs``'s, one
+   run with the same speed options; the goal is >= ``POPULATION_GOAL`` times.
 
 Writes ``--out`` (default ``cuda_check.json``): per step its status (``passed``, ``failed`` or
 ``skipped`` with a reason), seconds, command and numbers. ``--dry-run`` lists every step, each
@@ -81,9 +87,25 @@ TOLERANCES = [
     ("probe_loss@end", "probe", "probe_loss", "last", 0.25),
 ]
 
+# the population step: 16 members of the default MLP, each the run of its seed, in one process
+POPULATION_SIZE = 16
+POPULATION_GOAL = 8.0  # x the aggregate steps/s of one run (docs/populations.md)
+POPULATION_OVERRIDES = [
+    f"population.seeds=[{','.join(map(str, range(POPULATION_SIZE)))}]",
+    "population.mode=vmap",
+    "speed.cuda_graphs=true",
+]
+
 # seconds per step at most (cold inductor compiles take tens of seconds); each is cut to what is left
 # of BUDGET_S, and a step with under 20 s left is skipped with the reason
-TIME_LIMITS = {"tests": 120, "run_eager": 60, "run_compile": 120, "run_cuda_graphs": 120, "bench": 150}
+TIME_LIMITS = {
+    "tests": 120,
+    "run_eager": 60,
+    "run_compile": 120,
+    "run_cuda_graphs": 120,
+    "bench": 150,
+    "population": 150,
+}
 
 
 def python() -> list[str]:
@@ -105,10 +127,34 @@ def commands(work: Path, out: Path) -> dict[str, list[str]]:
         "--json",
         str(out.with_suffix(".bench.json")),
     ]
+    cmds["population"] = python() + [
+        "-m",
+        "plasticity_runner",
+        *RUN_OVERRIDES,
+        *POPULATION_OVERRIDES,
+        f"hydra.run.dir={work / 'population'}",
+    ]
     return cmds
 
 
-STEPS = ["tests", *VARIANTS, "agreement", "bench", "steps_per_s_goal"]
+STEPS = ["tests", *VARIANTS, "agreement", "bench", "steps_per_s_goal", "population", "population_goal"]
+
+
+def population_goal(work: Path) -> dict[str, Any]:
+    """The population's aggregate steps/s (a member's steps/s x members: they step in lockstep)
+    against one run's with the same speed options (``run_cuda_graphs``)."""
+    member = steps_per_s(work / "population" / "seed=0")
+    one = steps_per_s(work / "run_cuda_graphs")["median_after_first"]
+    aggregate = member["median_after_first"] * POPULATION_SIZE
+    return {
+        "status": "passed",
+        "goal": f">= {POPULATION_GOAL:g}x the aggregate steps/s of one run ({POPULATION_SIZE} members, vmap, CUDA graphs)",
+        "member_steps_per_s": member,
+        "aggregate_steps_per_s": aggregate,
+        "one_run_steps_per_s": one,
+        "ratio": aggregate / one,
+        "goal_met": aggregate / one >= POPULATION_GOAL,
+    }
 
 
 def run_command(cmd: list[str], limit_s: float, log_path: Path) -> dict[str, Any]:
@@ -255,10 +301,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = cmds.get(name)
         entry: dict[str, Any] = {"command": shlex.join(cmd) if cmd else None}
         needs = [v for v in VARIANTS] if name in ("agreement", "steps_per_s_goal") else []
+        needs = ["run_cuda_graphs", "population"] if name == "population_goal" else needs
         elapsed = time.perf_counter() - t_start
         failed_inputs = [n for n in needs if report["steps"][n]["status"] != "passed"]
         if skip_all:
-            what = f"would run: {entry['command']}" if cmd else f"would compare the outputs of {', '.join(VARIANTS)}"
+            inputs = ", ".join(needs or VARIANTS)
+            what = f"would run: {entry['command']}" if cmd else f"would compare the outputs of {inputs}"
             entry.update(status="skipped", reason=f"{skip_all}; {what}")
         elif failed_inputs:
             entry.update(status="skipped", reason=f"needs {', '.join(failed_inputs)}, which did not pass")
@@ -279,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                 ]
         else:
             try:
-                entry.update(agreement(work) if name == "agreement" else goal(work))
+                check = {"agreement": agreement, "steps_per_s_goal": goal, "population_goal": population_goal}[name]
+                entry.update(check(work))
             except Exception as exc:  # noqa: BLE001 - report the step as failed, go on
                 entry.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
         print(
@@ -292,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     report["checks_failed"] = [n for n, e in report["steps"].items() if e["status"] == "failed"]
     goal_entry = report["steps"]["steps_per_s_goal"]
     report["goals_missed"] = ["steps_per_s_goal"] if goal_entry.get("goal_met") is False else []
+    if report["steps"]["population_goal"].get("goal_met") is False:
+        report["goals_missed"].append("population_goal")
     write_json(out, {**report, "finished": True})
     print(f"[cuda_check] wrote {out}", flush=True)
     if args.dry_run:

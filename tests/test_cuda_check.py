@@ -47,12 +47,15 @@ def test_dry_run_lists_every_step_skipped_with_a_reason(tmp_path):
         "agreement",
         "bench",
         "steps_per_s_goal",
+        "population",
+        "population_goal",
     ]
     for name, entry in steps.items():
         assert entry["status"] == "skipped" and entry["reason"].startswith("dry run; would "), name
         assert name in proc.stdout
     assert "speed.cuda_graphs=true" in steps["run_cuda_graphs"]["command"]
     assert "--device cuda --quick" in steps["bench"]["command"]
+    assert "population.seeds=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]" in steps["population"]["command"]
     assert report["dry_run"] and report["checks_failed"] == [] and report["goals_missed"] == []
     assert sorted(p.name for p in out.parent.iterdir()) == ["cuda_check.json"]  # nothing else written
 

@@ -121,6 +121,7 @@ def test_the_configuration_reference_covers_every_group_option_and_key(site):
             "diagnostics",
             "checkpoint",
             "speed",
+            "population",
         ):
             assert f.name in rows, f.name
     for path in sorted((ROOT / "configs" / "experiment").glob("*.yaml")):

@@ -74,8 +74,10 @@ def summary(failed: Sequence[JobReturn], swept: set[str], total: int) -> tuple[i
 def finished_before(ret: JobReturn, started: float) -> bool:
     """Whether a completed job's run had finished before ``started`` (epoch seconds): a restarted
     sweep finds the run done and does nothing (``lifecycle``), so the job was skipped."""
-    try:
-        record = json.loads((Path(ret.hydra_cfg.hydra.runtime.output_dir) / "run.json").read_text())
+    out = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+    try:  # a run's run.json, or a population's population.json (plasticity_runner/population.py)
+        path = out / "run.json" if (out / "run.json").exists() else out / "population.json"
+        record = json.loads(path.read_text())
         ended = datetime.fromisoformat(record["ended_at"]).timestamp()
     except Exception:  # noqa: BLE001 - no record or no end time: not a skip
         return False

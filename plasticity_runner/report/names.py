@@ -67,7 +67,13 @@ GROUP_IGNORE_KEYS = frozenset(
         "objective",
     }
 )
-GROUP_IGNORE_PREFIXES = ("hydra.", "logging.", "paths.", "checkpoint.")
+GROUP_IGNORE_PREFIXES = (
+    "hydra.",
+    "logging.",
+    "paths.",
+    "checkpoint.",
+    "population.",
+)  # a member of a population is its seed's run
 GROUP_IGNORE_SUFFIXES = ("seed",)  # e.g. ``env.label_seed``, ``probe.seed``
 
 # Group labels name the fewest config keys that tell the groups apart, tried in this order (then

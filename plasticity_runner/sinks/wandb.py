@@ -101,5 +101,6 @@ def open_sink(cfg: Any, run_dir: Path, run_id: str, config: Mapping[str, Any], r
         job_type=cfg.job_type or job_type,
         config=flatten(config),
         settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+        reinit="create_new",  # the members of a population (population.py) are runs open side by side
     )
     return WandbSink(run)
