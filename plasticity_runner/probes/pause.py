@@ -16,6 +16,11 @@ diagnostics (stream ``diagnostics/batch``, as many as the largest ``inputs(cfg)`
 each sees its first ``inputs(cfg)``), and a diagnostic's own observations (stream
 ``<name>/inputs``: the probe's input set X). Nothing here modifies the networks or touches a
 training RNG stream.
+
+A population (members of one config that differ in ``seed``) pauses through
+``population.run_population_pause``, which writes each member's pause as ``run_pause`` writes it
+(the probe of the members stacked; the pieces below, ``pause_view``, ``diagnostic_view`` and
+``write_output``, shared).
 """
 
 from __future__ import annotations
@@ -68,18 +73,34 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any, progress: Any = None) -> 
 
     ``writer``: a ``metrics.MetricsWriter`` (``add``, ``add_many``, ``add_array``); ``progress``: a
     ``progress.PauseProgress`` (None: no progress)."""
-    step, run_seed = int(state.step), int(cfg.seed)
-    todo = due(cfg, step)
+    todo = due(cfg, int(state.step))
     if not todo:
         return {}
     progress = progress or NoProgress()
-    device = state.obs.device
+    base = pause_view(cfg, state, todo)
+    outputs: dict[str, Output] = {}
+    for d in todo:
+        t0 = time.perf_counter()
+        advance = progress.start(d.name, d.steps(cfg))
+        out = d.run(diagnostic_view(base, d, state, advance))
+        seconds = time.perf_counter() - t0
+        write_output(writer, base.step, d, out, seconds)
+        progress.done(d.name, seconds, d.detail(cfg))
+        outputs[d.name] = out
+    return outputs
+
+
+def pause_view(cfg: Any, state: Any, todo: list[Diagnostic]) -> PauseView:
+    """The ``PauseView`` of ``state`` at its step, with the pause's evaluation batch (stream
+    ``diagnostics/batch``: as many transitions as the largest ``inputs(cfg)`` of ``todo``)."""
+    step, run_seed = int(state.step), int(cfg.seed)
     size = max(int(d.inputs(cfg)) for d in todo)
     batch = None
     if size:
+        device = state.obs.device
         generator = torch.Generator(device).manual_seed(seeding.evaluation_batch_seed(run_seed, step))
         batch = state.replay.sample(size, generator)
-    base = PauseView(
+    return PauseView(
         cfg=cfg,
         seed=run_seed,
         step=step,
@@ -88,22 +109,33 @@ def run_diagnostics(cfg: Any, state: Any, writer: Any, progress: Any = None) -> 
         build_fresh=state.build_fresh,
         dynamics=state.dynamics,
         compiled_probe_fit=state.compiled_probe_fit,
+        batch=batch,
     )
-    outputs: dict[str, Output] = {}
-    for d in todo:
-        t0 = time.perf_counter()
-        advance = progress.start(d.name, d.steps(cfg))
-        n, n_own = int(d.inputs(cfg)), int(d.own_inputs(cfg))
-        own = (
-            state.replay.sample_obs(n_own, seeding.inputs_generator(device, run_seed, d.name, step)) if n_own else None
-        )
-        view = dataclasses.replace(base, batch=batch_head(batch, n) if n else None, own_inputs=own, advance=advance)
-        out = d.run(view)
-        writer.add_many(step, d.phase, out.scalars)
-        for name, array in out.arrays.items():
-            writer.add_array(name, array)
-        seconds = time.perf_counter() - t0
-        writer.add(step, "timing", f"{d.name}_s", seconds)
-        progress.done(d.name, seconds, d.detail(cfg))
-        outputs[d.name] = out
-    return outputs
+
+
+def diagnostic_view(base: PauseView, d: Diagnostic, state: Any, advance: Any = None) -> PauseView:
+    """``base`` (``pause_view(.., state, ..)``) as diagnostic ``d`` sees it: the first
+    ``d.inputs(cfg)`` transitions of the evaluation batch and its own replay draw (stream
+    ``<name>/inputs``)."""
+    cfg = base.cfg
+    n, n_own = int(d.inputs(cfg)), int(d.own_inputs(cfg))
+    own = None
+    if n_own:
+        generator = seeding.inputs_generator(state.obs.device, base.seed, d.name, base.step)
+        own = state.replay.sample_obs(n_own, generator)
+    return dataclasses.replace(
+        base, batch=batch_head(base.batch, n) if n else None, own_inputs=own, advance=advance or _ignore
+    )
+
+
+def _ignore(n: int = 1) -> None:
+    return None
+
+
+def write_output(writer: Any, step: int, d: Diagnostic, out: Output, seconds: float) -> None:
+    """What ``d`` measured at the pause of ``step``: its scalars under its phase, its arrays, and
+    ``timing/<name>_s``."""
+    writer.add_many(step, d.phase, out.scalars)
+    for name, array in out.arrays.items():
+        writer.add_array(name, array)
+    writer.add(step, "timing", f"{d.name}_s", seconds)

@@ -50,7 +50,7 @@ from .. import registry
 from ..errors import ConfigError, choice, positive
 from ..seeding import probe_seed, probe_target_seeds
 from .base import Diagnostic, Output, PauseView
-from .plasticity_fit import chunked, fit_targets_sequential, fit_targets_vectorised
+from .plasticity_fit import chunked, fit_population_vectorised, fit_targets_sequential, fit_targets_vectorised
 
 # the names it writes (phase ``probe``); the report keys on them (``report/names.py``)
 PROBE_LOSS, PROBE_BASELINE, PLASTICITY = "probe_loss", "probe_baseline", "plasticity"
@@ -150,13 +150,7 @@ def plasticity_probe(
     ``net`` is never modified; all randomness comes from ``seed`` (fresh initialisations under
     ``fork_rng``, minibatches from a private generator), so the caller's RNG streams are untouched.
     """
-    was_training = net.training
-    net.eval()
-    with torch.no_grad():
-        offset = float(chunked(net, inputs).mean())
-    net.train(was_training)
-    T = int(probe_cfg.num_targets)
-    targets = make_targets(build_fresh, inputs, probe_target_seeds(seed, T), offset, probe_cfg.sin_scale)
+    offset, targets = probe_targets(net, build_fresh, inputs, probe_cfg, seed)
     args = (
         net,
         optimizer_cfg,
@@ -167,14 +161,45 @@ def plasticity_probe(
         seed,
         probe_cfg.curve_every_steps,
     )
-    fit = getattr(probe_cfg, "two_hot_fit", "expected_q")
-    two_hot_fit = choice(fit) == "cross_entropy"
+    two_hot_fit = fits_cross_entropy(probe_cfg)
     if probe_cfg.vectorised:
         initial, final, curve_sum = fit_targets_vectorised(
             *args, compiled=compiled, two_hot_fit=two_hot_fit, advance=advance
         )
     else:
         initial, final, curve_sum = fit_targets_sequential(*args, two_hot_fit=two_hot_fit, advance=advance)
+    return probe_result(initial, final, curve_sum, targets, offset, probe_cfg)
+
+
+def probe_targets(
+    net: nn.Module, build_fresh: Callable[[], nn.Module], inputs: torch.Tensor, probe_cfg: Any, seed: int
+) -> tuple[float, torch.Tensor]:
+    """The offset ``a`` (``net``'s mean prediction on ``inputs``, in eval mode) and the targets
+    ``[T, N, A]`` of the probe of seed ``seed`` (``make_targets``)."""
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        offset = float(chunked(net, inputs).mean())
+    net.train(was_training)
+    T = int(probe_cfg.num_targets)
+    return offset, make_targets(build_fresh, inputs, probe_target_seeds(seed, T), offset, probe_cfg.sin_scale)
+
+
+def fits_cross_entropy(probe_cfg: Any) -> bool:
+    """Whether a two-hot network fits the targets by its cross-entropy (``probe.two_hot_fit``)."""
+    return choice(getattr(probe_cfg, "two_hot_fit", "expected_q")) == "cross_entropy"
+
+
+def probe_result(
+    initial: torch.Tensor,
+    final: torch.Tensor,
+    curve_sum: torch.Tensor,
+    targets: torch.Tensor,
+    offset: float,
+    probe_cfg: Any,
+) -> ProbeResult:
+    """The ``ProbeResult`` of a fit: the losses ``[T]``, the curve's window sums ``[T, K]`` (divided
+    here by each window's steps) and the targets ``[T, N, A]`` (their variances: the baselines)."""
     every, steps = int(probe_cfg.curve_every_steps), int(probe_cfg.steps)
     ends = torch.clamp(torch.arange(1, curve_sum.shape[1] + 1) * every, max=steps)
     counts = ends - torch.arange(curve_sum.shape[1]) * every
@@ -186,6 +211,42 @@ def plasticity_probe(
         curve_steps=ends,
         offset=offset,
     )
+
+
+def population_probe(
+    nets: list[nn.Module],
+    build_fresh: list[Callable[[], nn.Module]],
+    optimizer_cfg: Any,
+    inputs: list[torch.Tensor],
+    probe_cfg: Any,
+    seeds: list[int],
+    compiled: Callable[..., torch.Tensor] | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> list[ProbeResult]:
+    """The probe of ``plasticity_probe`` for each of ``M`` members at once: member ``i``'s network
+    ``nets[i]``, its ``build_fresh[i]``, input set ``inputs[i]`` and probe seed ``seeds[i]``; the
+    ``M x T`` copies fitted as one stack (``fit_population_vectorised``; the networks must share
+    one structure, ``plasticity_fit.structure_key``). ``compiled``: the compiled
+    ``population_loss`` (``plasticity_fit.compiled_population_loss``) or None (eager)."""
+    made = [probe_targets(n, b, x, probe_cfg, s) for n, b, x, s in zip(nets, build_fresh, inputs, seeds)]
+    targets = torch.stack([t for _, t in made])
+    initial, final, curve_sum = fit_population_vectorised(
+        nets,
+        optimizer_cfg,
+        torch.stack(list(inputs)),
+        targets,
+        probe_cfg.steps,
+        probe_cfg.batch_size,
+        seeds,
+        probe_cfg.curve_every_steps,
+        compiled=compiled,
+        two_hot_fit=fits_cross_entropy(probe_cfg),
+        advance=advance,
+    )
+    return [
+        probe_result(initial[i], final[i], curve_sum[i], targets[i], offset, probe_cfg)
+        for i, (offset, _) in enumerate(made)
+    ]
 
 
 def probe_steps(probe_cfg: Any) -> int:
@@ -279,8 +340,13 @@ class Probe(Diagnostic):
             compiled=view.compiled_probe_fit,
             advance=view.advance,
         )
-        arrays = {CURVE_LOSS: result.curve.cpu().numpy(), CURVE_STEPS: result.curve_steps.cpu().numpy()}
-        return Output(result.scalars(), arrays)
+        return probe_output(result)
+
+
+def probe_output(result: ProbeResult) -> Output:
+    """What the probe writes at a pause: its scalars (phase ``probe``) and its curve arrays."""
+    arrays = {CURVE_LOSS: result.curve.cpu().numpy(), CURVE_STEPS: result.curve_steps.cpu().numpy()}
+    return Output(result.scalars(), arrays)
 
 
 # trainer_only: the case studies of section 4 (env=memorization, brownian) run no probe

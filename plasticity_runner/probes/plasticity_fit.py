@@ -204,3 +204,135 @@ def fit_targets_sequential(
         with torch.no_grad():
             final[j] = ((chunked(model, inputs) - targets[j]) ** 2).mean()
     return initial, final, curve
+
+
+# ------------------------------------------------------------------------------ a population's fit
+
+
+def _population_forward(
+    base: nn.Module,
+    leaves: dict[str, torch.Tensor],
+    transposed: frozenset[str],
+    buffers: dict[str, torch.Tensor],
+    x: torch.Tensor,
+) -> torch.Tensor:
+    """The outputs ``[M, T, B, A]`` of ``M x T`` stacked copies (``leaves`` ``[M, T, ...]``), the
+    ``T`` copies of member ``m`` on that member's inputs ``x[m]`` (``x`` ``[M, B, ...]``)."""
+    return vmap(
+        lambda p, b, xm: _stacked_forward(base, p, transposed, b, xm), in_dims=(0, 0, 0), randomness="different"
+    )(leaves, buffers, x)
+
+
+def population_loss(
+    base: nn.Module,
+    leaves: dict[str, torch.Tensor],
+    transposed: frozenset[str],
+    buffers: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    support: Any = None,
+) -> torch.Tensor:
+    """``per_target_loss`` of a population: the fitting objective ``[M, T]`` of each of the
+    ``M x T`` stacked copies on its member's minibatch ``x`` ``[M, B, ...]`` against ``y``
+    ``[M, T, B, A]``. Everything comes in as an argument, so one compiled version
+    (``compiled_population_loss``) serves every pause of every member."""
+    return fit_loss(_population_forward(base, leaves, transposed, buffers, x), y, support)
+
+
+_COMPILED: dict[str, Any] = {}
+COMPILE_NOTES: dict[str, str] = {}  # what the compiled population loss ran as (a compiler failure's reason)
+
+
+def compiled_population_loss(mode: str) -> Callable[..., torch.Tensor]:
+    """``population_loss`` under ``torch.compile(mode=mode)`` (one per mode and process, reused by
+    every pause), falling back to eager on a compiler failure with a logged warning
+    (``fastpath.CompiledOrEager``; the reason in ``COMPILE_NOTES["population_probe"]``)."""
+    if mode not in _COMPILED:
+        from ..fastpath import CompiledOrEager
+
+        compiled = torch.compile(population_loss, mode=mode, dynamic=False)
+        COMPILE_NOTES["population_probe"] = f"torch.compile(mode={mode})"
+        _COMPILED[mode] = CompiledOrEager(population_loss, compiled, "population_probe", COMPILE_NOTES)
+    return _COMPILED[mode]
+
+
+def fit_population_vectorised(
+    nets: list[nn.Module],
+    optimizer_cfg: Any,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    seeds: list[int],
+    curve_every_steps: int,
+    compiled: Callable[..., torch.Tensor] | None = None,
+    two_hot_fit: bool = False,
+    advance: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``fit_targets_vectorised`` for ``M`` members at once: member ``m``'s ``T`` copies of
+    ``nets[m]`` fit its targets ``targets[m]`` ``[T, N, A]`` on its inputs ``inputs[m]``
+    ``[N, ...]``, with the minibatch indices of its own probe seed ``seeds[m]``; returns
+    (initial ``[M, T]``, final ``[M, T]``, curve sums ``[M, T, K]``).
+
+    The ``M x T`` copies are one stack (leaves ``[M, T, ...]``) under a nested ``vmap`` (members,
+    then targets); the summed loss gives each copy exactly its own gradient and the optimizer is
+    elementwise, so the fit is ``M`` separate ``fit_targets_vectorised``. The networks must share
+    one structure (``structure_key``): member 0's copy is the module every member's parameters
+    run through. ``compiled``: ``compiled_population_loss`` (None: eager)."""
+    M, T = targets.shape[:2]
+    N, device = inputs.shape[1], inputs.device
+    support = categorical_head(nets[0]) if two_hot_fit else None
+    copies = [copy.deepcopy(net) for net in nets]
+    q_net = copies[0]
+    bases = copies if support is None else [RawOutputs(c) for c in copies]
+    base = bases[0]
+    trainable = {k: p.requires_grad for k, p in base.named_parameters()}
+    stacked, buffers = stack_module_state([b for b in bases for _ in range(T)])  # [M * T, ...], member-major
+    transposed = frozenset(k for k, v in stacked.items() if _is_linear_weight(base, k, v))  # as in the single fit
+    leaves = {
+        k: (v.detach().unflatten(0, (M, T)).mT if k in transposed else v.detach().unflatten(0, (M, T)))
+        .contiguous()
+        .clone()
+        .requires_grad_(trainable[k])
+        for k, v in stacked.items()
+    }
+    buffers = {k: v.detach().unflatten(0, (M, T)).clone() for k, v in buffers.items()}
+    del stacked
+    optimizer = build_optimizer(optimizer_cfg, [v for k, v in leaves.items() if trainable[k]])
+
+    def full_loss() -> torch.Tensor:
+        # member by member, as the single fit (one stack of all members' activations on all of X
+        # would be members times larger, out of cache on a CPU)
+        base.eval()
+        with torch.no_grad():
+            out = []
+            for m in range(M):
+                own, own_buffers = {k: v[m] for k, v in leaves.items()}, {k: v[m] for k, v in buffers.items()}
+                q = chunked(lambda x: _stacked_forward(base, own, transposed, own_buffers, x), inputs[m], dim=1)
+                q = q if support is None else q_net.head.readout(q)
+                out.append(((q - targets[m]) ** 2).mean(dim=(1, 2)))
+            return torch.stack(out)
+
+    minibatch_loss = population_loss if compiled is None else compiled
+    initial = full_loss()
+    base.train()
+    generators = [torch.Generator(device).manual_seed(probe_minibatch_seed(s)) for s in seeds]
+    # member m's inputs and targets in one flat table each, so a step gathers every member's
+    # minibatch with one index_select: rows m * N + idx_m
+    flat_inputs = inputs.reshape(M * N, *inputs.shape[2:])
+    flat_targets = targets.transpose(1, 2).reshape(M * N, T, *targets.shape[3:])  # [M * N, T, A]
+    row_offsets = (torch.arange(M, device=device) * N)[:, None]
+    curve = torch.zeros(M, T, -(-steps // curve_every_steps), device=device)
+    for i in range(steps):
+        idx = torch.stack([torch.randint(N, (batch_size,), generator=g, device=device) for g in generators])
+        rows = (idx + row_offsets).reshape(-1)
+        x = flat_inputs.index_select(0, rows).unflatten(0, (M, batch_size))
+        y = flat_targets.index_select(0, rows).unflatten(0, (M, batch_size)).transpose(1, 2)  # [M, T, B, A]
+        per_copy = minibatch_loss(base, leaves, transposed, buffers, x, y, support)
+        optimizer.zero_grad(set_to_none=True)
+        per_copy.sum().backward()
+        optimizer.step()
+        curve[:, :, i // curve_every_steps] += per_copy.detach()
+        if advance is not None:
+            advance(1)
+    return initial, full_loss(), curve
