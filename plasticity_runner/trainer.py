@@ -21,6 +21,10 @@ The training-dynamics tracker (``diagnostics.dynamics``) follows the same steps:
 adds each step's gradient norms on the device, ``measure`` reads the window, ``end_window`` starts
 the next window from the parameters as the hooks left them.
 
+With ``speed.step_graph`` (the classification MDPs and CartPole) ``learn_step`` is
+``step_graph.StepGraph.learn_step``: the same step as one compiled function, with the same random
+streams; everything else in this loop is unchanged.
+
 A *step* is one optimizer step (one update, on its own sampled batch); each step also steps the
 vector environment ``agent.update_every_env_steps`` times (``env.num_envs`` transitions each). With
 ``agent.replay_ratio`` K > 1 (K updates per environment step; ``update_every_env_steps`` is then 1)
@@ -49,7 +53,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, evaluation, fastpath, lifecycle, registry, seeding, status_file
+from . import checkpoint, evaluation, fastpath, lifecycle, registry, seeding, status_file, step_graph
 from . import interventions as interventions_lib
 from .agents.dqn import LOSS_TOTAL, PENALTY, TD_LOSS, DQNAgent, epsilon_at, frame_clock, target_update_due
 from .config import validate
@@ -346,6 +350,8 @@ def run_dqn(cfg: DictConfig, run: lifecycle.RunDir) -> dict[str, Any]:
     state = build_train_state(cfg, device)
     fast_path = fastpath.configure(cfg.speed, state.agent, device)
     state.compiled_probe_fit = fastpath.compiled_probe_fit(cfg.speed, cfg.probe, device, fast_path)
+    graph = step_graph.configure(cfg, state, device, fast_path)  # speed.step_graph: None on the loss-only path
+    learn = graph.learn_step if graph is not None else learn_step
     resumed_from = checkpoint.load_latest(run_dir, state.load_state_dict, device) if cfg.checkpoint.enabled else None
     checkpoint.discard_after(run_dir, resumed_from)
     writer = run.start(resumed_from, fast_path=fast_path)
@@ -391,7 +397,7 @@ def run_dqn(cfg: DictConfig, run: lifecycle.RunDir) -> dict[str, Any]:
     try:
         while state.step < total:
             epsilon = epsilon_at(state.step, agent_cfg, state.clock)
-            loss, reward, batch = learn_step(state, agent_cfg, epsilon)
+            loss, reward, batch = learn(state, agent_cfg, epsilon)
             window.add(loss, reward)
             at_pause = state.step % probe_every == 0 or state.step == total or state.step in switch_pauses
             if not (state.step % log_every == 0 or at_pause):
