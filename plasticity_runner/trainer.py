@@ -150,18 +150,6 @@ def plain(node: DictConfig) -> SimpleNamespace:
     return SimpleNamespace(**OmegaConf.to_container(node, resolve=True, enum_to_str=True))
 
 
-def train_step(state: TrainState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """One training step: act and store ``update_every_env_steps`` times, one optimizer step, then
-    the step's intervention hooks and target update (``learn_step`` then ``finish_step``).
-
-    Returns the detached loss parts (``DQNAgent.loss_terms``, named by ``agent.loss_names``), the
-    summed mean reward of the env steps (device tensors: no host sync) and the batch learned from.
-    """
-    out = learn_step(state, agent_cfg, epsilon)
-    finish_step(state, agent_cfg)
-    return out
-
-
 def env_steps_done(step: int, agent_cfg: Any) -> int:
     """Vector-env steps taken by the first ``step`` training steps (the prefill not counted):
     ``ceil(step / replay_ratio) * update_every_env_steps``."""
@@ -172,8 +160,10 @@ def env_steps_done(step: int, agent_cfg: Any) -> int:
 def learn_step(state: TrainState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """The first part of a training step: act and store (``update_every_env_steps`` times; with
     ``replay_ratio`` K > 1 only in the first of every K steps), then one optimizer step on a fresh
-    batch (``state.step`` advances), without the step's intervention hooks; what ``train_step``
-    returns."""
+    batch (``state.step`` advances), without the step's intervention hooks (``finish_step``).
+
+    Returns the detached loss parts (``DQNAgent.loss_terms``, named by ``agent.loss_names``), the
+    summed mean reward of the env steps (device tensors: no host sync) and the batch learned from."""
     env, agent, replay = state.env, state.agent, state.replay
     reward = torch.zeros((), device=state.obs.device)
     acts = state.step % int(agent_cfg.replay_ratio) == 0
