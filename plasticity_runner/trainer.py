@@ -21,6 +21,10 @@ The training-dynamics tracker (``diagnostics.dynamics``) follows the same steps:
 adds each step's gradient norms on the device, ``measure`` reads the window, ``end_window`` starts
 the next window from the parameters as the hooks left them.
 
+With ``speed.step_graph`` (the classification MDPs and CartPole) ``learn_step`` is
+``step_graph.StepGraph.learn_step``: the same step as one compiled function, with the same random
+streams; everything else in this loop is unchanged.
+
 A *step* is one optimizer step (one update, on its own sampled batch); each step also steps the
 vector environment ``agent.update_every_env_steps`` times (``env.num_envs`` transitions each). With
 ``agent.replay_ratio`` K > 1 (K updates per environment step; ``update_every_env_steps`` is then 1)
@@ -49,7 +53,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, evaluation, fastpath, lifecycle, registry, seeding, status_file
+from . import checkpoint, evaluation, fastpath, lifecycle, registry, seeding, status_file, step_graph
 from . import interventions as interventions_lib
 from .agents.dqn import LOSS_TOTAL, PENALTY, TD_LOSS, DQNAgent, epsilon_at, frame_clock, target_update_due
 from .config import validate
@@ -146,18 +150,6 @@ def plain(node: DictConfig) -> SimpleNamespace:
     return SimpleNamespace(**OmegaConf.to_container(node, resolve=True, enum_to_str=True))
 
 
-def train_step(state: TrainState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """One training step: act and store ``update_every_env_steps`` times, one optimizer step, then
-    the step's intervention hooks and target update (``learn_step`` then ``finish_step``).
-
-    Returns the detached loss parts (``DQNAgent.loss_terms``, named by ``agent.loss_names``), the
-    summed mean reward of the env steps (device tensors: no host sync) and the batch learned from.
-    """
-    out = learn_step(state, agent_cfg, epsilon)
-    finish_step(state, agent_cfg)
-    return out
-
-
 def env_steps_done(step: int, agent_cfg: Any) -> int:
     """Vector-env steps taken by the first ``step`` training steps (the prefill not counted):
     ``ceil(step / replay_ratio) * update_every_env_steps``."""
@@ -168,8 +160,10 @@ def env_steps_done(step: int, agent_cfg: Any) -> int:
 def learn_step(state: TrainState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """The first part of a training step: act and store (``update_every_env_steps`` times; with
     ``replay_ratio`` K > 1 only in the first of every K steps), then one optimizer step on a fresh
-    batch (``state.step`` advances), without the step's intervention hooks; what ``train_step``
-    returns."""
+    batch (``state.step`` advances), without the step's intervention hooks (``finish_step``).
+
+    Returns the detached loss parts (``DQNAgent.loss_terms``, named by ``agent.loss_names``), the
+    summed mean reward of the env steps (device tensors: no host sync) and the batch learned from."""
     env, agent, replay = state.env, state.agent, state.replay
     reward = torch.zeros((), device=state.obs.device)
     acts = state.step % int(agent_cfg.replay_ratio) == 0
@@ -346,6 +340,8 @@ def run_dqn(cfg: DictConfig, run: lifecycle.RunDir) -> dict[str, Any]:
     state = build_train_state(cfg, device)
     fast_path = fastpath.configure(cfg.speed, state.agent, device)
     state.compiled_probe_fit = fastpath.compiled_probe_fit(cfg.speed, cfg.probe, device, fast_path)
+    graph = step_graph.configure(cfg, state, device, fast_path)  # speed.step_graph: None on the loss-only path
+    learn = graph.learn_step if graph is not None else learn_step
     resumed_from = checkpoint.load_latest(run_dir, state.load_state_dict, device) if cfg.checkpoint.enabled else None
     checkpoint.discard_after(run_dir, resumed_from)
     writer = run.start(resumed_from, fast_path=fast_path)
@@ -391,7 +387,7 @@ def run_dqn(cfg: DictConfig, run: lifecycle.RunDir) -> dict[str, Any]:
     try:
         while state.step < total:
             epsilon = epsilon_at(state.step, agent_cfg, state.clock)
-            loss, reward, batch = learn_step(state, agent_cfg, epsilon)
+            loss, reward, batch = learn(state, agent_cfg, epsilon)
             window.add(loss, reward)
             at_pause = state.step % probe_every == 0 or state.step == total or state.step in switch_pauses
             if not (state.step % log_every == 0 or at_pause):

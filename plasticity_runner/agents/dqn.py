@@ -137,10 +137,15 @@ def target_update_due(step: int, cfg: Any, clock: FrameClock | None = None) -> b
 class _ClipGradient(torch.autograd.Function):
     """Identity forward; the backward clips the incoming gradient to ``[-bound, bound]`` (``rlax.clip_gradient``)."""
 
+    generate_vmap_rule = True  # elementwise: vmap applies it per member (functional.py's populations)
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:
-        ctx.bound = bound
+    def forward(x: torch.Tensor, bound: float) -> torch.Tensor:
         return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: torch.Tensor) -> None:  # the form torch.func transforms need
+        ctx.bound = inputs[1]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -212,7 +217,7 @@ class DQNAgent:
         for i in interventions:
             i.on_build(self.networks)
 
-    # the learner's parts, read-only here: an intervention changes them through the learner
+    # the Networks' parts, read-only here: an intervention changes them through agent.networks
     online = property(lambda self: self.networks.online, doc="The online Q-network.")
     target = property(lambda self: self.networks.target, doc="The target Q-network.")
     optimizer = property(lambda self: self.networks.optimizer, doc="The online network's optimizer.")

@@ -61,6 +61,11 @@ class Intervention:
     """
 
     name: str = "intervention"
+    # Why a pure training step (``functional.py``: the step graph, populations) cannot run this
+    # intervention's in-step hooks (``loss_penalty``, ``before_step``); None: it can, because they
+    # read the networks only through the ``Networks`` they receive. Hooks outside the step
+    # (``after_step``, ``on_target_update``) run on the host either way.
+    functional_unsupported: str | None = None
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -72,7 +77,7 @@ class Intervention:
         training RNG streams are untouched). The seed is recorded in ``last_fresh_seed``, so the
         same initialisation can be rebuilt."""
         if networks.build_fresh is None:
-            raise ValueError(f"intervention {self.name} needs the learner's build_fresh to draw fresh initialisations")
+            raise ValueError(f"intervention {self.name} needs Networks.build_fresh to draw fresh initialisations")
         seed = fresh_init_seed(networks.seed, self.name, step)
         device = next(networks.online.parameters()).device
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
@@ -119,6 +124,15 @@ class Intervention:
     def load_state_dict(self, state: dict[str, Any], networks: Networks) -> None:
         """Restore ``state_dict()``; called before the networks and optimizer are loaded, so an
         intervention that changed the network's structure can rebuild it first."""
+
+
+def trains(p: torch.Tensor) -> bool:
+    """Whether a parameter of a network, as a penalty reads it from ``networks.online``, is trained:
+    every one but a frozen ``nn.Parameter`` (``requires_grad`` off: plasticity injection's old and
+    frozen heads). A tensor that a pure step (``functional.py``) swapped in for a parameter is one
+    it differentiates, so trained; its ``requires_grad`` cannot decide that, as it reads False
+    under ``torch.compile`` inside ``torch.func.grad``."""
+    return not isinstance(p, nn.Parameter) or p.requires_grad
 
 
 # The ``phase`` of a registration (when the intervention mainly acts) -> the hook that acts then.

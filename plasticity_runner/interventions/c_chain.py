@@ -51,6 +51,10 @@ class CChainConfig:
 
 class CChain(Intervention):
     name = "c_chain"
+    functional_unsupported = (
+        "its penalty reads per-run tensors outside the online network (the previous network and the "
+        "reference batch), which the pure step does not take as inputs"
+    )
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -25,7 +25,7 @@ import torch
 
 from .. import registry
 from ..errors import positive
-from .base import Intervention, Networks
+from .base import Intervention, Networks, trains
 
 
 @dataclass
@@ -38,16 +38,19 @@ class L2Init(Intervention):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.params: list[torch.Tensor] = []  # the online network's parameters as built (by identity)
+        self.coeff = float(cfg.coeff)  # a plain float: the penalty compiles with fullgraph (functional.py)
         self.initial: list[torch.Tensor] = []  # theta_0, one detached copy per parameter
 
     def on_build(self, networks: Networks) -> None:
-        self.params = list(networks.online.parameters())
-        self.initial = [p.detach().clone() for p in self.params]
+        self.initial = [p.detach().clone() for p in networks.online.parameters()]
 
     def loss_penalty(self, networks: Networks) -> torch.Tensor:
-        squares = [(p - p0).pow(2).sum() for p, p0 in zip(self.params, self.initial) if p.requires_grad]
-        return float(self.cfg.coeff) * torch.stack(squares).sum()
+        # the parameters as built are the network's first ones (a structural change, plasticity
+        # injection, only appends), read through the learner so that a pure step
+        # (functional.py, functional_call) sees the tensors it differentiates
+        params = list(networks.online.parameters())[: len(self.initial)]
+        squares = [(p - p0).pow(2).sum() for p, p0 in zip(params, self.initial) if trains(p)]
+        return self.coeff * torch.stack(squares).sum()
 
     def state_dict(self) -> dict:
         return {"initial": [t.clone() for t in self.initial]}

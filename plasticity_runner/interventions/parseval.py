@@ -35,7 +35,7 @@ from torch import nn
 
 from .. import registry
 from ..errors import positive
-from .base import Intervention, Networks
+from .base import Intervention, Networks, trains
 
 
 @dataclass
@@ -66,11 +66,16 @@ def parseval_penalty(layers: list[nn.Module], scale: float, reference_width: flo
 class Parseval(Intervention):
     name = "parseval"
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # plain floats: the penalty compiles with fullgraph (functional.py)
+        self.coeff, self.scale, self.reference_width = (float(cfg.coeff), float(cfg.scale), float(cfg.reference_width))
+
     def loss_penalty(self, networks: Networks) -> torch.Tensor | None:
-        layers = [m for m in regularised_layers(networks.online) if m.weight.requires_grad]
+        layers = [m for m in regularised_layers(networks.online) if trains(m.weight)]
         if not layers:
             return None
-        return float(self.cfg.coeff) * parseval_penalty(layers, float(self.cfg.scale), float(self.cfg.reference_width))
+        return self.coeff * parseval_penalty(layers, self.scale, self.reference_width)
 
 
 def check(cfg: Any, key: str) -> None:

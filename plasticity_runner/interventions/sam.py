@@ -55,6 +55,7 @@ def ascent(params: list[torch.Tensor], rho: float) -> list[torch.Tensor]:
 
 class SAM(Intervention):
     name = "sam"
+    functional_unsupported = "its before_step takes a second forward and backward at the ascent point inside the step"
 
     def before_step(self, networks: Networks, closure: Callable[[], torch.Tensor]) -> None:
         net = networks.online

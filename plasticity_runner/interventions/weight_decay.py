@@ -18,7 +18,7 @@ import torch
 
 from .. import registry
 from ..errors import positive
-from .base import Intervention, Networks
+from .base import Intervention, Networks, trains
 
 
 @dataclass
@@ -29,9 +29,13 @@ class WeightDecayConfig:
 class WeightDecay(Intervention):
     name = "weight_decay"
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.coeff = float(cfg.coeff)  # a plain float: the penalty compiles with fullgraph (functional.py)
+
     def loss_penalty(self, networks: Networks) -> torch.Tensor:
-        squares = [p.pow(2).sum() for p in networks.online.parameters() if p.requires_grad]
-        return 0.5 * float(self.cfg.coeff) * torch.stack(squares).sum()
+        squares = [p.pow(2).sum() for p in networks.online.parameters() if trains(p)]
+        return 0.5 * self.coeff * torch.stack(squares).sum()
 
 
 def check(cfg: Any, key: str) -> None:

@@ -53,7 +53,7 @@ def parameters_finite(net: torch.nn.Module) -> bool:
 
 
 def run_pause(cfg: Any, state: Any, writer: Any) -> dict[str, float]:
-    """The diagnostics of one pause on copies of the training state ``state`` (``trainer.TrainState``);
+    """The diagnostics of one pause on copies of the training state ``state`` (``train_state.TrainState``);
     returns the probe's scalars (empty when the probe did not run).
 
     A network with non-finite parameters (a diverged run that continues) is not measured: the
