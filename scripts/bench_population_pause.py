@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from plasticity_runner.cli import compose_config  # noqa: E402
 from plasticity_runner.probes.pause import run_pause  # noqa: E402
 from plasticity_runner.probes.population import run_population_pause  # noqa: E402
-from plasticity_runner.trainer import build_train_state, prefill, train_step  # noqa: E402
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, prefill  # noqa: E402
 
 
 class TimingWriter:
@@ -71,7 +71,8 @@ def build_members(overrides: list[str], members: int, train_steps: int, device: 
         state = build_train_state(cfg, device)
         prefill(state, int(cfg.agent.learning_starts))
         for _ in range(train_steps):
-            train_step(state, cfg.agent, 0.1)
+            learn_step(state, cfg.agent, 0.1)
+            finish_step(state, cfg.agent)
         states.append(state)
     return cfgs, states
 

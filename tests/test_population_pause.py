@@ -26,7 +26,7 @@ from plasticity_runner.probes import population
 from plasticity_runner.probes.pause import run_pause
 from plasticity_runner.probes.population import run_population_pause, structure_key
 from plasticity_runner.train_state import global_rng_state, set_global_rng_state
-from plasticity_runner.trainer import build_train_state, prefill, train_step
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, prefill
 
 from .conftest import TINY, make_cfg
 from .test_interventions import ALL_BUT_INJECTION, ARCH_OVERRIDES, EXTRA
@@ -128,7 +128,8 @@ def members(arch: str, names: tuple[str, ...] = (), extra: list[str] | None = No
         state = build_train_state(cfg, CPU)
         prefill(state, int(cfg.agent.learning_starts))
         for _ in range(steps):
-            train_step(state, cfg.agent, 0.5)
+            learn_step(state, cfg.agent, 0.5)
+            finish_step(state, cfg.agent)
         states.append(state)
     return cfgs, states
 
@@ -468,7 +469,8 @@ def test_the_compiled_population_probe_matches_the_members_compiled_probes():
     before = counters["stats"]["unique_graphs"]
     assert before - start == 2  # the members' probe loss (compiled once for all three) and the population's
     for state in states:  # a later pause: other parameters, the same graph
-        train_step(state, cfgs[0].agent, 0.5)
+        learn_step(state, cfgs[0].agent, 0.5)
+        finish_step(state, cfgs[0].agent)
     population_pause(cfgs, states)
     assert counters["stats"]["unique_graphs"] == before
     assert plasticity_fit.COMPILE_NOTES["population_probe"] == "torch.compile(mode=default)"
