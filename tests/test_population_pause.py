@@ -430,7 +430,7 @@ def with_compiled_probe_loss(states, cfgs):
 def test_a_compiler_failure_leaves_the_population_probe_eager_and_says_so(monkeypatch, caplog):
     """Members whose runs compile their probe loss get the compiled population loss; a compiler
     that fails falls back to the eager loss with a warning, and the numbers are the eager ones."""
-    from plasticity_runner.probes import plasticity_fit
+    from plasticity_runner import fastpath
 
     cfgs, states = members("mlp", (), ["speed.compile=true"])
     eager, _, _ = population_pause(cfgs, states)
@@ -441,13 +441,13 @@ def test_a_compiler_failure_leaves_the_population_probe_eager_and_says_so(monkey
 
         return compiled
 
-    monkeypatch.setattr(plasticity_fit, "_COMPILED", {})
+    monkeypatch.setattr(fastpath, "_COMPILED", {})
     monkeypatch.setattr(torch, "compile", broken_compile)
     with caplog.at_level(logging.WARNING, logger="plasticity_runner"):
         states = with_compiled_probe_loss([copy.deepcopy(s) for s in states], cfgs)
         compiled, _, _ = population_pause(cfgs, states)
     assert "population_probe: torch.compile failed, falling back to eager" in caplog.text
-    assert plasticity_fit.COMPILE_NOTES["population_probe"].startswith("eager (compile failed")
+    assert fastpath.COMPILE_NOTES["population_probe"].startswith("eager (compile failed")
     for a, b in zip(eager, compiled):
         assert without_timing(a) == without_timing(b)
 
@@ -458,10 +458,10 @@ def test_the_compiled_population_probe_matches_the_members_compiled_probes():
     member's compiled single probe within the float32 bound."""
     from torch._dynamo.utils import counters
 
-    from plasticity_runner.probes import plasticity_fit
+    from plasticity_runner import fastpath
 
     torch._dynamo.reset()
-    plasticity_fit._COMPILED.clear()
+    fastpath._COMPILED.clear()
     cfgs, states = members("mlp", (), ["speed.compile=true"])
     states = with_compiled_probe_loss(states, cfgs)
     start = counters["stats"]["unique_graphs"]
@@ -473,7 +473,7 @@ def test_the_compiled_population_probe_matches_the_members_compiled_probes():
         finish_step(state, cfgs[0].agent)
     population_pause(cfgs, states)
     assert counters["stats"]["unique_graphs"] == before
-    assert plasticity_fit.COMPILE_NOTES["population_probe"] == "torch.compile(mode=default)"
+    assert fastpath.COMPILE_NOTES["population_probe"] == "torch.compile(mode=default)"
 
 
 def test_the_population_fit_reads_nothing_back_to_the_host(monkeypatch):

@@ -235,25 +235,8 @@ def population_loss(
     """``per_target_loss`` of a population: the fitting objective ``[M, T]`` of each of the
     ``M x T`` stacked copies on its member's minibatch ``x`` ``[M, B, ...]`` against ``y``
     ``[M, T, B, A]``. Everything comes in as an argument, so one compiled version
-    (``compiled_population_loss``) serves every pause of every member."""
+    (``fastpath.compiled_population_loss``) serves every pause of every member."""
     return fit_loss(_population_forward(base, leaves, transposed, buffers, x), y, support)
-
-
-_COMPILED: dict[str, Any] = {}
-COMPILE_NOTES: dict[str, str] = {}  # what the compiled population loss ran as (a compiler failure's reason)
-
-
-def compiled_population_loss(mode: str) -> Callable[..., torch.Tensor]:
-    """``population_loss`` under ``torch.compile(mode=mode)`` (one per mode and process, reused by
-    every pause), falling back to eager on a compiler failure with a logged warning
-    (``fastpath.CompiledOrEager``; the reason in ``COMPILE_NOTES["population_probe"]``)."""
-    if mode not in _COMPILED:
-        from ..fastpath import CompiledOrEager
-
-        compiled = torch.compile(population_loss, mode=mode, dynamic=False)
-        COMPILE_NOTES["population_probe"] = f"torch.compile(mode={mode})"
-        _COMPILED[mode] = CompiledOrEager(population_loss, compiled, "population_probe", COMPILE_NOTES)
-    return _COMPILED[mode]
 
 
 def fit_population_vectorised(

@@ -16,7 +16,7 @@ What runs together and what runs per member:
   ``CPU_STACK_PARAMS`` parameters)
   (``plasticity.population_probe``; ``torch.func`` as the single probe), with the compiled
   population loss where the members' runs compile theirs (``speed.compile`` /
-  ``speed.cuda_graphs``: ``plasticity_fit.compiled_population_loss``). A member probed on its own
+  ``speed.cuda_graphs``: ``fastpath.compiled_population_loss``). A member probed on its own
   goes through the single pause's probe, with a debug log line saying why: it is the only one of
   its structure, or its network draws from the global RNG in train mode (dropout: a stack would
   draw other masks than its own run), or ``probe.vectorised=false``, or on a CPU its network is so
@@ -46,7 +46,7 @@ from ..progress import PauseProgress
 from .base import Diagnostic, Output
 from .pause import diagnostic_view, due, parameters_finite, pause_view, write_output
 from .plasticity import Probe, fits_cross_entropy, population_probe, probe_output
-from .plasticity_fit import categorical_head, compiled_population_loss
+from .plasticity_fit import categorical_head
 
 log = logging.getLogger("plasticity_runner")
 
@@ -160,7 +160,7 @@ def _population_probe(
         advance = progress.start(label, d.steps(cfg))
         compiled = None
         if views[members[0]].compiled_probe_fit is not None:  # the members' runs compile their probe loss
-            from ..fastpath import compile_mode
+            from ..fastpath import compile_mode, compiled_population_loss
 
             compiled = compiled_population_loss(compile_mode(cfg.speed, views[members[0]].own_inputs.device))
         results = population_probe(
