@@ -193,6 +193,7 @@ class LoggersConfig:
 class SpeedConfig:
     compile: bool = False
     cuda_graphs: bool = False
+    step_graph: bool = False
     tf32: bool = True
 
 
@@ -358,6 +359,10 @@ def validate(cfg: DictConfig) -> None:
         _validate_case_study(cfg)
     elif env_name not in continual_envs():  # a continual protocol trains no agent: nothing of it to check
         _validate_agent(cfg)
+    if OmegaConf.select(cfg, "speed.step_graph"):
+        from .step_graph import check_config  # what one graph per training step cannot run
+
+        check_config(cfg)
     for key in ("lr", "eps", "eps_root", "momentum", "weight_decay"):
         _positive(cfg, f"optimizer.{key}", allow_zero=True)
     for key in ("b1", "b2", "decay"):

@@ -89,3 +89,20 @@ def compiled_probe_fit(speed_cfg: Any, probe_cfg: Any, device: torch.device, not
 
     notes["probe"] = f"torch.compile(mode={mode})"
     return CompiledOrEager(per_target_loss, torch.compile(per_target_loss, mode=mode, dynamic=False), "probe", notes)
+
+
+_COMPILED: dict[str, Any] = {}
+COMPILE_NOTES: dict[str, str] = {}  # what the compiled population loss ran as (a compiler failure's reason)
+
+
+def compiled_population_loss(mode: str) -> Callable[..., torch.Tensor]:
+    """``probes.plasticity_fit.population_loss`` under ``torch.compile(mode=mode)`` (one per mode and process, reused by
+    every pause), falling back to eager on a compiler failure with a logged warning
+    (``CompiledOrEager``; the reason in ``COMPILE_NOTES["population_probe"]``)."""
+    if mode not in _COMPILED:
+        from .probes.plasticity_fit import population_loss
+
+        compiled = torch.compile(population_loss, mode=mode, dynamic=False)
+        COMPILE_NOTES["population_probe"] = f"torch.compile(mode={mode})"
+        _COMPILED[mode] = CompiledOrEager(population_loss, compiled, "population_probe", COMPILE_NOTES)
+    return _COMPILED[mode]

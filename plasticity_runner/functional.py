@@ -110,7 +110,13 @@ class FunctionalLoss:
     ``grads_and_terms(...)`` -> ``(d total / d trained, terms)`` (``torch.func.grad``). The
     networks' own tensors are untouched (``functional_call`` swaps them for the call only). The
     module structure is read at each call: an intervention that changes it (plasticity injection)
-    needs the new names in the dicts passed."""
+    needs the new names in the dicts passed.
+
+    Which parameters a penalty sums over (``interventions.base.trains``): every tensor passed in
+    ``trained`` or as a plain tensor in ``fixed``; a frozen parameter (plasticity injection's old
+    and frozen heads) is left out only when ``fixed`` holds the module's own ``nn.Parameter``
+    (``requires_grad`` off), as ``split_online`` gives it. Stacked copies of frozen parameters
+    (a population under ``vmap``) are plain tensors: a penalty would count them."""
 
     def __init__(self, agent: Any):
         self.agent = agent

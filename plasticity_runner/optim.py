@@ -55,7 +55,7 @@ class Adam(Optimizer):
         for group in self.param_groups:
             b1, b2 = group["betas"]
             fused = not group["eps_root"]
-            decay = group.get("weight_decay", 0.0)
+            decay = group["weight_decay"]
             params, grads, ms, vs, counts, steps, per_element = [], [], [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
@@ -176,7 +176,7 @@ class RMSProp(Optimizer):
                 denom = torch._foreach_addcmul(nus, mus, mus, value=-1)
             else:
                 denom = [n.clone() for n in nus]
-            if group.get("eps_outside_root", False):  # torch.optim.RMSprop: sqrt(nu - mu^2) + eps
+            if group["eps_outside_root"]:  # torch.optim.RMSprop: sqrt(nu - mu^2) + eps
                 torch._foreach_sqrt_(denom)
                 torch._foreach_add_(denom, group["eps"])
             else:

@@ -327,7 +327,7 @@ def quiet_step(cfg: DictConfig) -> str | None:
 def run_lockstep(cfg: DictConfig, members: list[Member], record: PopulationRecord, mode: str) -> None:
     """The DQN loop of every member in lockstep (module docstring)."""
     from .preemption import PreemptionGuard
-    from .trainer import DQNLoop, finish_step, learn_step
+    from .trainer import DQNLoop, finish_step
 
     resume = common_resume_step(members) if cfg.checkpoint.enabled else None
     keep = int(cfg.checkpoint.keep)
@@ -429,7 +429,7 @@ def run_lockstep(cfg: DictConfig, members: list[Member], record: PopulationRecor
                 for m in active:
                     with m.active(rng=draws):
                         epsilon = m.loop.epsilon()
-                        outs[m.seed] = (*learn_step(m.loop.state, m.loop.agent_cfg, epsilon), epsilon)
+                        outs[m.seed] = (*m.loop.learn_step(m.loop.state, m.loop.agent_cfg, epsilon), epsilon)
             log_point, opened = False, []
             for m in active:
                 loss, reward, batch, epsilon = outs[m.seed]

@@ -78,6 +78,14 @@ def refusals(cfg: Any) -> list[tuple[str, str]]:
         functional.functional_optimizer(build_optimizer(cfg.optimizer, [torch.zeros(1, requires_grad=True)]))
     except functional.UnsupportedOptimizer as exc:
         out.append(("optimizer", f"the optimizer has no functional form ({exc})"))
+    if OmegaConf.select(cfg, "speed.step_graph"):
+        out.append(
+            (
+                "speed.step_graph",
+                "a vmapped population steps its members' networks as one vmapped call (speed.compile compiles it "
+                "whole); the step graph captures one run's step (population.mode=sequential runs one per member)",
+            )
+        )
     dropout = OmegaConf.select(cfg, "architecture.dropout")
     if dropout:
         out.append(

@@ -21,6 +21,10 @@ The training-dynamics tracker (``diagnostics.dynamics``) follows the same steps:
 adds each step's gradient norms on the device, ``measure`` reads the window, ``end_window`` starts
 the next window from the parameters as the hooks left them.
 
+With ``speed.step_graph`` (the classification MDPs and CartPole) ``learn_step`` is
+``step_graph.StepGraph.learn_step``: the same step as one compiled function, with the same random
+streams; everything else in this loop is unchanged.
+
 A *step* is one optimizer step (one update, on its own sampled batch); each step also steps the
 vector environment ``agent.update_every_env_steps`` times (``env.num_envs`` transitions each). With
 ``agent.replay_ratio`` K > 1 (K updates per environment step; ``update_every_env_steps`` is then 1)
@@ -49,7 +53,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, evaluation, fastpath, lifecycle, registry, seeding, status_file
+from . import checkpoint, evaluation, fastpath, lifecycle, registry, seeding, status_file, step_graph
 from . import interventions as interventions_lib
 from .agents.dqn import LOSS_TOTAL, PENALTY, TD_LOSS, DQNAgent, epsilon_at, frame_clock, target_update_due
 from .config import validate
@@ -146,18 +150,6 @@ def plain(node: DictConfig) -> SimpleNamespace:
     return SimpleNamespace(**OmegaConf.to_container(node, resolve=True, enum_to_str=True))
 
 
-def train_step(state: TrainState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """One training step: act and store ``update_every_env_steps`` times, one optimizer step, then
-    the step's intervention hooks and target update (``learn_step`` then ``finish_step``).
-
-    Returns the detached loss parts (``DQNAgent.loss_terms``, named by ``agent.loss_names``), the
-    summed mean reward of the env steps (device tensors: no host sync) and the batch learned from.
-    """
-    out = learn_step(state, agent_cfg, epsilon)
-    finish_step(state, agent_cfg)
-    return out
-
-
 def env_steps_done(step: int, agent_cfg: Any) -> int:
     """Vector-env steps taken by the first ``step`` training steps (the prefill not counted):
     ``ceil(step / replay_ratio) * update_every_env_steps``."""
@@ -168,9 +160,12 @@ def env_steps_done(step: int, agent_cfg: Any) -> int:
 def learn_step(state: TrainState, agent_cfg: Any, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """The first part of a training step: act and store (``update_every_env_steps`` times; with
     ``replay_ratio`` K > 1 only in the first of every K steps), then one optimizer step on a fresh
-    batch (``state.step`` advances), without the step's intervention hooks; what ``train_step``
-    returns. Its three parts are ``collect``, ``DQNAgent.learn`` and ``after_learn`` (a population
-    runs the middle one for all its members at once)."""
+    batch (``state.step`` advances), without the step's intervention hooks (``finish_step``).
+    Its three parts are ``collect``, ``DQNAgent.learn`` and ``after_learn`` (a population runs the
+    middle one for all its members at once).
+
+    Returns the detached loss parts (``DQNAgent.loss_terms``, named by ``agent.loss_names``), the
+    summed mean reward of the env steps (device tensors: no host sync) and the batch learned from."""
     reward, batch = collect(state, agent_cfg, epsilon)
     loss = state.agent.learn(batch, state.step + 1, run_hooks=False)
     after_learn(state)
@@ -383,7 +378,7 @@ def run_dqn(cfg: DictConfig, run: lifecycle.RunDir) -> dict[str, Any]:
     try:
         while loop.running:
             epsilon = loop.epsilon()
-            loss, reward, batch = learn_step(loop.state, loop.agent_cfg, epsilon)
+            loss, reward, batch = loop.learn_step(loop.state, loop.agent_cfg, epsilon)
             if loop.end_step(loss, reward, batch, epsilon) and preempt.requested:
                 # preempted or timed out: checkpoint this step, then requeue
                 preempt.stop(save=loop.save_for_stop())
@@ -420,6 +415,9 @@ class DQNLoop:
         self.state = state = build_train_state(cfg, device)
         self.fast_path = fastpath.configure(cfg.speed, state.agent, device)
         state.compiled_probe_fit = fastpath.compiled_probe_fit(cfg.speed, cfg.probe, device, self.fast_path)
+        # speed.step_graph: the whole step in one graph (None: the loss-only path)
+        self.graph = step_graph.configure(cfg, state, device, self.fast_path)
+        self.learn_step = self.graph.learn_step if self.graph is not None else learn_step
         resumed_from = None
         if cfg.checkpoint.enabled and resume_step is not None:
             upto = None if resume_step == LATEST else int(resume_step)

@@ -9,9 +9,10 @@ Sub-benchmarks (``--only``, comma-separated; default: all of them, in this order
 * ``peak``: the machine's dense-matmul peak on a big square (``torch.mm``; cpu: 2048^3 fp32, 1024^3
   with ``--quick``; cuda: 8192^3 in fp32, TF32 and bf16).
 * ``train``: training steps/s on the classification MDP (digits) for MLP, CNN, ResNet-18 and ViT
-  at batch 512 (``trainer.train_step``), the bare supervised step of the same network and batch
-  (forward, backward, the run's optimizer), their ratio (the *overhead ratio*) and the ratio of
-  their FLOP counts (``torch.utils.flop_counter``: the floor the overhead ratio could reach).
+  at batch 512 (``trainer.learn_step`` then ``finish_step``, as the loop runs them), the bare
+  supervised step of the same network and batch (forward, backward, the run's optimizer), their
+  ratio (the *overhead ratio*) and the ratio of their FLOP counts (``torch.utils.flop_counter``:
+  the floor the overhead ratio could reach).
 * ``probe``: the probe's fit of 10 targets (MLP on digits), vectorised vs one by one
   (``fit_targets_vectorised`` / ``fit_targets_sequential``) at probe batch 128 and 512, scaled to
   a pause of ``probe.steps`` (2000) optimizer steps.
@@ -33,8 +34,8 @@ row, in the row's precision (fp32; TF32 on cuda when ``speed.tf32`` is on). Goal
 the probe's vectorised fit >= 70% at MLP-512, the DQN training step >= 50%, curvature and
 gradcov >= 30% (``ROOFLINE_GOALS``).
 
-Every measurement calls the project's code (``build_train_state``, ``prefill``, ``train_step``,
-``fastpath.configure``, the probe and diagnostics functions, the Atari env and replay). Timings
+Every measurement calls the project's code (``build_train_state``, ``prefill``, ``learn_step``,
+``finish_step``, ``fastpath.configure``, the probe and diagnostics functions, the Atari env and replay). Timings
 are ``torch.utils.benchmark.Timer.blocked_autorange`` medians (CUDA synchronised, the process's
 thread count, calls per block chosen to fill ``--block-s``) over interleaved repeats (comparisons
 alternate their two sides, so load from other jobs hits both); the table shows the spread
@@ -66,7 +67,7 @@ from plasticity_runner.agents.dqn import epsilon_at
 from plasticity_runner.cli import compose_config
 from plasticity_runner.optim import build_optimizer
 from plasticity_runner.probes.pause import diagnostics as registered_diagnostics
-from plasticity_runner.trainer import build_train_state, prefill, train_step
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, prefill
 
 BENCHES = ("peak", "train", "probe", "diagnostics", "atari")
 ARCHS = ("mlp", "cnn", "resnet18", "vit")
@@ -371,7 +372,8 @@ def train_arch(args: argparse.Namespace, device: torch.device, res: Results, rl:
     prefill(state, int(cfg.agent.learning_starts))
 
     def dqn() -> None:
-        train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))
+        learn_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))
+        finish_step(state, cfg.agent)
 
     mode = compile_mode(args, device)
     sup = supervised_step(state, cfg, device, None)
@@ -724,8 +726,9 @@ CLEANRL_SETTING = [
 def atari_agent(
     args: argparse.Namespace, device: torch.device, overrides: list[str], rl: Roofline
 ) -> tuple[list[float], tuple[int, int], Any, dict, dict]:
-    """Env steps/s of ``train_step`` (act, env step, store, sample, learn, target bookkeeping), and
-    the roofline columns of one ``train_step`` (FLOPs counted on an eager call, before the fast path)."""
+    """Env steps/s of the training step (``learn_step`` then ``finish_step``: act, env step, store,
+    sample, learn, hooks, target bookkeeping), and the roofline columns of one training step (FLOPs
+    counted on an eager call, before the fast path)."""
     cfg = compose_config(
         [
             "experiment=atari_ln",
@@ -741,7 +744,8 @@ def atari_agent(
     prefill(state, int(cfg.agent.learning_starts))
 
     def step() -> None:
-        train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent, state.clock))  # the preset's decay counts frames
+        learn_step(state, cfg.agent, epsilon_at(state.step, cfg.agent, state.clock))  # the preset's decay counts frames
+        finish_step(state, cfg.agent)
 
     counted = rl.measure(step)
     notes = fastpath.configure(cfg.speed, state.agent, device)
@@ -749,7 +753,7 @@ def atari_agent(
     for _ in range(args.warmup if compile_mode(args, device) is None else max(args.warmup, 5)):
         step()
     per_step = [per_call(step, args.block_s, "atari agent step") for _ in range(args.repeats)]
-    env_steps = int(cfg.agent.update_every_env_steps) * int(cfg.env.num_envs)  # transitions per train_step
+    env_steps = int(cfg.agent.update_every_env_steps) * int(cfg.env.num_envs)  # transitions per training step
     rates = [env_steps / t for t in per_step]
     replay = state.replay
     replay_bytes = (replay.nbytes(), replay._valid_host.nbytes + replay.slot_tick.nbytes)  # device, host mirrors
@@ -808,7 +812,7 @@ def bench_atari(args: argparse.Namespace, device: torch.device, res: Results, rl
                 "env steps/s",
                 spread=rates,
                 note=f"LN Nature CNN, Double DQN, batch {cfg.agent.batch_size}, update every "
-                f"{cfg.agent.update_every_env_steps} vector steps; FLOP/s of train_step",
+                f"{cfg.agent.update_every_env_steps} vector steps; FLOP/s of a training step",
                 num_envs=n,
                 fast_path=notes,
                 **roof,
@@ -867,7 +871,7 @@ def atari_cleanrl_rows(args: argparse.Namespace, device: torch.device, res: Resu
         spread=rates,
         goal="≥ 2x CleanRL (outside)",
         note="1 env, batch 32, update every 4, Nature CNN, replay 100k, DQN, Adam 1e-4, eps-greedy 0.01; "
-        "FLOP/s of train_step (the Atari learner step)",
+        "FLOP/s of a training step (the Atari learner step)",
         num_envs=1,
         fast_path=notes,
         **roof,

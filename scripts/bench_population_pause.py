@@ -18,9 +18,10 @@ Timed, in one process and on deep copies of the same states:
 * ``population``: ``probes.population.run_population_pause`` of all members.
 
 Each variant runs ``--repeats`` times (alternating, after one warm-up pause of each); the table
-gives the median wall time, and per diagnostic the seconds it recorded (``timing/<name>_s``,
-summed over members; a stacked probe records its share per member, so the sum is the stack's
-time). Nothing is asserted on time; run it on a quiet machine.
+gives the median wall time (``wall_s``), the process's CPU time (``cpu_s``: with one thread, the
+figure a busy shared machine disturbs least), and per diagnostic the seconds it recorded
+(``timing/<name>_s``, summed over members; a stacked probe records its share per member, so the
+sum is the stack's time). Nothing is asserted on time; run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from plasticity_runner.cli import compose_config  # noqa: E402
 from plasticity_runner.probes.pause import run_pause  # noqa: E402
 from plasticity_runner.probes.population import run_population_pause  # noqa: E402
-from plasticity_runner.trainer import build_train_state, prefill, train_step  # noqa: E402
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, prefill  # noqa: E402
 
 
 class TimingWriter:
@@ -70,7 +71,8 @@ def build_members(overrides: list[str], members: int, train_steps: int, device: 
         state = build_train_state(cfg, device)
         prefill(state, int(cfg.agent.learning_starts))
         for _ in range(train_steps):
-            train_step(state, cfg.agent, 0.1)
+            learn_step(state, cfg.agent, 0.1)
+            finish_step(state, cfg.agent)
         states.append(state)
     return cfgs, states
 
@@ -78,18 +80,18 @@ def build_members(overrides: list[str], members: int, train_steps: int, device: 
 def separate(cfgs, states) -> tuple[float, dict[str, float]]:
     copies = [copy.deepcopy(s) for s in states]
     writers = [TimingWriter() for _ in cfgs]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for cfg, state, writer in zip(cfgs, copies, writers):
         run_pause(cfg, state, writer)
-    return time.perf_counter() - t0, summed(writers)
+    return time.perf_counter() - t0, {"cpu_s": time.process_time() - c0, **summed(writers)}
 
 
 def population(cfgs, states) -> tuple[float, dict[str, float]]:
     copies = [copy.deepcopy(s) for s in states]
     writers = [TimingWriter() for _ in cfgs]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     run_population_pause(cfgs, copies, writers)
-    return time.perf_counter() - t0, summed(writers)
+    return time.perf_counter() - t0, {"cpu_s": time.process_time() - c0, **summed(writers)}
 
 
 def summed(writers: list[TimingWriter]) -> dict[str, float]:
@@ -141,12 +143,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name in names:
             table[variant][name] = statistics.median(t.get(name, 0.0) for _, t in results)
     ratio = table["separate"]["wall_s"] / table["population"]["wall_s"]
+    cpu_ratio = table["separate"]["cpu_s"] / table["population"]["cpu_s"]
     print("\n| part | separate (s) | population (s) | ratio |")
     print("|---|---|---|---|")
     for name in ["wall_s", *names]:
         a, b = table["separate"][name], table["population"][name]
         print(f"| {name} | {a:.3f} | {b:.3f} | {a / b if b else float('nan'):.2f} |")
-    print(f"\npopulation pause: {ratio:.2f}x the separate pauses' speed; load avg at the end {load1[0]:.2f}")
+    print(
+        f"\npopulation pause: {ratio:.2f}x the separate pauses' speed (wall), {cpu_ratio:.2f}x (CPU time); "
+        f"load avg at the end {load1[0]:.2f}"
+    )
     out = {
         "meta": {
             "torch": torch.__version__,
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "table": table,
         "ratio": ratio,
+        "cpu_ratio": cpu_ratio,
     }
     if args.json:
         tmp = Path(args.json + ".tmp")  # whole or not at all

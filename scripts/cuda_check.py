@@ -1,6 +1,6 @@
 """The first run on a GPU machine, as one command: ``bash scripts/cuda_check.sh`` (this script).
 
-Steps, in order (each with a time limit; the whole stays under 8 minutes on one GPU):
+Steps, in order (each with a time limit; the whole stays under 12 minutes on one GPU):
 
 1. ``tests``: the test suite's cuda cases (``pytest -m "cuda and not slow"``: the ``device`` fixture's cuda
    parameters and ``tests/test_cuda.py``).
@@ -20,6 +20,12 @@ Steps, in order (each with a time limit; the whole stays under 8 minutes on one 
 7. ``population_goal``: the population's aggregate training steps/s (its members' steps/s, median
    of the windows after the first, times the number of members) against ``run_cuda_graphs``'s, one
    run with the same speed options; the goal is >= ``POPULATION_GOAL`` times.
+
+6. ``run_step_graph``, ``run_step_graph_nature_cnn``: the default run with ``speed.step_graph=true``
+   (one CUDA graph per training step), and the same with ``architecture=nature_cnn``;
+   ``step_graph_agreement``: the step-graph MLP run's metrics against the eager run's, within
+   ``TOLERANCES``; ``step_graph_steps_per_s``: their training steps/s, against the goals
+   ``STEP_GRAPH_GOALS`` (MLP >= 5000, Nature CNN on the classification MDP >= 2000).
 
 Writes ``--out`` (default ``cuda_check.json``): per step its status (``passed``, ``failed`` or
 ``skipped`` with a reason), seconds, command and numbers. ``--dry-run`` lists every step, each
@@ -44,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BUDGET_S = 480  # the whole check: 8 minutes on one GPU
+BUDGET_S = 720  # the whole check: 12 minutes on one GPU (--budget-s for a shorter slot; later steps are then skipped)
 GOAL_STEPS_PER_S = 5000.0  # MLP on digits with CUDA graphs (docs/performance.md, speed goals)
 
 # The default run, shortened: 2000 training steps (log every 250: 8 timing windows), pauses at 0,
@@ -96,6 +102,13 @@ POPULATION_OVERRIDES = [
     "speed.cuda_graphs=true",
 ]
 
+# The step graph (speed.step_graph): one graph per training step (step_graph.py).
+STEP_GRAPH_RUNS = {
+    "run_step_graph": ["speed.step_graph=true"],
+    "run_step_graph_nature_cnn": ["speed.step_graph=true", "architecture=nature_cnn"],
+}
+STEP_GRAPH_GOALS = {"run_step_graph": 5000.0, "run_step_graph_nature_cnn": 2000.0}  # training steps/s
+
 # seconds per step at most (cold inductor compiles take tens of seconds); each is cut to what is left
 # of BUDGET_S, and a step with under 20 s left is skipped with the reason
 TIME_LIMITS = {
@@ -104,6 +117,8 @@ TIME_LIMITS = {
     "run_compile": 120,
     "run_cuda_graphs": 120,
     "bench": 150,
+    "run_step_graph": 120,
+    "run_step_graph_nature_cnn": 120,
     "population": 150,
 }
 
@@ -117,7 +132,7 @@ def commands(work: Path, out: Path) -> dict[str, list[str]]:
     cmds = {
         "tests": python() + ["-m", "pytest", "-m", "cuda and not slow", "-q", "-rs", "-p", "no:cacheprovider", "tests"],
     }
-    for name, extra in VARIANTS.items():
+    for name, extra in {**VARIANTS, **STEP_GRAPH_RUNS}.items():
         cmds[name] = python() + ["-m", "plasticity_runner", *RUN_OVERRIDES, *extra, f"hydra.run.dir={work / name}"]
     cmds["bench"] = python() + [
         "scripts/bench.py",
@@ -137,7 +152,26 @@ def commands(work: Path, out: Path) -> dict[str, list[str]]:
     return cmds
 
 
-STEPS = ["tests", *VARIANTS, "agreement", "bench", "steps_per_s_goal", "population", "population_goal"]
+STEPS = [
+    "tests",
+    *VARIANTS,
+    "agreement",
+    "bench",
+    "steps_per_s_goal",
+    *STEP_GRAPH_RUNS,
+    "step_graph_agreement",
+    "step_graph_steps_per_s",
+    "population",
+    "population_goal",
+]
+# the steps that compare run outputs: what each reads
+NEEDS = {
+    "agreement": list(VARIANTS),
+    "steps_per_s_goal": list(VARIANTS),
+    "step_graph_agreement": ["run_eager", "run_step_graph"],
+    "step_graph_steps_per_s": list(STEP_GRAPH_RUNS),
+    "population_goal": ["run_cuda_graphs", "population"],
+}
 
 
 def population_goal(work: Path) -> dict[str, Any]:
@@ -189,14 +223,14 @@ def pick(df, phase: str, metric: str, which: str) -> float:
     return float(v[len(v) // 2 :].mean())  # last_half_mean
 
 
-def agreement(work: Path) -> dict[str, Any]:
+def agreement(work: Path, runs: tuple[str, ...] = ("run_compile", "run_cuda_graphs")) -> dict[str, Any]:
     from plasticity_runner import load_sweep
 
-    frames = {name: load_sweep(work / name) for name in VARIANTS}
+    frames = {name: load_sweep(work / name) for name in ("run_eager", *runs)}
     checks, failed = [], []
     for label, phase, metric, which, rtol in TOLERANCES:
         ref = pick(frames["run_eager"], phase, metric, which)
-        for name in ("run_compile", "run_cuda_graphs"):
+        for name in runs:
             value = pick(frames[name], phase, metric, which)
             rel = abs(value - ref) / max(abs(ref), 1e-12)
             ok = math.isfinite(value) and math.isfinite(ref) and rel <= rtol
@@ -234,11 +268,29 @@ def goal(work: Path) -> dict[str, Any]:
     }
 
 
+def step_graph_goal(work: Path) -> dict[str, Any]:
+    rates = {name: steps_per_s(work / name) for name in STEP_GRAPH_RUNS}
+    measured = {name: rates[name]["median_after_first"] for name in STEP_GRAPH_RUNS}
+    missed = [name for name, goal in STEP_GRAPH_GOALS.items() if measured[name] < goal]
+    return {
+        "status": "passed",
+        "goal": {name: f">= {goal:.0f} training steps/s" for name, goal in STEP_GRAPH_GOALS.items()},
+        "steps_per_s": rates,
+        "measured": measured,
+        "goal_met": not missed,
+        "missed": missed,
+    }
+
+
 def fast_path_problem(run_dir: Path, name: str) -> str | None:
     """Why a fast-path run did not run the fast path it was asked for (its ``run.json``), or None."""
     if name == "run_eager":
         return None
     fast = json.loads((run_dir / "run.json").read_text()).get("fast_path", {})
+    if name in STEP_GRAPH_RUNS:
+        want = "torch.compile(fullgraph=True, mode=reduce-overhead) on cuda"
+        got = fast.get("step_graph")
+        return None if got == want else f"fast path not as asked (step_graph {want!r}): {got!r}"
     mode = "reduce-overhead" if name == "run_cuda_graphs" else "default"
     want = f"torch.compile(mode={mode})"
     bad = {k: fast.get(k) for k in ("loss", "probe") if fast.get(k) != want}
@@ -300,13 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in STEPS:
         cmd = cmds.get(name)
         entry: dict[str, Any] = {"command": shlex.join(cmd) if cmd else None}
-        needs = [v for v in VARIANTS] if name in ("agreement", "steps_per_s_goal") else []
-        needs = ["run_cuda_graphs", "population"] if name == "population_goal" else needs
+        needs = NEEDS.get(name, [])
         elapsed = time.perf_counter() - t_start
         failed_inputs = [n for n in needs if report["steps"][n]["status"] != "passed"]
         if skip_all:
-            inputs = ", ".join(needs or VARIANTS)
-            what = f"would run: {entry['command']}" if cmd else f"would compare the outputs of {inputs}"
+            what = f"would run: {entry['command']}" if cmd else f"would compare the outputs of {', '.join(needs)}"
             entry.update(status="skipped", reason=f"{skip_all}; {what}")
         elif failed_inputs:
             entry.update(status="skipped", reason=f"needs {', '.join(failed_inputs)}, which did not pass")
@@ -314,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             entry.update(status="skipped", reason=f"time budget: {elapsed:.0f} s of {budget_s:.0f} s used")
         elif cmd:
             entry.update(run_command(cmd, min(TIME_LIMITS[name], budget_s - elapsed), work / f"{name}.log"))
-            if entry["status"] == "passed" and name in VARIANTS:
+            if entry["status"] == "passed" and (name in VARIANTS or name in STEP_GRAPH_RUNS):
                 problem = fast_path_problem(work / name, name)
                 if problem:
                     entry.update(status="failed", reason=problem)
@@ -327,8 +377,14 @@ def main(argv: list[str] | None = None) -> int:
                 ]
         else:
             try:
-                check = {"agreement": agreement, "steps_per_s_goal": goal, "population_goal": population_goal}[name]
-                entry.update(check(work))
+                check = {
+                    "agreement": lambda: agreement(work),
+                    "steps_per_s_goal": lambda: goal(work),
+                    "step_graph_agreement": lambda: agreement(work, ("run_step_graph",)),
+                    "step_graph_steps_per_s": lambda: step_graph_goal(work),
+                    "population_goal": lambda: population_goal(work),
+                }[name]
+                entry.update(check())
             except Exception as exc:  # noqa: BLE001 - report the step as failed, go on
                 entry.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
         print(
@@ -339,10 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         write_json(out, {**report, "finished": False})  # a check killed from outside leaves its steps so far
     report["seconds"] = round(time.perf_counter() - t_start, 1)
     report["checks_failed"] = [n for n, e in report["steps"].items() if e["status"] == "failed"]
-    goal_entry = report["steps"]["steps_per_s_goal"]
-    report["goals_missed"] = ["steps_per_s_goal"] if goal_entry.get("goal_met") is False else []
-    if report["steps"]["population_goal"].get("goal_met") is False:
-        report["goals_missed"].append("population_goal")
+    report["goals_missed"] = [
+        n
+        for n in ("steps_per_s_goal", "step_graph_steps_per_s", "population_goal")
+        if report["steps"][n].get("goal_met") is False
+    ]
     write_json(out, {**report, "finished": True})
     print(f"[cuda_check] wrote {out}", flush=True)
     if args.dry_run:

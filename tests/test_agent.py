@@ -194,9 +194,9 @@ class Recorder(Intervention):
         self.seen.append(("on_target_update", networks))
 
 
-def test_hooks_receive_the_learner_not_the_agent():
+def test_hooks_receive_the_networks_not_the_agent():
     """Every hook gets the agent's one ``Networks`` (networks, optimizer, seed, last batch), which has
-    no way to act or learn; the agent's parts are the learner's."""
+    no way to act or learn; the agent's parts are the Networks'."""
     cfg = OmegaConf.create(dict(gamma=0.5, double_dqn=False))
     online, target = Table([[1.0, 0.0], [0.0, 2.0]]), Table([[3.0, 0.0], [0.0, 1.0]])
     rec = Recorder()
@@ -212,7 +212,7 @@ def test_hooks_receive_the_learner_not_the_agent():
     # SGD, lr 0.1: the penalty moves w[0,0] by -0.1 * 10; the TD error Q(o, 1) - 2.5 = 0 - 2.5 moves
     # w[1,0] by -0.1 * 2 * (-2.5) * o[0] = +0.5
     assert torch.allclose(online.w.detach(), torch.tensor([[0.0, 0.0], [0.5, 2.0]]), atol=1e-6)
-    with pytest.raises(AttributeError):  # the agent's parts change through the learner only
+    with pytest.raises(AttributeError):  # the agent's parts change through agent.networks only
         agent.online = Table([[0.0, 0.0], [0.0, 0.0]])
 
 

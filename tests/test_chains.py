@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from plasticity_runner.envs.classification import ClassificationMDP
 from plasticity_runner.envs.minatar import MinAtarVectorEnv
 from plasticity_runner.metrics import load_sweep
-from plasticity_runner.trainer import build_train_state, plain, prefill, train, train_step
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, plain, prefill, train
 
 from .conftest import make_cfg
 from .test_minatar import MINATAR_TINY
@@ -31,7 +31,8 @@ def test_minatar_chain_switches_after_the_step_that_closes_a_segment():
     agent_cfg = plain(cfg.agent)
     games = []
     for _ in range(40):
-        train_step(state, agent_cfg, 0.5)
+        learn_step(state, agent_cfg, 0.5)
+        finish_step(state, agent_cfg)
         games.append(state.env.minatar_game)  # the game the next step will play
     assert games[:14] == ["breakout"] * 14 and games[14:24] == ["seaquest"] * 10 and games[24:] == ["asterix"] * 16
     # asterix has 4 channels: the chain's other 6 stay zero

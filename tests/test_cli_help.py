@@ -75,3 +75,28 @@ complete_line "plasticity-run intervention="
     assert proc.returncode == 0, proc.stderr
     interventions, _ = proc.stdout.split("---")
     assert sorted(interventions.split()) == [f"intervention={o}" for o in options("intervention")]
+
+
+def test_help_prints_the_intervention_order_of_each_hook(tmp_path):
+    """``--help`` lists, per hook of a step, the interventions that implement it, in ``ORDER``:
+    checked against the classes themselves (which define the hook below ``Intervention``) and
+    against two orders fixed by hand (SAM alone replaces the gradient; reset_optimizer is the last
+    target-update hook, so the optimizer state ends empty)."""
+    from plasticity_runner.interventions import HOOKS, ORDER, REGISTRY, Intervention
+
+    res = run_cli(["--help"], cwd=tmp_path, module=False)
+    assert res.returncode == 0, res.stderr
+    section = res.stdout[res.stdout.index("== Intervention order") :]
+    section = section[: section.index("\n\n")].splitlines()[1:]
+    printed = {line.split()[0]: line.split(None, 1)[1].split(" > ") for line in section}
+    assert list(printed) == list(HOOKS)
+    for hook, names in printed.items():
+        own = [
+            n
+            for n in ORDER
+            if any(hook in vars(c) for c in REGISTRY[n].__mro__[: REGISTRY[n].__mro__.index(Intervention)])
+        ]
+        assert names == (own or ["-"]), hook
+        assert names == sorted(names, key=ORDER.index) or names == ["-"]
+    assert printed["before_step"] == ["sam"]
+    assert printed["on_target_update"][-1] == "reset_optimizer"

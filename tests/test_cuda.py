@@ -20,7 +20,7 @@ from plasticity_runner.agents.dqn import epsilon_at
 from plasticity_runner.config import ConfigError
 from plasticity_runner.probes.plasticity import make_targets, plasticity_probe
 from plasticity_runner.train_state import DeviceMismatchError
-from plasticity_runner.trainer import build_train_state, plain, prefill, train, train_step
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, plain, prefill, train
 
 from .conftest import TINY, make_cfg
 from .test_resume import Crash, crash_at
@@ -56,18 +56,20 @@ def test_generators_and_fork_rng_are_on_the_cuda_device():
 
 
 def test_no_host_sync_in_the_hot_loop():
-    """``train_step`` between log points (act, store, sample, learn, hooks, target update) never
-    reads a device value back: torch raises on any synchronising call in sync-debug mode "error"."""
+    """A training step (``learn_step`` + ``finish_step``) between log points (act, store, sample,
+    learn, hooks, target update) never reads a device value back: torch raises on any synchronising call in sync-debug mode "error"."""
     cfg, state = cuda_run()
     agent_cfg = plain(cfg.agent)
     loss_sum = torch.zeros(len(state.agent.loss_names), device="cuda")
     for _ in range(3):  # warm up: lazy optimizer state, cuBLAS handles, first kernels
-        loss_sum += train_step(state, agent_cfg, epsilon_at(state.step, agent_cfg, state.clock))[0]
+        loss_sum += learn_step(state, agent_cfg, epsilon_at(state.step, agent_cfg, state.clock))[0]
+        finish_step(state, agent_cfg)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(2 * int(cfg.agent.target_update_steps)):  # crosses target updates
-            loss, _reward, _ = train_step(state, agent_cfg, epsilon_at(state.step, agent_cfg, state.clock))
+            loss, _reward, _ = learn_step(state, agent_cfg, epsilon_at(state.step, agent_cfg, state.clock))
+            finish_step(state, agent_cfg)
             loss_sum += loss
     finally:
         torch.cuda.set_sync_debug_mode(0)

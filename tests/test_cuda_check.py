@@ -47,6 +47,10 @@ def test_dry_run_lists_every_step_skipped_with_a_reason(tmp_path):
         "agreement",
         "bench",
         "steps_per_s_goal",
+        "run_step_graph",
+        "run_step_graph_nature_cnn",
+        "step_graph_agreement",
+        "step_graph_steps_per_s",
         "population",
         "population_goal",
     ]
@@ -54,6 +58,8 @@ def test_dry_run_lists_every_step_skipped_with_a_reason(tmp_path):
         assert entry["status"] == "skipped" and entry["reason"].startswith("dry run; would "), name
         assert name in proc.stdout
     assert "speed.cuda_graphs=true" in steps["run_cuda_graphs"]["command"]
+    assert "speed.step_graph=true" in steps["run_step_graph"]["command"]
+    assert "architecture=nature_cnn" in steps["run_step_graph_nature_cnn"]["command"]
     assert "--device cuda --quick" in steps["bench"]["command"]
     assert "population.seeds=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]" in steps["population"]["command"]
     assert report["dry_run"] and report["checks_failed"] == [] and report["goals_missed"] == []
@@ -122,3 +128,20 @@ def test_a_check_killed_mid_way_keeps_its_finished_steps(tmp_path, monkeypatch):
     assert report["finished"] is False and report["budget_s"] == 100
     assert list(report["steps"]) == ["tests"] and report["steps"]["tests"]["status"] == "passed"
     assert calls[0] <= 100  # the first step's limit is cut to the budget
+
+
+def test_the_step_graph_section_reads_its_runs(tmp_path):
+    """``step_graph_agreement`` compares the step-graph run with the eager one (here: the same CPU
+    run under both names), ``step_graph_steps_per_s`` reads both step-graph runs against their
+    goals, and a step-graph run whose ``run.json`` does not record the CUDA graph fails its step."""
+    cc = load_script()
+    train(make_cfg(), tmp_path / "run_eager")
+    for name in cc.STEP_GRAPH_RUNS:
+        (tmp_path / name).symlink_to(tmp_path / "run_eager")
+    result = cc.agreement(tmp_path, ("run_step_graph",))
+    assert result["status"] == "passed" and len(result["checks"]) == len(cc.TOLERANCES)
+    goal = cc.step_graph_goal(tmp_path)
+    assert goal["status"] == "passed" and set(goal["measured"]) == set(cc.STEP_GRAPH_RUNS)
+    assert goal["goal_met"] is all(goal["measured"][n] >= g for n, g in cc.STEP_GRAPH_GOALS.items())
+    problem = cc.fast_path_problem(tmp_path / "run_step_graph", "run_step_graph")
+    assert "mode=reduce-overhead) on cuda" in problem and "None" in problem

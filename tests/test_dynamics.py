@@ -16,7 +16,7 @@ import torch
 from plasticity_runner.agents.dqn import DQNAgent
 from plasticity_runner.probes.dynamics import eval_gradient_norms, greedy_actions
 from plasticity_runner.seeding import stream_seed
-from plasticity_runner.trainer import build_train_state, finish_step, learn_step, prefill, train, train_step
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, prefill, train
 
 from .conftest import TINY, make_cfg
 from .test_interventions import ARCH_OVERRIDES
@@ -30,7 +30,8 @@ def built(overrides=(), steps: int = 2):
     state = build_train_state(cfg, CPU)
     prefill(state, int(cfg.agent.learning_starts))
     for _ in range(steps):
-        train_step(state, cfg.agent, 0.5)
+        learn_step(state, cfg.agent, 0.5)
+        finish_step(state, cfg.agent)
     return cfg, state
 
 
@@ -109,7 +110,8 @@ def test_weight_change_from_init_and_its_state_survive_a_checkpoint():
     theta_0 = np_params(state.agent.online)
     prefill(state, int(cfg.agent.learning_starts))
     for _ in range(4):
-        train_step(state, cfg.agent, 0.5)
+        learn_step(state, cfg.agent, 0.5)
+        finish_step(state, cfg.agent)
     batch = state.replay.sample(64, torch.Generator().manual_seed(0))
     out = state.dynamics.pause(state.agent, state.replay, batch, cfg.diagnostics.dynamics, cfg.seed, state.step)
     theta = np_params(state.agent.online)

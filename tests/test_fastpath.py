@@ -81,21 +81,23 @@ def record_host_reads(monkeypatch) -> list[str]:
 )
 def test_train_step_reads_nothing_back_to_the_host(monkeypatch, overrides):
     """The hot loop keeps everything on the device: no ``.item()``, ``bool(tensor)`` and the like in
-    ``train_step`` (on a GPU each would stall the step until the device catches up). Every way a
-    tensor's value reaches Python is patched to raise while the steps run."""
+    a training step, ``learn_step`` + ``finish_step`` (on a GPU each would stall the step until the
+    device catches up). Every way a tensor's value reaches Python is patched to raise while the steps run."""
     import torch
 
-    from plasticity_runner.trainer import build_train_state, epsilon_at, prefill, train_step
+    from plasticity_runner.trainer import build_train_state, epsilon_at, finish_step, learn_step, prefill
 
     cfg = make_cfg(overrides)
     state = build_train_state(cfg, torch.device("cpu"))
     prefill(state, int(cfg.agent.learning_starts))
-    train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))  # first step: lazy optimizer state
+    learn_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))  # first step: lazy optimizer state
+    finish_step(state, cfg.agent)
     reads = record_host_reads(monkeypatch)
     for _ in range(2 * int(cfg.agent.target_update_steps) + 3):  # target copies included
-        train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))
+        learn_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))
+        finish_step(state, cfg.agent)
     monkeypatch.undo()
-    assert reads == [], f"host reads in train_step: {sorted(set(reads))}"
+    assert reads == [], f"host reads in a training step: {sorted(set(reads))}"
 
 
 def _probe_values(run_dir):

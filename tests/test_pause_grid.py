@@ -22,7 +22,7 @@ from plasticity_runner.config import ConfigError, continual_envs
 from plasticity_runner.interventions import REGISTRY
 from plasticity_runner.metrics import MetricsWriter, load_arrays, load_run
 from plasticity_runner.probes.pause import run_pause
-from plasticity_runner.trainer import build_train_state, prefill, train, train_step
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, prefill, train
 
 from .conftest import TINY, make_cfg
 from .test_interventions import ARCH_OVERRIDES, EXTRA
@@ -118,7 +118,8 @@ def one_pause(arch: str, names: tuple[str, ...], tmp_path, options: list[str] | 
             dynamics.greedy_action_change(
                 state.agent.online, state.replay, int(cfg.diagnostics.dynamics.reference_inputs), cfg.seed
             )
-        train_step(state, cfg.agent, 0.5)
+        learn_step(state, cfg.agent, 0.5)
+        finish_step(state, cfg.agent)
     log_point = dynamics.log_point(state.agent.online)  # the window's gradient norms and effective lr
     assert {"grad_norm_window_mean", "rel_param_change_window"} <= set(log_point), sorted(log_point)
     assert all(math.isfinite(v) for k, v in log_point.items() if "/" not in k), log_point

@@ -26,7 +26,7 @@ from plasticity_runner.probes import population
 from plasticity_runner.probes.pause import run_pause
 from plasticity_runner.probes.population import run_population_pause, structure_key
 from plasticity_runner.train_state import global_rng_state, set_global_rng_state
-from plasticity_runner.trainer import build_train_state, prefill, train_step
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, prefill
 
 from .conftest import TINY, make_cfg
 from .test_interventions import ALL_BUT_INJECTION, ARCH_OVERRIDES, EXTRA
@@ -128,7 +128,8 @@ def members(arch: str, names: tuple[str, ...] = (), extra: list[str] | None = No
         state = build_train_state(cfg, CPU)
         prefill(state, int(cfg.agent.learning_starts))
         for _ in range(steps):
-            train_step(state, cfg.agent, 0.5)
+            learn_step(state, cfg.agent, 0.5)
+            finish_step(state, cfg.agent)
         states.append(state)
     return cfgs, states
 
@@ -292,6 +293,27 @@ def test_members_of_another_structure_are_probed_alone_and_said_so(caplog):
     assert "member 1 (seed 1) probed on its own: no other member's network has its structure" in caplog.text
 
 
+def test_a_cpu_stack_holds_at_most_its_parameter_budget(monkeypatch, caplog):
+    """With room for two members' copies in a stack, members 0 and 1 stack and member 2 probes on
+    its own, said so; each still gets its own pause."""
+    cfgs, states = members("mlp")
+    per_member = int(cfgs[0].probe.num_targets) * sum(p.numel() for p in states[0].agent.online.parameters())
+    monkeypatch.setattr(population, "CPU_STACK_PARAMS", 2 * per_member + 1)
+    calls = []
+    real = population.population_probe
+
+    def spy(nets, *args, **kwargs):
+        calls.append(len(nets))
+        return real(nets, *args, **kwargs)
+
+    monkeypatch.setattr(population, "population_probe", spy)
+    with float64(), caplog.at_level(logging.DEBUG, logger="plasticity_runner"):
+        states = [to_float64(copy.deepcopy(s)) for s in states]
+        check_population(cfgs, states, RTOL_64)
+    assert calls == [2]
+    assert "member 2 (seed 2) probed on its own: a stack of two members would hold more than" in caplog.text
+
+
 # ------------------------------------------------------------------------------ float32, as runs are
 
 
@@ -408,7 +430,7 @@ def with_compiled_probe_loss(states, cfgs):
 def test_a_compiler_failure_leaves_the_population_probe_eager_and_says_so(monkeypatch, caplog):
     """Members whose runs compile their probe loss get the compiled population loss; a compiler
     that fails falls back to the eager loss with a warning, and the numbers are the eager ones."""
-    from plasticity_runner.probes import plasticity_fit
+    from plasticity_runner import fastpath
 
     cfgs, states = members("mlp", (), ["speed.compile=true"])
     eager, _, _ = population_pause(cfgs, states)
@@ -419,13 +441,13 @@ def test_a_compiler_failure_leaves_the_population_probe_eager_and_says_so(monkey
 
         return compiled
 
-    monkeypatch.setattr(plasticity_fit, "_COMPILED", {})
+    monkeypatch.setattr(fastpath, "_COMPILED", {})
     monkeypatch.setattr(torch, "compile", broken_compile)
     with caplog.at_level(logging.WARNING, logger="plasticity_runner"):
         states = with_compiled_probe_loss([copy.deepcopy(s) for s in states], cfgs)
         compiled, _, _ = population_pause(cfgs, states)
     assert "population_probe: torch.compile failed, falling back to eager" in caplog.text
-    assert plasticity_fit.COMPILE_NOTES["population_probe"].startswith("eager (compile failed")
+    assert fastpath.COMPILE_NOTES["population_probe"].startswith("eager (compile failed")
     for a, b in zip(eager, compiled):
         assert without_timing(a) == without_timing(b)
 
@@ -436,10 +458,10 @@ def test_the_compiled_population_probe_matches_the_members_compiled_probes():
     member's compiled single probe within the float32 bound."""
     from torch._dynamo.utils import counters
 
-    from plasticity_runner.probes import plasticity_fit
+    from plasticity_runner import fastpath
 
     torch._dynamo.reset()
-    plasticity_fit._COMPILED.clear()
+    fastpath._COMPILED.clear()
     cfgs, states = members("mlp", (), ["speed.compile=true"])
     states = with_compiled_probe_loss(states, cfgs)
     start = counters["stats"]["unique_graphs"]
@@ -447,10 +469,11 @@ def test_the_compiled_population_probe_matches_the_members_compiled_probes():
     before = counters["stats"]["unique_graphs"]
     assert before - start == 2  # the members' probe loss (compiled once for all three) and the population's
     for state in states:  # a later pause: other parameters, the same graph
-        train_step(state, cfgs[0].agent, 0.5)
+        learn_step(state, cfgs[0].agent, 0.5)
+        finish_step(state, cfgs[0].agent)
     population_pause(cfgs, states)
     assert counters["stats"]["unique_graphs"] == before
-    assert plasticity_fit.COMPILE_NOTES["population_probe"] == "torch.compile(mode=default)"
+    assert fastpath.COMPILE_NOTES["population_probe"] == "torch.compile(mode=default)"
 
 
 def test_the_population_fit_reads_nothing_back_to_the_host(monkeypatch):

@@ -11,7 +11,7 @@ import torch
 
 from plasticity_runner.config import ConfigError, validate
 from plasticity_runner.metrics import load_run
-from plasticity_runner.trainer import build_train_state, env_steps_done, prefill, train, train_step
+from plasticity_runner.trainer import build_train_state, env_steps_done, finish_step, learn_step, prefill, train
 
 from .conftest import make_cfg
 
@@ -46,7 +46,8 @@ def counted_run(ratio: int, steps: int, target_every: int):
     state.agent.optimizer.step, state.agent.update_target = count_update, count_target
     size0 = state.replay.size
     for _ in range(steps):
-        train_step(state, cfg.agent, 0.5)
+        learn_step(state, cfg.agent, 0.5)
+        finish_step(state, cfg.agent)
     return cfg, state, counts, size0
 
 

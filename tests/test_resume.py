@@ -24,9 +24,9 @@ class Crash(Exception):
     pass
 
 
-def crash_at(monkeypatch, step: int, where: str = "train_step") -> None:
+def crash_at(monkeypatch, step: int, where: str = "learn_step") -> None:
     """Make the trainer raise once ``step`` training steps are done (in the step or the pause)."""
-    if where == "train_step":  # after the optimizer step, before the step's hooks and target update
+    if where == "learn_step":  # after the optimizer step, before the step's hooks and target update
         real = trainer.learn_step
 
         def crashing(state, agent_cfg, epsilon):
@@ -68,7 +68,7 @@ def reference(tmp_path_factory):
     return values(d)
 
 
-@pytest.mark.parametrize("step, where", [(5, "train_step"), (20, "train_step"), (33, "train_step"), (20, "pause")])
+@pytest.mark.parametrize("step, where", [(5, "learn_step"), (20, "learn_step"), (33, "learn_step"), (20, "pause")])
 def test_crash_then_restart_equals_uninterrupted(tmp_path, monkeypatch, reference, step, where):
     with monkeypatch.context() as m:
         crash_at(m, step, where)

@@ -18,7 +18,7 @@ from plasticity_runner import roofline
 from plasticity_runner.agents.dqn import epsilon_at
 from plasticity_runner.nets import build_network
 from plasticity_runner.probes.plasticity import fit_targets_sequential, fit_targets_vectorised
-from plasticity_runner.trainer import build_train_state, prefill, train_step
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, prefill
 
 from .conftest import make_cfg
 
@@ -55,15 +55,20 @@ def test_mlp_supervised_step_flops_equal_the_hand_count():
 
 
 def test_dqn_train_step_flops_equal_the_hand_count():
-    """A DQN ``train_step``: acting (a forward of the envs' observations), the target network's
-    forward, the online forward and backward, as the training-step row of bench.py counts it."""
+    """A DQN training step (``learn_step`` + ``finish_step``): acting (a forward of the envs'
+    observations), the target network's forward, the online forward and backward, as the training-step row of bench.py counts it."""
     cfg = make_cfg(["architecture.width=40", "agent.batch_size=24"])
     state = build_train_state(cfg, torch.device("cpu"))
     prefill(state, int(cfg.agent.learning_starts))
     sizes = linear_sizes(state.agent.online)
     s = sum(i * o for i, o in sizes)
     envs, b = int(cfg.env.num_envs), int(cfg.agent.batch_size)
-    flops = roofline.count_flops(lambda: train_step(state, cfg.agent, epsilon_at(state.step, cfg.agent)))
+
+    def step() -> None:  # one step of the loop: act, store, sample, learn, hooks, target bookkeeping
+        learn_step(state, cfg.agent, epsilon_at(state.step, cfg.agent))
+        finish_step(state, cfg.agent)
+
+    flops = roofline.count_flops(step)
     assert flops == 2 * envs * s + 2 * b * s + mlp_step_flops(sizes, b)
 
 

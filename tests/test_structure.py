@@ -4,6 +4,8 @@ program of each env picked in one place (``trainer.train``)."""
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 import warnings
 from pathlib import Path
 
@@ -351,3 +353,27 @@ def test_every_registered_part_has_a_yaml_and_every_yaml_a_part(group):
 
 def test_the_yaml_reader_follows_an_option_that_extends_another():
     assert _schema_option(CONFIGS / "architecture" / "nature_cnn_shared_bias.yaml") == "nature_cnn"
+
+
+def test_the_readme_draws_a_training_step_through_code_that_exists():
+    """Every ``module:function`` (or ``module:[Class.method]``) of README.md's "Code layout" drawing
+    names something in ``plasticity_runner``, and each "holds N modules" sentence counts the
+    modules it then lists."""
+    text = (PACKAGE.parent / "README.md").read_text()
+    section = text[text.index("## Code layout") :]
+    section = section[: section.index("\n## ", 1)]
+    drawing = section[section.index("```\n") + 4 : section.index("\n```", section.index("```\n") + 4)]
+    named = re.findall(r"([a-z_]+(?:/[a-z_]+)*):(\[[A-Za-z_.]+\]|[A-Za-z_]+)", drawing)
+    assert len(named) >= 15, named
+    for module, attr in named:
+        obj = importlib.import_module("plasticity_runner." + module.replace("/", "."))
+        for part in attr.strip("[]").split("."):
+            assert hasattr(obj, part), f"README's layout names {module}:{attr}, which does not exist"
+            obj = getattr(obj, part)
+    prose = " ".join(section[section.index("\n```\n", section.index("```\n") + 4) :].split())
+    counts = re.findall(r"(\d+) modules of the package \(([^;)]*)|pause (\d+) \(([^)]*)\)", prose)
+    assert len(counts) == 2, prose
+    for n1, chain1, n2, chain2 in counts:
+        n, chain = (n1, chain1) if n1 else (n2, chain2)
+        modules = re.findall(r"`([a-z_/]+)`", chain)
+        assert int(n) == len(modules) and all((PACKAGE / f"{m}.py").is_file() for m in modules), (n, modules)

@@ -21,7 +21,7 @@ from plasticity_runner.interventions.base import Networks
 from plasticity_runner.interventions.weight_clipping import WeightClipping, init_bounds
 from plasticity_runner.metrics import MetricsWriter, load_arrays, load_run
 from plasticity_runner.nets.layers import raw_weight
-from plasticity_runner.trainer import build_train_state, prefill, run_pause, train_step
+from plasticity_runner.trainer import build_train_state, finish_step, learn_step, prefill, run_pause
 
 from .conftest import make_cfg
 from .test_interventions import ARCH_OVERRIDES, EXTRA, agent_with, rebuild_fresh
@@ -182,7 +182,8 @@ def test_weight_clipping_through_a_real_pause_on_every_architecture(arch, tmp_pa
     theta_0 = {n: p.detach().double().numpy().copy() for n, p in online.named_parameters()}
     prefill(state, int(cfg.agent.learning_starts))
     for _ in range(3):
-        train_step(state, cfg.agent, 0.5)
+        learn_step(state, cfg.agent, 0.5)
+        finish_step(state, cfg.agent)
     assert assert_within_bounds(online, theta_0, kappa) > 0
     before = {n: p.detach().clone() for n, p in online.named_parameters()}
     writer = MetricsWriter(tmp_path, "clip")

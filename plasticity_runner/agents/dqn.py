@@ -217,7 +217,7 @@ class DQNAgent:
         for i in interventions:
             i.on_build(self.networks)
 
-    # the learner's parts, read-only here: an intervention changes them through the learner
+    # the Networks' parts, read-only here: an intervention changes them through agent.networks
     online = property(lambda self: self.networks.online, doc="The online Q-network.")
     target = property(lambda self: self.networks.target, doc="The target Q-network.")
     optimizer = property(lambda self: self.networks.optimizer, doc="The online network's optimizer.")

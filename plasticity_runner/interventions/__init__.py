@@ -29,8 +29,8 @@ order. ``phase`` names when an intervention mainly acts:
    last, so the whole state ends empty).
 
 ``REGISTRY`` (name -> class, in that order) is the view of the registrations callers use;
-``python -c "from plasticity_runner.interventions import REGISTRY; print(list(REGISTRY))"`` prints
-the order.
+``plasticity-run --help`` prints, for each hook, the interventions that implement it in that order
+(``order_help``).
 
 Decoupled weight decay (AdamW) is an optimizer option, not an intervention: ``optimizer=adamw``
 or ``optimizer.weight_decay`` (``optim.py``); it acts inside the optimizer step, before step 4.
@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .. import registry
 from ..errors import ConfigError
@@ -135,9 +135,43 @@ def network_options(interventions: list[Intervention]) -> dict[str, Any]:
     return options
 
 
+# The hooks of a training step, in the order they are called (``base.Intervention``; the agents).
+HOOKS = ("network_options", "on_build", "loss_penalty", "before_step", "after_step", "on_target_update")
+
+
+def hook_order() -> dict[str, list[str]]:
+    """hook -> the interventions that implement it, in the order the hook runs them (``ORDER``)."""
+    return {
+        hook: [name for name, cls in REGISTRY.items() if getattr(cls, hook) is not getattr(Intervention, hook)]
+        for hook in HOOKS
+    }
+
+
+def order_help(indent: str = "  ") -> str:
+    """The order of the hooks and, within each, of the interventions, as ``plasticity-run --help``
+    prints it (the ``${intervention_order:}`` resolver of configs/hydra/help/plasticity_run.yaml):
+    one line per hook, the lines after the first indented by ``indent`` (the template's own)."""
+    lines = [f"{hook:<17} {' > '.join(names) or '-'}" for hook, names in hook_order().items()]
+    return ("\n" + indent).join(lines)
+
+
+OmegaConf.register_new_resolver("intervention_order", order_help, replace=True)
+
+
 def active_names(interventions: list[Intervention]) -> str:
     """The label of an intervention set for tables: names joined by '+', or 'none'."""
     return "+".join(i.name for i in interventions) or "none"
 
 
-__all__ = ["REGISTRY", "Intervention", "Networks", "active_names", "build_interventions", "network_options"]
+__all__ = [
+    "HOOKS",
+    "ORDER",
+    "REGISTRY",
+    "Intervention",
+    "Networks",
+    "active_names",
+    "build_interventions",
+    "hook_order",
+    "network_options",
+    "order_help",
+]

@@ -77,7 +77,7 @@ class Intervention:
         training RNG streams are untouched). The seed is recorded in ``last_fresh_seed``, so the
         same initialisation can be rebuilt."""
         if networks.build_fresh is None:
-            raise ValueError(f"intervention {self.name} needs the learner's build_fresh to draw fresh initialisations")
+            raise ValueError(f"intervention {self.name} needs Networks.build_fresh to draw fresh initialisations")
         seed = fresh_init_seed(networks.seed, self.name, step)
         device = next(networks.online.parameters()).device
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):

@@ -16,6 +16,11 @@ diagnostics (stream ``diagnostics/batch``, as many as the largest ``inputs(cfg)`
 each sees its first ``inputs(cfg)``), and a diagnostic's own observations (stream
 ``<name>/inputs``: the probe's input set X). Nothing here modifies the networks or touches a
 training RNG stream.
+
+A population (members of one config that differ in ``seed``) pauses through
+``population.run_population_pause``, which writes each member's pause as ``run_pause`` writes it
+(the probe of the members stacked; the pieces below, ``pause_view``, ``diagnostic_view`` and
+``write_output``, shared).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ def parameters_finite(net: torch.nn.Module) -> bool:
 
 
 def run_pause(cfg: Any, state: Any, writer: Any) -> dict[str, float]:
-    """The diagnostics of one pause on copies of the training state ``state`` (``trainer.TrainState``);
+    """The diagnostics of one pause on copies of the training state ``state`` (``train_state.TrainState``);
     returns the probe's scalars (empty when the probe did not run).
 
     A network with non-finite parameters (a diverged run that continues) is not measured: the

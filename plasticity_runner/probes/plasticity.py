@@ -227,7 +227,7 @@ def population_probe(
     ``nets[i]``, its ``build_fresh[i]``, input set ``inputs[i]`` and probe seed ``seeds[i]``; the
     ``M x T`` copies fitted as one stack (``fit_population_vectorised``; the networks must share
     one structure, ``plasticity_fit.structure_key``). ``compiled``: the compiled
-    ``population_loss`` (``plasticity_fit.compiled_population_loss``) or None (eager)."""
+    ``population_loss`` (``fastpath.compiled_population_loss``) or None (eager)."""
     made = [probe_targets(n, b, x, probe_cfg, s) for n, b, x, s in zip(nets, build_fresh, inputs, seeds)]
     targets = torch.stack([t for _, t in made])
     initial, final, curve_sum = fit_population_vectorised(

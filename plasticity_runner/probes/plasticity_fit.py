@@ -235,25 +235,8 @@ def population_loss(
     """``per_target_loss`` of a population: the fitting objective ``[M, T]`` of each of the
     ``M x T`` stacked copies on its member's minibatch ``x`` ``[M, B, ...]`` against ``y``
     ``[M, T, B, A]``. Everything comes in as an argument, so one compiled version
-    (``compiled_population_loss``) serves every pause of every member."""
+    (``fastpath.compiled_population_loss``) serves every pause of every member."""
     return fit_loss(_population_forward(base, leaves, transposed, buffers, x), y, support)
-
-
-_COMPILED: dict[str, Any] = {}
-COMPILE_NOTES: dict[str, str] = {}  # what the compiled population loss ran as (a compiler failure's reason)
-
-
-def compiled_population_loss(mode: str) -> Callable[..., torch.Tensor]:
-    """``population_loss`` under ``torch.compile(mode=mode)`` (one per mode and process, reused by
-    every pause), falling back to eager on a compiler failure with a logged warning
-    (``fastpath.CompiledOrEager``; the reason in ``COMPILE_NOTES["population_probe"]``)."""
-    if mode not in _COMPILED:
-        from ..fastpath import CompiledOrEager
-
-        compiled = torch.compile(population_loss, mode=mode, dynamic=False)
-        COMPILE_NOTES["population_probe"] = f"torch.compile(mode={mode})"
-        _COMPILED[mode] = CompiledOrEager(population_loss, compiled, "population_probe", COMPILE_NOTES)
-    return _COMPILED[mode]
 
 
 def fit_population_vectorised(
@@ -301,18 +284,17 @@ def fit_population_vectorised(
     optimizer = build_optimizer(optimizer_cfg, [v for k, v in leaves.items() if trainable[k]])
 
     def full_loss() -> torch.Tensor:
+        # member by member, as the single fit (one stack of all members' activations on all of X
+        # would be members times larger, out of cache on a CPU)
         base.eval()
         with torch.no_grad():
-            chunk = 4096  # inputs per member and chunk, as ``chunked``
-            out = torch.cat(
-                [
-                    _population_forward(base, leaves, transposed, buffers, inputs[:, i : i + chunk])
-                    for i in range(0, N, chunk)
-                ],
-                dim=2,
-            )
-            q = out if support is None else q_net.head.readout(out)
-            return ((q - targets) ** 2).mean(dim=(2, 3))
+            out = []
+            for m in range(M):
+                own, own_buffers = {k: v[m] for k, v in leaves.items()}, {k: v[m] for k, v in buffers.items()}
+                q = chunked(lambda x: _stacked_forward(base, own, transposed, own_buffers, x), inputs[m], dim=1)
+                q = q if support is None else q_net.head.readout(q)
+                out.append(((q - targets[m]) ** 2).mean(dim=(1, 2)))
+            return torch.stack(out)
 
     minibatch_loss = population_loss if compiled is None else compiled
     initial = full_loss()

@@ -12,13 +12,15 @@ What runs together and what runs per member:
 * the plasticity probe (``probe.vectorised=true``): the members whose networks share one structure
   (``structure_key``: the same modules, parameter and buffer shapes, trainable flags and plain
   attributes; e.g. one member's head replaced by plasticity injection and another's not form two
-  groups) are fitted as one stack of ``members x num_targets`` copies
+  groups) are fitted as one stack of ``members x num_targets`` copies (on a CPU, stacks of at most
+  ``CPU_STACK_PARAMS`` parameters)
   (``plasticity.population_probe``; ``torch.func`` as the single probe), with the compiled
   population loss where the members' runs compile theirs (``speed.compile`` /
-  ``speed.cuda_graphs``: ``plasticity_fit.compiled_population_loss``). A member probed on its own
+  ``speed.cuda_graphs``: ``fastpath.compiled_population_loss``). A member probed on its own
   goes through the single pause's probe, with a debug log line saying why: it is the only one of
   its structure, or its network draws from the global RNG in train mode (dropout: a stack would
-  draw other masks than its own run), or ``probe.vectorised=false``;
+  draw other masks than its own run), or ``probe.vectorised=false``, or on a CPU its network is so
+  large that a stack of two would pass ``CPU_STACK_PARAMS``;
 * every other diagnostic runs per member (its cost is small next to the probe's at the default
   sizes; ``scripts/bench_population_pause.py`` measures each).
 
@@ -44,7 +46,7 @@ from ..progress import PauseProgress
 from .base import Diagnostic, Output
 from .pause import diagnostic_view, due, parameters_finite, pause_view, write_output
 from .plasticity import Probe, fits_cross_entropy, population_probe, probe_output
-from .plasticity_fit import categorical_head, compiled_population_loss
+from .plasticity_fit import categorical_head
 
 log = logging.getLogger("plasticity_runner")
 
@@ -158,7 +160,7 @@ def _population_probe(
         advance = progress.start(label, d.steps(cfg))
         compiled = None
         if views[members[0]].compiled_probe_fit is not None:  # the members' runs compile their probe loss
-            from ..fastpath import compile_mode
+            from ..fastpath import compile_mode, compiled_population_loss
 
             compiled = compiled_population_loss(compile_mode(cfg.speed, views[members[0]].own_inputs.device))
         results = population_probe(
@@ -186,9 +188,18 @@ def _population_probe(
     return {i: outputs[i] for i in live if i in outputs}
 
 
+# On a CPU a stack holds at most this many parameters (copies x parameters per copy): past it the
+# stack's parameters, gradients and Adam moments leave the caches, and a stacked step is no faster
+# than the members' separate ones (``scripts/bench_population_pause.py``: at MLP width 512, 3.0 M
+# parameters per member's 10 copies, a stack of 8 members ran 0.97x the separate fits' speed in
+# CPU time, stacks of 2 as fast as them or faster). A GPU takes every member in one stack.
+CPU_STACK_PARAMS = 2**23
+
+
 def probe_groups(cfgs: Sequence[Any], views: dict[int, Any], live: list[int]) -> tuple[list[list[int]], dict[int, str]]:
-    """The members whose probes stack (groups of two or more, by ``structure_key``, in member
-    order) and those probed on their own, each with the reason."""
+    """The members whose probes stack (stacks of two or more, by ``structure_key``, in member
+    order, on a CPU of at most ``CPU_STACK_PARAMS`` parameters) and those probed on their own,
+    each with the reason."""
     alone: dict[int, str] = {}
     by_key: dict[Any, list[int]] = {}
     for i in live:
@@ -206,9 +217,25 @@ def probe_groups(cfgs: Sequence[Any], views: dict[int, Any], live: list[int]) ->
     for members in by_key.values():
         if len(members) == 1:
             alone[members[0]] = "no other member's network has its structure"
-        else:
-            groups.append(members)
+            continue
+        view = views[members[0]]
+        size = stack_size(view.online, int(cfgs[members[0]].probe.num_targets), view.own_inputs.device)
+        for start in range(0, len(members), size):
+            stack = members[start : start + size]
+            if len(stack) > 1:
+                groups.append(stack)
+            else:
+                alone[stack[0]] = f"a stack of two members would hold more than {CPU_STACK_PARAMS} parameters (CPU)"
     return groups, dict(sorted(alone.items()))
+
+
+def stack_size(net: nn.Module, num_targets: int, device: torch.device) -> int:
+    """How many members one stack of the probe holds: on a CPU as many as ``CPU_STACK_PARAMS``
+    parameters allow (at least one), on another device all."""
+    if device.type != "cpu":
+        return 2**62
+    per_member = num_targets * sum(p.numel() for p in net.parameters())
+    return max(1, CPU_STACK_PARAMS // max(per_member, 1))
 
 
 # ------------------------------------------------------------------------------ what can stack
