@@ -73,6 +73,7 @@ def _app(cfg: DictConfig) -> float | None:
     from .checkpoint import CorruptCheckpointError
     from .config import ConfigError
     from .objective import ObjectiveError, for_sweeper, objective_value
+    from .population import enabled, train_population
     from .train_state import DeviceMismatchError
     from .trainer import train
 
@@ -87,9 +88,11 @@ def _app(cfg: DictConfig) -> float | None:
         )
     try:
         # Hydra's record (.hydra/) is written only once the run directory has accepted the config
-        summary = train(
-            cfg, run_dir, on_start=lambda: write_hydra_record(run_dir, cfg), member_start=write_hydra_record
-        )
+        on_start = lambda: write_hydra_record(run_dir, cfg)  # noqa: E731
+        if enabled(cfg):  # population.seeds: the members in one process (population.py)
+            summary = train_population(cfg, run_dir, on_start, member_start=write_hydra_record)
+        else:
+            summary = train(cfg, run_dir, on_start=on_start)
     except ConfigError as exc:
         # Hydra reports typos and wrong types itself; range errors end here, before any metric.
         fail(EXIT_CONFIG, f"Error in config: {exc}")

@@ -350,10 +350,6 @@ def validate(cfg: DictConfig) -> None:
             parse_objective(cfg.objective)
         except ObjectiveError as exc:
             raise ConfigError("objective", str(exc)) from None
-    if OmegaConf.select(cfg, "population.seeds") is not None:
-        from .population import check_population
-
-        check_population(cfg)
     env_name = OmegaConf.select(cfg, "env.name")
     if env_name in case_study_envs():
         _validate_case_study(cfg)

@@ -237,6 +237,7 @@ def train_population(
     from .config import validate
     from .envs.datasets import check_data
 
+    check_population(cfg)  # population.* first: what the members' configs cannot show
     validate(cfg)
     check_data(cfg.env)
     run_dir = Path(run_dir)

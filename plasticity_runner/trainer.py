@@ -60,7 +60,7 @@ from .config import validate
 from .envs import make_env, schedule
 from .envs.base import return_range
 from .envs.datasets import check_data
-from .errors import choice
+from .errors import ConfigError, choice
 from .evaluation import evaluate_agent
 from .lifecycle import check_parameter_memory
 from .nets import build_network
@@ -333,7 +333,6 @@ def train(
     cfg: DictConfig,
     run_dir: str | Path,
     on_start: Callable[[], None] | None = None,
-    member_start: Callable[[Path, DictConfig], None] | None = None,
 ) -> dict[str, Any]:
     """Run one experiment into ``run_dir``: the program its env picks (``run_dqn`` below, or the case
     study an env registers with ``program=``, section 4) inside the run directory's lifecycle.
@@ -345,14 +344,13 @@ def train(
     (``lifecycle.opened``). A finished run (``lifecycle.FINISHED``) is not run again. Returns a summary: run id, steps done, status and
     (``run_dqn``) the last probe scalars.
 
-    With ``population.seeds`` set, ``run_dir`` holds a population (``population.train_population``:
-    one run directory per member, ``member_start(member_dir, member_cfg)`` called for each as
-    ``on_start`` is for a run).
+    A config with ``population.seeds`` set is a population: ``population.train_population`` runs it
+    (the CLI picks it), and ``train`` refuses it rather than run one member.
     """
-    from .population import enabled, train_population
-
-    if enabled(cfg):
-        return train_population(cfg, run_dir, on_start, member_start)
+    if OmegaConf.select(cfg, "population.seeds") is not None:
+        raise ConfigError(
+            "population.seeds", "a population runs through population.train_population (plasticity-run picks it)"
+        )
     validate(cfg)
     check_data(cfg.env)  # the data set is on disk and large enough: a config error now, not a crash later
     program = registry.get("env", cfg.env.name).spec.program or run_dqn

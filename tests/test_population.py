@@ -20,7 +20,7 @@ import pytest
 
 from plasticity_runner import checkpoint, load_sweep, population, trainer
 from plasticity_runner.config import ConfigError
-from plasticity_runner.trainer import train
+from plasticity_runner.population import enabled, train_population
 
 from .conftest import TINY, make_cfg
 from .test_interventions import ALL_BUT_INJECTION, ARCH_OVERRIDES, BASE, WITH_INJECTION
@@ -29,6 +29,11 @@ from .test_trainer import values
 # pauses at steps 0, 10 and 20, every diagnostic on (tiny), log points every 5 steps
 SHORT = ["total_steps=20", "probe.every_steps=10", "log_every_steps=5"]
 SETS = {f"all_but_injection_{i}": s for i, s in enumerate(ALL_BUT_INJECTION)} | {"with_injection": WITH_INJECTION}
+
+
+def train(cfg, run_dir, **kwargs):
+    """What plasticity-run calls: a population for ``population.seeds``, else the single run."""
+    return (train_population if enabled(cfg) else trainer.train)(cfg, run_dir, **kwargs)
 
 
 def arrays(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
