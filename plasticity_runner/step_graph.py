@@ -95,6 +95,8 @@ def configure(cfg: DictConfig, state: Any, device: torch.device, notes: dict[str
         return None
     graph = StepGraph(state, cfg.agent, device)
     notes["step_graph"] = graph.mode
+    if "loss" in notes:  # speed.compile wrapped the agent's loss, which the graph's step does not call
+        notes["loss"] = f"{notes['loss']}, not used for training (speed.step_graph trains through the step graph)"
     log.info("speed.step_graph: one graph per training step, %s", graph.mode)
     return graph
 

@@ -292,3 +292,16 @@ def test_the_cuda_bookkeeping_keeps_the_numbers(monkeypatch):
     monkeypatch.setattr(sg.StepGraph, "__init__", as_on_cuda)
     torch._dynamo.reset()
     assert_same_run(make_cfg(SHORT + ["env=cartpole"]))
+
+
+def test_the_record_says_the_compiled_loss_is_not_used_for_training_under_the_step_graph():
+    """``speed.compile`` with ``speed.step_graph``: the graph's step calls the agent's own loss, so
+    ``run.json``'s ``fast_path.loss`` says the compiled loss is not what trains; without the step
+    graph the note is torch.compile's alone."""
+    for graph_on in (True, False):
+        cfg = make_cfg(["speed.compile=true", f"speed.step_graph={str(graph_on).lower()}"])
+        state = build_train_state(cfg, CPU)
+        notes = {"loss": "torch.compile(mode=default)"}
+        assert (sg.configure(cfg, state, CPU, notes) is not None) == graph_on
+        used = "not used for training" in notes["loss"]
+        assert used == graph_on and notes["loss"].startswith("torch.compile(mode=default)")
