@@ -265,6 +265,7 @@ VMAP_REFUSED = {
     "intervention.l2_init": ["intervention=[l2_init]"],
     "architecture.dropout": [*ARCH_OVERRIDES["vit"], "architecture.dropout=0.1"],
     "env.name": ["env=brownian"],
+    "speed.step_graph": ["speed.step_graph=true"],
 }
 VMAP_SETS = {
     f"set{i}": s
