@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import struct
 from pathlib import Path
@@ -40,6 +41,17 @@ TINY = [
     # count to, so in-process and subprocess runs are comparable bit for bit
     "torch_threads=1",
 ]
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """``torch.set_default_dtype(dtype)`` inside the block, the previous default restored after."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
 
 
 def make_cfg(overrides: list[str] | None = None, tiny: bool = True):

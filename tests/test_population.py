@@ -22,7 +22,7 @@ from plasticity_runner import checkpoint, load_sweep, population, trainer
 from plasticity_runner.config import ConfigError
 from plasticity_runner.population import enabled, train_population
 
-from .conftest import TINY, make_cfg
+from .conftest import TINY, default_dtype, make_cfg
 from .test_interventions import ALL_BUT_INJECTION, ARCH_OVERRIDES, BASE, WITH_INJECTION
 from .test_trainer import values
 
@@ -298,12 +298,8 @@ def float64(monkeypatch):
         return env
 
     monkeypatch.setattr(trainer, "make_env", env64)
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         yield
-    finally:
-        torch.set_default_dtype(saved)
 
 
 def assert_close_runs(got: Path, expected: Path, rtol: float) -> None:

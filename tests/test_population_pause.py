@@ -12,7 +12,6 @@ run's; the MLP and small CNNs agree bit for bit, BatchNorm and larger CNNs withi
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
@@ -28,7 +27,7 @@ from plasticity_runner.probes.population import run_population_pause, structure_
 from plasticity_runner.train_state import global_rng_state, set_global_rng_state
 from plasticity_runner.trainer import build_train_state, finish_step, learn_step, prefill
 
-from .conftest import TINY, make_cfg
+from .conftest import TINY, default_dtype, make_cfg
 from .test_interventions import ALL_BUT_INJECTION, ARCH_OVERRIDES, EXTRA
 
 CPU = torch.device("cpu")
@@ -78,14 +77,9 @@ class Float64Replay:
         return self.replay.sample_obs(n, generator).double()
 
 
-@contextlib.contextmanager
 def float64():
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(saved)
+    """Every tensor the members build in float64 (the default dtype)."""
+    return default_dtype(torch.float64)
 
 
 def as_float64(value):
